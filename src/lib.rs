@@ -1,0 +1,64 @@
+//! iewatch watches Azure Import/Export jobs: it polls Get Job with the stored ETag,
+//! records every transition and every drive's progress in SQLite, and alerts by webhook.
+//!
+//! # Layout
+//!
+//! The modules follow the data flow of DESIGN.md, left to right:
+//!
+//! - [`config`]: the TOML file, checked into a [`config::Config`].
+//! - [`source`]: where snapshots come from ([`source::Source`]); the classic client and
+//!   its wire model live under it. [`http_client`] and [`tls`] are its plumbing.
+//! - [`model`]: the wire-independent [`model::JobSnapshot`] every box works on.
+//! - [`detect`]: previous snapshot + new snapshot → [`events::Event`]s (pure).
+//! - [`store`]: SQLite; one transaction per observation writes job, drives, events and
+//!   the webhook outbox.
+//! - [`scheduler`]: polls every job on its interval, with backoff and failure events.
+//! - [`notifier`]: delivers the outbox to webhooks, signed, retried, in order.
+//! - [`report`]: `status`, `history` and `deliveries` output.
+//! - [`simulator`]: a faithful Import/Export service for tests, benchmarks and the demo.
+
+pub mod config;
+pub mod detect;
+pub mod events;
+pub mod http_client;
+pub mod model;
+pub mod source;
+pub mod tls;
+
+/// `iewatch check --online`: one Get Job per configured job, a line each. Failure if any
+/// job could not be fetched.
+pub async fn check_online(config: &config::Config) -> std::process::ExitCode {
+    let mut all_ok = true;
+    for job in &config.jobs {
+        let Some(account) = config.account(&job.account) else { continue };
+        let line = match source::Source::for_account(account, &config.daemon) {
+            Err(e) => {
+                all_ok = false;
+                format!("error: {e}")
+            }
+            Ok(source) => match source.get_job(&job.name, None).await {
+                Ok(source::PollOutcome::Modified(obs)) => {
+                    let s = &obs.snapshot;
+                    format!(
+                        "{} ({}), {}%, {} drive(s)",
+                        s.state,
+                        s.job_type.as_deref().unwrap_or("?"),
+                        s.percent_complete.map_or("-".into(), |p| p.to_string()),
+                        s.drives.len()
+                    )
+                }
+                Ok(source::PollOutcome::NotModified) => "not modified".to_owned(),
+                Err(e) => {
+                    all_ok = false;
+                    format!("error: {e}")
+                }
+            },
+        };
+        println!("{}/{}: {line}", job.account, job.name);
+    }
+    if all_ok {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,134 @@
+//! The Get Job client of the classic Service Management API (spec/get-job.txt): a
+//! management certificate on a pooled keep-alive TLS connection, the spec's headers, the
+//! stored ETag in `If-None-Match`, and 304/412 read as "not modified".
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode};
+use http_body_util::Full;
+
+use super::{
+    classic_wire::{ErrorBody, Job},
+    encode_path_segment, header_string, Observation, PollOutcome, ServiceError, SourceError,
+    MAX_JOB_BODY_BYTES,
+};
+use crate::{
+    config::ClassicAccount,
+    http_client::{self, HttpsClient, USER_AGENT},
+    model::{ETag, JobName},
+    tls,
+};
+
+/// `Accept` as the spec's JSON Light default.
+pub const ACCEPT: &str = "application/json;odata=minimalmetadata";
+
+/// A client for one classic account; clones share the connection pool.
+#[derive(Clone)]
+pub struct ClassicClient {
+    http: HttpsClient,
+    jobs_url: String,
+    x_ms_version: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for ClassicClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClassicClient").field("jobs_url", &self.jobs_url).finish_non_exhaustive()
+    }
+}
+
+impl ClassicClient {
+    /// A client for `account`, trusting the system roots plus the account's extra CA.
+    ///
+    /// # Errors
+    /// rustls refuses the management certificate's key.
+    pub fn new(
+        subscription_id: &str,
+        account: &ClassicAccount,
+        timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Result<Self, tls::TlsError> {
+        let roots = tls::root_store(&account.extra_roots, true);
+        let config = tls::client_config(roots, Some(&account.identity))?;
+        Ok(ClassicClient {
+            http: http_client::build_client(config, connect_timeout, true),
+            jobs_url: format!(
+                "{}/{}/services/importexport/storageaccounts/{}/jobs",
+                account.endpoint,
+                encode_path_segment(subscription_id),
+                encode_path_segment(&account.storage_account),
+            ),
+            x_ms_version: account.x_ms_version.clone(),
+            timeout,
+        })
+    }
+
+    /// Get Job with `If-None-Match: etag` when one is known.
+    ///
+    /// # Errors
+    /// See [`SourceError`].
+    pub async fn get_job(&self, job: &JobName, etag: Option<&ETag>) -> Result<PollOutcome, SourceError> {
+        let url = format!("{}/{}", self.jobs_url, encode_path_segment(job.as_str()));
+        let mut request = Request::builder()
+            .method(Method::GET)
+            .uri(&url)
+            .header("x-ms-version", &self.x_ms_version)
+            .header(header::ACCEPT, ACCEPT)
+            .header(header::USER_AGENT, USER_AGENT);
+        if let Some(etag) = etag {
+            request = request.header(header::IF_NONE_MATCH, etag.as_str());
+        }
+        let request = request
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| SourceError::Decode(format!("cannot build request for {url}: {e}")))?;
+        let response = http_client::send(&self.http, request, self.timeout, MAX_JOB_BODY_BYTES).await?;
+        interpret(response)
+    }
+}
+
+/// Turns a complete response into an outcome (separate from I/O so it is testable).
+///
+/// # Errors
+/// Non-success statuses and undecodable bodies.
+pub fn interpret(response: http::Response<Bytes>) -> Result<PollOutcome, SourceError> {
+    let status = response.status();
+    let headers = response.headers();
+    if status == StatusCode::NOT_MODIFIED || status == StatusCode::PRECONDITION_FAILED {
+        return Ok(PollOutcome::NotModified);
+    }
+    let request_id = header_string(headers, "x-ms-request-id");
+    if !status.is_success() {
+        let body = response.body();
+        let error = serde_json::from_slice::<ErrorBody>(&body[..body.len().min(super::ERROR_BODY_LIMIT)])
+            .ok()
+            .map(|b| Box::new(flatten(b.error)));
+        return Err(SourceError::Status {
+            status: status.as_u16(),
+            error,
+            retry_after: http_client::retry_after(headers),
+            request_id,
+        });
+    }
+    if let Some(content_type) = header_string(headers, header::CONTENT_TYPE.as_str()) {
+        if !content_type.to_ascii_lowercase().starts_with("application/json") {
+            return Err(SourceError::Decode(format!("unexpected Content-Type {content_type:?}")));
+        }
+    }
+    let job: Job = serde_json::from_slice(response.body()).map_err(|e| SourceError::Decode(e.to_string()))?;
+    Ok(PollOutcome::Modified(Box::new(Observation {
+        snapshot: job.into_snapshot(),
+        etag: header_string(headers, header::ETAG.as_str()).map(ETag::new),
+        last_modified: header_string(headers, header::LAST_MODIFIED.as_str()),
+        request_id,
+    })))
+}
+
+fn flatten(error: super::classic_wire::ODataError) -> ServiceError {
+    ServiceError {
+        code: error.code,
+        message: error.message.value,
+        extended_code: error.azure_values.iter().find_map(|v| v.extended_code.clone()),
+        extended_information: error.azure_values.iter().find_map(|v| v.extended_information.clone()),
+    }
+}

@@ -1,0 +1,218 @@
+//! Sources of job snapshots. The scheduler asks a [`Source`] for a job with the ETag it
+//! holds and gets back a [`PollOutcome`] or a typed [`SourceError`]; what API and wire
+//! format sit behind it is the source's business. Today: the classic Service Management
+//! API of the spec.
+
+pub mod classic;
+pub mod classic_wire;
+
+use std::time::Duration;
+
+use crate::{
+    config::{Account, AccountKind, DaemonSettings},
+    http_client::HttpError,
+    model::{ETag, JobName, JobSnapshot},
+};
+
+/// Largest Get Job body accepted. A job has at most ten drives; the spec's sample is
+/// 1.5 KB, so 1 MiB is generous and still bounds memory per poll.
+pub const MAX_JOB_BODY_BYTES: usize = 1024 * 1024;
+/// Largest error body read; longer ones are cut, not refused.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// What one poll found.
+#[derive(Debug)]
+pub enum PollOutcome {
+    /// The document changed (or is seen for the first time).
+    Modified(Box<Observation>),
+    /// 304 or 412: the ETag still matches.
+    NotModified,
+}
+
+/// A job document as received, mapped to the source-independent snapshot.
+#[derive(Debug)]
+pub struct Observation {
+    /// The snapshot.
+    pub snapshot: JobSnapshot,
+    /// `ETag`, to send back next time; None where the API has none.
+    pub etag: Option<ETag>,
+    /// `Last-Modified`, as sent.
+    pub last_modified: Option<String>,
+    /// `x-ms-request-id`, for support requests.
+    pub request_id: Option<String>,
+}
+
+/// The `odata.error` (or ARM `error`) of a failed request, flattened.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceError {
+    /// `code`.
+    pub code: String,
+    /// `message.value`.
+    pub message: String,
+    /// `ExtendedCode`, if any.
+    pub extended_code: Option<String>,
+    /// `ExtendedInformation`, if any.
+    pub extended_information: Option<String>,
+}
+
+/// Why a poll produced no outcome. Callers branch on the kind: backoff, Retry-After,
+/// not-found handling, certificate warnings.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// No answer within the request timeout.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// TLS failed: certificate refused, unknown CA.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// Connection refused, reset, DNS, or a body cut short.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The body exceeded the cap.
+    #[error("response body larger than {limit} bytes")]
+    BodyTooLarge {
+        /// The cap.
+        limit: usize,
+    },
+    /// A non-success status.
+    #[error("HTTP {status}{}", describe(.error))]
+    Status {
+        /// The status code.
+        status: u16,
+        /// The parsed error body, if it was one.
+        error: Option<Box<ServiceError>>,
+        /// `Retry-After`, if sent.
+        retry_after: Option<Duration>,
+        /// `x-ms-request-id`, if sent.
+        request_id: Option<String>,
+    },
+    /// A 200 whose body is not a job document.
+    #[error("cannot decode response: {0}")]
+    Decode(String),
+}
+
+fn describe(error: &Option<Box<ServiceError>>) -> String {
+    match error {
+        None => String::new(),
+        Some(e) => {
+            let mut text = format!(" {}: {}", e.code, e.message);
+            if let Some(code) = &e.extended_code {
+                text.push_str(&format!(" ({code})"));
+            }
+            text
+        }
+    }
+}
+
+impl SourceError {
+    /// The delay the service asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SourceError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The service says the job does not exist (or no longer does).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, SourceError::Status { status: 404, .. })
+    }
+
+    /// The credentials were refused: 401/403, or a TLS failure (a refused client
+    /// certificate shows up as a handshake alert).
+    pub fn is_auth_refused(&self) -> bool {
+        matches!(self, SourceError::Status { status: 401 | 403, .. } | SourceError::Tls(_))
+    }
+
+    /// A short label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceError::Timeout(_) => "timeout",
+            SourceError::Tls(_) => "tls",
+            SourceError::Transport(_) => "transport",
+            SourceError::BodyTooLarge { .. } => "body_too_large",
+            SourceError::Status { status: 404, .. } => "not_found",
+            SourceError::Status { status: 401 | 403, .. } => "auth",
+            SourceError::Status { status: 429, .. } => "throttled",
+            SourceError::Status { status: 500..=599, .. } => "server_error",
+            SourceError::Status { .. } => "http_status",
+            SourceError::Decode(_) => "decode",
+        }
+    }
+}
+
+impl From<HttpError> for SourceError {
+    fn from(error: HttpError) -> Self {
+        match error {
+            HttpError::Timeout(d) => SourceError::Timeout(d),
+            HttpError::Tls(e) => SourceError::Tls(e),
+            HttpError::Transport(e) | HttpError::Body(e) => SourceError::Transport(e),
+            HttpError::BodyTooLarge { limit } => SourceError::BodyTooLarge { limit },
+        }
+    }
+}
+
+/// Where a job's snapshots come from; one per account, shared by all its jobs.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// The classic Service Management API.
+    Classic(classic::ClassicClient),
+}
+
+/// Why a source could not be built from its account.
+#[derive(Debug, thiserror::Error)]
+#[error("account {account}: {reason}")]
+pub struct SourceSetupError {
+    /// The account.
+    pub account: String,
+    /// What failed.
+    pub reason: String,
+}
+
+impl Source {
+    /// Builds the source for an account (its own connection pool).
+    ///
+    /// # Errors
+    /// The TLS configuration cannot be built from the account's certificates.
+    pub fn for_account(account: &Account, daemon: &DaemonSettings) -> Result<Source, SourceSetupError> {
+        match &account.kind {
+            AccountKind::Classic(classic) => classic::ClassicClient::new(
+                &account.subscription_id,
+                classic,
+                daemon.request_timeout,
+                daemon.connect_timeout,
+            )
+            .map(Source::Classic)
+            .map_err(|e| SourceSetupError { account: account.name.clone(), reason: e.to_string() }),
+        }
+    }
+
+    /// Polls one job. `etag` goes into `If-None-Match` byte for byte.
+    ///
+    /// # Errors
+    /// See [`SourceError`].
+    pub async fn get_job(&self, job: &JobName, etag: Option<&ETag>) -> Result<PollOutcome, SourceError> {
+        match self {
+            Source::Classic(client) => client.get_job(job, etag).await,
+        }
+    }
+}
+
+/// Percent-encodes a path segment (RFC 3986 unreserved characters pass).
+pub(crate) fn encode_path_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+pub(crate) fn header_string(headers: &http::HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+pub(crate) const ERROR_BODY_LIMIT: usize = MAX_ERROR_BODY_BYTES;
