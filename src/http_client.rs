@@ -103,21 +103,25 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
 }
 
 fn classify_request_error(error: hyper_util::client::legacy::Error) -> HttpError {
-    let mut source = error.source();
-    while let Some(cause) = source {
-        if cause.downcast_ref::<rustls::Error>().is_some() {
-            return HttpError::Tls(cause.to_string());
-        }
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                if inner.downcast_ref::<rustls::Error>().is_some() {
-                    return HttpError::Tls(inner.to_string());
-                }
-            }
-        }
-        source = cause.source();
+    match error.source().and_then(find_tls_error) {
+        Some(tls) => HttpError::Tls(tls),
+        None => HttpError::Transport(error_chain(&error)),
     }
-    HttpError::Transport(error_chain(&error))
+}
+
+/// Finds a rustls error in a cause chain. hyper-rustls wraps it in an `io::Error` inside
+/// another `io::Error`, and `io::Error::source` skips the wrapped error, so both the
+/// wrapped value and the source chain are searched.
+fn find_tls_error(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+        return Some(tls.to_string());
+    }
+    if let Some(inner) = error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        if let Some(found) = find_tls_error(inner) {
+            return Some(found);
+        }
+    }
+    error.source().and_then(find_tls_error)
 }
 
 /// An error and its causes on one line, for logs and stored `last_error`s.

@@ -22,6 +22,7 @@ pub mod detect;
 pub mod events;
 pub mod http_client;
 pub mod model;
+pub mod simulator;
 pub mod source;
 pub mod tls;
 

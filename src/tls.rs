@@ -146,12 +146,11 @@ pub fn client_config(
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots);
-    let mut config = match identity {
+    // ALPN is left to hyper-rustls, which sets it from the HTTP versions it enables.
+    Ok(match identity {
         Some(id) => builder.with_client_auth_cert(id.chain.clone(), id.key())?,
         None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+    })
 }
 
 /// A server configuration that requires a client certificate issued by one of

@@ -1,0 +1,304 @@
+//! `iewatch simulate`: a faithful Import/Export service. HTTPS only, a management
+//! certificate required, Get Job and List Jobs with the spec's headers and conditional
+//! request rules, scripted job lifecycles and fault injection. Tests, benchmarks and the
+//! demo run against it in-process through [`start`].
+
+pub mod certs;
+pub mod scenario;
+mod service;
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+pub use certs::CertPaths;
+pub use scenario::{FaultKind, Scenario};
+
+use crate::tls::{self, Identity};
+use scenario::{FaultWindow, Timeline};
+
+/// How long a TLS handshake may take before the connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests kept in the log; older ones are dropped.
+const REQUEST_LOG_CAPACITY: usize = 200_000;
+
+/// Why the simulator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimulatorError {
+    /// The scenario is invalid.
+    #[error("scenario: {0}")]
+    Scenario(#[from] scenario::ScenarioError),
+    /// Certificates could not be made or loaded.
+    #[error("certificates: {0}")]
+    Certs(#[from] certs::CertError),
+    /// TLS could not be configured.
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// What to simulate, where.
+#[derive(Clone, Debug)]
+pub struct SimulatorOptions {
+    /// The jobs and faults.
+    pub scenario: Scenario,
+    /// Listen address (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Where the CA, server and management certificates are kept.
+    pub certs_dir: PathBuf,
+}
+
+/// One request as the simulator saw it.
+#[derive(Clone, Debug)]
+pub struct RequestRecord {
+    /// When it arrived (real time).
+    pub at: Instant,
+    /// Simulated offset at arrival.
+    pub sim_offset: Duration,
+    /// GET or HEAD (or what was sent).
+    pub method: String,
+    /// The job, for Get Job requests.
+    pub job: Option<String>,
+    /// Status answered; 0 when the connection was stalled or reset.
+    pub status: u16,
+    /// `If-None-Match` as received.
+    pub if_none_match: Option<String>,
+    /// The fault applied, if any.
+    pub fault: Option<FaultKind>,
+}
+
+/// Simulated time: real time since start times `speed`, or pinned by a test.
+#[derive(Debug)]
+struct SimClock {
+    start: Instant,
+    speed: f64,
+    pinned: Mutex<Option<Duration>>,
+}
+
+impl SimClock {
+    fn now(&self) -> Duration {
+        if let Some(pinned) = *self.pinned.lock().unwrap_or_else(|p| p.into_inner()) {
+            return pinned;
+        }
+        self.start.elapsed().mul_f64(self.speed)
+    }
+}
+
+struct JobEntry {
+    timeline: Timeline,
+    requests: AtomicU64,
+}
+
+/// Everything a request handler reads; built once from the scenario.
+pub(crate) struct SimState {
+    subscription: String,
+    jobs: HashMap<String, JobEntry>,
+    accounts: Vec<String>,
+    faults: Vec<FaultWindow>,
+    clock: SimClock,
+    log: Mutex<VecDeque<RequestRecord>>,
+    counter: AtomicU64,
+    shutdown: CancellationToken,
+}
+
+fn job_key(account: &str, job: &str) -> String {
+    format!("{account}/{job}")
+}
+
+impl SimState {
+    fn new(scenario: &Scenario, shutdown: CancellationToken) -> Result<SimState, SimulatorError> {
+        let timelines = scenario.compile()?;
+        let mut accounts: Vec<String> = timelines.iter().map(|t| t.account.clone()).collect();
+        accounts.sort();
+        accounts.dedup();
+        Ok(SimState {
+            subscription: scenario.subscription_id.clone(),
+            jobs: timelines
+                .into_iter()
+                .map(|t| (job_key(&t.account, &t.name), JobEntry { timeline: t, requests: AtomicU64::new(0) }))
+                .collect(),
+            accounts,
+            faults: scenario.fault_windows()?,
+            clock: SimClock { start: Instant::now(), speed: scenario.speed, pinned: Mutex::new(None) },
+            log: Mutex::new(VecDeque::new()),
+            counter: AtomicU64::new(0),
+            shutdown,
+        })
+    }
+
+    fn record(&self, record: RequestRecord) {
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        if log.len() == REQUEST_LOG_CAPACITY {
+            log.pop_front();
+        }
+        log.push_back(record);
+    }
+
+    fn next_request_id(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!("{:032x}", u128::from(n) * 0x9E37_79B9_7F4A_7C15 + 1)
+    }
+}
+
+/// A simulator serving on a socket until [`RunningSimulator::stop`] or drop.
+pub struct RunningSimulator {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The certificates.
+    pub certs: CertPaths,
+    state: Arc<SimState>,
+    tracker: TaskTracker,
+}
+
+impl RunningSimulator {
+    /// `https://ADDR`, for an account's `endpoint`.
+    pub fn endpoint(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// The subscription it serves.
+    pub fn subscription_id(&self) -> &str {
+        &self.state.subscription
+    }
+
+    /// A ready-to-paste `[[account]]` block for a config file.
+    pub fn account_block(&self, name: &str) -> String {
+        let account = self.state.accounts.first().map_or(scenario::DEFAULT_STORAGE_ACCOUNT, String::as_str);
+        format!(
+            "[[account]]\nname = \"{name}\"\nsubscription_id = \"{}\"\nstorage_account = \"{account}\"\nendpoint = \"{}\"\ncertificate = \"{}\"\nca_certificate = \"{}\"\n",
+            self.state.subscription,
+            self.endpoint(),
+            self.certs.client.display(),
+            self.certs.ca.display()
+        )
+    }
+
+    /// Every request seen so far (the newest [`REQUEST_LOG_CAPACITY`]).
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.state.log.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+    }
+
+    /// Simulated offset now.
+    pub fn now(&self) -> Duration {
+        self.state.clock.now()
+    }
+
+    /// Pins simulated time (tests); `None` resumes real time × speed.
+    pub fn set_time(&self, offset: Option<Duration>) {
+        *self.state.clock.pinned.lock().unwrap_or_else(|p| p.into_inner()) = offset;
+    }
+
+    /// The simulated offset at which the last version of every job has appeared: after
+    /// it nothing changes any more.
+    pub fn end_of_scenario(&self) -> Duration {
+        self.state
+            .jobs
+            .values()
+            .filter_map(|j| j.timeline.versions.last().map(|v| v.since))
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Stops accepting, closes connections, waits for handlers.
+    pub async fn stop(self) {
+        self.state.shutdown.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+impl Drop for RunningSimulator {
+    fn drop(&mut self) {
+        self.state.shutdown.cancel();
+    }
+}
+
+/// Binds, writes certificates if needed, and serves in the background.
+///
+/// # Errors
+/// See [`SimulatorError`].
+pub async fn start(options: SimulatorOptions) -> Result<RunningSimulator, SimulatorError> {
+    let listen_ip = options.listen.ip();
+    let extra_name = (!listen_ip.is_unspecified()).then(|| listen_ip.to_string());
+    let certs = certs::ensure_certificates(&options.certs_dir, extra_name.as_deref())?;
+    let server_identity = Identity::load(&certs.server, None)?;
+    let ca = tls::load_certificates(&certs.ca)?;
+    let config = tls::server_config_requiring_client_cert(&server_identity, tls::root_store(&ca, false))?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| SimulatorError::Bind { addr: options.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| SimulatorError::Bind { addr: options.listen, source })?;
+    let shutdown = CancellationToken::new();
+    let state = Arc::new(SimState::new(&options.scenario, shutdown.clone())?);
+    let tracker = TaskTracker::new();
+    tracker.spawn(accept_loop(listener, acceptor, state.clone(), tracker.clone()));
+    Ok(RunningSimulator { addr, certs, state, tracker })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    state: Arc<SimState>,
+    tracker: TaskTracker,
+) {
+    loop {
+        let (stream, _) = tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!("simulator: accept failed: {e}");
+                    // Out of file descriptors and the like: give the system a moment
+                    // rather than spinning.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let state = state.clone();
+        tracker.spawn(async move {
+            let shutdown = state.shutdown.clone();
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            let tls = match handshake.await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!("simulator: TLS handshake refused: {e}");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = hyper::service::service_fn(move |request| {
+                let state = state.clone();
+                async move { service::handle(&state, request).await }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), service);
+            tokio::select! {
+                _ = connection => {}
+                () = shutdown.cancelled() => {}
+            }
+        });
+    }
+}

@@ -1,0 +1,450 @@
+//! Request handling of the simulator: the spec's URL shape, header rules and conditional
+//! requests, plus fault injection. Kept apart from the socket plumbing in `mod.rs`.
+
+use std::{
+    convert::Infallible,
+    pin::Pin,
+    sync::atomic::Ordering,
+    task::{Context, Poll},
+    time::{Duration, Instant, SystemTime},
+};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+
+use super::{
+    scenario::{service_json, FaultKind, Version},
+    RequestRecord, SimState,
+};
+use crate::source::classic_wire::ErrorBody;
+
+type ResponseBody = BoxBody<Bytes, std::io::Error>;
+
+const SUPPORTED_VERSIONS: [&str; 2] = ["2014-05-01", "2014-11-01"];
+const JSON_CONTENT_TYPE: &str = "application/json;odata=minimalmetadata;streaming=true;charset=utf-8";
+/// A stalled response never comes within any sane client timeout.
+const STALL: Duration = Duration::from_secs(3600);
+
+/// The error a handler returns to make hyper drop the connection without a response.
+#[derive(Debug, thiserror::Error)]
+#[error("connection reset by fault injection")]
+pub(crate) struct ResetConnection;
+
+fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+    Full::new(bytes.into()).map_err(|never: Infallible| match never {}).boxed()
+}
+
+fn empty() -> ResponseBody {
+    Empty::new().map_err(|never: Infallible| match never {}).boxed()
+}
+
+struct Reply {
+    response: Response<ResponseBody>,
+    fault: Option<FaultKind>,
+}
+
+impl Reply {
+    fn plain(response: Response<ResponseBody>) -> Reply {
+        Reply { response, fault: None }
+    }
+}
+
+/// Answers one request.
+pub(crate) async fn handle(
+    state: &SimState,
+    request: Request<hyper::body::Incoming>,
+) -> Result<Response<ResponseBody>, ResetConnection> {
+    let arrived = Instant::now();
+    let sim_offset = state.clock.now();
+    let method = request.method().clone();
+    let if_none_match = header_str(&request, header::IF_NONE_MATCH).map(str::to_owned);
+    let path = Path::parse(request.uri().path());
+    let job = match &path {
+        Some(Path::Job { job, .. }) => Some(job.clone()),
+        _ => None,
+    };
+    let mut record = RequestRecord {
+        at: arrived,
+        sim_offset,
+        method: method.to_string(),
+        job,
+        status: 0,
+        if_none_match,
+        fault: None,
+    };
+    let reply = route(state, &request, path, sim_offset);
+    record.fault = reply.fault;
+    match reply.fault {
+        Some(FaultKind::Reset) => {
+            state.record(record);
+            return Err(ResetConnection);
+        }
+        Some(FaultKind::Stall) => {
+            state.record(record);
+            tokio::select! {
+                () = tokio::time::sleep(STALL) => {}
+                () = state.shutdown.cancelled() => {}
+            }
+            return Err(ResetConnection);
+        }
+        _ => {}
+    }
+    let mut response = reply.response;
+    record.status = response.status().as_u16();
+    state.record(record);
+    let headers = response.headers_mut();
+    headers.insert("x-ms-request-id", header_value(&state.next_request_id()));
+    headers.insert(header::DATE, header_value(&httpdate::fmt_http_date(SystemTime::now())));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if method == Method::HEAD {
+        let (parts, _) = response.into_parts();
+        return Ok(Response::from_parts(parts, empty()));
+    }
+    Ok(response)
+}
+
+enum Path {
+    Jobs { subscription: String, account: String },
+    Job { subscription: String, account: String, job: String },
+}
+
+impl Path {
+    /// `/{sub}/services/importexport/storageaccounts/{account}/jobs[/{job}]`
+    fn parse(path: &str) -> Option<Path> {
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match segments.as_slice() {
+            [sub, "services", "importexport", "storageaccounts", account, "jobs"] => {
+                Some(Path::Jobs { subscription: decode(sub)?, account: decode(account)? })
+            }
+            [sub, "services", "importexport", "storageaccounts", account, "jobs", job] if !job.is_empty() => {
+                Some(Path::Job { subscription: decode(sub)?, account: decode(account)?, job: decode(job)? })
+            }
+            _ => None,
+        }
+    }
+}
+
+fn decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn header_str<B>(request: &Request<B>, name: header::HeaderName) -> Option<&str> {
+    request.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+fn error(status: StatusCode, message: &str, extended_code: &str) -> Response<ResponseBody> {
+    let body = serde_json::to_vec(&ErrorBody::new(status.as_u16(), message, Some(extended_code)))
+        .unwrap_or_default();
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE));
+    response
+}
+
+fn route(
+    state: &SimState,
+    request: &Request<hyper::body::Incoming>,
+    path: Option<Path>,
+    now: Duration,
+) -> Reply {
+    let Some(path) = path else {
+        return Reply::plain(error(StatusCode::NOT_FOUND, "The requested URI does not represent any resource on the server.", "ResourceNotFound"));
+    };
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "The requested method is not supported.", "MethodNotAllowed");
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return Reply::plain(response);
+    }
+    let version = match header_str(request, header::HeaderName::from_static("x-ms-version")) {
+        Some(v) if SUPPORTED_VERSIONS.contains(&v) => v.to_owned(),
+        Some(_) | None => {
+            return Reply::plain(error(
+                StatusCode::BAD_REQUEST,
+                "The x-ms-version header is missing or is not 2014-05-01 or 2014-11-01.",
+                "MissingOrIncorrectVersionHeader",
+            ))
+        }
+    };
+    if let Some(length) = request.headers().get(header::CONTENT_LENGTH) {
+        if length.to_str().ok().map(str::trim) != Some("0") {
+            return Reply::plain(error(StatusCode::BAD_REQUEST, "Content-Length must be 0 for this request.", "InvalidContentLength"));
+        }
+    }
+    if !accepts_json(request) {
+        return Reply::plain(error(StatusCode::NOT_ACCEPTABLE, "Only application/json is supported.", "NotAcceptable"));
+    }
+    let mut reply = match path {
+        Path::Jobs { subscription, account } => {
+            if let Some(refused) = check_owner(state, &subscription, &account) {
+                return Reply::plain(refused);
+            }
+            Reply::plain(list_jobs(state, &account, now, &version))
+        }
+        Path::Job { subscription, account, job } => {
+            if let Some(refused) = check_owner(state, &subscription, &account) {
+                return Reply::plain(refused);
+            }
+            get_job(state, request, &account, &job, now, &version)
+        }
+    };
+    reply.response.headers_mut().insert("x-ms-version", header_value(&version));
+    reply
+}
+
+fn accepts_json(request: &Request<hyper::body::Incoming>) -> bool {
+    let format = request.uri().query().and_then(|query| {
+        query.split('&').find_map(|pair| pair.strip_prefix("$format=").or_else(|| pair.strip_prefix("%24format=")))
+    });
+    let decoded = format.and_then(decode);
+    let wanted = match decoded.as_deref() {
+        Some(format) => Some(format),
+        None => header_str(request, header::ACCEPT),
+    };
+    match wanted {
+        None => true,
+        Some(value) => value.split(';').next().is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json")),
+    }
+}
+
+fn check_owner(state: &SimState, subscription: &str, account: &str) -> Option<Response<ResponseBody>> {
+    if subscription != state.subscription {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "The server failed to authenticate the request. Verify that the certificate is valid and is associated with this subscription.",
+            "ForbiddenError",
+        ));
+    }
+    if !state.accounts.iter().any(|a| a == account) {
+        return Some(error(StatusCode::NOT_FOUND, &format!("The storage account '{account}' was not found."), "StorageAccountNotFound"));
+    }
+    None
+}
+
+fn list_jobs(state: &SimState, account: &str, now: Duration, version: &str) -> Response<ResponseBody> {
+    let mut names: Vec<&String> = state.jobs.keys().filter(|k| k.split_once('/').is_some_and(|(a, _)| a == account)).collect();
+    names.sort();
+    let jobs: Vec<serde_json::Value> = names
+        .into_iter()
+        .filter_map(|key| state.jobs.get(key)?.timeline.at(now).job.as_ref())
+        .filter_map(|job| serde_json::from_slice(&service_json(job, version == "2014-05-01")).ok())
+        .collect();
+    let body = serde_json::json!({
+        "odata.metadata": format!("https://management.core.windows.net/{}/services/importexport/$metadata#Microsoft.Cis.Services.ImportExport.Public.ImportExportData.Jobs", state.subscription),
+        "value": jobs,
+    });
+    let mut response = Response::new(full(serde_json::to_vec(&body).unwrap_or_default()));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE));
+    response
+}
+
+fn get_job(
+    state: &SimState,
+    request: &Request<hyper::body::Incoming>,
+    account: &str,
+    job: &str,
+    now: Duration,
+    version: &str,
+) -> Reply {
+    let Some(entry) = state.jobs.get(&super::job_key(account, job)) else {
+        return Reply::plain(job_not_found(job));
+    };
+    let n = entry.requests.fetch_add(1, Ordering::Relaxed);
+    let fault = state.faults.iter().find(|f| {
+        f.job.as_deref().is_none_or(|j| j == job) && f.from <= now && now < f.until && n % f.every == 0
+    });
+    let current = entry.timeline.at(now);
+    if let Some(fault) = fault {
+        return Reply { response: faulty(fault.kind, fault.retry_after, current), fault: Some(fault.kind) };
+    }
+    let Some(document) = &current.job else {
+        return Reply::plain(job_not_found(job));
+    };
+    if let Err(refusal) = conditions_met(request, current) {
+        return Reply::plain(refusal.response());
+    }
+    let body = if version == "2014-05-01" { Bytes::from(service_json(document, true)) } else { current.body.clone() };
+    Reply::plain(ok_document(current, body))
+}
+
+fn job_not_found(job: &str) -> Response<ResponseBody> {
+    error(StatusCode::NOT_FOUND, &format!("The job '{job}' was not found."), "JobNotFound")
+}
+
+fn ok_document(version: &Version, body: Bytes) -> Response<ResponseBody> {
+    let mut response = Response::new(full(body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE));
+    headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("identity"));
+    headers.insert(header::ETAG, header_value(&version.etag));
+    headers.insert(header::LAST_MODIFIED, header_value(&version.last_modified));
+    headers.insert("DataServiceVersion", HeaderValue::from_static("3.0;"));
+    response
+}
+
+/// Why a conditional request is not answered with the document.
+enum Refusal {
+    /// 400: headers that may not be combined, or a date that is not a date.
+    Invalid(&'static str, &'static str),
+    /// 412: the condition is not met.
+    Unmet,
+}
+
+impl Refusal {
+    fn response(self) -> Response<ResponseBody> {
+        match self {
+            Refusal::Invalid(message, code) => error(StatusCode::BAD_REQUEST, message, code),
+            Refusal::Unmet => error(
+                StatusCode::PRECONDITION_FAILED,
+                "The condition specified using HTTP conditional header(s) is not met.",
+                "ConditionNotMet",
+            ),
+        }
+    }
+}
+
+/// The spec's conditional-header rules: one header, or If-None-Match with
+/// If-Modified-Since (If-None-Match decides), or If-Match with If-Unmodified-Since
+/// (If-Match decides); anything else is 400; an unmet condition is 412.
+fn conditions_met(request: &Request<hyper::body::Incoming>, version: &Version) -> Result<(), Refusal> {
+    let if_match = header_str(request, header::IF_MATCH);
+    let if_none_match = header_str(request, header::IF_NONE_MATCH);
+    let if_modified_since = header_str(request, header::IF_MODIFIED_SINCE);
+    let if_unmodified_since = header_str(request, header::IF_UNMODIFIED_SINCE);
+    let met = match (if_match, if_none_match, if_modified_since, if_unmodified_since) {
+        (None, None, None, None) => return Ok(()),
+        (None, Some(tags), _, None) => !etag_listed(tags, &version.etag),
+        (Some(tags), None, None, _) => etag_listed(tags, &version.etag),
+        (None, None, Some(date), None) => modified_since(version, date)?,
+        (None, None, None, Some(date)) => !modified_since(version, date)?,
+        _ => {
+            return Err(Refusal::Invalid(
+                "Only If-None-Match with If-Modified-Since, or If-Match with If-Unmodified-Since, may be combined.",
+                "MultipleConditionHeadersNotSupported",
+            ))
+        }
+    };
+    if met {
+        Ok(())
+    } else {
+        Err(Refusal::Unmet)
+    }
+}
+
+fn etag_listed(tags: &str, etag: &str) -> bool {
+    tags.split(',').map(str::trim).any(|tag| tag == "*" || tag == etag)
+}
+
+fn modified_since(version: &Version, date: &str) -> Result<bool, Refusal> {
+    let since = httpdate::parse_http_date(date).map_err(|_| {
+        Refusal::Invalid("A conditional date header is not a valid RFC 1123 date.", "InvalidHeaderValue")
+    })?;
+    // HTTP dates have one-second resolution: compare whole seconds.
+    let modified = version.modified_at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let since = since.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    Ok(modified > since)
+}
+
+fn faulty(kind: FaultKind, retry_after: Option<u64>, current: &Version) -> Response<ResponseBody> {
+    let with_retry_after = |mut response: Response<ResponseBody>| {
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    };
+    match kind {
+        FaultKind::Unavailable => with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, "The server is currently unavailable to receive requests. Please retry your request.", "ServerBusy")),
+        FaultKind::Throttled => with_retry_after(error(StatusCode::TOO_MANY_REQUESTS, "Too many requests. Please retry later.", "TooManyRequests")),
+        FaultKind::InternalError => error(StatusCode::INTERNAL_SERVER_ERROR, "The server encountered an internal error. Please retry the request.", "InternalError"),
+        FaultKind::NotFound => job_not_found(current.job.as_ref().map_or("?", |j| j.name.as_str())),
+        FaultKind::Malformed => ok_document(current, Bytes::from_static(b"{\"Name\": \"broken\", \"Properties\": {\"State\": ")),
+        FaultKind::WrongContentType => {
+            let mut response = ok_document(current, Bytes::from_static(b"<html><body>Service Unavailable</body></html>"));
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+            response
+        }
+        FaultKind::Truncated => {
+            let body = current.body.clone();
+            let length = body.len().max(2);
+            let (parts, _) = ok_document(current, Bytes::new()).into_parts();
+            let mut response = Response::from_parts(parts, FaultBody::truncated(body.slice(..body.len() / 2)).boxed());
+            response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            response
+        }
+        FaultKind::Drip => {
+            let (parts, _) = ok_document(current, Bytes::new()).into_parts();
+            let mut response = Response::from_parts(parts, FaultBody::drip(current.body.clone()).boxed());
+            response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(current.body.len()));
+            response
+        }
+        // Handled by the caller (no response at all); a 500 if ever reached.
+        FaultKind::Stall | FaultKind::Reset => error(StatusCode::INTERNAL_SERVER_ERROR, "fault", "InternalError"),
+    }
+}
+
+/// A body that misbehaves: stops half-way with an error (the connection is dropped), or
+/// sends one byte a second.
+struct FaultBody {
+    remaining: Bytes,
+    fail_at_end: bool,
+    drip: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl FaultBody {
+    fn truncated(first_part: Bytes) -> Self {
+        FaultBody { remaining: first_part, fail_at_end: true, drip: None }
+    }
+
+    fn drip(body: Bytes) -> Self {
+        FaultBody { remaining: body, fail_at_end: false, drip: Some(Box::pin(tokio::time::sleep(Duration::ZERO))) }
+    }
+}
+
+impl Body for FaultBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if let Some(sleep) = this.drip.as_mut() {
+            if this.remaining.is_empty() {
+                return Poll::Ready(None);
+            }
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            sleep.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
+            let byte = this.remaining.split_to(1);
+            return Poll::Ready(Some(Ok(Frame::data(byte))));
+        }
+        if !this.remaining.is_empty() {
+            let chunk = std::mem::take(&mut this.remaining);
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        if this.fail_at_end {
+            this.fail_at_end = false;
+            return Poll::Ready(Some(Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "truncated by fault injection"))));
+        }
+        Poll::Ready(None)
+    }
+}
+
+use std::future::Future as _;

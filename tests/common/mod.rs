@@ -1,0 +1,187 @@
+//! Test support shared by the integration tests: simulators on 127.0.0.1:0 with
+//! certificates made at test time, clients that trust them, and a scripted HTTPS server
+//! for the cases a faithful simulator never produces (304, oversized bodies).
+
+#![allow(dead_code)]
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use iewatch::{
+    http_client::{self, HttpsClient},
+    simulator::{self, certs::CertificateAuthority, RunningSimulator, Scenario, SimulatorOptions},
+    tls::{self, Identity},
+};
+use rustls_pki_types::CertificateDer;
+use tokio::net::TcpListener;
+
+/// The spec's sample Get Job response body.
+pub const SAMPLE_JOB: &str = include_str!("../fixtures/get-job-sample.json");
+
+/// A shipped scenario by file name.
+pub fn scenario(name: &str) -> Scenario {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/scenarios").join(name);
+    Scenario::load(&path).expect("shipped scenario parses")
+}
+
+/// Starts a simulator on 127.0.0.1:0 with certificates in `dir`.
+pub async fn start_simulator(scenario: Scenario, dir: &Path) -> RunningSimulator {
+    simulator::start(SimulatorOptions {
+        scenario,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        certs_dir: dir.join("certs"),
+    })
+    .await
+    .expect("simulator starts")
+}
+
+/// A client trusting the simulator's CA and presenting `identity`.
+pub fn client_for(sim: &RunningSimulator, identity: Option<&Identity>) -> HttpsClient {
+    let ca = tls::load_certificates(&sim.certs.ca).unwrap();
+    let config = tls::client_config(tls::root_store(&ca, false), identity).unwrap();
+    http_client::build_client(config, Duration::from_secs(5), true)
+}
+
+/// The simulator's management certificate.
+pub fn management_identity(sim: &RunningSimulator) -> Identity {
+    Identity::load(&sim.certs.client, None).unwrap()
+}
+
+/// A config file for `sim` with the given jobs and extra text, written into `dir`.
+pub fn write_config(dir: &Path, sim: &RunningSimulator, jobs: &[&str], extra: &str) -> PathBuf {
+    let mut text = format!(
+        "[daemon]\ndatabase = \"{}\"\npoll_interval = \"1s\"\nrequest_timeout = \"5s\"\n{extra}\n",
+        dir.join("iewatch.db").display()
+    );
+    text.push_str(&sim.account_block("sim"));
+    for job in jobs {
+        text.push_str(&format!("\n[[job]]\naccount = \"sim\"\nname = \"{job}\"\n"));
+    }
+    let path = dir.join("iewatch.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Test PKI: a CA, a server certificate for 127.0.0.1 and a client certificate.
+pub struct TestPki {
+    pub ca: CertificateAuthority,
+    pub server: Identity,
+    pub client: Identity,
+    pub client_pem: (String, String),
+}
+
+impl TestPki {
+    pub fn new(name: &str) -> TestPki {
+        let ca = CertificateAuthority::generate(name).unwrap();
+        let (cert, key) = ca.issue_server(&["127.0.0.1".into(), "localhost".into()]).unwrap();
+        let server = Identity::from_pem(&cert, &key).unwrap();
+        let (cert, key) = ca.issue_client("test management certificate").unwrap();
+        let client = Identity::from_pem(&cert, &key).unwrap();
+        TestPki { ca, server, client, client_pem: (cert, key) }
+    }
+
+    pub fn ca_der(&self) -> Vec<CertificateDer<'static>> {
+        Identity::from_pem(&self.ca.cert_pem(), &self.ca.key_pem()).unwrap().chain
+    }
+}
+
+/// What the scripted server saw of one request.
+#[derive(Clone, Debug)]
+pub struct SeenRequest {
+    pub method: String,
+    pub uri: String,
+    pub headers: http::HeaderMap,
+    pub client_certificate: Option<Vec<u8>>,
+}
+
+type Script = dyn Fn(&SeenRequest) -> Response<Full<Bytes>> + Send + Sync;
+
+/// An HTTPS server on 127.0.0.1 that requires a client certificate from `pki`'s CA,
+/// answers with `script`, and records every request.
+pub struct ScriptedServer {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<SeenRequest>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ScriptedServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ScriptedServer {
+    pub async fn start(pki: &TestPki, script: impl Fn(&SeenRequest) -> Response<Full<Bytes>> + Send + Sync + 'static) -> ScriptedServer {
+        let config = tls::server_config_requiring_client_cert(&pki.server, tls::root_store(&pki.ca_der(), false)).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let script: Arc<Script> = Arc::new(script);
+        let recorded = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let script = script.clone();
+                let recorded = recorded.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else { return };
+                    let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec());
+                    let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let seen = SeenRequest {
+                            method: request.method().to_string(),
+                            uri: request.uri().to_string(),
+                            headers: request.headers().clone(),
+                            client_certificate: cert.clone(),
+                        };
+                        let response = script(&seen);
+                        recorded.lock().unwrap().push(seen);
+                        async move { Ok::<_, std::convert::Infallible>(response) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
+                });
+            }
+        });
+        ScriptedServer { addr, seen, task }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// A response with a status, headers and body.
+pub fn respond(status: u16, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+    for (name, value) in headers {
+        response.headers_mut().insert(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+    }
+    response
+}
+
+/// Polls `condition` every 20 ms until it holds or `deadline` passes.
+pub async fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if condition() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
