@@ -28,6 +28,9 @@ pub use scenario::{FaultKind, Scenario};
 use crate::tls::{self, Identity};
 use scenario::{FaultWindow, Timeline};
 
+/// The shipped import lifecycle, built in so that `simulate` and `demo` need no file.
+pub const IMPORT_LIFECYCLE: &str = include_str!("../../config/scenarios/import-lifecycle.toml");
+
 /// How long a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests kept in the log; older ones are dropped.
