@@ -24,6 +24,7 @@ pub mod http_client;
 pub mod model;
 pub mod simulator;
 pub mod source;
+pub mod store;
 pub mod tls;
 
 /// `iewatch check --online`: one Get Job per configured job, a line each. Failure if any

@@ -1,0 +1,247 @@
+//! The webhook outbox: the notifier's queries over `deliveries`. A delivery is due when
+//! it is the oldest pending one of its job for its webhook (so events of one job reach
+//! one endpoint in order) and its next attempt time has come.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{parse_timestamp, timestamp, Store, StoreError};
+
+/// The oldest pending delivery of each (webhook, job): the only ones that may be sent.
+const HEADS: &str = "d.delivered_at IS NULL AND d.failed_at IS NULL
+    AND d.event_id = (SELECT MIN(p.event_id) FROM deliveries p
+                      WHERE p.webhook = d.webhook AND p.job_id = d.job_id
+                        AND p.delivered_at IS NULL AND p.failed_at IS NULL)";
+
+/// A delivery to attempt, with everything its payload needs.
+#[derive(Clone, Debug)]
+pub struct OutboxItem {
+    /// Delivery id.
+    pub id: i64,
+    /// Event id: the stable `webhook-id`.
+    pub event_id: i64,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the delivery was queued (for `give_up_after`).
+    pub created_at: SystemTime,
+    /// Account.
+    pub account: String,
+    /// Job name.
+    pub job: String,
+    /// Event type.
+    pub event_type: String,
+    /// Drive, for drive events.
+    pub drive_id: Option<String>,
+    /// Old value.
+    pub from: Option<String>,
+    /// New value.
+    pub to: Option<String>,
+    /// When the change was observed (SQLite text).
+    pub observed_at: String,
+    /// Severity.
+    pub severity: String,
+    /// Job context and extras.
+    pub details: serde_json::Value,
+}
+
+/// A delivery as `iewatch deliveries` lists it.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeliveryRow {
+    /// Delivery id (for `redeliver`).
+    pub id: i64,
+    /// Event id.
+    pub event_id: i64,
+    /// Webhook name.
+    pub webhook: String,
+    /// `account/job`.
+    pub job: String,
+    /// Event type.
+    pub event_type: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// pending, delivered or failed.
+    pub status: &'static str,
+    /// Queued at.
+    pub created_at: String,
+    /// Next attempt (pending only).
+    pub next_attempt_at: Option<String>,
+    /// Delivered or failed at.
+    pub finished_at: Option<String>,
+    /// Last HTTP status.
+    pub last_status: Option<i64>,
+    /// Last error.
+    pub last_error: Option<String>,
+}
+
+impl Store {
+    /// Up to `limit` deliveries of `webhook` that are due at `now`, oldest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn due_deliveries(&self, webhook: &str, now: SystemTime, limit: u32) -> Result<Vec<OutboxItem>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT d.id, d.event_id, d.attempts, d.created_at, j.account, j.name, e.type, e.drive_id,
+                    e.from_value, e.to_value, e.observed_at, e.severity, e.details
+             FROM deliveries d JOIN events e ON e.id = d.event_id JOIN jobs j ON j.id = d.job_id
+             WHERE d.webhook = ?1 AND d.next_attempt_at <= ?2 AND {HEADS}
+             ORDER BY d.event_id LIMIT ?3"
+        ))
+        .bind(webhook)
+        .bind(timestamp(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let details: Option<String> = r.get("details");
+                Ok(OutboxItem {
+                    id: r.get("id"),
+                    event_id: r.get("event_id"),
+                    attempts: u32::try_from(r.get::<i64, _>("attempts")).unwrap_or(0),
+                    created_at: parse_timestamp(&r.get::<String, _>("created_at")).unwrap_or_else(SystemTime::now),
+                    account: r.get("account"),
+                    job: r.get("name"),
+                    event_type: r.get("type"),
+                    drive_id: r.get("drive_id"),
+                    from: r.get("from_value"),
+                    to: r.get("to_value"),
+                    observed_at: r.get("observed_at"),
+                    severity: r.get("severity"),
+                    details: match details {
+                        Some(text) => serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("events.details: {e}")))?,
+                        None => serde_json::Value::Null,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// When the next delivery of `webhook` becomes due (None: nothing pending).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn next_delivery_due(&self, webhook: &str) -> Result<Option<SystemTime>, StoreError> {
+        let next: Option<String> =
+            sqlx::query_scalar(&format!("SELECT MIN(d.next_attempt_at) FROM deliveries d WHERE d.webhook = ?1 AND {HEADS}"))
+                .bind(webhook)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(next.as_deref().and_then(parse_timestamp))
+    }
+
+    /// Pending deliveries over all webhooks (metrics, status line).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE delivered_at IS NULL AND failed_at IS NULL")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Records a 2xx.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn mark_delivered(&self, id: i64, status: u16, at: SystemTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE deliveries SET delivered_at = ?1, attempts = attempts + 1, last_status = ?2, last_error = NULL WHERE id = ?3")
+            .bind(timestamp(at))
+            .bind(i64::from(status))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt to be retried at `next_at`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn mark_retry(&self, id: i64, status: Option<u16>, error: &str, next_at: SystemTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?1, last_status = ?2, last_error = ?3 WHERE id = ?4")
+            .bind(timestamp(next_at))
+            .bind(status.map(i64::from))
+            .bind(error)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records that a delivery is given up.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn mark_failed(&self, id: i64, status: Option<u16>, error: &str, at: SystemTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE deliveries SET attempts = attempts + 1, failed_at = ?1, last_status = ?2, last_error = ?3 WHERE id = ?4")
+            .bind(timestamp(at))
+            .bind(status.map(i64::from))
+            .bind(error)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Puts a delivery back in the queue, due now. Returns false if there is no such id.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn redeliver(&self, id: i64, now: SystemTime) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET delivered_at = NULL, failed_at = NULL, attempts = 0,
+                created_at = ?1, next_attempt_at = ?1, last_error = NULL WHERE id = ?2",
+        )
+        .bind(timestamp(now))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The delivery log, newest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn deliveries(&self, failed_only: bool, limit: u32) -> Result<Vec<DeliveryRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.event_id, d.webhook, j.account, j.name, e.type, d.attempts, d.created_at,
+                    d.next_attempt_at, d.delivered_at, d.failed_at, d.last_status, d.last_error
+             FROM deliveries d JOIN events e ON e.id = d.event_id JOIN jobs j ON j.id = d.job_id
+             WHERE (?1 = 0 OR d.failed_at IS NOT NULL)
+             ORDER BY d.id DESC LIMIT ?2",
+        )
+        .bind(failed_only)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let delivered: Option<String> = r.get("delivered_at");
+                let failed: Option<String> = r.get("failed_at");
+                let status = match (&delivered, &failed) {
+                    (Some(_), _) => "delivered",
+                    (None, Some(_)) => "failed",
+                    (None, None) => "pending",
+                };
+                DeliveryRow {
+                    id: r.get("id"),
+                    event_id: r.get("event_id"),
+                    webhook: r.get("webhook"),
+                    job: format!("{}/{}", r.get::<String, _>("account"), r.get::<String, _>("name")),
+                    event_type: r.get("type"),
+                    attempts: r.get("attempts"),
+                    status,
+                    created_at: r.get("created_at"),
+                    next_attempt_at: (status == "pending").then(|| r.get("next_attempt_at")),
+                    finished_at: delivered.or(failed),
+                    last_status: r.get("last_status"),
+                    last_error: r.get("last_error"),
+                }
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,478 @@
+//! SQLite, the daemon's memory: the tables of DESIGN.md, created by the migrations in
+//! `migrations/`, written one transaction per observed change (job row, drive rows,
+//! events and the webhook outbox together) and read by `status`, `history` and the
+//! notifier. Unchanged polls are written in batches, never one transaction each.
+
+mod deliveries;
+mod reads;
+
+use std::{
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::{Duration, SystemTime},
+};
+
+use sqlx::{
+    migrate::Migrator,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    Row, SqlitePool,
+};
+
+pub use deliveries::{DeliveryRow, OutboxItem};
+pub use reads::{DriveStatus, HistoryEntry, JobStatus};
+
+use crate::{
+    events::Event,
+    model::{CopyStatus, DriveId, DriveSnapshot, DriveState, ETag, JobSnapshot, JobState},
+};
+
+/// The schema, embedded in the binary; every way of opening the database runs it.
+pub static MIGRATOR: Migrator = sqlx::migrate!();
+
+/// How long a writer waits for another connection's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections: SQLite has one writer at a time; a few readers beside it.
+const MAX_CONNECTIONS: u32 = 4;
+
+/// Why the database could not be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file could not be created or opened.
+    #[error("cannot open database {path}: {reason}")]
+    Open {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A migration failed.
+    #[error("cannot migrate database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A query failed (disk full, read-only, locked, ...).
+    #[error("database: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    /// A stored value could not be read back.
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+}
+
+/// A watched job's row id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(pub i64);
+
+/// What the scheduler needs to resume watching a job after a restart.
+#[derive(Clone, Debug)]
+pub struct StoredJob {
+    /// Row id.
+    pub id: JobId,
+    /// The ETag to send next.
+    pub etag: Option<ETag>,
+    /// The watched fields last recorded (None: never seen).
+    pub snapshot: Option<JobSnapshot>,
+    /// Failed polls in a row.
+    pub consecutive_failures: u32,
+    /// `job.poll_failing` was sent for the current streak.
+    pub failing_alerted: bool,
+    /// `job.not_found` was sent and no success followed.
+    pub not_found_alerted: bool,
+    /// When the job was first seen in a terminal state.
+    pub terminal_since: Option<SystemTime>,
+}
+
+/// One successful poll that changed something, to be written in one transaction.
+#[derive(Debug)]
+pub struct Observed<'a> {
+    /// The job.
+    pub job: JobId,
+    /// What the service said.
+    pub snapshot: &'a JobSnapshot,
+    /// Its ETag.
+    pub etag: Option<&'a ETag>,
+    /// Its Last-Modified.
+    pub last_modified: Option<&'a str>,
+    /// The changes found (possibly none: a new ETag with equal content).
+    pub events: &'a [Event],
+    /// (index into `events`, webhook name) for every delivery to queue.
+    pub outbox: &'a [(usize, String)],
+    /// Keep BitLocker keys in the stored document (the account opted in).
+    pub store_bitlocker_keys: bool,
+    /// When it was observed.
+    pub at: SystemTime,
+}
+
+/// One failed poll, to be written in one transaction.
+#[derive(Debug)]
+pub struct Failed<'a> {
+    /// The job.
+    pub job: JobId,
+    /// The error, one line, no secrets.
+    pub error: &'a str,
+    /// Failures in a row, this one included.
+    pub consecutive_failures: u32,
+    /// `job.poll_failing` has been sent for this streak (now or before).
+    pub failing_alerted: bool,
+    /// `job.not_found` has been sent.
+    pub not_found_alerted: bool,
+    /// Events to record (poll_failing, not_found), usually none.
+    pub events: &'a [Event],
+    /// Deliveries to queue for them.
+    pub outbox: &'a [(usize, String)],
+    /// When.
+    pub at: SystemTime,
+}
+
+/// The database handle; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+/// A timestamp in SQLite's own form (`YYYY-MM-DD HH:MM:SS.SSS`, UTC), so that
+/// `datetime('now', '-1 day')` comparisons work on the text.
+pub fn timestamp(at: SystemTime) -> String {
+    let text = humantime::format_rfc3339_millis(at).to_string();
+    text.trim_end_matches('Z').replacen('T', " ", 1)
+}
+
+/// Reads a [`timestamp`] back.
+pub fn parse_timestamp(text: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(text).ok()
+}
+
+impl Store {
+    /// Opens (creating with mode 0600 if needed) and migrates the database.
+    ///
+    /// # Errors
+    /// The file cannot be created or opened, or a migration fails.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        create_private_file(path)?;
+        Self::connect(path).await
+    }
+
+    /// Opens an existing database (for `status`, `history`): never creates one.
+    ///
+    /// # Errors
+    /// The file does not exist or cannot be opened.
+    pub async fn open_existing(path: &Path) -> Result<Store, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Open {
+                path: path.display().to_string(),
+                reason: "no such file (has `iewatch run` started with this config?)".into(),
+            });
+        }
+        Self::connect(path).await
+    }
+
+    async fn connect(path: &Path) -> Result<Store, StoreError> {
+        let open_error = |e: sqlx::Error| StoreError::Open { path: path.display().to_string(), reason: e.to_string() };
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(open_error)?
+            .filename(path)
+            .journal_mode(SqliteJournalMode::Wal)
+            // In WAL mode, NORMAL survives a process crash but may lose the last commits
+            // on a power cut; FULL syncs the WAL at every commit, so a committed change
+            // (and its queued alerts) survives both. The cost is one fsync per commit,
+            // which is why unchanged polls are batched.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await
+            .map_err(open_error)?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Store { pool, path: path.to_owned() })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The pool, for queries the façade does not cover (tests, benchmarks).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Closes every connection (checkpointing the WAL).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// True when a write transaction can be committed now (health checks).
+    pub async fn is_writable(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("CREATE TEMP TABLE IF NOT EXISTS health_probe (x INTEGER)").execute(&mut *tx).await?;
+        sqlx::query("UPDATE jobs SET id = id WHERE 0").execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The job's stored state, creating its row on first sight.
+    ///
+    /// # Errors
+    /// Database errors, or a stored value that cannot be read back.
+    pub async fn load_job(&self, account: &str, name: &str) -> Result<StoredJob, StoreError> {
+        sqlx::query("INSERT INTO jobs (account, name) VALUES (?, ?) ON CONFLICT (account, name) DO NOTHING")
+            .bind(account)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        let row = sqlx::query(
+            "SELECT id, job_type, state, percent_complete, cancel_requested, etag, consecutive_failures,
+                    failing_alerted, not_found_alerted, terminal_since, snapshot
+             FROM jobs WHERE account = ? AND name = ?",
+        )
+        .bind(account)
+        .bind(name)
+        .fetch_one(&self.pool)
+        .await?;
+        let id = JobId(row.get("id"));
+        let state: Option<String> = row.get("state");
+        let snapshot = match state {
+            None => None,
+            Some(state) => {
+                let drives = sqlx::query(
+                    "SELECT drive_id, state, copy_status, percent_complete FROM drives
+                     WHERE job_id = ? AND present = 1 ORDER BY position",
+                )
+                .bind(id.0)
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(|d| DriveSnapshot {
+                    drive_id: DriveId::new(d.get::<String, _>("drive_id")),
+                    state: d.get::<Option<String>, _>("state").map(DriveState::new),
+                    copy_status: d.get::<Option<String>, _>("copy_status").map(CopyStatus::new),
+                    percent_complete: d.get("percent_complete"),
+                })
+                .collect();
+                let document: Option<String> = row.get("snapshot");
+                let document = match document {
+                    Some(text) => serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("jobs.snapshot: {e}")))?,
+                    None => serde_json::Value::Null,
+                };
+                Some(JobSnapshot {
+                    job_type: row.get("job_type"),
+                    state: JobState::new(state),
+                    percent_complete: row.get("percent_complete"),
+                    cancel_requested: row.get::<i64, _>("cancel_requested") != 0,
+                    drives,
+                    bitlocker_keys: Vec::new(),
+                    document,
+                })
+            }
+        };
+        Ok(StoredJob {
+            id,
+            etag: row.get::<Option<String>, _>("etag").map(ETag::new),
+            snapshot,
+            consecutive_failures: u32::try_from(row.get::<i64, _>("consecutive_failures")).unwrap_or(0),
+            failing_alerted: row.get::<i64, _>("failing_alerted") != 0,
+            not_found_alerted: row.get::<i64, _>("not_found_alerted") != 0,
+            terminal_since: row.get::<Option<String>, _>("terminal_since").as_deref().and_then(parse_timestamp),
+        })
+    }
+
+    /// Writes a changed observation: job row, drives, events and outbox, atomically.
+    /// Returns the new event ids in order.
+    ///
+    /// # Errors
+    /// Database errors; nothing is written then.
+    pub async fn record_observation(&self, observed: Observed<'_>) -> Result<Vec<i64>, StoreError> {
+        let now = timestamp(observed.at);
+        let snapshot = observed.snapshot;
+        let document = stored_document(snapshot, observed.store_bitlocker_keys);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE jobs SET job_type = ?1, state = ?2, percent_complete = ?3, cancel_requested = ?4,
+                etag = ?5, last_modified = ?6, snapshot = ?7,
+                first_seen_at = COALESCE(first_seen_at, ?8), last_polled_at = ?8,
+                last_changed_at = CASE WHEN ?9 THEN ?8 ELSE last_changed_at END,
+                last_error = NULL, last_error_at = NULL, consecutive_failures = 0,
+                failing_alerted = 0, not_found_alerted = 0,
+                terminal_since = CASE WHEN ?10 THEN COALESCE(terminal_since, ?8) ELSE NULL END
+             WHERE id = ?11",
+        )
+        .bind(&snapshot.job_type)
+        .bind(snapshot.state.as_str())
+        .bind(snapshot.percent_complete)
+        .bind(snapshot.cancel_requested)
+        .bind(observed.etag.map(ETag::as_str))
+        .bind(observed.last_modified)
+        .bind(document)
+        .bind(&now)
+        .bind(!observed.events.is_empty())
+        .bind(snapshot.state.is_terminal())
+        .bind(observed.job.0)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE drives SET present = 0, updated_at = ? WHERE job_id = ? AND present = 1")
+            .bind(&now)
+            .bind(observed.job.0)
+            .execute(&mut *tx)
+            .await?;
+        for (position, drive) in snapshot.drives.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO drives (job_id, drive_id, position, present, state, copy_status, percent_complete, updated_at)
+                 VALUES (?, ?, ?, 1, ?, ?, ?, ?)
+                 ON CONFLICT (job_id, drive_id) DO UPDATE SET position = excluded.position, present = 1,
+                    state = excluded.state, copy_status = excluded.copy_status,
+                    percent_complete = excluded.percent_complete, updated_at = excluded.updated_at",
+            )
+            .bind(observed.job.0)
+            .bind(drive.drive_id.as_str())
+            .bind(position as i64)
+            .bind(drive.state.as_ref().map(DriveState::as_str))
+            .bind(drive.copy_status.as_ref().map(CopyStatus::as_str))
+            .bind(drive.percent_complete)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let ids = insert_events(&mut tx, observed.job, observed.events, observed.outbox, &now).await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// Writes a failed poll (and its failure events, if any), atomically.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn record_failure(&self, failed: Failed<'_>) -> Result<Vec<i64>, StoreError> {
+        let now = timestamp(failed.at);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE jobs SET last_error = ?1, last_error_at = ?2, last_polled_at = ?2,
+                consecutive_failures = ?3, failing_alerted = ?4, not_found_alerted = ?5 WHERE id = ?6",
+        )
+        .bind(failed.error)
+        .bind(&now)
+        .bind(i64::from(failed.consecutive_failures))
+        .bind(failed.failing_alerted)
+        .bind(failed.not_found_alerted)
+        .bind(failed.job.0)
+        .execute(&mut *tx)
+        .await?;
+        let ids = insert_events(&mut tx, failed.job, failed.events, failed.outbox, &now).await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// Writes the poll times of unchanged polls, all in one transaction.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn record_polls(&self, polls: &[(JobId, SystemTime)]) -> Result<(), StoreError> {
+        if polls.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (job, at) in polls {
+            sqlx::query("UPDATE jobs SET last_polled_at = ? WHERE id = ?")
+                .bind(timestamp(*at))
+                .bind(job.0)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// The document as stored: BitLocker keys only when the account opted in.
+fn stored_document(snapshot: &JobSnapshot, with_keys: bool) -> String {
+    let mut document = snapshot.document.clone();
+    if with_keys {
+        if let Some(drives) = document.get_mut("DriveList").and_then(serde_json::Value::as_array_mut) {
+            for drive in drives {
+                let id = drive.get("DriveId").and_then(serde_json::Value::as_str).map(DriveId::from);
+                let key = id.and_then(|id| snapshot.bitlocker_keys.iter().find(|(d, _)| *d == id));
+                if let (Some((_, key)), Some(object)) = (key, drive.as_object_mut()) {
+                    object.insert("BitLockerKey".into(), key.expose().into());
+                }
+            }
+        }
+    }
+    document.to_string()
+}
+
+async fn insert_events(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    job: JobId,
+    events: &[Event],
+    outbox: &[(usize, String)],
+    now: &str,
+) -> Result<Vec<i64>, StoreError> {
+    let mut ids = Vec::with_capacity(events.len());
+    for event in events {
+        // The job as it is after this observation travels with every event, so that a
+        // payload built hours later still says what the job looked like at the time.
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO events (job_id, drive_id, type, from_value, to_value, observed_at, severity, details)
+             SELECT id, ?, ?, ?, ?, ?, ?,
+                    json_patch(json_object('job', json_object('type', job_type, 'state', state,
+                                                              'percent_complete', percent_complete)),
+                               COALESCE(?, '{}'))
+             FROM jobs WHERE id = ?
+             RETURNING id",
+        )
+        .bind(event.drive_id.as_ref().map(DriveId::as_str))
+        .bind(event.event_type.as_str())
+        .bind(&event.from)
+        .bind(&event.to)
+        .bind(now)
+        .bind(event.severity.as_str())
+        .bind(event.details.as_ref().map(|d| serde_json::json!({ "details": d }).to_string()))
+        .bind(job.0)
+        .fetch_one(&mut **tx)
+        .await?;
+        ids.push(id);
+    }
+    for (index, webhook) in outbox {
+        let Some(event_id) = ids.get(*index) else { continue };
+        sqlx::query(
+            "INSERT INTO deliveries (event_id, job_id, webhook, created_at, next_attempt_at)
+             VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT DO NOTHING",
+        )
+        .bind(event_id)
+        .bind(job.0)
+        .bind(webhook)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(ids)
+}
+
+fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    let open_error = |e: std::io::Error| StoreError::Open { path: path.display().to_string(), reason: e.to_string() };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(open_error)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(open_error(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_sqlite_text_and_round_trip() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
+        let text = timestamp(at);
+        assert_eq!(text.len(), "YYYY-MM-DD HH:MM:SS.SSS".len(), "{text}");
+        assert_eq!(&text[10..11], " ");
+        assert_eq!(parse_timestamp(&text), Some(at));
+    }
+}
