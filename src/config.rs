@@ -33,6 +33,8 @@ const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_RETRY_INITIAL: Duration = Duration::from_secs(5);
+const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(3600);
 const SUPPORTED_VERSIONS: [&str; 2] = ["2014-11-01", "2014-05-01"];
 
 /// One thing wrong with a config file.
@@ -240,6 +242,10 @@ pub struct Webhook {
     pub timeout: Duration,
     /// After this long, a delivery is marked failed.
     pub give_up_after: Duration,
+    /// First retry delay; doubles per attempt.
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
 }
 
 impl Config {
@@ -264,7 +270,11 @@ impl Config {
     /// # Errors
     /// Every problem found.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let mut checker = Checker { path, text, problems: Vec::new() };
+        let mut checker = Checker {
+            path,
+            text,
+            problems: Vec::new(),
+        };
         let raw: RawConfig = match toml::from_str(text) {
             Ok(raw) => raw,
             Err(e) => {
@@ -285,7 +295,9 @@ impl Config {
             Ok(config)
         } else {
             checker.problems.sort_by_key(|p| p.line);
-            Err(ConfigError { problems: checker.problems })
+            Err(ConfigError {
+                problems: checker.problems,
+            })
         }
     }
 
@@ -426,6 +438,8 @@ struct RawWebhook {
     progress_step: Option<Spanned<i64>>,
     timeout: Option<Spanned<String>>,
     give_up_after: Option<Spanned<String>>,
+    retry_initial: Option<Spanned<String>>,
+    retry_max: Option<Spanned<String>>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -440,7 +454,11 @@ struct Checker<'a> {
 impl Checker<'_> {
     fn line_of(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
     }
 
     fn problem(&mut self, offset: usize, key: impl Into<String>, message: impl Into<String>) {
@@ -476,7 +494,10 @@ impl Checker<'_> {
                 self.problem(
                     value.span().start,
                     key,
-                    format!("{:?} is not a duration ({e}); write e.g. 30s, 5m, 1h", value.get_ref()),
+                    format!(
+                        "{:?} is not a duration ({e}); write e.g. 30s, 5m, 1h",
+                        value.get_ref()
+                    ),
                 );
                 default
             }
@@ -523,7 +544,10 @@ impl Checker<'_> {
                     self.problem(
                         listen.span().start,
                         "http.listen",
-                        format!("{:?} is not an address like 127.0.0.1:9797", listen.get_ref()),
+                        format!(
+                            "{:?} is not an address like 127.0.0.1:9797",
+                            listen.get_ref()
+                        ),
                     );
                     None
                 }
@@ -536,7 +560,11 @@ impl Checker<'_> {
             let at = account.span().start;
             if let Some(resolved) = self.resolve_account(i, account.get_ref(), at) {
                 if !account_names.insert(resolved.name.clone()) {
-                    self.problem(at, format!("account[{i}].name"), format!("{:?} is defined twice", resolved.name));
+                    self.problem(
+                        at,
+                        format!("account[{i}].name"),
+                        format!("{:?} is defined twice", resolved.name),
+                    );
                 }
                 accounts.push(resolved);
             }
@@ -552,13 +580,22 @@ impl Checker<'_> {
         for (i, job) in raw.job.iter().enumerate() {
             let at = job.span().start;
             let job = job.get_ref();
-            let account = self.required(&job.account, at, &format!("job[{i}].account")).cloned();
-            let name = self.required(&job.name, at, &format!("job[{i}].name")).cloned();
-            let poll_interval = job
-                .poll_interval
-                .is_some()
-                .then(|| self.duration(&job.poll_interval, &format!("job[{i}].poll_interval"), daemon.poll_interval));
-            let (Some(account), Some(name)) = (account, name) else { continue };
+            let account = self
+                .required(&job.account, at, &format!("job[{i}].account"))
+                .cloned();
+            let name = self
+                .required(&job.name, at, &format!("job[{i}].name"))
+                .cloned();
+            let poll_interval = job.poll_interval.is_some().then(|| {
+                self.duration(
+                    &job.poll_interval,
+                    &format!("job[{i}].poll_interval"),
+                    daemon.poll_interval,
+                )
+            });
+            let (Some(account), Some(name)) = (account, name) else {
+                continue;
+            };
             if !raw_account_names.contains(account.get_ref()) {
                 self.problem(
                     account.span().start,
@@ -570,7 +607,11 @@ impl Checker<'_> {
                 self.problem(
                     name.span().start,
                     format!("job[{i}].name"),
-                    format!("job {:?} of account {:?} is listed twice", name.get_ref(), account.get_ref()),
+                    format!(
+                        "job {:?} of account {:?} is listed twice",
+                        name.get_ref(),
+                        account.get_ref()
+                    ),
                 );
             }
             jobs.push(JobConfig {
@@ -586,13 +627,24 @@ impl Checker<'_> {
             let at = webhook.span().start;
             if let Some(resolved) = self.resolve_webhook(i, webhook.get_ref(), at) {
                 if !webhook_names.insert(resolved.name.clone()) {
-                    self.problem(at, format!("webhook[{i}].name"), format!("{:?} is defined twice", resolved.name));
+                    self.problem(
+                        at,
+                        format!("webhook[{i}].name"),
+                        format!("{:?} is defined twice", resolved.name),
+                    );
                 }
                 webhooks.push(resolved);
             }
         }
 
-        Config { path: self.path.to_owned(), daemon, http, accounts, jobs, webhooks }
+        Config {
+            path: self.path.to_owned(),
+            daemon,
+            http,
+            accounts,
+            jobs,
+            webhooks,
+        }
     }
 
     fn resolve_daemon(&mut self, raw: &RawDaemon) -> DaemonSettings {
@@ -600,18 +652,30 @@ impl Checker<'_> {
             Some(path) => self.relative_path(path.get_ref()),
             None => default_database_path(),
         };
-        let poll_interval = self.duration(&raw.poll_interval, "daemon.poll_interval", DEFAULT_POLL_INTERVAL);
+        let poll_interval = self.duration(
+            &raw.poll_interval,
+            "daemon.poll_interval",
+            DEFAULT_POLL_INTERVAL,
+        );
         let mut poll_interval_by_state = BTreeMap::new();
         for (state, value) in &raw.poll_interval_by_state {
             let key = format!("daemon.poll_interval_by_state.{state}");
             let interval = self.duration(&Some(value.clone()), &key, poll_interval);
             poll_interval_by_state.insert(state.clone(), interval);
         }
-        let log_format = match raw.log_format.as_ref().map(|f| (f.get_ref().as_str(), f.span().start)) {
+        let log_format = match raw
+            .log_format
+            .as_ref()
+            .map(|f| (f.get_ref().as_str(), f.span().start))
+        {
             None | Some(("text", _)) => LogFormat::Text,
             Some(("json", _)) => LogFormat::Json,
             Some((other, at)) => {
-                self.problem(at, "daemon.log_format", format!("{other:?} is not \"text\" or \"json\""));
+                self.problem(
+                    at,
+                    "daemon.log_format",
+                    format!("{other:?} is not \"text\" or \"json\""),
+                );
                 LogFormat::Text
             }
         };
@@ -624,43 +688,83 @@ impl Checker<'_> {
                 "daemon.max_concurrent_polls",
                 DEFAULT_MAX_CONCURRENT_POLLS as i64,
             ) as usize,
-            request_timeout: self.duration(&raw.request_timeout, "daemon.request_timeout", DEFAULT_REQUEST_TIMEOUT),
-            connect_timeout: self.duration(&raw.connect_timeout, "daemon.connect_timeout", DEFAULT_CONNECT_TIMEOUT),
+            request_timeout: self.duration(
+                &raw.request_timeout,
+                "daemon.request_timeout",
+                DEFAULT_REQUEST_TIMEOUT,
+            ),
+            connect_timeout: self.duration(
+                &raw.connect_timeout,
+                "daemon.connect_timeout",
+                DEFAULT_CONNECT_TIMEOUT,
+            ),
             stop_after: self.duration(&raw.stop_after, "daemon.stop_after", DEFAULT_STOP_AFTER),
-            failure_threshold: self.positive(
-                &raw.failure_threshold,
-                "daemon.failure_threshold",
-                i64::from(DEFAULT_FAILURE_THRESHOLD),
-            )
-            .min(i64::from(u32::MAX)) as u32,
-            shutdown_timeout: self.duration(&raw.shutdown_timeout, "daemon.shutdown_timeout", DEFAULT_SHUTDOWN_TIMEOUT),
+            failure_threshold: self
+                .positive(
+                    &raw.failure_threshold,
+                    "daemon.failure_threshold",
+                    i64::from(DEFAULT_FAILURE_THRESHOLD),
+                )
+                .min(i64::from(u32::MAX)) as u32,
+            shutdown_timeout: self.duration(
+                &raw.shutdown_timeout,
+                "daemon.shutdown_timeout",
+                DEFAULT_SHUTDOWN_TIMEOUT,
+            ),
             log_format,
         }
     }
 
     fn resolve_account(&mut self, i: usize, raw: &RawAccount, at: usize) -> Option<Account> {
         let key = |field: &str| format!("account[{i}].{field}");
-        let name = self.required(&raw.name, at, &key("name")).map(|n| n.get_ref().clone());
-        let subscription_id =
-            self.required(&raw.subscription_id, at, &key("subscription_id")).map(|s| s.get_ref().clone());
-        match raw.kind.as_ref().map(|k| (k.get_ref().as_str(), k.span().start)) {
+        let name = self
+            .required(&raw.name, at, &key("name"))
+            .map(|n| n.get_ref().clone());
+        let subscription_id = self
+            .required(&raw.subscription_id, at, &key("subscription_id"))
+            .map(|s| s.get_ref().clone());
+        match raw
+            .kind
+            .as_ref()
+            .map(|k| (k.get_ref().as_str(), k.span().start))
+        {
             None | Some(("classic", _)) => {}
             Some(("arm", at)) => {
-                self.problem(at, key("kind"), "Resource Manager accounts are not supported by this version yet");
+                self.problem(
+                    at,
+                    key("kind"),
+                    "Resource Manager accounts are not supported by this version yet",
+                );
                 return None;
             }
             Some((other, at)) => {
-                self.problem(at, key("kind"), format!("{other:?} is not \"classic\" or \"arm\""));
+                self.problem(
+                    at,
+                    key("kind"),
+                    format!("{other:?} is not \"classic\" or \"arm\""),
+                );
                 return None;
             }
         }
         let arm_only = [
-            ("resource_group", raw.resource_group.as_ref().map(|v| v.span().start)),
+            (
+                "resource_group",
+                raw.resource_group.as_ref().map(|v| v.span().start),
+            ),
             ("tenant_id", raw.tenant_id.as_ref().map(|v| v.span().start)),
             ("client_id", raw.client_id.as_ref().map(|v| v.span().start)),
-            ("client_secret", raw.client_secret.as_ref().map(|v| v.span().start)),
-            ("client_secret_file", raw.client_secret_file.as_ref().map(|v| v.span().start)),
-            ("client_certificate", raw.client_certificate.as_ref().map(|v| v.span().start)),
+            (
+                "client_secret",
+                raw.client_secret.as_ref().map(|v| v.span().start),
+            ),
+            (
+                "client_secret_file",
+                raw.client_secret_file.as_ref().map(|v| v.span().start),
+            ),
+            (
+                "client_certificate",
+                raw.client_certificate.as_ref().map(|v| v.span().start),
+            ),
             ("authority", raw.authority.as_ref().map(|v| v.span().start)),
             ("jobs", raw.jobs.as_ref().map(|v| v.span().start)),
         ];
@@ -669,8 +773,9 @@ impl Checker<'_> {
                 self.problem(offset, key(field), "only for kind = \"arm\" accounts");
             }
         }
-        let storage_account =
-            self.required(&raw.storage_account, at, &key("storage_account")).map(|s| s.get_ref().clone());
+        let storage_account = self
+            .required(&raw.storage_account, at, &key("storage_account"))
+            .map(|s| s.get_ref().clone());
         let endpoint = match &raw.endpoint {
             None => Some(DEFAULT_CLASSIC_ENDPOINT.to_owned()),
             Some(e) => match parse_https_base(e.get_ref()) {
@@ -683,7 +788,9 @@ impl Checker<'_> {
         };
         let x_ms_version = match &raw.x_ms_version {
             None => Some(SUPPORTED_VERSIONS[0].to_owned()),
-            Some(v) if SUPPORTED_VERSIONS.contains(&v.get_ref().as_str()) => Some(v.get_ref().clone()),
+            Some(v) if SUPPORTED_VERSIONS.contains(&v.get_ref().as_str()) => {
+                Some(v.get_ref().clone())
+            }
             Some(v) => {
                 self.problem(
                     v.span().start,
@@ -695,12 +802,19 @@ impl Checker<'_> {
         };
         let identity = match &raw.certificate {
             None => {
-                self.problem(at, key("certificate"), "is required (PEM management certificate with its key)");
+                self.problem(
+                    at,
+                    key("certificate"),
+                    "is required (PEM management certificate with its key)",
+                );
                 None
             }
             Some(cert) => {
                 let cert_path = self.relative_path(cert.get_ref());
-                let key_path = raw.certificate_key.as_ref().map(|k| self.relative_path(k.get_ref()));
+                let key_path = raw
+                    .certificate_key
+                    .as_ref()
+                    .map(|k| self.relative_path(k.get_ref()));
                 match Identity::load(&cert_path, key_path.as_deref()) {
                     Ok(identity) => {
                         warn_if_readable_by_others(key_path.as_deref().unwrap_or(&cert_path));
@@ -739,11 +853,14 @@ impl Checker<'_> {
 
     fn resolve_webhook(&mut self, i: usize, raw: &RawWebhook, at: usize) -> Option<Webhook> {
         let key = |field: &str| format!("webhook[{i}].{field}");
-        let name = self.required(&raw.name, at, &key("name")).map(|n| n.get_ref().clone());
+        let name = self
+            .required(&raw.name, at, &key("name"))
+            .map(|n| n.get_ref().clone());
         let url = self.required(&raw.url, at, &key("url")).and_then(|u| {
             match u.get_ref().parse::<http::Uri>() {
                 Ok(uri)
-                    if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() =>
+                    if matches!(uri.scheme_str(), Some("http" | "https"))
+                        && uri.host().is_some() =>
                 {
                     Some(uri)
                 }
@@ -760,14 +877,29 @@ impl Checker<'_> {
         });
         let secret_text = match (&raw.secret, &raw.secret_file) {
             (Some(_), Some(file)) => {
-                self.problem(file.span().start, key("secret_file"), "give secret or secret_file, not both");
+                self.problem(
+                    file.span().start,
+                    key("secret_file"),
+                    "give secret or secret_file, not both",
+                );
                 None
             }
-            (Some(secret), None) => Some((secret.get_ref().clone(), secret.span().start, key("secret"))),
-            (None, Some(file)) => match std::fs::read_to_string(self.relative_path(file.get_ref())) {
-                Ok(text) => Some((text.trim().to_owned(), file.span().start, key("secret_file"))),
+            (Some(secret), None) => {
+                Some((secret.get_ref().clone(), secret.span().start, key("secret")))
+            }
+            (None, Some(file)) => match std::fs::read_to_string(self.relative_path(file.get_ref()))
+            {
+                Ok(text) => Some((
+                    text.trim().to_owned(),
+                    file.span().start,
+                    key("secret_file"),
+                )),
                 Err(e) => {
-                    self.problem(file.span().start, key("secret_file"), format!("cannot read: {e}"));
+                    self.problem(
+                        file.span().start,
+                        key("secret_file"),
+                        format!("cannot read: {e}"),
+                    );
                     None
                 }
             },
@@ -781,11 +913,19 @@ impl Checker<'_> {
                 None
             }
         });
-        let format = match raw.format.as_ref().map(|f| (f.get_ref().as_str(), f.span().start)) {
+        let format = match raw
+            .format
+            .as_ref()
+            .map(|f| (f.get_ref().as_str(), f.span().start))
+        {
             None | Some(("json", _)) => WebhookFormat::Json,
             Some(("slack", _)) => WebhookFormat::Slack,
             Some((other, at)) => {
-                self.problem(at, key("format"), format!("{other:?} is not \"json\" or \"slack\""));
+                self.problem(
+                    at,
+                    key("format"),
+                    format!("{other:?} is not \"json\" or \"slack\""),
+                );
                 WebhookFormat::Json
             }
         };
@@ -807,7 +947,11 @@ impl Checker<'_> {
         let min_severity = match &raw.min_severity {
             None => Severity::Info,
             Some(s) => Severity::parse(s.get_ref()).unwrap_or_else(|| {
-                self.problem(s.span().start, key("min_severity"), "must be \"info\", \"warning\" or \"error\"");
+                self.problem(
+                    s.span().start,
+                    key("min_severity"),
+                    "must be \"info\", \"warning\" or \"error\"",
+                );
                 Severity::Info
             }),
         };
@@ -815,7 +959,11 @@ impl Checker<'_> {
             None => None,
             Some(step) if (1..=100).contains(step.get_ref()) => Some(*step.get_ref() as u32),
             Some(step) => {
-                self.problem(step.span().start, key("progress_step"), "must be between 1 and 100");
+                self.problem(
+                    step.span().start,
+                    key("progress_step"),
+                    "must be between 1 and 100",
+                );
                 None
             }
         };
@@ -825,11 +973,25 @@ impl Checker<'_> {
             secret,
             format,
             events,
-            jobs: raw.jobs.as_ref().map(|j| j.get_ref().clone()).unwrap_or_else(|| vec!["*".into()]),
+            jobs: raw
+                .jobs
+                .as_ref()
+                .map(|j| j.get_ref().clone())
+                .unwrap_or_else(|| vec!["*".into()]),
             min_severity,
             progress_step,
             timeout: self.duration(&raw.timeout, &key("timeout"), DEFAULT_WEBHOOK_TIMEOUT),
-            give_up_after: self.duration(&raw.give_up_after, &key("give_up_after"), DEFAULT_GIVE_UP_AFTER),
+            give_up_after: self.duration(
+                &raw.give_up_after,
+                &key("give_up_after"),
+                DEFAULT_GIVE_UP_AFTER,
+            ),
+            retry_initial: self.duration(
+                &raw.retry_initial,
+                &key("retry_initial"),
+                DEFAULT_RETRY_INITIAL,
+            ),
+            retry_max: self.duration(&raw.retry_max, &key("retry_max"), DEFAULT_RETRY_MAX),
         })
     }
 }
@@ -838,24 +1000,56 @@ impl Checker<'_> {
 pub fn default_database_path() -> PathBuf {
     match std::env::var_os("STATE_DIRECTORY") {
         Some(dirs) => {
-            let first = dirs.to_string_lossy().split(':').next().unwrap_or(".").to_owned();
+            let first = dirs
+                .to_string_lossy()
+                .split(':')
+                .next()
+                .unwrap_or(".")
+                .to_owned();
             PathBuf::from(first).join("iewatch.db")
         }
         None => PathBuf::from("iewatch.db"),
     }
 }
 
+/// The database a config file names, read leniently (only `[daemon] database`), so that
+/// `status` and `history` work even when other parts of the config are broken or the
+/// certificates are not readable by the user running them.
+pub fn database_path(config_path: &Path) -> PathBuf {
+    let configured = std::fs::read_to_string(config_path)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|table| {
+            table
+                .get("daemon")?
+                .get("database")?
+                .as_str()
+                .map(PathBuf::from)
+        });
+    match configured {
+        Some(path) if path.is_absolute() => path,
+        Some(path) => config_path.parent().unwrap_or(Path::new(".")).join(path),
+        None => default_database_path(),
+    }
+}
+
 /// `whsec_<base64>` (or bare base64) to key bytes.
 pub fn decode_webhook_secret(text: &str) -> Option<Vec<u8>> {
     let encoded = text.strip_prefix("whsec_").unwrap_or(text);
-    let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
     (!bytes.is_empty()).then_some(bytes)
 }
 
 fn parse_https_base(value: &str) -> Result<String, String> {
-    let uri: http::Uri = value.parse().map_err(|_| format!("{value:?} is not a URL"))?;
+    let uri: http::Uri = value
+        .parse()
+        .map_err(|_| format!("{value:?} is not a URL"))?;
     if uri.scheme_str() != Some("https") {
-        return Err(format!("{value:?} must be https:// (the API requires HTTPS)"));
+        return Err(format!(
+            "{value:?} must be https:// (the API requires HTTPS)"
+        ));
     }
     if uri.host().is_none() {
         return Err(format!("{value:?} has no host"));

@@ -86,7 +86,10 @@ fn drive_changes(before: &DriveSnapshot, after: &DriveSnapshot, events: &mut Vec
             id,
             before.state.as_ref().map(ToString::to_string),
             after.state.as_ref().map(ToString::to_string),
-            after.state.as_ref().map_or(Severity::Info, |s| s.severity()),
+            after
+                .state
+                .as_ref()
+                .map_or(Severity::Info, |s| s.severity()),
         ));
     }
     if before.copy_status != after.copy_status {
@@ -95,7 +98,10 @@ fn drive_changes(before: &DriveSnapshot, after: &DriveSnapshot, events: &mut Vec
             id,
             before.copy_status.as_ref().map(ToString::to_string),
             after.copy_status.as_ref().map(ToString::to_string),
-            after.copy_status.as_ref().map_or(Severity::Info, |c| c.severity()),
+            after
+                .copy_status
+                .as_ref()
+                .map_or(Severity::Info, |c| c.severity()),
         ));
     }
     if before.percent_complete != after.percent_complete {

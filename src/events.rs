@@ -127,7 +127,14 @@ impl Event {
         to: Option<String>,
         severity: Severity,
     ) -> Event {
-        Event { event_type, drive_id: drive_id.cloned(), from, to, severity, details: None }
+        Event {
+            event_type,
+            drive_id: drive_id.cloned(),
+            from,
+            to,
+            severity,
+            details: None,
+        }
     }
 }
 
@@ -135,9 +142,11 @@ impl Event {
 pub fn is_known_filter(filter: &str) -> bool {
     filter == "*"
         || EventType::parse(filter).is_some()
-        || filter
-            .strip_suffix('*')
-            .is_some_and(|prefix| EventType::ALL.iter().any(|t| t.as_str().starts_with(prefix)))
+        || filter.strip_suffix('*').is_some_and(|prefix| {
+            EventType::ALL
+                .iter()
+                .any(|t| t.as_str().starts_with(prefix))
+        })
 }
 
 /// True when `event_type` matches any of `filters` (see [`is_known_filter`]).
@@ -145,7 +154,8 @@ pub fn filters_match(filters: &[String], event_type: EventType) -> bool {
     filters.iter().any(|f| {
         f == "*"
             || f == event_type.as_str()
-            || f.strip_suffix('*').is_some_and(|prefix| event_type.as_str().starts_with(prefix))
+            || f.strip_suffix('*')
+                .is_some_and(|prefix| event_type.as_str().starts_with(prefix))
     })
 }
 
@@ -157,7 +167,10 @@ mod tests {
     fn names_round_trip_and_match_serde() {
         for t in EventType::ALL {
             assert_eq!(EventType::parse(t.as_str()), Some(t));
-            assert_eq!(serde_json::to_value(t).unwrap(), serde_json::json!(t.as_str()));
+            assert_eq!(
+                serde_json::to_value(t).unwrap(),
+                serde_json::json!(t.as_str())
+            );
         }
     }
 
@@ -168,7 +181,10 @@ mod tests {
         assert!(filters_match(&f(&["drive.*"]), EventType::DriveProgress));
         assert!(!filters_match(&f(&["drive.*"]), EventType::JobProgress));
         assert!(filters_match(&f(&["job.progress"]), EventType::JobProgress));
-        assert!(!filters_match(&f(&["job.progress"]), EventType::DriveProgress));
+        assert!(!filters_match(
+            &f(&["job.progress"]),
+            EventType::DriveProgress
+        ));
         assert!(is_known_filter("job.*") && is_known_filter("drive.progress"));
         assert!(!is_known_filter("jobs.*") && !is_known_filter("drive.exploded"));
     }

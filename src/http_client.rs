@@ -79,27 +79,42 @@ pub async fn send(
     body_limit: usize,
 ) -> Result<Response<Bytes>, HttpError> {
     let exchange = async {
-        let response = client.request(request).await.map_err(classify_request_error)?;
+        let response = client
+            .request(request)
+            .await
+            .map_err(classify_request_error)?;
         let (parts, body) = response.into_parts();
         if let Some(length) = content_length(&parts.headers) {
             if length > body_limit as u64 {
                 return Err(HttpError::BodyTooLarge { limit: body_limit });
             }
         }
-        let collected = Limited::new(body, body_limit).collect().await.map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                HttpError::BodyTooLarge { limit: body_limit }
-            } else {
-                HttpError::Body(error_chain(e.as_ref()))
-            }
-        })?;
+        let collected = Limited::new(body, body_limit)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    HttpError::BodyTooLarge { limit: body_limit }
+                } else {
+                    HttpError::Body(error_chain(e.as_ref()))
+                }
+            })?;
         Ok(Response::from_parts(parts, collected.to_bytes()))
     };
-    tokio::time::timeout(timeout, exchange).await.map_err(|_| HttpError::Timeout(timeout))?
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| HttpError::Timeout(timeout))?
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 fn classify_request_error(error: hyper_util::client::legacy::Error) -> HttpError {
@@ -116,7 +131,10 @@ fn find_tls_error(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     if let Some(tls) = error.downcast_ref::<rustls::Error>() {
         return Some(tls.to_string());
     }
-    if let Some(inner) = error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+    if let Some(inner) = error
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
         if let Some(found) = find_tls_error(inner) {
             return Some(found);
         }
@@ -142,12 +160,19 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 /// Parses `Retry-After`: delay-seconds or an HTTP date (RFC 9110 §10.2.3). A date in the
 /// past means "now".
 pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
-    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let value = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }
     let when = httpdate::parse_http_date(value).ok()?;
-    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 #[cfg(test)]
@@ -160,9 +185,15 @@ mod tests {
         headers.insert(http::header::RETRY_AFTER, "2".parse().unwrap());
         assert_eq!(retry_after(&headers), Some(Duration::from_secs(2)));
         let soon = std::time::SystemTime::now() + Duration::from_secs(120);
-        headers.insert(http::header::RETRY_AFTER, httpdate::fmt_http_date(soon).parse().unwrap());
+        headers.insert(
+            http::header::RETRY_AFTER,
+            httpdate::fmt_http_date(soon).parse().unwrap(),
+        );
         let delay = retry_after(&headers).unwrap();
-        assert!(delay > Duration::from_secs(100) && delay <= Duration::from_secs(120), "{delay:?}");
+        assert!(
+            delay > Duration::from_secs(100) && delay <= Duration::from_secs(120),
+            "{delay:?}"
+        );
         headers.insert(
             http::header::RETRY_AFTER,
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),

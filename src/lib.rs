@@ -18,13 +18,21 @@
 //! - [`simulator`]: a faithful Import/Export service for tests, benchmarks and the demo.
 
 pub mod config;
+pub mod daemon;
+pub mod demo;
 pub mod detect;
 pub mod events;
 pub mod http_client;
+pub mod http_server;
 pub mod model;
+pub mod notifier;
+pub mod report;
+pub mod scheduler;
 pub mod simulator;
 pub mod source;
 pub mod store;
+pub mod systemd;
+pub mod telemetry;
 pub mod tls;
 
 /// `iewatch check --online`: one Get Job per configured job, a line each. Failure if any
@@ -32,7 +40,9 @@ pub mod tls;
 pub async fn check_online(config: &config::Config) -> std::process::ExitCode {
     let mut all_ok = true;
     for job in &config.jobs {
-        let Some(account) = config.account(&job.account) else { continue };
+        let Some(account) = config.account(&job.account) else {
+            continue;
+        };
         let line = match source::Source::for_account(account, &config.daemon) {
             Err(e) => {
                 all_ok = false;

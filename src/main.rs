@@ -2,28 +2,101 @@
 //! library. Errors end here, printed with their causes, with a non-zero exit code so that
 //! systemd's `Restart=on-failure` works.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::SystemTime,
+};
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use iewatch::config::{Config, DEFAULT_CONFIG_PATH};
+use iewatch::{
+    config::{self, Config, LogFormat, DEFAULT_CONFIG_PATH},
+    report,
+    store::Store,
+};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "iewatch", version, about = "Watches Azure Import/Export jobs")]
+#[command(
+    name = "iewatch",
+    version,
+    about = "Watches Azure Import/Export jobs: history in SQLite, alerts by webhook"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Config file.
+    #[arg(short, long, env = "IEWATCH_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct DatabaseArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Database file (default: the config's daemon.database).
+    #[arg(long)]
+    database: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Run the daemon.
+    Run(ConfigArg),
     /// Validate the config; with --online, do one Get Job per job.
     Check {
-        /// Config file.
-        #[arg(short, long, env = "IEWATCH_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Also poll every job once and print its state or error.
         #[arg(long)]
         online: bool,
+    },
+    /// One line per job: state, percent, drives, last change, last poll, last error.
+    Status {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A job's timeline, oldest first (JOB is `name` or `account/name`).
+    History {
+        /// The job.
+        job: String,
+        /// Only events this recent (e.g. 7d, 12h).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The webhook delivery log, newest first.
+    Deliveries {
+        /// Only deliveries that were given up.
+        #[arg(long)]
+        failed: bool,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue a delivery again (a running daemon sends it within seconds).
+    Redeliver {
+        /// Delivery id (see `iewatch deliveries`).
+        id: i64,
+        #[command(flatten)]
+        db: DatabaseArgs,
     },
     /// Run a faithful Import/Export service simulator (HTTPS, management certificates).
     Simulate {
@@ -40,11 +113,12 @@ enum Command {
         #[arg(long)]
         speed: Option<f64>,
     },
+    /// Simulator + daemon + webhook sink: a job's whole lifecycle in under a minute.
+    Demo,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -52,7 +126,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -61,16 +135,157 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// Logs to stderr: plain text for terminals, no colours and no timestamp under journald
+/// (it adds its own), or JSON lines. `IEWATCH_LOG` takes an EnvFilter directive.
+fn init_logging(format: LogFormat, default_level: &str) {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IEWATCH_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default_level},sqlx=warn,hyper=warn"))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let result = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text if under_journald => builder.without_time().with_ansi(false).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
+    if let Err(e) = result {
+        eprintln!("warning: logging not set up: {e}");
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Check { config, online } => check(&config, online).await,
-        Command::Simulate { scenario, listen, certs, speed } => {
+        Command::Run(arg) => run(&arg.config).await,
+        Command::Check { config, online } => {
+            init_logging(LogFormat::Text, "warn");
+            check(&config.config, online).await
+        }
+        Command::Status { db, json } => {
+            let store = open_database(&db).await?;
+            let jobs = store.status().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&jobs)?);
+            } else {
+                print!("{}", report::status_text(&jobs, SystemTime::now()));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::History {
+            job,
+            since,
+            db,
+            json,
+        } => {
+            let store = open_database(&db).await?;
+            if !store.has_job(&job).await? {
+                eprintln!("no job named {job:?} in {}", store.path().display());
+                return Ok(ExitCode::FAILURE);
+            }
+            let since = since.map(|d| SystemTime::now() - d);
+            let entries = store.history(&job, since).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+            } else {
+                print!("{}", report::history_text(&entries));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Deliveries {
+            failed,
+            limit,
+            db,
+            json,
+        } => {
+            let store = open_database(&db).await?;
+            let rows = store.deliveries(failed, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", report::deliveries_text(&rows));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Redeliver { id, db } => {
+            let store = open_database(&db).await?;
+            if store.redeliver(id, SystemTime::now()).await? {
+                println!("delivery {id} queued again");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("no delivery {id}");
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        Command::Simulate {
+            scenario,
+            listen,
+            certs,
+            speed,
+        } => {
+            init_logging(LogFormat::Text, "info");
             simulate(scenario, listen, certs, speed).await
+        }
+        Command::Demo => {
+            init_logging(LogFormat::Text, "error");
+            iewatch::demo::run().await?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-async fn check(path: &std::path::Path, online: bool) -> anyhow::Result<ExitCode> {
+async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(config_path) {
+        Ok(config) => config,
+        Err(e) => {
+            for problem in &e.problems {
+                eprintln!("{problem}");
+            }
+            anyhow::bail!(
+                "the config has {} problem(s); `iewatch check` lists them too",
+                e.problems.len()
+            );
+        }
+    };
+    init_logging(config.daemon.log_format, "info");
+    let shutdown = CancellationToken::new();
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let signals = tokio::spawn(forward_signals(shutdown.clone(), reload_tx));
+    let result =
+        iewatch::daemon::run(config_path.to_owned(), config, shutdown, reload_rx, None).await;
+    signals.abort();
+    result.context("iewatch run")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM and SIGINT cancel `shutdown`; SIGHUP asks for a reload.
+async fn forward_signals(shutdown: CancellationToken, reload: tokio::sync::mpsc::Sender<()>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM"); shutdown.cancel(); }
+            _ = int.recv() => { tracing::info!("SIGINT"); shutdown.cancel(); }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the config");
+                let _ = reload.try_send(());
+            }
+        }
+    }
+}
+
+async fn check(path: &Path, online: bool) -> anyhow::Result<ExitCode> {
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(e) => {
@@ -81,11 +296,24 @@ async fn check(path: &std::path::Path, online: bool) -> anyhow::Result<ExitCode>
             return Ok(ExitCode::FAILURE);
         }
     };
+    if let Err(e) = Store::open(&config.daemon.database).await {
+        println!("{}: daemon.database: {e}", path.display());
+        println!("1 problem(s) found");
+        return Ok(ExitCode::FAILURE);
+    }
     println!("ok: {}", config.summary());
     if online {
         return Ok(iewatch::check_online(&config).await);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn open_database(args: &DatabaseArgs) -> anyhow::Result<Store> {
+    let path = match &args.database {
+        Some(path) => path.clone(),
+        None => config::database_path(&args.config.config),
+    };
+    Ok(Store::open_existing(&path).await?)
 }
 
 async fn simulate(
@@ -94,37 +322,32 @@ async fn simulate(
     certs_dir: PathBuf,
     speed: Option<f64>,
 ) -> anyhow::Result<ExitCode> {
-    use anyhow::Context as _;
     use iewatch::simulator::{self, Scenario, SimulatorOptions};
     let mut scenario = match &scenario {
-        Some(path) => Scenario::load(path).with_context(|| format!("cannot load scenario {}", path.display()))?,
-        None => Scenario::parse(iewatch::simulator::IMPORT_LIFECYCLE).context("built-in scenario")?,
+        Some(path) => Scenario::load(path)
+            .with_context(|| format!("cannot load scenario {}", path.display()))?,
+        None => Scenario::parse(simulator::IMPORT_LIFECYCLE).context("built-in scenario")?,
     };
     if let Some(speed) = speed {
         scenario.speed = speed;
     }
-    let sim = simulator::start(SimulatorOptions { scenario, listen, certs_dir })
-        .await
-        .context("cannot start the simulator")?;
+    let sim = simulator::start(SimulatorOptions {
+        scenario,
+        listen,
+        certs_dir,
+    })
+    .await
+    .context("cannot start the simulator")?;
     println!("simulator listening on {}", sim.endpoint());
-    println!("paste this into your config:\n\n{}", sim.account_block("sim"));
-    shutdown_signal().await;
+    println!(
+        "paste this into your config:\n\n{}",
+        sim.account_block("sim")
+    );
+    let shutdown = CancellationToken::new();
+    let (reload_tx, _reload_rx) = tokio::sync::mpsc::channel(1);
+    let signals = tokio::spawn(forward_signals(shutdown.clone(), reload_tx));
+    shutdown.cancelled().await;
+    signals.abort();
     sim.stop().await;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
 }

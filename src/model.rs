@@ -256,8 +256,16 @@ mod tests {
         for ok in ["None", "InProgress", "Completed"] {
             assert_eq!(CopyStatus::from(ok).severity(), Severity::Info, "{ok}");
         }
-        assert_eq!(CopyStatus::from("CompletedWithWarnings").severity(), Severity::Warning);
-        for bad in ["CompletedWithErrors", "BitLockerFailed", "SomethingNew", "completed"] {
+        assert_eq!(
+            CopyStatus::from("CompletedWithWarnings").severity(),
+            Severity::Warning
+        );
+        for bad in [
+            "CompletedWithErrors",
+            "BitLockerFailed",
+            "SomethingNew",
+            "completed",
+        ] {
             assert_eq!(CopyStatus::from(bad).severity(), Severity::Error, "{bad}");
         }
     }

@@ -53,7 +53,10 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 fn file_error(path: &Path, reason: impl fmt::Display) -> TlsError {
-    TlsError::File { path: path.display().to_string(), reason: reason.to_string() }
+    TlsError::File {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 /// Every certificate in a PEM file.
@@ -84,9 +87,15 @@ impl Identity {
         let key_path = key_path.unwrap_or(cert_path);
         let key_bytes = std::fs::read(key_path).map_err(|e| file_error(key_path, e))?;
         let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| {
-            file_error(key_path, format!("no usable private key (PKCS#8, PKCS#1 or SEC1): {e}"))
+            file_error(
+                key_path,
+                format!("no usable private key (PKCS#8, PKCS#1 or SEC1): {e}"),
+            )
         })?;
-        let identity = Identity { chain, key: Arc::new(key) };
+        let identity = Identity {
+            chain,
+            key: Arc::new(key),
+        };
         identity.check_key_matches()?;
         Ok(identity)
     }
@@ -98,10 +107,19 @@ impl Identity {
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, TlsError> {
         let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TlsError::File { path: "<memory>".into(), reason: e.to_string() })?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-            .map_err(|e| TlsError::File { path: "<memory>".into(), reason: e.to_string() })?;
-        Ok(Identity { chain, key: Arc::new(key) })
+            .map_err(|e| TlsError::File {
+                path: "<memory>".into(),
+                reason: e.to_string(),
+            })?;
+        let key =
+            PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| TlsError::File {
+                path: "<memory>".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(Identity {
+            chain,
+            key: Arc::new(key),
+        })
     }
 
     fn check_key_matches(&self) -> Result<(), TlsError> {

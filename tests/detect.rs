@@ -31,18 +31,48 @@ fn drive(id: &str, state: &str, copy: Option<&str>, percent: Option<i64>) -> Dri
     }
 }
 
-fn kinds(events: &[Event]) -> Vec<(EventType, Option<&str>, Option<&str>, Option<&str>, Severity)> {
+/// (type, drive, from, to, severity) of an event, for compact assertions.
+type Seen<'a> = (
+    EventType,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Severity,
+);
+
+fn kinds(events: &[Event]) -> Vec<Seen<'_>> {
     events
         .iter()
-        .map(|e| (e.event_type, e.drive_id.as_ref().map(DriveId::as_str), e.from.as_deref(), e.to.as_deref(), e.severity))
+        .map(|e| {
+            (
+                e.event_type,
+                e.drive_id.as_ref().map(DriveId::as_str),
+                e.from.as_deref(),
+                e.to.as_deref(),
+                e.severity,
+            )
+        })
         .collect()
 }
 
 #[test]
 fn first_sight_is_one_first_seen_with_the_whole_summary() {
-    let new = job("Transferring", Some(40), vec![drive("A", "Transferring", Some("InProgress"), Some(40))]);
+    let new = job(
+        "Transferring",
+        Some(40),
+        vec![drive("A", "Transferring", Some("InProgress"), Some(40))],
+    );
     let events = detect_changes(None, &new);
-    assert_eq!(kinds(&events), vec![(EventType::JobFirstSeen, None, None, Some("Transferring"), Severity::Info)]);
+    assert_eq!(
+        kinds(&events),
+        vec![(
+            EventType::JobFirstSeen,
+            None,
+            None,
+            Some("Transferring"),
+            Severity::Info
+        )]
+    );
     let summary = events[0].details.as_ref().unwrap();
     assert_eq!(summary["percent_complete"], 40);
     assert_eq!(summary["drives"][0]["drive_id"], "A");
@@ -57,9 +87,27 @@ fn job_state_progress_and_cancel() {
     assert_eq!(
         kinds(&detect_changes(Some(&old), &new)),
         vec![
-            (EventType::JobStateChanged, None, Some("Shipping"), Some("Transferring"), Severity::Info),
-            (EventType::JobCancelRequested, None, Some("false"), Some("true"), Severity::Info),
-            (EventType::JobProgress, None, None, Some("0"), Severity::Info),
+            (
+                EventType::JobStateChanged,
+                None,
+                Some("Shipping"),
+                Some("Transferring"),
+                Severity::Info
+            ),
+            (
+                EventType::JobCancelRequested,
+                None,
+                Some("false"),
+                Some("true"),
+                Severity::Info
+            ),
+            (
+                EventType::JobProgress,
+                None,
+                None,
+                Some("0"),
+                Severity::Info
+            ),
         ]
     );
     // Cancel going back to false is not an event of DESIGN.md's table.
@@ -72,7 +120,10 @@ fn job_state_progress_and_cancel() {
 fn faulted_is_an_error_and_unknown_states_are_kept() {
     let old = job("Transferring", Some(10), vec![]);
     let faulted = job("Faulted", Some(10), vec![]);
-    assert_eq!(detect_changes(Some(&old), &faulted)[0].severity, Severity::Error);
+    assert_eq!(
+        detect_changes(Some(&old), &faulted)[0].severity,
+        Severity::Error
+    );
     let novel = job("Teleporting", Some(10), vec![]);
     let events = detect_changes(Some(&old), &novel);
     assert_eq!(events[0].to.as_deref(), Some("Teleporting"));
@@ -81,42 +132,117 @@ fn faulted_is_an_error_and_unknown_states_are_kept() {
 
 #[test]
 fn drive_changes_are_attributed_and_graded() {
-    let old = job("Transferring", Some(40), vec![
-        drive("A", "Transferring", Some("InProgress"), Some(80)),
-        drive("B", "Transferring", Some("InProgress"), Some(10)),
-        drive("C", "Received", None, None),
-    ]);
-    let new = job("Transferring", Some(40), vec![
-        drive("A", "Completed", Some("Completed"), Some(100)),
-        drive("B", "CompletedMoreInfo", Some("CompletedWithErrors"), Some(10)),
-        drive("C", "Received", None, None),
-        drive("D", "Received", None, None),
-    ]);
+    let old = job(
+        "Transferring",
+        Some(40),
+        vec![
+            drive("A", "Transferring", Some("InProgress"), Some(80)),
+            drive("B", "Transferring", Some("InProgress"), Some(10)),
+            drive("C", "Received", None, None),
+        ],
+    );
+    let new = job(
+        "Transferring",
+        Some(40),
+        vec![
+            drive("A", "Completed", Some("Completed"), Some(100)),
+            drive(
+                "B",
+                "CompletedMoreInfo",
+                Some("CompletedWithErrors"),
+                Some(10),
+            ),
+            drive("C", "Received", None, None),
+            drive("D", "Received", None, None),
+        ],
+    );
     assert_eq!(
         kinds(&detect_changes(Some(&old), &new)),
         vec![
-            (EventType::DriveStateChanged, Some("A"), Some("Transferring"), Some("Completed"), Severity::Info),
-            (EventType::DriveCopyStatusChanged, Some("A"), Some("InProgress"), Some("Completed"), Severity::Info),
-            (EventType::DriveProgress, Some("A"), Some("80"), Some("100"), Severity::Info),
-            (EventType::DriveStateChanged, Some("B"), Some("Transferring"), Some("CompletedMoreInfo"), Severity::Warning),
-            (EventType::DriveCopyStatusChanged, Some("B"), Some("InProgress"), Some("CompletedWithErrors"), Severity::Error),
-            (EventType::DriveAdded, Some("D"), None, Some("Received"), Severity::Info),
+            (
+                EventType::DriveStateChanged,
+                Some("A"),
+                Some("Transferring"),
+                Some("Completed"),
+                Severity::Info
+            ),
+            (
+                EventType::DriveCopyStatusChanged,
+                Some("A"),
+                Some("InProgress"),
+                Some("Completed"),
+                Severity::Info
+            ),
+            (
+                EventType::DriveProgress,
+                Some("A"),
+                Some("80"),
+                Some("100"),
+                Severity::Info
+            ),
+            (
+                EventType::DriveStateChanged,
+                Some("B"),
+                Some("Transferring"),
+                Some("CompletedMoreInfo"),
+                Severity::Warning
+            ),
+            (
+                EventType::DriveCopyStatusChanged,
+                Some("B"),
+                Some("InProgress"),
+                Some("CompletedWithErrors"),
+                Severity::Error
+            ),
+            (
+                EventType::DriveAdded,
+                Some("D"),
+                None,
+                Some("Received"),
+                Severity::Info
+            ),
         ]
     );
-    let removed = job("Transferring", Some(40), vec![drive("A", "Completed", Some("Completed"), Some(100))]);
+    let removed = job(
+        "Transferring",
+        Some(40),
+        vec![drive("A", "Completed", Some("Completed"), Some(100))],
+    );
     assert_eq!(
         kinds(&detect_changes(Some(&new), &removed)),
         vec![
-            (EventType::DriveRemoved, Some("B"), Some("CompletedMoreInfo"), None, Severity::Info),
-            (EventType::DriveRemoved, Some("C"), Some("Received"), None, Severity::Info),
-            (EventType::DriveRemoved, Some("D"), Some("Received"), None, Severity::Info),
+            (
+                EventType::DriveRemoved,
+                Some("B"),
+                Some("CompletedMoreInfo"),
+                None,
+                Severity::Info
+            ),
+            (
+                EventType::DriveRemoved,
+                Some("C"),
+                Some("Received"),
+                None,
+                Severity::Info
+            ),
+            (
+                EventType::DriveRemoved,
+                Some("D"),
+                Some("Received"),
+                None,
+                Severity::Info
+            ),
         ]
     );
 }
 
 #[test]
 fn copy_status_severities() {
-    let base = job("Transferring", None, vec![drive("A", "Transferring", Some("InProgress"), None)]);
+    let base = job(
+        "Transferring",
+        None,
+        vec![drive("A", "Transferring", Some("InProgress"), None)],
+    );
     for (status, severity) in [
         ("CompletedWithWarnings", Severity::Warning),
         ("BitLockerKeyInvalid", Severity::Error),
@@ -124,7 +250,11 @@ fn copy_status_severities() {
         ("BrandNewFailure", Severity::Error),
         ("Completed", Severity::Info),
     ] {
-        let new = job("Transferring", None, vec![drive("A", "Transferring", Some(status), None)]);
+        let new = job(
+            "Transferring",
+            None,
+            vec![drive("A", "Transferring", Some(status), None)],
+        );
         let events = detect_changes(Some(&base), &new);
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].severity, severity, "{status}");
@@ -141,39 +271,63 @@ fn a_changed_document_with_equal_watched_fields_makes_no_event() {
 
 // ----- properties -------------------------------------------------------------------
 
-const STATES: [&str; 5] = ["Creating", "Shipping", "Transferring", "Completed", "Faulted"];
+const STATES: [&str; 5] = [
+    "Creating",
+    "Shipping",
+    "Transferring",
+    "Completed",
+    "Faulted",
+];
 const DRIVE_STATES: [&str; 4] = ["Specified", "Received", "Transferring", "Completed"];
 const COPY: [&str; 4] = ["InProgress", "Completed", "CompletedWithErrors", "X"];
 
 fn arb_drive() -> impl Strategy<Value = DriveSnapshot> {
-    (0..6usize, proptest::option::of(0..4usize), proptest::option::of(0..4usize), proptest::option::of(0..101i64)).prop_map(
-        |(id, state, copy, percent)| DriveSnapshot {
+    (
+        0..6usize,
+        proptest::option::of(0..4usize),
+        proptest::option::of(0..4usize),
+        proptest::option::of(0..101i64),
+    )
+        .prop_map(|(id, state, copy, percent)| DriveSnapshot {
             drive_id: DriveId::new(format!("D{id}")),
             state: state.map(|s| DriveState::from(DRIVE_STATES[s])),
             copy_status: copy.map(|c| CopyStatus::from(COPY[c])),
             percent_complete: percent,
-        },
-    )
+        })
 }
 
 fn arb_job() -> impl Strategy<Value = JobSnapshot> {
-    (0..5usize, proptest::option::of(0..101i64), any::<bool>(), proptest::collection::vec(arb_drive(), 0..5)).prop_map(
-        |(state, percent, cancel, drives)| {
+    (
+        0..5usize,
+        proptest::option::of(0..101i64),
+        any::<bool>(),
+        proptest::collection::vec(arb_drive(), 0..5),
+    )
+        .prop_map(|(state, percent, cancel, drives)| {
             let mut seen = std::collections::HashSet::new();
-            let drives = drives.into_iter().filter(|d| seen.insert(d.drive_id.clone())).collect();
+            let drives = drives
+                .into_iter()
+                .filter(|d| seen.insert(d.drive_id.clone()))
+                .collect();
             let mut j = job(STATES[state], percent, drives);
             j.cancel_requested = cancel;
             j
-        },
-    )
+        })
 }
 
 /// Applies events to a snapshot's watched fields; drives keyed by id.
-fn replay(old: &JobSnapshot, events: &[Event]) -> (String, Option<i64>, bool, BTreeMap<DriveId, DriveSnapshot>) {
+fn replay(
+    old: &JobSnapshot,
+    events: &[Event],
+) -> (String, Option<i64>, bool, BTreeMap<DriveId, DriveSnapshot>) {
     let mut state = old.state.to_string();
     let mut percent = old.percent_complete;
     let mut cancel = old.cancel_requested;
-    let mut drives: BTreeMap<DriveId, DriveSnapshot> = old.drives.iter().map(|d| (d.drive_id.clone(), d.clone())).collect();
+    let mut drives: BTreeMap<DriveId, DriveSnapshot> = old
+        .drives
+        .iter()
+        .map(|d| (d.drive_id.clone(), d.clone()))
+        .collect();
     let num = |v: &Option<String>| v.as_ref().map(|p| p.parse::<i64>().unwrap());
     for e in events {
         let id = e.drive_id.clone();
@@ -182,17 +336,23 @@ fn replay(old: &JobSnapshot, events: &[Event]) -> (String, Option<i64>, bool, BT
             EventType::JobProgress => percent = num(&e.to),
             EventType::JobCancelRequested => cancel = true,
             EventType::DriveAdded => {
-                let added: DriveSnapshot = serde_json::from_value(e.details.clone().unwrap()).unwrap();
+                let added: DriveSnapshot =
+                    serde_json::from_value(e.details.clone().unwrap()).unwrap();
                 drives.insert(id.unwrap(), added);
             }
             EventType::DriveRemoved => {
                 drives.remove(&id.unwrap());
             }
-            EventType::DriveStateChanged => drives.get_mut(&id.unwrap()).unwrap().state = e.to.as_deref().map(DriveState::from),
-            EventType::DriveCopyStatusChanged => {
-                drives.get_mut(&id.unwrap()).unwrap().copy_status = e.to.as_deref().map(CopyStatus::from)
+            EventType::DriveStateChanged => {
+                drives.get_mut(&id.unwrap()).unwrap().state = e.to.as_deref().map(DriveState::from)
             }
-            EventType::DriveProgress => drives.get_mut(&id.unwrap()).unwrap().percent_complete = num(&e.to),
+            EventType::DriveCopyStatusChanged => {
+                drives.get_mut(&id.unwrap()).unwrap().copy_status =
+                    e.to.as_deref().map(CopyStatus::from)
+            }
+            EventType::DriveProgress => {
+                drives.get_mut(&id.unwrap()).unwrap().percent_complete = num(&e.to)
+            }
             other => panic!("unexpected {other}"),
         }
     }

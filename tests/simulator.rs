@@ -28,43 +28,71 @@ async fn harness() -> Harness {
     let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
     sim.set_time(Some(Duration::ZERO));
     let client = client_for(&sim, Some(&management_identity(&sim)));
-    Harness { sim, client, _dir: dir }
+    Harness {
+        sim,
+        client,
+        _dir: dir,
+    }
 }
 
 impl Harness {
     fn job_path(&self, job: &str) -> String {
-        format!("/{}/services/importexport/storageaccounts/xttest/jobs/{job}", self.sim.subscription_id())
+        format!(
+            "/{}/services/importexport/storageaccounts/xttest/jobs/{job}",
+            self.sim.subscription_id()
+        )
     }
 
-    async fn request(&self, method: Method, path: &str, headers: &[(&str, &str)], body: &'static [u8]) -> Response<Bytes> {
-        let mut builder = Request::builder().method(method).uri(format!("{}{path}", self.sim.endpoint()));
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &'static [u8],
+    ) -> Response<Bytes> {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.sim.endpoint()));
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
         let request = builder.body(Full::new(Bytes::from_static(body))).unwrap();
-        http_client::send(&self.client, request, Duration::from_secs(5), 1 << 20).await.unwrap()
+        http_client::send(&self.client, request, Duration::from_secs(5), 1 << 20)
+            .await
+            .unwrap()
     }
 
     async fn get(&self, headers: &[(&str, &str)]) -> Response<Bytes> {
         let mut all = vec![("x-ms-version", "2014-11-01")];
         all.extend_from_slice(headers);
-        self.request(Method::GET, &self.job_path(JOB), &all, b"").await
+        self.request(Method::GET, &self.job_path(JOB), &all, b"")
+            .await
     }
 }
 
 fn header<'a>(response: &'a Response<Bytes>, name: &str) -> &'a str {
-    response.headers().get(name).map(|v| v.to_str().unwrap()).unwrap_or_else(|| panic!("no {name} header"))
+    response
+        .headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap())
+        .unwrap_or_else(|| panic!("no {name} header"))
 }
 
 fn extended_code(response: &Response<Bytes>) -> String {
-    let body: serde_json::Value = serde_json::from_slice(response.body()).expect("odata.error body");
-    body["odata.error"]["azure.values"][0]["ExtendedCode"].as_str().unwrap_or_default().to_owned()
+    let body: serde_json::Value =
+        serde_json::from_slice(response.body()).expect("odata.error body");
+    body["odata.error"]["azure.values"][0]["ExtendedCode"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[tokio::test]
 async fn get_job_answers_with_the_spec_headers_and_document() {
     let h = harness().await;
-    let response = h.get(&[("accept", "application/json;odata=minimalmetadata")]).await;
+    let response = h
+        .get(&[("accept", "application/json;odata=minimalmetadata")])
+        .await;
     assert_eq!(response.status(), 200);
     assert!(header(&response, "content-type").starts_with("application/json"));
     assert!(header(&response, "etag").starts_with("W/\"datetime'"));
@@ -75,14 +103,27 @@ async fn get_job_answers_with_the_spec_headers_and_document() {
     let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
     assert_eq!(body["Name"], JOB);
     assert_eq!(body["Properties"]["State"], "Creating");
-    assert_eq!(body["Properties"]["ImportExportStatesPath"], "waimportexport");
-    assert!(body["DriveList"][0]["BitLockerKey"].is_string(), "the service sends import keys");
+    assert_eq!(
+        body["Properties"]["ImportExportStatesPath"],
+        "waimportexport"
+    );
+    assert!(
+        body["DriveList"][0]["BitLockerKey"].is_string(),
+        "the service sends import keys"
+    );
 }
 
 #[tokio::test]
 async fn head_has_the_headers_and_no_body() {
     let h = harness().await;
-    let response = h.request(Method::HEAD, &h.job_path(JOB), &[("x-ms-version", "2014-11-01")], b"").await;
+    let response = h
+        .request(
+            Method::HEAD,
+            &h.job_path(JOB),
+            &[("x-ms-version", "2014-11-01")],
+            b"",
+        )
+        .await;
     assert_eq!(response.status(), 200);
     assert!(header(&response, "etag").starts_with("W/"));
     assert!(response.body().is_empty());
@@ -94,9 +135,23 @@ async fn x_ms_version_is_required_and_checked() {
     let missing = h.request(Method::GET, &h.job_path(JOB), &[], b"").await;
     assert_eq!(missing.status(), 400);
     assert_eq!(extended_code(&missing), "MissingOrIncorrectVersionHeader");
-    let wrong = h.request(Method::GET, &h.job_path(JOB), &[("x-ms-version", "2012-03-01")], b"").await;
+    let wrong = h
+        .request(
+            Method::GET,
+            &h.job_path(JOB),
+            &[("x-ms-version", "2012-03-01")],
+            b"",
+        )
+        .await;
     assert_eq!(wrong.status(), 400);
-    let old = h.request(Method::GET, &h.job_path(JOB), &[("x-ms-version", "2014-05-01")], b"").await;
+    let old = h
+        .request(
+            Method::GET,
+            &h.job_path(JOB),
+            &[("x-ms-version", "2014-05-01")],
+            b"",
+        )
+        .await;
     assert_eq!(old.status(), 200);
     assert_eq!(header(&old, "x-ms-version"), "2014-05-01");
 }
@@ -104,9 +159,19 @@ async fn x_ms_version_is_required_and_checked() {
 #[tokio::test]
 async fn version_2014_05_01_names_the_states_container() {
     let h = harness().await;
-    let old = h.request(Method::GET, &h.job_path(JOB), &[("x-ms-version", "2014-05-01")], b"").await;
+    let old = h
+        .request(
+            Method::GET,
+            &h.job_path(JOB),
+            &[("x-ms-version", "2014-05-01")],
+            b"",
+        )
+        .await;
     let body: serde_json::Value = serde_json::from_slice(old.body()).unwrap();
-    assert_eq!(body["Properties"]["ImportExportStatesContainer"], "waimportexport");
+    assert_eq!(
+        body["Properties"]["ImportExportStatesContainer"],
+        "waimportexport"
+    );
     assert!(body["Properties"].get("ImportExportStatesPath").is_none());
 }
 
@@ -114,23 +179,59 @@ async fn version_2014_05_01_names_the_states_container() {
 async fn accept_other_than_json_is_406_and_format_overrides_it() {
     let h = harness().await;
     assert_eq!(h.get(&[("accept", "application/xml")]).await.status(), 406);
-    assert_eq!(h.get(&[("accept", "application/json;odata=fullmetadata")]).await.status(), 200);
+    assert_eq!(
+        h.get(&[("accept", "application/json;odata=fullmetadata")])
+            .await
+            .status(),
+        200
+    );
     let path = h.job_path(JOB);
     let overridden = format!("{path}?$format=application/json;odata=minimalmetadata");
-    let response = h.request(Method::GET, &overridden, &[("x-ms-version", "2014-11-01"), ("accept", "text/xml")], b"").await;
+    let response = h
+        .request(
+            Method::GET,
+            &overridden,
+            &[("x-ms-version", "2014-11-01"), ("accept", "text/xml")],
+            b"",
+        )
+        .await;
     assert_eq!(response.status(), 200);
     let refused = format!("{path}?$format=text/xml");
-    let response = h.request(Method::GET, &refused, &[("x-ms-version", "2014-11-01"), ("accept", "application/json")], b"").await;
+    let response = h
+        .request(
+            Method::GET,
+            &refused,
+            &[
+                ("x-ms-version", "2014-11-01"),
+                ("accept", "application/json"),
+            ],
+            b"",
+        )
+        .await;
     assert_eq!(response.status(), 406);
 }
 
 #[tokio::test]
 async fn a_non_zero_content_length_is_400() {
     let h = harness().await;
-    let response = h.request(Method::GET, &h.job_path(JOB), &[("x-ms-version", "2014-11-01")], b"hello").await;
+    let response = h
+        .request(
+            Method::GET,
+            &h.job_path(JOB),
+            &[("x-ms-version", "2014-11-01")],
+            b"hello",
+        )
+        .await;
     assert_eq!(response.status(), 400);
     assert_eq!(extended_code(&response), "InvalidContentLength");
-    let zero = h.request(Method::GET, &h.job_path(JOB), &[("x-ms-version", "2014-11-01"), ("content-length", "0")], b"").await;
+    let zero = h
+        .request(
+            Method::GET,
+            &h.job_path(JOB),
+            &[("x-ms-version", "2014-11-01"), ("content-length", "0")],
+            b"",
+        )
+        .await;
     assert_eq!(zero.status(), 200);
 }
 
@@ -140,7 +241,15 @@ async fn if_none_match_unmet_is_412() {
     let etag = header(&h.get(&[]).await, "etag").to_owned();
     assert_eq!(h.get(&[("if-none-match", &etag)]).await.status(), 412);
     assert_eq!(h.get(&[("if-none-match", "*")]).await.status(), 412);
-    assert_eq!(h.get(&[("if-none-match", "W/\"datetime'2000-01-01T00%3A00%3A00.0000000Z'\"")]).await.status(), 200);
+    assert_eq!(
+        h.get(&[(
+            "if-none-match",
+            "W/\"datetime'2000-01-01T00%3A00%3A00.0000000Z'\""
+        )])
+        .await
+        .status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -160,9 +269,18 @@ async fn if_modified_since_and_if_unmodified_since_unmet_are_412() {
     let after = httpdate::fmt_http_date(modified + Duration::from_secs(60));
     assert_eq!(h.get(&[("if-modified-since", &after)]).await.status(), 412);
     assert_eq!(h.get(&[("if-modified-since", &before)]).await.status(), 200);
-    assert_eq!(h.get(&[("if-unmodified-since", &before)]).await.status(), 412);
-    assert_eq!(h.get(&[("if-unmodified-since", &after)]).await.status(), 200);
-    assert_eq!(h.get(&[("if-modified-since", "yesterday")]).await.status(), 400);
+    assert_eq!(
+        h.get(&[("if-unmodified-since", &before)]).await.status(),
+        412
+    );
+    assert_eq!(
+        h.get(&[("if-unmodified-since", &after)]).await.status(),
+        200
+    );
+    assert_eq!(
+        h.get(&[("if-modified-since", "yesterday")]).await.status(),
+        400
+    );
 }
 
 #[tokio::test]
@@ -173,18 +291,43 @@ async fn only_the_two_documented_pairs_of_conditions_may_be_combined() {
     let modified = httpdate::parse_http_date(header(&first, "last-modified")).unwrap();
     let long_ago = httpdate::fmt_http_date(modified - Duration::from_secs(3600));
     // If-None-Match decides over If-Modified-Since (which alone would be met).
-    assert_eq!(h.get(&[("if-none-match", &etag), ("if-modified-since", &long_ago)]).await.status(), 412);
+    assert_eq!(
+        h.get(&[("if-none-match", &etag), ("if-modified-since", &long_ago)])
+            .await
+            .status(),
+        412
+    );
     // If-Match decides over If-Unmodified-Since (which alone would be unmet).
-    assert_eq!(h.get(&[("if-match", &etag), ("if-unmodified-since", &long_ago)]).await.status(), 200);
+    assert_eq!(
+        h.get(&[("if-match", &etag), ("if-unmodified-since", &long_ago)])
+            .await
+            .status(),
+        200
+    );
     for pair in [
-        [("if-match", etag.as_str()), ("if-none-match", etag.as_str())],
-        [("if-modified-since", long_ago.as_str()), ("if-unmodified-since", long_ago.as_str())],
-        [("if-none-match", etag.as_str()), ("if-unmodified-since", long_ago.as_str())],
-        [("if-match", etag.as_str()), ("if-modified-since", long_ago.as_str())],
+        [
+            ("if-match", etag.as_str()),
+            ("if-none-match", etag.as_str()),
+        ],
+        [
+            ("if-modified-since", long_ago.as_str()),
+            ("if-unmodified-since", long_ago.as_str()),
+        ],
+        [
+            ("if-none-match", etag.as_str()),
+            ("if-unmodified-since", long_ago.as_str()),
+        ],
+        [
+            ("if-match", etag.as_str()),
+            ("if-modified-since", long_ago.as_str()),
+        ],
     ] {
         let response = h.get(&pair).await;
         assert_eq!(response.status(), 400, "{pair:?}");
-        assert_eq!(extended_code(&response), "MultipleConditionHeadersNotSupported");
+        assert_eq!(
+            extended_code(&response),
+            "MultipleConditionHeadersNotSupported"
+        );
     }
 }
 
@@ -199,11 +342,17 @@ async fn etag_and_last_modified_change_exactly_when_the_document_changes() {
     let start = at(Duration::ZERO).await;
     let still = at(day / 4).await; // nothing happens before 12h
     assert_eq!(header(&start, "etag"), header(&still, "etag"));
-    assert_eq!(header(&start, "last-modified"), header(&still, "last-modified"));
+    assert_eq!(
+        header(&start, "last-modified"),
+        header(&still, "last-modified")
+    );
     assert_eq!(start.body(), still.body());
     let shipping = at(day / 2).await;
     assert_ne!(header(&start, "etag"), header(&shipping, "etag"));
-    assert_ne!(header(&start, "last-modified"), header(&shipping, "last-modified"));
+    assert_ne!(
+        header(&start, "last-modified"),
+        header(&shipping, "last-modified")
+    );
     let body: serde_json::Value = serde_json::from_slice(shipping.body()).unwrap();
     assert_eq!(body["Properties"]["State"], "Shipping");
     let later = at(day).await;
@@ -213,18 +362,56 @@ async fn etag_and_last_modified_change_exactly_when_the_document_changes() {
 #[tokio::test]
 async fn unknown_jobs_accounts_and_subscriptions_are_refused_with_odata_errors() {
     let h = harness().await;
-    let response = h.request(Method::GET, &h.job_path("NoSuchJob"), &[("x-ms-version", "2014-11-01")], b"").await;
+    let response = h
+        .request(
+            Method::GET,
+            &h.job_path("NoSuchJob"),
+            &[("x-ms-version", "2014-11-01")],
+            b"",
+        )
+        .await;
     assert_eq!(response.status(), 404);
     assert_eq!(extended_code(&response), "JobNotFound");
-    let other_account = format!("/{}/services/importexport/storageaccounts/nope/jobs/{JOB}", h.sim.subscription_id());
-    let response = h.request(Method::GET, &other_account, &[("x-ms-version", "2014-11-01")], b"").await;
+    let other_account = format!(
+        "/{}/services/importexport/storageaccounts/nope/jobs/{JOB}",
+        h.sim.subscription_id()
+    );
+    let response = h
+        .request(
+            Method::GET,
+            &other_account,
+            &[("x-ms-version", "2014-11-01")],
+            b"",
+        )
+        .await;
     assert_eq!(response.status(), 404);
     let other_sub = "/00000000-0000-0000-0000-000000000000/services/importexport/storageaccounts/xttest/jobs/MySampleJob";
-    let response = h.request(Method::GET, other_sub, &[("x-ms-version", "2014-11-01")], b"").await;
+    let response = h
+        .request(
+            Method::GET,
+            other_sub,
+            &[("x-ms-version", "2014-11-01")],
+            b"",
+        )
+        .await;
     assert_eq!(response.status(), 403);
-    let response = h.request(Method::GET, "/nothing/here", &[("x-ms-version", "2014-11-01")], b"").await;
+    let response = h
+        .request(
+            Method::GET,
+            "/nothing/here",
+            &[("x-ms-version", "2014-11-01")],
+            b"",
+        )
+        .await;
     assert_eq!(response.status(), 404);
-    let response = h.request(Method::DELETE, &h.job_path(JOB), &[("x-ms-version", "2014-11-01")], b"").await;
+    let response = h
+        .request(
+            Method::DELETE,
+            &h.job_path(JOB),
+            &[("x-ms-version", "2014-11-01")],
+            b"",
+        )
+        .await;
     assert_eq!(response.status(), 405);
 }
 
@@ -235,12 +422,26 @@ async fn list_jobs_returns_every_job_of_the_account() {
     many.jobs[0].count = Some(3);
     let sim = start_simulator(many, dir.path()).await;
     let client = client_for(&sim, Some(&management_identity(&sim)));
-    let uri = format!("{}/{}/services/importexport/storageaccounts/xttest/jobs", sim.endpoint(), sim.subscription_id());
-    let request = Request::get(uri).header("x-ms-version", "2014-11-01").body(Full::new(Bytes::new())).unwrap();
-    let response = http_client::send(&client, request, Duration::from_secs(5), 1 << 20).await.unwrap();
+    let uri = format!(
+        "{}/{}/services/importexport/storageaccounts/xttest/jobs",
+        sim.endpoint(),
+        sim.subscription_id()
+    );
+    let request = Request::get(uri)
+        .header("x-ms-version", "2014-11-01")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = http_client::send(&client, request, Duration::from_secs(5), 1 << 20)
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
-    let names: Vec<&str> = body["value"].as_array().unwrap().iter().map(|j| j["Name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = body["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["Name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["bench-00001", "bench-00002", "bench-00003"]);
 }
 
@@ -256,10 +457,15 @@ async fn a_client_certificate_from_another_ca_or_none_is_refused_at_the_handshak
             .header("x-ms-version", "2014-11-01")
             .body(Full::new(Bytes::new()))
             .unwrap();
-        let err = http_client::send(&client, request, Duration::from_secs(5), 1 << 20).await.unwrap_err();
+        let err = http_client::send(&client, request, Duration::from_secs(5), 1 << 20)
+            .await
+            .unwrap_err();
         assert!(matches!(err, HttpError::Tls(_)), "{err:?}");
     }
-    assert!(h.sim.requests().is_empty(), "no refused request may reach the handler");
+    assert!(
+        h.sim.requests().is_empty(),
+        "no refused request may reach the handler"
+    );
 }
 
 #[test]
@@ -270,23 +476,41 @@ fn playback_is_deterministic() {
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x.versions.len(), y.versions.len());
         for (vx, vy) in x.versions.iter().zip(&y.versions) {
-            assert_eq!((vx.since, &vx.etag, &vx.last_modified, &vx.body), (vy.since, &vy.etag, &vy.last_modified, &vy.body));
+            assert_eq!(
+                (vx.since, &vx.etag, &vx.last_modified, &vx.body),
+                (vy.since, &vy.etag, &vy.last_modified, &vy.body)
+            );
         }
     }
     // Steps at the same offset make one version; the ten-day life has 10 distinct ones.
     assert_eq!(a[0].versions.len(), 10);
-    assert_eq!(a[0].at(Duration::from_secs(10 * 86_400)).job.as_ref().unwrap().properties.state, "Completed");
+    assert_eq!(
+        a[0].at(Duration::from_secs(10 * 86_400))
+            .job
+            .as_ref()
+            .unwrap()
+            .properties
+            .state,
+        "Completed"
+    );
 }
 
 #[test]
 fn every_shipped_scenario_compiles() {
-    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config/scenarios")).unwrap() {
+    for entry in
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config/scenarios")).unwrap()
+    {
         let path = entry.unwrap().path();
         let scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        scenario.compile().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        scenario
+            .compile()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         scenario.fault_windows().unwrap();
     }
-    assert!(Scenario::parse("speed = 1\nsurprise = true").is_err(), "unknown keys are refused");
+    assert!(
+        Scenario::parse("speed = 1\nsurprise = true").is_err(),
+        "unknown keys are refused"
+    );
 }
 
 #[tokio::test]
@@ -298,16 +522,26 @@ async fn faults_are_injected_in_their_windows() {
     }
     let sim = start_simulator(storm, dir.path()).await;
     let client = client_for(&sim, Some(&management_identity(&sim)));
-    let uri = format!("{}/{}/services/importexport/storageaccounts/xttest/jobs/StormJob", sim.endpoint(), sim.subscription_id());
+    let uri = format!(
+        "{}/{}/services/importexport/storageaccounts/xttest/jobs/StormJob",
+        sim.endpoint(),
+        sim.subscription_id()
+    );
     let get = || {
-        let request = Request::get(&uri).header("x-ms-version", "2014-11-01").body(Full::new(Bytes::new())).unwrap();
+        let request = Request::get(&uri)
+            .header("x-ms-version", "2014-11-01")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
         http_client::send(&client, request, Duration::from_millis(500), 1 << 20)
     };
     let hour = |h: u64| Some(Duration::from_secs(h * 3600));
 
     sim.set_time(hour(12));
     let busy = get().await.unwrap();
-    assert_eq!((busy.status().as_u16(), header(&busy, "retry-after")), (503, "1"));
+    assert_eq!(
+        (busy.status().as_u16(), header(&busy, "retry-after")),
+        (503, "1")
+    );
     sim.set_time(hour(36));
     assert_eq!(get().await.unwrap().status(), 500);
     sim.set_time(hour(50));
@@ -317,17 +551,33 @@ async fn faults_are_injected_in_their_windows() {
     assert_eq!(malformed.status(), 200);
     assert!(serde_json::from_slice::<serde_json::Value>(malformed.body()).is_err());
     sim.set_time(hour(74));
-    assert!(matches!(get().await.unwrap_err(), HttpError::Body(_) | HttpError::Transport(_)), "truncated");
+    assert!(
+        matches!(
+            get().await.unwrap_err(),
+            HttpError::Body(_) | HttpError::Transport(_)
+        ),
+        "truncated"
+    );
     sim.set_time(hour(86));
-    assert!(matches!(get().await.unwrap_err(), HttpError::Transport(_)), "reset");
+    assert!(
+        matches!(get().await.unwrap_err(), HttpError::Transport(_)),
+        "reset"
+    );
     sim.set_time(hour(98));
-    assert!(matches!(get().await.unwrap_err(), HttpError::Timeout(_)), "stall");
+    assert!(
+        matches!(get().await.unwrap_err(), HttpError::Timeout(_)),
+        "stall"
+    );
     sim.set_time(hour(110));
     assert_eq!(header(&get().await.unwrap(), "content-type"), "text/html");
     sim.set_time(hour(122));
     assert_eq!(get().await.unwrap().status(), 404);
     sim.set_time(hour(200));
-    assert_eq!(get().await.unwrap().status(), 200, "no fault after the windows");
+    assert_eq!(
+        get().await.unwrap().status(),
+        200,
+        "no fault after the windows"
+    );
     let faults = sim.requests().iter().filter(|r| r.fault.is_some()).count();
     assert_eq!(faults, 9);
 }

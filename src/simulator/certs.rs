@@ -67,7 +67,9 @@ impl CertificateAuthority {
     pub fn generate(common_name: &str) -> Result<Self, CertError> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
@@ -90,7 +92,9 @@ impl CertificateAuthority {
     /// rcgen failed.
     pub fn issue_server(&self, names: &[String]) -> Result<(String, String), CertError> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(DnType::CommonName, "iewatch simulator");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "iewatch simulator");
         params.subject_alt_names = names
             .iter()
             .map(|n| match n.parse::<IpAddr>() {
@@ -108,7 +112,9 @@ impl CertificateAuthority {
     /// rcgen failed.
     pub fn issue_client(&self, common_name: &str) -> Result<(String, String), CertError> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         self.issue(params)
     }
@@ -126,7 +132,10 @@ impl CertificateAuthority {
 /// The file cannot be written.
 pub fn write_private(path: &Path, contents: &str) -> Result<(), CertError> {
     use std::io::Write as _;
-    let io = |source| CertError::Io { path: path.display().to_string(), source };
+    let io = |source| CertError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -142,12 +151,20 @@ pub fn write_private(path: &Path, contents: &str) -> Result<(), CertError> {
 /// The directory cannot be written or existing files cannot be read.
 pub fn ensure_certificates(dir: &Path, extra_name: Option<&str>) -> Result<CertPaths, CertError> {
     let paths = CertPaths::in_dir(dir);
-    if paths.ca.exists() && paths.ca_key.exists() && paths.server.exists() && paths.client.exists() {
+    if paths.ca.exists() && paths.ca_key.exists() && paths.server.exists() && paths.client.exists()
+    {
         return Ok(paths);
     }
-    std::fs::create_dir_all(dir).map_err(|source| CertError::Io { path: dir.display().to_string(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| CertError::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
     let ca = CertificateAuthority::generate("iewatch simulator CA")?;
-    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     if let Some(extra) = extra_name {
         if !names.iter().any(|n| n == extra) {
             names.push(extra.to_owned());

@@ -136,11 +136,23 @@ impl SimState {
             subscription: scenario.subscription_id.clone(),
             jobs: timelines
                 .into_iter()
-                .map(|t| (job_key(&t.account, &t.name), JobEntry { timeline: t, requests: AtomicU64::new(0) }))
+                .map(|t| {
+                    (
+                        job_key(&t.account, &t.name),
+                        JobEntry {
+                            timeline: t,
+                            requests: AtomicU64::new(0),
+                        },
+                    )
+                })
                 .collect(),
             accounts,
             faults: scenario.fault_windows()?,
-            clock: SimClock { start: Instant::now(), speed: scenario.speed, pinned: Mutex::new(None) },
+            clock: SimClock {
+                start: Instant::now(),
+                speed: scenario.speed,
+                pinned: Mutex::new(None),
+            },
             log: Mutex::new(VecDeque::new()),
             counter: AtomicU64::new(0),
             shutdown,
@@ -184,7 +196,11 @@ impl RunningSimulator {
 
     /// A ready-to-paste `[[account]]` block for a config file.
     pub fn account_block(&self, name: &str) -> String {
-        let account = self.state.accounts.first().map_or(scenario::DEFAULT_STORAGE_ACCOUNT, String::as_str);
+        let account = self
+            .state
+            .accounts
+            .first()
+            .map_or(scenario::DEFAULT_STORAGE_ACCOUNT, String::as_str);
         format!(
             "[[account]]\nname = \"{name}\"\nsubscription_id = \"{}\"\nstorage_account = \"{account}\"\nendpoint = \"{}\"\ncertificate = \"{}\"\nca_certificate = \"{}\"\n",
             self.state.subscription,
@@ -196,7 +212,13 @@ impl RunningSimulator {
 
     /// Every request seen so far (the newest [`REQUEST_LOG_CAPACITY`]).
     pub fn requests(&self) -> Vec<RequestRecord> {
-        self.state.log.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+        self.state
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Simulated offset now.
@@ -206,7 +228,12 @@ impl RunningSimulator {
 
     /// Pins simulated time (tests); `None` resumes real time × speed.
     pub fn set_time(&self, offset: Option<Duration>) {
-        *self.state.clock.pinned.lock().unwrap_or_else(|p| p.into_inner()) = offset;
+        *self
+            .state
+            .clock
+            .pinned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = offset;
     }
 
     /// The simulated offset at which the last version of every job has appeared: after
@@ -244,18 +271,38 @@ pub async fn start(options: SimulatorOptions) -> Result<RunningSimulator, Simula
     let certs = certs::ensure_certificates(&options.certs_dir, extra_name.as_deref())?;
     let server_identity = Identity::load(&certs.server, None)?;
     let ca = tls::load_certificates(&certs.ca)?;
-    let config = tls::server_config_requiring_client_cert(&server_identity, tls::root_store(&ca, false))?;
+    let config =
+        tls::server_config_requiring_client_cert(&server_identity, tls::root_store(&ca, false))?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
 
-    let listener = TcpListener::bind(options.listen)
-        .await
-        .map_err(|source| SimulatorError::Bind { addr: options.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| SimulatorError::Bind { addr: options.listen, source })?;
+    let listener =
+        TcpListener::bind(options.listen)
+            .await
+            .map_err(|source| SimulatorError::Bind {
+                addr: options.listen,
+                source,
+            })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| SimulatorError::Bind {
+            addr: options.listen,
+            source,
+        })?;
     let shutdown = CancellationToken::new();
     let state = Arc::new(SimState::new(&options.scenario, shutdown.clone())?);
     let tracker = TaskTracker::new();
-    tracker.spawn(accept_loop(listener, acceptor, state.clone(), tracker.clone()));
-    Ok(RunningSimulator { addr, certs, state, tracker })
+    tracker.spawn(accept_loop(
+        listener,
+        acceptor,
+        state.clone(),
+        tracker.clone(),
+    ));
+    Ok(RunningSimulator {
+        addr,
+        certs,
+        state,
+        tracker,
+    })
 }
 
 async fn accept_loop(

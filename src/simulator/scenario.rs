@@ -253,8 +253,10 @@ impl Scenario {
     /// # Errors
     /// The file cannot be read or parsed.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ScenarioError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::parse(&text)
     }
 
@@ -282,7 +284,10 @@ impl Scenario {
     /// A bad offset, a step for an unknown field combination, a bad speed.
     pub fn compile(&self) -> Result<Vec<Timeline>, ScenarioError> {
         if !(self.speed.is_finite() && self.speed > 0.0) {
-            return Err(ScenarioError::Invalid(format!("speed {} must be positive", self.speed)));
+            return Err(ScenarioError::Invalid(format!(
+                "speed {} must be positive",
+                self.speed
+            )));
         }
         let epoch = self.epoch()?;
         let mut timelines = Vec::new();
@@ -326,7 +331,8 @@ pub fn offset(text: &str) -> Result<Duration, ScenarioError> {
     if text.trim() == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(text).map_err(|e| ScenarioError::Invalid(format!("offset {text:?}: {e}")))
+    humantime::parse_duration(text)
+        .map_err(|e| ScenarioError::Invalid(format!("offset {text:?}: {e}")))
 }
 
 fn compile_job(
@@ -356,7 +362,11 @@ fn compile_job(
             versions.push(version(at, job.as_ref(), epoch));
         }
     }
-    Ok(Timeline { account: spec.account.clone(), name: name.to_owned(), versions })
+    Ok(Timeline {
+        account: spec.account.clone(),
+        name: name.to_owned(),
+        versions,
+    })
 }
 
 fn initial_document(spec: &ScenarioJob, name: &str, subscription: &str) -> Job {
@@ -405,11 +415,16 @@ fn initial_document(spec: &ScenarioJob, name: &str, subscription: &str) -> Job {
 }
 
 fn new_drive(id: &str, state: Option<String>, job_type: &str) -> Drive {
-    let default_state = if job_type == "Export" { "Received" } else { "Specified" };
+    let default_state = if job_type == "Export" {
+        "Received"
+    } else {
+        "Specified"
+    };
     Drive {
         drive_id: id.to_owned(),
         // Import drives carry their key from Put Job; export keys appear when shipped back.
-        bit_locker_key: (job_type != "Export").then(|| crate::model::BitLockerKey::new(fake_key(id))),
+        bit_locker_key: (job_type != "Export")
+            .then(|| crate::model::BitLockerKey::new(fake_key(id))),
         manifest_file: Some("\\DriveManifest.xml".into()),
         manifest_hash: Some(format!("{:032X}", fnv(id) as u128 * 0x9E37_79B9)),
         state: Some(state.unwrap_or_else(|| default_state.to_owned())),
@@ -418,7 +433,9 @@ fn new_drive(id: &str, state: Option<String>, job_type: &str) -> Drive {
 }
 
 fn fnv(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 fn fake_key(id: &str) -> String {
@@ -520,7 +537,9 @@ fn version(since: Duration, job: Option<&Job>, epoch: SystemTime) -> Version {
     Version {
         since,
         job: job.cloned(),
-        body: job.map(|j| bytes::Bytes::from(service_json(j, false))).unwrap_or_default(),
+        body: job
+            .map(|j| bytes::Bytes::from(service_json(j, false)))
+            .unwrap_or_default(),
         etag,
         last_modified: httpdate::fmt_http_date(modified_at),
         modified_at,
@@ -531,10 +550,16 @@ fn version(since: Duration, job: Option<&Job>, epoch: SystemTime) -> Version {
 /// serialisation never writes them), and in 2014-05-01 the states path under its old name.
 pub fn service_json(job: &Job, version_2014_05_01: bool) -> Vec<u8> {
     let mut value = serde_json::to_value(job).unwrap_or(Value::Null);
-    if let (Some(drives), Some(list)) = (value.get_mut("DriveList").and_then(Value::as_array_mut), &job.drive_list) {
+    if let (Some(drives), Some(list)) = (
+        value.get_mut("DriveList").and_then(Value::as_array_mut),
+        &job.drive_list,
+    ) {
         for (json, drive) in drives.iter_mut().zip(list) {
             if let (Some(object), Some(key)) = (json.as_object_mut(), &drive.bit_locker_key) {
-                object.insert("BitLockerKey".into(), Value::String(key.expose().to_owned()));
+                object.insert(
+                    "BitLockerKey".into(),
+                    Value::String(key.expose().to_owned()),
+                );
             }
         }
     }

@@ -23,7 +23,8 @@ use crate::source::classic_wire::ErrorBody;
 type ResponseBody = BoxBody<Bytes, std::io::Error>;
 
 const SUPPORTED_VERSIONS: [&str; 2] = ["2014-05-01", "2014-11-01"];
-const JSON_CONTENT_TYPE: &str = "application/json;odata=minimalmetadata;streaming=true;charset=utf-8";
+const JSON_CONTENT_TYPE: &str =
+    "application/json;odata=minimalmetadata;streaming=true;charset=utf-8";
 /// A stalled response never comes within any sane client timeout.
 const STALL: Duration = Duration::from_secs(3600);
 
@@ -33,11 +34,15 @@ const STALL: Duration = Duration::from_secs(3600);
 pub(crate) struct ResetConnection;
 
 fn full(bytes: impl Into<Bytes>) -> ResponseBody {
-    Full::new(bytes.into()).map_err(|never: Infallible| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
 }
 
 fn empty() -> ResponseBody {
-    Empty::new().map_err(|never: Infallible| match never {}).boxed()
+    Empty::new()
+        .map_err(|never: Infallible| match never {})
+        .boxed()
 }
 
 struct Reply {
@@ -47,7 +52,10 @@ struct Reply {
 
 impl Reply {
     fn plain(response: Response<ResponseBody>) -> Reply {
-        Reply { response, fault: None }
+        Reply {
+            response,
+            fault: None,
+        }
     }
 }
 
@@ -96,7 +104,10 @@ pub(crate) async fn handle(
     state.record(record);
     let headers = response.headers_mut();
     headers.insert("x-ms-request-id", header_value(&state.next_request_id()));
-    headers.insert(header::DATE, header_value(&httpdate::fmt_http_date(SystemTime::now())));
+    headers.insert(
+        header::DATE,
+        header_value(&httpdate::fmt_http_date(SystemTime::now())),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     if method == Method::HEAD {
         let (parts, _) = response.into_parts();
@@ -106,8 +117,15 @@ pub(crate) async fn handle(
 }
 
 enum Path {
-    Jobs { subscription: String, account: String },
-    Job { subscription: String, account: String, job: String },
+    Jobs {
+        subscription: String,
+        account: String,
+    },
+    Job {
+        subscription: String,
+        account: String,
+        job: String,
+    },
 }
 
 impl Path {
@@ -116,10 +134,19 @@ impl Path {
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match segments.as_slice() {
             [sub, "services", "importexport", "storageaccounts", account, "jobs"] => {
-                Some(Path::Jobs { subscription: decode(sub)?, account: decode(account)? })
+                Some(Path::Jobs {
+                    subscription: decode(sub)?,
+                    account: decode(account)?,
+                })
             }
-            [sub, "services", "importexport", "storageaccounts", account, "jobs", job] if !job.is_empty() => {
-                Some(Path::Job { subscription: decode(sub)?, account: decode(account)?, job: decode(job)? })
+            [sub, "services", "importexport", "storageaccounts", account, "jobs", job]
+                if !job.is_empty() =>
+            {
+                Some(Path::Job {
+                    subscription: decode(sub)?,
+                    account: decode(account)?,
+                    job: decode(job)?,
+                })
             }
             _ => None,
         }
@@ -152,11 +179,18 @@ fn header_value(text: &str) -> HeaderValue {
 }
 
 fn error(status: StatusCode, message: &str, extended_code: &str) -> Response<ResponseBody> {
-    let body = serde_json::to_vec(&ErrorBody::new(status.as_u16(), message, Some(extended_code)))
-        .unwrap_or_default();
+    let body = serde_json::to_vec(&ErrorBody::new(
+        status.as_u16(),
+        message,
+        Some(extended_code),
+    ))
+    .unwrap_or_default();
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(JSON_CONTENT_TYPE),
+    );
     response
 }
 
@@ -167,11 +201,21 @@ fn route(
     now: Duration,
 ) -> Reply {
     let Some(path) = path else {
-        return Reply::plain(error(StatusCode::NOT_FOUND, "The requested URI does not represent any resource on the server.", "ResourceNotFound"));
+        return Reply::plain(error(
+            StatusCode::NOT_FOUND,
+            "The requested URI does not represent any resource on the server.",
+            "ResourceNotFound",
+        ));
     };
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "The requested method is not supported.", "MethodNotAllowed");
-        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        let mut response = error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "The requested method is not supported.",
+            "MethodNotAllowed",
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return Reply::plain(response);
     }
     let version = match header_str(request, header::HeaderName::from_static("x-ms-version")) {
@@ -186,33 +230,54 @@ fn route(
     };
     if let Some(length) = request.headers().get(header::CONTENT_LENGTH) {
         if length.to_str().ok().map(str::trim) != Some("0") {
-            return Reply::plain(error(StatusCode::BAD_REQUEST, "Content-Length must be 0 for this request.", "InvalidContentLength"));
+            return Reply::plain(error(
+                StatusCode::BAD_REQUEST,
+                "Content-Length must be 0 for this request.",
+                "InvalidContentLength",
+            ));
         }
     }
     if !accepts_json(request) {
-        return Reply::plain(error(StatusCode::NOT_ACCEPTABLE, "Only application/json is supported.", "NotAcceptable"));
+        return Reply::plain(error(
+            StatusCode::NOT_ACCEPTABLE,
+            "Only application/json is supported.",
+            "NotAcceptable",
+        ));
     }
     let mut reply = match path {
-        Path::Jobs { subscription, account } => {
+        Path::Jobs {
+            subscription,
+            account,
+        } => {
             if let Some(refused) = check_owner(state, &subscription, &account) {
                 return Reply::plain(refused);
             }
             Reply::plain(list_jobs(state, &account, now, &version))
         }
-        Path::Job { subscription, account, job } => {
+        Path::Job {
+            subscription,
+            account,
+            job,
+        } => {
             if let Some(refused) = check_owner(state, &subscription, &account) {
                 return Reply::plain(refused);
             }
             get_job(state, request, &account, &job, now, &version)
         }
     };
-    reply.response.headers_mut().insert("x-ms-version", header_value(&version));
+    reply
+        .response
+        .headers_mut()
+        .insert("x-ms-version", header_value(&version));
     reply
 }
 
 fn accepts_json(request: &Request<hyper::body::Incoming>) -> bool {
     let format = request.uri().query().and_then(|query| {
-        query.split('&').find_map(|pair| pair.strip_prefix("$format=").or_else(|| pair.strip_prefix("%24format=")))
+        query.split('&').find_map(|pair| {
+            pair.strip_prefix("$format=")
+                .or_else(|| pair.strip_prefix("%24format="))
+        })
     });
     let decoded = format.and_then(decode);
     let wanted = match decoded.as_deref() {
@@ -221,11 +286,18 @@ fn accepts_json(request: &Request<hyper::body::Incoming>) -> bool {
     };
     match wanted {
         None => true,
-        Some(value) => value.split(';').next().is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json")),
+        Some(value) => value
+            .split(';')
+            .next()
+            .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json")),
     }
 }
 
-fn check_owner(state: &SimState, subscription: &str, account: &str) -> Option<Response<ResponseBody>> {
+fn check_owner(
+    state: &SimState,
+    subscription: &str,
+    account: &str,
+) -> Option<Response<ResponseBody>> {
     if subscription != state.subscription {
         return Some(error(
             StatusCode::FORBIDDEN,
@@ -234,13 +306,26 @@ fn check_owner(state: &SimState, subscription: &str, account: &str) -> Option<Re
         ));
     }
     if !state.accounts.iter().any(|a| a == account) {
-        return Some(error(StatusCode::NOT_FOUND, &format!("The storage account '{account}' was not found."), "StorageAccountNotFound"));
+        return Some(error(
+            StatusCode::NOT_FOUND,
+            &format!("The storage account '{account}' was not found."),
+            "StorageAccountNotFound",
+        ));
     }
     None
 }
 
-fn list_jobs(state: &SimState, account: &str, now: Duration, version: &str) -> Response<ResponseBody> {
-    let mut names: Vec<&String> = state.jobs.keys().filter(|k| k.split_once('/').is_some_and(|(a, _)| a == account)).collect();
+fn list_jobs(
+    state: &SimState,
+    account: &str,
+    now: Duration,
+    version: &str,
+) -> Response<ResponseBody> {
+    let mut names: Vec<&String> = state
+        .jobs
+        .keys()
+        .filter(|k| k.split_once('/').is_some_and(|(a, _)| a == account))
+        .collect();
     names.sort();
     let jobs: Vec<serde_json::Value> = names
         .into_iter()
@@ -252,7 +337,10 @@ fn list_jobs(state: &SimState, account: &str, now: Duration, version: &str) -> R
         "value": jobs,
     });
     let mut response = Response::new(full(serde_json::to_vec(&body).unwrap_or_default()));
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(JSON_CONTENT_TYPE),
+    );
     response
 }
 
@@ -269,11 +357,17 @@ fn get_job(
     };
     let n = entry.requests.fetch_add(1, Ordering::Relaxed);
     let fault = state.faults.iter().find(|f| {
-        f.job.as_deref().is_none_or(|j| j == job) && f.from <= now && now < f.until && n % f.every == 0
+        f.job.as_deref().is_none_or(|j| j == job)
+            && f.from <= now
+            && now < f.until
+            && n % f.every == 0
     });
     let current = entry.timeline.at(now);
     if let Some(fault) = fault {
-        return Reply { response: faulty(fault.kind, fault.retry_after, current), fault: Some(fault.kind) };
+        return Reply {
+            response: faulty(fault.kind, fault.retry_after, current),
+            fault: Some(fault.kind),
+        };
     }
     let Some(document) = &current.job else {
         return Reply::plain(job_not_found(job));
@@ -281,19 +375,33 @@ fn get_job(
     if let Err(refusal) = conditions_met(request, current) {
         return Reply::plain(refusal.response());
     }
-    let body = if version == "2014-05-01" { Bytes::from(service_json(document, true)) } else { current.body.clone() };
+    let body = if version == "2014-05-01" {
+        Bytes::from(service_json(document, true))
+    } else {
+        current.body.clone()
+    };
     Reply::plain(ok_document(current, body))
 }
 
 fn job_not_found(job: &str) -> Response<ResponseBody> {
-    error(StatusCode::NOT_FOUND, &format!("The job '{job}' was not found."), "JobNotFound")
+    error(
+        StatusCode::NOT_FOUND,
+        &format!("The job '{job}' was not found."),
+        "JobNotFound",
+    )
 }
 
 fn ok_document(version: &Version, body: Bytes) -> Response<ResponseBody> {
     let mut response = Response::new(full(body));
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE));
-    headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("identity"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(JSON_CONTENT_TYPE),
+    );
+    headers.insert(
+        header::CONTENT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     headers.insert(header::ETAG, header_value(&version.etag));
     headers.insert(header::LAST_MODIFIED, header_value(&version.last_modified));
     headers.insert("DataServiceVersion", HeaderValue::from_static("3.0;"));
@@ -324,7 +432,10 @@ impl Refusal {
 /// The spec's conditional-header rules: one header, or If-None-Match with
 /// If-Modified-Since (If-None-Match decides), or If-Match with If-Unmodified-Since
 /// (If-Match decides); anything else is 400; an unmet condition is 412.
-fn conditions_met(request: &Request<hyper::body::Incoming>, version: &Version) -> Result<(), Refusal> {
+fn conditions_met(
+    request: &Request<hyper::body::Incoming>,
+    version: &Version,
+) -> Result<(), Refusal> {
     let if_match = header_str(request, header::IF_MATCH);
     let if_none_match = header_str(request, header::IF_NONE_MATCH);
     let if_modified_since = header_str(request, header::IF_MODIFIED_SINCE);
@@ -350,53 +461,96 @@ fn conditions_met(request: &Request<hyper::body::Incoming>, version: &Version) -
 }
 
 fn etag_listed(tags: &str, etag: &str) -> bool {
-    tags.split(',').map(str::trim).any(|tag| tag == "*" || tag == etag)
+    tags.split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag == etag)
 }
 
 fn modified_since(version: &Version, date: &str) -> Result<bool, Refusal> {
     let since = httpdate::parse_http_date(date).map_err(|_| {
-        Refusal::Invalid("A conditional date header is not a valid RFC 1123 date.", "InvalidHeaderValue")
+        Refusal::Invalid(
+            "A conditional date header is not a valid RFC 1123 date.",
+            "InvalidHeaderValue",
+        )
     })?;
     // HTTP dates have one-second resolution: compare whole seconds.
-    let modified = version.modified_at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let since = since.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let modified = version
+        .modified_at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let since = since
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     Ok(modified > since)
 }
 
 fn faulty(kind: FaultKind, retry_after: Option<u64>, current: &Version) -> Response<ResponseBody> {
     let with_retry_after = |mut response: Response<ResponseBody>| {
         if let Some(seconds) = retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     };
     match kind {
-        FaultKind::Unavailable => with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, "The server is currently unavailable to receive requests. Please retry your request.", "ServerBusy")),
-        FaultKind::Throttled => with_retry_after(error(StatusCode::TOO_MANY_REQUESTS, "Too many requests. Please retry later.", "TooManyRequests")),
-        FaultKind::InternalError => error(StatusCode::INTERNAL_SERVER_ERROR, "The server encountered an internal error. Please retry the request.", "InternalError"),
+        FaultKind::Unavailable => with_retry_after(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The server is currently unavailable to receive requests. Please retry your request.",
+            "ServerBusy",
+        )),
+        FaultKind::Throttled => with_retry_after(error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many requests. Please retry later.",
+            "TooManyRequests",
+        )),
+        FaultKind::InternalError => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The server encountered an internal error. Please retry the request.",
+            "InternalError",
+        ),
         FaultKind::NotFound => job_not_found(current.job.as_ref().map_or("?", |j| j.name.as_str())),
-        FaultKind::Malformed => ok_document(current, Bytes::from_static(b"{\"Name\": \"broken\", \"Properties\": {\"State\": ")),
+        FaultKind::Malformed => ok_document(
+            current,
+            Bytes::from_static(b"{\"Name\": \"broken\", \"Properties\": {\"State\": "),
+        ),
         FaultKind::WrongContentType => {
-            let mut response = ok_document(current, Bytes::from_static(b"<html><body>Service Unavailable</body></html>"));
-            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+            let mut response = ok_document(
+                current,
+                Bytes::from_static(b"<html><body>Service Unavailable</body></html>"),
+            );
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
             response
         }
         FaultKind::Truncated => {
             let body = current.body.clone();
             let length = body.len().max(2);
             let (parts, _) = ok_document(current, Bytes::new()).into_parts();
-            let mut response = Response::from_parts(parts, FaultBody::truncated(body.slice(..body.len() / 2)).boxed());
-            response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            let mut response = Response::from_parts(
+                parts,
+                FaultBody::truncated(body.slice(..body.len() / 2)).boxed(),
+            );
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
             response
         }
         FaultKind::Drip => {
             let (parts, _) = ok_document(current, Bytes::new()).into_parts();
-            let mut response = Response::from_parts(parts, FaultBody::drip(current.body.clone()).boxed());
-            response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(current.body.len()));
+            let mut response =
+                Response::from_parts(parts, FaultBody::drip(current.body.clone()).boxed());
+            response.headers_mut().insert(
+                header::CONTENT_LENGTH,
+                HeaderValue::from(current.body.len()),
+            );
             response
         }
         // Handled by the caller (no response at all); a 500 if ever reached.
-        FaultKind::Stall | FaultKind::Reset => error(StatusCode::INTERNAL_SERVER_ERROR, "fault", "InternalError"),
+        FaultKind::Stall | FaultKind::Reset => {
+            error(StatusCode::INTERNAL_SERVER_ERROR, "fault", "InternalError")
+        }
     }
 }
 
@@ -410,11 +564,19 @@ struct FaultBody {
 
 impl FaultBody {
     fn truncated(first_part: Bytes) -> Self {
-        FaultBody { remaining: first_part, fail_at_end: true, drip: None }
+        FaultBody {
+            remaining: first_part,
+            fail_at_end: true,
+            drip: None,
+        }
     }
 
     fn drip(body: Bytes) -> Self {
-        FaultBody { remaining: body, fail_at_end: false, drip: Some(Box::pin(tokio::time::sleep(Duration::ZERO))) }
+        FaultBody {
+            remaining: body,
+            fail_at_end: false,
+            drip: Some(Box::pin(tokio::time::sleep(Duration::ZERO))),
+        }
     }
 }
 
@@ -422,7 +584,10 @@ impl Body for FaultBody {
     type Data = Bytes;
     type Error = std::io::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         if let Some(sleep) = this.drip.as_mut() {
             if this.remaining.is_empty() {
@@ -431,7 +596,9 @@ impl Body for FaultBody {
             if sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            sleep.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
+            sleep
+                .as_mut()
+                .reset(tokio::time::Instant::now() + Duration::from_secs(1));
             let byte = this.remaining.split_to(1);
             return Poll::Ready(Some(Ok(Frame::data(byte))));
         }
@@ -441,7 +608,10 @@ impl Body for FaultBody {
         }
         if this.fail_at_end {
             this.fail_at_end = false;
-            return Poll::Ready(Some(Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "truncated by fault injection"))));
+            return Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "truncated by fault injection",
+            ))));
         }
         Poll::Ready(None)
     }

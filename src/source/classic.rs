@@ -34,7 +34,9 @@ pub struct ClassicClient {
 
 impl std::fmt::Debug for ClassicClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClassicClient").field("jobs_url", &self.jobs_url).finish_non_exhaustive()
+        f.debug_struct("ClassicClient")
+            .field("jobs_url", &self.jobs_url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -68,7 +70,11 @@ impl ClassicClient {
     ///
     /// # Errors
     /// See [`SourceError`].
-    pub async fn get_job(&self, job: &JobName, etag: Option<&ETag>) -> Result<PollOutcome, SourceError> {
+    pub async fn get_job(
+        &self,
+        job: &JobName,
+        etag: Option<&ETag>,
+    ) -> Result<PollOutcome, SourceError> {
         let url = format!("{}/{}", self.jobs_url, encode_path_segment(job.as_str()));
         let mut request = Request::builder()
             .method(Method::GET)
@@ -82,7 +88,8 @@ impl ClassicClient {
         let request = request
             .body(Full::new(Bytes::new()))
             .map_err(|e| SourceError::Decode(format!("cannot build request for {url}: {e}")))?;
-        let response = http_client::send(&self.http, request, self.timeout, MAX_JOB_BODY_BYTES).await?;
+        let response =
+            http_client::send(&self.http, request, self.timeout, MAX_JOB_BODY_BYTES).await?;
         interpret(response)
     }
 }
@@ -100,9 +107,10 @@ pub fn interpret(response: http::Response<Bytes>) -> Result<PollOutcome, SourceE
     let request_id = header_string(headers, "x-ms-request-id");
     if !status.is_success() {
         let body = response.body();
-        let error = serde_json::from_slice::<ErrorBody>(&body[..body.len().min(super::ERROR_BODY_LIMIT)])
-            .ok()
-            .map(|b| Box::new(flatten(b.error)));
+        let error =
+            serde_json::from_slice::<ErrorBody>(&body[..body.len().min(super::ERROR_BODY_LIMIT)])
+                .ok()
+                .map(|b| Box::new(flatten(b.error)));
         return Err(SourceError::Status {
             status: status.as_u16(),
             error,
@@ -111,11 +119,17 @@ pub fn interpret(response: http::Response<Bytes>) -> Result<PollOutcome, SourceE
         });
     }
     if let Some(content_type) = header_string(headers, header::CONTENT_TYPE.as_str()) {
-        if !content_type.to_ascii_lowercase().starts_with("application/json") {
-            return Err(SourceError::Decode(format!("unexpected Content-Type {content_type:?}")));
+        if !content_type
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+        {
+            return Err(SourceError::Decode(format!(
+                "unexpected Content-Type {content_type:?}"
+            )));
         }
     }
-    let job: Job = serde_json::from_slice(response.body()).map_err(|e| SourceError::Decode(e.to_string()))?;
+    let job: Job =
+        serde_json::from_slice(response.body()).map_err(|e| SourceError::Decode(e.to_string()))?;
     Ok(PollOutcome::Modified(Box::new(Observation {
         snapshot: job.into_snapshot(),
         etag: header_string(headers, header::ETAG.as_str()).map(ETag::new),
@@ -128,7 +142,13 @@ fn flatten(error: super::classic_wire::ODataError) -> ServiceError {
     ServiceError {
         code: error.code,
         message: error.message.value,
-        extended_code: error.azure_values.iter().find_map(|v| v.extended_code.clone()),
-        extended_information: error.azure_values.iter().find_map(|v| v.extended_information.clone()),
+        extended_code: error
+            .azure_values
+            .iter()
+            .find_map(|v| v.extended_code.clone()),
+        extended_information: error
+            .azure_values
+            .iter()
+            .find_map(|v| v.extended_information.clone()),
     }
 }

@@ -82,7 +82,10 @@ pub struct Properties {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub return_package: Option<Package>,
     /// Container or virtual directory for logs; `ImportExportStatesContainer` in 2014-05-01.
-    #[serde(alias = "ImportExportStatesContainer", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        alias = "ImportExportStatesContainer",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub import_export_states_path: Option<String>,
     /// Whether a verbose log is written.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -235,7 +238,11 @@ pub struct ODataError {
     #[serde(default)]
     pub message: ErrorMessage,
     /// `[{"ExtendedCode": ..}, {"ExtendedInformation": ..}]`.
-    #[serde(rename = "azure.values", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "azure.values",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub azure_values: Vec<AzureValue>,
 }
 
@@ -257,7 +264,10 @@ pub struct AzureValue {
     #[serde(rename = "ExtendedCode", skip_serializing_if = "Option::is_none")]
     pub extended_code: Option<String>,
     /// Diagnostic detail.
-    #[serde(rename = "ExtendedInformation", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ExtendedInformation",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub extended_information: Option<String>,
 }
 
@@ -267,7 +277,10 @@ impl ErrorBody {
         ErrorBody {
             error: ODataError {
                 code: status.to_string(),
-                message: ErrorMessage { lang: "en-US".into(), value: message.into() },
+                message: ErrorMessage {
+                    lang: "en-US".into(),
+                    value: message.into(),
+                },
                 azure_values: extended_code
                     .map(|code| {
                         vec![AzureValue {

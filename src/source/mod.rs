@@ -121,7 +121,13 @@ impl SourceError {
     /// The credentials were refused: 401/403, or a TLS failure (a refused client
     /// certificate shows up as a handshake alert).
     pub fn is_auth_refused(&self) -> bool {
-        matches!(self, SourceError::Status { status: 401 | 403, .. } | SourceError::Tls(_))
+        matches!(
+            self,
+            SourceError::Status {
+                status: 401 | 403,
+                ..
+            } | SourceError::Tls(_)
+        )
     }
 
     /// A short label for metrics and logs.
@@ -132,9 +138,13 @@ impl SourceError {
             SourceError::Transport(_) => "transport",
             SourceError::BodyTooLarge { .. } => "body_too_large",
             SourceError::Status { status: 404, .. } => "not_found",
-            SourceError::Status { status: 401 | 403, .. } => "auth",
+            SourceError::Status {
+                status: 401 | 403, ..
+            } => "auth",
             SourceError::Status { status: 429, .. } => "throttled",
-            SourceError::Status { status: 500..=599, .. } => "server_error",
+            SourceError::Status {
+                status: 500..=599, ..
+            } => "server_error",
             SourceError::Status { .. } => "http_status",
             SourceError::Decode(_) => "decode",
         }
@@ -174,7 +184,10 @@ impl Source {
     ///
     /// # Errors
     /// The TLS configuration cannot be built from the account's certificates.
-    pub fn for_account(account: &Account, daemon: &DaemonSettings) -> Result<Source, SourceSetupError> {
+    pub fn for_account(
+        account: &Account,
+        daemon: &DaemonSettings,
+    ) -> Result<Source, SourceSetupError> {
         match &account.kind {
             AccountKind::Classic(classic) => classic::ClassicClient::new(
                 &account.subscription_id,
@@ -183,7 +196,10 @@ impl Source {
                 daemon.connect_timeout,
             )
             .map(Source::Classic)
-            .map_err(|e| SourceSetupError { account: account.name.clone(), reason: e.to_string() }),
+            .map_err(|e| SourceSetupError {
+                account: account.name.clone(),
+                reason: e.to_string(),
+            }),
         }
     }
 
@@ -191,7 +207,11 @@ impl Source {
     ///
     /// # Errors
     /// See [`SourceError`].
-    pub async fn get_job(&self, job: &JobName, etag: Option<&ETag>) -> Result<PollOutcome, SourceError> {
+    pub async fn get_job(
+        &self,
+        job: &JobName,
+        etag: Option<&ETag>,
+    ) -> Result<PollOutcome, SourceError> {
         match self {
             Source::Classic(client) => client.get_job(job, etag).await,
         }
@@ -212,7 +232,10 @@ pub(crate) fn encode_path_segment(segment: &str) -> String {
 }
 
 pub(crate) fn header_string(headers: &http::HeaderMap, name: &str) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 pub(crate) const ERROR_BODY_LIMIT: usize = MAX_ERROR_BODY_BYTES;

@@ -46,6 +46,32 @@ pub struct OutboxItem {
     pub details: serde_json::Value,
 }
 
+/// The outcome of one delivery attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// 2xx.
+    Delivered {
+        /// The status.
+        status: u16,
+    },
+    /// Failed; try again at `next_at`.
+    Retry {
+        /// The status, if a response came.
+        status: Option<u16>,
+        /// What went wrong.
+        error: String,
+        /// When to try again.
+        next_at: SystemTime,
+    },
+    /// Given up (give_up_after passed, or 410 Gone).
+    Failed {
+        /// The status, if a response came.
+        status: Option<u16>,
+        /// What went wrong.
+        error: String,
+    },
+}
+
 /// A delivery as `iewatch deliveries` lists it.
 #[derive(Clone, Debug, Serialize)]
 pub struct DeliveryRow {
@@ -80,7 +106,12 @@ impl Store {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn due_deliveries(&self, webhook: &str, now: SystemTime, limit: u32) -> Result<Vec<OutboxItem>, StoreError> {
+    pub async fn due_deliveries(
+        &self,
+        webhook: &str,
+        now: SystemTime,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT d.id, d.event_id, d.attempts, d.created_at, j.account, j.name, e.type, e.drive_id,
                     e.from_value, e.to_value, e.observed_at, e.severity, e.details
@@ -100,7 +131,8 @@ impl Store {
                     id: r.get("id"),
                     event_id: r.get("event_id"),
                     attempts: u32::try_from(r.get::<i64, _>("attempts")).unwrap_or(0),
-                    created_at: parse_timestamp(&r.get::<String, _>("created_at")).unwrap_or_else(SystemTime::now),
+                    created_at: parse_timestamp(&r.get::<String, _>("created_at"))
+                        .unwrap_or_else(SystemTime::now),
                     account: r.get("account"),
                     job: r.get("name"),
                     event_type: r.get("type"),
@@ -110,7 +142,8 @@ impl Store {
                     observed_at: r.get("observed_at"),
                     severity: r.get("severity"),
                     details: match details {
-                        Some(text) => serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("events.details: {e}")))?,
+                        Some(text) => serde_json::from_str(&text)
+                            .map_err(|e| StoreError::Corrupt(format!("events.details: {e}")))?,
                         None => serde_json::Value::Null,
                     },
                 })
@@ -123,11 +156,12 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn next_delivery_due(&self, webhook: &str) -> Result<Option<SystemTime>, StoreError> {
-        let next: Option<String> =
-            sqlx::query_scalar(&format!("SELECT MIN(d.next_attempt_at) FROM deliveries d WHERE d.webhook = ?1 AND {HEADS}"))
-                .bind(webhook)
-                .fetch_one(&self.pool)
-                .await?;
+        let next: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT MIN(d.next_attempt_at) FROM deliveries d WHERE d.webhook = ?1 AND {HEADS}"
+        ))
+        .bind(webhook)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(next.as_deref().and_then(parse_timestamp))
     }
 
@@ -136,52 +170,60 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE delivered_at IS NULL AND failed_at IS NULL")
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM deliveries WHERE delivered_at IS NULL AND failed_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?)
     }
 
-    /// Records a 2xx.
+    /// Records the outcomes of a batch of attempts in one transaction.
     ///
     /// # Errors
-    /// Database errors.
-    pub async fn mark_delivered(&self, id: i64, status: u16, at: SystemTime) -> Result<(), StoreError> {
-        sqlx::query("UPDATE deliveries SET delivered_at = ?1, attempts = attempts + 1, last_status = ?2, last_error = NULL WHERE id = ?3")
-            .bind(timestamp(at))
-            .bind(i64::from(status))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Records a failed attempt to be retried at `next_at`.
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn mark_retry(&self, id: i64, status: Option<u16>, error: &str, next_at: SystemTime) -> Result<(), StoreError> {
-        sqlx::query("UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?1, last_status = ?2, last_error = ?3 WHERE id = ?4")
-            .bind(timestamp(next_at))
+    /// Database errors; none of the outcomes is recorded then.
+    pub async fn record_attempts(
+        &self,
+        attempts: &[(i64, Attempt)],
+        at: SystemTime,
+    ) -> Result<(), StoreError> {
+        if attempts.is_empty() {
+            return Ok(());
+        }
+        let now = timestamp(at);
+        let mut tx = self.pool.begin().await?;
+        for (id, attempt) in attempts {
+            let (delivered, failed, next, status, error) = match attempt {
+                Attempt::Delivered { status } => (Some(&now), None, None, Some(*status), None),
+                Attempt::Retry {
+                    status,
+                    error,
+                    next_at,
+                } => (
+                    None,
+                    None,
+                    Some(timestamp(*next_at)),
+                    *status,
+                    Some(error.as_str()),
+                ),
+                Attempt::Failed { status, error } => {
+                    (None, Some(&now), None, *status, Some(error.as_str()))
+                }
+            };
+            sqlx::query(
+                "UPDATE deliveries SET attempts = attempts + 1, delivered_at = ?1, failed_at = ?2,
+                    next_attempt_at = COALESCE(?3, next_attempt_at), last_status = ?4, last_error = ?5
+                 WHERE id = ?6",
+            )
+            .bind(delivered)
+            .bind(failed)
+            .bind(next)
             .bind(status.map(i64::from))
             .bind(error)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(())
-    }
-
-    /// Records that a delivery is given up.
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn mark_failed(&self, id: i64, status: Option<u16>, error: &str, at: SystemTime) -> Result<(), StoreError> {
-        sqlx::query("UPDATE deliveries SET attempts = attempts + 1, failed_at = ?1, last_status = ?2, last_error = ?3 WHERE id = ?4")
-            .bind(timestamp(at))
-            .bind(status.map(i64::from))
-            .bind(error)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -205,7 +247,11 @@ impl Store {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn deliveries(&self, failed_only: bool, limit: u32) -> Result<Vec<DeliveryRow>, StoreError> {
+    pub async fn deliveries(
+        &self,
+        failed_only: bool,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT d.id, d.event_id, d.webhook, j.account, j.name, e.type, d.attempts, d.created_at,
                     d.next_attempt_at, d.delivered_at, d.failed_at, d.last_status, d.last_error
@@ -231,7 +277,11 @@ impl Store {
                     id: r.get("id"),
                     event_id: r.get("event_id"),
                     webhook: r.get("webhook"),
-                    job: format!("{}/{}", r.get::<String, _>("account"), r.get::<String, _>("name")),
+                    job: format!(
+                        "{}/{}",
+                        r.get::<String, _>("account"),
+                        r.get::<String, _>("name")
+                    ),
                     event_type: r.get("type"),
                     attempts: r.get("attempts"),
                     status,

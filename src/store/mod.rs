@@ -18,7 +18,7 @@ use sqlx::{
     Row, SqlitePool,
 };
 
-pub use deliveries::{DeliveryRow, OutboxItem};
+pub use deliveries::{Attempt, DeliveryRow, OutboxItem};
 pub use reads::{DriveStatus, HistoryEntry, JobStatus};
 
 use crate::{
@@ -165,7 +165,10 @@ impl Store {
     }
 
     async fn connect(path: &Path) -> Result<Store, StoreError> {
-        let open_error = |e: sqlx::Error| StoreError::Open { path: path.display().to_string(), reason: e.to_string() };
+        let open_error = |e: sqlx::Error| StoreError::Open {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
         let options = SqliteConnectOptions::from_str("sqlite:")
             .map_err(open_error)?
             .filename(path)
@@ -183,7 +186,10 @@ impl Store {
             .await
             .map_err(open_error)?;
         MIGRATOR.run(&pool).await?;
-        Ok(Store { pool, path: path.to_owned() })
+        Ok(Store {
+            pool,
+            path: path.to_owned(),
+        })
     }
 
     /// The database file.
@@ -204,8 +210,12 @@ impl Store {
     /// True when a write transaction can be committed now (health checks).
     pub async fn is_writable(&self) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("CREATE TEMP TABLE IF NOT EXISTS health_probe (x INTEGER)").execute(&mut *tx).await?;
-        sqlx::query("UPDATE jobs SET id = id WHERE 0").execute(&mut *tx).await?;
+        sqlx::query("CREATE TEMP TABLE IF NOT EXISTS health_probe (x INTEGER)")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE jobs SET id = id WHERE 0")
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -215,11 +225,13 @@ impl Store {
     /// # Errors
     /// Database errors, or a stored value that cannot be read back.
     pub async fn load_job(&self, account: &str, name: &str) -> Result<StoredJob, StoreError> {
-        sqlx::query("INSERT INTO jobs (account, name) VALUES (?, ?) ON CONFLICT (account, name) DO NOTHING")
-            .bind(account)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO jobs (account, name) VALUES (?, ?) ON CONFLICT (account, name) DO NOTHING",
+        )
+        .bind(account)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
         let row = sqlx::query(
             "SELECT id, job_type, state, percent_complete, cancel_requested, etag, consecutive_failures,
                     failing_alerted, not_found_alerted, terminal_since, snapshot
@@ -245,13 +257,16 @@ impl Store {
                 .map(|d| DriveSnapshot {
                     drive_id: DriveId::new(d.get::<String, _>("drive_id")),
                     state: d.get::<Option<String>, _>("state").map(DriveState::new),
-                    copy_status: d.get::<Option<String>, _>("copy_status").map(CopyStatus::new),
+                    copy_status: d
+                        .get::<Option<String>, _>("copy_status")
+                        .map(CopyStatus::new),
                     percent_complete: d.get("percent_complete"),
                 })
                 .collect();
                 let document: Option<String> = row.get("snapshot");
                 let document = match document {
-                    Some(text) => serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("jobs.snapshot: {e}")))?,
+                    Some(text) => serde_json::from_str(&text)
+                        .map_err(|e| StoreError::Corrupt(format!("jobs.snapshot: {e}")))?,
                     None => serde_json::Value::Null,
                 };
                 Some(JobSnapshot {
@@ -269,10 +284,14 @@ impl Store {
             id,
             etag: row.get::<Option<String>, _>("etag").map(ETag::new),
             snapshot,
-            consecutive_failures: u32::try_from(row.get::<i64, _>("consecutive_failures")).unwrap_or(0),
+            consecutive_failures: u32::try_from(row.get::<i64, _>("consecutive_failures"))
+                .unwrap_or(0),
             failing_alerted: row.get::<i64, _>("failing_alerted") != 0,
             not_found_alerted: row.get::<i64, _>("not_found_alerted") != 0,
-            terminal_since: row.get::<Option<String>, _>("terminal_since").as_deref().and_then(parse_timestamp),
+            terminal_since: row
+                .get::<Option<String>, _>("terminal_since")
+                .as_deref()
+                .and_then(parse_timestamp),
         })
     }
 
@@ -309,11 +328,13 @@ impl Store {
         .bind(observed.job.0)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE drives SET present = 0, updated_at = ? WHERE job_id = ? AND present = 1")
-            .bind(&now)
-            .bind(observed.job.0)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE drives SET present = 0, updated_at = ? WHERE job_id = ? AND present = 1",
+        )
+        .bind(&now)
+        .bind(observed.job.0)
+        .execute(&mut *tx)
+        .await?;
         for (position, drive) in snapshot.drives.iter().enumerate() {
             sqlx::query(
                 "INSERT INTO drives (job_id, drive_id, position, present, state, copy_status, percent_complete, updated_at)
@@ -332,7 +353,14 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        let ids = insert_events(&mut tx, observed.job, observed.events, observed.outbox, &now).await?;
+        let ids = insert_events(
+            &mut tx,
+            observed.job,
+            observed.events,
+            observed.outbox,
+            &now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(ids)
     }
@@ -357,6 +385,33 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let ids = insert_events(&mut tx, failed.job, failed.events, failed.outbox, &now).await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// Writes a success that brought no new document (304/412) after failures: clears
+    /// the failure streak and records `job.poll_recovered` if it was alerted.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn record_recovery(
+        &self,
+        job: JobId,
+        events: &[Event],
+        outbox: &[(usize, String)],
+        at: SystemTime,
+    ) -> Result<Vec<i64>, StoreError> {
+        let now = timestamp(at);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE jobs SET last_error = NULL, last_error_at = NULL, consecutive_failures = 0,
+                failing_alerted = 0, not_found_alerted = 0, last_polled_at = ?1 WHERE id = ?2",
+        )
+        .bind(&now)
+        .bind(job.0)
+        .execute(&mut *tx)
+        .await?;
+        let ids = insert_events(&mut tx, job, events, outbox, &now).await?;
         tx.commit().await?;
         Ok(ids)
     }
@@ -386,9 +441,15 @@ impl Store {
 fn stored_document(snapshot: &JobSnapshot, with_keys: bool) -> String {
     let mut document = snapshot.document.clone();
     if with_keys {
-        if let Some(drives) = document.get_mut("DriveList").and_then(serde_json::Value::as_array_mut) {
+        if let Some(drives) = document
+            .get_mut("DriveList")
+            .and_then(serde_json::Value::as_array_mut)
+        {
             for drive in drives {
-                let id = drive.get("DriveId").and_then(serde_json::Value::as_str).map(DriveId::from);
+                let id = drive
+                    .get("DriveId")
+                    .and_then(serde_json::Value::as_str)
+                    .map(DriveId::from);
                 let key = id.and_then(|id| snapshot.bitlocker_keys.iter().find(|(d, _)| *d == id));
                 if let (Some((_, key)), Some(object)) = (key, drive.as_object_mut()) {
                     object.insert("BitLockerKey".into(), key.expose().into());
@@ -432,7 +493,9 @@ async fn insert_events(
         ids.push(id);
     }
     for (index, webhook) in outbox {
-        let Some(event_id) = ids.get(*index) else { continue };
+        let Some(event_id) = ids.get(*index) else {
+            continue;
+        };
         sqlx::query(
             "INSERT INTO deliveries (event_id, job_id, webhook, created_at, next_attempt_at)
              VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT DO NOTHING",
@@ -448,7 +511,10 @@ async fn insert_events(
 }
 
 fn create_private_file(path: &Path) -> Result<(), StoreError> {
-    let open_error = |e: std::io::Error| StoreError::Open { path: path.display().to_string(), reason: e.to_string() };
+    let open_error = |e: std::io::Error| StoreError::Open {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(open_error)?;
     }

@@ -91,14 +91,18 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut by_job: std::collections::HashMap<i64, Vec<DriveStatus>> = std::collections::HashMap::new();
+        let mut by_job: std::collections::HashMap<i64, Vec<DriveStatus>> =
+            std::collections::HashMap::new();
         for d in drives {
-            by_job.entry(d.get("job_id")).or_default().push(DriveStatus {
-                drive_id: d.get("drive_id"),
-                state: d.get("state"),
-                copy_status: d.get("copy_status"),
-                percent_complete: d.get("percent_complete"),
-            });
+            by_job
+                .entry(d.get("job_id"))
+                .or_default()
+                .push(DriveStatus {
+                    drive_id: d.get("drive_id"),
+                    state: d.get("state"),
+                    copy_status: d.get("copy_status"),
+                    percent_complete: d.get("percent_complete"),
+                });
         }
         Ok(jobs
             .into_iter()
@@ -122,7 +126,11 @@ impl Store {
     ///
     /// # Errors
     /// Database errors, or a stored details value that is not JSON.
-    pub async fn history(&self, job: &str, since: Option<SystemTime>) -> Result<Vec<HistoryEntry>, StoreError> {
+    pub async fn history(
+        &self,
+        job: &str,
+        since: Option<SystemTime>,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
         let (account, name) = match job.split_once('/') {
             Some((account, name)) => (Some(account), name),
             None => (None, job),
@@ -171,11 +179,13 @@ impl Store {
             Some((account, name)) => (Some(account), name),
             None => (None, job),
         };
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE name = ?1 AND (?2 IS NULL OR account = ?2)")
-            .bind(name)
-            .bind(account)
-            .fetch_one(&self.pool)
-            .await?;
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE name = ?1 AND (?2 IS NULL OR account = ?2)",
+        )
+        .bind(name)
+        .bind(account)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(count > 0)
     }
 }

@@ -28,7 +28,9 @@ pub const SAMPLE_JOB: &str = include_str!("../fixtures/get-job-sample.json");
 
 /// A shipped scenario by file name.
 pub fn scenario(name: &str) -> Scenario {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/scenarios").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config/scenarios")
+        .join(name);
     Scenario::load(&path).expect("shipped scenario parses")
 }
 
@@ -81,15 +83,24 @@ pub struct TestPki {
 impl TestPki {
     pub fn new(name: &str) -> TestPki {
         let ca = CertificateAuthority::generate(name).unwrap();
-        let (cert, key) = ca.issue_server(&["127.0.0.1".into(), "localhost".into()]).unwrap();
+        let (cert, key) = ca
+            .issue_server(&["127.0.0.1".into(), "localhost".into()])
+            .unwrap();
         let server = Identity::from_pem(&cert, &key).unwrap();
         let (cert, key) = ca.issue_client("test management certificate").unwrap();
         let client = Identity::from_pem(&cert, &key).unwrap();
-        TestPki { ca, server, client, client_pem: (cert, key) }
+        TestPki {
+            ca,
+            server,
+            client,
+            client_pem: (cert, key),
+        }
     }
 
     pub fn ca_der(&self) -> Vec<CertificateDer<'static>> {
-        Identity::from_pem(&self.ca.cert_pem(), &self.ca.key_pem()).unwrap().chain
+        Identity::from_pem(&self.ca.cert_pem(), &self.ca.key_pem())
+            .unwrap()
+            .chain
     }
 }
 
@@ -119,8 +130,15 @@ impl Drop for ScriptedServer {
 }
 
 impl ScriptedServer {
-    pub async fn start(pki: &TestPki, script: impl Fn(&SeenRequest) -> Response<Full<Bytes>> + Send + Sync + 'static) -> ScriptedServer {
-        let config = tls::server_config_requiring_client_cert(&pki.server, tls::root_store(&pki.ca_der(), false)).unwrap();
+    pub async fn start(
+        pki: &TestPki,
+        script: impl Fn(&SeenRequest) -> Response<Full<Bytes>> + Send + Sync + 'static,
+    ) -> ScriptedServer {
+        let config = tls::server_config_requiring_client_cert(
+            &pki.server,
+            tls::root_store(&pki.ca_der(), false),
+        )
+        .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -133,20 +151,31 @@ impl ScriptedServer {
                 let script = script.clone();
                 let recorded = recorded.clone();
                 tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(stream).await else { return };
-                    let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec());
-                    let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                        let seen = SeenRequest {
-                            method: request.method().to_string(),
-                            uri: request.uri().to_string(),
-                            headers: request.headers().clone(),
-                            client_certificate: cert.clone(),
-                        };
-                        let response = script(&seen);
-                        recorded.lock().unwrap().push(seen);
-                        async move { Ok::<_, std::convert::Infallible>(response) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let cert = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| c.to_vec());
+                    let service = hyper::service::service_fn(
+                        move |request: Request<hyper::body::Incoming>| {
+                            let seen = SeenRequest {
+                                method: request.method().to_string(),
+                                uri: request.uri().to_string(),
+                                headers: request.headers().clone(),
+                                client_certificate: cert.clone(),
+                            };
+                            let response = script(&seen);
+                            recorded.lock().unwrap().push(seen);
+                            async move { Ok::<_, std::convert::Infallible>(response) }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
                 });
             }
         });
@@ -163,11 +192,18 @@ impl ScriptedServer {
 }
 
 /// A response with a status, headers and body.
-pub fn respond(status: u16, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+pub fn respond(
+    status: u16,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
     for (name, value) in headers {
-        response.headers_mut().insert(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+        response.headers_mut().insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
     }
     response
 }

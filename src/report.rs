@@ -1,0 +1,177 @@
+//! What people read: `status`, `history` and `deliveries` as aligned text or JSON.
+
+use std::time::SystemTime;
+
+use crate::{
+    notifier::payload::describe_change,
+    store::{parse_timestamp, DeliveryRow, HistoryEntry, JobStatus},
+};
+
+/// "just now", "42 s ago", "3 min ago", "5 h ago", "2 d ago", or "-".
+pub fn ago(timestamp: Option<&str>, now: SystemTime) -> String {
+    let Some(at) = timestamp.and_then(parse_timestamp) else {
+        return "-".into();
+    };
+    let secs = now.duration_since(at).map_or(0, |d| d.as_secs());
+    match secs {
+        0..=4 => "just now".into(),
+        5..=59 => format!("{secs} s ago"),
+        60..=3599 => format!("{} min ago", secs / 60),
+        3600..=172_799 => format!("{} h ago", secs / 3600),
+        _ => format!("{} d ago", secs / 86_400),
+    }
+}
+
+/// `2 drives: 1 Transferring 40%, 1 Completed`.
+pub fn drives_summary(job: &JobStatus) -> String {
+    if job.drives.is_empty() {
+        return "no drives".into();
+    }
+    let mut groups: Vec<(String, usize)> = Vec::new();
+    for drive in &job.drives {
+        let mut label = drive.state.clone().unwrap_or_else(|| "?".into());
+        if let Some(status) = drive
+            .copy_status
+            .as_deref()
+            .filter(|s| !matches!(*s, "InProgress" | "Completed" | "None"))
+        {
+            label.push_str(&format!(" ({status})"));
+        }
+        if drive.state.as_deref() == Some("Transferring") {
+            if let Some(p) = drive.percent_complete {
+                label.push_str(&format!(" {p}%"));
+            }
+        }
+        match groups.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, n)) => *n += 1,
+            None => groups.push((label, 1)),
+        }
+    }
+    let parts: Vec<String> = groups
+        .into_iter()
+        .map(|(label, n)| format!("{n} {label}"))
+        .collect();
+    let noun = if job.drives.len() == 1 {
+        "drive"
+    } else {
+        "drives"
+    };
+    format!("{} {noun}: {}", job.drives.len(), parts.join(", "))
+}
+
+fn table(rows: Vec<Vec<String>>) -> String {
+    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| format!("{cell:<width$}", width = widths[c]))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// One aligned line per job, with a header.
+pub fn status_text(jobs: &[JobStatus], now: SystemTime) -> String {
+    if jobs.is_empty() {
+        return "no jobs recorded yet\n".into();
+    }
+    let mut rows = vec![[
+        "JOB",
+        "TYPE",
+        "STATE",
+        "%",
+        "DRIVES",
+        "LAST CHANGE",
+        "LAST POLL",
+        "LAST ERROR",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for job in jobs {
+        rows.push(vec![
+            format!("{}/{}", job.account, job.name),
+            job.job_type.clone().unwrap_or_else(|| "-".into()),
+            job.state.clone().unwrap_or_else(|| "(not seen yet)".into()),
+            job.percent_complete.map_or("-".into(), |p| format!("{p}%")),
+            drives_summary(job),
+            ago(job.last_changed_at.as_deref(), now),
+            ago(job.last_polled_at.as_deref(), now),
+            job.last_error.clone().map_or("-".into(), |e| {
+                let e: String = e.chars().take(80).collect();
+                if job.consecutive_failures > 1 {
+                    format!("{e} (x{})", job.consecutive_failures)
+                } else {
+                    e
+                }
+            }),
+        ]);
+    }
+    table(rows)
+}
+
+/// One line per event, oldest first.
+pub fn history_text(entries: &[HistoryEntry]) -> String {
+    if entries.is_empty() {
+        return "no events in that period\n".into();
+    }
+    let rows = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.observed_at.clone(),
+                format!("{}/{}", e.account, e.job),
+                e.drive_id
+                    .as_ref()
+                    .map_or("job".into(), |d| format!("drive {d}")),
+                describe_change(&e.event_type, e.from.as_deref(), e.to.as_deref()),
+                if e.severity == "info" {
+                    String::new()
+                } else {
+                    format!("[{}]", e.severity)
+                },
+            ]
+        })
+        .collect();
+    table(rows)
+}
+
+/// One line per delivery, newest first.
+pub fn deliveries_text(rows: &[DeliveryRow]) -> String {
+    if rows.is_empty() {
+        return "no deliveries\n".into();
+    }
+    let mut table_rows = vec![[
+        "ID",
+        "WEBHOOK",
+        "JOB",
+        "EVENT",
+        "STATUS",
+        "ATTEMPTS",
+        "WHEN",
+        "LAST ERROR",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for d in rows {
+        table_rows.push(vec![
+            d.id.to_string(),
+            d.webhook.clone(),
+            d.job.clone(),
+            format!("{} #{}", d.event_type, d.event_id),
+            d.status.to_owned(),
+            d.attempts.to_string(),
+            d.finished_at
+                .clone()
+                .or_else(|| d.next_attempt_at.clone().map(|n| format!("next {n}")))
+                .unwrap_or_default(),
+            d.last_error.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    table(table_rows)
+}

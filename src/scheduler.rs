@@ -1,0 +1,519 @@
+//! The scheduler: polls every configured job on its interval and turns each answer into
+//! a store write. One task per job (cheap in tokio, and one broken job cannot delay
+//! another), a semaphore for `max_concurrent_polls`, intervals that follow the job's
+//! state, exponential backoff with jitter on failures, Retry-After honoured, and the
+//! failure events of DESIGN.md. Unchanged polls cost no transaction: their times are
+//! batched by [`PollTimes`].
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant, SystemTime},
+};
+
+use rand::Rng as _;
+use tokio::sync::Semaphore;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    config::{Config, PollPolicy, Webhook},
+    detect::detect_changes,
+    events::{Event, EventType},
+    model::{JobName, JobSnapshot, Severity},
+    notifier::{self, payload::describe_change, Waker},
+    source::{PollOutcome, Source, SourceError},
+    store::{Failed, JobId, Observed, Store, StoredJob},
+    telemetry::Telemetry,
+};
+
+/// First retry delay after a failed poll; doubles per failure up to the job's interval.
+const FAILURE_BACKOFF_INITIAL: Duration = Duration::from_secs(2);
+/// The first poll of each job is spread over this much time (or its interval if shorter)
+/// so that a thousand jobs do not fire in the same second.
+const FIRST_POLL_SPREAD: Duration = Duration::from_secs(10);
+/// Every interval is stretched or shrunk by up to this fraction.
+const INTERVAL_JITTER: f64 = 0.1;
+/// How often batched poll times are written.
+pub const POLL_TIME_FLUSH: Duration = Duration::from_secs(5);
+/// Wait after a failed database write before polling the job again.
+const STORE_RETRY: Duration = Duration::from_secs(5);
+
+/// Last-polled times of unchanged polls, written in one transaction every
+/// [`POLL_TIME_FLUSH`] instead of one per poll.
+#[derive(Clone, Debug, Default)]
+pub struct PollTimes(Arc<Mutex<HashMap<JobId, SystemTime>>>);
+
+impl PollTimes {
+    fn note(&self, job: JobId, at: SystemTime) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job, at);
+    }
+
+    /// Writes the pending times; on failure they are kept for the next flush.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn flush(&self, store: &Store) -> Result<(), crate::store::StoreError> {
+        let batch: Vec<(JobId, SystemTime)> =
+            std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_iter()
+                .collect();
+        if let Err(e) = store.record_polls(&batch).await {
+            let mut pending = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            for (job, at) in batch {
+                pending.entry(job).or_insert(at);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+/// What every job task shares.
+#[derive(Clone)]
+pub struct Shared {
+    /// The database.
+    pub store: Store,
+    /// Metrics and liveness.
+    pub telemetry: Telemetry,
+    /// Wakes the notifier after commits with outbox rows.
+    pub waker: Waker,
+    /// Batched poll times.
+    pub poll_times: PollTimes,
+    /// The webhooks new events are routed to (replaced on reload).
+    pub webhooks: Arc<RwLock<Arc<Vec<Webhook>>>>,
+}
+
+/// Settings of one generation of job tasks (one config).
+struct Settings {
+    semaphore: Semaphore,
+    failure_threshold: u32,
+    stop_after: Duration,
+    failing: std::sync::atomic::AtomicI64,
+}
+
+/// Why the job tasks could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    /// A source could not be built.
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceSetupError),
+    /// The stored state of a job could not be read.
+    #[error("cannot load job {job}: {source}")]
+    Store {
+        /// The job.
+        job: String,
+        /// The error.
+        source: crate::store::StoreError,
+    },
+}
+
+/// Starts one task per configured job on `tracker`; they stop when `shutdown` is
+/// cancelled (never in the middle of a poll or a write).
+///
+/// # Errors
+/// A source cannot be built or a job's stored state cannot be read; nothing is started.
+pub async fn spawn_jobs(
+    config: &Config,
+    shared: &Shared,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Result<usize, SchedulerError> {
+    let mut sources = HashMap::new();
+    for account in &config.accounts {
+        sources.insert(
+            account.name.clone(),
+            Source::for_account(account, &config.daemon)?,
+        );
+    }
+    let settings = Arc::new(Settings {
+        semaphore: Semaphore::new(config.daemon.max_concurrent_polls),
+        failure_threshold: config.daemon.failure_threshold,
+        stop_after: config.daemon.stop_after,
+        failing: std::sync::atomic::AtomicI64::new(0),
+    });
+    let mut jobs = Vec::new();
+    for job in &config.jobs {
+        let (Some(source), Some(account)) =
+            (sources.get(&job.account), config.account(&job.account))
+        else {
+            continue;
+        };
+        let mut stored = shared
+            .store
+            .load_job(&job.account, job.name.as_str())
+            .await
+            .map_err(|source| SchedulerError::Store {
+                job: format!("{}/{}", job.account, job.name),
+                source,
+            })?;
+        if let Some(snapshot) = stored.snapshot.as_mut() {
+            snapshot.document = watched_document_marker(&snapshot.document);
+        }
+        jobs.push(WatchedJob {
+            account: job.account.clone(),
+            name: job.name.clone(),
+            source: source.clone(),
+            policy: config.poll_policy(job),
+            store_bitlocker_keys: account.store_bitlocker_keys,
+            stored,
+            auth_error_logged: false,
+        });
+    }
+    let count = jobs.len();
+    shared.telemetry.set_jobs(count as i64, 0);
+    for job in jobs {
+        if job.stored.consecutive_failures > 0 {
+            settings
+                .failing
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        tracker.spawn(job.run(shared.clone(), settings.clone(), shutdown.clone()));
+    }
+    Ok(count)
+}
+
+struct WatchedJob {
+    account: String,
+    name: JobName,
+    source: Source,
+    policy: PollPolicy,
+    store_bitlocker_keys: bool,
+    stored: StoredJob,
+    auth_error_logged: bool,
+}
+
+fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(rand::thread_rng().gen_range(1.0 - INTERVAL_JITTER..=1.0 + INTERVAL_JITTER))
+}
+
+impl WatchedJob {
+    async fn run(mut self, shared: Shared, settings: Arc<Settings>, shutdown: CancellationToken) {
+        let spread = self.policy.base.min(FIRST_POLL_SPREAD);
+        let mut delay = spread.mul_f64(rand::thread_rng().gen_range(0.0..1.0));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            if self.retired(&settings) {
+                return;
+            }
+            let permit = tokio::select! {
+                () = shutdown.cancelled() => return,
+                permit = settings.semaphore.acquire() => permit,
+            };
+            let started = Instant::now();
+            let result = self
+                .source
+                .get_job(&self.name, self.stored.etag.as_ref())
+                .await;
+            drop(permit);
+            let outcome = match &result {
+                Ok(PollOutcome::Modified(_)) => "modified",
+                Ok(PollOutcome::NotModified) => "not_modified",
+                Err(e) => e.kind(),
+            };
+            shared.telemetry.poll(outcome, started.elapsed());
+            shared.telemetry.scheduler_tick();
+            let was_failing = self.stored.consecutive_failures > 0;
+            delay = match result {
+                Ok(PollOutcome::Modified(observation)) => {
+                    self.on_document(*observation, &shared).await
+                }
+                Ok(PollOutcome::NotModified) => self.on_not_modified(&shared).await,
+                Err(error) => self.on_failure(error, &shared, &settings).await,
+            };
+            let is_failing = self.stored.consecutive_failures > 0;
+            if was_failing != is_failing {
+                let delta = if is_failing { 1 } else { -1 };
+                let failing = settings
+                    .failing
+                    .fetch_add(delta, std::sync::atomic::Ordering::Relaxed)
+                    + delta;
+                let (watched, _, _) = shared.telemetry.counts();
+                shared.telemetry.set_jobs(watched, failing);
+            }
+        }
+    }
+
+    /// A job terminal for longer than `stop_after` is no longer polled.
+    fn retired(&self, settings: &Settings) -> bool {
+        let Some(since) = self.stored.terminal_since else {
+            return false;
+        };
+        let terminal_for = SystemTime::now().duration_since(since).unwrap_or_default();
+        if terminal_for < settings.stop_after {
+            return false;
+        }
+        let state = self
+            .stored
+            .snapshot
+            .as_ref()
+            .map_or("terminal", |s| s.state.as_str());
+        tracing::info!(
+            account = %self.account, job = %self.name,
+            "job has been {state} for {}; no longer polled (daemon.stop_after)",
+            humantime::format_duration(Duration::from_secs(terminal_for.as_secs()))
+        );
+        true
+    }
+
+    fn interval(&self) -> Duration {
+        jittered(
+            self.policy
+                .interval(self.stored.snapshot.as_ref().map(|s| &s.state)),
+        )
+    }
+
+    fn routes(&self, shared: &Shared, events: &[Event]) -> Vec<(usize, String)> {
+        let webhooks = shared
+            .webhooks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        notifier::route(&webhooks, &self.name, events)
+    }
+
+    /// Recovery events owed after a failure streak.
+    fn recovery_events(&self) -> Vec<Event> {
+        if self.stored.failing_alerted {
+            vec![Event::change(
+                EventType::JobPollRecovered,
+                None,
+                None,
+                None,
+                Severity::Info,
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn reset_failures(&mut self) {
+        self.stored.consecutive_failures = 0;
+        self.stored.failing_alerted = false;
+        self.stored.not_found_alerted = false;
+        self.auth_error_logged = false;
+    }
+
+    fn committed(&self, shared: &Shared, events: &[Event], outbox_rows: usize) {
+        shared.telemetry.set_store_error(None);
+        for event in events {
+            shared.telemetry.event(event.event_type.as_str());
+            let change = describe_change(
+                event.event_type.as_str(),
+                event.from.as_deref(),
+                event.to.as_deref(),
+            );
+            match &event.drive_id {
+                Some(drive) => {
+                    tracing::info!(account = %self.account, job = %self.name, drive = %drive, severity = %event.severity, "{change}")
+                }
+                None => {
+                    tracing::info!(account = %self.account, job = %self.name, severity = %event.severity, "{change}")
+                }
+            }
+        }
+        if outbox_rows > 0 {
+            shared.waker.wake();
+        }
+    }
+
+    fn write_failed(&self, shared: &Shared, error: &crate::store::StoreError) -> Duration {
+        tracing::error!(account = %self.account, job = %self.name, "cannot record poll, will poll again: {error}");
+        shared.telemetry.set_store_error(Some(error.to_string()));
+        STORE_RETRY
+    }
+
+    async fn on_document(
+        &mut self,
+        observation: crate::source::Observation,
+        shared: &Shared,
+    ) -> Duration {
+        let snapshot = &observation.snapshot;
+        let mut events = detect_changes(self.stored.snapshot.as_ref(), snapshot);
+        events.extend(self.recovery_events());
+        let etag_changed = observation.etag != self.stored.etag;
+        let marker = watched_document_marker(&snapshot.document);
+        let document_changed = self
+            .stored
+            .snapshot
+            .as_ref()
+            .is_none_or(|s| s.document != marker);
+        let now = SystemTime::now();
+        shared.telemetry.job_seen(
+            &self.account,
+            self.name.as_str(),
+            self.stored.snapshot.as_ref().map(|s| s.state.as_str()),
+            snapshot.state.as_str(),
+            snapshot.percent_complete,
+        );
+        if events.is_empty()
+            && !etag_changed
+            && !document_changed
+            && self.stored.consecutive_failures == 0
+        {
+            tracing::debug!(account = %self.account, job = %self.name, "unchanged document");
+            shared.poll_times.note(self.stored.id, now);
+            return self.interval();
+        }
+        let outbox = self.routes(shared, &events);
+        let written = shared
+            .store
+            .record_observation(Observed {
+                job: self.stored.id,
+                snapshot,
+                etag: observation.etag.as_ref(),
+                last_modified: observation.last_modified.as_deref(),
+                events: &events,
+                outbox: &outbox,
+                store_bitlocker_keys: self.store_bitlocker_keys,
+                at: now,
+            })
+            .await;
+        if let Err(e) = written {
+            return self.write_failed(shared, &e);
+        }
+        self.committed(shared, &events, outbox.len());
+        self.reset_failures();
+        if snapshot.state.is_terminal() {
+            self.stored.terminal_since.get_or_insert(now);
+        } else {
+            self.stored.terminal_since = None;
+        }
+        self.stored.etag = observation.etag;
+        // Keep only what the next comparison needs: the document's JSON tree is the
+        // largest part of a snapshot and lives in the database already.
+        self.stored.snapshot = Some(JobSnapshot {
+            document: marker,
+            bitlocker_keys: Vec::new(),
+            ..observation.snapshot
+        });
+        self.interval()
+    }
+
+    async fn on_not_modified(&mut self, shared: &Shared) -> Duration {
+        let now = SystemTime::now();
+        tracing::debug!(account = %self.account, job = %self.name, "not modified");
+        if self.stored.consecutive_failures == 0 {
+            shared.poll_times.note(self.stored.id, now);
+            return self.interval();
+        }
+        let events = self.recovery_events();
+        let outbox = self.routes(shared, &events);
+        match shared
+            .store
+            .record_recovery(self.stored.id, &events, &outbox, now)
+            .await
+        {
+            Ok(_) => {
+                self.committed(shared, &events, outbox.len());
+                self.reset_failures();
+                self.interval()
+            }
+            Err(e) => self.write_failed(shared, &e),
+        }
+    }
+
+    async fn on_failure(
+        &mut self,
+        error: SourceError,
+        shared: &Shared,
+        settings: &Settings,
+    ) -> Duration {
+        let failures = self.stored.consecutive_failures.saturating_add(1);
+        let message = error.to_string();
+        let mut events = Vec::new();
+        let mut not_found_alerted = self.stored.not_found_alerted;
+        let mut failing_alerted = self.stored.failing_alerted;
+        if error.is_not_found() {
+            if !not_found_alerted {
+                let purged = self
+                    .stored
+                    .snapshot
+                    .as_ref()
+                    .is_some_and(|s| s.state.is_terminal());
+                let (severity, text) = if purged {
+                    (
+                        Severity::Info,
+                        format!("purged by the service after it ended ({message})"),
+                    )
+                } else {
+                    (Severity::Error, message.clone())
+                };
+                events.push(Event::change(
+                    EventType::JobNotFound,
+                    None,
+                    None,
+                    Some(text),
+                    severity,
+                ));
+                not_found_alerted = true;
+            }
+        } else if failures >= settings.failure_threshold && !failing_alerted {
+            events.push(Event::change(
+                EventType::JobPollFailing,
+                None,
+                None,
+                Some(message.clone()),
+                Severity::Error,
+            ));
+            failing_alerted = true;
+        }
+        if error.is_auth_refused() && !self.auth_error_logged {
+            tracing::error!(
+                account = %self.account, job = %self.name,
+                "the service does not accept the credentials: check that the management certificate is uploaded to subscription and valid ({message})"
+            );
+            self.auth_error_logged = true;
+        } else {
+            tracing::warn!(account = %self.account, job = %self.name, failures, "poll failed: {message}");
+        }
+        let outbox = self.routes(shared, &events);
+        let written = shared
+            .store
+            .record_failure(Failed {
+                job: self.stored.id,
+                error: &message,
+                consecutive_failures: failures,
+                failing_alerted,
+                not_found_alerted,
+                events: &events,
+                outbox: &outbox,
+                at: SystemTime::now(),
+            })
+            .await;
+        if let Err(e) = written {
+            return self.write_failed(shared, &e);
+        }
+        self.committed(shared, &events, outbox.len());
+        self.stored.consecutive_failures = failures;
+        self.stored.failing_alerted = failing_alerted;
+        self.stored.not_found_alerted = not_found_alerted;
+        if let Some(retry_after) = error.retry_after() {
+            // Always honoured, even past the interval: the service asked for it.
+            return retry_after;
+        }
+        if error.is_not_found() {
+            // Still polled, slowly: a job may reappear (wrong name fixed, eventual
+            // consistency), and a purged one costs one request an hour or so.
+            return jittered(self.policy.base * 12);
+        }
+        let exponential = FAILURE_BACKOFF_INITIAL.saturating_mul(1u32 << (failures - 1).min(16));
+        exponential
+            .min(self.policy.base)
+            .mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+    }
+}
+
+/// A stand-in for the document kept in memory: its hash, so that "did the document
+/// change" stays answerable without keeping the whole tree.
+fn watched_document_marker(document: &serde_json::Value) -> serde_json::Value {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    document.to_string().hash(&mut hasher);
+    serde_json::Value::from(hasher.finish())
+}

@@ -1,0 +1,61 @@
+//! The systemd notify protocol (sd-notify): READY, STATUS, WATCHDOG, RELOADING with
+//! MONOTONIC_USEC, STOPPING. Silent when not started by systemd (no NOTIFY_SOCKET).
+
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+
+/// The daemon's line to systemd.
+#[derive(Clone, Debug)]
+pub struct Systemd {
+    watchdog: Option<Duration>,
+}
+
+impl Systemd {
+    /// Reads NOTIFY_SOCKET and WATCHDOG_USEC from the environment.
+    pub fn from_env() -> Systemd {
+        let mut usec = 0;
+        let watchdog =
+            sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec));
+        Systemd { watchdog }
+    }
+
+    /// How often WATCHDOG=1 must be sent, if systemd watches.
+    pub fn watchdog_interval(&self) -> Option<Duration> {
+        self.watchdog
+    }
+
+    fn send(&self, states: &[NotifyState<'_>]) {
+        if let Err(e) = sd_notify::notify(false, states) {
+            tracing::warn!("cannot notify systemd: {e}");
+        }
+    }
+
+    /// Config read and migrations done.
+    pub fn ready(&self) {
+        self.send(&[NotifyState::Ready]);
+    }
+
+    /// A one-line status for `systemctl status`.
+    pub fn status(&self, text: &str) {
+        self.send(&[NotifyState::Status(text)]);
+    }
+
+    /// The loops are making progress.
+    pub fn watchdog(&self) {
+        self.send(&[NotifyState::Watchdog]);
+    }
+
+    /// A reload starts (Type=notify-reload wants MONOTONIC_USEC with it).
+    pub fn reloading(&self) {
+        match NotifyState::monotonic_usec_now() {
+            Ok(now) => self.send(&[NotifyState::Reloading, now]),
+            Err(_) => self.send(&[NotifyState::Reloading]),
+        }
+    }
+
+    /// Shutdown starts.
+    pub fn stopping(&self) {
+        self.send(&[NotifyState::Stopping]);
+    }
+}

@@ -1,0 +1,287 @@
+//! What the daemon tells the outside about itself: Prometheus metrics for /metrics, and
+//! the liveness ticks of the scheduler and the notifier that /healthz and the systemd
+//! watchdog read. Cheap to clone; every box gets one.
+
+use std::{
+    sync::{
+        atomic::{AtomicI64, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TypeLabels {
+    r#type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    account: String,
+    job: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobStateLabels {
+    account: String,
+    job: String,
+    state: String,
+}
+
+struct Inner {
+    registry: Registry,
+    polls: Family<OutcomeLabels, Counter>,
+    poll_seconds: Histogram,
+    events: Family<TypeLabels, Counter>,
+    deliveries: Family<OutcomeLabels, Counter>,
+    job_state: Family<JobStateLabels, Gauge>,
+    job_percent: Family<JobLabels, Gauge>,
+    last_success: Family<JobLabels, Gauge>,
+    outbox_backlog: Gauge,
+    jobs_watched: Gauge,
+    jobs_failing: Gauge,
+    scheduler_tick_ms: AtomicU64,
+    notifier_tick_ms: AtomicU64,
+    store_error: std::sync::Mutex<Option<String>>,
+    last_backlog: AtomicI64,
+}
+
+/// Metrics and liveness, shared by the scheduler, the notifier and the HTTP listener.
+#[derive(Clone)]
+pub struct Telemetry(Arc<Inner>);
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Telemetry")
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Telemetry {
+    /// A fresh set of metrics.
+    pub fn new() -> Telemetry {
+        let mut registry = Registry::with_prefix("iewatch");
+        let polls = Family::<OutcomeLabels, Counter>::default();
+        let poll_seconds = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.005, 2.0, 14),
+        );
+        let events = Family::<TypeLabels, Counter>::default();
+        let deliveries = Family::<OutcomeLabels, Counter>::default();
+        let job_state = Family::<JobStateLabels, Gauge>::default();
+        let job_percent = Family::<JobLabels, Gauge>::default();
+        let last_success = Family::<JobLabels, Gauge>::default();
+        let outbox_backlog = Gauge::default();
+        let jobs_watched = Gauge::default();
+        let jobs_failing = Gauge::default();
+        registry.register("polls", "Get Job polls by outcome", polls.clone());
+        registry.register(
+            "poll_duration_seconds",
+            "Get Job latency",
+            poll_seconds.clone(),
+        );
+        registry.register("events", "Events recorded by type", events.clone());
+        registry.register(
+            "deliveries",
+            "Webhook delivery attempts by outcome",
+            deliveries.clone(),
+        );
+        registry.register(
+            "job_state",
+            "1 for the job's current state",
+            job_state.clone(),
+        );
+        registry.register(
+            "job_percent_complete",
+            "Job PercentComplete",
+            job_percent.clone(),
+        );
+        registry.register(
+            "job_last_success_timestamp_seconds",
+            "Last successful poll per job",
+            last_success.clone(),
+        );
+        registry.register(
+            "outbox_backlog",
+            "Webhook deliveries not yet delivered or failed",
+            outbox_backlog.clone(),
+        );
+        registry.register("jobs_watched", "Jobs being polled", jobs_watched.clone());
+        registry.register(
+            "jobs_failing",
+            "Jobs whose last poll failed",
+            jobs_failing.clone(),
+        );
+        Telemetry(Arc::new(Inner {
+            registry,
+            polls,
+            poll_seconds,
+            events,
+            deliveries,
+            job_state,
+            job_percent,
+            last_success,
+            outbox_backlog,
+            jobs_watched,
+            jobs_failing,
+            scheduler_tick_ms: AtomicU64::new(now_ms()),
+            notifier_tick_ms: AtomicU64::new(now_ms()),
+            store_error: std::sync::Mutex::new(None),
+            last_backlog: AtomicI64::new(0),
+        }))
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.0.registry);
+        text
+    }
+
+    /// One poll finished with `outcome` after `elapsed`.
+    pub fn poll(&self, outcome: &str, elapsed: Duration) {
+        self.0
+            .polls
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.0.poll_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// A successful poll of a job in `state` at `percent`; `previous` is the state before.
+    pub fn job_seen(
+        &self,
+        account: &str,
+        job: &str,
+        previous: Option<&str>,
+        state: &str,
+        percent: Option<i64>,
+    ) {
+        let labels = JobLabels {
+            account: account.to_owned(),
+            job: job.to_owned(),
+        };
+        if let Some(previous) = previous.filter(|p| *p != state) {
+            self.0.job_state.remove(&JobStateLabels {
+                account: account.into(),
+                job: job.into(),
+                state: previous.into(),
+            });
+        }
+        self.0
+            .job_state
+            .get_or_create(&JobStateLabels {
+                account: account.into(),
+                job: job.into(),
+                state: state.into(),
+            })
+            .set(1);
+        if let Some(percent) = percent {
+            self.0.job_percent.get_or_create(&labels).set(percent);
+        }
+        let seconds = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        self.0.last_success.get_or_create(&labels).set(seconds);
+    }
+
+    /// An event was recorded.
+    pub fn event(&self, event_type: &str) {
+        self.0
+            .events
+            .get_or_create(&TypeLabels {
+                r#type: event_type.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A delivery attempt ended with `outcome` (delivered, retry, failed).
+    pub fn delivery(&self, outcome: &str) {
+        self.0
+            .deliveries
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Sets the outbox backlog.
+    pub fn set_backlog(&self, backlog: i64) {
+        self.0.outbox_backlog.set(backlog);
+        self.0.last_backlog.store(backlog, Ordering::Relaxed);
+    }
+
+    /// Sets the job counts for the status line.
+    pub fn set_jobs(&self, watched: i64, failing: i64) {
+        self.0.jobs_watched.set(watched);
+        self.0.jobs_failing.set(failing);
+    }
+
+    /// (watched, failing, backlog) for systemd's STATUS=.
+    pub fn counts(&self) -> (i64, i64, i64) {
+        (
+            self.0.jobs_watched.get(),
+            self.0.jobs_failing.get(),
+            self.0.last_backlog.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The scheduler's loop went round.
+    pub fn scheduler_tick(&self) {
+        self.0.scheduler_tick_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// The notifier's loop went round.
+    pub fn notifier_tick(&self) {
+        self.0.notifier_tick_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// How long ago the scheduler and the notifier last went round.
+    pub fn since_ticks(&self) -> (Duration, Duration) {
+        let now = now_ms();
+        let ago = |tick: &AtomicU64| {
+            Duration::from_millis(now.saturating_sub(tick.load(Ordering::Relaxed)))
+        };
+        (
+            ago(&self.0.scheduler_tick_ms),
+            ago(&self.0.notifier_tick_ms),
+        )
+    }
+
+    /// Records the last database write error (None: writes work again).
+    pub fn set_store_error(&self, error: Option<String>) {
+        *self.0.store_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
+    }
+
+    /// The last database write error, if writes are failing.
+    pub fn store_error(&self) -> Option<String> {
+        self.0
+            .store_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
