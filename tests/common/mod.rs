@@ -221,3 +221,129 @@ pub async fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool)
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A daemon running in-process on a real config file and database.
+pub struct RunningDaemon {
+    pub shutdown: tokio_util::sync::CancellationToken,
+    pub reload: tokio::sync::mpsc::Sender<()>,
+    pub task: tokio::task::JoinHandle<Result<(), iewatch::daemon::DaemonError>>,
+    pub started: iewatch::daemon::Started,
+}
+
+impl RunningDaemon {
+    pub async fn start(config_path: &Path) -> RunningDaemon {
+        let config = iewatch::config::Config::load(config_path).unwrap_or_else(|e| panic!("{e}"));
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let (reload, reload_rx) = tokio::sync::mpsc::channel(1);
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(iewatch::daemon::run(
+            config_path.to_owned(),
+            config,
+            shutdown.clone(),
+            reload_rx,
+            Some(started_tx),
+        ));
+        let started = tokio::time::timeout(Duration::from_secs(10), started_rx)
+            .await
+            .expect("daemon ready in time")
+            .expect("daemon started");
+        RunningDaemon {
+            shutdown,
+            reload,
+            task,
+            started,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(15), self.task)
+            .await
+            .expect("daemon stops in time")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Async version of [`wait_until`] for conditions that need to await.
+pub async fn wait_for<F, Fut>(deadline: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The ETag stored for a job, read with a connection of our own.
+pub async fn stored_etag(db: &Path, job: &str) -> Option<String> {
+    let store = iewatch::store::Store::open_existing(db).await.ok()?;
+    let etag: Option<Option<String>> = sqlx::query_scalar("SELECT etag FROM jobs WHERE name = ?")
+        .bind(job)
+        .fetch_optional(store.pool())
+        .await
+        .ok()?;
+    store.close().await;
+    etag.flatten()
+}
+
+/// (type, drive, from, to) of every event of a job, in order.
+pub async fn event_list(
+    db: &Path,
+    job: &str,
+) -> Vec<(String, Option<String>, Option<String>, Option<String>)> {
+    let store = iewatch::store::Store::open_existing(db).await.unwrap();
+    let rows = sqlx::query_as(
+        "SELECT e.type, e.drive_id, e.from_value, e.to_value FROM events e JOIN jobs j ON j.id = e.job_id
+         WHERE j.name = ? ORDER BY e.id",
+    )
+    .bind(job)
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    store.close().await;
+    rows
+}
+
+/// Steps the simulator through every version of `job`'s timeline and waits until the
+/// daemon has stored each version's ETag.
+pub async fn play_versions(
+    sim: &RunningSimulator,
+    scenario: &Scenario,
+    db: &Path,
+    job: &str,
+    range: std::ops::RangeInclusive<Duration>,
+) {
+    let timeline = scenario
+        .compile()
+        .unwrap()
+        .into_iter()
+        .find(|t| t.name == job)
+        .expect("job in scenario");
+    for version in timeline
+        .versions
+        .iter()
+        .filter(|v| range.contains(&v.since))
+    {
+        sim.set_time(Some(version.since));
+        let etag = version.etag.clone();
+        let reached = wait_for(Duration::from_secs(20), || {
+            let etag = etag.clone();
+            async move { stored_etag(db, job).await.as_deref() == Some(etag.as_str()) }
+        })
+        .await;
+        assert!(
+            reached,
+            "daemon did not record {job} at {:?}",
+            version.since
+        );
+    }
+}
