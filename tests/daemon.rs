@@ -144,7 +144,7 @@ const IMPORT_EVENTS: &[Row] = &[
     ),
 ];
 
-fn expected(rows: &[Row]) -> Vec<(String, Option<String>, Option<String>, Option<String>)> {
+fn expected(rows: &[Row]) -> Vec<EventRow> {
     let own = |v: Option<&str>| v.map(str::to_owned);
     rows.iter()
         .map(|(t, d, f, to)| (t.to_string(), own(*d), own(*f), own(*to)))
