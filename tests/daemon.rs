@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{
     event_list, play_versions, scenario, start_simulator, stored_etag, wait_for, write_config,
-    RunningDaemon,
+    EventRow, RunningDaemon,
 };
 
 const ALL: std::ops::RangeInclusive<Duration> = Duration::ZERO..=Duration::MAX;
