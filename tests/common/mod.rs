@@ -295,11 +295,11 @@ pub async fn stored_etag(db: &Path, job: &str) -> Option<String> {
     etag.flatten()
 }
 
+/// (type, drive, from, to) of one event.
+pub type EventRow = (String, Option<String>, Option<String>, Option<String>);
+
 /// (type, drive, from, to) of every event of a job, in order.
-pub async fn event_list(
-    db: &Path,
-    job: &str,
-) -> Vec<(String, Option<String>, Option<String>, Option<String>)> {
+pub async fn event_list(db: &Path, job: &str) -> Vec<EventRow> {
     let store = iewatch::store::Store::open_existing(db).await.unwrap();
     let rows = sqlx::query_as(
         "SELECT e.type, e.drive_id, e.from_value, e.to_value FROM events e JOIN jobs j ON j.id = e.job_id
