@@ -555,20 +555,16 @@ impl Checker<'_> {
         });
 
         let mut accounts = Vec::new();
-        let mut account_names = HashSet::new();
         for (i, account) in raw.account.iter().enumerate() {
-            let at = account.span().start;
-            if let Some(resolved) = self.resolve_account(i, account.get_ref(), at) {
-                if !account_names.insert(resolved.name.clone()) {
-                    self.problem(
-                        at,
-                        format!("account[{i}].name"),
-                        format!("{:?} is defined twice", resolved.name),
-                    );
-                }
+            if let Some(resolved) = self.resolve_account(i, account.get_ref(), account.span().start)
+            {
                 accounts.push(resolved);
             }
         }
+        self.unique_names(
+            "account",
+            raw.account.iter().map(|a| a.get_ref().name.as_ref()),
+        );
         let raw_account_names: HashSet<String> = raw
             .account
             .iter()
@@ -622,20 +618,16 @@ impl Checker<'_> {
         }
 
         let mut webhooks = Vec::new();
-        let mut webhook_names = HashSet::new();
         for (i, webhook) in raw.webhook.iter().enumerate() {
-            let at = webhook.span().start;
-            if let Some(resolved) = self.resolve_webhook(i, webhook.get_ref(), at) {
-                if !webhook_names.insert(resolved.name.clone()) {
-                    self.problem(
-                        at,
-                        format!("webhook[{i}].name"),
-                        format!("{:?} is defined twice", resolved.name),
-                    );
-                }
+            if let Some(resolved) = self.resolve_webhook(i, webhook.get_ref(), webhook.span().start)
+            {
                 webhooks.push(resolved);
             }
         }
+        self.unique_names(
+            "webhook",
+            raw.webhook.iter().map(|w| w.get_ref().name.as_ref()),
+        );
 
         Config {
             path: self.path.to_owned(),
@@ -644,6 +636,26 @@ impl Checker<'_> {
             accounts,
             jobs,
             webhooks,
+        }
+    }
+
+    /// Reports every name of a table array that an earlier entry already used.
+    fn unique_names<'n>(
+        &mut self,
+        table: &str,
+        names: impl Iterator<Item = Option<&'n Spanned<String>>>,
+    ) {
+        let mut seen = HashSet::new();
+        for (i, name) in names.enumerate() {
+            if let Some(name) = name {
+                if !seen.insert(name.get_ref().clone()) {
+                    self.problem(
+                        name.span().start,
+                        format!("{table}[{i}].name"),
+                        format!("{:?} is defined twice", name.get_ref()),
+                    );
+                }
+            }
         }
     }
 

@@ -1,0 +1,274 @@
+//! The config checker: the example config says ok, broken configs name every problem with
+//! file, line and key, and no secret ever appears in what `check` prints.
+
+mod common;
+
+use std::{path::Path, process::Command};
+
+use common::TestPki;
+use iewatch::config::Config;
+
+const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// A directory with a management certificate and a webhook secret file.
+fn credentials_dir() -> (tempfile::TempDir, TestPki) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new("config test CA");
+    let (cert, key) = &pki.client_pem;
+    std::fs::write(dir.path().join("management.pem"), format!("{cert}{key}")).unwrap();
+    std::fs::write(dir.path().join("ops-secret"), WEBHOOK_SECRET).unwrap();
+    #[cfg(unix)]
+    for file in ["management.pem", "ops-secret"] {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(
+            dir.path().join(file),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+    }
+    (dir, pki)
+}
+
+fn check(config: &Path) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_iewatch"))
+        .args(["check", "-c"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const GOOD: &str = r#"
+[daemon]
+database = "iewatch.db"
+poll_interval = "5m"
+
+[[account]]
+name = "prod"
+subscription_id = "afb1a4eb-bc88-4ce1-b1af-dfec80067464"
+storage_account = "xttest"
+certificate = "management.pem"
+
+[[job]]
+account = "prod"
+name = "MySampleJob"
+
+[[webhook]]
+name = "ops"
+url = "https://hooks.example.com/iewatch"
+secret_file = "ops-secret"
+"#;
+
+#[test]
+fn the_example_config_parses_and_check_says_ok() {
+    let (dir, _pki) = credentials_dir();
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/iewatch.example.toml"
+    ))
+    .unwrap();
+    let path = write(dir.path(), "iewatch.toml", &example);
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.accounts.len(), 1);
+    assert_eq!(config.jobs[0].name.as_str(), "MySampleJob");
+    assert_eq!(
+        config.jobs[0].poll_interval,
+        Some(std::time::Duration::from_secs(60))
+    );
+    assert_eq!(config.webhooks.len(), 2);
+    assert_eq!(config.webhooks[0].progress_step, Some(10));
+    assert_eq!(
+        config.daemon.poll_interval_by_state["Transferring"],
+        std::time::Duration::from_secs(120)
+    );
+    let (ok, output) = check(&path);
+    assert!(ok, "{output}");
+    assert!(
+        output.starts_with("ok: 1 account(s), 1 job(s), 2 webhook(s)"),
+        "{output}"
+    );
+    assert!(
+        dir.path().join("iewatch.db").exists(),
+        "check migrates the database"
+    );
+}
+
+#[test]
+fn unknown_keys_are_named_with_their_line() {
+    let (dir, _pki) = credentials_dir();
+    let path = write(
+        dir.path(),
+        "bad.toml",
+        &GOOD.replace(
+            "poll_interval = \"5m\"",
+            "poll_interval = \"5m\"\npoll_intervall = \"1m\"",
+        ),
+    );
+    let (ok, output) = check(&path);
+    assert!(!ok);
+    assert!(output.contains("bad.toml:5"), "{output}");
+    assert!(output.contains("poll_intervall"), "{output}");
+}
+
+#[test]
+fn a_job_of_an_unknown_account_and_duplicate_names_are_named() {
+    let (dir, _pki) = credentials_dir();
+    let text = GOOD.replace("account = \"prod\"\nname = \"MySampleJob\"", "account = \"staging\"\nname = \"MySampleJob\"")
+        + "\n[[job]]\naccount = \"prod\"\nname = \"A\"\n\n[[job]]\naccount = \"prod\"\nname = \"A\"\n";
+    let path = write(dir.path(), "refs.toml", &text);
+    let (ok, output) = check(&path);
+    assert!(!ok);
+    assert!(
+        output.contains("refs.toml:13: job[0].account: no [[account]] is named \"staging\""),
+        "{output}"
+    );
+    assert!(
+        output.contains("job[2].name: job \"A\" of account \"prod\" is listed twice"),
+        "{output}"
+    );
+    assert!(output.contains("2 problem(s) found"), "{output}");
+}
+
+#[test]
+fn missing_and_unparsable_certificates_are_named() {
+    let (dir, _pki) = credentials_dir();
+    let missing = write(
+        dir.path(),
+        "missing.toml",
+        &GOOD.replace("management.pem", "nowhere.pem"),
+    );
+    let (ok, output) = check(&missing);
+    assert!(!ok);
+    assert!(
+        output.contains("missing.toml:10: account[0].certificate:"),
+        "{output}"
+    );
+    assert!(output.contains("nowhere.pem"), "{output}");
+
+    std::fs::write(
+        dir.path().join("garbage.pem"),
+        "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let garbage = write(
+        dir.path(),
+        "garbage.toml",
+        &GOOD.replace("management.pem", "garbage.pem"),
+    );
+    let (ok, output) = check(&garbage);
+    assert!(!ok);
+    assert!(output.contains("account[0].certificate"), "{output}");
+
+    // A certificate with a key that does not belong to it.
+    let other = TestPki::new("other");
+    let (cert, _) = &_pki.client_pem;
+    let (_, wrong_key) = &other.client_pem;
+    std::fs::write(
+        dir.path().join("mismatch.pem"),
+        format!("{cert}{wrong_key}"),
+    )
+    .unwrap();
+    let mismatch = write(
+        dir.path(),
+        "mismatch.toml",
+        &GOOD.replace("management.pem", "mismatch.pem"),
+    );
+    let (ok, output) = check(&mismatch);
+    assert!(!ok);
+    assert!(output.contains("account[0].certificate"), "{output}");
+}
+
+#[test]
+fn bad_values_are_all_reported_at_once() {
+    let (dir, _pki) = credentials_dir();
+    let text = GOOD
+        .replace("poll_interval = \"5m\"", "poll_interval = \"five minutes\"\nmax_concurrent_polls = 0")
+        .replace("storage_account = \"xttest\"", "storage_account = \"xttest\"\nendpoint = \"http://management.core.windows.net\"\nx_ms_version = \"2012-03-01\"")
+        + "\n[[webhook]]\nname = \"ops\"\nurl = \"ftp://x\"\nformat = \"xml\"\nevents = [\"drive.exploded\"]\nmin_severity = \"fatal\"\nprogress_step = 0\n";
+    let path = write(dir.path(), "values.toml", &text);
+    let (ok, output) = check(&path);
+    assert!(!ok);
+    for expected in [
+        "daemon.poll_interval: \"five minutes\" is not a duration",
+        "daemon.max_concurrent_polls: must be at least 1",
+        "account[0].endpoint: \"http://management.core.windows.net\" must be https://",
+        "account[0].x_ms_version: \"2012-03-01\" is not 2014-11-01 or 2014-05-01",
+        "webhook[1].url: \"ftp://x\" is not an http:// or https:// URL",
+        "webhook[1].format: \"xml\" is not \"json\" or \"slack\"",
+        "webhook[1].events: \"drive.exploded\" is not an event type",
+        "webhook[1].min_severity",
+        "webhook[1].progress_step: must be between 1 and 100",
+        "webhook[1].name: \"ops\" is defined twice",
+    ] {
+        assert!(
+            output.contains(expected),
+            "missing {expected:?} in:\n{output}"
+        );
+    }
+    assert!(output.contains("10 problem(s) found"), "{output}");
+}
+
+#[test]
+fn syntax_errors_name_the_line() {
+    let (dir, _pki) = credentials_dir();
+    let path = write(
+        dir.path(),
+        "syntax.toml",
+        &GOOD.replace("name = \"MySampleJob\"", "name = \"MySampleJob"),
+    );
+    let (ok, output) = check(&path);
+    assert!(!ok);
+    assert!(output.contains("syntax.toml:14"), "{output}");
+    let (ok, output) = check(&dir.path().join("absent.toml"));
+    assert!(!ok);
+    assert!(output.contains("absent.toml: cannot read"), "{output}");
+}
+
+#[test]
+fn secrets_never_appear_in_check_output_or_debug() {
+    let (dir, _pki) = credentials_dir();
+    let bad_secret = "whsec_this is not base64 but very secret";
+    let text = GOOD.replace(
+        "secret_file = \"ops-secret\"",
+        &format!("secret = \"{bad_secret}\""),
+    );
+    let path = write(dir.path(), "secret.toml", &text);
+    let (ok, output) = check(&path);
+    assert!(!ok);
+    assert!(
+        output.contains("webhook[0].secret: is not a whsec_<base64> secret (value not shown)"),
+        "{output}"
+    );
+    assert!(!output.contains("very secret"), "{output}");
+
+    let good = write(dir.path(), "good.toml", GOOD);
+    let config = Config::load(&good).unwrap();
+    let debug = format!("{config:?}");
+    let key_pem = std::fs::read_to_string(dir.path().join("management.pem")).unwrap();
+    let key_body = key_pem
+        .split("PRIVATE KEY-----")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap();
+    assert!(!debug.contains(key_body), "private key in Debug output");
+    assert!(
+        !debug.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        "webhook secret in Debug output"
+    );
+    let (ok, output) = check(&good);
+    assert!(ok, "{output}");
+    assert!(!output.contains("MfKQ9r8G") && !output.contains(key_body));
+}
