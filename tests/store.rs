@@ -1,0 +1,353 @@
+//! The database on real files: migrations, a recorded lifecycle read back through
+//! `status`, `history` and plain SQL (the README's queries), WAL readers, secrets, modes.
+
+mod common;
+
+use std::{
+    path::Path,
+    process::Command,
+    time::{Duration, SystemTime},
+};
+
+use iewatch::{
+    detect::detect_changes,
+    model::JobSnapshot,
+    source::classic_wire::Job,
+    store::{Observed, Store},
+};
+
+/// Records every version of the import lifecycle as the daemon would, one observation
+/// an hour apart (in recorded time), starting `start`.
+async fn record_lifecycle(store: &Store, store_keys: bool, start: SystemTime) -> usize {
+    let timelines = common::scenario("import-lifecycle.toml").compile().unwrap();
+    let job = store.load_job("prod", "MySampleJob").await.unwrap();
+    let mut previous: Option<JobSnapshot> = None;
+    let mut total = 0;
+    for (i, version) in timelines[0].versions.iter().enumerate() {
+        let snapshot = version.job.clone().unwrap().into_snapshot();
+        let events = detect_changes(previous.as_ref(), &snapshot);
+        let outbox: Vec<(usize, String)> =
+            (0..events.len()).map(|i| (i, "ops".to_owned())).collect();
+        let etag = iewatch::model::ETag::new(&version.etag);
+        store
+            .record_observation(Observed {
+                job: job.id,
+                snapshot: &snapshot,
+                etag: Some(&etag),
+                last_modified: Some(&version.last_modified),
+                events: &events,
+                outbox: &outbox,
+                store_bitlocker_keys: store_keys,
+                at: start + Duration::from_secs(3600 * i as u64),
+            })
+            .await
+            .unwrap();
+        total += events.len();
+        previous = Some(snapshot);
+    }
+    total
+}
+
+fn iewatch(args: &[&str], db: &Path) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_iewatch"))
+        .args(args)
+        .arg("--database")
+        .arg(db)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn migrate_reopen_record_and_read_back_through_status_history_and_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state").join("iewatch.db");
+    let store = Store::open(&db).await.unwrap();
+    store.close().await;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            std::fs::metadata(&db).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let store = Store::open(&db).await.unwrap(); // reopening re-runs no migration
+    let start = SystemTime::now() - Duration::from_secs(86_400);
+    let recorded = record_lifecycle(&store, false, start).await;
+    assert_eq!(recorded, 30);
+
+    let status = store.status().await.unwrap();
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0].state.as_deref(), Some("Completed"));
+    assert_eq!(status[0].percent_complete, Some(100));
+    assert_eq!(status[0].drives.len(), 2);
+    store.close().await;
+
+    let text = iewatch(&["status"], &db);
+    let line = text.lines().nth(1).unwrap();
+    assert!(line.starts_with("prod/MySampleJob  Import  Completed  100%  2 drives: 1 ShippedBack, 1 ShippedBack (CompletedWithErrors)"), "{text}");
+    assert!(text.lines().next().unwrap().starts_with("JOB "), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&iewatch(&["status", "--json"], &db)).unwrap();
+    assert_eq!(json[0]["drives"][1]["copy_status"], "CompletedWithErrors");
+
+    let history = iewatch(&["history", "MySampleJob"], &db);
+    assert_eq!(history.lines().count(), 30);
+    assert!(
+        history
+            .lines()
+            .next()
+            .unwrap()
+            .contains("first seen, state Creating"),
+        "{history}"
+    );
+    let error_line = history
+        .lines()
+        .find(|l| l.contains("CompletedWithErrors") && l.contains("copy status"))
+        .unwrap();
+    assert!(
+        error_line.contains("drive 9WM3NZFS") && error_line.ends_with("[error]"),
+        "{error_line}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&iewatch(&["history", "prod/MySampleJob", "--json"], &db)).unwrap();
+    let entries = json.as_array().unwrap();
+    assert_eq!(entries.len(), 30);
+    assert!(
+        entries
+            .windows(2)
+            .all(|w| w[0]["id"].as_i64() < w[1]["id"].as_i64()),
+        "oldest first"
+    );
+    assert_eq!(
+        entries[0]["details"]["details"]["drives"][1]["drive_id"],
+        "9WM3NZFS"
+    );
+    // Observations were recorded hourly from a day ago: the last (Completed, both drives
+    // shipped back) 15 h ago, the one before 16 h ago.
+    let recent = iewatch(&["history", "MySampleJob", "--since", "15h 30m"], &db);
+    assert_eq!(recent.lines().count(), 3, "{recent}");
+    assert!(recent.contains("state Packaging → Completed"), "{recent}");
+    let unknown = Command::new(env!("CARGO_BIN_EXE_iewatch"))
+        .args(["history", "Nope", "--database"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no job named \"Nope\""));
+
+    // The README's queries, verbatim in spirit.
+    let store = Store::open_existing(&db).await.unwrap();
+    let stays: Vec<(String, String, f64)> = sqlx::query_as(
+        "WITH stays AS (
+           SELECT j.account || '/' || j.name AS job, e.to_value AS state, e.observed_at AS entered,
+                  LEAD(e.observed_at) OVER (PARTITION BY e.job_id ORDER BY e.id) AS left_at
+           FROM events e JOIN jobs j ON j.id = e.job_id
+           WHERE e.type IN ('job.first_seen', 'job.state_changed'))
+         SELECT job, state, ROUND((julianday(COALESCE(left_at, 'now')) - julianday(entered)) * 24, 2) AS hours
+         FROM stays ORDER BY job, entered",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    let states: Vec<&str> = stays.iter().map(|s| s.1.as_str()).collect();
+    assert_eq!(
+        states,
+        [
+            "Creating",
+            "Shipping",
+            "Received",
+            "Transferring",
+            "Packaging",
+            "Completed"
+        ]
+    );
+    assert!(
+        (stays[0].2 - 1.0).abs() < 0.01,
+        "Creating lasted one recorded hour: {stays:?}"
+    );
+
+    let failed_drives: Vec<(String, String, String, Option<String>, Option<String>)> =
+        sqlx::query_as(
+            "SELECT j.account, j.name AS job, d.drive_id, d.state, d.copy_status
+         FROM drives d JOIN jobs j ON j.id = d.job_id
+         WHERE d.copy_status NOT IN ('None', 'InProgress', 'Completed', 'CompletedWithWarnings')",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(failed_drives.len(), 1);
+    assert_eq!(failed_drives[0].2, "9WM3NZFS");
+
+    let curve: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT e.observed_at, CAST(e.to_value AS INTEGER) AS percent
+         FROM events e JOIN jobs j ON j.id = e.job_id
+         WHERE j.name = 'MySampleJob' AND e.drive_id = '9WM3NZFS' AND e.type = 'drive.progress'
+         ORDER BY e.id",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(curve.iter().map(|c| c.1).collect::<Vec<_>>(), [5, 40, 100]);
+    let recent_errors: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM events WHERE severity = 'error' AND observed_at > datetime('now', '-2 day')",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(recent_errors, 1, "timestamps compare with datetime()");
+    let deliveries: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        deliveries, 30,
+        "one outbox row per event and webhook, in the same transactions"
+    );
+}
+
+#[tokio::test]
+async fn a_reader_with_its_own_connection_sees_consistent_data_while_a_writer_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("iewatch.db");
+    let writer = Store::open(&db).await.unwrap();
+    let reader = Store::open_existing(&db).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let reading = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut reads = 0u32;
+            while !stop.is_cancelled() && reads < 100_000 {
+                let mut tx = reader.pool().begin().await.unwrap();
+                let state: Option<Option<String>> =
+                    sqlx::query_scalar("SELECT state FROM jobs WHERE name = 'MySampleJob'")
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .unwrap();
+                let last_transition: Option<String> = sqlx::query_scalar(
+                    "SELECT to_value FROM events WHERE type IN ('job.first_seen', 'job.state_changed') ORDER BY id DESC LIMIT 1",
+                )
+                .fetch_optional(&mut *tx)
+                .await
+                .unwrap();
+                let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .unwrap();
+                let outbox: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+                // A half-written observation would break one of these.
+                assert_eq!(
+                    state.flatten(),
+                    last_transition,
+                    "job row and its events disagree"
+                );
+                assert_eq!(events, outbox, "events without their outbox rows");
+                reads += 1;
+                tokio::task::yield_now().await;
+            }
+            reads
+        })
+    };
+    // Three rounds of the lifecycle (each round goes back to Creating), while the reader reads.
+    for _ in 0..3 {
+        let timelines = common::scenario("import-lifecycle.toml").compile().unwrap();
+        let job = writer.load_job("prod", "MySampleJob").await.unwrap();
+        let mut previous = job.snapshot.clone();
+        for version in &timelines[0].versions {
+            let snapshot = version.job.clone().unwrap().into_snapshot();
+            let events = detect_changes(previous.as_ref(), &snapshot);
+            let outbox: Vec<(usize, String)> =
+                (0..events.len()).map(|i| (i, "ops".to_owned())).collect();
+            writer
+                .record_observation(Observed {
+                    job: job.id,
+                    snapshot: &snapshot,
+                    etag: None,
+                    last_modified: None,
+                    events: &events,
+                    outbox: &outbox,
+                    store_bitlocker_keys: false,
+                    at: SystemTime::now(),
+                })
+                .await
+                .unwrap();
+            previous = Some(snapshot);
+        }
+    }
+    stop.cancel();
+    let reads = reading.await.unwrap();
+    assert!(reads > 0);
+}
+
+#[tokio::test]
+async fn bitlocker_keys_of_the_sample_are_absent_from_the_file_unless_opted_in() {
+    let sample: Job = serde_json::from_str(common::SAMPLE_JOB).unwrap();
+    let key = "259358-100188-581471-154165-090552-296406-410091-426844";
+    for opted_in in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("iewatch.db");
+        let store = Store::open(&db).await.unwrap();
+        let job = store.load_job("prod", "MySampleJob").await.unwrap();
+        let snapshot = sample.clone().into_snapshot();
+        let events = detect_changes(None, &snapshot);
+        store
+            .record_observation(Observed {
+                job: job.id,
+                snapshot: &snapshot,
+                etag: None,
+                last_modified: None,
+                events: &events,
+                outbox: &[],
+                store_bitlocker_keys: opted_in,
+                at: SystemTime::now(),
+            })
+            .await
+            .unwrap();
+        // Look at the raw bytes before and after the WAL is checkpointed into the file.
+        let bytes = |path: &Path| std::fs::read(path).unwrap_or_default();
+        let contains = |haystack: &[u8]| haystack.windows(key.len()).any(|w| w == key.as_bytes());
+        let in_wal = contains(&bytes(&dir.path().join("iewatch.db-wal")));
+        store.close().await;
+        let in_file = contains(&bytes(&db));
+        assert_eq!(in_wal || in_file, opted_in, "opted_in = {opted_in}");
+        if !opted_in {
+            let store = Store::open_existing(&db).await.unwrap();
+            let stored: String = sqlx::query_scalar("SELECT snapshot FROM jobs")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            assert!(
+                stored.contains("B306C4B34DAA0E99957A4B9C779D2FA2"),
+                "the rest of the document is kept"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn status_on_a_missing_database_is_a_clear_error_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("nothing-here.db");
+    let output = Command::new(env!("CARGO_BIN_EXE_iewatch"))
+        .args(["status", "--database"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("no such file"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!db.exists());
+}
