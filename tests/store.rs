@@ -48,6 +48,9 @@ async fn record_lifecycle(store: &Store, store_keys: bool, start: SystemTime) ->
     total
 }
 
+/// (account, job, drive, state, copy status) of the README's failed-drives query.
+type FailedDrive = (String, String, String, Option<String>, Option<String>);
+
 fn iewatch(args: &[&str], db: &Path) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_iewatch"))
         .args(args)
@@ -173,15 +176,14 @@ async fn migrate_reopen_record_and_read_back_through_status_history_and_sql() {
         "Creating lasted one recorded hour: {stays:?}"
     );
 
-    let failed_drives: Vec<(String, String, String, Option<String>, Option<String>)> =
-        sqlx::query_as(
-            "SELECT j.account, j.name AS job, d.drive_id, d.state, d.copy_status
+    let failed_drives: Vec<FailedDrive> = sqlx::query_as(
+        "SELECT j.account, j.name AS job, d.drive_id, d.state, d.copy_status
          FROM drives d JOIN jobs j ON j.id = d.job_id
          WHERE d.copy_status NOT IN ('None', 'InProgress', 'Completed', 'CompletedWithWarnings')",
-        )
-        .fetch_all(store.pool())
-        .await
-        .unwrap();
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
     assert_eq!(failed_drives.len(), 1);
     assert_eq!(failed_drives[0].2, "9WM3NZFS");
 
