@@ -59,6 +59,7 @@ CREATE TABLE deliveries (
     webhook         TEXT    NOT NULL,
     created_at      TEXT    NOT NULL,
     attempts        INTEGER NOT NULL DEFAULT 0,
+    first_attempt_at TEXT,
     next_attempt_at TEXT    NOT NULL,
     delivered_at    TEXT,
     failed_at       TEXT,

@@ -217,9 +217,9 @@ async fn attempt_all(
                 error,
                 retry_after,
             } => {
-                let next_at = SystemTime::now()
-                    + retry_after.unwrap_or_else(|| backoff(webhook, item.attempts));
-                let deadline = item.created_at + webhook.give_up_after;
+                let now = SystemTime::now();
+                let next_at = now + retry_after.unwrap_or_else(|| backoff(webhook, item.attempts));
+                let deadline = item.first_attempt_at.unwrap_or(now) + webhook.give_up_after;
                 if next_at > deadline {
                     tracing::warn!(webhook = %webhook.name, event = item.event_id, "giving up delivery: {error}");
                     Attempt::Failed {

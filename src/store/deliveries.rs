@@ -24,8 +24,9 @@ pub struct OutboxItem {
     pub event_id: i64,
     /// Attempts made so far.
     pub attempts: u32,
-    /// When the delivery was queued (for `give_up_after`).
-    pub created_at: SystemTime,
+    /// The first attempt, if any: `give_up_after` counts from here, so that events
+    /// queued behind a failing one of the same job get their own full retry window.
+    pub first_attempt_at: Option<SystemTime>,
     /// Account.
     pub account: String,
     /// Job name.
@@ -113,7 +114,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<OutboxItem>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT d.id, d.event_id, d.attempts, d.created_at, j.account, j.name, e.type, e.drive_id,
+            "SELECT d.id, d.event_id, d.attempts, d.first_attempt_at, j.account, j.name, e.type, e.drive_id,
                     e.from_value, e.to_value, e.observed_at, e.severity, e.details
              FROM deliveries d JOIN events e ON e.id = d.event_id JOIN jobs j ON j.id = d.job_id
              WHERE d.webhook = ?1 AND d.next_attempt_at <= ?2 AND {HEADS}
@@ -131,8 +132,10 @@ impl Store {
                     id: r.get("id"),
                     event_id: r.get("event_id"),
                     attempts: u32::try_from(r.get::<i64, _>("attempts")).unwrap_or(0),
-                    created_at: parse_timestamp(&r.get::<String, _>("created_at"))
-                        .unwrap_or_else(SystemTime::now),
+                    first_attempt_at: r
+                        .get::<Option<String>, _>("first_attempt_at")
+                        .as_deref()
+                        .and_then(parse_timestamp),
                     account: r.get("account"),
                     job: r.get("name"),
                     event_type: r.get("type"),
@@ -211,7 +214,8 @@ impl Store {
             };
             sqlx::query(
                 "UPDATE deliveries SET attempts = attempts + 1, delivered_at = ?1, failed_at = ?2,
-                    next_attempt_at = COALESCE(?3, next_attempt_at), last_status = ?4, last_error = ?5
+                    next_attempt_at = COALESCE(?3, next_attempt_at), last_status = ?4, last_error = ?5,
+                    first_attempt_at = COALESCE(first_attempt_at, ?7)
                  WHERE id = ?6",
             )
             .bind(delivered)
@@ -220,6 +224,7 @@ impl Store {
             .bind(status.map(i64::from))
             .bind(error)
             .bind(id)
+            .bind(&now)
             .execute(&mut *tx)
             .await?;
         }
@@ -234,7 +239,7 @@ impl Store {
     pub async fn redeliver(&self, id: i64, now: SystemTime) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE deliveries SET delivered_at = NULL, failed_at = NULL, attempts = 0,
-                created_at = ?1, next_attempt_at = ?1, last_error = NULL WHERE id = ?2",
+                first_attempt_at = NULL, next_attempt_at = ?1, last_error = NULL WHERE id = ?2",
         )
         .bind(timestamp(now))
         .bind(id)

@@ -347,3 +347,106 @@ pub async fn play_versions(
         );
     }
 }
+
+/// How the test webhook receiver answers the n-th request (0-based).
+#[derive(Clone, Copy, Debug)]
+pub enum Reply {
+    Status(u16),
+    /// Answers nothing for this long (bounded, so no test hangs forever).
+    Hang(Duration),
+}
+
+/// One request the receiver got.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    pub answered: Option<u16>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// A plain HTTP webhook receiver on 127.0.0.1 answering per `reply(n)`.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Received>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Receiver {
+    pub async fn start(reply: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<Received>>> = Arc::new(Mutex::new(Vec::new()));
+        let reply: Arc<dyn Fn(usize) -> Reply + Send + Sync> = Arc::new(reply);
+        let recorded = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (reply, recorded) = (reply.clone(), recorded.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |request: Request<hyper::body::Incoming>| {
+                            let (reply, recorded) = (reply.clone(), recorded.clone());
+                            async move {
+                                use http_body_util::BodyExt as _;
+                                let (parts, body) = request.into_parts();
+                                let body = body
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let n = {
+                                    let mut seen = recorded.lock().unwrap();
+                                    seen.push(Received {
+                                        headers: parts.headers,
+                                        body,
+                                        answered: None,
+                                    });
+                                    seen.len() - 1
+                                };
+                                let status = match reply(n) {
+                                    Reply::Hang(how_long) => {
+                                        tokio::time::sleep(how_long).await;
+                                        503
+                                    }
+                                    Reply::Status(status) => status,
+                                };
+                                recorded.lock().unwrap()[n].answered = Some(status);
+                                Ok::<_, std::convert::Infallible>(respond(status, &[], ""))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Receiver { addr, seen, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.seen.lock().unwrap().clone()
+    }
+}

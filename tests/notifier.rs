@@ -1,0 +1,497 @@
+//! Webhook delivery against real HTTP receivers on 127.0.0.1: Standard Webhooks
+//! signatures checked by an independent implementation (ring), retries while the endpoint
+//! is down, per-job order, filters, Slack format, 410, give-up and redelivery, and a
+//! daemon killed in the middle of a delivery.
+
+mod common;
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    path::Path,
+    time::{Duration, SystemTime},
+};
+
+use base64::Engine as _;
+use common::{Receiver, Reply};
+use iewatch::{
+    config::{Config, Webhook},
+    detect::detect_changes,
+    events::Event,
+    model::{JobName, JobSnapshot},
+    notifier::{self, payload, route, Waker},
+    store::{Observed, Store},
+    telemetry::Telemetry,
+};
+use tokio_util::sync::CancellationToken;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// Verifies a Standard Webhooks signature with ring's HMAC, not the crates iewatch signs with.
+fn independently_verified(
+    secret: &str,
+    id: &str,
+    timestamp: &str,
+    body: &[u8],
+    header: &str,
+) -> bool {
+    let key_bytes = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .unwrap();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key_bytes);
+    let signed = [id.as_bytes(), b".", timestamp.as_bytes(), b".", body].concat();
+    header
+        .split(' ')
+        .filter_map(|s| s.strip_prefix("v1,"))
+        .any(|sig| {
+            base64::engine::general_purpose::STANDARD
+                .decode(sig)
+                .is_ok_and(|tag| ring::hmac::verify(&key, &signed, &tag).is_ok())
+        })
+}
+
+#[test]
+fn signatures_match_the_standard_webhooks_test_vector() {
+    let (id, timestamp, body) = (
+        "msg_p5jXN8AQM9LWM0D4loKWxJek",
+        "1614265330",
+        br#"{"test": 2432232314}"#,
+    );
+    let published = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+    assert!(
+        independently_verified(SECRET, id, timestamp, body, published),
+        "the checker itself is right"
+    );
+    assert!(!independently_verified(
+        SECRET,
+        id,
+        timestamp,
+        br#"{"test": 2432232315}"#,
+        published
+    ));
+    let key = iewatch::config::decode_webhook_secret(SECRET).unwrap();
+    assert_eq!(payload::signature(&key, id, 1614265330, body), published);
+}
+
+fn webhooks(dir: &Path, text: &str) -> Vec<Webhook> {
+    Config::parse(&dir.join("webhooks.toml"), text)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .webhooks
+}
+
+/// Records the import lifecycle (30 events) for `job`, routed to `hooks`.
+async fn record_lifecycle(store: &Store, job_name: &str, hooks: &[Webhook]) -> Vec<Event> {
+    let timelines = common::scenario("import-lifecycle.toml").compile().unwrap();
+    let job = store.load_job("prod", job_name).await.unwrap();
+    let mut previous: Option<JobSnapshot> = None;
+    let mut all = Vec::new();
+    for version in &timelines[0].versions {
+        let snapshot = version.job.clone().unwrap().into_snapshot();
+        let events = detect_changes(previous.as_ref(), &snapshot);
+        let outbox = route(hooks, &JobName::from(job_name), &events);
+        store
+            .record_observation(Observed {
+                job: job.id,
+                snapshot: &snapshot,
+                etag: None,
+                last_modified: None,
+                events: &events,
+                outbox: &outbox,
+                store_bitlocker_keys: false,
+                at: SystemTime::now(),
+            })
+            .await
+            .unwrap();
+        all.extend(events);
+        previous = Some(snapshot);
+    }
+    all
+}
+
+struct Running {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    waker: Waker,
+}
+
+fn start_notifier(store: &Store, hooks: Vec<Webhook>) -> Running {
+    let (waker, wake) = Waker::new();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(notifier::run(
+        store.clone(),
+        hooks,
+        wake,
+        Telemetry::new(),
+        stop.clone(),
+    ));
+    Running { stop, task, waker }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn delivered_ids(received: &[common::Received]) -> Vec<String> {
+    received
+        .iter()
+        .filter(|r| r.answered == Some(200))
+        .map(|r| r.header("webhook-id").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_endpoint_down_for_a_while_gets_every_event_in_order_with_stable_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(|n| {
+        if n < 5 {
+            Reply::Status(503)
+        } else {
+            Reply::Status(200)
+        }
+    })
+    .await;
+    let hooks = webhooks(
+        dir.path(),
+        &format!("[[webhook]]\nname = \"ops\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\nretry_initial = \"20ms\"\nretry_max = \"100ms\"\n", receiver.url()),
+    );
+    let store = Store::open(&dir.path().join("iewatch.db")).await.unwrap();
+    let notifier = start_notifier(&store, hooks.clone());
+    let a = record_lifecycle(&store, "JobA", &hooks).await;
+    let b = record_lifecycle(&store, "JobB", &hooks).await;
+    notifier.waker.wake();
+    let total = a.len() + b.len();
+    assert!(
+        common::wait_until(Duration::from_secs(20), || delivered_ids(
+            &receiver.received()
+        )
+        .len()
+            >= total)
+        .await
+    );
+    notifier.stop().await;
+
+    let received = receiver.received();
+    let mut attempts_per_id: BTreeMap<String, Vec<&common::Received>> = BTreeMap::new();
+    for r in &received {
+        assert!(
+            independently_verified(
+                SECRET,
+                r.header("webhook-id"),
+                r.header("webhook-timestamp"),
+                &r.body,
+                r.header("webhook-signature")
+            ),
+            "bad signature on {}",
+            r.header("webhook-id")
+        );
+        attempts_per_id
+            .entry(r.header("webhook-id").to_owned())
+            .or_default()
+            .push(r);
+    }
+    assert_eq!(attempts_per_id.len(), total, "every event arrived");
+    let retried = attempts_per_id.values().filter(|a| a.len() > 1).count();
+    assert!(
+        retried >= 1,
+        "the first attempts failed and were retried under the same webhook-id"
+    );
+    for attempts in attempts_per_id.values() {
+        assert!(
+            attempts.iter().all(|a| a.body == attempts[0].body),
+            "a retry carries the same body"
+        );
+    }
+    // Per job, the first successful deliveries come in the order the events happened.
+    for job in ["JobA", "JobB"] {
+        let order: Vec<i64> = received
+            .iter()
+            .filter(|r| r.answered == Some(200) && r.json()["data"]["job"]["name"] == job)
+            .map(|r| {
+                r.header("webhook-id")
+                    .trim_start_matches("iewatch-evt-")
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(order.len(), 30);
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]),
+            "{job} out of order: {order:?}"
+        );
+    }
+    let body = received
+        .iter()
+        .find(|r| {
+            r.json()["type"] == "drive.copy_status_changed"
+                && r.json()["data"]["to"] == "CompletedWithErrors"
+        })
+        .unwrap()
+        .json();
+    assert_eq!(body["data"]["severity"], "error");
+    assert_eq!(body["data"]["drive_id"], "9WM3NZFS");
+    assert_eq!(body["data"]["job"]["account"], "prod");
+    assert_eq!(body["data"]["job"]["type"], "Import");
+    assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        !received
+            .iter()
+            .any(|r| String::from_utf8_lossy(&r.body).contains("BitLocker")),
+        "no key in any payload"
+    );
+    let pending = store.outbox_backlog().await.unwrap();
+    assert_eq!(pending, 0);
+}
+
+#[tokio::test]
+async fn filters_and_progress_step_select_exactly_the_expected_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let hooks = webhooks(
+        dir.path(),
+        r#"
+[[webhook]]
+name = "drive-problems"
+url = "http://127.0.0.1:9/a"
+events = ["drive.*"]
+min_severity = "warning"
+
+[[webhook]]
+name = "progress-by-50"
+url = "http://127.0.0.1:9/b"
+events = ["job.progress"]
+progress_step = 50
+
+[[webhook]]
+name = "other-job"
+url = "http://127.0.0.1:9/c"
+jobs = ["SomeOtherJob"]
+
+[[webhook]]
+name = "states"
+url = "http://127.0.0.1:9/d"
+events = ["job.state_changed", "job.first_seen"]
+"#,
+    );
+    let store = Store::open(&dir.path().join("iewatch.db")).await.unwrap();
+    let events = record_lifecycle(&store, "MySampleJob", &hooks).await;
+    let outbox = route(&hooks, &JobName::from("MySampleJob"), &events);
+    let picked = |hook: &str| -> Vec<String> {
+        outbox
+            .iter()
+            .filter(|(_, h)| h == hook)
+            .map(|(i, _)| {
+                let e = &events[*i];
+                format!("{} {}", e.event_type, e.to.clone().unwrap_or_default())
+            })
+            .collect()
+    };
+    assert_eq!(
+        picked("drive-problems"),
+        [
+            "drive.state_changed CompletedMoreInfo",
+            "drive.copy_status_changed CompletedWithErrors"
+        ]
+    );
+    assert_eq!(
+        picked("progress-by-50"),
+        ["job.progress 0", "job.progress 70", "job.progress 100"]
+    );
+    assert!(picked("other-job").is_empty());
+    assert_eq!(picked("states").len(), 6);
+    // History keeps every step whatever the filters: all 30 events are in the database.
+    assert_eq!(store.history("MySampleJob", None).await.unwrap().len(), 30);
+}
+
+#[tokio::test]
+async fn slack_format_renders_one_readable_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(|_| Reply::Status(200)).await;
+    let hooks = webhooks(
+        dir.path(),
+        &format!("[[webhook]]\nname = \"slack\"\nurl = \"{}\"\nformat = \"slack\"\nmin_severity = \"warning\"\n", receiver.url()),
+    );
+    let store = Store::open(&dir.path().join("iewatch.db")).await.unwrap();
+    let notifier = start_notifier(&store, hooks.clone());
+    record_lifecycle(&store, "MySampleJob", &hooks).await;
+    notifier.waker.wake();
+    assert!(common::wait_until(Duration::from_secs(10), || receiver.received().len() >= 2).await);
+    notifier.stop().await;
+    let texts: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|r| r.json()["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            ":warning: *warning* prod/MySampleJob drive 9WM3NZFS: state Transferring → CompletedMoreInfo",
+            ":red_circle: *ERROR* prod/MySampleJob drive 9WM3NZFS: copy status InProgress → CompletedWithErrors",
+        ]
+    );
+    assert!(receiver
+        .received()
+        .iter()
+        .all(|r| r.headers.get("webhook-signature").is_none()));
+}
+
+#[tokio::test]
+async fn gone_disables_the_endpoint_and_given_up_deliveries_can_be_redelivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let gone = Receiver::start(|_| Reply::Status(410)).await;
+    let flaky = Receiver::start(|n| {
+        if n < 3 {
+            Reply::Status(500)
+        } else {
+            Reply::Status(204)
+        }
+    })
+    .await;
+    let hooks = webhooks(
+        dir.path(),
+        &format!(
+            "[[webhook]]\nname = \"gone\"\nurl = \"{}\"\n\n[[webhook]]\nname = \"flaky\"\nurl = \"{}\"\nevents = [\"job.first_seen\"]\nretry_initial = \"100ms\"\ngive_up_after = \"150ms\"\n",
+            gone.url(),
+            flaky.url()
+        ),
+    );
+    let db = dir.path().join("iewatch.db");
+    let store = Store::open(&db).await.unwrap();
+    let notifier = start_notifier(&store, hooks.clone());
+    record_lifecycle(&store, "MySampleJob", &hooks).await;
+    notifier.waker.wake();
+    let failed_count = || async { store.deliveries(true, 100).await.unwrap().len() };
+    assert!(
+        common::wait_for(Duration::from_secs(10), || async {
+            failed_count().await == 2
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        gone.received().len(),
+        1,
+        "after 410 the endpoint gets nothing more"
+    );
+    let failed = store.deliveries(true, 100).await.unwrap();
+    let flaky_row = failed.iter().find(|d| d.webhook == "flaky").unwrap();
+    assert!(
+        flaky_row
+            .last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("gave up after"),
+        "{flaky_row:?}"
+    );
+    assert_eq!(flaky_row.last_status, Some(500));
+
+    // The operator's view and redelivery, through the binary.
+    let listing = std::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
+        .args(["deliveries", "--failed", "--database"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8(listing.stdout).unwrap();
+    assert!(
+        listing.contains("flaky")
+            && listing.contains("failed")
+            && listing.contains("job.first_seen"),
+        "{listing}"
+    );
+    let redeliver = std::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
+        .args(["redeliver", &flaky_row.id.to_string(), "--database"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(redeliver.status.success());
+    let got = common::wait_until(Duration::from_secs(10), || {
+        flaky.received().iter().any(|r| r.answered == Some(204))
+    })
+    .await;
+    assert!(
+        got,
+        "{:?} {:?}",
+        flaky
+            .received()
+            .iter()
+            .map(|r| r.answered)
+            .collect::<Vec<_>>(),
+        store
+            .deliveries(false, 100)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|d| d.webhook == "flaky")
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        common::wait_for(Duration::from_secs(10), || async {
+            store
+                .deliveries(false, 100)
+                .await
+                .unwrap()
+                .iter()
+                .any(|d| d.id == flaky_row.id && d.status == "delivered")
+        })
+        .await
+    );
+    notifier.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_mid_delivery_completes_it_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(|n| {
+        if n == 0 {
+            Reply::Hang(Duration::from_secs(30))
+        } else {
+            Reply::Status(200)
+        }
+    })
+    .await;
+    let sim = common::start_simulator(common::scenario("import-lifecycle.toml"), dir.path()).await;
+    sim.set_time(Some(Duration::ZERO));
+    let extra = format!("\n[[webhook]]\nname = \"ops\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\nretry_initial = \"100ms\"\n", receiver.url());
+    let config = common::write_config(dir.path(), &sim, &["MySampleJob"], &extra);
+    let spawn = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
+            .args(["run", "-c"])
+            .arg(&config)
+            .env("IEWATCH_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let mut daemon = spawn();
+    assert!(
+        common::wait_until(Duration::from_secs(15), || receiver.received().len() == 1).await,
+        "delivery in flight"
+    );
+    daemon.kill().await.unwrap(); // SIGKILL, mid-request
+    let mut daemon = spawn();
+    assert!(
+        common::wait_until(Duration::from_secs(15), || receiver
+            .received()
+            .iter()
+            .any(|r| r.answered == Some(200)))
+        .await
+    );
+    daemon.kill().await.unwrap();
+    let received = receiver.received();
+    let ids: HashSet<&str> = received.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(
+        ids.len(),
+        1,
+        "the same event, told apart by its webhook-id: {ids:?}"
+    );
+    assert_eq!(received[0].json()["type"], "job.first_seen");
+    let store = Store::open_existing(&dir.path().join("iewatch.db"))
+        .await
+        .unwrap();
+    let rows = store.deliveries(false, 10).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].status, "delivered");
+}
