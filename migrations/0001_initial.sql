@@ -74,3 +74,9 @@ CREATE INDEX deliveries_pending ON deliveries (webhook, job_id, event_id)
 
 -- history JOB looks jobs up by name alone.
 CREATE INDEX jobs_by_name ON jobs (name);
+
+-- One row that /healthz rewrites, so that "the database takes writes" is a real write.
+CREATE TABLE health (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    checked_at TEXT NOT NULL
+);

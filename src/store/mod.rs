@@ -207,16 +207,15 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// True when a write transaction can be committed now (health checks).
+    /// Commits a one-row write: proves the database takes writes now (health checks).
+    ///
+    /// # Errors
+    /// The write failed: read-only file or directory, full disk, a lock held too long.
     pub async fn is_writable(&self) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("CREATE TEMP TABLE IF NOT EXISTS health_probe (x INTEGER)")
-            .execute(&mut *tx)
+        sqlx::query("INSERT INTO health (id, checked_at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET checked_at = ?1")
+            .bind(timestamp(SystemTime::now()))
+            .execute(&self.pool)
             .await?;
-        sqlx::query("UPDATE jobs SET id = id WHERE 0")
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
         Ok(())
     }
 

@@ -1,0 +1,266 @@
+//! Running as a service: the systemd notify protocol seen on a real NOTIFY_SOCKET,
+//! /healthz and /metrics scraped over HTTP, health turning 503 when the database stops
+//! taking writes, and the demo run to completion.
+
+mod common;
+
+use std::{collections::HashMap, path::Path, process::Stdio, time::Duration};
+
+use bytes::Bytes;
+use common::{scenario, start_simulator, write_config, RunningDaemon};
+use http_body_util::Full;
+use iewatch::http_client;
+
+async fn get(url: &str) -> (u16, String) {
+    let config = iewatch::tls::client_config(iewatch::tls::root_store(&[], false), None).unwrap();
+    let client = http_client::build_client(config, Duration::from_secs(2), false);
+    let request = http::Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = http_client::send(&client, request, Duration::from_secs(10), 1 << 20)
+        .await
+        .unwrap();
+    (
+        response.status().as_u16(),
+        String::from_utf8(response.body().to_vec()).unwrap(),
+    )
+}
+
+/// `name{labels}` → value, from the Prometheus/OpenMetrics text.
+fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad metrics line {l:?}"));
+            (
+                name.to_owned(),
+                value
+                    .parse::<f64>()
+                    .unwrap_or_else(|_| panic!("bad value in {l:?}")),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_and_metrics_are_served_and_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
+    sim.set_time(Some(Duration::from_secs(3 * 86_400)));
+    let config = write_config(
+        dir.path(),
+        &sim,
+        &["MySampleJob"],
+        "[http]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    let daemon = RunningDaemon::start(&config).await;
+    let base = format!("http://{}", daemon.started.http.unwrap());
+    assert!(common::wait_until(Duration::from_secs(10), || sim.requests().len() >= 2).await);
+
+    assert_eq!(
+        get(&format!("{base}/healthz")).await,
+        (200, "ok\n".to_owned())
+    );
+    let (status, text) = get(&format!("{base}/metrics")).await;
+    assert_eq!(status, 200);
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    let metrics = parse_metrics(&text);
+    assert!(
+        metrics["iewatch_polls_total{outcome=\"modified\"}"] >= 1.0,
+        "{text}"
+    );
+    assert!(
+        metrics["iewatch_polls_total{outcome=\"not_modified\"}"] >= 1.0,
+        "{text}"
+    );
+    assert!(
+        metrics["iewatch_poll_duration_seconds_count"] >= 2.0,
+        "{text}"
+    );
+    assert_eq!(
+        metrics["iewatch_job_state{account=\"sim\",job=\"MySampleJob\",state=\"Transferring\"}"],
+        1.0
+    );
+    assert_eq!(
+        metrics["iewatch_job_percent_complete{account=\"sim\",job=\"MySampleJob\"}"],
+        15.0
+    );
+    assert!(
+        metrics["iewatch_job_last_success_timestamp_seconds{account=\"sim\",job=\"MySampleJob\"}"]
+            > 1.7e9
+    );
+    assert_eq!(
+        metrics["iewatch_events_total{type=\"job.first_seen\"}"],
+        1.0
+    );
+    assert_eq!(metrics["iewatch_jobs_watched"], 1.0);
+    assert!(metrics.contains_key("iewatch_outbox_backlog"));
+    assert_eq!(get(&format!("{base}/nope")).await.0, 404);
+    daemon.stop().await;
+}
+
+/// Makes a file unwritable even for root (immutable), or by mode for other users.
+fn set_read_only(path: &Path, read_only: bool) {
+    let flag = if read_only { "+i" } else { "-i" };
+    let chattr = std::process::Command::new("chattr")
+        .arg(flag)
+        .arg(path)
+        .status();
+    if !chattr.is_ok_and(|s| s.success()) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = if read_only { 0o400 } else { 0o600 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_turns_503_when_the_database_stops_taking_writes_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
+    let config = write_config(
+        dir.path(),
+        &sim,
+        &["MySampleJob"],
+        "[http]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    let daemon = RunningDaemon::start(&config).await;
+    let base = format!("http://{}", daemon.started.http.unwrap());
+    assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
+
+    let db = dir.path().join("iewatch.db");
+    let wal = dir.path().join("iewatch.db-wal");
+    for file in [&db, &wal] {
+        set_read_only(file, true);
+    }
+    let (status, reason) = get(&format!("{base}/healthz")).await;
+    for file in [&db, &wal] {
+        set_read_only(file, false);
+    }
+    assert_eq!(status, 503, "{reason}");
+    assert!(reason.contains("database"), "{reason}");
+    assert!(!daemon.task.is_finished(), "no crash");
+    assert!(
+        common::wait_for(Duration::from_secs(10), || async {
+            get(&format!("{base}/healthz")).await.0 == 200
+        })
+        .await
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_notify_socket_sees_ready_status_watchdog_reloading_and_stopping() {
+    use tokio::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
+    let config = write_config(dir.path(), &sim, &["MySampleJob"], "");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
+        .args(["run", "-c"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "2000000")
+        .env("IEWATCH_LOG", "warn")
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap() as i32;
+    let mut notes = Notifications {
+        socket,
+        messages: Vec::new(),
+    };
+    notes.wait_for("READY=1", 1).await;
+    notes.wait_for("STATUS=watching 1 jobs", 1).await;
+    notes.wait_for("WATCHDOG=1", 1).await;
+    assert_eq!(notes.count("READY=1"), 1);
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { kill(pid, 1) }, 0); // SIGHUP
+    notes.wait_for("RELOADING=1", 1).await;
+    let reloading = notes
+        .messages
+        .iter()
+        .find(|m| m.contains("RELOADING=1"))
+        .unwrap();
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    notes.wait_for("READY=1", 2).await;
+    assert_eq!(unsafe { kill(pid, 15) }, 0); // SIGTERM
+    notes.wait_for("STOPPING=1", 1).await;
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// What the daemon sent to the notify socket.
+struct Notifications {
+    socket: tokio::net::UnixDatagram,
+    messages: Vec<String>,
+}
+
+impl Notifications {
+    fn count(&self, wanted: &str) -> usize {
+        self.messages
+            .iter()
+            .flat_map(|m| m.lines())
+            .filter(|l| l.starts_with(wanted))
+            .count()
+    }
+
+    /// Reads datagrams until `wanted` has been seen `times` times (15 s at most).
+    async fn wait_for(&mut self, wanted: &str, times: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        let mut buf = vec![0u8; 4096];
+        while self.count(wanted) < times {
+            let received = tokio::time::timeout_at(deadline, self.socket.recv(&mut buf)).await;
+            let n = received
+                .unwrap_or_else(|_| panic!("no {wanted} (x{times}) in {:?}", self.messages))
+                .unwrap();
+            self.messages
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+}
+
+extern "C" {
+    fn kill(pid: i32, signal: i32) -> i32;
+}
+
+#[tokio::test]
+async fn the_demo_runs_to_completion_and_prints_the_completed_with_errors_alert() {
+    let output = tokio::time::timeout(
+        Duration::from_secs(170),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
+            .arg("demo")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("demo finishes")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let alert = stdout
+        .lines()
+        .find(|l| {
+            l.starts_with("ALERT") && l.contains("copy status InProgress → CompletedWithErrors")
+        })
+        .unwrap_or_else(|| panic!("no CompletedWithErrors alert in:\n{stdout}"));
+    assert!(
+        alert.contains("error") && alert.contains("drive 9WM3NZFS") && alert.contains("signed ✓"),
+        "{alert}"
+    );
+    assert!(!stdout.contains("BAD SIGNATURE"), "{stdout}");
+    assert!(
+        stdout.contains("Timeline of demo/MySampleJob (30 events, 30 alerts delivered)"),
+        "{stdout}"
+    );
+}
