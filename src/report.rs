@@ -4,7 +4,7 @@ use std::time::SystemTime;
 
 use crate::{
     notifier::payload::describe_change,
-    store::{parse_timestamp, DeliveryRow, HistoryEntry, JobStatus},
+    store::{parse_timestamp, DeliveryRow, EventRecord, JobStatus},
 };
 
 /// "just now", "42 s ago", "3 min ago", "5 h ago", "2 d ago", or "-".
@@ -116,7 +116,7 @@ pub fn status_text(jobs: &[JobStatus], now: SystemTime) -> String {
 }
 
 /// One line per event, oldest first.
-pub fn history_text(entries: &[HistoryEntry]) -> String {
+pub fn history_text(entries: &[EventRecord]) -> String {
     if entries.is_empty() {
         return "no events in that period\n".into();
     }

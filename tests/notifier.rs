@@ -15,11 +15,10 @@ use base64::Engine as _;
 use common::{Receiver, Reply};
 use iewatch::{
     config::{Config, Webhook},
-    detect::detect_changes,
     events::Event,
-    model::{JobName, JobSnapshot},
+    model::JobName,
     notifier::{self, payload, route, Waker},
-    store::{Observed, Store},
+    store::Store,
     telemetry::Telemetry,
 };
 use tokio_util::sync::CancellationToken;
@@ -79,32 +78,16 @@ fn webhooks(dir: &Path, text: &str) -> Vec<Webhook> {
 }
 
 /// Records the import lifecycle (30 events) for `job`, routed to `hooks`.
-async fn record_lifecycle(store: &Store, job_name: &str, hooks: &[Webhook]) -> Vec<Event> {
-    let timelines = common::scenario("import-lifecycle.toml").compile().unwrap();
-    let job = store.load_job("prod", job_name).await.unwrap();
-    let mut previous: Option<JobSnapshot> = None;
-    let mut all = Vec::new();
-    for version in &timelines[0].versions {
-        let snapshot = version.job.clone().unwrap().into_snapshot();
-        let events = detect_changes(previous.as_ref(), &snapshot);
-        let outbox = route(hooks, &JobName::from(job_name), &events);
-        store
-            .record_observation(Observed {
-                job: job.id,
-                snapshot: &snapshot,
-                etag: None,
-                last_modified: None,
-                events: &events,
-                outbox: &outbox,
-                store_bitlocker_keys: false,
-                at: SystemTime::now(),
-            })
-            .await
-            .unwrap();
-        all.extend(events);
-        previous = Some(snapshot);
-    }
-    all
+async fn record_lifecycle(store: &Store, job: &str, hooks: &[Webhook]) -> Vec<Event> {
+    let name = JobName::from(job);
+    common::record_lifecycle(
+        store,
+        job,
+        |events| route(hooks, &name, events),
+        false,
+        |_| SystemTime::now(),
+    )
+    .await
 }
 
 struct Running {

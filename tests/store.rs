@@ -11,41 +11,13 @@ use std::{
 
 use iewatch::{
     detect::detect_changes,
-    model::JobSnapshot,
     source::classic_wire::Job,
     store::{Observed, Store},
 };
 
-/// Records every version of the import lifecycle as the daemon would, one observation
-/// an hour apart (in recorded time), starting `start`.
-async fn record_lifecycle(store: &Store, store_keys: bool, start: SystemTime) -> usize {
-    let timelines = common::scenario("import-lifecycle.toml").compile().unwrap();
-    let job = store.load_job("prod", "MySampleJob").await.unwrap();
-    let mut previous: Option<JobSnapshot> = None;
-    let mut total = 0;
-    for (i, version) in timelines[0].versions.iter().enumerate() {
-        let snapshot = version.job.clone().unwrap().into_snapshot();
-        let events = detect_changes(previous.as_ref(), &snapshot);
-        let outbox: Vec<(usize, String)> =
-            (0..events.len()).map(|i| (i, "ops".to_owned())).collect();
-        let etag = iewatch::model::ETag::new(&version.etag);
-        store
-            .record_observation(Observed {
-                job: job.id,
-                snapshot: &snapshot,
-                etag: Some(&etag),
-                last_modified: Some(&version.last_modified),
-                events: &events,
-                outbox: &outbox,
-                store_bitlocker_keys: store_keys,
-                at: start + Duration::from_secs(3600 * i as u64),
-            })
-            .await
-            .unwrap();
-        total += events.len();
-        previous = Some(snapshot);
-    }
-    total
+/// One outbox row per event, to a webhook named "ops".
+fn to_ops(events: &[iewatch::events::Event]) -> Vec<(usize, String)> {
+    (0..events.len()).map(|i| (i, "ops".to_owned())).collect()
 }
 
 /// (account, job, drive, state, copy status) of the README's failed-drives query.
@@ -82,8 +54,11 @@ async fn migrate_reopen_record_and_read_back_through_status_history_and_sql() {
     }
     let store = Store::open(&db).await.unwrap(); // reopening re-runs no migration
     let start = SystemTime::now() - Duration::from_secs(86_400);
-    let recorded = record_lifecycle(&store, false, start).await;
-    assert_eq!(recorded, 30);
+    let recorded = common::record_lifecycle(&store, "MySampleJob", to_ops, false, |i| {
+        start + Duration::from_secs(3600 * i as u64)
+    })
+    .await;
+    assert_eq!(recorded.len(), 30);
 
     let status = store.status().await.unwrap();
     assert_eq!(status.len(), 1);
@@ -262,29 +237,8 @@ async fn a_reader_with_its_own_connection_sees_consistent_data_while_a_writer_re
     };
     // Three rounds of the lifecycle (each round goes back to Creating), while the reader reads.
     for _ in 0..3 {
-        let timelines = common::scenario("import-lifecycle.toml").compile().unwrap();
-        let job = writer.load_job("prod", "MySampleJob").await.unwrap();
-        let mut previous = job.snapshot.clone();
-        for version in &timelines[0].versions {
-            let snapshot = version.job.clone().unwrap().into_snapshot();
-            let events = detect_changes(previous.as_ref(), &snapshot);
-            let outbox: Vec<(usize, String)> =
-                (0..events.len()).map(|i| (i, "ops".to_owned())).collect();
-            writer
-                .record_observation(Observed {
-                    job: job.id,
-                    snapshot: &snapshot,
-                    etag: None,
-                    last_modified: None,
-                    events: &events,
-                    outbox: &outbox,
-                    store_bitlocker_keys: false,
-                    at: SystemTime::now(),
-                })
-                .await
-                .unwrap();
-            previous = Some(snapshot);
-        }
+        common::record_lifecycle(&writer, "MySampleJob", to_ops, false, |_| SystemTime::now())
+            .await;
     }
     stop.cancel();
     let reads = reading.await.unwrap();

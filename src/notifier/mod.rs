@@ -221,13 +221,13 @@ async fn attempt_all(
                 let next_at = now + retry_after.unwrap_or_else(|| backoff(webhook, item.attempts));
                 let deadline = item.first_attempt_at.unwrap_or(now) + webhook.give_up_after;
                 if next_at > deadline {
-                    tracing::warn!(webhook = %webhook.name, event = item.event_id, "giving up delivery: {error}");
+                    tracing::warn!(webhook = %webhook.name, event = item.event.id, "giving up delivery: {error}");
                     Attempt::Failed {
                         status,
                         error: format!("gave up after {} attempts: {error}", item.attempts + 1),
                     }
                 } else {
-                    tracing::debug!(webhook = %webhook.name, event = item.event_id, "delivery failed, will retry: {error}");
+                    tracing::debug!(webhook = %webhook.name, event = item.event.id, "delivery failed, will retry: {error}");
                     Attempt::Retry {
                         status,
                         error,
@@ -263,14 +263,14 @@ enum Sent {
 
 async fn send(client: &HttpsClient, webhook: &Webhook, item: &OutboxItem) -> Sent {
     let body = match webhook.format {
-        WebhookFormat::Json => payload::json_body(item),
-        WebhookFormat::Slack => payload::slack_body(item),
+        WebhookFormat::Json => payload::json_body(&item.event),
+        WebhookFormat::Slack => payload::slack_body(&item.event),
     };
     let mut request = Request::post(webhook.url.clone())
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::USER_AGENT, USER_AGENT);
     if webhook.format == WebhookFormat::Json {
-        let id = payload::webhook_id(item);
+        let id = payload::webhook_id(&item.event);
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());

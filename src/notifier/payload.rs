@@ -7,51 +7,52 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Map, Value};
 use sha2::Sha256;
 
-use crate::store::{parse_timestamp, OutboxItem};
+use crate::store::{parse_timestamp, EventRecord};
 
 /// The stable `webhook-id` of an event: the same for every retry of it.
-pub fn webhook_id(item: &OutboxItem) -> String {
-    format!("iewatch-evt-{}", item.event_id)
+pub fn webhook_id(event: &EventRecord) -> String {
+    format!("iewatch-evt-{}", event.id)
 }
 
 /// The Standard Webhooks body of DESIGN.md.
-pub fn json_body(item: &OutboxItem) -> Vec<u8> {
-    let mut job = item
+pub fn json_body(event: &EventRecord) -> Vec<u8> {
+    let mut job = event
         .details
-        .get("job")
+        .as_ref()
+        .and_then(|d| d.get("job"))
         .cloned()
         .unwrap_or_else(|| json!({}));
     if let Some(object) = job.as_object_mut() {
-        object.insert("account".into(), item.account.clone().into());
-        object.insert("name".into(), item.job.clone().into());
+        object.insert("account".into(), event.account.clone().into());
+        object.insert("name".into(), event.job.clone().into());
     }
     let mut data = Map::new();
     data.insert("job".into(), job);
-    if let Some(drive) = &item.drive_id {
+    if let Some(drive) = &event.drive_id {
         data.insert("drive_id".into(), drive.clone().into());
     }
-    match item.event_type.as_str() {
+    match event.event_type.as_str() {
         "job.poll_failing" | "job.not_found" => {
-            data.insert("error".into(), item.to.clone().into());
+            data.insert("error".into(), event.to.clone().into());
         }
         "job.poll_recovered" | "job.cancel_requested" => {}
         _ => {
-            data.insert("from".into(), item.from.clone().into());
-            data.insert("to".into(), item.to.clone().into());
+            data.insert("from".into(), event.from.clone().into());
+            data.insert("to".into(), event.to.clone().into());
         }
     }
-    if let Some(extra) = item.details.get("details") {
-        let key = if item.event_type == "job.first_seen" {
+    if let Some(extra) = event.details.as_ref().and_then(|d| d.get("details")) {
+        let key = if event.event_type == "job.first_seen" {
             "summary"
         } else {
             "drive"
         };
         data.insert(key.into(), extra.clone());
     }
-    data.insert("severity".into(), item.severity.clone().into());
+    data.insert("severity".into(), event.severity.clone().into());
     let body = json!({
-        "type": item.event_type,
-        "timestamp": rfc3339(&item.observed_at),
+        "type": event.event_type,
+        "timestamp": rfc3339(&event.observed_at),
         "data": data,
     });
     serde_json::to_vec(&body).unwrap_or_default()
@@ -82,23 +83,27 @@ pub fn signature(key: &[u8], id: &str, timestamp: u64, body: &[u8]) -> String {
 }
 
 /// One readable line for Slack-compatible endpoints.
-pub fn slack_body(item: &OutboxItem) -> Vec<u8> {
-    let marker = match item.severity.as_str() {
+pub fn slack_body(event: &EventRecord) -> Vec<u8> {
+    let marker = match event.severity.as_str() {
         "error" => ":red_circle: *ERROR*",
         "warning" => ":warning: *warning*",
         _ => ":large_blue_circle:",
     };
-    let subject = match &item.drive_id {
-        Some(drive) => format!("{}/{} drive {drive}", item.account, item.job),
-        None => format!("{}/{}", item.account, item.job),
+    let subject = match &event.drive_id {
+        Some(drive) => format!("{}/{} drive {drive}", event.account, event.job),
+        None => format!("{}/{}", event.account, event.job),
     };
-    let text = format!("{marker} {subject}: {}", describe(item));
+    let text = format!("{marker} {subject}: {}", describe(event));
     serde_json::to_vec(&json!({ "text": text })).unwrap_or_default()
 }
 
 /// The change in words: `copy status InProgress → CompletedWithErrors`.
-pub fn describe(item: &OutboxItem) -> String {
-    describe_change(&item.event_type, item.from.as_deref(), item.to.as_deref())
+pub fn describe(event: &EventRecord) -> String {
+    describe_change(
+        &event.event_type,
+        event.from.as_deref(),
+        event.to.as_deref(),
+    )
 }
 
 /// The change in words, from its parts (shared with `history`).

@@ -7,7 +7,11 @@ use std::time::SystemTime;
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{parse_timestamp, timestamp, Store, StoreError};
+use super::{
+    parse_timestamp,
+    reads::{event_record, EventRecord},
+    timestamp, Store, StoreError,
+};
 
 /// The oldest pending delivery of each (webhook, job): the only ones that may be sent.
 const HEADS: &str = "d.delivered_at IS NULL AND d.failed_at IS NULL
@@ -20,31 +24,13 @@ const HEADS: &str = "d.delivered_at IS NULL AND d.failed_at IS NULL
 pub struct OutboxItem {
     /// Delivery id.
     pub id: i64,
-    /// Event id: the stable `webhook-id`.
-    pub event_id: i64,
     /// Attempts made so far.
     pub attempts: u32,
     /// The first attempt, if any: `give_up_after` counts from here, so that events
     /// queued behind a failing one of the same job get their own full retry window.
     pub first_attempt_at: Option<SystemTime>,
-    /// Account.
-    pub account: String,
-    /// Job name.
-    pub job: String,
-    /// Event type.
-    pub event_type: String,
-    /// Drive, for drive events.
-    pub drive_id: Option<String>,
-    /// Old value.
-    pub from: Option<String>,
-    /// New value.
-    pub to: Option<String>,
-    /// When the change was observed (SQLite text).
-    pub observed_at: String,
-    /// Severity.
-    pub severity: String,
-    /// Job context and extras.
-    pub details: serde_json::Value,
+    /// The event; its id is the stable `webhook-id`.
+    pub event: EventRecord,
 }
 
 /// The outcome of one delivery attempt.
@@ -114,8 +100,8 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<OutboxItem>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT d.id, d.event_id, d.attempts, d.first_attempt_at, j.account, j.name, e.type, e.drive_id,
-                    e.from_value, e.to_value, e.observed_at, e.severity, e.details
+            "SELECT d.id AS delivery_id, d.attempts, d.first_attempt_at, e.id, j.account, j.name, e.type,
+                    e.drive_id, e.from_value, e.to_value, e.observed_at, e.severity, e.details
              FROM deliveries d JOIN events e ON e.id = d.event_id JOIN jobs j ON j.id = d.job_id
              WHERE d.webhook = ?1 AND d.next_attempt_at <= ?2 AND {HEADS}
              ORDER BY d.event_id LIMIT ?3"
@@ -125,30 +111,16 @@ impl Store {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
+        rows.iter()
             .map(|r| {
-                let details: Option<String> = r.get("details");
                 Ok(OutboxItem {
-                    id: r.get("id"),
-                    event_id: r.get("event_id"),
+                    id: r.get("delivery_id"),
                     attempts: u32::try_from(r.get::<i64, _>("attempts")).unwrap_or(0),
                     first_attempt_at: r
                         .get::<Option<String>, _>("first_attempt_at")
                         .as_deref()
                         .and_then(parse_timestamp),
-                    account: r.get("account"),
-                    job: r.get("name"),
-                    event_type: r.get("type"),
-                    drive_id: r.get("drive_id"),
-                    from: r.get("from_value"),
-                    to: r.get("to_value"),
-                    observed_at: r.get("observed_at"),
-                    severity: r.get("severity"),
-                    details: match details {
-                        Some(text) => serde_json::from_str(&text)
-                            .map_err(|e| StoreError::Corrupt(format!("events.details: {e}")))?,
-                        None => serde_json::Value::Null,
-                    },
+                    event: event_record(r)?,
                 })
             })
             .collect()

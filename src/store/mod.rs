@@ -19,7 +19,7 @@ use sqlx::{
 };
 
 pub use deliveries::{Attempt, DeliveryRow, OutboxItem};
-pub use reads::{DriveStatus, HistoryEntry, JobStatus};
+pub use reads::{DriveStatus, EventRecord, JobStatus};
 
 use crate::{
     events::Event,

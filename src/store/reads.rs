@@ -46,9 +46,9 @@ pub struct JobStatus {
     pub consecutive_failures: i64,
 }
 
-/// One event of a job's timeline.
+/// One recorded event with its job: a line of `history`, the content of a webhook.
 #[derive(Clone, Debug, Serialize)]
-pub struct HistoryEntry {
+pub struct EventRecord {
     /// Event id (ascending = order observed).
     pub id: i64,
     /// Account.
@@ -70,6 +70,27 @@ pub struct HistoryEntry {
     pub severity: String,
     /// Job context and extras.
     pub details: Option<serde_json::Value>,
+}
+
+/// Reads an event row selected with the columns `id, account, name, type, drive_id,
+/// from_value, to_value, observed_at, severity, details`.
+pub(super) fn event_record(r: &sqlx::sqlite::SqliteRow) -> Result<EventRecord, StoreError> {
+    let details: Option<String> = r.get("details");
+    Ok(EventRecord {
+        id: r.get("id"),
+        account: r.get("account"),
+        job: r.get("name"),
+        event_type: r.get("type"),
+        drive_id: r.get("drive_id"),
+        from: r.get("from_value"),
+        to: r.get("to_value"),
+        observed_at: r.get("observed_at"),
+        severity: r.get("severity"),
+        details: details
+            .map(|d| serde_json::from_str(&d))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("events.details: {e}")))?,
+    })
 }
 
 impl Store {
@@ -130,7 +151,7 @@ impl Store {
         &self,
         job: &str,
         since: Option<SystemTime>,
-    ) -> Result<Vec<HistoryEntry>, StoreError> {
+    ) -> Result<Vec<EventRecord>, StoreError> {
         let (account, name) = match job.split_once('/') {
             Some((account, name)) => (Some(account), name),
             None => (None, job),
@@ -148,26 +169,7 @@ impl Store {
         .bind(since)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|r| {
-                let details: Option<String> = r.get("details");
-                Ok(HistoryEntry {
-                    id: r.get("id"),
-                    account: r.get("account"),
-                    job: r.get("name"),
-                    event_type: r.get("type"),
-                    drive_id: r.get("drive_id"),
-                    from: r.get("from_value"),
-                    to: r.get("to_value"),
-                    observed_at: r.get("observed_at"),
-                    severity: r.get("severity"),
-                    details: details
-                        .map(|d| serde_json::from_str(&d))
-                        .transpose()
-                        .map_err(|e| StoreError::Corrupt(format!("events.details: {e}")))?,
-                })
-            })
-            .collect()
+        rows.iter().map(event_record).collect()
     }
 
     /// True when a job of that name (or `account/name`) is known.

@@ -450,3 +450,40 @@ impl Receiver {
         self.seen.lock().unwrap().clone()
     }
 }
+
+/// Records every version of the shipped import lifecycle for `job` as the daemon would,
+/// one observation per version: `outbox` routes each observation's events, `at(i)` is
+/// the time of the i-th observation. Returns all events in order.
+pub async fn record_lifecycle(
+    store: &iewatch::store::Store,
+    job: &str,
+    outbox: impl Fn(&[iewatch::events::Event]) -> Vec<(usize, String)>,
+    store_bitlocker_keys: bool,
+    at: impl Fn(usize) -> std::time::SystemTime,
+) -> Vec<iewatch::events::Event> {
+    let timelines = scenario("import-lifecycle.toml").compile().unwrap();
+    let stored = store.load_job("prod", job).await.unwrap();
+    let mut previous = stored.snapshot;
+    let mut all = Vec::new();
+    for (i, version) in timelines[0].versions.iter().enumerate() {
+        let snapshot = version.job.clone().unwrap().into_snapshot();
+        let events = iewatch::detect::detect_changes(previous.as_ref(), &snapshot);
+        let etag = iewatch::model::ETag::new(&version.etag);
+        store
+            .record_observation(iewatch::store::Observed {
+                job: stored.id,
+                snapshot: &snapshot,
+                etag: Some(&etag),
+                last_modified: Some(&version.last_modified),
+                events: &events,
+                outbox: &outbox(&events),
+                store_bitlocker_keys,
+                at: at(i),
+            })
+            .await
+            .unwrap();
+        all.extend(events);
+        previous = Some(snapshot);
+    }
+    all
+}
