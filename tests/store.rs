@@ -11,6 +11,7 @@ use std::{
 
 use iewatch::{
     detect::detect_changes,
+    model::JobSnapshot,
     source::classic_wire::Job,
     store::{Observed, Store},
 };
@@ -306,4 +307,57 @@ async fn status_on_a_missing_database_is_a_clear_error_and_creates_nothing() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(!db.exists());
+}
+
+#[tokio::test]
+async fn concurrent_writes_share_commits_and_a_bad_one_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("iewatch.db")).await.unwrap();
+    let snapshot: JobSnapshot =
+        serde_json::from_str::<iewatch::source::classic_wire::Job>(common::SAMPLE_JOB)
+            .unwrap()
+            .into_snapshot();
+    let mut writers = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let store = store.clone();
+        let snapshot = snapshot.clone();
+        writers.spawn(async move {
+            let job = if i == 30 {
+                iewatch::store::JobId(999_999) // no such job: its events cannot be inserted
+            } else {
+                store
+                    .load_job("prod", &format!("job-{i}"))
+                    .await
+                    .unwrap()
+                    .id
+            };
+            let events = detect_changes(None, &snapshot);
+            let written = store
+                .record_observation(Observed {
+                    job,
+                    snapshot: &snapshot,
+                    etag: None,
+                    last_modified: None,
+                    events: &events,
+                    outbox: &to_ops(&events),
+                    store_bitlocker_keys: false,
+                    at: SystemTime::now(),
+                })
+                .await;
+            (i, written)
+        });
+    }
+    while let Some(joined) = writers.join_next().await {
+        let (i, written) = joined.unwrap();
+        assert_eq!(written.is_err(), i == 30, "write {i}: {written:?}");
+    }
+    let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let outbox: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!((events, outbox), (59, 59));
 }

@@ -5,6 +5,7 @@
 
 mod deliveries;
 mod reads;
+pub mod writer;
 
 use std::{
     path::{Path, PathBuf},
@@ -20,6 +21,8 @@ use sqlx::{
 
 pub use deliveries::{Attempt, DeliveryRow, OutboxItem};
 pub use reads::{DriveStatus, EventRecord, JobStatus};
+
+use writer::Write;
 
 use crate::{
     events::Event,
@@ -51,6 +54,9 @@ pub enum StoreError {
     /// A query failed (disk full, read-only, locked, ...).
     #[error("database: {0}")]
     Sqlx(#[from] sqlx::Error),
+    /// A group commit failed; every write in it was rolled back.
+    #[error("database commit: {0}")]
+    Commit(String),
     /// A stored value could not be read back.
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
@@ -126,6 +132,7 @@ pub struct Failed<'a> {
 pub struct Store {
     pool: SqlitePool,
     path: PathBuf,
+    writer: tokio::sync::mpsc::Sender<writer::Request>,
 }
 
 /// A timestamp in SQLite's own form (`YYYY-MM-DD HH:MM:SS.SSS`, UTC), so that
@@ -187,6 +194,7 @@ impl Store {
             .map_err(open_error)?;
         MIGRATOR.run(&pool).await?;
         Ok(Store {
+            writer: writer::spawn(pool.clone()),
             pool,
             path: path.to_owned(),
         })
@@ -295,73 +303,27 @@ impl Store {
     }
 
     /// Writes a changed observation: job row, drives, events and outbox, atomically.
-    /// Returns the new event ids in order.
+    /// Returns the new event ids in order. Concurrent writes are committed together
+    /// (see [`writer`]), each in its own savepoint.
     ///
     /// # Errors
-    /// Database errors; nothing is written then.
+    /// Database errors; nothing of this observation is written then.
     pub async fn record_observation(&self, observed: Observed<'_>) -> Result<Vec<i64>, StoreError> {
-        let now = timestamp(observed.at);
-        let snapshot = observed.snapshot;
-        let document = stored_document(snapshot, observed.store_bitlocker_keys);
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE jobs SET job_type = ?1, state = ?2, percent_complete = ?3, cancel_requested = ?4,
-                etag = ?5, last_modified = ?6, snapshot = ?7,
-                first_seen_at = COALESCE(first_seen_at, ?8), last_polled_at = ?8,
-                last_changed_at = CASE WHEN ?9 THEN ?8 ELSE last_changed_at END,
-                last_error = NULL, last_error_at = NULL, consecutive_failures = 0,
-                failing_alerted = 0, not_found_alerted = 0,
-                terminal_since = CASE WHEN ?10 THEN COALESCE(terminal_since, ?8) ELSE NULL END
-             WHERE id = ?11",
-        )
-        .bind(&snapshot.job_type)
-        .bind(snapshot.state.as_str())
-        .bind(snapshot.percent_complete)
-        .bind(snapshot.cancel_requested)
-        .bind(observed.etag.map(ETag::as_str))
-        .bind(observed.last_modified)
-        .bind(document)
-        .bind(&now)
-        .bind(!observed.events.is_empty())
-        .bind(snapshot.state.is_terminal())
-        .bind(observed.job.0)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE drives SET present = 0, updated_at = ? WHERE job_id = ? AND present = 1",
-        )
-        .bind(&now)
-        .bind(observed.job.0)
-        .execute(&mut *tx)
-        .await?;
-        for (position, drive) in snapshot.drives.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO drives (job_id, drive_id, position, present, state, copy_status, percent_complete, updated_at)
-                 VALUES (?, ?, ?, 1, ?, ?, ?, ?)
-                 ON CONFLICT (job_id, drive_id) DO UPDATE SET position = excluded.position, present = 1,
-                    state = excluded.state, copy_status = excluded.copy_status,
-                    percent_complete = excluded.percent_complete, updated_at = excluded.updated_at",
-            )
-            .bind(observed.job.0)
-            .bind(drive.drive_id.as_str())
-            .bind(position as i64)
-            .bind(drive.state.as_ref().map(DriveState::as_str))
-            .bind(drive.copy_status.as_ref().map(CopyStatus::as_str))
-            .bind(drive.percent_complete)
-            .bind(&now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let ids = insert_events(
-            &mut tx,
-            observed.job,
-            observed.events,
-            observed.outbox,
-            &now,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(ids)
+        self.submit(Write::Observation {
+            job: observed.job,
+            document: stored_document(observed.snapshot, observed.store_bitlocker_keys),
+            snapshot: JobSnapshot {
+                document: serde_json::Value::Null,
+                bitlocker_keys: Vec::new(),
+                ..observed.snapshot.clone()
+            },
+            etag: observed.etag.cloned(),
+            last_modified: observed.last_modified.map(str::to_owned),
+            events: observed.events.to_vec(),
+            outbox: observed.outbox.to_vec(),
+            at: observed.at,
+        })
+        .await
     }
 
     /// Writes a failed poll (and its failure events, if any), atomically.
@@ -369,23 +331,17 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn record_failure(&self, failed: Failed<'_>) -> Result<Vec<i64>, StoreError> {
-        let now = timestamp(failed.at);
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE jobs SET last_error = ?1, last_error_at = ?2, last_polled_at = ?2,
-                consecutive_failures = ?3, failing_alerted = ?4, not_found_alerted = ?5 WHERE id = ?6",
-        )
-        .bind(failed.error)
-        .bind(&now)
-        .bind(i64::from(failed.consecutive_failures))
-        .bind(failed.failing_alerted)
-        .bind(failed.not_found_alerted)
-        .bind(failed.job.0)
-        .execute(&mut *tx)
-        .await?;
-        let ids = insert_events(&mut tx, failed.job, failed.events, failed.outbox, &now).await?;
-        tx.commit().await?;
-        Ok(ids)
+        self.submit(Write::Failure {
+            job: failed.job,
+            error: failed.error.to_owned(),
+            consecutive_failures: failed.consecutive_failures,
+            failing_alerted: failed.failing_alerted,
+            not_found_alerted: failed.not_found_alerted,
+            events: failed.events.to_vec(),
+            outbox: failed.outbox.to_vec(),
+            at: failed.at,
+        })
+        .await
     }
 
     /// Writes a success that brought no new document (304/412) after failures: clears
@@ -400,19 +356,24 @@ impl Store {
         outbox: &[(usize, String)],
         at: SystemTime,
     ) -> Result<Vec<i64>, StoreError> {
-        let now = timestamp(at);
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE jobs SET last_error = NULL, last_error_at = NULL, consecutive_failures = 0,
-                failing_alerted = 0, not_found_alerted = 0, last_polled_at = ?1 WHERE id = ?2",
-        )
-        .bind(&now)
-        .bind(job.0)
-        .execute(&mut *tx)
-        .await?;
-        let ids = insert_events(&mut tx, job, events, outbox, &now).await?;
-        tx.commit().await?;
-        Ok(ids)
+        self.submit(Write::Recovery {
+            job,
+            events: events.to_vec(),
+            outbox: outbox.to_vec(),
+            at,
+        })
+        .await
+    }
+
+    async fn submit(&self, write: Write) -> Result<Vec<i64>, StoreError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.writer
+            .send(writer::Request { write, reply })
+            .await
+            .map_err(|_| StoreError::Commit("the database writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Commit("the database writer has stopped".into()))?
     }
 
     /// Writes the poll times of unchanged polls, all in one transaction.
@@ -437,7 +398,7 @@ impl Store {
 }
 
 /// The document as stored: BitLocker keys only when the account opted in.
-fn stored_document(snapshot: &JobSnapshot, with_keys: bool) -> String {
+pub(crate) fn stored_document(snapshot: &JobSnapshot, with_keys: bool) -> String {
     let mut document = snapshot.document.clone();
     if with_keys {
         if let Some(drives) = document
@@ -459,7 +420,7 @@ fn stored_document(snapshot: &JobSnapshot, with_keys: bool) -> String {
     document.to_string()
 }
 
-async fn insert_events(
+pub(crate) async fn insert_events(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     job: JobId,
     events: &[Event],
