@@ -48,8 +48,14 @@ CREATE TABLE events (
     details     TEXT
 );
 
--- history JOB: one job's events in order; "what happened today" across jobs.
-CREATE INDEX events_by_job ON events (job_id, id);
+-- history JOB: one job's events in order. A covering index: a job's events are spread
+-- over the whole table (jobs interleave), so reading them through a plain (job_id, id)
+-- index costs one page read per event; with every column in the index they are one
+-- sequential range. It doubles the space of `events` (small in practice: tens of events
+-- per job) and keeps `history` of a 1,000-event job under 5 ms (tests/benches).
+CREATE INDEX events_by_job ON events (job_id, id, observed_at, type, drive_id, from_value,
+                                      to_value, severity, details);
+-- "What happened today" across jobs.
 CREATE INDEX events_by_time ON events (observed_at);
 
 CREATE TABLE deliveries (

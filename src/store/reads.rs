@@ -99,47 +99,72 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn status(&self) -> Result<Vec<JobStatus>, StoreError> {
-        let jobs = sqlx::query(
-            "SELECT id, account, name, job_type, state, percent_complete, last_changed_at,
-                    last_polled_at, last_error, consecutive_failures
-             FROM jobs ORDER BY account, name",
+        // Each table comes back as one JSON array of arrays built by SQLite and parsed
+        // once: decoding 30,000 rows one by one through the driver, or building keyed
+        // objects in SQL, costs several times more (tests/benches/history_query.rs).
+        type JobRow = (
+            i64,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            i64,
+        );
+        type DriveRow = (
+            i64,
+            i64,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+        );
+        let jobs: String = sqlx::query_scalar(
+            "SELECT json_group_array(json_array(id, account, name, job_type, state, percent_complete,
+                    last_changed_at, last_polled_at, last_error, consecutive_failures)) FROM jobs",
         )
-        .fetch_all(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
-        let drives = sqlx::query(
-            "SELECT job_id, drive_id, state, copy_status, percent_complete FROM drives
-             WHERE present = 1 ORDER BY job_id, position",
+        let drives: String = sqlx::query_scalar(
+            "SELECT json_group_array(json_array(job_id, position, drive_id, state, copy_status, percent_complete))
+             FROM drives WHERE present = 1",
         )
-        .fetch_all(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("status: {e}"));
+        let jobs: Vec<JobRow> = serde_json::from_str(&jobs).map_err(corrupt)?;
+        let mut drives: Vec<DriveRow> = serde_json::from_str(&drives).map_err(corrupt)?;
+        drives.sort_unstable_by_key(|d| (d.0, d.1));
         let mut by_job: std::collections::HashMap<i64, Vec<DriveStatus>> =
             std::collections::HashMap::new();
-        for d in drives {
-            by_job
-                .entry(d.get("job_id"))
-                .or_default()
-                .push(DriveStatus {
-                    drive_id: d.get("drive_id"),
-                    state: d.get("state"),
-                    copy_status: d.get("copy_status"),
-                    percent_complete: d.get("percent_complete"),
-                });
+        for (job_id, _, drive_id, state, copy_status, percent_complete) in drives {
+            by_job.entry(job_id).or_default().push(DriveStatus {
+                drive_id,
+                state,
+                copy_status,
+                percent_complete,
+            });
         }
-        Ok(jobs
+        let mut status: Vec<JobStatus> = jobs
             .into_iter()
             .map(|j| JobStatus {
-                account: j.get("account"),
-                name: j.get("name"),
-                job_type: j.get("job_type"),
-                state: j.get("state"),
-                percent_complete: j.get("percent_complete"),
-                drives: by_job.remove(&j.get::<i64, _>("id")).unwrap_or_default(),
-                last_changed_at: j.get("last_changed_at"),
-                last_polled_at: j.get("last_polled_at"),
-                last_error: j.get("last_error"),
-                consecutive_failures: j.get("consecutive_failures"),
+                drives: by_job.remove(&j.0).unwrap_or_default(),
+                account: j.1,
+                name: j.2,
+                job_type: j.3,
+                state: j.4,
+                percent_complete: j.5,
+                last_changed_at: j.6,
+                last_polled_at: j.7,
+                last_error: j.8,
+                consecutive_failures: j.9,
             })
-            .collect())
+            .collect();
+        status.sort_unstable_by(|a, b| (&a.account, &a.name).cmp(&(&b.account, &b.name)));
+        Ok(status)
     }
 
     /// The events of job `name` (any account, or `account/name`), oldest first, observed
@@ -157,19 +182,60 @@ impl Store {
             None => (None, job),
         };
         let since = since.map(timestamp).unwrap_or_default();
-        let rows = sqlx::query(
-            "SELECT e.id, j.account, j.name, e.type, e.drive_id, e.from_value, e.to_value,
-                    e.observed_at, e.severity, e.details
-             FROM jobs j JOIN events e ON e.job_id = j.id
-             WHERE j.name = ?1 AND (?2 IS NULL OR j.account = ?2) AND e.observed_at >= ?3
-             ORDER BY e.id",
+        // The job first, so that each job's events come straight off events_by_job in
+        // order; then its events as one JSON array of arrays (see `status`), `details`
+        // passed through as text and parsed here.
+        let jobs: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT id, account, name FROM jobs WHERE name = ?1 AND (?2 IS NULL OR account = ?2) ORDER BY id",
         )
         .bind(name)
         .bind(account)
-        .bind(since)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(event_record).collect()
+        type Row = (
+            i64,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            String,
+            String,
+            Option<String>,
+        );
+        let mut entries = Vec::new();
+        for (job_id, account, job) in jobs {
+            let json: String = sqlx::query_scalar(
+                "SELECT json_group_array(json_array(id, type, drive_id, from_value, to_value, observed_at,
+                                                    severity, details))
+                 FROM (SELECT * FROM events WHERE job_id = ?1 AND observed_at >= ?2 ORDER BY id)",
+            )
+            .bind(job_id)
+            .bind(&since)
+            .fetch_one(&self.pool)
+            .await?;
+            let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("history: {e}"));
+            let rows: Vec<Row> = serde_json::from_str(&json).map_err(corrupt)?;
+            for (id, event_type, drive_id, from, to, observed_at, severity, details) in rows {
+                entries.push(EventRecord {
+                    id,
+                    account: account.clone(),
+                    job: job.clone(),
+                    event_type,
+                    drive_id,
+                    from,
+                    to,
+                    observed_at,
+                    severity,
+                    details: details
+                        .as_deref()
+                        .map(serde_json::from_str)
+                        .transpose()
+                        .map_err(corrupt)?,
+                });
+            }
+        }
+        entries.sort_unstable_by_key(|e| e.id);
+        Ok(entries)
     }
 
     /// True when a job of that name (or `account/name`) is known.

@@ -1,0 +1,182 @@
+//! poll_unchanged: 1,000 jobs polled against the simulator (a separate process) over TLS
+//! keep-alive, every answer a 412. Measures iewatch's poll rate and CPU per 1,000 polls,
+//! and in the same run a bare hyper-rustls loop sending the same requests: the wire limit.
+//! Target: iewatch reaches at least 0.85 of the bare loop's rate.
+
+mod support;
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use iewatch::{http_client, tls};
+
+const JOBS: usize = 1000;
+const CONCURRENCY: usize = 8;
+const MEASURE: Duration = Duration::from_secs(5);
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim =
+        support::SimulatorProcess::start(&support::identical_jobs(dir.path(), JOBS), dir.path());
+    let jobs = support::job_names(JOBS);
+
+    // The wire limit: the same requests from a bare client, as fast as 8 workers can go.
+    let identity = tls::Identity::load(&sim.certs.join("management.pem"), None).unwrap();
+    let ca = tls::load_certificates(&sim.certs.join("ca.pem")).unwrap();
+    let client = http_client::build_client(
+        tls::client_config(tls::root_store(&ca, false), Some(&identity)).unwrap(),
+        Duration::from_secs(5),
+        true,
+    );
+    let url = |job: &str| {
+        format!("{}/afb1a4eb-bc88-4ce1-b1af-dfec80067464/services/importexport/storageaccounts/xttest/jobs/{job}", sim.endpoint)
+    };
+    let request = |job: &str, etag: Option<&str>| {
+        let mut builder = http::Request::get(url(job))
+            .header("x-ms-version", "2014-11-01")
+            .header("accept", "application/json;odata=minimalmetadata")
+            .header("user-agent", http_client::USER_AGENT);
+        if let Some(etag) = etag {
+            builder = builder.header("if-none-match", etag);
+        }
+        builder.body(Full::new(Bytes::new())).unwrap()
+    };
+    let first = http_client::send(
+        &client,
+        request(&jobs[0], None),
+        Duration::from_secs(5),
+        1 << 20,
+    )
+    .await
+    .unwrap();
+    let etag: Arc<str> = first.headers()["etag"].to_str().unwrap().into();
+    let count = Arc::new(AtomicU64::new(0));
+    let cpu_before = support::cpu_time("self");
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..CONCURRENCY {
+        let (client, count, etag, jobs) =
+            (client.clone(), count.clone(), etag.clone(), jobs.clone());
+        let url = sim.endpoint.clone();
+        workers.spawn(async move {
+            let mut i = worker;
+            while started.elapsed() < MEASURE {
+                let job = &jobs[i % jobs.len()];
+                let request = http::Request::get(format!("{url}/afb1a4eb-bc88-4ce1-b1af-dfec80067464/services/importexport/storageaccounts/xttest/jobs/{job}"))
+                    .header("x-ms-version", "2014-11-01")
+                    .header("accept", "application/json;odata=minimalmetadata")
+                    .header("user-agent", http_client::USER_AGENT)
+                    .header("if-none-match", &*etag)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                let response = http_client::send(&client, request, Duration::from_secs(5), 1 << 20).await.unwrap();
+                assert_eq!(response.status(), 412);
+                count.fetch_add(1, Ordering::Relaxed);
+                i += CONCURRENCY;
+            }
+        });
+    }
+    while workers.join_next().await.is_some() {}
+    let bare_elapsed = started.elapsed();
+    let bare_cpu = support::cpu_time("self") - cpu_before;
+    let bare_polls = count.load(Ordering::Relaxed) as f64;
+    let bare_rate = bare_polls / bare_elapsed.as_secs_f64();
+
+    // iewatch: the real daemon, every job due again after 1 ms, 8 polls in flight.
+    let http_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config_path = support::write_config(
+        dir.path(),
+        &sim,
+        &jobs,
+        &format!("poll_interval = \"1ms\"\nmax_concurrent_polls = {CONCURRENCY}\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n"),
+    );
+    let config = iewatch::config::Config::load(&config_path).unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (_reload, reload_rx) = tokio::sync::mpsc::channel(1);
+    let daemon = tokio::spawn(iewatch::daemon::run(
+        config_path,
+        config,
+        shutdown.clone(),
+        reload_rx,
+        None,
+    ));
+    let metrics_url = format!("http://127.0.0.1:{http_port}/metrics");
+    let plain = http_client::build_client(
+        tls::client_config(tls::root_store(&[], false), None).unwrap(),
+        Duration::from_secs(2),
+        false,
+    );
+    let not_modified = || {
+        let plain = plain.clone();
+        let url = metrics_url.clone();
+        async move {
+            let request = http::Request::get(url)
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            match http_client::send(&plain, request, Duration::from_secs(5), 1 << 22).await {
+                Ok(response) => support::metric(
+                    &String::from_utf8_lossy(response.body()),
+                    "iewatch_polls_total{outcome=\"not_modified\"}",
+                ),
+                Err(_) => 0.0,
+            }
+        }
+    };
+    let warm = Instant::now();
+    while not_modified().await < (2 * JOBS) as f64 {
+        assert!(
+            warm.elapsed() < Duration::from_secs(60),
+            "daemon did not warm up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let polls_before = not_modified().await;
+    let cpu_before = support::cpu_time("self");
+    let started = Instant::now();
+    tokio::time::sleep(MEASURE).await;
+    let polls = not_modified().await - polls_before;
+    let elapsed = started.elapsed();
+    let cpu = support::cpu_time("self") - cpu_before;
+    shutdown.cancel();
+    daemon.await.unwrap().unwrap();
+    let rate = polls / elapsed.as_secs_f64();
+
+    support::report(
+        "poll_unchanged",
+        &[
+            ("poll_unchanged_iewatch_rate", rate, "polls/s"),
+            ("poll_unchanged_bare_rate", bare_rate, "polls/s"),
+            ("poll_unchanged_ratio", rate / bare_rate, "x"),
+            (
+                "poll_unchanged_iewatch_cpu",
+                cpu.as_secs_f64() * 1000.0 / (polls / 1000.0),
+                "cpu-ms/1000 polls",
+            ),
+            (
+                "poll_unchanged_bare_cpu",
+                bare_cpu.as_secs_f64() * 1000.0 / (bare_polls / 1000.0),
+                "cpu-ms/1000 polls",
+            ),
+        ],
+    );
+}

@@ -1,0 +1,178 @@
+//! What every benchmark shares: reporting figures, CPU time, and a simulator started as
+//! a separate process so that its CPU is not counted as iewatch's.
+
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+/// One figure: name, value, unit.
+pub type Figure = (&'static str, f64, &'static str);
+
+/// Prints `name: value unit` lines and writes them as JSON under target/bench-results/.
+pub fn report(bench: &str, figures: &[Figure]) {
+    let mut json = serde_json::Map::new();
+    for (name, value, unit) in figures {
+        println!("{name}: {value:.2} {unit}");
+        json.insert(
+            (*name).to_owned(),
+            serde_json::json!({ "value": value, "unit": unit }),
+        );
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("bench-results");
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join(format!("{bench}.json"));
+    if let Err(e) = std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&json).unwrap_or_default(),
+    ) {
+        eprintln!("cannot write {}: {e}", path.display());
+    }
+}
+
+/// CPU time (user + system) of a process, from /proc (clock ticks of 10 ms).
+pub fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Fields 14 and 15 of stat (utime, stime) are at 11 and 12 after the name.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// Peak resident set size of a process, in MiB.
+pub fn peak_rss_mib(pid: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// `iewatch simulate` as a child process on a free loopback port.
+pub struct SimulatorProcess {
+    pub child: Child,
+    pub endpoint: String,
+    pub certs: PathBuf,
+}
+
+impl Drop for SimulatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SimulatorProcess {
+    pub fn start(scenario: &Path, dir: &Path) -> SimulatorProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let certs = dir.join("sim-certs");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_iewatch"))
+            .args([
+                "simulate",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--scenario",
+            ])
+            .arg(scenario)
+            .arg("--certs")
+            .arg(&certs)
+            .env("IEWATCH_LOG", "error")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let first = BufReader::new(stdout)
+            .lines()
+            .next()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        assert!(
+            first.starts_with("simulator listening on"),
+            "simulator did not start: {first}"
+        );
+        SimulatorProcess {
+            child,
+            endpoint: format!("https://127.0.0.1:{port}"),
+            certs,
+        }
+    }
+
+    /// An `[[account]]` block for a config file.
+    pub fn account_block(&self, name: &str) -> String {
+        format!(
+            "[[account]]\nname = \"{name}\"\nsubscription_id = \"afb1a4eb-bc88-4ce1-b1af-dfec80067464\"\nstorage_account = \"xttest\"\nendpoint = \"{}\"\ncertificate = \"{}\"\nca_certificate = \"{}\"\n",
+            self.endpoint,
+            self.certs.join("management.pem").display(),
+            self.certs.join("ca.pem").display()
+        )
+    }
+}
+
+/// A scenario of `count` identical, unchanging jobs named `bench-00001`...
+pub fn identical_jobs(dir: &Path, count: usize) -> PathBuf {
+    let path = dir.join("bench.toml");
+    std::fs::write(
+        &path,
+        format!("speed = 1\n\n[[job]]\nname = \"bench\"\ncount = {count}\nstate = \"Transferring\"\ndrive = [{{ id = \"B3NCH001\", state = \"Transferring\" }}]\n"),
+    )
+    .unwrap();
+    path
+}
+
+/// Job names of [`identical_jobs`].
+pub fn job_names(count: usize) -> Vec<String> {
+    (1..=count).map(|i| format!("bench-{i:05}")).collect()
+}
+
+/// A config for `jobs` of the simulator, written into `dir`.
+pub fn write_config(
+    dir: &Path,
+    sim: &SimulatorProcess,
+    jobs: &[String],
+    daemon_extra: &str,
+) -> PathBuf {
+    let mut text = format!(
+        "[daemon]\ndatabase = \"{}\"\n{daemon_extra}\n",
+        dir.join("iewatch.db").display()
+    );
+    text.push_str(&sim.account_block("sim"));
+    for job in jobs {
+        text.push_str(&format!("\n[[job]]\naccount = \"sim\"\nname = \"{job}\"\n"));
+    }
+    let path = dir.join("iewatch.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The value of one metric in a Prometheus text exposition.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// Percentile (0-100) of sorted durations, in milliseconds.
+pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p / 100.0).round() as usize;
+    sorted[index].as_secs_f64() * 1000.0
+}
