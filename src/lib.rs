@@ -48,7 +48,7 @@ pub async fn check_online(config: &config::Config) -> std::process::ExitCode {
                 all_ok = false;
                 format!("error: {e}")
             }
-            Ok(source) => match source.get_job(&job.name, None).await {
+            Ok(source) => match source.get_job(&source.target(&job.name), None).await {
                 Ok(source::PollOutcome::Modified(obs)) => {
                     let s = &obs.snapshot;
                     format!(

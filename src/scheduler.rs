@@ -1,18 +1,20 @@
 //! The scheduler: polls every configured job on its interval and turns each answer into
-//! a store write. One task per job (cheap in tokio, and one broken job cannot delay
-//! another), a semaphore for `max_concurrent_polls`, intervals that follow the job's
+//! a store write. `max_concurrent_polls` workers take due jobs from one deadline heap
+//! (a slow or broken job holds one worker for at most the request timeout, never the
+//! others), intervals that follow the job's
 //! state, exponential backoff with jitter on failures, Retry-After honoured, and the
 //! failure events of DESIGN.md. Unchanged polls cost no transaction: their times are
 //! batched by [`PollTimes`].
 
 use std::{
-    collections::HashMap,
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap},
     sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant, SystemTime},
 };
 
 use rand::Rng as _;
-use tokio::sync::Semaphore;
+use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
@@ -21,7 +23,7 @@ use crate::{
     events::{Event, EventType},
     model::{JobName, JobSnapshot, Severity},
     notifier::{self, payload::describe_change, Waker},
-    source::{PollOutcome, Source, SourceError},
+    source::{JobTarget, PollOutcome, Source, SourceError},
     store::{Failed, JobId, Observed, Store, StoredJob},
     telemetry::Telemetry,
 };
@@ -88,7 +90,6 @@ pub struct Shared {
 
 /// Settings of one generation of job tasks (one config).
 struct Settings {
-    semaphore: Semaphore,
     failure_threshold: u32,
     stop_after: Duration,
     failing: std::sync::atomic::AtomicI64,
@@ -129,7 +130,6 @@ pub async fn spawn_jobs(
         );
     }
     let settings = Arc::new(Settings {
-        semaphore: Semaphore::new(config.daemon.max_concurrent_polls),
         failure_threshold: config.daemon.failure_threshold,
         stop_after: config.daemon.stop_after,
         failing: std::sync::atomic::AtomicI64::new(0),
@@ -155,6 +155,7 @@ pub async fn spawn_jobs(
         jobs.push(WatchedJob {
             account: job.account.clone(),
             name: job.name.clone(),
+            target: source.target(&job.name),
             source: source.clone(),
             policy: config.poll_policy(job),
             store_bitlocker_keys: account.store_bitlocker_keys,
@@ -164,20 +165,132 @@ pub async fn spawn_jobs(
     }
     let count = jobs.len();
     shared.telemetry.set_jobs(count as i64, 0);
-    for job in jobs {
+    let now = tokio::time::Instant::now();
+    let mut heap = BinaryHeap::with_capacity(count);
+    for (index, job) in jobs.iter().enumerate() {
         if job.stored.consecutive_failures > 0 {
             settings
                 .failing
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        tracker.spawn(job.run(shared.clone(), settings.clone(), shutdown.clone()));
+        let spread = job.policy.base.min(FIRST_POLL_SPREAD);
+        heap.push(Reverse((
+            now + spread.mul_f64(rand::thread_rng().gen_range(0.0..1.0)),
+            index,
+        )));
+    }
+    let queue = Arc::new(DueQueue {
+        state: Mutex::new(QueueState {
+            heap,
+            slots: jobs.into_iter().map(|job| Some(Box::new(job))).collect(),
+        }),
+        changed: Notify::new(),
+    });
+    for _ in 0..config.daemon.max_concurrent_polls.min(count) {
+        tracker.spawn(worker(
+            queue.clone(),
+            shared.clone(),
+            settings.clone(),
+            shutdown.clone(),
+        ));
     }
     Ok(count)
+}
+
+/// Jobs waiting for their next poll, earliest first. Workers take a due job out of its
+/// slot, poll it, and put it back with its next due time: `max_concurrent_polls` tasks
+/// and one heap instead of a task and a timer per job, so a busy daemon pays no
+/// scheduling cost per poll beyond a heap operation (tests/benches/poll_unchanged.rs).
+struct DueQueue {
+    state: Mutex<QueueState>,
+    /// Signalled when a job is put back due earlier than any other, for idle workers.
+    changed: Notify,
+}
+
+struct QueueState {
+    heap: BinaryHeap<Reverse<(tokio::time::Instant, usize)>>,
+    slots: Vec<Option<Box<WatchedJob>>>,
+}
+
+enum Next {
+    Poll(usize, Box<WatchedJob>),
+    WaitUntil(tokio::time::Instant),
+    Idle,
+}
+
+async fn worker(
+    queue: Arc<DueQueue>,
+    shared: Shared,
+    settings: Arc<Settings>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let notified = queue.changed.notified();
+        tokio::pin!(notified);
+        let next = {
+            let mut state = queue.state.lock().unwrap_or_else(|p| p.into_inner());
+            // Registered before the lock is released, so a job put back meanwhile is
+            // not missed.
+            notified.as_mut().enable();
+            match state.heap.peek().copied() {
+                None => Next::Idle,
+                Some(Reverse((due, _))) if due > tokio::time::Instant::now() => {
+                    Next::WaitUntil(due)
+                }
+                Some(Reverse((_, index))) => {
+                    state.heap.pop();
+                    match state.slots[index].take() {
+                        Some(job) => Next::Poll(index, job),
+                        None => continue,
+                    }
+                }
+            }
+        };
+        match next {
+            Next::Poll(index, mut job) => {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                if job.retired(&settings) {
+                    continue;
+                }
+                let delay = job.poll_once(&shared, &settings).await;
+                let due = tokio::time::Instant::now() + delay;
+                let earliest = {
+                    let mut state = queue.state.lock().unwrap_or_else(|p| p.into_inner());
+                    state.slots[index] = Some(job);
+                    let earliest = state
+                        .heap
+                        .peek()
+                        .is_none_or(|Reverse((first, _))| due < *first);
+                    state.heap.push(Reverse((due, index)));
+                    earliest
+                };
+                if earliest {
+                    queue.changed.notify_waiters();
+                }
+            }
+            Next::WaitUntil(due) => {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = &mut notified => {}
+                    () = tokio::time::sleep_until(due) => {}
+                }
+            }
+            Next::Idle => {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = &mut notified => {}
+                }
+            }
+        }
+    }
 }
 
 struct WatchedJob {
     account: String,
     name: JobName,
+    target: JobTarget,
     source: Source,
     policy: PollPolicy,
     store_bitlocker_keys: bool,
@@ -190,53 +303,37 @@ fn jittered(interval: Duration) -> Duration {
 }
 
 impl WatchedJob {
-    async fn run(mut self, shared: Shared, settings: Arc<Settings>, shutdown: CancellationToken) {
-        let spread = self.policy.base.min(FIRST_POLL_SPREAD);
-        let mut delay = spread.mul_f64(rand::thread_rng().gen_range(0.0..1.0));
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
-            }
-            if self.retired(&settings) {
-                return;
-            }
-            let permit = tokio::select! {
-                () = shutdown.cancelled() => return,
-                permit = settings.semaphore.acquire() => permit,
-            };
-            let started = Instant::now();
-            let result = self
-                .source
-                .get_job(&self.name, self.stored.etag.as_ref())
-                .await;
-            drop(permit);
-            let outcome = match &result {
-                Ok(PollOutcome::Modified(_)) => "modified",
-                Ok(PollOutcome::NotModified) => "not_modified",
-                Err(e) => e.kind(),
-            };
-            shared.telemetry.poll(outcome, started.elapsed());
-            shared.telemetry.scheduler_tick();
-            let was_failing = self.stored.consecutive_failures > 0;
-            delay = match result {
-                Ok(PollOutcome::Modified(observation)) => {
-                    self.on_document(*observation, &shared).await
-                }
-                Ok(PollOutcome::NotModified) => self.on_not_modified(&shared).await,
-                Err(error) => self.on_failure(error, &shared, &settings).await,
-            };
-            let is_failing = self.stored.consecutive_failures > 0;
-            if was_failing != is_failing {
-                let delta = if is_failing { 1 } else { -1 };
-                let failing = settings
-                    .failing
-                    .fetch_add(delta, std::sync::atomic::Ordering::Relaxed)
-                    + delta;
-                let (watched, _, _) = shared.telemetry.counts();
-                shared.telemetry.set_jobs(watched, failing);
-            }
+    /// Polls once, records what came back, and says how long to wait before the next poll.
+    async fn poll_once(&mut self, shared: &Shared, settings: &Settings) -> Duration {
+        let started = Instant::now();
+        let result = self
+            .source
+            .get_job(&self.target, self.stored.etag.as_ref())
+            .await;
+        let outcome = match &result {
+            Ok(PollOutcome::Modified(_)) => "modified",
+            Ok(PollOutcome::NotModified) => "not_modified",
+            Err(e) => e.kind(),
+        };
+        shared.telemetry.poll(outcome, started.elapsed());
+        shared.telemetry.scheduler_tick();
+        let was_failing = self.stored.consecutive_failures > 0;
+        let delay = match result {
+            Ok(PollOutcome::Modified(observation)) => self.on_document(*observation, shared).await,
+            Ok(PollOutcome::NotModified) => self.on_not_modified(shared).await,
+            Err(error) => self.on_failure(error, shared, settings).await,
+        };
+        let is_failing = self.stored.consecutive_failures > 0;
+        if was_failing != is_failing {
+            let delta = if is_failing { 1 } else { -1 };
+            let failing = settings
+                .failing
+                .fetch_add(delta, std::sync::atomic::Ordering::Relaxed)
+                + delta;
+            let (watched, _, _) = shared.telemetry.counts();
+            shared.telemetry.set_jobs(watched, failing);
         }
+        delay
     }
 
     /// A job terminal for longer than `stop_after` is no longer polled.

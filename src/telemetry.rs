@@ -39,9 +39,29 @@ struct JobStateLabels {
     state: String,
 }
 
+/// Every poll outcome: "modified", "not_modified" and the kinds of
+/// [`crate::source::SourceError::kind`].
+const POLL_OUTCOMES: [&str; 12] = [
+    "modified",
+    "not_modified",
+    "timeout",
+    "tls",
+    "transport",
+    "body_too_large",
+    "not_found",
+    "auth",
+    "throttled",
+    "server_error",
+    "http_status",
+    "decode",
+];
+
 struct Inner {
     registry: Registry,
     polls: Family<OutcomeLabels, Counter>,
+    /// The counters of `polls` for every outcome the scheduler reports, looked up
+    /// without allocating a label set on each poll.
+    poll_counters: std::collections::HashMap<&'static str, Counter>,
     poll_seconds: Histogram,
     events: Family<TypeLabels, Counter>,
     deliveries: Family<OutcomeLabels, Counter>,
@@ -133,9 +153,23 @@ impl Telemetry {
             "Jobs whose last poll failed",
             jobs_failing.clone(),
         );
+        let poll_counters = POLL_OUTCOMES
+            .iter()
+            .map(|outcome| {
+                (
+                    *outcome,
+                    polls
+                        .get_or_create(&OutcomeLabels {
+                            outcome: (*outcome).to_owned(),
+                        })
+                        .clone(),
+                )
+            })
+            .collect();
         Telemetry(Arc::new(Inner {
             registry,
             polls,
+            poll_counters,
             poll_seconds,
             events,
             deliveries,
@@ -161,13 +195,20 @@ impl Telemetry {
     }
 
     /// One poll finished with `outcome` after `elapsed`.
-    pub fn poll(&self, outcome: &str, elapsed: Duration) {
-        self.0
-            .polls
-            .get_or_create(&OutcomeLabels {
-                outcome: outcome.to_owned(),
-            })
-            .inc();
+    pub fn poll(&self, outcome: &'static str, elapsed: Duration) {
+        match self.0.poll_counters.get(outcome) {
+            Some(counter) => {
+                counter.inc();
+            }
+            None => {
+                self.0
+                    .polls
+                    .get_or_create(&OutcomeLabels {
+                        outcome: outcome.to_owned(),
+                    })
+                    .inc();
+            }
+        }
         self.0.poll_seconds.observe(elapsed.as_secs_f64());
     }
 

@@ -157,7 +157,7 @@ async fn sends_the_spec_headers_presents_the_certificate_and_returns_the_job() {
     let client = client(&pki, server.endpoint(), Duration::from_secs(5));
 
     let outcome = client
-        .get_job(&JobName::from("MySampleJob"), None)
+        .get_job(&client.job_uri(&JobName::from("MySampleJob")), None)
         .await
         .unwrap();
     let PollOutcome::Modified(observation) = outcome else {
@@ -218,19 +218,22 @@ async fn if_none_match_is_sent_byte_for_byte_and_412_and_304_mean_not_modified()
     let job = JobName::from("MySampleJob");
     let etag = ETag::new(SAMPLE_ETAG);
     assert!(matches!(
-        client.get_job(&job, Some(&etag)).await.unwrap(),
-        PollOutcome::NotModified
-    ));
-    assert!(matches!(
         client
-            .get_job(&job, Some(&ETag::new("W/\"other\"")))
+            .get_job(&client.job_uri(&job), Some(&etag))
             .await
             .unwrap(),
         PollOutcome::NotModified
     ));
     assert!(matches!(
         client
-            .get_job(&job, Some(&ETag::new("W/\"stale\"")))
+            .get_job(&client.job_uri(&job), Some(&ETag::new("W/\"other\"")))
+            .await
+            .unwrap(),
+        PollOutcome::NotModified
+    ));
+    assert!(matches!(
+        client
+            .get_job(&client.job_uri(&job), Some(&ETag::new("W/\"stale\"")))
             .await
             .unwrap(),
         PollOutcome::Modified(_)
@@ -273,7 +276,7 @@ async fn odata_errors_are_parsed_with_codes_and_retry_after() {
     let client = client(&pki, server.endpoint(), Duration::from_secs(5));
 
     let err = client
-        .get_job(&JobName::from("missing"), None)
+        .get_job(&client.job_uri(&JobName::from("missing")), None)
         .await
         .unwrap_err();
     assert!(err.is_not_found(), "{err}");
@@ -295,14 +298,14 @@ async fn odata_errors_are_parsed_with_codes_and_retry_after() {
     assert_eq!(*retry_after, None);
 
     let err = client
-        .get_job(&JobName::from("forbidden"), None)
+        .get_job(&client.job_uri(&JobName::from("forbidden")), None)
         .await
         .unwrap_err();
     assert!(err.is_auth_refused(), "{err}");
     assert!(err.to_string().contains("ForbiddenError"), "{err}");
 
     let err = client
-        .get_job(&JobName::from("busy"), None)
+        .get_job(&client.job_uri(&JobName::from("busy")), None)
         .await
         .unwrap_err();
     assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
@@ -312,7 +315,7 @@ async fn odata_errors_are_parsed_with_codes_and_retry_after() {
     assert_eq!(request_id.as_deref(), Some("r-503"));
 
     let err = client
-        .get_job(&JobName::from("gateway"), None)
+        .get_job(&client.job_uri(&JobName::from("gateway")), None)
         .await
         .unwrap_err();
     assert!(
@@ -338,7 +341,7 @@ async fn an_oversized_body_is_an_error_whether_declared_or_streamed() {
     .await;
     let client = client(&pki, server.endpoint(), Duration::from_secs(5));
     let err = client
-        .get_job(&JobName::from("big"), None)
+        .get_job(&client.job_uri(&JobName::from("big")), None)
         .await
         .unwrap_err();
     assert!(
@@ -364,7 +367,7 @@ async fn wrong_content_type_and_malformed_json_are_decode_errors() {
     .await;
     let client = client(&pki, server.endpoint(), Duration::from_secs(5));
     let err = client
-        .get_job(&JobName::from("html"), None)
+        .get_job(&client.job_uri(&JobName::from("html")), None)
         .await
         .unwrap_err();
     assert!(
@@ -372,7 +375,7 @@ async fn wrong_content_type_and_malformed_json_are_decode_errors() {
         "{err:?}"
     );
     let err = client
-        .get_job(&JobName::from("broken"), None)
+        .get_job(&client.job_uri(&JobName::from("broken")), None)
         .await
         .unwrap_err();
     assert!(matches!(err, SourceError::Decode(_)), "{err:?}");
@@ -393,7 +396,7 @@ async fn a_stalled_server_gives_a_timeout() {
     let client = client(&pki, format!("https://{addr}"), Duration::from_millis(300));
     let started = std::time::Instant::now();
     let err = client
-        .get_job(&JobName::from("slow"), None)
+        .get_job(&client.job_uri(&JobName::from("slow")), None)
         .await
         .unwrap_err();
     assert!(
@@ -411,7 +414,7 @@ async fn a_server_certificate_from_an_unknown_ca_is_a_tls_error() {
     let server = ScriptedServer::start(&server_pki, |_| sample_ok()).await;
     let client = client(&client_pki, server.endpoint(), Duration::from_secs(5));
     let err = client
-        .get_job(&JobName::from("MySampleJob"), None)
+        .get_job(&client.job_uri(&JobName::from("MySampleJob")), None)
         .await
         .unwrap_err();
     assert!(
@@ -442,7 +445,7 @@ async fn a_refused_client_certificate_is_a_tls_error() {
     )
     .unwrap();
     let err = client
-        .get_job(&JobName::from("MySampleJob"), None)
+        .get_job(&client.job_uri(&JobName::from("MySampleJob")), None)
         .await
         .unwrap_err();
     assert!(matches!(err, SourceError::Tls(_)), "{err:?}");
@@ -457,6 +460,9 @@ async fn a_refused_connection_is_a_transport_error() {
     drop(listener);
     let pki = TestPki::new("refused CA");
     let client = client(&pki, format!("https://{addr}"), Duration::from_secs(5));
-    let err = client.get_job(&JobName::from("x"), None).await.unwrap_err();
+    let err = client
+        .get_job(&client.job_uri(&JobName::from("x")), None)
+        .await
+        .unwrap_err();
     assert!(matches!(err, SourceError::Transport(_)), "{err:?}");
 }

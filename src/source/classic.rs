@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, Method, Request, StatusCode};
+use http::{header, HeaderValue, Method, Request, StatusCode};
 use http_body_util::Full;
 
 use super::{
@@ -28,7 +28,7 @@ pub const ACCEPT: &str = "application/json;odata=minimalmetadata";
 pub struct ClassicClient {
     http: HttpsClient,
     jobs_url: String,
-    x_ms_version: String,
+    x_ms_version: HeaderValue,
     timeout: Duration,
 }
 
@@ -61,33 +61,43 @@ impl ClassicClient {
                 encode_path_segment(subscription_id),
                 encode_path_segment(&account.storage_account),
             ),
-            x_ms_version: account.x_ms_version.clone(),
+            x_ms_version: HeaderValue::from_str(&account.x_ms_version)
+                .unwrap_or_else(|_| HeaderValue::from_static("2014-11-01")),
             timeout,
         })
     }
 
-    /// Get Job with `If-None-Match: etag` when one is known.
+    /// The Get Job URL of `job`, built once per job rather than once per poll.
+    pub fn job_uri(&self, job: &JobName) -> http::Uri {
+        let url = format!("{}/{}", self.jobs_url, encode_path_segment(job.as_str()));
+        // The base was checked as a URL by the config and the name is percent-encoded,
+        // so this parses; should it not, the request fails with a clear error instead.
+        url.parse()
+            .unwrap_or_else(|_| http::Uri::from_static("https://invalid.invalid/"))
+    }
+
+    /// Get Job at `uri` (see [`ClassicClient::job_uri`]) with `If-None-Match: etag` when
+    /// one is known.
     ///
     /// # Errors
     /// See [`SourceError`].
     pub async fn get_job(
         &self,
-        job: &JobName,
+        uri: &http::Uri,
         etag: Option<&ETag>,
     ) -> Result<PollOutcome, SourceError> {
-        let url = format!("{}/{}", self.jobs_url, encode_path_segment(job.as_str()));
         let mut request = Request::builder()
             .method(Method::GET)
-            .uri(&url)
-            .header("x-ms-version", &self.x_ms_version)
-            .header(header::ACCEPT, ACCEPT)
-            .header(header::USER_AGENT, USER_AGENT);
+            .uri(uri.clone())
+            .header("x-ms-version", self.x_ms_version.clone())
+            .header(header::ACCEPT, HeaderValue::from_static(ACCEPT))
+            .header(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
         if let Some(etag) = etag {
             request = request.header(header::IF_NONE_MATCH, etag.as_str());
         }
         let request = request
             .body(Full::new(Bytes::new()))
-            .map_err(|e| SourceError::Decode(format!("cannot build request for {url}: {e}")))?;
+            .map_err(|e| SourceError::Decode(format!("cannot build request for {uri}: {e}")))?;
         let response =
             http_client::send(&self.http, request, self.timeout, MAX_JOB_BODY_BYTES).await?;
         interpret(response)

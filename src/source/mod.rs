@@ -203,19 +203,34 @@ impl Source {
         }
     }
 
+    /// Where `job` is fetched from; built once per job.
+    pub fn target(&self, job: &JobName) -> JobTarget {
+        match self {
+            Source::Classic(client) => JobTarget {
+                uri: client.job_uri(job),
+            },
+        }
+    }
+
     /// Polls one job. `etag` goes into `If-None-Match` byte for byte.
     ///
     /// # Errors
     /// See [`SourceError`].
     pub async fn get_job(
         &self,
-        job: &JobName,
+        target: &JobTarget,
         etag: Option<&ETag>,
     ) -> Result<PollOutcome, SourceError> {
         match self {
-            Source::Classic(client) => client.get_job(job, etag).await,
+            Source::Classic(client) => client.get_job(&target.uri, etag).await,
         }
     }
+}
+
+/// A job's address at its source, prepared once so that a poll builds no URL.
+#[derive(Clone, Debug)]
+pub struct JobTarget {
+    uri: http::Uri,
 }
 
 /// Percent-encodes a path segment (RFC 3986 unreserved characters pass).
