@@ -140,7 +140,7 @@ pub struct DaemonSettings {
     /// How often a job is polled unless it or its state says otherwise.
     pub poll_interval: Duration,
     /// Explicit intervals per job state, overriding the defaults of [`PollPolicy`].
-    pub poll_interval_by_state: BTreeMap<String, Duration>,
+    pub poll_interval_by_state: std::sync::Arc<BTreeMap<String, Duration>>,
     /// At most this many Get Job requests in flight.
     pub max_concurrent_polls: usize,
     /// Deadline for one whole request.
@@ -334,8 +334,8 @@ impl Config {
 pub struct PollPolicy {
     /// The job's interval.
     pub base: Duration,
-    /// Explicit per-state intervals.
-    pub by_state: BTreeMap<String, Duration>,
+    /// Explicit per-state intervals, shared by every job.
+    pub by_state: std::sync::Arc<BTreeMap<String, Duration>>,
 }
 
 impl PollPolicy {
@@ -694,7 +694,7 @@ impl Checker<'_> {
         DaemonSettings {
             database,
             poll_interval,
-            poll_interval_by_state,
+            poll_interval_by_state: std::sync::Arc::new(poll_interval_by_state),
             max_concurrent_polls: self.positive(
                 &raw.max_concurrent_polls,
                 "daemon.max_concurrent_polls",

@@ -126,7 +126,7 @@ pub async fn spawn_jobs(
     for account in &config.accounts {
         sources.insert(
             account.name.clone(),
-            Source::for_account(account, &config.daemon)?,
+            Arc::new(Source::for_account(account, &config.daemon)?),
         );
     }
     let settings = Arc::new(Settings {
@@ -291,7 +291,8 @@ struct WatchedJob {
     account: String,
     name: JobName,
     target: JobTarget,
-    source: Source,
+    /// Shared by every job of the account (one connection pool).
+    source: Arc<Source>,
     policy: PollPolicy,
     store_bitlocker_keys: bool,
     stored: StoredJob,
