@@ -64,18 +64,47 @@ proptest! {
 #[test]
 fn deep_nesting_invalid_utf8_and_wrong_types_are_decode_errors() {
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    assert!(matches!(interpret(response(200, "application/json", deep.into_bytes())), Err(SourceError::Decode(_))));
-    let deep_object = format!("{{\"Name\":\"x\",\"Properties\":{}}}", "{\"a\":".repeat(50_000));
-    assert!(matches!(interpret(response(200, "application/json", deep_object.into_bytes())), Err(SourceError::Decode(_))));
+    assert!(matches!(
+        interpret(response(200, "application/json", deep.into_bytes())),
+        Err(SourceError::Decode(_))
+    ));
+    let deep_object = format!(
+        "{{\"Name\":\"x\",\"Properties\":{}}}",
+        "{\"a\":".repeat(50_000)
+    );
+    assert!(matches!(
+        interpret(response(200, "application/json", deep_object.into_bytes())),
+        Err(SourceError::Decode(_))
+    ));
     let mut invalid = SAMPLE_JOB.as_bytes().to_vec();
     let at = SAMPLE_JOB.find("Creating").unwrap();
     invalid[at] = 0xff;
-    assert!(matches!(interpret(response(200, "application/json", invalid)), Err(SourceError::Decode(_))));
-    let wrong_type = SAMPLE_JOB.replace("\"CancelRequested\":false", "\"CancelRequested\":\"nope\"");
-    assert!(matches!(interpret(response(200, "application/json", wrong_type.into_bytes())), Err(SourceError::Decode(_))));
-    let percent_as_text = SAMPLE_JOB.replace("\"State\":\"Creating\"", "\"State\":\"Creating\",\"PercentComplete\":\"12\"");
-    assert!(matches!(interpret(response(200, "application/json", percent_as_text.into_bytes())), Err(SourceError::Decode(_))));
-    assert!(matches!(interpret(response(200, "text/html", b"<html/>".to_vec())), Err(SourceError::Decode(_))));
+    assert!(matches!(
+        interpret(response(200, "application/json", invalid)),
+        Err(SourceError::Decode(_))
+    ));
+    let wrong_type =
+        SAMPLE_JOB.replace("\"CancelRequested\":false", "\"CancelRequested\":\"nope\"");
+    assert!(matches!(
+        interpret(response(200, "application/json", wrong_type.into_bytes())),
+        Err(SourceError::Decode(_))
+    ));
+    let percent_as_text = SAMPLE_JOB.replace(
+        "\"State\":\"Creating\"",
+        "\"State\":\"Creating\",\"PercentComplete\":\"12\"",
+    );
+    assert!(matches!(
+        interpret(response(
+            200,
+            "application/json",
+            percent_as_text.into_bytes()
+        )),
+        Err(SourceError::Decode(_))
+    ));
+    assert!(matches!(
+        interpret(response(200, "text/html", b"<html/>".to_vec())),
+        Err(SourceError::Decode(_))
+    ));
 }
 
 fn scripted_client(pki: &TestPki, endpoint: String, timeout: Duration) -> ClassicClient {
@@ -106,24 +135,43 @@ async fn over_the_wire_truncated_drip_and_nested_bodies_fail_within_the_timeout(
         extra_roots: iewatch::tls::load_certificates(&sim.certs.ca).unwrap(),
         x_ms_version: "2014-11-01".into(),
     };
-    let client = ClassicClient::new(sim.subscription_id(), &account, Duration::from_millis(800), Duration::from_secs(2)).unwrap();
+    let client = ClassicClient::new(
+        sim.subscription_id(),
+        &account,
+        Duration::from_millis(800),
+        Duration::from_secs(2),
+    )
+    .unwrap();
     let job = client.job_uri(&JobName::from("StormJob"));
 
     sim.set_time(Some(Duration::from_secs(5400)));
     let err = client.get_job(&job, None).await.unwrap_err();
-    assert!(matches!(err, SourceError::Transport(_)), "truncated: {err:?}");
+    assert!(
+        matches!(err, SourceError::Transport(_)),
+        "truncated: {err:?}"
+    );
 
     sim.set_time(Some(Duration::from_secs(9000)));
     let started = Instant::now();
     let err = client.get_job(&job, None).await.unwrap_err();
     assert!(matches!(err, SourceError::Timeout(_)), "slow drip: {err:?}");
-    assert!(started.elapsed() < Duration::from_secs(2), "the timeout bounds a slow drip: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the timeout bounds a slow drip: {:?}",
+        started.elapsed()
+    );
 
     // A deeply nested body from a scripted server: a decode error, no stack overflow.
     let pki = TestPki::new("nested CA");
     let nested = Bytes::from(format!("{}{}", "[".repeat(200_000), "]".repeat(200_000)));
-    let server = ScriptedServer::start(&pki, move |_| respond(200, &[("content-type", "application/json")], nested.clone())).await;
+    let server = ScriptedServer::start(&pki, move |_| {
+        respond(200, &[("content-type", "application/json")], nested.clone())
+    })
+    .await;
     let client = scripted_client(&pki, server.endpoint(), Duration::from_secs(5));
-    let err = client.get_job(&client.job_uri(&JobName::from("x")), None).await.unwrap_err();
+    let err = client
+        .get_job(&client.job_uri(&JobName::from("x")), None)
+        .await
+        .unwrap_err();
     assert!(matches!(err, SourceError::Decode(_)), "{err:?}");
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{
     event_list, play_versions, scenario, start_simulator, stored_etag, wait_for, write_config,
-    EventRow, RunningDaemon,
+    RunningDaemon,
 };
 
 const ALL: std::ops::RangeInclusive<Duration> = Duration::ZERO..=Duration::MAX;
@@ -16,139 +16,6 @@ const FAST: &str =
 
 fn fast_config(extra: &str) -> String {
     format!("{FAST}\n{extra}").replace("poll_interval = \"1s\"", "poll_interval = \"100ms\"")
-}
-
-type Row = (
-    &'static str,
-    Option<&'static str>,
-    Option<&'static str>,
-    Option<&'static str>,
-);
-
-/// Every event the import lifecycle must produce, in order.
-const IMPORT_EVENTS: &[Row] = &[
-    ("job.first_seen", None, None, Some("Creating")),
-    (
-        "job.state_changed",
-        None,
-        Some("Creating"),
-        Some("Shipping"),
-    ),
-    (
-        "job.state_changed",
-        None,
-        Some("Shipping"),
-        Some("Received"),
-    ),
-    (
-        "drive.state_changed",
-        Some("1W0F9LV1"),
-        Some("Specified"),
-        Some("Received"),
-    ),
-    (
-        "drive.state_changed",
-        Some("9WM3NZFS"),
-        Some("Specified"),
-        Some("Received"),
-    ),
-    (
-        "job.state_changed",
-        None,
-        Some("Received"),
-        Some("Transferring"),
-    ),
-    ("job.progress", None, None, Some("0")),
-    (
-        "drive.state_changed",
-        Some("1W0F9LV1"),
-        Some("Received"),
-        Some("Transferring"),
-    ),
-    (
-        "drive.copy_status_changed",
-        Some("1W0F9LV1"),
-        None,
-        Some("InProgress"),
-    ),
-    ("drive.progress", Some("1W0F9LV1"), None, Some("0")),
-    ("job.progress", None, Some("0"), Some("15")),
-    ("drive.progress", Some("1W0F9LV1"), Some("0"), Some("30")),
-    ("job.progress", None, Some("15"), Some("40")),
-    ("drive.progress", Some("1W0F9LV1"), Some("30"), Some("75")),
-    (
-        "drive.state_changed",
-        Some("9WM3NZFS"),
-        Some("Received"),
-        Some("Transferring"),
-    ),
-    (
-        "drive.copy_status_changed",
-        Some("9WM3NZFS"),
-        None,
-        Some("InProgress"),
-    ),
-    ("drive.progress", Some("9WM3NZFS"), None, Some("5")),
-    ("job.progress", None, Some("40"), Some("70")),
-    (
-        "drive.state_changed",
-        Some("1W0F9LV1"),
-        Some("Transferring"),
-        Some("Completed"),
-    ),
-    (
-        "drive.copy_status_changed",
-        Some("1W0F9LV1"),
-        Some("InProgress"),
-        Some("Completed"),
-    ),
-    ("drive.progress", Some("1W0F9LV1"), Some("75"), Some("100")),
-    ("drive.progress", Some("9WM3NZFS"), Some("5"), Some("40")),
-    ("job.progress", None, Some("70"), Some("100")),
-    (
-        "drive.state_changed",
-        Some("9WM3NZFS"),
-        Some("Transferring"),
-        Some("CompletedMoreInfo"),
-    ),
-    (
-        "drive.copy_status_changed",
-        Some("9WM3NZFS"),
-        Some("InProgress"),
-        Some("CompletedWithErrors"),
-    ),
-    ("drive.progress", Some("9WM3NZFS"), Some("40"), Some("100")),
-    (
-        "job.state_changed",
-        None,
-        Some("Transferring"),
-        Some("Packaging"),
-    ),
-    (
-        "job.state_changed",
-        None,
-        Some("Packaging"),
-        Some("Completed"),
-    ),
-    (
-        "drive.state_changed",
-        Some("1W0F9LV1"),
-        Some("Completed"),
-        Some("ShippedBack"),
-    ),
-    (
-        "drive.state_changed",
-        Some("9WM3NZFS"),
-        Some("CompletedMoreInfo"),
-        Some("ShippedBack"),
-    ),
-];
-
-fn expected(rows: &[Row]) -> Vec<EventRow> {
-    let own = |v: Option<&str>| v.map(str::to_owned);
-    rows.iter()
-        .map(|(t, d, f, to)| (t.to_string(), own(*d), own(*f), own(*to)))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,7 +39,7 @@ async fn the_import_lifecycle_yields_exactly_the_expected_events_in_order() {
     daemon.stop().await;
     assert_eq!(
         event_list(&db, "MySampleJob").await,
-        expected(IMPORT_EVENTS)
+        common::expected(common::IMPORT_EVENTS)
     );
 }
 
@@ -229,7 +96,7 @@ async fn after_a_restart_the_stored_etag_is_sent_and_nothing_is_recorded_twice()
     daemon.stop().await;
     assert_eq!(
         event_list(&db, "MySampleJob").await,
-        expected(IMPORT_EVENTS)
+        common::expected(common::IMPORT_EVENTS)
     );
 }
 

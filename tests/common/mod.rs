@@ -392,7 +392,15 @@ impl Drop for Receiver {
 
 impl Receiver {
     pub async fn start(reply: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0".parse().unwrap(), reply).await
+    }
+
+    /// A receiver on a given address (to bring back an endpoint that was down).
+    pub async fn start_on(
+        addr: SocketAddr,
+        reply: impl Fn(usize) -> Reply + Send + Sync + 'static,
+    ) -> Receiver {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<Received>>> = Arc::new(Mutex::new(Vec::new()));
         let reply: Arc<dyn Fn(usize) -> Reply + Send + Sync> = Arc::new(reply);
@@ -486,4 +494,137 @@ pub async fn record_lifecycle(
         previous = Some(snapshot);
     }
     all
+}
+
+pub type Row = (
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
+/// Every event the import lifecycle must produce, in order.
+pub const IMPORT_EVENTS: &[Row] = &[
+    ("job.first_seen", None, None, Some("Creating")),
+    (
+        "job.state_changed",
+        None,
+        Some("Creating"),
+        Some("Shipping"),
+    ),
+    (
+        "job.state_changed",
+        None,
+        Some("Shipping"),
+        Some("Received"),
+    ),
+    (
+        "drive.state_changed",
+        Some("1W0F9LV1"),
+        Some("Specified"),
+        Some("Received"),
+    ),
+    (
+        "drive.state_changed",
+        Some("9WM3NZFS"),
+        Some("Specified"),
+        Some("Received"),
+    ),
+    (
+        "job.state_changed",
+        None,
+        Some("Received"),
+        Some("Transferring"),
+    ),
+    ("job.progress", None, None, Some("0")),
+    (
+        "drive.state_changed",
+        Some("1W0F9LV1"),
+        Some("Received"),
+        Some("Transferring"),
+    ),
+    (
+        "drive.copy_status_changed",
+        Some("1W0F9LV1"),
+        None,
+        Some("InProgress"),
+    ),
+    ("drive.progress", Some("1W0F9LV1"), None, Some("0")),
+    ("job.progress", None, Some("0"), Some("15")),
+    ("drive.progress", Some("1W0F9LV1"), Some("0"), Some("30")),
+    ("job.progress", None, Some("15"), Some("40")),
+    ("drive.progress", Some("1W0F9LV1"), Some("30"), Some("75")),
+    (
+        "drive.state_changed",
+        Some("9WM3NZFS"),
+        Some("Received"),
+        Some("Transferring"),
+    ),
+    (
+        "drive.copy_status_changed",
+        Some("9WM3NZFS"),
+        None,
+        Some("InProgress"),
+    ),
+    ("drive.progress", Some("9WM3NZFS"), None, Some("5")),
+    ("job.progress", None, Some("40"), Some("70")),
+    (
+        "drive.state_changed",
+        Some("1W0F9LV1"),
+        Some("Transferring"),
+        Some("Completed"),
+    ),
+    (
+        "drive.copy_status_changed",
+        Some("1W0F9LV1"),
+        Some("InProgress"),
+        Some("Completed"),
+    ),
+    ("drive.progress", Some("1W0F9LV1"), Some("75"), Some("100")),
+    ("drive.progress", Some("9WM3NZFS"), Some("5"), Some("40")),
+    ("job.progress", None, Some("70"), Some("100")),
+    (
+        "drive.state_changed",
+        Some("9WM3NZFS"),
+        Some("Transferring"),
+        Some("CompletedMoreInfo"),
+    ),
+    (
+        "drive.copy_status_changed",
+        Some("9WM3NZFS"),
+        Some("InProgress"),
+        Some("CompletedWithErrors"),
+    ),
+    ("drive.progress", Some("9WM3NZFS"), Some("40"), Some("100")),
+    (
+        "job.state_changed",
+        None,
+        Some("Transferring"),
+        Some("Packaging"),
+    ),
+    (
+        "job.state_changed",
+        None,
+        Some("Packaging"),
+        Some("Completed"),
+    ),
+    (
+        "drive.state_changed",
+        Some("1W0F9LV1"),
+        Some("Completed"),
+        Some("ShippedBack"),
+    ),
+    (
+        "drive.state_changed",
+        Some("9WM3NZFS"),
+        Some("CompletedMoreInfo"),
+        Some("ShippedBack"),
+    ),
+];
+
+pub fn expected(rows: &[Row]) -> Vec<EventRow> {
+    let own = |v: Option<&str>| v.map(str::to_owned);
+    rows.iter()
+        .map(|(t, d, f, to)| (t.to_string(), own(*d), own(*f), own(*to)))
+        .collect()
 }
