@@ -24,6 +24,10 @@ use crate::{
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/iewatch/iewatch.toml";
 /// The classic Service Management endpoint.
 pub const DEFAULT_CLASSIC_ENDPOINT: &str = "https://management.core.windows.net";
+/// The Resource Manager endpoint of the public cloud.
+pub const DEFAULT_ARM_ENDPOINT: &str = "https://management.azure.com";
+/// The Entra ID authority of the public cloud.
+pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5 * 60);
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -182,6 +186,27 @@ pub struct Account {
 pub enum AccountKind {
     /// The classic Service Management API of the spec.
     Classic(ClassicAccount),
+    /// Azure Resource Manager with Entra ID client credentials.
+    Arm(ArmAccount),
+}
+
+/// A Resource Manager account: an app registration allowed to read the resource group.
+#[derive(Clone, Debug)]
+pub struct ArmAccount {
+    /// The resource group holding the jobs.
+    pub resource_group: String,
+    /// Entra ID tenant.
+    pub tenant_id: String,
+    /// The app registration's client id.
+    pub client_id: String,
+    /// The app registration's client secret.
+    pub client_secret: Secret,
+    /// Resource Manager base URL, `https://...`, no trailing slash.
+    pub endpoint: String,
+    /// Entra ID authority base URL.
+    pub authority: String,
+    /// Extra trust roots (a sovereign cloud's, or the simulator's).
+    pub extra_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
 }
 
 /// A classic account: endpoint, storage account, management certificate.
@@ -741,14 +766,7 @@ impl Checker<'_> {
             .map(|k| (k.get_ref().as_str(), k.span().start))
         {
             None | Some(("classic", _)) => {}
-            Some(("arm", at)) => {
-                self.problem(
-                    at,
-                    key("kind"),
-                    "Resource Manager accounts are not supported by this version yet",
-                );
-                return None;
-            }
+            Some(("arm", _)) => return self.resolve_arm_account(i, raw, at, name, subscription_id),
             Some((other, at)) => {
                 self.problem(
                     at,
@@ -788,16 +806,7 @@ impl Checker<'_> {
         let storage_account = self
             .required(&raw.storage_account, at, &key("storage_account"))
             .map(|s| s.get_ref().clone());
-        let endpoint = match &raw.endpoint {
-            None => Some(DEFAULT_CLASSIC_ENDPOINT.to_owned()),
-            Some(e) => match parse_https_base(e.get_ref()) {
-                Ok(base) => Some(base),
-                Err(message) => {
-                    self.problem(e.span().start, key("endpoint"), message);
-                    None
-                }
-            },
-        };
+        let endpoint = self.https_base(&raw.endpoint, DEFAULT_CLASSIC_ENDPOINT, &key("endpoint"));
         let x_ms_version = match &raw.x_ms_version {
             None => Some(SUPPORTED_VERSIONS[0].to_owned()),
             Some(v) if SUPPORTED_VERSIONS.contains(&v.get_ref().as_str()) => {
@@ -839,16 +848,7 @@ impl Checker<'_> {
                 }
             }
         };
-        let extra_roots = match &raw.ca_certificate {
-            None => Some(Vec::new()),
-            Some(ca) => match tls::load_certificates(&self.relative_path(ca.get_ref())) {
-                Ok(certs) => Some(certs),
-                Err(e) => {
-                    self.problem(ca.span().start, key("ca_certificate"), e.to_string());
-                    None
-                }
-            },
-        };
+        let extra_roots = self.extra_roots(&raw.ca_certificate, &key("ca_certificate"));
         Some(Account {
             name: name?,
             subscription_id: subscription_id?,
@@ -859,6 +859,159 @@ impl Checker<'_> {
                 identity: identity?,
                 extra_roots: extra_roots?,
                 x_ms_version: x_ms_version?,
+            }),
+        })
+    }
+
+    /// An `https://` base URL (no trailing slash), or the default.
+    fn https_base(
+        &mut self,
+        value: &Option<Spanned<String>>,
+        default: &str,
+        key: &str,
+    ) -> Option<String> {
+        match value {
+            None => Some(default.to_owned()),
+            Some(e) => match parse_https_base(e.get_ref()) {
+                Ok(base) => Some(base),
+                Err(message) => {
+                    self.problem(e.span().start, key, message);
+                    None
+                }
+            },
+        }
+    }
+
+    /// Extra trust roots from `ca_certificate`, if given.
+    fn extra_roots(
+        &mut self,
+        value: &Option<Spanned<PathBuf>>,
+        key: &str,
+    ) -> Option<Vec<rustls_pki_types::CertificateDer<'static>>> {
+        match value {
+            None => Some(Vec::new()),
+            Some(ca) => match tls::load_certificates(&self.relative_path(ca.get_ref())) {
+                Ok(certs) => Some(certs),
+                Err(e) => {
+                    self.problem(ca.span().start, key, e.to_string());
+                    None
+                }
+            },
+        }
+    }
+
+    /// `kind = "arm"`: Resource Manager with Entra ID client credentials.
+    fn resolve_arm_account(
+        &mut self,
+        i: usize,
+        raw: &RawAccount,
+        at: usize,
+        name: Option<String>,
+        subscription_id: Option<String>,
+    ) -> Option<Account> {
+        let key = |field: &str| format!("account[{i}].{field}");
+        let classic_only = [
+            (
+                "storage_account",
+                raw.storage_account.as_ref().map(|v| v.span().start),
+            ),
+            (
+                "certificate",
+                raw.certificate.as_ref().map(|v| v.span().start),
+            ),
+            (
+                "certificate_key",
+                raw.certificate_key.as_ref().map(|v| v.span().start),
+            ),
+            (
+                "x_ms_version",
+                raw.x_ms_version.as_ref().map(|v| v.span().start),
+            ),
+        ];
+        for (field, offset) in classic_only {
+            if let Some(offset) = offset {
+                self.problem(offset, key(field), "only for kind = \"classic\" accounts");
+            }
+        }
+        if let Some(cert) = &raw.client_certificate {
+            self.problem(
+                cert.span().start,
+                key("client_certificate"),
+                "certificate credentials are not supported yet; use client_secret_file",
+            );
+        }
+        if let Some(jobs) = &raw.jobs {
+            self.problem(
+                jobs.span().start,
+                key("jobs"),
+                "job discovery is not supported yet; list the jobs as [[job]]",
+            );
+        }
+        let resource_group = self
+            .required(&raw.resource_group, at, &key("resource_group"))
+            .map(|v| v.get_ref().clone());
+        let tenant_id = self
+            .required(&raw.tenant_id, at, &key("tenant_id"))
+            .map(|v| v.get_ref().clone());
+        let client_id = self
+            .required(&raw.client_id, at, &key("client_id"))
+            .map(|v| v.get_ref().clone());
+        let client_secret = match (&raw.client_secret, &raw.client_secret_file) {
+            (Some(_), Some(file)) => {
+                self.problem(
+                    file.span().start,
+                    key("client_secret_file"),
+                    "give client_secret or client_secret_file, not both",
+                );
+                None
+            }
+            (Some(secret), None) if !secret.get_ref().is_empty() => {
+                Some(Secret::new(secret.get_ref().as_bytes()))
+            }
+            (None, Some(file)) => match std::fs::read_to_string(self.relative_path(file.get_ref()))
+            {
+                Ok(text) if !text.trim().is_empty() => Some(Secret::new(text.trim().as_bytes())),
+                Ok(_) => {
+                    self.problem(
+                        file.span().start,
+                        key("client_secret_file"),
+                        "the file is empty",
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.problem(
+                        file.span().start,
+                        key("client_secret_file"),
+                        format!("cannot read: {e}"),
+                    );
+                    None
+                }
+            },
+            _ => {
+                self.problem(
+                    at,
+                    key("client_secret"),
+                    "is required (client_secret or client_secret_file)",
+                );
+                None
+            }
+        };
+        let endpoint = self.https_base(&raw.endpoint, DEFAULT_ARM_ENDPOINT, &key("endpoint"));
+        let authority = self.https_base(&raw.authority, DEFAULT_AUTHORITY, &key("authority"));
+        let extra_roots = self.extra_roots(&raw.ca_certificate, &key("ca_certificate"));
+        Some(Account {
+            name: name?,
+            subscription_id: subscription_id?,
+            store_bitlocker_keys: raw.store_bitlocker_keys.unwrap_or(false),
+            kind: AccountKind::Arm(ArmAccount {
+                resource_group: resource_group?,
+                tenant_id: tenant_id?,
+                client_id: client_id?,
+                client_secret: client_secret?,
+                endpoint: endpoint?,
+                authority: authority?,
+                extra_roots: extra_roots?,
             }),
         })
     }

@@ -436,11 +436,15 @@ impl WatchedJob {
         events.extend(self.recovery_events());
         let etag_changed = observation.etag != self.stored.etag;
         let marker = watched_document_marker(&snapshot.document);
-        let document_changed = self
-            .stored
-            .snapshot
-            .as_ref()
-            .is_none_or(|s| s.document != marker);
+        // Without an ETag (Resource Manager), "unchanged" means the watched fields are
+        // equal (DESIGN.md): other fields (bytes copied, ...) move on every poll and must
+        // not cost a transaction each time.
+        let document_changed = observation.etag.is_some()
+            && self
+                .stored
+                .snapshot
+                .as_ref()
+                .is_none_or(|s| s.document != marker);
         let now = SystemTime::now();
         shared.telemetry.job_seen(
             &self.account,

@@ -171,6 +171,20 @@ pub fn client_config(
     })
 }
 
+/// A server configuration without client certificates (Resource Manager's side of the
+/// simulator, where bearer tokens authenticate).
+///
+/// # Errors
+/// rustls refuses the key.
+pub fn server_config(identity: &Identity) -> Result<ServerConfig, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(identity.chain.clone(), identity.key())?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// A server configuration that requires a client certificate issued by one of
 /// `client_roots` (the management-certificate check).
 ///

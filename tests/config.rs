@@ -17,6 +17,11 @@ fn credentials_dir() -> (tempfile::TempDir, TestPki) {
     let (cert, key) = &pki.client_pem;
     std::fs::write(dir.path().join("management.pem"), format!("{cert}{key}")).unwrap();
     std::fs::write(dir.path().join("ops-secret"), WEBHOOK_SECRET).unwrap();
+    std::fs::write(
+        dir.path().join("arm-secret"),
+        "an-app-registration-secret\n",
+    )
+    .unwrap();
     #[cfg(unix)]
     for file in ["management.pem", "ops-secret"] {
         use std::os::unix::fs::PermissionsExt as _;
@@ -80,7 +85,10 @@ fn the_example_config_parses_and_check_says_ok() {
     .unwrap();
     let path = write(dir.path(), "iewatch.toml", &example);
     let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(config.accounts.len(), 1);
+    assert_eq!(config.accounts.len(), 2);
+    assert!(
+        matches!(&config.accounts[1].kind, iewatch::config::AccountKind::Arm(arm) if arm.client_secret.expose() == b"an-app-registration-secret")
+    );
     assert_eq!(config.jobs[0].name.as_str(), "MySampleJob");
     assert_eq!(
         config.jobs[0].poll_interval,
@@ -95,7 +103,7 @@ fn the_example_config_parses_and_check_says_ok() {
     let (ok, output) = check(&path);
     assert!(ok, "{output}");
     assert!(
-        output.starts_with("ok: 1 account(s), 1 job(s), 2 webhook(s)"),
+        output.starts_with("ok: 2 account(s), 2 job(s), 2 webhook(s)"),
         "{output}"
     );
     assert!(
@@ -271,4 +279,51 @@ fn secrets_never_appear_in_check_output_or_debug() {
     let (ok, output) = check(&good);
     assert!(ok, "{output}");
     assert!(!output.contains("MfKQ9r8G") && !output.contains(key_body));
+}
+
+#[test]
+fn arm_accounts_name_their_missing_and_misplaced_keys() {
+    let (dir, _pki) = credentials_dir();
+    let text = r#"
+[[account]]
+name = "arm"
+kind = "arm"
+subscription_id = "s"
+storage_account = "xttest"
+client_certificate = "cert.pem"
+jobs = "all"
+endpoint = "http://management.azure.com"
+"#;
+    let path = write(dir.path(), "arm.toml", text);
+    let (ok, output) = check(&path);
+    assert!(!ok);
+    for expected in [
+        "account[0].resource_group: is required",
+        "account[0].tenant_id: is required",
+        "account[0].client_id: is required",
+        "account[0].client_secret: is required",
+        "account[0].storage_account: only for kind = \"classic\" accounts",
+        "account[0].client_certificate: certificate credentials are not supported yet",
+        "account[0].jobs: job discovery is not supported yet",
+        "account[0].endpoint: \"http://management.azure.com\" must be https://",
+    ] {
+        assert!(
+            output.contains(expected),
+            "missing {expected:?} in:\n{output}"
+        );
+    }
+    let classic_with_arm_keys = write(
+        dir.path(),
+        "mixed.toml",
+        &GOOD.replace(
+            "certificate = \"management.pem\"",
+            "certificate = \"management.pem\"\ntenant_id = \"t\"",
+        ),
+    );
+    let (ok, output) = check(&classic_with_arm_keys);
+    assert!(!ok);
+    assert!(
+        output.contains("account[0].tenant_id: only for kind = \"arm\" accounts"),
+        "{output}"
+    );
 }

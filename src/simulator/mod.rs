@@ -3,6 +3,7 @@
 //! request rules, scripted job lifecycles and fault injection. Tests, benchmarks and the
 //! demo run against it in-process through [`start`].
 
+mod arm;
 pub mod certs;
 pub mod scenario;
 mod service;
@@ -113,6 +114,10 @@ struct JobEntry {
 /// Everything a request handler reads; built once from the scenario.
 pub(crate) struct SimState {
     subscription: String,
+    resource_group: String,
+    arm_credentials: scenario::ArmCredentials,
+    /// Bearer tokens issued by the token endpoint, with their expiry.
+    tokens: Mutex<HashMap<String, Instant>>,
     jobs: HashMap<String, JobEntry>,
     accounts: Vec<String>,
     faults: Vec<FaultWindow>,
@@ -134,6 +139,9 @@ impl SimState {
         accounts.dedup();
         Ok(SimState {
             subscription: scenario.subscription_id.clone(),
+            resource_group: scenario.resource_group.clone(),
+            arm_credentials: scenario.arm.clone(),
+            tokens: Mutex::new(HashMap::new()),
             jobs: timelines
                 .into_iter()
                 .map(|t| {
@@ -175,8 +183,10 @@ impl SimState {
 
 /// A simulator serving on a socket until [`RunningSimulator::stop`] or drop.
 pub struct RunningSimulator {
-    /// The bound address.
+    /// The bound address (classic Service Management API).
     pub addr: SocketAddr,
+    /// The bound address of the Resource Manager side (token endpoint and ARM API).
+    pub arm_addr: SocketAddr,
     /// The certificates.
     pub certs: CertPaths,
     state: Arc<SimState>,
@@ -208,6 +218,42 @@ impl RunningSimulator {
             self.certs.client.display(),
             self.certs.ca.display()
         )
+    }
+
+    /// `https://ADDR` of the Resource Manager side, for an `arm` account's `endpoint` and
+    /// `authority`.
+    pub fn arm_endpoint(&self) -> String {
+        format!("https://{}", self.arm_addr)
+    }
+
+    /// A ready-to-paste `kind = "arm"` `[[account]]` block.
+    pub fn arm_account_block(&self, name: &str) -> String {
+        let c = &self.state.arm_credentials;
+        format!(
+            "[[account]]\nname = \"{name}\"\nkind = \"arm\"\nsubscription_id = \"{}\"\nresource_group = \"{}\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\nendpoint = \"{}\"\nauthority = \"{}\"\nca_certificate = \"{}\"\n",
+            self.state.subscription,
+            self.state.resource_group,
+            c.tenant_id,
+            c.client_id,
+            c.client_secret,
+            self.arm_endpoint(),
+            self.arm_endpoint(),
+            self.certs.ca.display()
+        )
+    }
+
+    /// Makes every issued bearer token expire now (tests of token refresh).
+    pub fn expire_tokens(&self) {
+        let now = Instant::now();
+        for expiry in self
+            .state
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values_mut()
+        {
+            *expiry = now;
+        }
     }
 
     /// Every request seen so far (the newest [`REQUEST_LOG_CAPACITY`]).
@@ -275,39 +321,57 @@ pub async fn start(options: SimulatorOptions) -> Result<RunningSimulator, Simula
         tls::server_config_requiring_client_cert(&server_identity, tls::root_store(&ca, false))?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
 
-    let listener =
-        TcpListener::bind(options.listen)
-            .await
-            .map_err(|source| SimulatorError::Bind {
-                addr: options.listen,
-                source,
-            })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| SimulatorError::Bind {
-            addr: options.listen,
-            source,
-        })?;
+    let arm_acceptor =
+        tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(&server_identity)?));
+    let (listener, addr) = bind(options.listen).await?;
+    let (arm_listener, arm_addr) = bind(SocketAddr::new(options.listen.ip(), 0)).await?;
     let shutdown = CancellationToken::new();
     let state = Arc::new(SimState::new(&options.scenario, shutdown.clone())?);
     let tracker = TaskTracker::new();
     tracker.spawn(accept_loop(
         listener,
         acceptor,
+        Api::Classic,
+        state.clone(),
+        tracker.clone(),
+    ));
+    tracker.spawn(accept_loop(
+        arm_listener,
+        arm_acceptor,
+        Api::Arm,
         state.clone(),
         tracker.clone(),
     ));
     Ok(RunningSimulator {
         addr,
+        arm_addr,
         certs,
         state,
         tracker,
     })
 }
 
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), SimulatorError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| SimulatorError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| SimulatorError::Bind { addr, source })?;
+    Ok((listener, bound))
+}
+
+/// Which API a listener serves.
+#[derive(Clone, Copy)]
+enum Api {
+    Classic,
+    Arm,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
+    api: Api,
     state: Arc<SimState>,
     tracker: TaskTracker,
 ) {
@@ -341,7 +405,12 @@ async fn accept_loop(
             };
             let service = hyper::service::service_fn(move |request| {
                 let state = state.clone();
-                async move { service::handle(&state, request).await }
+                async move {
+                    match api {
+                        Api::Classic => service::handle(&state, request).await,
+                        Api::Arm => arm::handle(&state, request).await,
+                    }
+                }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), service);

@@ -54,12 +54,47 @@ pub struct Scenario {
     /// Simulated time zero, RFC 3339.
     #[serde(default)]
     pub epoch: Option<String>,
+    /// Resource Manager side: the resource group the jobs are in.
+    #[serde(default = "default_resource_group")]
+    pub resource_group: String,
+    /// Resource Manager side: the Entra ID credentials the token endpoint accepts.
+    #[serde(default)]
+    pub arm: ArmCredentials,
     /// The jobs.
     #[serde(default, rename = "job")]
     pub jobs: Vec<ScenarioJob>,
     /// Fault windows.
     #[serde(default, rename = "fault")]
     pub faults: Vec<Fault>,
+}
+
+fn default_resource_group() -> String {
+    "import-rg".to_owned()
+}
+
+/// The app registration the simulator's token endpoint accepts.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArmCredentials {
+    /// Tenant id (path segment of the token URL).
+    pub tenant_id: String,
+    /// Client id.
+    pub client_id: String,
+    /// Client secret.
+    pub client_secret: String,
+    /// Lifetime of issued tokens, seconds.
+    pub token_lifetime: u64,
+}
+
+impl Default for ArmCredentials {
+    fn default() -> Self {
+        ArmCredentials {
+            tenant_id: "iewatch-sim-tenant".into(),
+            client_id: "iewatch-sim-client".into(),
+            client_secret: "iewatch-sim-secret".into(),
+            token_lifetime: 3600,
+        }
+    }
 }
 
 fn default_speed() -> f64 {

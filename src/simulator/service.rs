@@ -20,7 +20,7 @@ use super::{
 };
 use crate::source::classic_wire::ErrorBody;
 
-type ResponseBody = BoxBody<Bytes, std::io::Error>;
+pub(crate) type ResponseBody = BoxBody<Bytes, std::io::Error>;
 
 const SUPPORTED_VERSIONS: [&str; 2] = ["2014-05-01", "2014-11-01"];
 const JSON_CONTENT_TYPE: &str =
@@ -33,7 +33,7 @@ const STALL: Duration = Duration::from_secs(3600);
 #[error("connection reset by fault injection")]
 pub(crate) struct ResetConnection;
 
-fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+pub(crate) fn full(bytes: impl Into<Bytes>) -> ResponseBody {
     Full::new(bytes.into())
         .map_err(|never: Infallible| match never {})
         .boxed()

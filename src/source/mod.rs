@@ -3,6 +3,8 @@
 //! format sit behind it is the source's business. Today: the classic Service Management
 //! API of the spec.
 
+pub mod arm;
+pub mod arm_wire;
 pub mod classic;
 pub mod classic_wire;
 
@@ -167,6 +169,8 @@ impl From<HttpError> for SourceError {
 pub enum Source {
     /// The classic Service Management API.
     Classic(classic::ClassicClient),
+    /// Azure Resource Manager with Entra ID credentials.
+    Arm(arm::ArmClient),
 }
 
 /// Why a source could not be built from its account.
@@ -200,6 +204,17 @@ impl Source {
                 account: account.name.clone(),
                 reason: e.to_string(),
             }),
+            AccountKind::Arm(arm) => arm::ArmClient::new(
+                &account.subscription_id,
+                arm,
+                daemon.request_timeout,
+                daemon.connect_timeout,
+            )
+            .map(Source::Arm)
+            .map_err(|e| SourceSetupError {
+                account: account.name.clone(),
+                reason: e.to_string(),
+            }),
         }
     }
 
@@ -207,6 +222,9 @@ impl Source {
     pub fn target(&self, job: &JobName) -> JobTarget {
         match self {
             Source::Classic(client) => JobTarget {
+                uri: client.job_uri(job),
+            },
+            Source::Arm(client) => JobTarget {
                 uri: client.job_uri(job),
             },
         }
@@ -223,6 +241,8 @@ impl Source {
     ) -> Result<PollOutcome, SourceError> {
         match self {
             Source::Classic(client) => client.get_job(&target.uri, etag).await,
+            // Resource Manager has no ETag: the scheduler compares the watched fields.
+            Source::Arm(client) => client.get_job(&target.uri).await,
         }
     }
 }

@@ -1,0 +1,389 @@
+//! The simulator's Resource Manager side: an Entra ID token endpoint
+//! (`POST /{tenant}/oauth2/v2.0/token`, client credentials) and
+//! `GET /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ImportExport/jobs/{job}`
+//! with bearer tokens, serving the same scenario timelines in ARM's JSON shape.
+
+use std::{
+    sync::atomic::Ordering,
+    time::{Duration, Instant, SystemTime},
+};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Limited};
+use serde_json::{json, Value};
+
+use super::{
+    scenario::FaultKind,
+    service::{full, ResetConnection, ResponseBody},
+    RequestRecord, SimState,
+};
+use crate::source::{arm_wire::ArmErrorBody, classic_wire::Job};
+
+const TOKEN_FORM_LIMIT: usize = 16 * 1024;
+
+fn json_response(status: StatusCode, body: &Value) -> Response<ResponseBody> {
+    let mut response = Response::new(full(serde_json::to_vec(body).unwrap_or_default()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    response
+}
+
+fn arm_error(status: StatusCode, code: &str, message: &str) -> Response<ResponseBody> {
+    json_response(
+        status,
+        &serde_json::to_value(ArmErrorBody::new(code, message)).unwrap_or_default(),
+    )
+}
+
+/// Answers one request on the Resource Manager listener.
+pub(crate) async fn handle(
+    state: &SimState,
+    request: Request<hyper::body::Incoming>,
+) -> Result<Response<ResponseBody>, ResetConnection> {
+    let arrived = Instant::now();
+    let sim_offset = state.clock.now();
+    let path = request.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let mut record = RequestRecord {
+        at: arrived,
+        sim_offset,
+        method: request.method().to_string(),
+        job: None,
+        status: 0,
+        if_none_match: None,
+        fault: None,
+    };
+    let response = match (request.method().clone(), segments.as_slice()) {
+        (Method::POST, [tenant, "oauth2", "v2.0", "token"]) => {
+            let tenant = (*tenant).to_owned();
+            token(state, &tenant, request).await
+        }
+        (
+            Method::GET,
+            ["subscriptions", sub, "resourceGroups", rg, "providers", "Microsoft.ImportExport", "jobs", job],
+        ) => {
+            record.job = Some((*job).to_owned());
+            let (response, fault) = get_job(state, &request, sub, rg, job, sim_offset);
+            record.fault = fault;
+            match fault {
+                Some(FaultKind::Reset) => {
+                    state.record(record);
+                    return Err(ResetConnection);
+                }
+                Some(FaultKind::Stall) => {
+                    state.record(record);
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                        () = state.shutdown.cancelled() => {}
+                    }
+                    return Err(ResetConnection);
+                }
+                _ => response,
+            }
+        }
+        _ => arm_error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "The requested path does not exist.",
+        ),
+    };
+    record.status = response.status().as_u16();
+    state.record(record);
+    let mut response = response;
+    response.headers_mut().insert(
+        "x-ms-request-id",
+        HeaderValue::from_str(&state.next_request_id()).unwrap_or(HeaderValue::from_static("0")),
+    );
+    response.headers_mut().insert(
+        header::DATE,
+        HeaderValue::from_str(&httpdate::fmt_http_date(SystemTime::now()))
+            .unwrap_or(HeaderValue::from_static("")),
+    );
+    Ok(response)
+}
+
+/// The client-credentials grant: checks the form against the scenario's credentials.
+async fn token(
+    state: &SimState,
+    tenant: &str,
+    request: Request<hyper::body::Incoming>,
+) -> Response<ResponseBody> {
+    let body = match Limited::new(request.into_body(), TOKEN_FORM_LIMIT)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "invalid_request", "error_description": "unreadable body"}),
+            )
+        }
+    };
+    let form: Vec<(String, String)> = String::from_utf8_lossy(&body)
+        .split('&')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            Some((decode_form(k)?, decode_form(v)?))
+        })
+        .collect();
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let credentials = &state.arm_credentials;
+    if tenant != credentials.tenant_id {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "invalid_request", "error_description": format!("AADSTS90002: Tenant '{tenant}' not found.")}),
+        );
+    }
+    if field("grant_type") != Some("client_credentials")
+        || !field("scope").is_some_and(|s| s.ends_with("/.default"))
+    {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "invalid_request", "error_description": "AADSTS900144: grant_type client_credentials and a /.default scope are required."}),
+        );
+    }
+    if field("client_id") != Some(credentials.client_id.as_str())
+        || field("client_secret") != Some(credentials.client_secret.as_str())
+    {
+        return json_response(
+            StatusCode::UNAUTHORIZED,
+            &json!({"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID."}),
+        );
+    }
+    let n = state.counter.fetch_add(1, Ordering::Relaxed);
+    let token = format!("sim-token-{n:08}");
+    let lifetime = Duration::from_secs(credentials.token_lifetime);
+    state
+        .tokens
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(token.clone(), Instant::now() + lifetime);
+    json_response(
+        StatusCode::OK,
+        &json!({"token_type": "Bearer", "expires_in": credentials.token_lifetime, "ext_expires_in": credentials.token_lifetime, "access_token": token}),
+    )
+}
+
+fn decode_form(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn get_job(
+    state: &SimState,
+    request: &Request<hyper::body::Incoming>,
+    subscription: &str,
+    resource_group: &str,
+    job: &str,
+    now: Duration,
+) -> (Response<ResponseBody>, Option<FaultKind>) {
+    let plain = |response| (response, None);
+    if request
+        .uri()
+        .query()
+        .is_none_or(|q| !q.split('&').any(|p| p == "api-version=2021-01-01"))
+    {
+        return plain(arm_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidApiVersionParameter",
+            "The api-version is missing or not supported; use 2021-01-01.",
+        ));
+    }
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let expiry = token.and_then(|t| {
+        state
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(t)
+            .copied()
+    });
+    match expiry {
+        None => {
+            return plain(arm_error(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationToken",
+                "The access token is invalid.",
+            ))
+        }
+        Some(expiry) if Instant::now() >= expiry => {
+            return plain(arm_error(
+                StatusCode::UNAUTHORIZED,
+                "ExpiredAuthenticationToken",
+                "The access token expiry UTC time is earlier than current UTC time.",
+            ))
+        }
+        Some(_) => {}
+    }
+    if subscription != state.subscription {
+        return plain(arm_error(
+            StatusCode::NOT_FOUND,
+            "SubscriptionNotFound",
+            &format!("The subscription '{subscription}' could not be found."),
+        ));
+    }
+    if !resource_group.eq_ignore_ascii_case(&state.resource_group) {
+        return plain(arm_error(
+            StatusCode::NOT_FOUND,
+            "ResourceGroupNotFound",
+            &format!("Resource group '{resource_group}' could not be found."),
+        ));
+    }
+    let Some(entry) = state.jobs.values().find(|e| e.timeline.name == job) else {
+        return plain(not_found(job));
+    };
+    let n = entry.requests.fetch_add(1, Ordering::Relaxed);
+    let fault = state.faults.iter().find(|f| {
+        f.job.as_deref().is_none_or(|j| j == job)
+            && f.from <= now
+            && now < f.until
+            && n % f.every == 0
+    });
+    if let Some(fault) = fault {
+        let retry_after = |mut response: Response<ResponseBody>| {
+            if let Some(seconds) = fault.retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            response
+        };
+        let response = match fault.kind {
+            FaultKind::Unavailable => retry_after(arm_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "The service is unavailable.",
+            )),
+            FaultKind::Throttled => retry_after(arm_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                "Too many requests.",
+            )),
+            FaultKind::InternalError => arm_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerError",
+                "Internal error.",
+            ),
+            FaultKind::NotFound => not_found(job),
+            FaultKind::Malformed => json_response_raw(b"{\"name\": \"broken\", \"properties\": {"),
+            _ => arm_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerError",
+                "Fault.",
+            ),
+        };
+        return (response, Some(fault.kind));
+    }
+    match &entry.timeline.at(now).job {
+        None => plain(not_found(job)),
+        Some(document) => plain(json_response(
+            StatusCode::OK,
+            &arm_document(state, document),
+        )),
+    }
+}
+
+fn json_response_raw(body: &'static [u8]) -> Response<ResponseBody> {
+    let mut response = Response::new(full(Bytes::from_static(body)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    response
+}
+
+fn not_found(job: &str) -> Response<ResponseBody> {
+    arm_error(
+        StatusCode::NOT_FOUND,
+        "ResourceNotFound",
+        &format!(
+            "The Resource 'Microsoft.ImportExport/jobs/{job}' under resource group was not found."
+        ),
+    )
+}
+
+/// The classic document in Resource Manager's shape.
+fn arm_document(state: &SimState, job: &Job) -> Value {
+    let p = &job.properties;
+    let drives: Vec<Value> = job
+        .drive_list
+        .iter()
+        .flatten()
+        .map(|d| {
+            let mut drive = json!({
+                "driveId": d.drive_id,
+                "manifestFile": d.manifest_file,
+                "manifestHash": d.manifest_hash,
+                "driveHeaderHash": "",
+                "state": d.state,
+            });
+            if let Some(object) = drive.as_object_mut() {
+                if let Some(status) = &d.copy_status {
+                    object.insert("copyStatus".into(), status.clone().into());
+                }
+                if let Some(percent) = d.percent_complete {
+                    object.insert("percentComplete".into(), percent.into());
+                    object.insert("bytesSucceeded".into(), (percent * 40_000_000_000).into());
+                }
+            }
+            drive
+        })
+        .collect();
+    let mut properties = json!({
+        "jobType": p.job_type,
+        "state": p.state,
+        "cancelRequested": p.cancel_requested.unwrap_or(false),
+        "diagnosticsPath": p.import_export_states_path,
+        "backupDriveManifest": p.backup_drive_manifest.unwrap_or(false),
+        "provisioningState": "Succeeded",
+        "encryptionKey": {"kekType": "MicrosoftManaged"},
+    });
+    if let Some(object) = properties.as_object_mut() {
+        if let Some(percent) = p.percent_complete {
+            object.insert("percentComplete".into(), percent.into());
+        }
+        if !drives.is_empty() {
+            object.insert("driveList".into(), drives.into());
+        }
+    }
+    json!({
+        "id": format!("/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ImportExport/jobs/{}", state.subscription, state.resource_group, job.name),
+        "name": job.name,
+        "type": "Microsoft.ImportExport/jobs",
+        "location": p.location,
+        "identity": {"type": "None"},
+        "properties": properties,
+    })
+}

@@ -1,0 +1,271 @@
+//! The Get Job client of Azure Resource Manager (`Microsoft.ImportExport/jobs`,
+//! api-version 2021-01-01) with Entra ID client credentials. Tokens are fetched with the
+//! OAuth2 client-credentials grant, cached, refreshed before they expire, and refreshed
+//! once more when the API answers 401. The API sends no ETag: "unchanged" is decided by
+//! comparing the watched fields.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, StatusCode};
+use http_body_util::Full;
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use super::{
+    arm_wire::{ArmErrorBody, ArmJob},
+    encode_path_segment, header_string, Observation, PollOutcome, ServiceError, SourceError,
+    MAX_JOB_BODY_BYTES,
+};
+use crate::{
+    config::{ArmAccount, Secret},
+    http_client::{self, HttpsClient, USER_AGENT},
+    model::{ETag, JobName},
+    tls,
+};
+
+/// The API version this client speaks.
+pub const API_VERSION: &str = "2021-01-01";
+/// A token is renewed this long before it expires, so no request carries a stale one.
+const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(300);
+/// Largest token response read.
+const TOKEN_BODY_LIMIT: usize = 64 * 1024;
+
+/// A cached bearer token.
+struct Token {
+    value: HeaderValue,
+    renew_at: Instant,
+}
+
+/// Fetches and caches Entra ID tokens for one app registration.
+struct Tokens {
+    token_url: String,
+    form: Secret,
+    cached: Mutex<Option<Token>>,
+}
+
+impl Tokens {
+    /// A valid token, fetched if none is cached or the cached one is about to expire.
+    async fn get(&self, http: &HttpsClient, timeout: Duration) -> Result<HeaderValue, SourceError> {
+        let mut cached = self.cached.lock().await;
+        if let Some(token) = cached.as_ref().filter(|t| Instant::now() < t.renew_at) {
+            return Ok(token.value.clone());
+        }
+        let token = self.fetch(http, timeout).await?;
+        let value = token.value.clone();
+        *cached = Some(token);
+        Ok(value)
+    }
+
+    /// Forgets the cached token (the API refused it).
+    async fn invalidate(&self) {
+        *self.cached.lock().await = None;
+    }
+
+    async fn fetch(&self, http: &HttpsClient, timeout: Duration) -> Result<Token, SourceError> {
+        #[derive(Deserialize)]
+        struct TokenResponse {
+            access_token: String,
+            #[serde(default)]
+            expires_in: Option<serde_json::Value>,
+        }
+        #[derive(Deserialize)]
+        struct TokenError {
+            error: String,
+            #[serde(default)]
+            error_description: String,
+        }
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(&self.token_url)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::USER_AGENT, USER_AGENT)
+            .body(Full::new(Bytes::copy_from_slice(self.form.expose())))
+            .map_err(|e| SourceError::Decode(format!("cannot build token request: {e}")))?;
+        let response = http_client::send(http, request, timeout, TOKEN_BODY_LIMIT).await?;
+        let status = response.status();
+        if !status.is_success() {
+            // Entra answers a refused credential with 400/401 and an OAuth2 error body;
+            // it is reported as 401 so that callers treat it as refused credentials.
+            let error = serde_json::from_slice::<TokenError>(response.body())
+                .ok()
+                .map(|e| {
+                    let first_line = e
+                        .error_description
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    Box::new(ServiceError {
+                        code: e.error,
+                        message: first_line,
+                        ..ServiceError::default()
+                    })
+                });
+            let refused = matches!(status, StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED);
+            return Err(SourceError::Status {
+                status: if refused { 401 } else { status.as_u16() },
+                error,
+                retry_after: http_client::retry_after(response.headers()),
+                request_id: header_string(response.headers(), "x-ms-request-id"),
+            });
+        }
+        let token: TokenResponse = serde_json::from_slice(response.body())
+            .map_err(|e| SourceError::Decode(format!("token response: {e}")))?;
+        let lifetime = match token.expires_in {
+            Some(serde_json::Value::Number(n)) => n.as_u64(),
+            Some(serde_json::Value::String(s)) => s.parse().ok(),
+            _ => None,
+        }
+        .map_or(Duration::from_secs(3600), Duration::from_secs);
+        let value = HeaderValue::from_str(&format!("Bearer {}", token.access_token))
+            .map_err(|_| SourceError::Decode("token is not a valid header value".into()))?;
+        Ok(Token {
+            value,
+            renew_at: Instant::now() + lifetime.saturating_sub(TOKEN_REFRESH_MARGIN),
+        })
+    }
+}
+
+/// A client for one Resource Manager account; clones share the pool and the token.
+#[derive(Clone)]
+pub struct ArmClient {
+    http: HttpsClient,
+    tokens: std::sync::Arc<Tokens>,
+    jobs_url: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for ArmClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArmClient")
+            .field("jobs_url", &self.jobs_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ArmClient {
+    /// A client for `account`.
+    ///
+    /// # Errors
+    /// The TLS configuration cannot be built.
+    pub fn new(
+        subscription_id: &str,
+        account: &ArmAccount,
+        timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Result<Self, tls::TlsError> {
+        let config = tls::client_config(tls::root_store(&account.extra_roots, true), None)?;
+        let scope = format!("{}/.default", account.endpoint);
+        let form = format!(
+            "grant_type=client_credentials&client_id={}&client_secret={}&scope={}",
+            encode_path_segment(&account.client_id),
+            encode_path_segment(&String::from_utf8_lossy(account.client_secret.expose())),
+            encode_path_segment(&scope),
+        );
+        Ok(ArmClient {
+            http: http_client::build_client(config, connect_timeout, true),
+            tokens: std::sync::Arc::new(Tokens {
+                token_url: format!(
+                    "{}/{}/oauth2/v2.0/token",
+                    account.authority,
+                    encode_path_segment(&account.tenant_id)
+                ),
+                form: Secret::new(form.into_bytes()),
+                cached: Mutex::new(None),
+            }),
+            jobs_url: format!(
+                "{}/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ImportExport/jobs",
+                account.endpoint,
+                encode_path_segment(subscription_id),
+                encode_path_segment(&account.resource_group),
+            ),
+            timeout,
+        })
+    }
+
+    /// The Get Job URL of `job`.
+    pub fn job_uri(&self, job: &JobName) -> http::Uri {
+        let url = format!(
+            "{}/{}?api-version={API_VERSION}",
+            self.jobs_url,
+            encode_path_segment(job.as_str())
+        );
+        url.parse()
+            .unwrap_or_else(|_| http::Uri::from_static("https://invalid.invalid/"))
+    }
+
+    /// Get Job; a 401 refreshes the token once and tries again.
+    ///
+    /// # Errors
+    /// See [`SourceError`]; a refused credential is a 401 [`SourceError::Status`].
+    pub async fn get_job(&self, uri: &http::Uri) -> Result<PollOutcome, SourceError> {
+        let first = self.attempt(uri).await;
+        if matches!(first, Err(SourceError::Status { status: 401, .. })) {
+            self.tokens.invalidate().await;
+            return self.attempt(uri).await;
+        }
+        first
+    }
+
+    async fn attempt(&self, uri: &http::Uri) -> Result<PollOutcome, SourceError> {
+        let token = self.tokens.get(&self.http, self.timeout).await?;
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(uri.clone())
+            .header(header::AUTHORIZATION, token)
+            .header(header::ACCEPT, HeaderValue::from_static("application/json"))
+            .header(header::USER_AGENT, HeaderValue::from_static(USER_AGENT))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| SourceError::Decode(format!("cannot build request for {uri}: {e}")))?;
+        let response =
+            http_client::send(&self.http, request, self.timeout, MAX_JOB_BODY_BYTES).await?;
+        interpret(response)
+    }
+}
+
+/// Turns a complete ARM response into an outcome.
+///
+/// # Errors
+/// Non-success statuses and undecodable bodies.
+pub fn interpret(response: http::Response<Bytes>) -> Result<PollOutcome, SourceError> {
+    let status = response.status();
+    let headers = response.headers();
+    let request_id = header_string(headers, "x-ms-request-id");
+    if !status.is_success() {
+        let error = serde_json::from_slice::<ArmErrorBody>(response.body())
+            .ok()
+            .map(|b| {
+                Box::new(ServiceError {
+                    code: b.error.code,
+                    message: b.error.message,
+                    extended_code: b.error.details.first().map(|d| d.code.clone()),
+                    extended_information: b.error.details.first().map(|d| d.message.clone()),
+                })
+            });
+        return Err(SourceError::Status {
+            status: status.as_u16(),
+            error,
+            retry_after: http_client::retry_after(headers),
+            request_id,
+        });
+    }
+    if let Some(content_type) = header_string(headers, header::CONTENT_TYPE.as_str()) {
+        if !content_type
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+        {
+            return Err(SourceError::Decode(format!(
+                "unexpected Content-Type {content_type:?}"
+            )));
+        }
+    }
+    let job: ArmJob =
+        serde_json::from_slice(response.body()).map_err(|e| SourceError::Decode(e.to_string()))?;
+    Ok(PollOutcome::Modified(Box::new(Observation {
+        snapshot: job.into_snapshot(),
+        etag: None::<ETag>,
+        last_modified: None,
+        request_id,
+    })))
+}

@@ -1,0 +1,139 @@
+//! The Resource Manager shape of a job (`Microsoft.ImportExport/jobs`, api-version
+//! 2021-01-01): camelCase fields under `properties`. The fields iewatch watches are typed;
+//! everything else is kept as it came for the stored document. `bitLockerKey` is treated
+//! as the secret it is, should the service ever include it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::model::{
+    BitLockerKey, CopyStatus, DriveId, DriveSnapshot, DriveState, JobSnapshot, JobState,
+};
+
+/// A job resource.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArmJob {
+    /// The job's name.
+    pub name: String,
+    /// The job's properties.
+    pub properties: ArmJobProperties,
+    /// `id`, `type`, `location`, `identity`, `systemData`, ... kept as they came.
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// `properties` of a job resource.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArmJobProperties {
+    /// `Import` or `Export`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_type: Option<String>,
+    /// The job's state.
+    pub state: String,
+    /// Whether cancellation was requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_requested: Option<bool>,
+    /// Overall percentage copied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent_complete: Option<i64>,
+    /// Resource provisioning state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioning_state: Option<String>,
+    /// The drives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drive_list: Option<Vec<ArmDrive>>,
+    /// Everything else, as it came.
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// One entry of `driveList`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArmDrive {
+    /// Serial number.
+    pub drive_id: String,
+    /// Drive state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Copy status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_status: Option<String>,
+    /// Percentage copied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent_complete: Option<i64>,
+    /// Bytes copied so far (kept in the document, not watched: it moves constantly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_succeeded: Option<i64>,
+    /// Never serialised by iewatch.
+    #[serde(default, skip_serializing)]
+    pub bit_locker_key: Option<BitLockerKey>,
+    /// Everything else, as it came.
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// The ARM error body: `{"error": {"code", "message", "details"}}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArmErrorBody {
+    /// The error.
+    pub error: ArmError,
+}
+
+/// An ARM error and its details.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArmError {
+    /// Machine-readable code.
+    #[serde(default)]
+    pub code: String,
+    /// Human-readable message.
+    #[serde(default)]
+    pub message: String,
+    /// Nested errors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<ArmError>,
+}
+
+impl ArmErrorBody {
+    /// Builds an error body (the simulator's).
+    pub fn new(code: &str, message: &str) -> Self {
+        ArmErrorBody {
+            error: ArmError {
+                code: code.into(),
+                message: message.into(),
+                details: Vec::new(),
+            },
+        }
+    }
+}
+
+impl ArmJob {
+    /// Maps the resource onto the source-independent snapshot.
+    pub fn into_snapshot(self) -> JobSnapshot {
+        let document = serde_json::to_value(&self).unwrap_or(Value::Null);
+        let drives = self.properties.drive_list.unwrap_or_default();
+        let bitlocker_keys = drives
+            .iter()
+            .filter_map(|d| Some((DriveId::new(&d.drive_id), d.bit_locker_key.clone()?)))
+            .collect();
+        JobSnapshot {
+            job_type: self.properties.job_type,
+            state: JobState::new(self.properties.state),
+            percent_complete: self.properties.percent_complete,
+            cancel_requested: self.properties.cancel_requested.unwrap_or(false),
+            drives: drives
+                .into_iter()
+                .map(|d| DriveSnapshot {
+                    drive_id: DriveId::new(d.drive_id),
+                    state: d.state.map(DriveState::new),
+                    copy_status: d.copy_status.map(CopyStatus::new),
+                    percent_complete: d.percent_complete,
+                })
+                .collect(),
+            bitlocker_keys,
+            document,
+        }
+    }
+}

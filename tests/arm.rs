@@ -1,0 +1,207 @@
+//! Resource Manager accounts: the public 2021-01-01 GetJob example, and the daemon end to
+//! end against the simulator's ARM side (token endpoint, bearer tokens, no ETag).
+
+mod common;
+
+use std::{path::Path, time::Duration};
+
+use common::{event_list, scenario, start_simulator, wait_for, RunningDaemon};
+use iewatch::{detect::detect_changes, model::JobSnapshot, source::arm_wire::ArmJob};
+
+#[test]
+fn the_public_getjob_example_parses_to_the_values_it_shows() {
+    let text = include_str!("fixtures/arm-get-job-2021-01-01.json");
+    let job: ArmJob = serde_json::from_str(text).unwrap();
+    assert_eq!(job.name, "myJob");
+    assert_eq!(job.other["type"], "Microsoft.ImportExport/jobs");
+    assert_eq!(job.other["location"], "West US");
+    assert_eq!(job.properties.job_type.as_deref(), Some("Import"));
+    assert_eq!(job.properties.state, "Creating");
+    assert_eq!(
+        job.properties.provisioning_state.as_deref(),
+        Some("Succeeded")
+    );
+    assert_eq!(job.properties.cancel_requested, Some(false));
+    assert_eq!(job.properties.other["diagnosticsPath"], "waimportexport");
+    let drives = job.properties.drive_list.as_ref().unwrap();
+    assert_eq!(drives[0].drive_id, "9CA995BB");
+    assert_eq!(drives[0].state.as_deref(), Some("Specified"));
+    assert_eq!(
+        drives[0].other["manifestHash"],
+        "109B21108597EF36D5785F08303F3638"
+    );
+    let snapshot = job.into_snapshot();
+    assert_eq!(snapshot.state.as_str(), "Creating");
+    assert_eq!(snapshot.drives[0].drive_id.as_str(), "9CA995BB");
+    assert_eq!(
+        snapshot.document["properties"]["returnShipping"]["carrierName"],
+        "FedEx"
+    );
+}
+
+#[test]
+fn a_bitlocker_key_in_an_arm_document_is_kept_out_of_the_stored_document() {
+    let text = include_str!("fixtures/arm-get-job-2021-01-01.json").replace(
+        "\"driveId\": \"9CA995BB\",",
+        "\"driveId\": \"9CA995BB\", \"bitLockerKey\": \"111111-222222-333333\",",
+    );
+    let snapshot = serde_json::from_str::<ArmJob>(&text)
+        .unwrap()
+        .into_snapshot();
+    assert_eq!(snapshot.bitlocker_keys.len(), 1);
+    assert!(!snapshot.document.to_string().contains("111111-222222"));
+    assert!(!format!("{snapshot:?}").contains("111111-222222"));
+}
+
+fn arm_config(
+    dir: &Path,
+    sim: &iewatch::simulator::RunningSimulator,
+    extra: &str,
+    secret: Option<&str>,
+) -> std::path::PathBuf {
+    let mut account = sim.arm_account_block("arm");
+    if let Some(secret) = secret {
+        account = account.replace(
+            "client_secret = \"iewatch-sim-secret\"",
+            &format!("client_secret = \"{secret}\""),
+        );
+    }
+    let text = format!(
+        "[daemon]\ndatabase = \"{}\"\npoll_interval = \"100ms\"\nrequest_timeout = \"5s\"\npoll_interval_by_state = {{ Creating = \"100ms\", Completed = \"100ms\" }}\n{extra}\n\n{account}\n[[job]]\naccount = \"arm\"\nname = \"MySampleJob\"\n",
+        dir.join("iewatch.db").display()
+    );
+    let path = dir.join("iewatch.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Steps through the versions in `range`, waiting after each until the events it brings
+/// are recorded (ARM has no ETag to wait on).
+async fn play_by_events(
+    sim: &iewatch::simulator::RunningSimulator,
+    db: &Path,
+    range: std::ops::Range<usize>,
+    before_each: impl Fn(usize),
+) {
+    let timeline = scenario("import-lifecycle.toml")
+        .compile()
+        .unwrap()
+        .remove(0);
+    let snapshots: Vec<JobSnapshot> = timeline
+        .versions
+        .iter()
+        .map(|v| v.job.clone().unwrap().into_snapshot())
+        .collect();
+    for i in range {
+        before_each(i);
+        sim.set_time(Some(timeline.versions[i].since));
+        let expected: usize = (0..=i)
+            .map(|k| detect_changes(k.checked_sub(1).map(|p| &snapshots[p]), &snapshots[k]).len())
+            .sum();
+        let reached = wait_for(Duration::from_secs(20), || async {
+            event_list(db, "MySampleJob").await.len() == expected
+        })
+        .await;
+        assert!(
+            reached,
+            "version {i}: expected {expected} events, have {}",
+            event_list(db, "MySampleJob").await.len()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_import_lifecycle_over_arm_gives_the_same_events_and_survives_token_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
+    sim.set_time(Some(Duration::ZERO));
+    let config = arm_config(dir.path(), &sim, "", None);
+    let db = dir.path().join("iewatch.db");
+    let daemon = RunningDaemon::start(&config).await;
+    play_by_events(&sim, &db, 0..10, |i| {
+        if i == 5 {
+            sim.expire_tokens();
+        }
+    })
+    .await;
+    // Unchanged answers (no ETag) make no event.
+    let polls = sim.requests().len();
+    assert!(common::wait_until(Duration::from_secs(10), || sim.requests().len() > polls + 5).await);
+    daemon.stop().await;
+    assert_eq!(
+        event_list(&db, "MySampleJob").await,
+        common::expected(common::IMPORT_EVENTS)
+    );
+
+    let requests = sim.requests();
+    let expired = requests
+        .iter()
+        .position(|r| r.status == 401)
+        .expect("the expired token was refused once");
+    assert_eq!(
+        requests[expired + 1].method,
+        "POST",
+        "a new token was fetched"
+    );
+    assert_eq!(
+        requests[expired + 2].status,
+        200,
+        "and the poll went through"
+    );
+    let store = iewatch::store::Store::open_existing(&db).await.unwrap();
+    let failures: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE type = 'job.poll_failing'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(failures, 0, "no poll was lost to the expired token");
+    let tokens = requests.iter().filter(|r| r.method == "POST").count();
+    assert_eq!(
+        tokens, 2,
+        "tokens are cached: one at start, one after expiry"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_secret_gives_a_clear_error_and_failure_events_never_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
+    let config = arm_config(
+        dir.path(),
+        &sim,
+        "failure_threshold = 2",
+        Some("not-the-secret"),
+    );
+    let db = dir.path().join("iewatch.db");
+    let daemon = RunningDaemon::start(&config).await;
+    let failing = wait_for(Duration::from_secs(20), || async {
+        event_list(&db, "MySampleJob")
+            .await
+            .iter()
+            .any(|e| e.0 == "job.poll_failing")
+    })
+    .await;
+    assert!(failing);
+    assert!(!daemon.task.is_finished());
+    daemon.stop().await;
+    let events = event_list(&db, "MySampleJob").await;
+    let error = events
+        .iter()
+        .find(|e| e.0 == "job.poll_failing")
+        .unwrap()
+        .3
+        .clone()
+        .unwrap();
+    assert!(
+        error.contains("HTTP 401") && error.contains("invalid_client"),
+        "{error}"
+    );
+    assert!(
+        !error.contains("not-the-secret"),
+        "the secret is not echoed"
+    );
+    assert!(
+        sim.requests().iter().all(|r| r.job.is_none()),
+        "no job request without a token"
+    );
+}
