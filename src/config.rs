@@ -207,6 +207,8 @@ pub struct ArmAccount {
     pub authority: String,
     /// Extra trust roots (a sovereign cloud's, or the simulator's).
     pub extra_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// `jobs = "all"`: watch every job of the resource group, new ones included.
+    pub discover_all: bool,
 }
 
 /// A classic account: endpoint, storage account, management certificate.
@@ -324,6 +326,13 @@ impl Config {
                 problems: checker.problems,
             })
         }
+    }
+
+    /// Accounts whose jobs are discovered (`jobs = "all"`).
+    pub fn discovering_accounts(&self) -> impl Iterator<Item = &Account> {
+        self.accounts
+            .iter()
+            .filter(|a| matches!(&a.kind, AccountKind::Arm(arm) if arm.discover_all))
     }
 
     /// The account a job belongs to (always present in a checked config).
@@ -940,13 +949,21 @@ impl Checker<'_> {
                 "certificate credentials are not supported yet; use client_secret_file",
             );
         }
-        if let Some(jobs) = &raw.jobs {
-            self.problem(
-                jobs.span().start,
-                key("jobs"),
-                "job discovery is not supported yet; list the jobs as [[job]]",
-            );
-        }
+        let discover_all = match &raw.jobs {
+            None => false,
+            Some(jobs) if jobs.get_ref() == "all" => true,
+            Some(jobs) => {
+                self.problem(
+                    jobs.span().start,
+                    key("jobs"),
+                    format!(
+                        "{:?}: the only value is \"all\" (watch every job of the resource group)",
+                        jobs.get_ref()
+                    ),
+                );
+                false
+            }
+        };
         let resource_group = self
             .required(&raw.resource_group, at, &key("resource_group"))
             .map(|v| v.get_ref().clone());
@@ -1012,6 +1029,7 @@ impl Checker<'_> {
                 endpoint: endpoint?,
                 authority: authority?,
                 extra_roots: extra_roots?,
+                discover_all,
             }),
         })
     }

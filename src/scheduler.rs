@@ -134,59 +134,67 @@ pub async fn spawn_jobs(
         stop_after: config.daemon.stop_after,
         failing: std::sync::atomic::AtomicI64::new(0),
     });
-    let mut jobs = Vec::new();
+    let queue = Arc::new(DueQueue {
+        state: Mutex::new(QueueState {
+            heap: BinaryHeap::new(),
+            slots: Vec::new(),
+        }),
+        changed: Notify::new(),
+    });
+    let mut count = 0;
     for job in &config.jobs {
         let (Some(source), Some(account)) =
             (sources.get(&job.account), config.account(&job.account))
         else {
             continue;
         };
-        let mut stored = shared
-            .store
-            .load_job(&job.account, job.name.as_str())
-            .await
-            .map_err(|source| SchedulerError::Store {
-                job: format!("{}/{}", job.account, job.name),
-                source,
-            })?;
-        if let Some(snapshot) = stored.snapshot.as_mut() {
-            snapshot.document = watched_document_marker(&snapshot.document);
-        }
-        jobs.push(WatchedJob {
-            account: job.account.clone(),
-            name: job.name.clone(),
-            target: source.target(&job.name),
-            source: source.clone(),
-            policy: config.poll_policy(job),
-            store_bitlocker_keys: account.store_bitlocker_keys,
-            stored,
-            auth_error_logged: false,
-        });
-    }
-    let count = jobs.len();
-    shared.telemetry.set_jobs(count as i64, 0);
-    let now = tokio::time::Instant::now();
-    let mut heap = BinaryHeap::with_capacity(count);
-    for (index, job) in jobs.iter().enumerate() {
-        if job.stored.consecutive_failures > 0 {
+        let watched = WatchedJob::load(
+            shared,
+            job,
+            source,
+            config.poll_policy(job),
+            account.store_bitlocker_keys,
+        )
+        .await?;
+        if watched.stored.consecutive_failures > 0 {
             settings
                 .failing
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        let spread = job.policy.base.min(FIRST_POLL_SPREAD);
-        heap.push(Reverse((
-            now + spread.mul_f64(rand::thread_rng().gen_range(0.0..1.0)),
-            index,
-        )));
+        queue.add(watched);
+        count += 1;
     }
-    let queue = Arc::new(DueQueue {
-        state: Mutex::new(QueueState {
-            heap,
-            slots: jobs.into_iter().map(|job| Some(Box::new(job))).collect(),
-        }),
-        changed: Notify::new(),
-    });
-    for _ in 0..config.daemon.max_concurrent_polls.min(count) {
+    shared.telemetry.set_jobs(
+        count as i64,
+        settings.failing.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    let mut workers = config.daemon.max_concurrent_polls.min(count);
+    for account in config.discovering_accounts() {
+        let Some(source) = sources.get(&account.name) else {
+            continue;
+        };
+        workers = config.daemon.max_concurrent_polls;
+        let known = config
+            .jobs
+            .iter()
+            .filter(|j| j.account == account.name)
+            .map(|j| j.name.clone())
+            .collect();
+        let discovery = Discovery {
+            account: account.name.clone(),
+            store_bitlocker_keys: account.store_bitlocker_keys,
+            source: source.clone(),
+            known,
+            interval: config.daemon.poll_interval,
+            policy: config.poll_policy(&crate::config::JobConfig {
+                account: account.name.clone(),
+                name: JobName::from(""),
+                poll_interval: None,
+            }),
+        };
+        tracker.spawn(discovery.run(queue.clone(), shared.clone(), shutdown.clone()));
+    }
+    for _ in 0..workers {
         tracker.spawn(worker(
             queue.clone(),
             shared.clone(),
@@ -197,6 +205,68 @@ pub async fn spawn_jobs(
     Ok(count)
 }
 
+/// `jobs = "all"`: lists the account's jobs every poll interval and starts watching the
+/// ones it has not seen, so jobs created later are picked up without a reload.
+struct Discovery {
+    account: String,
+    store_bitlocker_keys: bool,
+    source: Arc<Source>,
+    known: std::collections::HashSet<JobName>,
+    interval: Duration,
+    policy: PollPolicy,
+}
+
+impl Discovery {
+    async fn run(mut self, queue: Arc<DueQueue>, shared: Shared, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let names = match self.source.list_jobs().await {
+                Some(Ok(names)) => names,
+                Some(Err(e)) => {
+                    tracing::warn!(account = %self.account, "cannot list jobs: {e}");
+                    continue;
+                }
+                None => return,
+            };
+            for name in names {
+                if self.known.contains(&name) {
+                    continue;
+                }
+                let job = crate::config::JobConfig {
+                    account: self.account.clone(),
+                    name: name.clone(),
+                    poll_interval: None,
+                };
+                match WatchedJob::load(
+                    &shared,
+                    &job,
+                    &self.source,
+                    self.policy.clone(),
+                    self.store_bitlocker_keys,
+                )
+                .await
+                {
+                    Ok(watched) => {
+                        tracing::info!(account = %self.account, job = %name, "discovered; now watching it");
+                        queue.add(watched);
+                        self.known.insert(name);
+                        let (watched_count, failing, _) = shared.telemetry.counts();
+                        shared.telemetry.set_jobs(watched_count + 1, failing);
+                    }
+                    Err(e) => {
+                        tracing::warn!(account = %self.account, job = %name, "cannot start watching: {e}")
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Jobs waiting for their next poll, earliest first. Workers take a due job out of its
 /// slot, poll it, and put it back with its next due time: `max_concurrent_polls` tasks
 /// and one heap instead of a task and a timer per job, so a busy daemon pays no
@@ -205,6 +275,22 @@ struct DueQueue {
     state: Mutex<QueueState>,
     /// Signalled when a job is put back due earlier than any other, for idle workers.
     changed: Notify,
+}
+
+impl DueQueue {
+    /// Adds a job, first polled within [`FIRST_POLL_SPREAD`] (or its interval).
+    fn add(&self, job: WatchedJob) {
+        let spread = job.policy.base.min(FIRST_POLL_SPREAD);
+        let due =
+            tokio::time::Instant::now() + spread.mul_f64(rand::thread_rng().gen_range(0.0..1.0));
+        {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let index = state.slots.len();
+            state.slots.push(Some(Box::new(job)));
+            state.heap.push(Reverse((due, index)));
+        }
+        self.changed.notify_waiters();
+    }
 }
 
 struct QueueState {
@@ -297,6 +383,39 @@ struct WatchedJob {
     store_bitlocker_keys: bool,
     stored: StoredJob,
     auth_error_logged: bool,
+}
+
+impl WatchedJob {
+    /// A job to watch, resumed from what the database remembers of it.
+    async fn load(
+        shared: &Shared,
+        job: &crate::config::JobConfig,
+        source: &Arc<Source>,
+        policy: PollPolicy,
+        store_bitlocker_keys: bool,
+    ) -> Result<WatchedJob, SchedulerError> {
+        let mut stored = shared
+            .store
+            .load_job(&job.account, job.name.as_str())
+            .await
+            .map_err(|source| SchedulerError::Store {
+                job: format!("{}/{}", job.account, job.name),
+                source,
+            })?;
+        if let Some(snapshot) = stored.snapshot.as_mut() {
+            snapshot.document = watched_document_marker(&snapshot.document);
+        }
+        Ok(WatchedJob {
+            account: job.account.clone(),
+            name: job.name.clone(),
+            target: source.target(&job.name),
+            source: source.clone(),
+            policy,
+            store_bitlocker_keys,
+            stored,
+            auth_error_logged: false,
+        })
+    }
 }
 
 fn jittered(interval: Duration) -> Duration {

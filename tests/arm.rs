@@ -205,3 +205,73 @@ async fn a_wrong_secret_gives_a_clear_error_and_failure_events_never_a_crash() {
         "no job request without a token"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_all_discovers_every_job_across_pages_and_jobs_created_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = iewatch::simulator::Scenario::parse(
+        r#"
+[[job]]
+name = "Alpha"
+[[job]]
+name = "Bravo"
+[[job]]
+name = "Delta"
+[[job]]
+name = "Charlie"
+appears = "1d"
+"#,
+    )
+    .unwrap();
+    let sim = start_simulator(scenario, dir.path()).await;
+    sim.set_time(Some(Duration::ZERO));
+    let account = sim
+        .arm_account_block("arm")
+        .replace("[[account]]\n", "[[account]]\njobs = \"all\"\n");
+    let config = dir.path().join("iewatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\ndatabase = \"{}\"\npoll_interval = \"100ms\"\n\n{account}",
+            dir.path().join("iewatch.db").display()
+        ),
+    )
+    .unwrap();
+    let db = dir.path().join("iewatch.db");
+    let daemon = RunningDaemon::start(&config).await;
+    let seen = |job: &'static str| {
+        let db = db.clone();
+        move || {
+            let db = db.clone();
+            async move {
+                event_list(&db, job)
+                    .await
+                    .iter()
+                    .any(|e| e.0 == "job.first_seen")
+            }
+        }
+    };
+    // Three jobs over two pages of two: the second page is reached through nextLink.
+    for job in ["Alpha", "Bravo", "Delta"] {
+        assert!(
+            wait_for(Duration::from_secs(15), seen(job)).await,
+            "{job} discovered"
+        );
+    }
+    assert!(
+        !wait_for(Duration::from_millis(300), seen("Charlie")).await,
+        "Charlie does not exist yet"
+    );
+    sim.set_time(Some(Duration::from_secs(86_400)));
+    assert!(
+        wait_for(Duration::from_secs(15), seen("Charlie")).await,
+        "a job created later is picked up"
+    );
+    daemon.stop().await;
+    let listed_pages = sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.job.is_none())
+        .count();
+    assert!(listed_pages >= 2, "the list was paged");
+}

@@ -291,7 +291,7 @@ kind = "arm"
 subscription_id = "s"
 storage_account = "xttest"
 client_certificate = "cert.pem"
-jobs = "all"
+jobs = "some"
 endpoint = "http://management.azure.com"
 "#;
     let path = write(dir.path(), "arm.toml", text);
@@ -304,7 +304,7 @@ endpoint = "http://management.azure.com"
         "account[0].client_secret: is required",
         "account[0].storage_account: only for kind = \"classic\" accounts",
         "account[0].client_certificate: certificate credentials are not supported yet",
-        "account[0].jobs: job discovery is not supported yet",
+        "account[0].jobs: \"some\": the only value is \"all\"",
         "account[0].endpoint: \"http://management.azure.com\" must be https://",
     ] {
         assert!(

@@ -85,6 +85,10 @@ pub(crate) async fn handle(
                 _ => response,
             }
         }
+        (
+            Method::GET,
+            ["subscriptions", sub, "resourceGroups", rg, "providers", "Microsoft.ImportExport", "jobs"],
+        ) => list_jobs(state, &request, sub, rg, sim_offset),
         _ => arm_error(
             StatusCode::NOT_FOUND,
             "NotFound",
@@ -206,60 +210,8 @@ fn get_job(
     now: Duration,
 ) -> (Response<ResponseBody>, Option<FaultKind>) {
     let plain = |response| (response, None);
-    if request
-        .uri()
-        .query()
-        .is_none_or(|q| !q.split('&').any(|p| p == "api-version=2021-01-01"))
-    {
-        return plain(arm_error(
-            StatusCode::BAD_REQUEST,
-            "InvalidApiVersionParameter",
-            "The api-version is missing or not supported; use 2021-01-01.",
-        ));
-    }
-    let token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let expiry = token.and_then(|t| {
-        state
-            .tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(t)
-            .copied()
-    });
-    match expiry {
-        None => {
-            return plain(arm_error(
-                StatusCode::UNAUTHORIZED,
-                "InvalidAuthenticationToken",
-                "The access token is invalid.",
-            ))
-        }
-        Some(expiry) if Instant::now() >= expiry => {
-            return plain(arm_error(
-                StatusCode::UNAUTHORIZED,
-                "ExpiredAuthenticationToken",
-                "The access token expiry UTC time is earlier than current UTC time.",
-            ))
-        }
-        Some(_) => {}
-    }
-    if subscription != state.subscription {
-        return plain(arm_error(
-            StatusCode::NOT_FOUND,
-            "SubscriptionNotFound",
-            &format!("The subscription '{subscription}' could not be found."),
-        ));
-    }
-    if !resource_group.eq_ignore_ascii_case(&state.resource_group) {
-        return plain(arm_error(
-            StatusCode::NOT_FOUND,
-            "ResourceGroupNotFound",
-            &format!("Resource group '{resource_group}' could not be found."),
-        ));
+    if let Some(refused) = check_request(state, request, subscription, resource_group) {
+        return plain(refused);
     }
     let Some(entry) = state.jobs.values().find(|e| e.timeline.name == job) else {
         return plain(not_found(job));
@@ -313,6 +265,119 @@ fn get_job(
             &arm_document(state, document),
         )),
     }
+}
+
+/// Jobs listed per page, small so that clients must follow `nextLink`.
+const LIST_PAGE_SIZE: usize = 2;
+
+fn list_jobs(
+    state: &SimState,
+    request: &Request<hyper::body::Incoming>,
+    subscription: &str,
+    resource_group: &str,
+    now: Duration,
+) -> Response<ResponseBody> {
+    if let Some(refused) = check_request(state, request, subscription, resource_group) {
+        return refused;
+    }
+    let skip: usize = request
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("$skiptoken=")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let mut jobs: Vec<&Job> = state
+        .jobs
+        .values()
+        .filter_map(|e| e.timeline.at(now).job.as_ref())
+        .collect();
+    jobs.sort_by(|a, b| a.name.cmp(&b.name));
+    let page: Vec<Value> = jobs
+        .iter()
+        .skip(skip)
+        .take(LIST_PAGE_SIZE)
+        .map(|j| arm_document(state, j))
+        .collect();
+    let mut body = json!({ "value": page });
+    if skip + LIST_PAGE_SIZE < jobs.len() {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        body["nextLink"] = format!(
+            "https://{host}{}?api-version=2021-01-01&$skiptoken={}",
+            request.uri().path(),
+            skip + LIST_PAGE_SIZE
+        )
+        .into();
+    }
+    json_response(StatusCode::OK, &body)
+}
+
+/// api-version, bearer token, subscription and resource group, in that order.
+fn check_request(
+    state: &SimState,
+    request: &Request<hyper::body::Incoming>,
+    subscription: &str,
+    resource_group: &str,
+) -> Option<Response<ResponseBody>> {
+    if request
+        .uri()
+        .query()
+        .is_none_or(|q| !q.split('&').any(|p| p == "api-version=2021-01-01"))
+    {
+        return Some(arm_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidApiVersionParameter",
+            "The api-version is missing or not supported; use 2021-01-01.",
+        ));
+    }
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let expiry = token.and_then(|t| {
+        state
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(t)
+            .copied()
+    });
+    match expiry {
+        None => {
+            return Some(arm_error(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationToken",
+                "The access token is invalid.",
+            ))
+        }
+        Some(expiry) if Instant::now() >= expiry => {
+            return Some(arm_error(
+                StatusCode::UNAUTHORIZED,
+                "ExpiredAuthenticationToken",
+                "The access token expiry UTC time is earlier than current UTC time.",
+            ))
+        }
+        Some(_) => {}
+    }
+    if subscription != state.subscription {
+        return Some(arm_error(
+            StatusCode::NOT_FOUND,
+            "SubscriptionNotFound",
+            &format!("The subscription '{subscription}' could not be found."),
+        ));
+    }
+    if !resource_group.eq_ignore_ascii_case(&state.resource_group) {
+        return Some(arm_error(
+            StatusCode::NOT_FOUND,
+            "ResourceGroupNotFound",
+            &format!("Resource group '{resource_group}' could not be found."),
+        ));
+    }
+    None
 }
 
 fn json_response_raw(body: &'static [u8]) -> Response<ResponseBody> {

@@ -123,6 +123,9 @@ pub struct ScenarioJob {
     /// Generate this many copies (benchmarks).
     #[serde(default)]
     pub count: Option<u32>,
+    /// The job exists only from this offset on (created later; 404 and unlisted before).
+    #[serde(default)]
+    pub appears: Option<String>,
     /// Initial drives.
     #[serde(default, rename = "drive")]
     pub drives: Vec<ScenarioDrive>,
@@ -383,14 +386,32 @@ fn compile_job(
         .collect::<Result<Vec<_>, ScenarioError>>()?;
     steps.sort_by_key(|(at, _)| *at);
 
-    let mut job = Some(initial_document(spec, name, subscription));
+    let appears = spec
+        .appears
+        .as_deref()
+        .map(offset)
+        .transpose()?
+        .unwrap_or(Duration::ZERO);
+    let created = || initial_document(spec, name, subscription);
+    let mut job = appears.is_zero().then(created);
     let mut versions = vec![version(Duration::ZERO, job.as_ref(), epoch)];
-    let mut i = 0;
-    while i < steps.len() {
-        let at = steps[i].0;
-        while i < steps.len() && steps[i].0 == at {
-            job = apply_step(job, steps[i].1, &spec.job_type)?;
-            i += 1;
+    let mut times: Vec<Duration> = steps
+        .iter()
+        .map(|(at, _)| *at)
+        .chain(std::iter::once(appears))
+        .collect();
+    times.sort();
+    times.dedup();
+    let mut exists = appears.is_zero();
+    for at in times {
+        if !exists && at >= appears {
+            job = Some(created());
+            exists = true;
+        }
+        if exists {
+            for (_, step) in steps.iter().filter(|(t, _)| *t == at) {
+                job = apply_step(job, step, &spec.job_type)?;
+            }
         }
         let changed = versions.last().map(|v| v.job.as_ref()) != Some(job.as_ref());
         if changed {

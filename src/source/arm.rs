@@ -28,6 +28,8 @@ use crate::{
 pub const API_VERSION: &str = "2021-01-01";
 /// A token is renewed this long before it expires, so no request carries a stale one.
 const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(300);
+/// Most pages of a job list followed (a resource group holds at most a few hundred jobs).
+const MAX_LIST_PAGES: usize = 100;
 /// Largest token response read.
 const TOKEN_BODY_LIMIT: usize = 64 * 1024;
 
@@ -195,20 +197,60 @@ impl ArmClient {
             .unwrap_or_else(|_| http::Uri::from_static("https://invalid.invalid/"))
     }
 
-    /// Get Job; a 401 refreshes the token once and tries again.
+    /// The names of every job in the resource group, following `nextLink` pages.
     ///
     /// # Errors
-    /// See [`SourceError`]; a refused credential is a 401 [`SourceError::Status`].
-    pub async fn get_job(&self, uri: &http::Uri) -> Result<PollOutcome, SourceError> {
-        let first = self.attempt(uri).await;
-        if matches!(first, Err(SourceError::Status { status: 401, .. })) {
-            self.tokens.invalidate().await;
-            return self.attempt(uri).await;
+    /// See [`SourceError`].
+    pub async fn list_jobs(&self) -> Result<Vec<JobName>, SourceError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Page {
+            #[serde(default)]
+            value: Vec<Named>,
+            #[serde(default)]
+            next_link: Option<String>,
         }
-        first
+        #[derive(Deserialize)]
+        struct Named {
+            name: String,
+        }
+        let mut names = Vec::new();
+        let mut url = format!("{}?api-version={API_VERSION}", self.jobs_url);
+        for _ in 0..MAX_LIST_PAGES {
+            let uri: http::Uri = url
+                .parse()
+                .map_err(|_| SourceError::Decode(format!("bad nextLink {url:?}")))?;
+            let response = self.send_authorized(&uri).await?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(interpret(response)
+                    .err()
+                    .unwrap_or(SourceError::Decode(format!("HTTP {status}"))));
+            }
+            let page: Page = serde_json::from_slice(response.body())
+                .map_err(|e| SourceError::Decode(format!("job list: {e}")))?;
+            names.extend(page.value.into_iter().map(|j| JobName::new(j.name)));
+            match page.next_link {
+                Some(next) if !next.is_empty() => url = next,
+                _ => return Ok(names),
+            }
+        }
+        Err(SourceError::Decode(format!(
+            "job list longer than {MAX_LIST_PAGES} pages"
+        )))
     }
 
-    async fn attempt(&self, uri: &http::Uri) -> Result<PollOutcome, SourceError> {
+    /// Sends an authorized GET, renewing the token once on 401.
+    async fn send_authorized(&self, uri: &http::Uri) -> Result<http::Response<Bytes>, SourceError> {
+        let first = self.send_once(uri).await?;
+        if first.status() != StatusCode::UNAUTHORIZED {
+            return Ok(first);
+        }
+        self.tokens.invalidate().await;
+        self.send_once(uri).await
+    }
+
+    async fn send_once(&self, uri: &http::Uri) -> Result<http::Response<Bytes>, SourceError> {
         let token = self.tokens.get(&self.http, self.timeout).await?;
         let request = Request::builder()
             .method(Method::GET)
@@ -218,9 +260,15 @@ impl ArmClient {
             .header(header::USER_AGENT, HeaderValue::from_static(USER_AGENT))
             .body(Full::new(Bytes::new()))
             .map_err(|e| SourceError::Decode(format!("cannot build request for {uri}: {e}")))?;
-        let response =
-            http_client::send(&self.http, request, self.timeout, MAX_JOB_BODY_BYTES).await?;
-        interpret(response)
+        Ok(http_client::send(&self.http, request, self.timeout, MAX_JOB_BODY_BYTES).await?)
+    }
+
+    /// Get Job; a 401 refreshes the token once and tries again.
+    ///
+    /// # Errors
+    /// See [`SourceError`]; a refused credential is a 401 [`SourceError::Status`].
+    pub async fn get_job(&self, uri: &http::Uri) -> Result<PollOutcome, SourceError> {
+        interpret(self.send_authorized(uri).await?)
     }
 }
 

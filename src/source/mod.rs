@@ -230,6 +230,17 @@ impl Source {
         }
     }
 
+    /// Every job of the account, for sources that can list them (Resource Manager).
+    ///
+    /// # Errors
+    /// See [`SourceError`].
+    pub async fn list_jobs(&self) -> Option<Result<Vec<JobName>, SourceError>> {
+        match self {
+            Source::Classic(_) => None,
+            Source::Arm(client) => Some(client.list_jobs().await),
+        }
+    }
+
     /// Polls one job. `etag` goes into `If-None-Match` byte for byte.
     ///
     /// # Errors
