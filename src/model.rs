@@ -220,7 +220,49 @@ pub struct JobSnapshot {
     pub document: serde_json::Value,
 }
 
+impl DriveSnapshot {
+    /// A drive from a source's strings, kept as they came.
+    pub fn new(
+        drive_id: String,
+        state: Option<String>,
+        copy_status: Option<String>,
+        percent_complete: Option<i64>,
+    ) -> Self {
+        DriveSnapshot {
+            drive_id: DriveId::new(drive_id),
+            state: state.map(DriveState::new),
+            copy_status: copy_status.map(CopyStatus::new),
+            percent_complete,
+        }
+    }
+}
+
 impl JobSnapshot {
+    /// Assembles a snapshot from a source's fields, the drives' BitLocker keys set apart
+    /// from them (see [`JobSnapshot::bitlocker_keys`]).
+    pub fn assemble(
+        job_type: Option<String>,
+        state: String,
+        percent_complete: Option<i64>,
+        cancel_requested: Option<bool>,
+        drives: Vec<(DriveSnapshot, Option<BitLockerKey>)>,
+        document: serde_json::Value,
+    ) -> JobSnapshot {
+        let bitlocker_keys = drives
+            .iter()
+            .filter_map(|(d, key)| Some((d.drive_id.clone(), key.clone()?)))
+            .collect();
+        JobSnapshot {
+            job_type,
+            state: JobState::new(state),
+            percent_complete,
+            cancel_requested: cancel_requested.unwrap_or(false),
+            drives: drives.into_iter().map(|(d, _)| d).collect(),
+            bitlocker_keys,
+            document,
+        }
+    }
+
     /// True when the fields iewatch alerts on are equal. Used where the API has no ETag
     /// (Resource Manager) and to make a 200 with unchanged content a no-op.
     pub fn watched_fields_equal(&self, other: &JobSnapshot) -> bool {

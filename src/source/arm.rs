@@ -14,8 +14,8 @@ use tokio::sync::Mutex;
 
 use super::{
     arm_wire::{ArmErrorBody, ArmJob},
-    encode_path_segment, header_string, Observation, PollOutcome, ServiceError, SourceError,
-    MAX_JOB_BODY_BYTES,
+    encode_path_segment, header_string, json_body, Observation, PollOutcome, ServiceError,
+    SourceError, MAX_JOB_BODY_BYTES,
 };
 use crate::{
     config::{ArmAccount, Secret},
@@ -298,18 +298,7 @@ pub fn interpret(response: http::Response<Bytes>) -> Result<PollOutcome, SourceE
             request_id,
         });
     }
-    if let Some(content_type) = header_string(headers, header::CONTENT_TYPE.as_str()) {
-        if !content_type
-            .to_ascii_lowercase()
-            .starts_with("application/json")
-        {
-            return Err(SourceError::Decode(format!(
-                "unexpected Content-Type {content_type:?}"
-            )));
-        }
-    }
-    let job: ArmJob =
-        serde_json::from_slice(response.body()).map_err(|e| SourceError::Decode(e.to_string()))?;
+    let job: ArmJob = json_body(&response)?;
     Ok(PollOutcome::Modified(Box::new(Observation {
         snapshot: job.into_snapshot(),
         etag: None::<ETag>,

@@ -6,9 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::model::{
-    BitLockerKey, CopyStatus, DriveId, DriveSnapshot, DriveState, JobSnapshot, JobState,
-};
+use crate::model::{BitLockerKey, DriveSnapshot, JobSnapshot};
 
 /// A job resource.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -112,28 +110,26 @@ impl ArmErrorBody {
 impl ArmJob {
     /// Maps the resource onto the source-independent snapshot.
     pub fn into_snapshot(self) -> JobSnapshot {
-        let document = serde_json::to_value(&self).unwrap_or(Value::Null);
-        let drives = self.properties.drive_list.unwrap_or_default();
-        let bitlocker_keys = drives
-            .iter()
-            .filter_map(|d| Some((DriveId::new(&d.drive_id), d.bit_locker_key.clone()?)))
+        let document = serde_json::to_value(&self).unwrap_or(serde_json::Value::Null);
+        let p = self.properties;
+        let drives = p
+            .drive_list
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| {
+                (
+                    DriveSnapshot::new(d.drive_id, d.state, d.copy_status, d.percent_complete),
+                    d.bit_locker_key,
+                )
+            })
             .collect();
-        JobSnapshot {
-            job_type: self.properties.job_type,
-            state: JobState::new(self.properties.state),
-            percent_complete: self.properties.percent_complete,
-            cancel_requested: self.properties.cancel_requested.unwrap_or(false),
-            drives: drives
-                .into_iter()
-                .map(|d| DriveSnapshot {
-                    drive_id: DriveId::new(d.drive_id),
-                    state: d.state.map(DriveState::new),
-                    copy_status: d.copy_status.map(CopyStatus::new),
-                    percent_complete: d.percent_complete,
-                })
-                .collect(),
-            bitlocker_keys,
+        JobSnapshot::assemble(
+            p.job_type,
+            p.state,
+            p.percent_complete,
+            p.cancel_requested,
+            drives,
             document,
-        }
+        )
     }
 }

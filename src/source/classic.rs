@@ -10,8 +10,8 @@ use http_body_util::Full;
 
 use super::{
     classic_wire::{ErrorBody, Job},
-    encode_path_segment, header_string, Observation, PollOutcome, ServiceError, SourceError,
-    MAX_JOB_BODY_BYTES,
+    encode_path_segment, header_string, json_body, Observation, PollOutcome, ServiceError,
+    SourceError, MAX_JOB_BODY_BYTES,
 };
 use crate::{
     config::ClassicAccount,
@@ -128,18 +128,7 @@ pub fn interpret(response: http::Response<Bytes>) -> Result<PollOutcome, SourceE
             request_id,
         });
     }
-    if let Some(content_type) = header_string(headers, header::CONTENT_TYPE.as_str()) {
-        if !content_type
-            .to_ascii_lowercase()
-            .starts_with("application/json")
-        {
-            return Err(SourceError::Decode(format!(
-                "unexpected Content-Type {content_type:?}"
-            )));
-        }
-    }
-    let job: Job =
-        serde_json::from_slice(response.body()).map_err(|e| SourceError::Decode(e.to_string()))?;
+    let job: Job = json_body(&response)?;
     Ok(PollOutcome::Modified(Box::new(Observation {
         snapshot: job.into_snapshot(),
         etag: header_string(headers, header::ETAG.as_str()).map(ETag::new),

@@ -5,9 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{
-    BitLockerKey, CopyStatus, DriveId, DriveSnapshot, DriveState, JobSnapshot, JobState,
-};
+use crate::model::{BitLockerKey, DriveSnapshot, JobSnapshot};
 
 /// A Get Job response body.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -304,27 +302,25 @@ impl Job {
     /// is this type serialised, so BitLocker keys never enter it.
     pub fn into_snapshot(self) -> JobSnapshot {
         let document = serde_json::to_value(&self).unwrap_or(serde_json::Value::Null);
-        let drives = self.drive_list.unwrap_or_default();
-        let bitlocker_keys = drives
-            .iter()
-            .filter_map(|d| Some((DriveId::new(&d.drive_id), d.bit_locker_key.clone()?)))
+        let p = self.properties;
+        let drives = self
+            .drive_list
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| {
+                (
+                    DriveSnapshot::new(d.drive_id, d.state, d.copy_status, d.percent_complete),
+                    d.bit_locker_key,
+                )
+            })
             .collect();
-        JobSnapshot {
-            job_type: self.properties.job_type,
-            state: JobState::new(self.properties.state),
-            percent_complete: self.properties.percent_complete,
-            cancel_requested: self.properties.cancel_requested.unwrap_or(false),
-            drives: drives
-                .into_iter()
-                .map(|d| DriveSnapshot {
-                    drive_id: DriveId::new(d.drive_id),
-                    state: d.state.map(DriveState::new),
-                    copy_status: d.copy_status.map(CopyStatus::new),
-                    percent_complete: d.percent_complete,
-                })
-                .collect(),
-            bitlocker_keys,
+        JobSnapshot::assemble(
+            p.job_type,
+            p.state,
+            p.percent_complete,
+            p.cancel_requested,
+            drives,
             document,
-        }
+        )
     }
 }

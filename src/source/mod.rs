@@ -277,6 +277,26 @@ pub(crate) fn encode_path_segment(segment: &str) -> String {
     out
 }
 
+/// Decodes a successful response's JSON body, refusing other content types (an HTML
+/// error page from a proxy is a decode error, not a job).
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
+    response: &http::Response<bytes::Bytes>,
+) -> Result<T, SourceError> {
+    if let Some(content_type) =
+        header_string(response.headers(), http::header::CONTENT_TYPE.as_str())
+    {
+        if !content_type
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+        {
+            return Err(SourceError::Decode(format!(
+                "unexpected Content-Type {content_type:?}"
+            )));
+        }
+    }
+    serde_json::from_slice(response.body()).map_err(|e| SourceError::Decode(e.to_string()))
+}
+
 pub(crate) fn header_string(headers: &http::HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
