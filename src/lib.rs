@@ -6,16 +6,21 @@
 //! The modules follow the data flow of DESIGN.md, left to right:
 //!
 //! - [`config`]: the TOML file, checked into a [`config::Config`].
-//! - [`source`]: where snapshots come from ([`source::Source`]); the classic client and
-//!   its wire model live under it. [`http_client`] and [`tls`] are its plumbing.
+//! - [`scheduler`]: polls every job on its interval from one deadline heap, with backoff,
+//!   Retry-After and failure events; `jobs = "all"` discovery.
+//! - [`source`]: where snapshots come from ([`source::Source`]): the classic Service
+//!   Management client and the Resource Manager client, each with its wire model.
+//!   [`http_client`] and [`tls`] are their plumbing.
 //! - [`model`]: the wire-independent [`model::JobSnapshot`] every box works on.
 //! - [`detect`]: previous snapshot + new snapshot → [`events::Event`]s (pure).
-//! - [`store`]: SQLite; one transaction per observation writes job, drives, events and
-//!   the webhook outbox.
-//! - [`scheduler`]: polls every job on its interval, with backoff and failure events.
-//! - [`notifier`]: delivers the outbox to webhooks, signed, retried, in order.
-//! - [`report`]: `status`, `history` and `deliveries` output.
-//! - [`simulator`]: a faithful Import/Export service for tests, benchmarks and the demo.
+//! - [`store`]: SQLite; one transaction per observation (group-committed) writes job,
+//!   drives, events and the webhook outbox.
+//! - [`notifier`]: delivers the outbox to webhooks, signed, retried, in order per job.
+//!
+//! Around them: [`daemon`] wires the boxes into `iewatch run` (reload, drain),
+//! [`telemetry`] and [`http_server`] expose metrics and health, [`systemd`] speaks the
+//! notify protocol, [`report`] prints `status`, `history` and `deliveries`, [`simulator`]
+//! is a faithful Import/Export service for tests, benchmarks and [`demo`].
 
 pub mod config;
 pub mod daemon;
