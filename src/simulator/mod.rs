@@ -256,7 +256,7 @@ impl RunningSimulator {
         }
     }
 
-    /// Every request seen so far (the newest [`REQUEST_LOG_CAPACITY`]).
+    /// Every request seen so far (the newest 200,000).
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.state
             .log
