@@ -190,6 +190,15 @@ pub enum AccountKind {
     Arm(ArmAccount),
 }
 
+/// An app registration's credential.
+#[derive(Clone, Debug)]
+pub enum ArmCredential {
+    /// A client secret.
+    Secret(Secret),
+    /// A certificate (and its RSA key) registered with the app: signed client assertions.
+    Certificate(Identity),
+}
+
 /// A Resource Manager account: an app registration allowed to read the resource group.
 #[derive(Clone, Debug)]
 pub struct ArmAccount {
@@ -199,8 +208,8 @@ pub struct ArmAccount {
     pub tenant_id: String,
     /// The app registration's client id.
     pub client_id: String,
-    /// The app registration's client secret.
-    pub client_secret: Secret,
+    /// How the app registration proves itself.
+    pub credential: ArmCredential,
     /// Resource Manager base URL, `https://...`, no trailing slash.
     pub endpoint: String,
     /// Entra ID authority base URL.
@@ -942,13 +951,7 @@ impl Checker<'_> {
                 self.problem(offset, key(field), "only for kind = \"classic\" accounts");
             }
         }
-        if let Some(cert) = &raw.client_certificate {
-            self.problem(
-                cert.span().start,
-                key("client_certificate"),
-                "certificate credentials are not supported yet; use client_secret_file",
-            );
-        }
+
         let discover_all = match &raw.jobs {
             None => false,
             Some(jobs) if jobs.get_ref() == "all" => true,
@@ -973,43 +976,73 @@ impl Checker<'_> {
         let client_id = self
             .required(&raw.client_id, at, &key("client_id"))
             .map(|v| v.get_ref().clone());
-        let client_secret = match (&raw.client_secret, &raw.client_secret_file) {
-            (Some(_), Some(file)) => {
+        let credential = match (
+            &raw.client_secret,
+            &raw.client_secret_file,
+            &raw.client_certificate,
+        ) {
+            (Some(secret), None, None) if !secret.get_ref().is_empty() => Some(
+                ArmCredential::Secret(Secret::new(secret.get_ref().as_bytes())),
+            ),
+            (None, Some(file), None) => {
+                match std::fs::read_to_string(self.relative_path(file.get_ref())) {
+                    Ok(text) if !text.trim().is_empty() => {
+                        Some(ArmCredential::Secret(Secret::new(text.trim().as_bytes())))
+                    }
+                    Ok(_) => {
+                        self.problem(
+                            file.span().start,
+                            key("client_secret_file"),
+                            "the file is empty",
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        self.problem(
+                            file.span().start,
+                            key("client_secret_file"),
+                            format!("cannot read: {e}"),
+                        );
+                        None
+                    }
+                }
+            }
+            (None, None, Some(cert)) => {
+                let path = self.relative_path(cert.get_ref());
+                match Identity::load(&path, None) {
+                    Ok(identity) => match identity.sign_rs256(b"probe") {
+                        Ok(_) => {
+                            warn_if_readable_by_others(&path);
+                            Some(ArmCredential::Certificate(identity))
+                        }
+                        Err(e) => {
+                            self.problem(
+                                cert.span().start,
+                                key("client_certificate"),
+                                e.to_string(),
+                            );
+                            None
+                        }
+                    },
+                    Err(e) => {
+                        self.problem(cert.span().start, key("client_certificate"), e.to_string());
+                        None
+                    }
+                }
+            }
+            (None, None, None) | (Some(_), None, None) => {
                 self.problem(
-                    file.span().start,
-                    key("client_secret_file"),
-                    "give client_secret or client_secret_file, not both",
+                    at,
+                    key("client_secret"),
+                    "is required (client_secret, client_secret_file or client_certificate)",
                 );
                 None
             }
-            (Some(secret), None) if !secret.get_ref().is_empty() => {
-                Some(Secret::new(secret.get_ref().as_bytes()))
-            }
-            (None, Some(file)) => match std::fs::read_to_string(self.relative_path(file.get_ref()))
-            {
-                Ok(text) if !text.trim().is_empty() => Some(Secret::new(text.trim().as_bytes())),
-                Ok(_) => {
-                    self.problem(
-                        file.span().start,
-                        key("client_secret_file"),
-                        "the file is empty",
-                    );
-                    None
-                }
-                Err(e) => {
-                    self.problem(
-                        file.span().start,
-                        key("client_secret_file"),
-                        format!("cannot read: {e}"),
-                    );
-                    None
-                }
-            },
             _ => {
                 self.problem(
                     at,
                     key("client_secret"),
-                    "is required (client_secret or client_secret_file)",
+                    "give one of client_secret, client_secret_file and client_certificate",
                 );
                 None
             }
@@ -1025,7 +1058,7 @@ impl Checker<'_> {
                 resource_group: resource_group?,
                 tenant_id: tenant_id?,
                 client_id: client_id?,
-                client_secret: client_secret?,
+                credential: credential?,
                 endpoint: endpoint?,
                 authority: authority?,
                 extra_roots: extra_roots?,

@@ -25,6 +25,9 @@ pub enum TlsError {
     /// rustls refused the combination (key does not match the certificate, ...).
     #[error("{0}")]
     Config(#[from] rustls::Error),
+    /// The key cannot do what it is needed for (an EC key where RS256 is required).
+    #[error("{0}")]
+    UnsuitableKey(&'static str),
     /// The client-certificate verifier could not be built from the roots.
     #[error("client verifier: {0}")]
     Verifier(String),
@@ -134,6 +137,34 @@ impl Identity {
             }
             Err(e) => Err(TlsError::Config(e)),
         }
+    }
+
+    /// Signs `message` with RSASSA-PKCS1-v1_5 SHA-256 (JWT `RS256`): the signature of an
+    /// Entra ID client assertion.
+    ///
+    /// # Errors
+    /// The key is not RSA (Entra ID certificate credentials are RSA).
+    pub fn sign_rs256(&self, message: &[u8]) -> Result<Vec<u8>, TlsError> {
+        let key = provider()
+            .key_provider
+            .load_private_key(self.key.clone_key())?;
+        let signer = key
+            .choose_scheme(&[rustls::SignatureScheme::RSA_PKCS1_SHA256])
+            .ok_or_else(|| {
+                TlsError::Verifier(
+                    "the key is not RSA; certificate credentials need an RSA key".into(),
+                )
+            })?;
+        Ok(signer.sign(message)?)
+    }
+
+    /// SHA-1 of the leaf certificate: the `x5t` that names it in a JWT header.
+    pub fn sha1_thumbprint(&self) -> Vec<u8> {
+        use sha1::Digest as _;
+        self.chain
+            .first()
+            .map(|c| sha1::Sha1::digest(c.as_ref()).to_vec())
+            .unwrap_or_default()
     }
 
     fn key(&self) -> PrivateKeyDer<'static> {

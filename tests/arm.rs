@@ -275,3 +275,93 @@ appears = "1d"
         .count();
     assert!(listed_pages >= 2, "the list was paged");
 }
+
+/// An RSA key (ring cannot generate one) and a self-signed certificate for it, as one PEM
+/// file: what an operator uploads to the app registration and gives iewatch.
+fn rsa_certificate(dir: &Path, name: &str) -> (std::path::PathBuf, Vec<u8>) {
+    let key_path = dir.join(format!("{name}-key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&key_path)
+        .output()
+        .expect("openssl is installed");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let key_pem = std::fs::read_to_string(&key_path).unwrap();
+    let key = rcgen::KeyPair::from_pem(&key_pem).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("iewatch {name}"));
+    let cert = params.self_signed(&key).unwrap();
+    let path = dir.join(format!("{name}.pem"));
+    std::fs::write(&path, format!("{}{key_pem}", cert.pem())).unwrap();
+    (path, cert.der().to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_credential_signs_client_assertions_and_an_unregistered_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
+    sim.set_time(Some(Duration::ZERO));
+    let (registered, der) = rsa_certificate(dir.path(), "registered");
+    sim.register_client_certificate(&der);
+    let (stranger, _) = rsa_certificate(dir.path(), "stranger");
+
+    let with_certificate = |cert: &Path| {
+        let config = arm_config(dir.path(), &sim, "failure_threshold = 2", None);
+        let text = std::fs::read_to_string(&config).unwrap().replace(
+            "client_secret = \"iewatch-sim-secret\"",
+            &format!("client_certificate = \"{}\"", cert.display()),
+        );
+        std::fs::write(&config, text).unwrap();
+        config
+    };
+    let config = with_certificate(&registered);
+    let db = dir.path().join("iewatch.db");
+    let daemon = RunningDaemon::start(&config).await;
+    play_by_events(&sim, &db, 0..3, |_| {}).await;
+    daemon.stop().await;
+    let tokens = sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| r.status)
+        .collect::<Vec<_>>();
+    assert_eq!(
+        tokens,
+        [200],
+        "one token, obtained with the signed assertion"
+    );
+
+    std::fs::remove_file(&db).unwrap();
+    let config = with_certificate(&stranger);
+    let daemon = RunningDaemon::start(&config).await;
+    let failing = wait_for(Duration::from_secs(20), || async {
+        event_list(&db, "MySampleJob")
+            .await
+            .iter()
+            .any(|e| e.0 == "job.poll_failing")
+    })
+    .await;
+    assert!(failing);
+    daemon.stop().await;
+    let error = event_list(&db, "MySampleJob")
+        .await
+        .into_iter()
+        .find(|e| e.0 == "job.poll_failing")
+        .unwrap()
+        .3
+        .unwrap();
+    assert!(error.contains("invalid_client"), "{error}");
+}

@@ -87,7 +87,7 @@ fn the_example_config_parses_and_check_says_ok() {
     let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.accounts.len(), 2);
     assert!(
-        matches!(&config.accounts[1].kind, iewatch::config::AccountKind::Arm(arm) if arm.client_secret.expose() == b"an-app-registration-secret")
+        matches!(&config.accounts[1].kind, iewatch::config::AccountKind::Arm(arm) if matches!(&arm.credential, iewatch::config::ArmCredential::Secret(s) if s.expose() == b"an-app-registration-secret"))
     );
     assert_eq!(config.jobs[0].name.as_str(), "MySampleJob");
     assert_eq!(
@@ -301,9 +301,8 @@ endpoint = "http://management.azure.com"
         "account[0].resource_group: is required",
         "account[0].tenant_id: is required",
         "account[0].client_id: is required",
-        "account[0].client_secret: is required",
+        "account[0].client_certificate: ",
         "account[0].storage_account: only for kind = \"classic\" accounts",
-        "account[0].client_certificate: certificate credentials are not supported yet",
         "account[0].jobs: \"some\": the only value is \"all\"",
         "account[0].endpoint: \"http://management.azure.com\" must be https://",
     ] {
@@ -312,6 +311,18 @@ endpoint = "http://management.azure.com"
             "missing {expected:?} in:\n{output}"
         );
     }
+    // The management-style certificate of the test PKI has an EC key: refused, RSA needed.
+    let ec = write(
+        dir.path(),
+        "ec.toml",
+        "[[account]]\nname = \"arm\"\nkind = \"arm\"\nsubscription_id = \"s\"\nresource_group = \"rg\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_certificate = \"management.pem\"\n",
+    );
+    let (ok, output) = check(&ec);
+    assert!(!ok);
+    assert!(
+        output.contains("account[0].client_certificate: the key is not RSA"),
+        "{output}"
+    );
     let classic_with_arm_keys = write(
         dir.path(),
         "mixed.toml",

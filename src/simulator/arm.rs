@@ -155,9 +155,12 @@ async fn token(
             &json!({"error": "invalid_request", "error_description": "AADSTS900144: grant_type client_credentials and a /.default scope are required."}),
         );
     }
-    if field("client_id") != Some(credentials.client_id.as_str())
-        || field("client_secret") != Some(credentials.client_secret.as_str())
-    {
+    let client_known = field("client_id") == Some(credentials.client_id.as_str());
+    let proven = match field("client_assertion") {
+        Some(assertion) => assertion_valid(state, assertion, tenant),
+        None => field("client_secret") == Some(credentials.client_secret.as_str()),
+    };
+    if !(client_known && proven) {
         return json_response(
             StatusCode::UNAUTHORIZED,
             &json!({"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID."}),
@@ -175,6 +178,73 @@ async fn token(
         StatusCode::OK,
         &json!({"token_type": "Bearer", "expires_in": credentials.token_lifetime, "ext_expires_in": credentials.token_lifetime, "access_token": token}),
     )
+}
+
+/// Checks a client assertion as Entra ID does: an RS256 JWT whose `x5t` names a
+/// registered certificate, signed by that certificate's key, for this client and this
+/// token endpoint, not expired.
+fn assertion_valid(state: &SimState, assertion: &str, tenant: &str) -> bool {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = assertion.split('.').collect();
+    let [header, claims, signature] = parts.as_slice() else {
+        return false;
+    };
+    let decode_json = |part: &str| {
+        b64.decode(part)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+    };
+    let (Some(header), Some(claims), Ok(signature)) = (
+        decode_json(header),
+        decode_json(claims),
+        b64.decode(signature),
+    ) else {
+        return false;
+    };
+    if header["alg"] != "RS256" {
+        return false;
+    }
+    let Some(thumbprint) = header["x5t"].as_str().and_then(|t| b64.decode(t).ok()) else {
+        return false;
+    };
+    let registered = state
+        .client_certificates
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let Some(der) = registered
+        .iter()
+        .find(|der| sha1::Sha1::digest(der.as_slice()).as_slice() == thumbprint.as_slice())
+    else {
+        return false;
+    };
+    let der = rustls_pki_types::CertificateDer::from(der.as_slice());
+    let Ok(certificate) = webpki::EndEntityCert::try_from(&der) else {
+        return false;
+    };
+    let signing_input = format!("{}.{}", parts[0], parts[1]);
+    if certificate
+        .verify_signature(
+            webpki::ring::RSA_PKCS1_2048_8192_SHA256,
+            signing_input.as_bytes(),
+            &signature,
+        )
+        .is_err()
+    {
+        return false;
+    }
+    let client_id = state.arm_credentials.client_id.as_str();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    claims["iss"] == client_id
+        && claims["sub"] == client_id
+        && claims["aud"]
+            .as_str()
+            .is_some_and(|aud| aud.ends_with(&format!("/{tenant}/oauth2/v2.0/token")))
+        && claims["exp"].as_u64().is_some_and(|exp| exp > now)
 }
 
 fn decode_form(text: &str) -> Option<String> {

@@ -118,6 +118,8 @@ pub(crate) struct SimState {
     arm_credentials: scenario::ArmCredentials,
     /// Bearer tokens issued by the token endpoint, with their expiry.
     tokens: Mutex<HashMap<String, Instant>>,
+    /// Certificates (DER) registered as the app's certificate credentials.
+    client_certificates: Mutex<Vec<Vec<u8>>>,
     jobs: HashMap<String, JobEntry>,
     accounts: Vec<String>,
     faults: Vec<FaultWindow>,
@@ -142,6 +144,7 @@ impl SimState {
             resource_group: scenario.resource_group.clone(),
             arm_credentials: scenario.arm.clone(),
             tokens: Mutex::new(HashMap::new()),
+            client_certificates: Mutex::new(Vec::new()),
             jobs: timelines
                 .into_iter()
                 .map(|t| {
@@ -240,6 +243,16 @@ impl RunningSimulator {
             self.arm_endpoint(),
             self.certs.ca.display()
         )
+    }
+
+    /// Registers a certificate (DER) as a credential of the simulated app registration, as
+    /// uploading it to the app does in Entra ID.
+    pub fn register_client_certificate(&self, der: &[u8]) {
+        self.state
+            .client_certificates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(der.to_vec());
     }
 
     /// Makes every issued bearer token expire now (tests of token refresh).

@@ -18,11 +18,12 @@ use super::{
     SourceError, MAX_JOB_BODY_BYTES,
 };
 use crate::{
-    config::{ArmAccount, Secret},
+    config::{ArmAccount, ArmCredential, Secret},
     http_client::{self, HttpsClient, USER_AGENT},
     model::{ETag, JobName},
-    tls,
+    tls::{self, Identity},
 };
+use base64::Engine as _;
 
 /// The API version this client speaks.
 pub const API_VERSION: &str = "2021-01-01";
@@ -42,11 +43,67 @@ struct Token {
 /// Fetches and caches Entra ID tokens for one app registration.
 struct Tokens {
     token_url: String,
-    form: Secret,
+    client_id: String,
+    scope: String,
+    credential: ArmCredential,
     cached: Mutex<Option<Token>>,
 }
 
+/// How long a signed client assertion is valid.
+const ASSERTION_LIFETIME_SECS: u64 = 600;
+
 impl Tokens {
+    /// The client-credentials form: with the secret, or with a freshly signed assertion.
+    fn form(&self) -> Result<Secret, SourceError> {
+        let mut form = format!(
+            "grant_type=client_credentials&client_id={}&scope={}",
+            encode_path_segment(&self.client_id),
+            encode_path_segment(&self.scope)
+        );
+        match &self.credential {
+            ArmCredential::Secret(secret) => {
+                form.push_str("&client_secret=");
+                form.push_str(&encode_path_segment(&String::from_utf8_lossy(
+                    secret.expose(),
+                )));
+            }
+            ArmCredential::Certificate(identity) => {
+                form.push_str("&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer");
+                form.push_str("&client_assertion=");
+                form.push_str(&self.client_assertion(identity)?);
+            }
+        }
+        Ok(Secret::new(form.into_bytes()))
+    }
+
+    /// A JWT signed with the certificate's key (RS256), naming the certificate by its
+    /// SHA-1 thumbprint (`x5t`), as Entra ID's certificate credentials expect.
+    fn client_assertion(&self, identity: &Identity) -> Result<String, SourceError> {
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let header = serde_json::json!({ "alg": "RS256", "typ": "JWT", "x5t": b64(&identity.sha1_thumbprint()) });
+        let claims = serde_json::json!({
+            "aud": self.token_url,
+            "iss": self.client_id,
+            "sub": self.client_id,
+            "jti": format!("{:032x}", rand::random::<u128>()),
+            "nbf": now,
+            "iat": now,
+            "exp": now + ASSERTION_LIFETIME_SECS,
+        });
+        let signing_input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let signature = identity
+            .sign_rs256(signing_input.as_bytes())
+            .map_err(|e| SourceError::Decode(format!("cannot sign the client assertion: {e}")))?;
+        Ok(format!("{signing_input}.{}", b64(&signature)))
+    }
+
     /// A valid token, fetched if none is cached or the cached one is about to expire.
     async fn get(&self, http: &HttpsClient, timeout: Duration) -> Result<HeaderValue, SourceError> {
         let mut cached = self.cached.lock().await;
@@ -82,7 +139,7 @@ impl Tokens {
             .uri(&self.token_url)
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::USER_AGENT, USER_AGENT)
-            .body(Full::new(Bytes::copy_from_slice(self.form.expose())))
+            .body(Full::new(Bytes::from(self.form()?.expose().to_vec())))
             .map_err(|e| SourceError::Decode(format!("cannot build token request: {e}")))?;
         let response = http_client::send(http, request, timeout, TOKEN_BODY_LIMIT).await?;
         let status = response.status();
@@ -158,22 +215,18 @@ impl ArmClient {
         connect_timeout: Duration,
     ) -> Result<Self, tls::TlsError> {
         let config = tls::client_config(tls::root_store(&account.extra_roots, true), None)?;
-        let scope = format!("{}/.default", account.endpoint);
-        let form = format!(
-            "grant_type=client_credentials&client_id={}&client_secret={}&scope={}",
-            encode_path_segment(&account.client_id),
-            encode_path_segment(&String::from_utf8_lossy(account.client_secret.expose())),
-            encode_path_segment(&scope),
+        let token_url = format!(
+            "{}/{}/oauth2/v2.0/token",
+            account.authority,
+            encode_path_segment(&account.tenant_id)
         );
         Ok(ArmClient {
             http: http_client::build_client(config, connect_timeout, true),
             tokens: std::sync::Arc::new(Tokens {
-                token_url: format!(
-                    "{}/{}/oauth2/v2.0/token",
-                    account.authority,
-                    encode_path_segment(&account.tenant_id)
-                ),
-                form: Secret::new(form.into_bytes()),
+                token_url,
+                client_id: account.client_id.clone(),
+                scope: format!("{}/.default", account.endpoint),
+                credential: account.credential.clone(),
                 cached: Mutex::new(None),
             }),
             jobs_url: format!(
