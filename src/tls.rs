@@ -150,11 +150,9 @@ impl Identity {
             .load_private_key(self.key.clone_key())?;
         let signer = key
             .choose_scheme(&[rustls::SignatureScheme::RSA_PKCS1_SHA256])
-            .ok_or_else(|| {
-                TlsError::Verifier(
-                    "the key is not RSA; certificate credentials need an RSA key".into(),
-                )
-            })?;
+            .ok_or(TlsError::UnsuitableKey(
+                "the key is not RSA; certificate credentials need an RSA key",
+            ))?;
         Ok(signer.sign(message)?)
     }
 
