@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::{
     scenario::FaultKind,
-    service::{full, ResetConnection, ResponseBody},
+    service::{full, percent_decode, ResetConnection, ResponseBody},
     RequestRecord, SimState,
 };
 use crate::source::{arm_wire::ArmErrorBody, classic_wire::Job};
@@ -68,22 +68,7 @@ pub(crate) async fn handle(
         ) => {
             record.job = Some((*job).to_owned());
             let (response, fault) = get_job(state, &request, sub, rg, job, sim_offset);
-            record.fault = fault;
-            match fault {
-                Some(FaultKind::Reset) => {
-                    state.record(record);
-                    return Err(ResetConnection);
-                }
-                Some(FaultKind::Stall) => {
-                    state.record(record);
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(3600)) => {}
-                        () = state.shutdown.cancelled() => {}
-                    }
-                    return Err(ResetConnection);
-                }
-                _ => response,
-            }
+            return state.finish(record, response, fault).await;
         }
         (
             Method::GET,
@@ -95,19 +80,7 @@ pub(crate) async fn handle(
             "The requested path does not exist.",
         ),
     };
-    record.status = response.status().as_u16();
-    state.record(record);
-    let mut response = response;
-    response.headers_mut().insert(
-        "x-ms-request-id",
-        HeaderValue::from_str(&state.next_request_id()).unwrap_or(HeaderValue::from_static("0")),
-    );
-    response.headers_mut().insert(
-        header::DATE,
-        HeaderValue::from_str(&httpdate::fmt_http_date(SystemTime::now()))
-            .unwrap_or(HeaderValue::from_static("")),
-    );
-    Ok(response)
+    state.finish(record, response, None).await
 }
 
 /// The client-credentials grant: checks the form against the scenario's credentials.
@@ -132,7 +105,7 @@ async fn token(
         .split('&')
         .filter_map(|pair| {
             let (k, v) = pair.split_once('=')?;
-            Some((decode_form(k)?, decode_form(v)?))
+            Some((percent_decode(k, true)?, percent_decode(v, true)?))
         })
         .collect();
     let field = |name: &str| {
@@ -247,30 +220,6 @@ fn assertion_valid(state: &SimState, assertion: &str, tenant: &str) -> bool {
         && claims["exp"].as_u64().is_some_and(|exp| exp > now)
 }
 
-fn decode_form(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 fn get_job(
     state: &SimState,
     request: &Request<hyper::body::Incoming>,
@@ -286,13 +235,7 @@ fn get_job(
     let Some(entry) = state.jobs.values().find(|e| e.timeline.name == job) else {
         return plain(not_found(job));
     };
-    let n = entry.requests.fetch_add(1, Ordering::Relaxed);
-    let fault = state.faults.iter().find(|f| {
-        f.job.as_deref().is_none_or(|j| j == job)
-            && f.from <= now
-            && now < f.until
-            && n % f.every == 0
-    });
+    let fault = state.fault_for(entry, now);
     if let Some(fault) = fault {
         let retry_after = |mut response: Response<ResponseBody>| {
             if let Some(seconds) = fault.retry_after {

@@ -32,6 +32,9 @@ use scenario::{FaultWindow, Timeline};
 /// The shipped import lifecycle, built in so that `simulate` and `demo` need no file.
 pub const IMPORT_LIFECYCLE: &str = include_str!("../../config/scenarios/import-lifecycle.toml");
 
+/// A stalled response never comes within any sane client timeout.
+const STALL: Duration = Duration::from_secs(3600);
+
 /// How long a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests kept in the log; older ones are dropped.
@@ -176,6 +179,58 @@ impl SimState {
             log.pop_front();
         }
         log.push_back(record);
+    }
+
+    /// The fault, if any, that hits this request of `entry` at `now`; every request of
+    /// the job counts towards a window's `every`.
+    fn fault_for(&self, entry: &JobEntry, now: Duration) -> Option<&FaultWindow> {
+        let n = entry.requests.fetch_add(1, Ordering::Relaxed);
+        let job = entry.timeline.name.as_str();
+        self.faults.iter().find(|f| {
+            f.job.as_deref().is_none_or(|j| j == job)
+                && f.from <= now
+                && now < f.until
+                && n % f.every == 0
+        })
+    }
+
+    /// Records the request and ends it: a reset or stall fault drops the connection
+    /// without an answer (a stall after holding it); otherwise the response gets the
+    /// headers every answer carries.
+    async fn finish(
+        &self,
+        mut record: RequestRecord,
+        mut response: http::Response<service::ResponseBody>,
+        fault: Option<FaultKind>,
+    ) -> Result<http::Response<service::ResponseBody>, service::ResetConnection> {
+        record.fault = fault;
+        match fault {
+            Some(FaultKind::Reset) => {
+                self.record(record);
+                return Err(service::ResetConnection);
+            }
+            Some(FaultKind::Stall) => {
+                self.record(record);
+                tokio::select! {
+                    () = tokio::time::sleep(STALL) => {}
+                    () = self.shutdown.cancelled() => {}
+                }
+                return Err(service::ResetConnection);
+            }
+            _ => {}
+        }
+        record.status = response.status().as_u16();
+        self.record(record);
+        let headers = response.headers_mut();
+        headers.insert(
+            "x-ms-request-id",
+            service::header_value(&self.next_request_id()),
+        );
+        headers.insert(
+            http::header::DATE,
+            service::header_value(&httpdate::fmt_http_date(std::time::SystemTime::now())),
+        );
+        Ok(response)
     }
 
     fn next_request_id(&self) -> String {

@@ -4,7 +4,6 @@
 use std::{
     convert::Infallible,
     pin::Pin,
-    sync::atomic::Ordering,
     task::{Context, Poll},
     time::{Duration, Instant, SystemTime},
 };
@@ -25,8 +24,6 @@ pub(crate) type ResponseBody = BoxBody<Bytes, std::io::Error>;
 const SUPPORTED_VERSIONS: [&str; 2] = ["2014-05-01", "2014-11-01"];
 const JSON_CONTENT_TYPE: &str =
     "application/json;odata=minimalmetadata;streaming=true;charset=utf-8";
-/// A stalled response never comes within any sane client timeout.
-const STALL: Duration = Duration::from_secs(3600);
 
 /// The error a handler returns to make hyper drop the connection without a response.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +70,7 @@ pub(crate) async fn handle(
         Some(Path::Job { job, .. }) => Some(job.clone()),
         _ => None,
     };
-    let mut record = RequestRecord {
+    let record = RequestRecord {
         at: arrived,
         sim_offset,
         method: method.to_string(),
@@ -83,32 +80,10 @@ pub(crate) async fn handle(
         fault: None,
     };
     let reply = route(state, &request, path, sim_offset);
-    record.fault = reply.fault;
-    match reply.fault {
-        Some(FaultKind::Reset) => {
-            state.record(record);
-            return Err(ResetConnection);
-        }
-        Some(FaultKind::Stall) => {
-            state.record(record);
-            tokio::select! {
-                () = tokio::time::sleep(STALL) => {}
-                () = state.shutdown.cancelled() => {}
-            }
-            return Err(ResetConnection);
-        }
-        _ => {}
-    }
-    let mut response = reply.response;
-    record.status = response.status().as_u16();
-    state.record(record);
-    let headers = response.headers_mut();
-    headers.insert("x-ms-request-id", header_value(&state.next_request_id()));
-    headers.insert(
-        header::DATE,
-        header_value(&httpdate::fmt_http_date(SystemTime::now())),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    let mut response = state.finish(record, reply.response, reply.fault).await?;
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     if method == Method::HEAD {
         let (parts, _) = response.into_parts();
         return Ok(Response::from_parts(parts, empty()));
@@ -153,28 +128,40 @@ impl Path {
     }
 }
 
-fn decode(segment: &str) -> Option<String> {
-    let bytes = segment.as_bytes();
+/// Percent-decodes a URL path segment (or, with `plus_is_space`, a form value).
+pub(crate) fn percent_decode(text: &str, plus_is_space: bool) -> Option<String> {
+    let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            byte => {
+                out.push(byte);
+                i += 1;
+            }
         }
     }
     String::from_utf8(out).ok()
+}
+
+fn decode(segment: &str) -> Option<String> {
+    percent_decode(segment, false)
 }
 
 fn header_str<B>(request: &Request<B>, name: header::HeaderName) -> Option<&str> {
     request.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-fn header_value(text: &str) -> HeaderValue {
+pub(crate) fn header_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
@@ -355,13 +342,7 @@ fn get_job(
     let Some(entry) = state.jobs.get(&super::job_key(account, job)) else {
         return Reply::plain(job_not_found(job));
     };
-    let n = entry.requests.fetch_add(1, Ordering::Relaxed);
-    let fault = state.faults.iter().find(|f| {
-        f.job.as_deref().is_none_or(|j| j == job)
-            && f.from <= now
-            && now < f.until
-            && n % f.every == 0
-    });
+    let fault = state.fault_for(entry, now);
     let current = entry.timeline.at(now);
     if let Some(fault) = fault {
         return Reply {
