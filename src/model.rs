@@ -263,16 +263,6 @@ impl JobSnapshot {
         }
     }
 
-    /// True when the fields iewatch alerts on are equal. Used where the API has no ETag
-    /// (Resource Manager) and to make a 200 with unchanged content a no-op.
-    pub fn watched_fields_equal(&self, other: &JobSnapshot) -> bool {
-        self.job_type == other.job_type
-            && self.state == other.state
-            && self.percent_complete == other.percent_complete
-            && self.cancel_requested == other.cancel_requested
-            && self.drives == other.drives
-    }
-
     /// The drive with this id, if the job has it.
     pub fn drive(&self, id: &DriveId) -> Option<&DriveSnapshot> {
         self.drives.iter().find(|d| &d.drive_id == id)

@@ -192,30 +192,24 @@ impl Source {
         account: &Account,
         daemon: &DaemonSettings,
     ) -> Result<Source, SourceSetupError> {
-        match &account.kind {
-            AccountKind::Classic(classic) => classic::ClassicClient::new(
-                &account.subscription_id,
-                classic,
-                daemon.request_timeout,
-                daemon.connect_timeout,
-            )
-            .map(Source::Classic)
-            .map_err(|e| SourceSetupError {
-                account: account.name.clone(),
-                reason: e.to_string(),
-            }),
-            AccountKind::Arm(arm) => arm::ArmClient::new(
-                &account.subscription_id,
-                arm,
-                daemon.request_timeout,
-                daemon.connect_timeout,
-            )
-            .map(Source::Arm)
-            .map_err(|e| SourceSetupError {
-                account: account.name.clone(),
-                reason: e.to_string(),
-            }),
-        }
+        let (subscription, timeout, connect) = (
+            &account.subscription_id,
+            daemon.request_timeout,
+            daemon.connect_timeout,
+        );
+        let built = match &account.kind {
+            AccountKind::Classic(classic) => {
+                classic::ClassicClient::new(subscription, classic, timeout, connect)
+                    .map(Source::Classic)
+            }
+            AccountKind::Arm(arm) => {
+                arm::ArmClient::new(subscription, arm, timeout, connect).map(Source::Arm)
+            }
+        };
+        built.map_err(|e| SourceSetupError {
+            account: account.name.clone(),
+            reason: e.to_string(),
+        })
     }
 
     /// Where `job` is fetched from; built once per job.

@@ -22,7 +22,7 @@ use sqlx::{
 pub use deliveries::{Attempt, DeliveryRow, OutboxItem};
 pub use reads::{DriveStatus, EventRecord, JobStatus};
 
-use writer::Write;
+use writer::{Change, Write};
 
 use crate::{
     events::Event,
@@ -309,8 +309,7 @@ impl Store {
     /// # Errors
     /// Database errors; nothing of this observation is written then.
     pub async fn record_observation(&self, observed: Observed<'_>) -> Result<Vec<i64>, StoreError> {
-        self.submit(Write::Observation {
-            job: observed.job,
+        let change = Change::Observation {
             document: stored_document(observed.snapshot, observed.store_bitlocker_keys),
             snapshot: JobSnapshot {
                 document: serde_json::Value::Null,
@@ -319,10 +318,14 @@ impl Store {
             },
             etag: observed.etag.cloned(),
             last_modified: observed.last_modified.map(str::to_owned),
-            events: observed.events.to_vec(),
-            outbox: observed.outbox.to_vec(),
-            at: observed.at,
-        })
+        };
+        self.submit(
+            observed.job,
+            change,
+            observed.events,
+            observed.outbox,
+            observed.at,
+        )
         .await
     }
 
@@ -331,17 +334,14 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn record_failure(&self, failed: Failed<'_>) -> Result<Vec<i64>, StoreError> {
-        self.submit(Write::Failure {
-            job: failed.job,
+        let change = Change::Failure {
             error: failed.error.to_owned(),
             consecutive_failures: failed.consecutive_failures,
             failing_alerted: failed.failing_alerted,
             not_found_alerted: failed.not_found_alerted,
-            events: failed.events.to_vec(),
-            outbox: failed.outbox.to_vec(),
-            at: failed.at,
-        })
-        .await
+        };
+        self.submit(failed.job, change, failed.events, failed.outbox, failed.at)
+            .await
     }
 
     /// Writes a success that brought no new document (304/412) after failures: clears
@@ -356,16 +356,24 @@ impl Store {
         outbox: &[(usize, String)],
         at: SystemTime,
     ) -> Result<Vec<i64>, StoreError> {
-        self.submit(Write::Recovery {
+        self.submit(job, Change::Recovery, events, outbox, at).await
+    }
+
+    async fn submit(
+        &self,
+        job: JobId,
+        change: Change,
+        events: &[Event],
+        outbox: &[(usize, String)],
+        at: SystemTime,
+    ) -> Result<Vec<i64>, StoreError> {
+        let write = Write {
             job,
+            change,
             events: events.to_vec(),
             outbox: outbox.to_vec(),
             at,
-        })
-        .await
-    }
-
-    async fn submit(&self, write: Write) -> Result<Vec<i64>, StoreError> {
+        };
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.writer
             .send(writer::Request { write, reply })

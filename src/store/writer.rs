@@ -22,35 +22,36 @@ pub const MAX_BATCH: usize = 256;
 /// Writes waiting for the writer before callers wait for room.
 const QUEUE: usize = 1024;
 
-/// One write, owned so that it can wait in the queue.
+/// One write, owned so that it can wait in the queue: a change to the job row, and the
+/// events (with their outbox rows) it brings.
 #[derive(Debug)]
-pub(super) enum Write {
+pub(super) struct Write {
+    pub(super) job: JobId,
+    pub(super) change: Change,
+    pub(super) events: Vec<Event>,
+    pub(super) outbox: Vec<(usize, String)>,
+    pub(super) at: SystemTime,
+}
+
+/// What a write does to the job row.
+#[derive(Debug)]
+pub(super) enum Change {
+    /// A new document: job row and drives.
     Observation {
-        job: JobId,
         snapshot: JobSnapshot,
         document: String,
         etag: Option<ETag>,
         last_modified: Option<String>,
-        events: Vec<Event>,
-        outbox: Vec<(usize, String)>,
-        at: SystemTime,
     },
+    /// A failed poll.
     Failure {
-        job: JobId,
         error: String,
         consecutive_failures: u32,
         failing_alerted: bool,
         not_found_alerted: bool,
-        events: Vec<Event>,
-        outbox: Vec<(usize, String)>,
-        at: SystemTime,
     },
-    Recovery {
-        job: JobId,
-        events: Vec<Event>,
-        outbox: Vec<(usize, String)>,
-        at: SystemTime,
-    },
+    /// A success without a document after failures: the streak ends.
+    Recovery,
 }
 
 /// A write and where its outcome goes.
@@ -115,18 +116,14 @@ async fn commit(pool: &SqlitePool, batch: &[Request]) -> Vec<Result<Vec<i64>, St
 }
 
 async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<Vec<i64>, StoreError> {
-    match write {
-        Write::Observation {
-            job,
+    let (job, now) = (write.job, timestamp(write.at));
+    match &write.change {
+        Change::Observation {
             snapshot,
             document,
             etag,
             last_modified,
-            events,
-            outbox,
-            at,
         } => {
-            let now = timestamp(*at);
             sqlx::query(
                 "UPDATE jobs SET job_type = ?1, state = ?2, percent_complete = ?3, cancel_requested = ?4,
                     etag = ?5, last_modified = ?6, snapshot = ?7,
@@ -145,7 +142,7 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<Vec<i6
             .bind(last_modified)
             .bind(document)
             .bind(&now)
-            .bind(!events.is_empty())
+            .bind(!write.events.is_empty())
             .bind(snapshot.state.is_terminal())
             .bind(job.0)
             .execute(&mut **tx)
@@ -175,19 +172,13 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<Vec<i6
                 .execute(&mut **tx)
                 .await?;
             }
-            insert_events(tx, *job, events, outbox, &now).await
         }
-        Write::Failure {
-            job,
+        Change::Failure {
             error,
             consecutive_failures,
             failing_alerted,
             not_found_alerted,
-            events,
-            outbox,
-            at,
         } => {
-            let now = timestamp(*at);
             sqlx::query(
                 "UPDATE jobs SET last_error = ?1, last_error_at = ?2, last_polled_at = ?2,
                     consecutive_failures = ?3, failing_alerted = ?4, not_found_alerted = ?5 WHERE id = ?6",
@@ -200,15 +191,8 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<Vec<i6
             .bind(job.0)
             .execute(&mut **tx)
             .await?;
-            insert_events(tx, *job, events, outbox, &now).await
         }
-        Write::Recovery {
-            job,
-            events,
-            outbox,
-            at,
-        } => {
-            let now = timestamp(*at);
+        Change::Recovery => {
             sqlx::query(
                 "UPDATE jobs SET last_error = NULL, last_error_at = NULL, consecutive_failures = 0,
                     failing_alerted = 0, not_found_alerted = 0, last_polled_at = ?1 WHERE id = ?2",
@@ -217,7 +201,7 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<Vec<i6
             .bind(job.0)
             .execute(&mut **tx)
             .await?;
-            insert_events(tx, *job, events, outbox, &now).await
         }
     }
+    insert_events(tx, job, &write.events, &write.outbox, &now).await
 }
