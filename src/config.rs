@@ -134,6 +134,8 @@ pub struct Config {
     pub jobs: Vec<JobConfig>,
     /// `[[webhook]]`, in file order.
     pub webhooks: Vec<Webhook>,
+    /// Things that work but should not be so (a private key readable by others).
+    pub warnings: Vec<Problem>,
 }
 
 /// `[daemon]`.
@@ -310,6 +312,7 @@ impl Config {
             path,
             text,
             problems: Vec::new(),
+            warnings: Vec::new(),
         };
         let raw: RawConfig = match toml::from_str(text) {
             Ok(raw) => raw,
@@ -492,6 +495,7 @@ struct Checker<'a> {
     path: &'a Path,
     text: &'a str,
     problems: Vec<Problem>,
+    warnings: Vec<Problem>,
 }
 
 impl Checker<'_> {
@@ -679,6 +683,23 @@ impl Checker<'_> {
             accounts,
             jobs,
             webhooks,
+            warnings: std::mem::take(&mut self.warnings),
+        }
+    }
+
+    /// A private key that others can read is not an error, but the operator must hear
+    /// of it; the caller reports it once logging is set up.
+    fn warn_if_readable_by_others(&mut self, offset: usize, key: String, path: &Path) {
+        if readable_by_others(path) {
+            self.warnings.push(Problem {
+                file: self.path.to_owned(),
+                line: Some(self.line_of(offset)),
+                key,
+                message: format!(
+                    "private key file {} is readable by group or others; chmod 600 it",
+                    path.display()
+                ),
+            });
         }
     }
 
@@ -856,7 +877,12 @@ impl Checker<'_> {
                     .map(|k| self.relative_path(k.get_ref()));
                 match Identity::load(&cert_path, key_path.as_deref()) {
                     Ok(identity) => {
-                        warn_if_readable_by_others(key_path.as_deref().unwrap_or(&cert_path));
+                        let key_file = key_path.as_deref().unwrap_or(&cert_path);
+                        self.warn_if_readable_by_others(
+                            cert.span().start,
+                            key("certificate"),
+                            key_file,
+                        );
                         Some(identity)
                     }
                     Err(e) => {
@@ -1012,7 +1038,11 @@ impl Checker<'_> {
                 match Identity::load(&path, None) {
                     Ok(identity) => match identity.sign_rs256(b"probe") {
                         Ok(_) => {
-                            warn_if_readable_by_others(&path);
+                            self.warn_if_readable_by_others(
+                                cert.span().start,
+                                key("client_certificate"),
+                                &path,
+                            );
                             Some(ArmCredential::Certificate(identity))
                         }
                         Err(e) => {
@@ -1274,17 +1304,12 @@ fn parse_https_base(value: &str) -> Result<String, String> {
 }
 
 #[cfg(unix)]
-fn warn_if_readable_by_others(path: &Path) {
+fn readable_by_others(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt as _;
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(
-                path = %path.display(),
-                "private key file is readable by group or others; chmod 600 it"
-            );
-        }
-    }
+    std::fs::metadata(path).is_ok_and(|meta| meta.permissions().mode() & 0o077 != 0)
 }
 
 #[cfg(not(unix))]
-fn warn_if_readable_by_others(_path: &Path) {}
+fn readable_by_others(_path: &Path) -> bool {
+    false
+}

@@ -137,6 +137,9 @@ pub async fn run(
                     }
                     Ok(new_config) => {
                         systemd.reloading();
+                        for warning in &new_config.warnings {
+                            tracing::warn!("{warning}");
+                        }
                         if new_config.daemon.database != config.daemon.database || new_config.http.as_ref().map(|h| h.listen) != config.http.as_ref().map(|h| h.listen) {
                             tracing::warn!("database and [http] changes take effect at the next restart");
                         }

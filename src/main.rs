@@ -252,6 +252,9 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         }
     };
     init_logging(config.daemon.log_format, "info");
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let shutdown = CancellationToken::new();
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
     let signals = tokio::spawn(forward_signals(shutdown.clone(), reload_tx));
@@ -300,6 +303,9 @@ async fn check(path: &Path, online: bool) -> anyhow::Result<ExitCode> {
         println!("{}: daemon.database: {e}", path.display());
         println!("1 problem(s) found");
         return Ok(ExitCode::FAILURE);
+    }
+    for warning in &config.warnings {
+        println!("warning: {warning}");
     }
     println!("ok: {}", config.summary());
     if online {
