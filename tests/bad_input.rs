@@ -107,17 +107,6 @@ fn deep_nesting_invalid_utf8_and_wrong_types_are_decode_errors() {
     ));
 }
 
-fn scripted_client(pki: &TestPki, endpoint: String, timeout: Duration) -> ClassicClient {
-    let account = ClassicAccount {
-        storage_account: "xttest".into(),
-        endpoint,
-        identity: pki.client.clone(),
-        extra_roots: pki.ca_der(),
-        x_ms_version: "2014-11-01".into(),
-    };
-    ClassicClient::new("sub", &account, timeout, Duration::from_secs(2)).unwrap()
-}
-
 #[tokio::test]
 async fn over_the_wire_truncated_drip_and_nested_bodies_fail_within_the_timeout() {
     let dir = tempfile::tempdir().unwrap();
@@ -168,7 +157,7 @@ async fn over_the_wire_truncated_drip_and_nested_bodies_fail_within_the_timeout(
         respond(200, &[("content-type", "application/json")], nested.clone())
     })
     .await;
-    let client = scripted_client(&pki, server.endpoint(), Duration::from_secs(5));
+    let client = pki.classic_client(server.endpoint(), Duration::from_secs(5));
     let err = client
         .get_job(&client.job_uri(&JobName::from("x")), None)
         .await

@@ -16,18 +16,11 @@ use iewatch::{
     },
 };
 
-const SUBSCRIPTION: &str = "afb1a4eb-bc88-4ce1-b1af-dfec80067464";
+const SUBSCRIPTION: &str = common::SAMPLE_SUBSCRIPTION;
 const SAMPLE_ETAG: &str = "W/\"datetime'2014-04-30T00%3A25%3A42.3131245Z'\"";
 
 fn client(pki: &TestPki, endpoint: String, timeout: Duration) -> ClassicClient {
-    let account = ClassicAccount {
-        storage_account: "xttest".into(),
-        endpoint,
-        identity: pki.client.clone(),
-        extra_roots: pki.ca_der(),
-        x_ms_version: "2014-11-01".into(),
-    };
-    ClassicClient::new(SUBSCRIPTION, &account, timeout, Duration::from_secs(2)).unwrap()
+    pki.classic_client(endpoint, timeout)
 }
 
 fn sample_ok() -> http::Response<http_body_util::Full<bytes::Bytes>> {

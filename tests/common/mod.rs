@@ -23,6 +23,9 @@ use iewatch::{
 use rustls_pki_types::CertificateDer;
 use tokio::net::TcpListener;
 
+/// The subscription of the spec's sample.
+pub const SAMPLE_SUBSCRIPTION: &str = "afb1a4eb-bc88-4ce1-b1af-dfec80067464";
+
 /// The spec's sample Get Job response body.
 pub const SAMPLE_JOB: &str = include_str!("../fixtures/get-job-sample.json");
 
@@ -95,6 +98,28 @@ impl TestPki {
             client,
             client_pem: (cert, key),
         }
+    }
+
+    /// A classic client presenting this PKI's client certificate and trusting its CA.
+    pub fn classic_client(
+        &self,
+        endpoint: String,
+        timeout: Duration,
+    ) -> iewatch::source::classic::ClassicClient {
+        let account = iewatch::config::ClassicAccount {
+            storage_account: "xttest".into(),
+            endpoint,
+            identity: self.client.clone(),
+            extra_roots: self.ca_der(),
+            x_ms_version: "2014-11-01".into(),
+        };
+        iewatch::source::classic::ClassicClient::new(
+            SAMPLE_SUBSCRIPTION,
+            &account,
+            timeout,
+            Duration::from_secs(2),
+        )
+        .unwrap()
     }
 
     pub fn ca_der(&self) -> Vec<CertificateDer<'static>> {
