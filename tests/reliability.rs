@@ -13,8 +13,7 @@ use std::{
 };
 
 use common::{
-    event_list, scenario, start_simulator, stored_etag, wait_for, write_config, Receiver, Reply,
-    RunningDaemon,
+    event_list, scenario, start_simulator, wait_for, write_config, Receiver, Reply, RunningDaemon,
 };
 use rand::{Rng as _, SeedableRng as _};
 
@@ -84,10 +83,8 @@ async fn killed_at_20_random_moments_the_daemon_records_every_change_once_and_de
             // daemon lived to see is not a change the simulator served.
             if next_version > 0 {
                 let etag = &timeline.versions[next_version - 1].etag;
-                let recorded = wait_for(Duration::from_secs(20), || async {
-                    stored_etag(&db, "MySampleJob").await.as_deref() == Some(etag.as_str())
-                })
-                .await;
+                let recorded =
+                    common::wait_for_etag(&db, "MySampleJob", etag, Duration::from_secs(20)).await;
                 assert!(
                     recorded,
                     "version {} recorded after restart",
@@ -259,12 +256,7 @@ async fn a_held_write_lock_and_a_read_only_database_turn_health_503_and_lose_not
     let first = step(&sim, 0);
     let daemon = RunningDaemon::start(&config).await;
     let base = format!("http://{}", daemon.started.http.unwrap());
-    assert!(
-        wait_for(Duration::from_secs(10), || async {
-            stored_etag(&db, "MySampleJob").await.as_deref() == Some(first.as_str())
-        })
-        .await
-    );
+    assert!(common::wait_for_etag(&db, "MySampleJob", &first, Duration::from_secs(10)).await);
 
     // Another process holds the write lock.
     let mut locker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
@@ -281,10 +273,7 @@ async fn a_held_write_lock_and_a_read_only_database_turn_health_503_and_lose_not
     sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
     drop(locker);
     assert!(
-        wait_for(Duration::from_secs(30), || async {
-            stored_etag(&db, "MySampleJob").await.as_deref() == Some(second.as_str())
-        })
-        .await,
+        common::wait_for_etag(&db, "MySampleJob", &second, Duration::from_secs(30)).await,
         "resumed after the lock"
     );
 
@@ -300,10 +289,7 @@ async fn a_held_write_lock_and_a_read_only_database_turn_health_503_and_lose_not
     assert_eq!(status, 503, "{reason}");
     assert!(!daemon.task.is_finished(), "no crash");
     assert!(
-        wait_for(Duration::from_secs(30), || async {
-            stored_etag(&db, "MySampleJob").await.as_deref() == Some(third.as_str())
-        })
-        .await,
+        common::wait_for_etag(&db, "MySampleJob", &third, Duration::from_secs(30)).await,
         "resumed after read-only"
     );
     assert!(
@@ -361,12 +347,7 @@ async fn a_full_disk_turns_health_503_and_work_resumes_when_space_returns() {
     let first = step(&sim, 0);
     let daemon = RunningDaemon::start(&config).await;
     let base = format!("http://{}", daemon.started.http.unwrap());
-    assert!(
-        wait_for(Duration::from_secs(10), || async {
-            stored_etag(&db, "MySampleJob").await.as_deref() == Some(first.as_str())
-        })
-        .await
-    );
+    assert!(common::wait_for_etag(&db, "MySampleJob", &first, Duration::from_secs(10)).await);
 
     // Fill the disk to the last byte.
     let filler = mount.join("filler");
@@ -389,10 +370,7 @@ async fn a_full_disk_turns_health_503_and_work_resumes_when_space_returns() {
     assert!(reason.contains("database"), "{reason}");
     assert!(!daemon.task.is_finished(), "no crash");
     assert!(
-        wait_for(Duration::from_secs(30), || async {
-            stored_etag(&db, "MySampleJob").await.as_deref() == Some(second.as_str())
-        })
-        .await,
+        common::wait_for_etag(&db, "MySampleJob", &second, Duration::from_secs(30)).await,
         "resumed"
     );
     assert!(

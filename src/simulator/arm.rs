@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::{
     scenario::FaultKind,
-    service::{full, percent_decode, ResetConnection, ResponseBody},
+    service::{full, percent_decode, with_retry_after, ResetConnection, ResponseBody},
     RequestRecord, SimState,
 };
 use crate::source::{arm_wire::ArmErrorBody, classic_wire::Job};
@@ -237,25 +237,23 @@ fn get_job(
     };
     let fault = state.fault_for(entry, now);
     if let Some(fault) = fault {
-        let retry_after = |mut response: Response<ResponseBody>| {
-            if let Some(seconds) = fault.retry_after {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-            }
-            response
-        };
         let response = match fault.kind {
-            FaultKind::Unavailable => retry_after(arm_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                "The service is unavailable.",
-            )),
-            FaultKind::Throttled => retry_after(arm_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TooManyRequests",
-                "Too many requests.",
-            )),
+            FaultKind::Unavailable => with_retry_after(
+                fault.retry_after,
+                arm_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "The service is unavailable.",
+                ),
+            ),
+            FaultKind::Throttled => with_retry_after(
+                fault.retry_after,
+                arm_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TooManyRequests",
+                    "Too many requests.",
+                ),
+            ),
             FaultKind::InternalError => arm_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalServerError",

@@ -466,21 +466,13 @@ fn modified_since(version: &Version, date: &str) -> Result<bool, Refusal> {
 }
 
 fn faulty(kind: FaultKind, retry_after: Option<u64>, current: &Version) -> Response<ResponseBody> {
-    let with_retry_after = |mut response: Response<ResponseBody>| {
-        if let Some(seconds) = retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        response
-    };
     match kind {
-        FaultKind::Unavailable => with_retry_after(error(
+        FaultKind::Unavailable => with_retry_after(retry_after, error(
             StatusCode::SERVICE_UNAVAILABLE,
             "The server is currently unavailable to receive requests. Please retry your request.",
             "ServerBusy",
         )),
-        FaultKind::Throttled => with_retry_after(error(
+        FaultKind::Throttled => with_retry_after(retry_after, error(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many requests. Please retry later.",
             "TooManyRequests",
@@ -533,6 +525,19 @@ fn faulty(kind: FaultKind, retry_after: Option<u64>, current: &Version) -> Respo
             error(StatusCode::INTERNAL_SERVER_ERROR, "fault", "InternalError")
         }
     }
+}
+
+/// Adds `Retry-After: seconds` when the fault window sets one.
+pub(crate) fn with_retry_after(
+    seconds: Option<u64>,
+    mut response: Response<ResponseBody>,
+) -> Response<ResponseBody> {
+    if let Some(seconds) = seconds {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
 }
 
 /// A body that misbehaves: stops half-way with an error (the connection is dropped), or

@@ -8,12 +8,7 @@ use std::time::{Duration, Instant};
 use iewatch::store::Store;
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    support::block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("iewatch.db")).await.unwrap();
         let filled = Instant::now();
@@ -38,7 +33,10 @@ fn main() {
             sqlx::query(statement).execute(&mut *tx).await.unwrap();
         }
         tx.commit().await.unwrap();
-        let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(store.pool()).await.unwrap();
+        let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
         assert_eq!(events, 1_000_000);
         eprintln!("filled in {:?}", filled.elapsed());
 

@@ -19,12 +19,7 @@ const MEASURE: Duration = Duration::from_secs(5);
 const SAMPLE: &str = include_str!("../fixtures/get-job-sample.json");
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    support::block_on(async {
         let serial = measure(1).await;
         let concurrent = measure(64).await;
         support::report(

@@ -22,12 +22,7 @@ const CONCURRENCY: usize = 8;
 const MEASURE: Duration = Duration::from_secs(5);
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(run());
+    support::block_on(run());
 }
 
 async fn run() {

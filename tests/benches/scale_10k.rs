@@ -19,12 +19,7 @@ const RUN: Duration = Duration::from_secs(60);
 const WARM_UP: Duration = Duration::from_secs(15);
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    support::block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let scenario = Scenario::load(&support::identical_jobs(dir.path(), JOBS)).unwrap();
         let sim = simulator::start(SimulatorOptions {

@@ -60,12 +60,7 @@ async fn receiver() -> (std::net::SocketAddr, Arrivals) {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    support::block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let (addr, arrivals) = receiver().await;
         let webhooks = Config::parse(
@@ -98,9 +93,18 @@ fn main() {
         let (waker, wake) = Waker::new();
         let stop = tokio_util::sync::CancellationToken::new();
         let started = Instant::now();
-        let notifier_task = tokio::spawn(notifier::run(store.clone(), webhooks.clone(), wake, Telemetry::new(), stop.clone()));
+        let notifier_task = tokio::spawn(notifier::run(
+            store.clone(),
+            webhooks.clone(),
+            wake,
+            Telemetry::new(),
+            stop.clone(),
+        ));
         while store.outbox_backlog().await.unwrap() > 0 {
-            assert!(started.elapsed() < Duration::from_secs(120), "backlog not drained");
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "backlog not drained"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let rate = BACKLOG as f64 / started.elapsed().as_secs_f64();
@@ -137,12 +141,21 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let deadline = Instant::now() + Duration::from_secs(30);
-        while committed.iter().any(|(id, _)| !arrivals.lock().unwrap().contains_key(id)) {
-            assert!(Instant::now() < deadline, "latency deliveries did not all arrive");
+        while committed
+            .iter()
+            .any(|(id, _)| !arrivals.lock().unwrap().contains_key(id))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "latency deliveries did not all arrive"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let seen = arrivals.lock().unwrap().clone();
-        let mut latencies: Vec<Duration> = committed.iter().map(|(id, at)| seen[id].saturating_duration_since(*at)).collect();
+        let mut latencies: Vec<Duration> = committed
+            .iter()
+            .map(|(id, at)| seen[id].saturating_duration_since(*at))
+            .collect();
         latencies.sort();
         stop.cancel();
         notifier_task.await.unwrap();
@@ -150,8 +163,16 @@ fn main() {
             "webhook_delivery",
             &[
                 ("webhook_delivery_rate", rate, "deliveries/s"),
-                ("webhook_delivery_latency_p50", support::percentile_ms(&latencies, 50.0), "ms"),
-                ("webhook_delivery_latency_p99", support::percentile_ms(&latencies, 99.0), "ms"),
+                (
+                    "webhook_delivery_latency_p50",
+                    support::percentile_ms(&latencies, 50.0),
+                    "ms",
+                ),
+                (
+                    "webhook_delivery_latency_p99",
+                    support::percentile_ms(&latencies, 99.0),
+                    "ms",
+                ),
             ],
         );
     });

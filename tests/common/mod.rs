@@ -320,6 +320,14 @@ pub async fn stored_etag(db: &Path, job: &str) -> Option<String> {
     etag.flatten()
 }
 
+/// Waits until the daemon has stored `etag` for `job` (a version it polled is recorded).
+pub async fn wait_for_etag(db: &Path, job: &str, etag: &str, deadline: Duration) -> bool {
+    wait_for(deadline, || async {
+        stored_etag(db, job).await.as_deref() == Some(etag)
+    })
+    .await
+}
+
 /// (type, drive, from, to) of one event.
 pub type EventRow = (String, Option<String>, Option<String>, Option<String>);
 
@@ -359,12 +367,7 @@ pub async fn play_versions(
         .filter(|v| range.contains(&v.since))
     {
         sim.set_time(Some(version.since));
-        let etag = version.etag.clone();
-        let reached = wait_for(Duration::from_secs(20), || {
-            let etag = etag.clone();
-            async move { stored_etag(db, job).await.as_deref() == Some(etag.as_str()) }
-        })
-        .await;
+        let reached = wait_for_etag(db, job, &version.etag, Duration::from_secs(20)).await;
         assert!(
             reached,
             "daemon did not record {job} at {:?}",

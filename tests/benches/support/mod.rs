@@ -10,6 +10,16 @@ use std::{
     time::Duration,
 };
 
+/// Runs a benchmark on the runtime every benchmark uses: two workers, the machine's size.
+pub fn block_on<F: std::future::Future>(benchmark: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(benchmark)
+}
+
 /// One figure: name, value, unit.
 pub type Figure = (&'static str, f64, &'static str);
 
