@@ -44,11 +44,16 @@ pub mod tls;
 /// job could not be fetched.
 pub async fn check_online(config: &config::Config) -> std::process::ExitCode {
     let mut all_ok = true;
+    // One source (one connection pool, one read of the trust store) per account.
+    let mut sources = std::collections::HashMap::new();
     for job in &config.jobs {
         let Some(account) = config.account(&job.account) else {
             continue;
         };
-        let line = match source::Source::for_account(account, &config.daemon) {
+        let source = sources
+            .entry(account.name.as_str())
+            .or_insert_with(|| source::Source::for_account(account, &config.daemon));
+        let line = match source {
             Err(e) => {
                 all_ok = false;
                 format!("error: {e}")

@@ -117,10 +117,9 @@ pub fn interpret(response: http::Response<Bytes>) -> Result<PollOutcome, SourceE
     let request_id = header_string(headers, "x-ms-request-id");
     if !status.is_success() {
         let body = response.body();
-        let error =
-            serde_json::from_slice::<ErrorBody>(&body[..body.len().min(super::ERROR_BODY_LIMIT)])
-                .ok()
-                .map(|b| Box::new(flatten(b.error)));
+        let error = serde_json::from_slice::<ErrorBody>(body)
+            .ok()
+            .map(|b| Box::new(flatten(b.error)));
         return Err(SourceError::Status {
             status: status.as_u16(),
             error,

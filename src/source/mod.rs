@@ -19,8 +19,6 @@ use crate::{
 /// Largest Get Job body accepted. A job has at most ten drives; the spec's sample is
 /// 1.5 KB, so 1 MiB is generous and still bounds memory per poll.
 pub const MAX_JOB_BODY_BYTES: usize = 1024 * 1024;
-/// Largest error body read; longer ones are cut, not refused.
-const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// What one poll found.
 #[derive(Debug)]
@@ -297,5 +295,3 @@ pub(crate) fn header_string(headers: &http::HeaderMap, name: &str) -> Option<Str
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
 }
-
-pub(crate) const ERROR_BODY_LIMIT: usize = MAX_ERROR_BODY_BYTES;
