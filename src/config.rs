@@ -367,6 +367,14 @@ impl Config {
     pub fn poll_policy(&self, job: &JobConfig) -> PollPolicy {
         PollPolicy {
             base: job.poll_interval.unwrap_or(self.daemon.poll_interval),
+            ..self.default_poll_policy()
+        }
+    }
+
+    /// The interval policy of a job with no interval of its own (discovered jobs).
+    pub fn default_poll_policy(&self) -> PollPolicy {
+        PollPolicy {
+            base: self.daemon.poll_interval,
             by_state: self.daemon.poll_interval_by_state.clone(),
         }
     }

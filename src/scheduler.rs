@@ -1,10 +1,9 @@
 //! The scheduler: polls every configured job on its interval and turns each answer into
-//! a store write. `max_concurrent_polls` workers take due jobs from one deadline heap
-//! (a slow or broken job holds one worker for at most the request timeout, never the
-//! others), intervals that follow the job's
-//! state, exponential backoff with jitter on failures, Retry-After honoured, and the
-//! failure events of DESIGN.md. Unchanged polls cost no transaction: their times are
-//! batched by [`PollTimes`].
+//! a store write. `max_concurrent_polls` workers take due jobs from one deadline heap (a
+//! slow or broken job holds one worker for at most the request timeout, never the
+//! others). Intervals follow the job's state; failures back off exponentially with
+//! jitter, Retry-After is honoured, and the failure events of DESIGN.md are raised.
+//! Unchanged polls cost no transaction: their times are batched by [`PollTimes`].
 
 use std::{
     cmp::Reverse,
@@ -186,11 +185,7 @@ pub async fn spawn_jobs(
             source: source.clone(),
             known,
             interval: config.daemon.poll_interval,
-            policy: config.poll_policy(&crate::config::JobConfig {
-                account: account.name.clone(),
-                name: JobName::from(""),
-                poll_interval: None,
-            }),
+            policy: config.default_poll_policy(),
         };
         tracker.spawn(discovery.run(queue.clone(), shared.clone(), shutdown.clone()));
     }
