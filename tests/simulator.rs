@@ -62,6 +62,12 @@ impl Harness {
             .unwrap()
     }
 
+    /// `method path` with only the required `x-ms-version`.
+    async fn versioned(&self, method: Method, path: &str) -> Response<Bytes> {
+        self.request(method, path, &[("x-ms-version", "2014-11-01")], b"")
+            .await
+    }
+
     async fn get(&self, headers: &[(&str, &str)]) -> Response<Bytes> {
         let mut all = vec![("x-ms-version", "2014-11-01")];
         all.extend_from_slice(headers);
@@ -116,14 +122,7 @@ async fn get_job_answers_with_the_spec_headers_and_document() {
 #[tokio::test]
 async fn head_has_the_headers_and_no_body() {
     let h = harness().await;
-    let response = h
-        .request(
-            Method::HEAD,
-            &h.job_path(JOB),
-            &[("x-ms-version", "2014-11-01")],
-            b"",
-        )
-        .await;
+    let response = h.versioned(Method::HEAD, &h.job_path(JOB)).await;
     assert_eq!(response.status(), 200);
     assert!(header(&response, "etag").starts_with("W/"));
     assert!(response.body().is_empty());
@@ -362,56 +361,21 @@ async fn etag_and_last_modified_change_exactly_when_the_document_changes() {
 #[tokio::test]
 async fn unknown_jobs_accounts_and_subscriptions_are_refused_with_odata_errors() {
     let h = harness().await;
-    let response = h
-        .request(
-            Method::GET,
-            &h.job_path("NoSuchJob"),
-            &[("x-ms-version", "2014-11-01")],
-            b"",
-        )
-        .await;
+    let response = h.versioned(Method::GET, &h.job_path("NoSuchJob")).await;
     assert_eq!(response.status(), 404);
     assert_eq!(extended_code(&response), "JobNotFound");
     let other_account = format!(
         "/{}/services/importexport/storageaccounts/nope/jobs/{JOB}",
         h.sim.subscription_id()
     );
-    let response = h
-        .request(
-            Method::GET,
-            &other_account,
-            &[("x-ms-version", "2014-11-01")],
-            b"",
-        )
-        .await;
+    let response = h.versioned(Method::GET, &other_account).await;
     assert_eq!(response.status(), 404);
     let other_sub = "/00000000-0000-0000-0000-000000000000/services/importexport/storageaccounts/xttest/jobs/MySampleJob";
-    let response = h
-        .request(
-            Method::GET,
-            other_sub,
-            &[("x-ms-version", "2014-11-01")],
-            b"",
-        )
-        .await;
+    let response = h.versioned(Method::GET, other_sub).await;
     assert_eq!(response.status(), 403);
-    let response = h
-        .request(
-            Method::GET,
-            "/nothing/here",
-            &[("x-ms-version", "2014-11-01")],
-            b"",
-        )
-        .await;
+    let response = h.versioned(Method::GET, "/nothing/here").await;
     assert_eq!(response.status(), 404);
-    let response = h
-        .request(
-            Method::DELETE,
-            &h.job_path(JOB),
-            &[("x-ms-version", "2014-11-01")],
-            b"",
-        )
-        .await;
+    let response = h.versioned(Method::DELETE, &h.job_path(JOB)).await;
     assert_eq!(response.status(), 405);
 }
 
