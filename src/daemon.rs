@@ -3,11 +3,7 @@
 //! bounded drain on shutdown. Shutdown and reload triggers are passed in, so tests drive
 //! the real loop with a token and a channel.
 
-use std::{
-    path::PathBuf,
-    sync::{Arc, RwLock},
-    time::Duration,
-};
+use std::{path::PathBuf, time::Duration};
 
 use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -15,7 +11,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     config::Config,
     notifier::{self, Waker},
-    scheduler::{self, PollTimes, Shared, POLL_TIME_FLUSH},
+    scheduler::{self, Shared},
     store::Store,
     systemd::Systemd,
     telemetry::Telemetry,
@@ -60,6 +56,14 @@ struct Generation {
 }
 
 impl Generation {
+    /// A generation with nothing in it yet.
+    fn empty() -> Generation {
+        Generation {
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
     /// Stops starting new work and waits up to `deadline` for polls and writes in flight.
     async fn drain(self, deadline: Duration) -> bool {
         self.shutdown.cancel();
@@ -68,6 +72,17 @@ impl Generation {
             .await
             .is_ok()
     }
+}
+
+/// The running daemon: its config, the process-wide parts, and the current generation
+/// of job tasks and notifier workers. Each step of the run loop is a method.
+struct Daemon {
+    config_path: PathBuf,
+    config: Config,
+    shared: Shared,
+    wake: tokio::sync::watch::Receiver<u64>,
+    generation: Generation,
+    systemd: Systemd,
 }
 
 /// Runs the daemon until `shutdown` is cancelled. Each message on `reload` re-reads
@@ -86,41 +101,40 @@ pub async fn run(
     let systemd = Systemd::from_env();
     let store = Store::open(&config.daemon.database).await?;
     let telemetry = Telemetry::new();
-    let (waker, wake_rx) = Waker::new();
+    let (waker, wake) = Waker::new();
     let shared = Shared {
         store: store.clone(),
         telemetry: telemetry.clone(),
         waker,
-        poll_times: PollTimes::default(),
-        webhooks: Arc::new(RwLock::new(Arc::new(config.webhooks.clone()))),
     };
     let background = CancellationToken::new();
     let http = match &config.http {
         None => None,
         Some(settings) => Some(
-            crate::http_server::serve(
-                settings.listen,
-                store.clone(),
-                telemetry.clone(),
-                background.clone(),
-            )
-            .await
-            .map_err(|source| DaemonError::Listen {
-                addr: settings.listen,
-                source,
-            })?,
+            crate::http_server::serve(settings.listen, store, telemetry, background.clone())
+                .await
+                .map_err(|source| DaemonError::Listen {
+                    addr: settings.listen,
+                    source,
+                })?,
         ),
     };
-    let flusher = tokio::spawn(flush_poll_times(shared.clone(), background.clone()));
-    let mut config = config;
-    let mut generation = start_generation(&config, &shared, wake_rx.clone()).await?;
-    systemd.ready();
-    tracing::info!(jobs = config.jobs.len(), webhooks = config.webhooks.len(), database = %config.daemon.database.display(), "iewatch is watching");
+    let generation = start_generation(&config, &shared, wake.clone()).await?;
+    let mut daemon = Daemon {
+        config_path,
+        config,
+        shared,
+        wake,
+        generation,
+        systemd,
+    };
+    daemon.systemd.ready();
+    tracing::info!(jobs = daemon.config.jobs.len(), webhooks = daemon.config.webhooks.len(), database = %daemon.config.daemon.database.display(), "iewatch is watching");
     if let Some(started) = started {
         let _ = started.send(Started { http });
     }
-
-    let refresh = systemd
+    let refresh = daemon
+        .systemd
         .watchdog_interval()
         .map_or(STATUS_REFRESH, |w| (w / 2).min(STATUS_REFRESH));
     let mut ticker = tokio::time::interval(refresh);
@@ -128,61 +142,87 @@ pub async fn run(
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
-            Some(()) = reload.recv() => {
-                match Config::load(&config_path) {
-                    Err(e) => {
-                        for problem in &e.problems {
-                            tracing::error!("reload refused, keeping the running config: {problem}");
-                        }
-                    }
-                    Ok(new_config) => {
-                        systemd.reloading();
-                        for warning in &new_config.warnings {
-                            tracing::warn!("{warning}");
-                        }
-                        if new_config.daemon.database != config.daemon.database || new_config.http.as_ref().map(|h| h.listen) != config.http.as_ref().map(|h| h.listen) {
-                            tracing::warn!("database and [http] changes take effect at the next restart");
-                        }
-                        if !generation.drain(config.daemon.shutdown_timeout).await {
-                            tracing::warn!("some polls were still running at reload; they were abandoned");
-                        }
-                        *shared.webhooks.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new_config.webhooks.clone());
-                        generation = start_generation(&new_config, &shared, wake_rx.clone()).await?;
-                        tracing::info!(jobs = new_config.jobs.len(), webhooks = new_config.webhooks.len(), "config reloaded");
-                        config = new_config;
-                        systemd.ready();
-                    }
+            Some(()) = reload.recv() => daemon.reload().await?,
+            _ = ticker.tick() => daemon.report().await,
+        }
+    }
+    daemon.stop().await;
+    background.cancel();
+    Ok(())
+}
+
+impl Daemon {
+    /// Re-reads the config; a valid one replaces the running generation, an invalid one
+    /// is reported and the running one kept.
+    async fn reload(&mut self) -> Result<(), DaemonError> {
+        let new_config = match Config::load(&self.config_path) {
+            Ok(config) => config,
+            Err(e) => {
+                for problem in &e.problems {
+                    tracing::error!("reload refused, keeping the running config: {problem}");
                 }
+                return Ok(());
             }
-            _ = ticker.tick() => {
-                if let Ok(backlog) = store.outbox_backlog().await {
-                    telemetry.set_backlog(backlog);
-                }
-                let (watched, failing, backlog) = telemetry.counts();
-                systemd.status(&format!("watching {watched} jobs, {failing} failing, {backlog} alerts pending"));
-                let (scheduler_age, notifier_age) = telemetry.since_ticks();
-                if scheduler_age <= crate::http_server::LIVENESS_WINDOW && notifier_age <= crate::http_server::LIVENESS_WINDOW {
-                    systemd.watchdog();
-                } else {
-                    tracing::error!("a loop is not making progress (scheduler {}s, notifier {}s): withholding the watchdog", scheduler_age.as_secs(), notifier_age.as_secs());
-                }
+        };
+        self.systemd.reloading();
+        for warning in &new_config.warnings {
+            tracing::warn!("{warning}");
+        }
+        let listen = |c: &Config| c.http.as_ref().map(|h| h.listen);
+        if new_config.daemon.database != self.config.daemon.database
+            || listen(&new_config) != listen(&self.config)
+        {
+            tracing::warn!("database and [http] changes take effect at the next restart");
+        }
+        let old = std::mem::replace(&mut self.generation, Generation::empty());
+        if !old.drain(self.config.daemon.shutdown_timeout).await {
+            tracing::warn!("some polls were still running at reload; they were abandoned");
+        }
+        self.generation = start_generation(&new_config, &self.shared, self.wake.clone()).await?;
+        tracing::info!(
+            jobs = new_config.jobs.len(),
+            webhooks = new_config.webhooks.len(),
+            "config reloaded"
+        );
+        self.config = new_config;
+        self.systemd.ready();
+        Ok(())
+    }
+
+    /// Refreshes the status line and pets the watchdog while the loops are live.
+    async fn report(&self) {
+        let telemetry = &self.shared.telemetry;
+        if let Ok(backlog) = self.shared.store.outbox_backlog().await {
+            telemetry.set_backlog(backlog);
+        }
+        let (watched, failing, backlog) = telemetry.counts();
+        self.systemd.status(&format!(
+            "watching {watched} jobs, {failing} failing, {backlog} alerts pending"
+        ));
+        match telemetry.stalled_loop() {
+            None => self.systemd.watchdog(),
+            Some(stalled) => {
+                tracing::error!(
+                    "a loop is not making progress ({stalled}): withholding the watchdog"
+                )
             }
         }
     }
 
-    systemd.stopping();
-    tracing::info!("shutting down: letting polls and writes in flight finish");
-    if !generation.drain(config.daemon.shutdown_timeout).await {
-        tracing::warn!("shutdown deadline passed; unfinished polls were abandoned (nothing half-written: each write is one transaction)");
+    /// Drains the running generation within the shutdown deadline and closes the store.
+    async fn stop(self) {
+        self.systemd.stopping();
+        tracing::info!("shutting down: letting polls and writes in flight finish");
+        if !self
+            .generation
+            .drain(self.config.daemon.shutdown_timeout)
+            .await
+        {
+            tracing::warn!("shutdown deadline passed; unfinished polls were abandoned (nothing half-written: each write is one transaction)");
+        }
+        self.shared.store.close().await;
+        tracing::info!("stopped");
     }
-    background.cancel();
-    let _ = flusher.await;
-    if let Err(e) = shared.poll_times.flush(&store).await {
-        tracing::warn!("last poll times not written: {e}");
-    }
-    store.close().await;
-    tracing::info!("stopped");
-    Ok(())
 }
 
 async fn start_generation(
@@ -190,10 +230,7 @@ async fn start_generation(
     shared: &Shared,
     wake: tokio::sync::watch::Receiver<u64>,
 ) -> Result<Generation, DaemonError> {
-    let generation = Generation {
-        tracker: TaskTracker::new(),
-        shutdown: CancellationToken::new(),
-    };
+    let generation = Generation::empty();
     scheduler::spawn_jobs(config, shared, &generation.tracker, &generation.shutdown).await?;
     let telemetry = shared.telemetry.clone();
     let heartbeat_stop = generation.shutdown.clone();
@@ -214,19 +251,4 @@ async fn start_generation(
         generation.shutdown.clone(),
     ));
     Ok(generation)
-}
-
-async fn flush_poll_times(shared: Shared, stop: CancellationToken) {
-    let mut ticker = tokio::time::interval(POLL_TIME_FLUSH);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = ticker.tick() => {
-                if let Err(e) = shared.poll_times.flush(&shared.store).await {
-                    tracing::warn!("cannot write poll times (kept for the next try): {e}");
-                }
-            }
-        }
-    }
 }

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
+    events::EventType,
     notifier::payload,
     simulator::{self, Scenario, SimulatorOptions},
     store::Store,
@@ -75,32 +76,7 @@ pub async fn run() -> anyhow::Result<()> {
         None,
     ));
 
-    let started = Instant::now();
-    let end = sim.end_of_scenario();
-    let outcome = loop {
-        if started.elapsed() > DEMO_DEADLINE {
-            break Err(anyhow::anyhow!(
-                "the lifecycle did not complete within {DEMO_DEADLINE:?}"
-            ));
-        }
-        if daemon.is_finished() {
-            break Err(anyhow::anyhow!("the daemon stopped early"));
-        }
-        // Done when the scenario is over, the daemon has polled since, and every alert is out.
-        if sim.now() > end + Duration::from_secs(86_400) {
-            let store = Store::open_existing(&database).await?;
-            let backlog = store.outbox_backlog().await?;
-            let history = store.history("MySampleJob", None).await?;
-            let complete = history.iter().any(|e| {
-                e.event_type == "job.state_changed" && e.to.as_deref() == Some("Completed")
-            });
-            store.close().await;
-            if complete && backlog == 0 {
-                break Ok(());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let outcome = wait_for_the_end(&sim, &daemon, &database).await;
     shutdown.cancel();
     daemon.await.context("daemon task")??;
     sink_stop.cancel();
@@ -118,6 +94,41 @@ pub async fn run() -> anyhow::Result<()> {
     print!("{}", crate::report::history_text(&history));
     println!("\nTry it on the kept database:  sqlite3 {} 'SELECT type, from_value, to_value FROM events'", database.display());
     Ok(())
+}
+
+/// Waits until the scenario is over, the daemon has polled since, and every alert is
+/// out; or until the daemon stops or the deadline passes.
+async fn wait_for_the_end(
+    sim: &simulator::RunningSimulator,
+    daemon: &tokio::task::JoinHandle<Result<(), crate::daemon::DaemonError>>,
+    database: &std::path::Path,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let end = sim.end_of_scenario();
+    loop {
+        if started.elapsed() > DEMO_DEADLINE {
+            return Err(anyhow::anyhow!(
+                "the lifecycle did not complete within {DEMO_DEADLINE:?}"
+            ));
+        }
+        if daemon.is_finished() {
+            return Err(anyhow::anyhow!("the daemon stopped early"));
+        }
+        // Done when the scenario is over, the daemon has polled since, and every alert is out.
+        if sim.now() > end + Duration::from_secs(86_400) {
+            let store = Store::open_existing(database).await?;
+            let backlog = store.outbox_backlog().await?;
+            let history = store.history("MySampleJob", None).await?;
+            let complete = history.iter().any(|e| {
+                e.event_type == EventType::JobStateChanged && e.to.as_deref() == Some("Completed")
+            });
+            store.close().await;
+            if complete && backlog == 0 {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
@@ -195,11 +206,18 @@ async fn receive(
             let subject = data["drive_id"]
                 .as_str()
                 .map_or("job".to_owned(), |d| format!("drive {d}"));
-            let change = payload::describe_change(
-                alert["type"].as_str().unwrap_or("?"),
-                data["from"].as_str(),
-                data["to"].as_str().or(data["error"].as_str()),
-            );
+            let change = alert["type"]
+                .as_str()
+                .and_then(EventType::parse)
+                .map_or_else(
+                    || "?".to_owned(),
+                    |t| {
+                        t.describe(
+                            data["from"].as_str(),
+                            data["to"].as_str().or(data["error"].as_str()),
+                        )
+                    },
+                );
             println!(
                 "ALERT {:<7} {:<26} {subject:<15} {change}  ({verified})",
                 data["severity"].as_str().unwrap_or("?"),

@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use crate::{
-    events::{Event, EventType},
+    events::{ChangeValue, Event, EventType},
     model::{DriveSnapshot, JobSnapshot, Severity},
 };
 
@@ -18,7 +18,7 @@ pub fn detect_changes(previous: Option<&JobSnapshot>, current: &JobSnapshot) -> 
             event_type: EventType::JobFirstSeen,
             drive_id: None,
             from: None,
-            to: Some(current.state.to_string()),
+            to: Some(ChangeValue::text(&current.state)),
             severity: current.state.severity(),
             details: Some(summary(current)),
         }];
@@ -28,8 +28,8 @@ pub fn detect_changes(previous: Option<&JobSnapshot>, current: &JobSnapshot) -> 
         events.push(Event::change(
             EventType::JobStateChanged,
             None,
-            Some(previous.state.to_string()),
-            Some(current.state.to_string()),
+            Some(ChangeValue::text(&previous.state)),
+            Some(ChangeValue::text(&current.state)),
             current.state.severity(),
         ));
     }
@@ -37,8 +37,8 @@ pub fn detect_changes(previous: Option<&JobSnapshot>, current: &JobSnapshot) -> 
         events.push(Event::change(
             EventType::JobCancelRequested,
             None,
-            Some("false".into()),
-            Some("true".into()),
+            Some(ChangeValue::Flag(false)),
+            Some(ChangeValue::Flag(true)),
             Severity::Info,
         ));
     }
@@ -46,8 +46,8 @@ pub fn detect_changes(previous: Option<&JobSnapshot>, current: &JobSnapshot) -> 
         events.push(Event::change(
             EventType::JobProgress,
             None,
-            previous.percent_complete.map(|p| p.to_string()),
-            current.percent_complete.map(|p| p.to_string()),
+            previous.percent_complete.map(ChangeValue::Percent),
+            current.percent_complete.map(ChangeValue::Percent),
             Severity::Info,
         ));
     }
@@ -57,7 +57,7 @@ pub fn detect_changes(previous: Option<&JobSnapshot>, current: &JobSnapshot) -> 
                 event_type: EventType::DriveAdded,
                 drive_id: Some(drive.drive_id.clone()),
                 from: None,
-                to: drive.state.as_ref().map(ToString::to_string),
+                to: drive.state.as_ref().map(ChangeValue::text),
                 severity: Severity::Info,
                 details: Some(drive_summary(drive)),
             }),
@@ -69,7 +69,7 @@ pub fn detect_changes(previous: Option<&JobSnapshot>, current: &JobSnapshot) -> 
             events.push(Event::change(
                 EventType::DriveRemoved,
                 Some(&drive.drive_id),
-                drive.state.as_ref().map(ToString::to_string),
+                drive.state.as_ref().map(ChangeValue::text),
                 None,
                 Severity::Info,
             ));
@@ -84,8 +84,8 @@ fn drive_changes(before: &DriveSnapshot, after: &DriveSnapshot, events: &mut Vec
         events.push(Event::change(
             EventType::DriveStateChanged,
             id,
-            before.state.as_ref().map(ToString::to_string),
-            after.state.as_ref().map(ToString::to_string),
+            before.state.as_ref().map(ChangeValue::text),
+            after.state.as_ref().map(ChangeValue::text),
             after
                 .state
                 .as_ref()
@@ -96,8 +96,8 @@ fn drive_changes(before: &DriveSnapshot, after: &DriveSnapshot, events: &mut Vec
         events.push(Event::change(
             EventType::DriveCopyStatusChanged,
             id,
-            before.copy_status.as_ref().map(ToString::to_string),
-            after.copy_status.as_ref().map(ToString::to_string),
+            before.copy_status.as_ref().map(ChangeValue::text),
+            after.copy_status.as_ref().map(ChangeValue::text),
             after
                 .copy_status
                 .as_ref()
@@ -108,8 +108,8 @@ fn drive_changes(before: &DriveSnapshot, after: &DriveSnapshot, events: &mut Vec
         events.push(Event::change(
             EventType::DriveProgress,
             id,
-            before.percent_complete.map(|p| p.to_string()),
-            after.percent_complete.map(|p| p.to_string()),
+            before.percent_complete.map(ChangeValue::Percent),
+            after.percent_complete.map(ChangeValue::Percent),
             Severity::Info,
         ));
     }

@@ -1,6 +1,7 @@
 //! The events of DESIGN.md's table: their types, their content, and the filter language
-//! webhooks use to pick them. Produced by the change detector and the scheduler, written
-//! by the store, rendered by the notifier.
+//! webhooks use to pick them. Produced by the change detector and by `decide`, written
+//! by the store, rendered by the notifier and the reports. This is the one place where
+//! an event type or a severity is spelled as text: everywhere else they are enums.
 
 use std::fmt;
 
@@ -49,6 +50,17 @@ pub enum EventType {
     JobNotFound,
 }
 
+/// What a webhook payload's `data` carries beside the job, by event type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PayloadShape {
+    /// `from` and `to`.
+    Change,
+    /// `error` (the event's `to`).
+    Error,
+    /// Nothing more.
+    Bare,
+}
+
 impl EventType {
     /// Every type.
     pub const ALL: [EventType; 12] = [
@@ -93,6 +105,55 @@ impl EventType {
     pub fn is_progress(self) -> bool {
         matches!(self, EventType::JobProgress | EventType::DriveProgress)
     }
+
+    /// What the payload carries beside the job.
+    pub fn payload_shape(self) -> PayloadShape {
+        match self {
+            EventType::JobPollFailing | EventType::JobNotFound => PayloadShape::Error,
+            EventType::JobPollRecovered | EventType::JobCancelRequested => PayloadShape::Bare,
+            EventType::JobFirstSeen
+            | EventType::JobStateChanged
+            | EventType::JobProgress
+            | EventType::DriveAdded
+            | EventType::DriveRemoved
+            | EventType::DriveStateChanged
+            | EventType::DriveCopyStatusChanged
+            | EventType::DriveProgress => PayloadShape::Change,
+        }
+    }
+
+    /// The change in words, from its stored parts: `copy status InProgress →
+    /// CompletedWithErrors`. Used by `history`, Slack payloads and the log.
+    pub fn describe(self, from: Option<&str>, to: Option<&str>) -> String {
+        let percent = |v: Option<&str>| v.map_or("-".to_owned(), |p| format!("{p}%"));
+        let (from_percent, to_percent) = (percent(from), percent(to));
+        let from = from.unwrap_or("-");
+        let to = to.unwrap_or("-");
+        match self {
+            EventType::JobFirstSeen => format!("first seen, state {to}"),
+            EventType::JobStateChanged | EventType::DriveStateChanged => {
+                format!("state {from} → {to}")
+            }
+            EventType::JobProgress | EventType::DriveProgress => {
+                format!("progress {from_percent} → {to_percent}")
+            }
+            EventType::JobCancelRequested => "cancellation requested".into(),
+            EventType::DriveAdded => format!("drive added, state {to}"),
+            EventType::DriveRemoved => format!("drive removed (was {from})"),
+            EventType::DriveCopyStatusChanged => format!("copy status {from} → {to}"),
+            EventType::JobPollFailing => format!("polls failing: {to}"),
+            EventType::JobPollRecovered => "polls recovered".into(),
+            EventType::JobNotFound => format!("not found: {to}"),
+        }
+    }
+
+    /// The key under which a payload carries the event's `details` extra.
+    pub fn details_key(self) -> &'static str {
+        match self {
+            EventType::JobFirstSeen => "summary",
+            _ => "drive",
+        }
+    }
 }
 
 impl fmt::Display for EventType {
@@ -101,17 +162,88 @@ impl fmt::Display for EventType {
     }
 }
 
+/// Stores enums as the TEXT they are spelled as, and refuses unknown text on the way
+/// back with an error rather than a panic (a hand-edited database is outside input).
+macro_rules! sqlite_text {
+    ($name:ty, $parse:expr, $what:literal) => {
+        impl sqlx::Type<sqlx::Sqlite> for $name {
+            fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
+                <str as sqlx::Type<sqlx::Sqlite>>::type_info()
+            }
+            fn compatible(ty: &sqlx::sqlite::SqliteTypeInfo) -> bool {
+                <str as sqlx::Type<sqlx::Sqlite>>::compatible(ty)
+            }
+        }
+        impl<'q> sqlx::Encode<'q, sqlx::Sqlite> for $name {
+            fn encode_by_ref(
+                &self,
+                args: &mut Vec<sqlx::sqlite::SqliteArgumentValue<'q>>,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&str as sqlx::Encode<'q, sqlx::Sqlite>>::encode(self.as_str(), args)
+            }
+        }
+        impl<'r> sqlx::Decode<'r, sqlx::Sqlite> for $name {
+            fn decode(
+                value: sqlx::sqlite::SqliteValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                let text = <&str as sqlx::Decode<'r, sqlx::Sqlite>>::decode(value)?;
+                let parse: fn(&str) -> Option<$name> = $parse;
+                parse(text).ok_or_else(|| format!("unknown {} {text:?}", $what).into())
+            }
+        }
+    };
+}
+
+sqlite_text!(EventType, EventType::parse, "event type");
+sqlite_text!(Severity, Severity::parse, "severity");
+
+/// An event's old or new value, typed until it is rendered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChangeValue {
+    /// A state, copy status, or an error message.
+    Text(String),
+    /// A percentage, as the service sent it.
+    Percent(i64),
+    /// A flag such as `CancelRequested`.
+    Flag(bool),
+}
+
+impl ChangeValue {
+    /// Any displayable value as text.
+    pub fn text(value: impl fmt::Display) -> ChangeValue {
+        ChangeValue::Text(value.to_string())
+    }
+
+    /// The percentage, for progress events.
+    pub fn percent(&self) -> Option<i64> {
+        match self {
+            ChangeValue::Percent(p) => Some(*p),
+            ChangeValue::Text(_) | ChangeValue::Flag(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for ChangeValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChangeValue::Text(text) => f.write_str(text),
+            ChangeValue::Percent(p) => write!(f, "{p}"),
+            ChangeValue::Flag(b) => write!(f, "{b}"),
+        }
+    }
+}
+
 /// One observed change, before it is stored.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Event {
     /// What happened.
     pub event_type: EventType,
     /// The drive, for drive events.
     pub drive_id: Option<DriveId>,
-    /// Old value as text (state name or percent), if any.
-    pub from: Option<String>,
-    /// New value as text, or the error for failure events.
-    pub to: Option<String>,
+    /// Old value, if any.
+    pub from: Option<ChangeValue>,
+    /// New value, or the error for failure events.
+    pub to: Option<ChangeValue>,
     /// How urgent.
     pub severity: Severity,
     /// Extra content: the summary of `job.first_seen`, the drive of `drive.added`.
@@ -123,8 +255,8 @@ impl Event {
     pub fn change(
         event_type: EventType,
         drive_id: Option<&DriveId>,
-        from: Option<String>,
-        to: Option<String>,
+        from: Option<ChangeValue>,
+        to: Option<ChangeValue>,
         severity: Severity,
     ) -> Event {
         Event {
@@ -136,6 +268,37 @@ impl Event {
             details: None,
         }
     }
+
+    /// An event that carries nothing but its type and severity.
+    pub fn bare(event_type: EventType, severity: Severity) -> Event {
+        Event::change(event_type, None, None, None, severity)
+    }
+
+    /// `from` as stored text.
+    pub fn from_text(&self) -> Option<String> {
+        self.from.as_ref().map(ToString::to_string)
+    }
+
+    /// `to` as stored text.
+    pub fn to_text(&self) -> Option<String> {
+        self.to.as_ref().map(ToString::to_string)
+    }
+
+    /// The change in words (see [`EventType::describe`]).
+    pub fn describe(&self) -> String {
+        self.event_type
+            .describe(self.from_text().as_deref(), self.to_text().as_deref())
+    }
+}
+
+/// One delivery to queue with an observation: the index of the event among the
+/// observation's events, and the webhook that wants it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Index into the observation's events.
+    pub event: usize,
+    /// The webhook's name.
+    pub webhook: String,
 }
 
 /// True when `filter` is `*`, an event type, or a prefix like `drive.*`.
@@ -157,6 +320,11 @@ pub fn filters_match(filters: &[String], event_type: EventType) -> bool {
             || f.strip_suffix('*')
                 .is_some_and(|prefix| event_type.as_str().starts_with(prefix))
     })
+}
+
+/// True for drive events (`drive.*`).
+pub fn is_drive_event(event_type: EventType) -> bool {
+    event_type.as_str().starts_with("drive.")
 }
 
 #[cfg(test)]
@@ -187,5 +355,28 @@ mod tests {
         ));
         assert!(is_known_filter("job.*") && is_known_filter("drive.progress"));
         assert!(!is_known_filter("jobs.*") && !is_known_filter("drive.exploded"));
+    }
+
+    #[test]
+    fn every_type_is_described_in_words() {
+        assert_eq!(
+            EventType::DriveCopyStatusChanged.describe(Some("InProgress"), Some("Completed")),
+            "copy status InProgress → Completed"
+        );
+        assert_eq!(
+            EventType::JobProgress.describe(None, Some("40")),
+            "progress -% → 40%".replace("-%", "-")
+        );
+        for t in EventType::ALL {
+            assert!(!t.describe(Some("a"), Some("b")).is_empty());
+        }
+    }
+
+    #[test]
+    fn values_render_as_stored_text_and_keep_numbers() {
+        assert_eq!(ChangeValue::Percent(40).to_string(), "40");
+        assert_eq!(ChangeValue::Percent(40).percent(), Some(40));
+        assert_eq!(ChangeValue::Flag(true).to_string(), "true");
+        assert_eq!(ChangeValue::text("Faulted").percent(), None);
     }
 }

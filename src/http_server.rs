@@ -12,24 +12,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{store::Store, telemetry::Telemetry};
 
-/// A loop that has not gone round for this long is considered hung.
-pub const LIVENESS_WINDOW: Duration = Duration::from_secs(30);
 const HEALTH_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why the daemon is not healthy, if it is not.
 pub async fn unhealthy_reason(store: &Store, telemetry: &Telemetry) -> Option<String> {
-    let (scheduler, notifier) = telemetry.since_ticks();
-    if scheduler > LIVENESS_WINDOW {
-        return Some(format!(
-            "scheduler has not ticked for {}s",
-            scheduler.as_secs()
-        ));
-    }
-    if notifier > LIVENESS_WINDOW {
-        return Some(format!(
-            "notifier has not ticked for {}s",
-            notifier.as_secs()
-        ));
+    if let Some(stalled) = telemetry.stalled_loop() {
+        return Some(stalled);
     }
     match tokio::time::timeout(HEALTH_WRITE_TIMEOUT, store.is_writable()).await {
         Err(_) => Some("database write timed out".into()),

@@ -13,6 +13,8 @@
 //!   [`http_client`] and [`tls`] are their plumbing.
 //! - [`model`]: the wire-independent [`model::JobSnapshot`] every box works on.
 //! - [`detect`]: previous snapshot + new snapshot → [`events::Event`]s (pure).
+//! - [`decide`]: a job's bookkeeping (failure streaks, not found, recovery, terminal,
+//!   next poll) as one pure function of (memory, outcome, now).
 //! - [`store`]: SQLite; one transaction per observation (group-committed) writes job,
 //!   drives, events and the webhook outbox.
 //! - [`notifier`]: delivers the outbox to webhooks, signed, retried, in order per job.
@@ -24,6 +26,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod decide;
 pub mod demo;
 pub mod detect;
 pub mod events;

@@ -122,6 +122,9 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// Every severity, lowest first.
+    pub const ALL: [Severity; 3] = [Severity::Info, Severity::Warning, Severity::Error];
+
     /// The lowercase name used in the database, payloads and config.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -199,8 +202,9 @@ pub struct DriveSnapshot {
     pub percent_complete: Option<i64>,
 }
 
-/// What iewatch watches of one job, whatever API it came from.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// What iewatch watches of one job, whatever API it came from: the fields whose changes
+/// are events. The source's whole document travels beside it ([`crate::source::Document`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSnapshot {
     /// `Import` or `Export` as the service spells it.
     pub job_type: Option<String>,
@@ -212,12 +216,6 @@ pub struct JobSnapshot {
     pub cancel_requested: bool,
     /// `DriveList`, in the service's order; empty when absent.
     pub drives: Vec<DriveSnapshot>,
-    /// The BitLocker keys that came with the document, kept apart from it so that only an
-    /// explicit opt-in can ever write them anywhere.
-    #[serde(skip)]
-    pub bitlocker_keys: Vec<(DriveId, BitLockerKey)>,
-    /// The whole document as received, BitLocker keys removed: what `jobs.snapshot` keeps.
-    pub document: serde_json::Value,
 }
 
 impl DriveSnapshot {
@@ -238,28 +236,19 @@ impl DriveSnapshot {
 }
 
 impl JobSnapshot {
-    /// Assembles a snapshot from a source's fields, the drives' BitLocker keys set apart
-    /// from them (see [`JobSnapshot::bitlocker_keys`]).
+    /// A snapshot of a source's job fields, its drives still to be added.
     pub fn assemble(
         job_type: Option<String>,
         state: String,
         percent_complete: Option<i64>,
         cancel_requested: Option<bool>,
-        drives: Vec<(DriveSnapshot, Option<BitLockerKey>)>,
-        document: serde_json::Value,
     ) -> JobSnapshot {
-        let bitlocker_keys = drives
-            .iter()
-            .filter_map(|(d, key)| Some((d.drive_id.clone(), key.clone()?)))
-            .collect();
         JobSnapshot {
             job_type,
             state: JobState::new(state),
             percent_complete,
             cancel_requested: cancel_requested.unwrap_or(false),
-            drives: drives.into_iter().map(|(d, _)| d).collect(),
-            bitlocker_keys,
-            document,
+            drives: Vec::new(),
         }
     }
 

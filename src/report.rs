@@ -3,7 +3,7 @@
 use std::time::SystemTime;
 
 use crate::{
-    notifier::payload::describe_change,
+    model::Severity,
     store::{parse_timestamp, DeliveryRow, EventRecord, JobStatus},
 };
 
@@ -129,8 +129,8 @@ pub fn history_text(entries: &[EventRecord]) -> String {
                 e.drive_id
                     .as_ref()
                     .map_or("job".into(), |d| format!("drive {d}")),
-                describe_change(&e.event_type, e.from.as_deref(), e.to.as_deref()),
-                if e.severity == "info" {
+                e.describe(),
+                if e.severity == Severity::Info {
                     String::new()
                 } else {
                     format!("[{}]", e.severity)

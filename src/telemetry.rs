@@ -16,6 +16,11 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use crate::events::EventType;
+
+/// A loop that has not gone round for this long is considered hung.
+pub const LIVENESS_WINDOW: Duration = Duration::from_secs(30);
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: String,
@@ -101,6 +106,8 @@ fn now_ms() -> u64 {
 
 impl Telemetry {
     /// A fresh set of metrics.
+    // Over 80 lines on purpose: every series is registered here, in one list, so that
+    // what /metrics exposes can be read in one place.
     pub fn new() -> Telemetry {
         let mut registry = Registry::with_prefix("iewatch");
         let polls = Family::<OutcomeLabels, Counter>::default();
@@ -250,11 +257,11 @@ impl Telemetry {
     }
 
     /// An event was recorded.
-    pub fn event(&self, event_type: &str) {
+    pub fn event(&self, event_type: EventType) {
         self.0
             .events
             .get_or_create(&TypeLabels {
-                r#type: event_type.to_owned(),
+                r#type: event_type.as_str().to_owned(),
             })
             .inc();
     }
@@ -275,10 +282,28 @@ impl Telemetry {
         self.0.last_backlog.store(backlog, Ordering::Relaxed);
     }
 
-    /// Sets the job counts for the status line.
-    pub fn set_jobs(&self, watched: i64, failing: i64) {
-        self.0.jobs_watched.set(watched);
-        self.0.jobs_failing.set(failing);
+    /// Sets the job counts when a generation of job tasks starts.
+    pub fn set_jobs(&self, watched: usize, failing: usize) {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.0.jobs_watched.set(gauge(watched));
+        self.0.jobs_failing.set(gauge(failing));
+    }
+
+    /// One more job is watched (discovered), failing or not.
+    pub fn job_watched(&self, failing: bool) {
+        self.0.jobs_watched.inc();
+        if failing {
+            self.0.jobs_failing.inc();
+        }
+    }
+
+    /// A job started (true) or stopped (false) failing.
+    pub fn failing_changed(&self, failing: bool) {
+        if failing {
+            self.0.jobs_failing.inc();
+        } else {
+            self.0.jobs_failing.dec();
+        }
     }
 
     /// (watched, failing, backlog) for systemd's STATUS=.
@@ -310,6 +335,16 @@ impl Telemetry {
             ago(&self.0.scheduler_tick_ms),
             ago(&self.0.notifier_tick_ms),
         )
+    }
+
+    /// The one definition of a live daemon's loops, read by `/healthz` and by the
+    /// systemd watchdog: the loop that has not gone round for [`LIVENESS_WINDOW`], if any.
+    pub fn stalled_loop(&self) -> Option<String> {
+        let (scheduler, notifier) = self.since_ticks();
+        [("scheduler", scheduler), ("notifier", notifier)]
+            .into_iter()
+            .find(|(_, age)| *age > LIVENESS_WINDOW)
+            .map(|(name, age)| format!("{name} has not ticked for {}s", age.as_secs()))
     }
 
     /// Records the last database write error (None: writes work again).

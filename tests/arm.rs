@@ -30,11 +30,11 @@ fn the_public_getjob_example_parses_to_the_values_it_shows() {
         drives[0].other["manifestHash"],
         "109B21108597EF36D5785F08303F3638"
     );
-    let snapshot = job.into_snapshot();
+    let (snapshot, document) = job.into_parts();
     assert_eq!(snapshot.state.as_str(), "Creating");
     assert_eq!(snapshot.drives[0].drive_id.as_str(), "9CA995BB");
     assert_eq!(
-        snapshot.document["properties"]["returnShipping"]["carrierName"],
+        document.redacted()["properties"]["returnShipping"]["carrierName"],
         "FedEx"
     );
 }
@@ -45,12 +45,11 @@ fn a_bitlocker_key_in_an_arm_document_is_kept_out_of_the_stored_document() {
         "\"driveId\": \"9CA995BB\",",
         "\"driveId\": \"9CA995BB\", \"bitLockerKey\": \"111111-222222-333333\",",
     );
-    let snapshot = serde_json::from_str::<ArmJob>(&text)
-        .unwrap()
-        .into_snapshot();
-    assert_eq!(snapshot.bitlocker_keys.len(), 1);
-    assert!(!snapshot.document.to_string().contains("111111-222222"));
+    let (snapshot, document) = serde_json::from_str::<ArmJob>(&text).unwrap().into_parts();
+    assert_eq!(document.secret_count(), 1);
+    assert!(!document.render(false).contains("111111-222222"));
     assert!(!format!("{snapshot:?}").contains("111111-222222"));
+    assert!(!format!("{document:?}").contains("111111-222222"));
 }
 
 fn arm_config(
@@ -160,6 +159,53 @@ async fn the_import_lifecycle_over_arm_gives_the_same_events_and_survives_token_
         tokens, 2,
         "tokens are cached: one at start, one after expiry"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_bitlocker_keys_keeps_the_keys_of_an_arm_account_and_only_then() {
+    let timeline = scenario("import-lifecycle.toml")
+        .compile()
+        .unwrap()
+        .remove(0);
+    let key = timeline.versions[0]
+        .job
+        .as_ref()
+        .unwrap()
+        .drive_list
+        .as_ref()
+        .unwrap()[0]
+        .bit_locker_key
+        .as_ref()
+        .expect("the scenario's import drives carry keys")
+        .expose()
+        .to_owned();
+    for opted_in in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
+        sim.set_time(Some(Duration::ZERO));
+        let config = arm_config(dir.path(), &sim, "", None);
+        if opted_in {
+            let text = std::fs::read_to_string(&config)
+                .unwrap()
+                .replace("\n[[job]]", "store_bitlocker_keys = true\n\n[[job]]");
+            std::fs::write(&config, text).unwrap();
+        }
+        let db = dir.path().join("iewatch.db");
+        let daemon = RunningDaemon::start(&config).await;
+        let seen = wait_for(Duration::from_secs(20), || async {
+            !event_list(&db, "MySampleJob").await.is_empty()
+        })
+        .await;
+        assert!(seen, "the job was recorded");
+        daemon.stop().await;
+        let store = iewatch::store::Store::open_existing(&db).await.unwrap();
+        let snapshot: String = sqlx::query_scalar("SELECT snapshot FROM jobs")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(snapshot.contains(&key), opted_in, "opted_in = {opted_in}");
+        assert!(snapshot.contains("driveList"), "{snapshot}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

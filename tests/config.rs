@@ -91,7 +91,7 @@ fn the_example_config_parses_and_check_says_ok() {
     );
     assert_eq!(config.jobs[0].name.as_str(), "MySampleJob");
     assert_eq!(
-        config.jobs[0].poll_interval,
+        Some(config.jobs[0].policy.base),
         Some(std::time::Duration::from_secs(60))
     );
     assert_eq!(config.webhooks.len(), 2);

@@ -265,10 +265,10 @@ events = ["job.state_changed", "job.first_seen"]
     let picked = |hook: &str| -> Vec<String> {
         outbox
             .iter()
-            .filter(|(_, h)| h == hook)
-            .map(|(i, _)| {
-                let e = &events[*i];
-                format!("{} {}", e.event_type, e.to.clone().unwrap_or_default())
+            .filter(|entry| entry.webhook == hook)
+            .map(|entry| {
+                let e = &events[entry.event];
+                format!("{} {}", e.event_type, e.to_text().unwrap_or_default())
             })
             .collect()
     };

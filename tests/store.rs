@@ -17,8 +17,13 @@ use iewatch::{
 };
 
 /// One outbox row per event, to a webhook named "ops".
-fn to_ops(events: &[iewatch::events::Event]) -> Vec<(usize, String)> {
-    (0..events.len()).map(|i| (i, "ops".to_owned())).collect()
+fn to_ops(events: &[iewatch::events::Event]) -> Vec<iewatch::events::OutboxEntry> {
+    (0..events.len())
+        .map(|event| iewatch::events::OutboxEntry {
+            event,
+            webhook: "ops".to_owned(),
+        })
+        .collect()
 }
 
 /// (account, job, drive, state, copy status) of the README's failed-drives query.
@@ -255,17 +260,18 @@ async fn bitlocker_keys_of_the_sample_are_absent_from_the_file_unless_opted_in()
         let db = dir.path().join("iewatch.db");
         let store = Store::open(&db).await.unwrap();
         let job = store.load_job("prod", "MySampleJob").await.unwrap();
-        let snapshot = sample.clone().into_snapshot();
+        let (snapshot, document) = sample.clone().into_parts();
         let events = detect_changes(None, &snapshot);
         store
             .record_observation(Observed {
                 job: job.id,
                 snapshot: &snapshot,
+                document: &document.render(opted_in),
                 etag: None,
                 last_modified: None,
+                memory: &Default::default(),
                 events: &events,
                 outbox: &[],
-                store_bitlocker_keys: opted_in,
                 at: SystemTime::now(),
             })
             .await
@@ -336,11 +342,12 @@ async fn concurrent_writes_share_commits_and_a_bad_one_fails_alone() {
                 .record_observation(Observed {
                     job,
                     snapshot: &snapshot,
+                    document: "{}",
                     etag: None,
                     last_modified: None,
+                    memory: &Default::default(),
                     events: &events,
                     outbox: &to_ops(&events),
-                    store_bitlocker_keys: false,
                     at: SystemTime::now(),
                 })
                 .await;

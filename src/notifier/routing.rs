@@ -4,17 +4,20 @@
 
 use crate::{
     config::Webhook,
-    events::{filters_match, Event},
+    events::{filters_match, ChangeValue, Event, OutboxEntry},
     model::JobName,
 };
 
-/// (index into `events`, webhook name) for every delivery to queue.
-pub fn route(webhooks: &[Webhook], job: &JobName, events: &[Event]) -> Vec<(usize, String)> {
+/// Every delivery to queue for `events` of `job`.
+pub fn route(webhooks: &[Webhook], job: &JobName, events: &[Event]) -> Vec<OutboxEntry> {
     let mut outbox = Vec::new();
     for (index, event) in events.iter().enumerate() {
         for webhook in webhooks {
             if wants(webhook, job, event) {
-                outbox.push((index, webhook.name.clone()));
+                outbox.push(OutboxEntry {
+                    event: index,
+                    webhook: webhook.name.clone(),
+                });
             }
         }
     }
@@ -35,14 +38,14 @@ fn crosses_step(step: Option<u32>, event: &Event) -> bool {
     let Some(step) = step.map(i64::from).filter(|s| *s > 0) else {
         return true;
     };
-    let parse = |v: &Option<String>| v.as_deref().and_then(|p| p.parse::<i64>().ok());
-    let Some(to) = parse(&event.to) else {
+    let percent = |v: &Option<ChangeValue>| v.as_ref().and_then(ChangeValue::percent);
+    let Some(to) = percent(&event.to) else {
         return false;
     };
     if to == 100 {
         return true;
     }
-    match parse(&event.from) {
+    match percent(&event.from) {
         None => to % step == 0,
         Some(from) => from.div_euclid(step) != to.div_euclid(step),
     }
@@ -57,8 +60,8 @@ mod tests {
         Event::change(
             EventType::JobProgress,
             None,
-            from.map(|f| f.to_string()),
-            Some(to.to_string()),
+            from.map(ChangeValue::Percent),
+            Some(ChangeValue::Percent(to)),
             Severity::Info,
         )
     }

@@ -14,8 +14,9 @@ use http_body_util::{BodyExt as _, Limited};
 use serde_json::{json, Value};
 
 use super::{
+    faults::with_retry_after,
     scenario::FaultKind,
-    service::{full, percent_decode, with_retry_after, ResetConnection, ResponseBody},
+    service::{full, percent_decode, ResetConnection, ResponseBody},
     RequestRecord, SimState,
 };
 use crate::source::{arm_wire::ArmErrorBody, classic_wire::Job};
@@ -426,6 +427,10 @@ fn arm_document(state: &SimState, job: &Job) -> Value {
                 "state": d.state,
             });
             if let Some(object) = drive.as_object_mut() {
+                // The 2021-01-01 DriveStatus carries the key, as the classic API does.
+                if let Some(key) = &d.bit_locker_key {
+                    object.insert("bitLockerKey".into(), key.expose().into());
+                }
                 if let Some(status) = &d.copy_status {
                     object.insert("copyStatus".into(), status.clone().into());
                 }

@@ -5,6 +5,8 @@
 
 mod arm;
 pub mod certs;
+mod documents;
+mod faults;
 pub mod scenario;
 mod service;
 

@@ -14,13 +14,13 @@ use tokio::sync::Mutex;
 
 use super::{
     arm_wire::{ArmErrorBody, ArmJob},
-    encode_path_segment, header_string, json_body, Observation, PollOutcome, ServiceError,
-    SourceError, MAX_JOB_BODY_BYTES,
+    encode_path_segment, header_string, json_body, ChangeRule, Observation, PollOutcome,
+    ServiceError, SourceError, MAX_JOB_BODY_BYTES,
 };
 use crate::{
     config::{ArmAccount, ArmCredential, Secret},
     http_client::{self, HttpsClient, USER_AGENT},
-    model::{ETag, JobName},
+    model::JobName,
     tls::{self, Identity},
 };
 use base64::Engine as _;
@@ -352,9 +352,11 @@ pub fn interpret(response: http::Response<Bytes>) -> Result<PollOutcome, SourceE
         });
     }
     let job: ArmJob = json_body(&response)?;
+    let (snapshot, document) = job.into_parts();
     Ok(PollOutcome::Modified(Box::new(Observation {
-        snapshot: job.into_snapshot(),
-        etag: None::<ETag>,
+        snapshot,
+        document,
+        change_rule: ChangeRule::WatchedFields,
         last_modified: None,
         request_id,
     })))

@@ -10,8 +10,8 @@ use http_body_util::Full;
 
 use super::{
     classic_wire::{ErrorBody, Job},
-    encode_path_segment, header_string, json_body, Observation, PollOutcome, ServiceError,
-    SourceError, MAX_JOB_BODY_BYTES,
+    encode_path_segment, header_string, json_body, ChangeRule, Observation, PollOutcome,
+    ServiceError, SourceError, MAX_JOB_BODY_BYTES,
 };
 use crate::{
     config::ClassicAccount,
@@ -128,9 +128,15 @@ pub fn interpret(response: http::Response<Bytes>) -> Result<PollOutcome, SourceE
         });
     }
     let job: Job = json_body(&response)?;
+    let (snapshot, document) = job.into_parts();
+    let change_rule = header_string(headers, header::ETAG.as_str())
+        .map_or(ChangeRule::WatchedFields, |etag| {
+            ChangeRule::ETag(ETag::new(etag))
+        });
     Ok(PollOutcome::Modified(Box::new(Observation {
-        snapshot: job.into_snapshot(),
-        etag: header_string(headers, header::ETAG.as_str()).map(ETag::new),
+        snapshot,
+        document,
+        change_rule,
         last_modified: header_string(headers, header::LAST_MODIFIED.as_str()),
         request_id,
     })))

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Document;
 use crate::model::{BitLockerKey, DriveSnapshot, JobSnapshot};
 
 /// A Get Job response body.
@@ -298,29 +299,24 @@ impl Job {
         self.export.as_ref().or(self.properties.export.as_ref())
     }
 
-    /// Maps the wire document onto the source-independent snapshot. The stored document
-    /// is this type serialised, so BitLocker keys never enter it.
-    pub fn into_snapshot(self) -> JobSnapshot {
-        let document = serde_json::to_value(&self).unwrap_or(serde_json::Value::Null);
+    /// Maps the wire document onto the watched fields and the stored document, the
+    /// drives' BitLocker keys set apart in the document (see [`Document::render`]).
+    pub fn into_parts(self) -> (JobSnapshot, Document) {
+        // Serialising a derived struct with string keys cannot fail.
+        let document = Document::new(serde_json::to_value(&self).unwrap_or_default());
         let p = self.properties;
-        let drives = self
-            .drive_list
-            .unwrap_or_default()
-            .into_iter()
-            .map(|d| {
-                (
-                    DriveSnapshot::new(d.drive_id, d.state, d.copy_status, d.percent_complete),
-                    d.bit_locker_key,
-                )
-            })
-            .collect();
-        JobSnapshot::assemble(
-            p.job_type,
-            p.state,
-            p.percent_complete,
-            p.cancel_requested,
-            drives,
-            document,
-        )
+        let drives = self.drive_list.unwrap_or_default().into_iter().map(|d| {
+            let snapshot =
+                DriveSnapshot::new(d.drive_id, d.state, d.copy_status, d.percent_complete);
+            (snapshot, d.bit_locker_key)
+        });
+        let job =
+            JobSnapshot::assemble(p.job_type, p.state, p.percent_complete, p.cancel_requested);
+        document.split(job, drives, ("/DriveList", "BitLockerKey"))
+    }
+
+    /// The watched fields alone.
+    pub fn into_snapshot(self) -> JobSnapshot {
+        self.into_parts().0
     }
 }

@@ -7,6 +7,9 @@ pub mod arm;
 pub mod arm_wire;
 pub mod classic;
 pub mod classic_wire;
+mod document;
+
+pub use document::Document;
 
 use std::time::Duration;
 
@@ -29,17 +32,41 @@ pub enum PollOutcome {
     NotModified,
 }
 
-/// A job document as received, mapped to the source-independent snapshot.
+/// One poll's answer, as every source hands it on: the watched fields, the source's own
+/// stored document, and how to tell whether anything changed.
 #[derive(Debug)]
 pub struct Observation {
-    /// The snapshot.
+    /// The watched fields.
     pub snapshot: JobSnapshot,
-    /// `ETag`, to send back next time; None where the API has none.
-    pub etag: Option<ETag>,
+    /// The document `jobs.snapshot` keeps, secrets set apart.
+    pub document: Document,
+    /// How this source tells "unchanged".
+    pub change_rule: ChangeRule,
     /// `Last-Modified`, as sent.
     pub last_modified: Option<String>,
     /// `x-ms-request-id`, for support requests.
     pub request_id: Option<String>,
+}
+
+/// How a source tells whether a 200 brought anything new.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChangeRule {
+    /// The service's entity tag: sent back in `If-None-Match`; a new one means a new
+    /// document.
+    ETag(ETag),
+    /// No ETag (Resource Manager): unchanged means the watched fields are equal, since
+    /// other fields (bytes copied, ...) move on every poll.
+    WatchedFields,
+}
+
+impl ChangeRule {
+    /// The ETag to keep, if the rule has one.
+    pub fn etag(&self) -> Option<&ETag> {
+        match self {
+            ChangeRule::ETag(etag) => Some(etag),
+            ChangeRule::WatchedFields => None,
+        }
+    }
 }
 
 /// The `odata.error` (or ARM `error`) of a failed request, flattened.

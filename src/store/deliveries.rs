@@ -5,12 +5,15 @@
 use std::time::SystemTime;
 
 use serde::Serialize;
-use sqlx::Row;
 
 use super::{
     parse_timestamp,
-    reads::{event_record, EventRecord},
+    reads::{parse_details, EventRecord},
     timestamp, Store, StoreError,
+};
+use crate::{
+    events::EventType,
+    model::{DriveId, Severity},
 };
 
 /// The oldest pending delivery of each (webhook, job): the only ones that may be sent.
@@ -71,7 +74,7 @@ pub struct DeliveryRow {
     /// `account/job`.
     pub job: String,
     /// Event type.
-    pub event_type: String,
+    pub event_type: EventType,
     /// Attempts made.
     pub attempts: i64,
     /// pending, delivered or failed.
@@ -99,7 +102,24 @@ impl Store {
         now: SystemTime,
         limit: u32,
     ) -> Result<Vec<OutboxItem>, StoreError> {
-        let rows = sqlx::query(&format!(
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            delivery_id: i64,
+            attempts: i64,
+            first_attempt_at: Option<String>,
+            id: i64,
+            account: String,
+            name: String,
+            #[sqlx(rename = "type")]
+            event_type: EventType,
+            drive_id: Option<String>,
+            from_value: Option<String>,
+            to_value: Option<String>,
+            observed_at: String,
+            severity: Severity,
+            details: Option<String>,
+        }
+        let rows: Vec<Row> = sqlx::query_as(&format!(
             "SELECT d.id AS delivery_id, d.attempts, d.first_attempt_at, e.id, j.account, j.name, e.type,
                     e.drive_id, e.from_value, e.to_value, e.observed_at, e.severity, e.details
              FROM deliveries d JOIN events e ON e.id = d.event_id JOIN jobs j ON j.id = d.job_id
@@ -111,16 +131,24 @@ impl Store {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
+        rows.into_iter()
             .map(|r| {
                 Ok(OutboxItem {
-                    id: r.get("delivery_id"),
-                    attempts: u32::try_from(r.get::<i64, _>("attempts")).unwrap_or(0),
-                    first_attempt_at: r
-                        .get::<Option<String>, _>("first_attempt_at")
-                        .as_deref()
-                        .and_then(parse_timestamp),
-                    event: event_record(r)?,
+                    id: r.delivery_id,
+                    attempts: u32::try_from(r.attempts).unwrap_or(0),
+                    first_attempt_at: r.first_attempt_at.as_deref().and_then(parse_timestamp),
+                    event: EventRecord {
+                        id: r.id,
+                        account: r.account,
+                        job: r.name,
+                        event_type: r.event_type,
+                        drive_id: r.drive_id.map(DriveId::new),
+                        from: r.from_value,
+                        to: r.to_value,
+                        observed_at: r.observed_at,
+                        severity: r.severity,
+                        details: parse_details(r.details.as_deref())?,
+                    },
                 })
             })
             .collect()
@@ -229,7 +257,24 @@ impl Store {
         failed_only: bool,
         limit: u32,
     ) -> Result<Vec<DeliveryRow>, StoreError> {
-        let rows = sqlx::query(
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            id: i64,
+            event_id: i64,
+            webhook: String,
+            account: String,
+            name: String,
+            #[sqlx(rename = "type")]
+            event_type: EventType,
+            attempts: i64,
+            created_at: String,
+            next_attempt_at: String,
+            delivered_at: Option<String>,
+            failed_at: Option<String>,
+            last_status: Option<i64>,
+            last_error: Option<String>,
+        }
+        let rows: Vec<Row> = sqlx::query_as(
             "SELECT d.id, d.event_id, d.webhook, j.account, j.name, e.type, d.attempts, d.created_at,
                     d.next_attempt_at, d.delivered_at, d.failed_at, d.last_status, d.last_error
              FROM deliveries d JOIN events e ON e.id = d.event_id JOIN jobs j ON j.id = d.job_id
@@ -243,30 +288,24 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(|r| {
-                let delivered: Option<String> = r.get("delivered_at");
-                let failed: Option<String> = r.get("failed_at");
-                let status = match (&delivered, &failed) {
+                let status = match (&r.delivered_at, &r.failed_at) {
                     (Some(_), _) => "delivered",
                     (None, Some(_)) => "failed",
                     (None, None) => "pending",
                 };
                 DeliveryRow {
-                    id: r.get("id"),
-                    event_id: r.get("event_id"),
-                    webhook: r.get("webhook"),
-                    job: format!(
-                        "{}/{}",
-                        r.get::<String, _>("account"),
-                        r.get::<String, _>("name")
-                    ),
-                    event_type: r.get("type"),
-                    attempts: r.get("attempts"),
+                    id: r.id,
+                    event_id: r.event_id,
+                    webhook: r.webhook,
+                    job: format!("{}/{}", r.account, r.name),
+                    event_type: r.event_type,
+                    attempts: r.attempts,
                     status,
-                    created_at: r.get("created_at"),
-                    next_attempt_at: (status == "pending").then(|| r.get("next_attempt_at")),
-                    finished_at: delivered.or(failed),
-                    last_status: r.get("last_status"),
-                    last_error: r.get("last_error"),
+                    created_at: r.created_at,
+                    next_attempt_at: (status == "pending").then_some(r.next_attempt_at),
+                    finished_at: r.delivered_at.or(r.failed_at),
+                    last_status: r.last_status,
+                    last_error: r.last_error,
                 }
             })
             .collect())

@@ -1,7 +1,9 @@
 //! SQLite, the daemon's memory: the tables of DESIGN.md, created by the migrations in
 //! `migrations/`, written one transaction per observed change (job row, drive rows,
 //! events and the webhook outbox together) and read by `status`, `history` and the
-//! notifier. Unchanged polls are written in batches, never one transaction each.
+//! notifier. Unchanged polls are written in batches, never one transaction each: their
+//! times are noted here and written by the writer task every [`POLL_TIME_FLUSH`].
+//! Values from disk are decoded into types at this boundary, with errors, never panics.
 
 mod deliveries;
 mod reads;
@@ -16,16 +18,18 @@ use std::{
 use sqlx::{
     migrate::Migrator,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
-    Row, SqlitePool,
+    SqlitePool,
 };
 
 pub use deliveries::{Attempt, DeliveryRow, OutboxItem};
 pub use reads::{DriveStatus, EventRecord, JobStatus};
 
-use writer::{Change, Write};
+pub use writer::POLL_TIME_FLUSH;
+use writer::{Change, PollTimes, Write};
 
 use crate::{
-    events::Event,
+    decide::Memory,
+    events::{Event, OutboxEntry},
     model::{CopyStatus, DriveId, DriveSnapshot, DriveState, ETag, JobSnapshot, JobState},
 };
 
@@ -75,14 +79,8 @@ pub struct StoredJob {
     pub etag: Option<ETag>,
     /// The watched fields last recorded (None: never seen).
     pub snapshot: Option<JobSnapshot>,
-    /// Failed polls in a row.
-    pub consecutive_failures: u32,
-    /// `job.poll_failing` was sent for the current streak.
-    pub failing_alerted: bool,
-    /// `job.not_found` was sent and no success followed.
-    pub not_found_alerted: bool,
-    /// When the job was first seen in a terminal state.
-    pub terminal_since: Option<SystemTime>,
+    /// The bookkeeping of [`crate::decide`].
+    pub memory: Memory,
 }
 
 /// One successful poll that changed something, to be written in one transaction.
@@ -90,18 +88,20 @@ pub struct StoredJob {
 pub struct Observed<'a> {
     /// The job.
     pub job: JobId,
-    /// What the service said.
+    /// The watched fields.
     pub snapshot: &'a JobSnapshot,
+    /// The source's document as `jobs.snapshot` keeps it.
+    pub document: &'a str,
     /// Its ETag.
     pub etag: Option<&'a ETag>,
     /// Its Last-Modified.
     pub last_modified: Option<&'a str>,
+    /// The job's bookkeeping after this poll.
+    pub memory: &'a Memory,
     /// The changes found (possibly none: a new ETag with equal content).
     pub events: &'a [Event],
-    /// (index into `events`, webhook name) for every delivery to queue.
-    pub outbox: &'a [(usize, String)],
-    /// Keep BitLocker keys in the stored document (the account opted in).
-    pub store_bitlocker_keys: bool,
+    /// Every delivery to queue for them.
+    pub outbox: &'a [OutboxEntry],
     /// When it was observed.
     pub at: SystemTime,
 }
@@ -113,18 +113,37 @@ pub struct Failed<'a> {
     pub job: JobId,
     /// The error, one line, no secrets.
     pub error: &'a str,
-    /// Failures in a row, this one included.
-    pub consecutive_failures: u32,
-    /// `job.poll_failing` has been sent for this streak (now or before).
-    pub failing_alerted: bool,
-    /// `job.not_found` has been sent.
-    pub not_found_alerted: bool,
+    /// The job's bookkeeping after this poll.
+    pub memory: &'a Memory,
     /// Events to record (poll_failing, not_found), usually none.
     pub events: &'a [Event],
     /// Deliveries to queue for them.
-    pub outbox: &'a [(usize, String)],
+    pub outbox: &'a [OutboxEntry],
     /// When.
     pub at: SystemTime,
+}
+
+/// The columns of `jobs` that [`Store::load_job`] resumes from.
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: i64,
+    job_type: Option<String>,
+    state: Option<String>,
+    percent_complete: Option<i64>,
+    cancel_requested: bool,
+    etag: Option<String>,
+    consecutive_failures: i64,
+    failing_alerted: bool,
+    not_found_alerted: bool,
+    terminal_since: Option<String>,
+}
+/// A present drive, for [`Store::load_job`].
+#[derive(sqlx::FromRow)]
+struct DriveRow {
+    drive_id: String,
+    state: Option<String>,
+    copy_status: Option<String>,
+    percent_complete: Option<i64>,
 }
 
 /// The database handle; cheap to clone.
@@ -133,6 +152,7 @@ pub struct Store {
     pool: SqlitePool,
     path: PathBuf,
     writer: tokio::sync::mpsc::Sender<writer::Request>,
+    poll_times: PollTimes,
 }
 
 /// A timestamp in SQLite's own form (`YYYY-MM-DD HH:MM:SS.SSS`, UTC), so that
@@ -193,10 +213,12 @@ impl Store {
             .await
             .map_err(open_error)?;
         MIGRATOR.run(&pool).await?;
+        let poll_times = PollTimes::default();
         Ok(Store {
-            writer: writer::spawn(pool.clone()),
+            writer: writer::spawn(pool.clone(), poll_times.clone()),
             pool,
             path: path.to_owned(),
+            poll_times,
         })
     }
 
@@ -210,8 +232,12 @@ impl Store {
         &self.pool
     }
 
-    /// Closes every connection (checkpointing the WAL).
+    /// Writes the poll times still pending, then closes every connection
+    /// (checkpointing the WAL).
     pub async fn close(&self) {
+        if let Err(e) = self.poll_times.flush(&self.pool).await {
+            tracing::warn!("last poll times not written: {e}");
+        }
         self.pool.close().await;
     }
 
@@ -239,66 +265,59 @@ impl Store {
         .bind(name)
         .execute(&self.pool)
         .await?;
-        let row = sqlx::query(
+        let row: JobRow = sqlx::query_as(
             "SELECT id, job_type, state, percent_complete, cancel_requested, etag, consecutive_failures,
-                    failing_alerted, not_found_alerted, terminal_since, snapshot
+                    failing_alerted, not_found_alerted, terminal_since
              FROM jobs WHERE account = ? AND name = ?",
         )
         .bind(account)
         .bind(name)
         .fetch_one(&self.pool)
         .await?;
-        let id = JobId(row.get("id"));
-        let state: Option<String> = row.get("state");
-        let snapshot = match state {
+        let snapshot = match row.state {
             None => None,
             Some(state) => {
-                let drives = sqlx::query(
+                let drives: Vec<DriveRow> = sqlx::query_as(
                     "SELECT drive_id, state, copy_status, percent_complete FROM drives
                      WHERE job_id = ? AND present = 1 ORDER BY position",
                 )
-                .bind(id.0)
+                .bind(row.id)
                 .fetch_all(&self.pool)
-                .await?
-                .into_iter()
-                .map(|d| DriveSnapshot {
-                    drive_id: DriveId::new(d.get::<String, _>("drive_id")),
-                    state: d.get::<Option<String>, _>("state").map(DriveState::new),
-                    copy_status: d
-                        .get::<Option<String>, _>("copy_status")
-                        .map(CopyStatus::new),
-                    percent_complete: d.get("percent_complete"),
-                })
-                .collect();
-                let document: Option<String> = row.get("snapshot");
-                let document = match document {
-                    Some(text) => serde_json::from_str(&text)
-                        .map_err(|e| StoreError::Corrupt(format!("jobs.snapshot: {e}")))?,
-                    None => serde_json::Value::Null,
-                };
+                .await?;
                 Some(JobSnapshot {
-                    job_type: row.get("job_type"),
+                    job_type: row.job_type,
                     state: JobState::new(state),
-                    percent_complete: row.get("percent_complete"),
-                    cancel_requested: row.get::<i64, _>("cancel_requested") != 0,
-                    drives,
-                    bitlocker_keys: Vec::new(),
-                    document,
+                    percent_complete: row.percent_complete,
+                    cancel_requested: row.cancel_requested,
+                    drives: drives
+                        .into_iter()
+                        .map(|d| DriveSnapshot {
+                            drive_id: DriveId::new(d.drive_id),
+                            state: d.state.map(DriveState::new),
+                            copy_status: d.copy_status.map(CopyStatus::new),
+                            percent_complete: d.percent_complete,
+                        })
+                        .collect(),
                 })
             }
         };
+        let terminal_since = match row.terminal_since.as_deref() {
+            None => None,
+            Some(text) => Some(
+                parse_timestamp(text)
+                    .ok_or_else(|| StoreError::Corrupt(format!("jobs.terminal_since: {text:?}")))?,
+            ),
+        };
         Ok(StoredJob {
-            id,
-            etag: row.get::<Option<String>, _>("etag").map(ETag::new),
+            id: JobId(row.id),
+            etag: row.etag.map(ETag::new),
             snapshot,
-            consecutive_failures: u32::try_from(row.get::<i64, _>("consecutive_failures"))
-                .unwrap_or(0),
-            failing_alerted: row.get::<i64, _>("failing_alerted") != 0,
-            not_found_alerted: row.get::<i64, _>("not_found_alerted") != 0,
-            terminal_since: row
-                .get::<Option<String>, _>("terminal_since")
-                .as_deref()
-                .and_then(parse_timestamp),
+            memory: Memory {
+                consecutive_failures: u32::try_from(row.consecutive_failures).unwrap_or(0),
+                failing_alerted: row.failing_alerted,
+                not_found_alerted: row.not_found_alerted,
+                terminal_since,
+            },
         })
     }
 
@@ -310,18 +329,15 @@ impl Store {
     /// Database errors; nothing of this observation is written then.
     pub async fn record_observation(&self, observed: Observed<'_>) -> Result<Vec<i64>, StoreError> {
         let change = Change::Observation {
-            document: stored_document(observed.snapshot, observed.store_bitlocker_keys),
-            snapshot: JobSnapshot {
-                document: serde_json::Value::Null,
-                bitlocker_keys: Vec::new(),
-                ..observed.snapshot.clone()
-            },
+            snapshot: observed.snapshot.clone(),
+            document: observed.document.to_owned(),
             etag: observed.etag.cloned(),
             last_modified: observed.last_modified.map(str::to_owned),
         };
         self.submit(
             observed.job,
             change,
+            observed.memory,
             observed.events,
             observed.outbox,
             observed.at,
@@ -336,40 +352,48 @@ impl Store {
     pub async fn record_failure(&self, failed: Failed<'_>) -> Result<Vec<i64>, StoreError> {
         let change = Change::Failure {
             error: failed.error.to_owned(),
-            consecutive_failures: failed.consecutive_failures,
-            failing_alerted: failed.failing_alerted,
-            not_found_alerted: failed.not_found_alerted,
         };
-        self.submit(failed.job, change, failed.events, failed.outbox, failed.at)
-            .await
+        self.submit(
+            failed.job,
+            change,
+            failed.memory,
+            failed.events,
+            failed.outbox,
+            failed.at,
+        )
+        .await
     }
 
-    /// Writes a success that brought no new document (304/412) after failures: clears
-    /// the failure streak and records `job.poll_recovered` if it was alerted.
+    /// Writes a success that brought no new document (304/412) but changed the
+    /// bookkeeping (a failure streak ended), with its events.
     ///
     /// # Errors
     /// Database errors.
-    pub async fn record_recovery(
+    pub async fn record_bookkeeping(
         &self,
         job: JobId,
+        memory: &Memory,
         events: &[Event],
-        outbox: &[(usize, String)],
+        outbox: &[OutboxEntry],
         at: SystemTime,
     ) -> Result<Vec<i64>, StoreError> {
-        self.submit(job, Change::Recovery, events, outbox, at).await
+        self.submit(job, Change::Bookkeeping, memory, events, outbox, at)
+            .await
     }
 
     async fn submit(
         &self,
         job: JobId,
         change: Change,
+        memory: &Memory,
         events: &[Event],
-        outbox: &[(usize, String)],
+        outbox: &[OutboxEntry],
         at: SystemTime,
     ) -> Result<Vec<i64>, StoreError> {
         let write = Write {
             job,
             change,
+            memory: memory.clone(),
             events: events.to_vec(),
             outbox: outbox.to_vec(),
             at,
@@ -384,55 +408,25 @@ impl Store {
             .map_err(|_| StoreError::Commit("the database writer has stopped".into()))?
     }
 
-    /// Writes the poll times of unchanged polls, all in one transaction.
+    /// Notes the time of an unchanged poll; the writer writes such times in batches.
+    pub fn note_poll(&self, job: JobId, at: SystemTime) {
+        self.poll_times.note(job, at);
+    }
+
+    /// Writes the noted poll times now (normally the writer does so on its own).
     ///
     /// # Errors
-    /// Database errors.
-    pub async fn record_polls(&self, polls: &[(JobId, SystemTime)]) -> Result<(), StoreError> {
-        if polls.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await?;
-        for (job, at) in polls {
-            sqlx::query("UPDATE jobs SET last_polled_at = ? WHERE id = ?")
-                .bind(timestamp(*at))
-                .bind(job.0)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+    /// Database errors; the times are kept for the next try.
+    pub async fn flush_polls(&self) -> Result<(), StoreError> {
+        self.poll_times.flush(&self.pool).await
     }
-}
-
-/// The document as stored: BitLocker keys only when the account opted in.
-pub(crate) fn stored_document(snapshot: &JobSnapshot, with_keys: bool) -> String {
-    let mut document = snapshot.document.clone();
-    if with_keys {
-        if let Some(drives) = document
-            .get_mut("DriveList")
-            .and_then(serde_json::Value::as_array_mut)
-        {
-            for drive in drives {
-                let id = drive
-                    .get("DriveId")
-                    .and_then(serde_json::Value::as_str)
-                    .map(DriveId::from);
-                let key = id.and_then(|id| snapshot.bitlocker_keys.iter().find(|(d, _)| *d == id));
-                if let (Some((_, key)), Some(object)) = (key, drive.as_object_mut()) {
-                    object.insert("BitLockerKey".into(), key.expose().into());
-                }
-            }
-        }
-    }
-    document.to_string()
 }
 
 pub(crate) async fn insert_events(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     job: JobId,
     events: &[Event],
-    outbox: &[(usize, String)],
+    outbox: &[OutboxEntry],
     now: &str,
 ) -> Result<Vec<i64>, StoreError> {
     let mut ids = Vec::with_capacity(events.len());
@@ -449,19 +443,19 @@ pub(crate) async fn insert_events(
              RETURNING id",
         )
         .bind(event.drive_id.as_ref().map(DriveId::as_str))
-        .bind(event.event_type.as_str())
-        .bind(&event.from)
-        .bind(&event.to)
+        .bind(event.event_type)
+        .bind(event.from_text())
+        .bind(event.to_text())
         .bind(now)
-        .bind(event.severity.as_str())
+        .bind(event.severity)
         .bind(event.details.as_ref().map(|d| serde_json::json!({ "details": d }).to_string()))
         .bind(job.0)
         .fetch_one(&mut **tx)
         .await?;
         ids.push(id);
     }
-    for (index, webhook) in outbox {
-        let Some(event_id) = ids.get(*index) else {
+    for entry in outbox {
+        let Some(event_id) = ids.get(entry.event) else {
             continue;
         };
         sqlx::query(
@@ -470,7 +464,7 @@ pub(crate) async fn insert_events(
         )
         .bind(event_id)
         .bind(job.0)
-        .bind(webhook)
+        .bind(&entry.webhook)
         .bind(now)
         .execute(&mut **tx)
         .await?;

@@ -4,9 +4,12 @@
 use std::time::SystemTime;
 
 use serde::Serialize;
-use sqlx::Row;
 
 use super::{timestamp, Store, StoreError};
+use crate::{
+    events::EventType,
+    model::{DriveId, Severity},
+};
 
 /// One drive of a job as `status` shows it.
 #[derive(Clone, Debug, Serialize)]
@@ -57,40 +60,37 @@ pub struct EventRecord {
     pub job: String,
     /// Event type.
     #[serde(rename = "type")]
-    pub event_type: String,
+    pub event_type: EventType,
     /// Drive, for drive events.
-    pub drive_id: Option<String>,
+    pub drive_id: Option<DriveId>,
     /// Old value.
     pub from: Option<String>,
     /// New value (or error).
     pub to: Option<String>,
     /// When.
     pub observed_at: String,
-    /// info, warning, error.
-    pub severity: String,
+    /// How urgent.
+    pub severity: Severity,
     /// Job context and extras.
     pub details: Option<serde_json::Value>,
 }
 
-/// Reads an event row selected with the columns `id, account, name, type, drive_id,
-/// from_value, to_value, observed_at, severity, details`.
-pub(super) fn event_record(r: &sqlx::sqlite::SqliteRow) -> Result<EventRecord, StoreError> {
-    let details: Option<String> = r.get("details");
-    Ok(EventRecord {
-        id: r.get("id"),
-        account: r.get("account"),
-        job: r.get("name"),
-        event_type: r.get("type"),
-        drive_id: r.get("drive_id"),
-        from: r.get("from_value"),
-        to: r.get("to_value"),
-        observed_at: r.get("observed_at"),
-        severity: r.get("severity"),
-        details: details
-            .map(|d| serde_json::from_str(&d))
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(format!("events.details: {e}")))?,
-    })
+impl EventRecord {
+    /// The change in words (see [`EventType::describe`]).
+    pub fn describe(&self) -> String {
+        self.event_type
+            .describe(self.from.as_deref(), self.to.as_deref())
+    }
+}
+
+/// Parses the `details` column.
+pub(super) fn parse_details(
+    details: Option<&str>,
+) -> Result<Option<serde_json::Value>, StoreError> {
+    details
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("events.details: {e}")))
 }
 
 impl Store {
@@ -194,12 +194,12 @@ impl Store {
         .await?;
         type Row = (
             i64,
-            String,
+            EventType,
+            Option<DriveId>,
             Option<String>,
             Option<String>,
-            Option<String>,
             String,
-            String,
+            Severity,
             Option<String>,
         );
         let mut entries = Vec::new();
@@ -226,11 +226,7 @@ impl Store {
                     to,
                     observed_at,
                     severity,
-                    details: details
-                        .as_deref()
-                        .map(serde_json::from_str)
-                        .transpose()
-                        .map_err(corrupt)?,
+                    details: parse_details(details.as_deref())?,
                 });
             }
         }

@@ -5,17 +5,26 @@
 //! in its own savepoint (one bad write cannot sink the others) and commits them all with
 //! one fsync. Under light load a batch is a single write, exactly as before; under heavy
 //! load the fsync is shared. Callers still learn their own outcome, after the commit.
+//! The same task writes the batched times of unchanged polls every [`POLL_TIME_FLUSH`].
 
-use std::time::SystemTime;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
 
 use sqlx::{Acquire as _, Sqlite, SqlitePool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{insert_events, timestamp, JobId, StoreError};
 use crate::{
-    events::Event,
+    decide::Memory,
+    events::{Event, OutboxEntry},
     model::{CopyStatus, DriveState, ETag, JobSnapshot},
 };
+
+/// How often the times of unchanged polls are written.
+pub const POLL_TIME_FLUSH: Duration = Duration::from_secs(5);
 
 /// Most writes committed in one transaction.
 pub const MAX_BATCH: usize = 256;
@@ -28,8 +37,10 @@ const QUEUE: usize = 1024;
 pub(super) struct Write {
     pub(super) job: JobId,
     pub(super) change: Change,
+    /// The job's bookkeeping, written as handed (the rules live in `decide`).
+    pub(super) memory: Memory,
     pub(super) events: Vec<Event>,
-    pub(super) outbox: Vec<(usize, String)>,
+    pub(super) outbox: Vec<OutboxEntry>,
     pub(super) at: SystemTime,
 }
 
@@ -44,14 +55,9 @@ pub(super) enum Change {
         last_modified: Option<String>,
     },
     /// A failed poll.
-    Failure {
-        error: String,
-        consecutive_failures: u32,
-        failing_alerted: bool,
-        not_found_alerted: bool,
-    },
-    /// A success without a document after failures: the streak ends.
-    Recovery,
+    Failure { error: String },
+    /// Only the bookkeeping (a success without a document after failures).
+    Bookkeeping,
 }
 
 /// A write and where its outcome goes.
@@ -60,20 +66,86 @@ pub(super) struct Request {
     pub(super) reply: oneshot::Sender<Result<Vec<i64>, StoreError>>,
 }
 
+/// Last-polled times of unchanged polls, written in one transaction every
+/// [`POLL_TIME_FLUSH`] instead of one per poll.
+#[derive(Clone, Debug, Default)]
+pub(super) struct PollTimes(Arc<Mutex<HashMap<JobId, SystemTime>>>);
+
+impl PollTimes {
+    pub(super) fn note(&self, job: JobId, at: SystemTime) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job, at);
+    }
+
+    /// Writes the pending times; on failure they are kept for the next flush.
+    pub(super) async fn flush(&self, pool: &SqlitePool) -> Result<(), StoreError> {
+        let batch: Vec<(JobId, SystemTime)> =
+            std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_iter()
+                .collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = write_poll_times(pool, &batch).await {
+            let mut pending = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            for (job, at) in batch {
+                pending.entry(job).or_insert(at);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+async fn write_poll_times(
+    pool: &SqlitePool,
+    polls: &[(JobId, SystemTime)],
+) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    for (job, at) in polls {
+        sqlx::query("UPDATE jobs SET last_polled_at = ? WHERE id = ?")
+            .bind(timestamp(*at))
+            .bind(job.0)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Starts the writer; it ends when every sender (every `Store` clone) is gone.
-pub(super) fn spawn(pool: SqlitePool) -> mpsc::Sender<Request> {
+pub(super) fn spawn(pool: SqlitePool, poll_times: PollTimes) -> mpsc::Sender<Request> {
     let (tx, rx) = mpsc::channel(QUEUE);
-    tokio::spawn(run(pool, rx));
+    tokio::spawn(run(pool, rx, poll_times));
     tx
 }
 
-async fn run(pool: SqlitePool, mut queue: mpsc::Receiver<Request>) {
+async fn run(pool: SqlitePool, mut queue: mpsc::Receiver<Request>, poll_times: PollTimes) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let outcomes = commit(&pool, &batch).await;
-        for (request, outcome) in batch.drain(..).zip(outcomes) {
-            // The caller may have gone (shutdown); its write is committed regardless.
-            let _ = request.reply.send(outcome);
+    let mut flush = tokio::time::interval(POLL_TIME_FLUSH);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            received = queue.recv_many(&mut batch, MAX_BATCH) => {
+                if received == 0 {
+                    return;
+                }
+                let outcomes = commit(&pool, &batch).await;
+                for (request, outcome) in batch.drain(..).zip(outcomes) {
+                    // The caller may have gone (shutdown); its write is committed regardless.
+                    let _ = request.reply.send(outcome);
+                }
+            }
+            _ = flush.tick() => {
+                if pool.is_closed() {
+                    continue;
+                }
+                if let Err(e) = poll_times.flush(&pool).await {
+                    tracing::warn!("cannot write poll times (kept for the next try): {e}");
+                }
+            }
         }
     }
 }
@@ -129,10 +201,8 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<Vec<i6
                     etag = ?5, last_modified = ?6, snapshot = ?7,
                     first_seen_at = COALESCE(first_seen_at, ?8), last_polled_at = ?8,
                     last_changed_at = CASE WHEN ?9 THEN ?8 ELSE last_changed_at END,
-                    last_error = NULL, last_error_at = NULL, consecutive_failures = 0,
-                    failing_alerted = 0, not_found_alerted = 0,
-                    terminal_since = CASE WHEN ?10 THEN COALESCE(terminal_since, ?8) ELSE NULL END
-                 WHERE id = ?11",
+                    last_error = NULL, last_error_at = NULL
+                 WHERE id = ?10",
             )
             .bind(&snapshot.job_type)
             .bind(snapshot.state.as_str())
@@ -143,59 +213,24 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<Vec<i6
             .bind(document)
             .bind(&now)
             .bind(!write.events.is_empty())
-            .bind(snapshot.state.is_terminal())
             .bind(job.0)
             .execute(&mut **tx)
             .await?;
-            sqlx::query(
-                "UPDATE drives SET present = 0, updated_at = ?1 WHERE job_id = ?2 AND present = 1",
-            )
-            .bind(&now)
-            .bind(job.0)
-            .execute(&mut **tx)
-            .await?;
-            for (position, drive) in snapshot.drives.iter().enumerate() {
-                sqlx::query(
-                    "INSERT INTO drives (job_id, drive_id, position, present, state, copy_status, percent_complete, updated_at)
-                     VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7)
-                     ON CONFLICT (job_id, drive_id) DO UPDATE SET position = excluded.position, present = 1,
-                        state = excluded.state, copy_status = excluded.copy_status,
-                        percent_complete = excluded.percent_complete, updated_at = excluded.updated_at",
-                )
-                .bind(job.0)
-                .bind(drive.drive_id.as_str())
-                .bind(position as i64)
-                .bind(drive.state.as_ref().map(DriveState::as_str))
-                .bind(drive.copy_status.as_ref().map(CopyStatus::as_str))
-                .bind(drive.percent_complete)
-                .bind(&now)
-                .execute(&mut **tx)
-                .await?;
-            }
+            write_drives(tx, job, snapshot, &now).await?;
         }
-        Change::Failure {
-            error,
-            consecutive_failures,
-            failing_alerted,
-            not_found_alerted,
-        } => {
+        Change::Failure { error } => {
             sqlx::query(
-                "UPDATE jobs SET last_error = ?1, last_error_at = ?2, last_polled_at = ?2,
-                    consecutive_failures = ?3, failing_alerted = ?4, not_found_alerted = ?5 WHERE id = ?6",
+                "UPDATE jobs SET last_error = ?1, last_error_at = ?2, last_polled_at = ?2 WHERE id = ?3",
             )
             .bind(error)
             .bind(&now)
-            .bind(i64::from(*consecutive_failures))
-            .bind(failing_alerted)
-            .bind(not_found_alerted)
             .bind(job.0)
             .execute(&mut **tx)
             .await?;
         }
-        Change::Recovery => {
+        Change::Bookkeeping => {
             sqlx::query(
-                "UPDATE jobs SET last_error = NULL, last_error_at = NULL, consecutive_failures = 0,
-                    failing_alerted = 0, not_found_alerted = 0, last_polled_at = ?1 WHERE id = ?2",
+                "UPDATE jobs SET last_error = NULL, last_error_at = NULL, last_polled_at = ?1 WHERE id = ?2",
             )
             .bind(&now)
             .bind(job.0)
@@ -203,5 +238,59 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<Vec<i6
             .await?;
         }
     }
+    write_memory(tx, job, &write.memory).await?;
     insert_events(tx, job, &write.events, &write.outbox, &now).await
+}
+
+/// The bookkeeping columns, exactly as `decide` left them.
+async fn write_memory(
+    tx: &mut Transaction<'_, Sqlite>,
+    job: JobId,
+    memory: &Memory,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE jobs SET consecutive_failures = ?1, failing_alerted = ?2, not_found_alerted = ?3,
+            terminal_since = ?4 WHERE id = ?5",
+    )
+    .bind(i64::from(memory.consecutive_failures))
+    .bind(memory.failing_alerted)
+    .bind(memory.not_found_alerted)
+    .bind(memory.terminal_since.map(timestamp))
+    .bind(job.0)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The drives of a new document: listed ones upserted in order, the rest marked absent.
+async fn write_drives(
+    tx: &mut Transaction<'_, Sqlite>,
+    job: JobId,
+    snapshot: &JobSnapshot,
+    now: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE drives SET present = 0, updated_at = ?1 WHERE job_id = ?2 AND present = 1")
+        .bind(now)
+        .bind(job.0)
+        .execute(&mut **tx)
+        .await?;
+    for (position, drive) in snapshot.drives.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO drives (job_id, drive_id, position, present, state, copy_status, percent_complete, updated_at)
+             VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7)
+             ON CONFLICT (job_id, drive_id) DO UPDATE SET position = excluded.position, present = 1,
+                state = excluded.state, copy_status = excluded.copy_status,
+                percent_complete = excluded.percent_complete, updated_at = excluded.updated_at",
+        )
+        .bind(job.0)
+        .bind(drive.drive_id.as_str())
+        .bind(i64::try_from(position).unwrap_or(i64::MAX))
+        .bind(drive.state.as_ref().map(DriveState::as_str))
+        .bind(drive.copy_status.as_ref().map(CopyStatus::as_str))
+        .bind(drive.percent_complete)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }

@@ -43,11 +43,17 @@ async fn measure(jobs: usize) -> (f64, f64) {
     )
     .unwrap()
     .webhooks;
-    let base: JobSnapshot = serde_json::from_str::<Job>(SAMPLE).unwrap().into_snapshot();
+    let (base, document): (JobSnapshot, _) =
+        serde_json::from_str::<Job>(SAMPLE).unwrap().into_parts();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for j in 0..jobs {
-        let (store, webhooks, base) = (store.clone(), webhooks.clone(), base.clone());
+        let (store, webhooks, base, document) = (
+            store.clone(),
+            webhooks.clone(),
+            base.clone(),
+            document.clone(),
+        );
         tasks.spawn(async move {
             let name = JobName::new(format!("job-{j}"));
             let id = store.load_job("prod", name.as_str()).await.unwrap().id;
@@ -65,11 +71,13 @@ async fn measure(jobs: usize) -> (f64, f64) {
                     .record_observation(Observed {
                         job: id,
                         snapshot: &snapshot,
+                        // Rendered per write, as the daemon does once per change.
+                        document: &document.render(false),
                         etag: None,
                         last_modified: None,
+                        memory: &Default::default(),
                         events: &events,
                         outbox: &outbox,
-                        store_bitlocker_keys: false,
                         at: SystemTime::now(),
                     })
                     .await

@@ -111,7 +111,8 @@ fn main() {
         assert!(arrivals.lock().unwrap().len() as i64 >= BACKLOG);
 
         // Latency: one change at a time, commit to arrival.
-        let base: JobSnapshot = serde_json::from_str::<Job>(SAMPLE).unwrap().into_snapshot();
+        let (base, document): (JobSnapshot, _) =
+            serde_json::from_str::<Job>(SAMPLE).unwrap().into_parts();
         let name = JobName::from("latency");
         let job = store.load_job("prod", name.as_str()).await.unwrap().id;
         let mut previous: Option<JobSnapshot> = None;
@@ -125,11 +126,13 @@ fn main() {
                 .record_observation(Observed {
                     job,
                     snapshot: &snapshot,
+                    // Rendered per write, as the daemon does once per change.
+                    document: &document.render(false),
                     etag: None,
                     last_modified: None,
+                    memory: &Default::default(),
                     events: &events,
                     outbox: &outbox,
-                    store_bitlocker_keys: false,
                     at: SystemTime::now(),
                 })
                 .await

@@ -493,7 +493,7 @@ impl Receiver {
 pub async fn record_lifecycle(
     store: &iewatch::store::Store,
     job: &str,
-    outbox: impl Fn(&[iewatch::events::Event]) -> Vec<(usize, String)>,
+    outbox: impl Fn(&[iewatch::events::Event]) -> Vec<iewatch::events::OutboxEntry>,
     store_bitlocker_keys: bool,
     at: impl Fn(usize) -> std::time::SystemTime,
 ) -> Vec<iewatch::events::Event> {
@@ -502,18 +502,19 @@ pub async fn record_lifecycle(
     let mut previous = stored.snapshot;
     let mut all = Vec::new();
     for (i, version) in timelines[0].versions.iter().enumerate() {
-        let snapshot = version.job.clone().unwrap().into_snapshot();
+        let (snapshot, document) = version.job.clone().unwrap().into_parts();
         let events = iewatch::detect::detect_changes(previous.as_ref(), &snapshot);
         let etag = iewatch::model::ETag::new(&version.etag);
         store
             .record_observation(iewatch::store::Observed {
                 job: stored.id,
                 snapshot: &snapshot,
+                document: &document.render(store_bitlocker_keys),
                 etag: Some(&etag),
                 last_modified: Some(&version.last_modified),
+                memory: &Default::default(),
                 events: &events,
                 outbox: &outbox(&events),
-                store_bitlocker_keys,
                 at: at(i),
             })
             .await

@@ -1,0 +1,212 @@
+//! `[[account]]`: classic accounts (management certificate) and Resource Manager
+//! accounts (Entra ID app registration).
+
+use super::{
+    check::Checker, raw::RawAccount, Account, AccountKind, ArmAccount, ArmCredential,
+    ClassicAccount, Secret, DEFAULT_ARM_ENDPOINT, DEFAULT_AUTHORITY, DEFAULT_CLASSIC_ENDPOINT,
+    SUPPORTED_VERSIONS,
+};
+use crate::tls::Identity;
+use toml::Spanned;
+
+/// Where a value stands in the file, if it was given.
+fn position<T>(value: &Option<Spanned<T>>) -> Option<usize> {
+    value.as_ref().map(|v| v.span().start)
+}
+
+/// The kinds of account, as `kind` spells them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Classic,
+    Arm,
+}
+
+impl Checker<'_> {
+    pub(super) fn resolve_account(
+        &mut self,
+        i: usize,
+        raw: &RawAccount,
+        at: usize,
+    ) -> Option<Account> {
+        let key = |field: &str| format!("account[{i}].{field}");
+        let name = self.required_text(&raw.name, at, &key("name"));
+        let subscription_id = self.required_text(&raw.subscription_id, at, &key("subscription_id"));
+        let kind = self.choice(
+            &raw.kind,
+            &key("kind"),
+            &[("classic", Kind::Classic), ("arm", Kind::Arm)],
+            Kind::Classic,
+        )?;
+        if kind == Kind::Arm {
+            return self.resolve_arm_account(i, raw, at, name, subscription_id);
+        }
+        let arm_only = [
+            ("resource_group", position(&raw.resource_group)),
+            ("tenant_id", position(&raw.tenant_id)),
+            ("client_id", position(&raw.client_id)),
+            ("client_secret", position(&raw.client_secret)),
+            ("client_secret_file", position(&raw.client_secret_file)),
+            ("client_certificate", position(&raw.client_certificate)),
+            ("authority", position(&raw.authority)),
+            ("jobs", position(&raw.jobs)),
+        ];
+        self.only_for_kind(&arm_only, &format!("account[{i}]"), "arm");
+        let storage_account = self.required_text(&raw.storage_account, at, &key("storage_account"));
+        let endpoint = self.https_base(&raw.endpoint, DEFAULT_CLASSIC_ENDPOINT, &key("endpoint"));
+        let x_ms_version = self
+            .choice_with(
+                &raw.x_ms_version,
+                &key("x_ms_version"),
+                &SUPPORTED_VERSIONS.map(|v| (v, v)),
+                SUPPORTED_VERSIONS[0],
+                |v| format!("{v:?} is not {}", SUPPORTED_VERSIONS.join(" or ")),
+            )
+            .map(str::to_owned);
+        let identity = self.management_certificate(raw, i, at);
+        let extra_roots = self.extra_roots(&raw.ca_certificate, &key("ca_certificate"));
+        Some(Account {
+            name: name?,
+            subscription_id: subscription_id?,
+            store_bitlocker_keys: raw.store_bitlocker_keys.unwrap_or(false),
+            kind: AccountKind::Classic(ClassicAccount {
+                storage_account: storage_account?,
+                endpoint: endpoint?,
+                identity: identity?,
+                extra_roots: extra_roots?,
+                x_ms_version: x_ms_version?,
+            }),
+        })
+    }
+
+    /// `kind = "arm"`: Resource Manager with Entra ID client credentials.
+    fn resolve_arm_account(
+        &mut self,
+        i: usize,
+        raw: &RawAccount,
+        at: usize,
+        name: Option<String>,
+        subscription_id: Option<String>,
+    ) -> Option<Account> {
+        let key = |field: &str| format!("account[{i}].{field}");
+        let classic_only = [
+            ("storage_account", position(&raw.storage_account)),
+            ("certificate", position(&raw.certificate)),
+            ("certificate_key", position(&raw.certificate_key)),
+            ("x_ms_version", position(&raw.x_ms_version)),
+        ];
+        self.only_for_kind(&classic_only, &format!("account[{i}]"), "classic");
+
+        let discover_all =
+            self.choice_with(&raw.jobs, &key("jobs"), &[("all", true)], false, |v| {
+                format!("{v:?}: the only value is \"all\" (watch every job of the resource group)")
+            }) == Some(true);
+        let resource_group = self.required_text(&raw.resource_group, at, &key("resource_group"));
+        let tenant_id = self.required_text(&raw.tenant_id, at, &key("tenant_id"));
+        let client_id = self.required_text(&raw.client_id, at, &key("client_id"));
+        let credential = self.arm_credential(i, raw, at);
+        let endpoint = self.https_base(&raw.endpoint, DEFAULT_ARM_ENDPOINT, &key("endpoint"));
+        let authority = self.https_base(&raw.authority, DEFAULT_AUTHORITY, &key("authority"));
+        let extra_roots = self.extra_roots(&raw.ca_certificate, &key("ca_certificate"));
+        Some(Account {
+            name: name?,
+            subscription_id: subscription_id?,
+            store_bitlocker_keys: raw.store_bitlocker_keys.unwrap_or(false),
+            kind: AccountKind::Arm(ArmAccount {
+                resource_group: resource_group?,
+                tenant_id: tenant_id?,
+                client_id: client_id?,
+                credential: credential?,
+                endpoint: endpoint?,
+                authority: authority?,
+                extra_roots: extra_roots?,
+                discover_all,
+            }),
+        })
+    }
+
+    /// The app registration's credential: one of client_secret, client_secret_file
+    /// (by the one rule for secrets) and client_certificate (an RSA key that can sign).
+    fn arm_credential(&mut self, i: usize, raw: &RawAccount, at: usize) -> Option<ArmCredential> {
+        let key = |field: &str| format!("account[{i}].{field}");
+        if let Some(cert) = &raw.client_certificate {
+            if raw.client_secret.is_some() || raw.client_secret_file.is_some() {
+                self.problem(
+                    at,
+                    key("client_secret"),
+                    "give one of client_secret, client_secret_file and client_certificate",
+                );
+                return None;
+            }
+            let path = self.relative_path(cert.get_ref());
+            let checked = Identity::load(&path, None)
+                .map_err(|e| e.to_string())
+                .and_then(|identity| {
+                    identity
+                        .sign_rs256(b"probe")
+                        .map(|_| identity)
+                        .map_err(|e| e.to_string())
+                });
+            return match checked {
+                Ok(identity) => {
+                    self.warn_if_readable_by_others(
+                        cert.span().start,
+                        key("client_certificate"),
+                        &path,
+                    );
+                    Some(ArmCredential::Certificate(identity))
+                }
+                Err(e) => {
+                    self.problem(cert.span().start, key("client_certificate"), e);
+                    None
+                }
+            };
+        }
+        if raw.client_secret.is_none() && raw.client_secret_file.is_none() {
+            self.problem(
+                at,
+                key("client_secret"),
+                "is required (client_secret, client_secret_file or client_certificate)",
+            );
+            return None;
+        }
+        let (text, _, _) = self.secret(
+            (&raw.client_secret, key("client_secret")),
+            (&raw.client_secret_file, key("client_secret_file")),
+        )?;
+        Some(ArmCredential::Secret(Secret::new(text.into_bytes())))
+    }
+
+    /// The classic account's management certificate and its key (PEM).
+    fn management_certificate(
+        &mut self,
+        raw: &RawAccount,
+        i: usize,
+        at: usize,
+    ) -> Option<Identity> {
+        let key = format!("account[{i}].certificate");
+        let Some(cert) = &raw.certificate else {
+            self.problem(
+                at,
+                key,
+                "is required (PEM management certificate with its key)",
+            );
+            return None;
+        };
+        let cert_path = self.relative_path(cert.get_ref());
+        let key_path = raw
+            .certificate_key
+            .as_ref()
+            .map(|k| self.relative_path(k.get_ref()));
+        match Identity::load(&cert_path, key_path.as_deref()) {
+            Ok(identity) => {
+                let key_file = key_path.as_deref().unwrap_or(&cert_path);
+                self.warn_if_readable_by_others(cert.span().start, key, key_file);
+                Some(identity)
+            }
+            Err(e) => {
+                self.problem(cert.span().start, key, e.to_string());
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The checked config: what each section means once parsed, with durations, URLs,
+//! loaded certificates and wrapped secrets.
+
+use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use crate::{
+    model::{JobName, JobState, Severity},
+    tls::Identity,
+};
+
+/// Bytes that must never be printed: webhook keys, client secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    /// Wraps secret bytes.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        Self(bytes.into())
+    }
+
+    /// The secret, for the one place that uses it.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// How the daemon logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines (journald-friendly under systemd).
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// `[daemon]`.
+#[derive(Clone, Debug)]
+pub struct DaemonSettings {
+    /// The SQLite file.
+    pub database: PathBuf,
+    /// How often a job is polled unless it or its state says otherwise.
+    pub poll_interval: Duration,
+    /// Explicit intervals per job state, overriding the defaults of [`PollPolicy`].
+    pub poll_interval_by_state: std::sync::Arc<BTreeMap<String, Duration>>,
+    /// At most this many Get Job requests in flight.
+    pub max_concurrent_polls: usize,
+    /// Deadline for one whole request.
+    pub request_timeout: Duration,
+    /// Deadline for opening a connection.
+    pub connect_timeout: Duration,
+    /// A job Completed or Closed this long is no longer polled.
+    pub stop_after: Duration,
+    /// Failures in a row before `job.poll_failing`.
+    pub failure_threshold: u32,
+    /// How long in-flight work may take to finish at shutdown.
+    pub shutdown_timeout: Duration,
+    /// Log line format.
+    pub log_format: LogFormat,
+}
+
+/// `[http]`.
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    /// Where /healthz and /metrics listen.
+    pub listen: SocketAddr,
+}
+
+/// `[[account]]`.
+#[derive(Clone, Debug)]
+pub struct Account {
+    /// The name jobs refer to.
+    pub name: String,
+    /// Subscription id.
+    pub subscription_id: String,
+    /// Whether BitLocker keys may be written to the database.
+    pub store_bitlocker_keys: bool,
+    /// The API and its credentials.
+    pub kind: AccountKind,
+}
+
+/// Which API an account is watched through.
+#[derive(Clone, Debug)]
+pub enum AccountKind {
+    /// The classic Service Management API of the spec.
+    Classic(ClassicAccount),
+    /// Azure Resource Manager with Entra ID client credentials.
+    Arm(ArmAccount),
+}
+
+/// An app registration's credential.
+#[derive(Clone, Debug)]
+pub enum ArmCredential {
+    /// A client secret.
+    Secret(Secret),
+    /// A certificate (and its RSA key) registered with the app: signed client assertions.
+    Certificate(Identity),
+}
+
+/// A Resource Manager account: an app registration allowed to read the resource group.
+#[derive(Clone, Debug)]
+pub struct ArmAccount {
+    /// The resource group holding the jobs.
+    pub resource_group: String,
+    /// Entra ID tenant.
+    pub tenant_id: String,
+    /// The app registration's client id.
+    pub client_id: String,
+    /// How the app registration proves itself.
+    pub credential: ArmCredential,
+    /// Resource Manager base URL, `https://...`, no trailing slash.
+    pub endpoint: String,
+    /// Entra ID authority base URL.
+    pub authority: String,
+    /// Extra trust roots (a sovereign cloud's, or the simulator's).
+    pub extra_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// `jobs = "all"`: watch every job of the resource group, new ones included.
+    pub discover_all: bool,
+}
+
+/// A classic account: endpoint, storage account, management certificate.
+#[derive(Clone, Debug)]
+pub struct ClassicAccount {
+    /// Storage account name.
+    pub storage_account: String,
+    /// Base URL, `https://...`, no trailing slash.
+    pub endpoint: String,
+    /// The management certificate and its key.
+    pub identity: Identity,
+    /// Extra trust roots for the endpoint's server certificate.
+    pub extra_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// `x-ms-version` to send.
+    pub x_ms_version: String,
+}
+
+/// `[[job]]`.
+#[derive(Clone, Debug)]
+pub struct JobConfig {
+    /// The account's name.
+    pub account: String,
+    /// The job's name.
+    pub name: JobName,
+    /// The job's intervals, resolved once from its own `poll_interval` and `[daemon]`.
+    pub policy: PollPolicy,
+}
+
+/// Payload format of a webhook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// Standard Webhooks JSON, signed.
+    Json,
+    /// `{"text": ...}` for Slack-compatible endpoints.
+    Slack,
+}
+
+/// `[[webhook]]`.
+#[derive(Clone, Debug)]
+pub struct Webhook {
+    /// Unique name, kept in `deliveries`.
+    pub name: String,
+    /// Where to POST.
+    pub url: http::Uri,
+    /// Signing key (the bytes after `whsec_`); unsigned when absent.
+    pub secret: Option<Secret>,
+    /// Payload format.
+    pub format: WebhookFormat,
+    /// Event types or prefixes (`drive.*`); `*` matches everything.
+    pub events: Vec<String>,
+    /// Job names; `*` matches every job.
+    pub jobs: Vec<String>,
+    /// Events below this severity are not sent.
+    pub min_severity: Severity,
+    /// Progress alerts only when a multiple of this is crossed (and at 100).
+    pub progress_step: Option<u32>,
+    /// Deadline for one delivery attempt.
+    pub timeout: Duration,
+    /// After this long, a delivery is marked failed.
+    pub give_up_after: Duration,
+    /// First retry delay; doubles per attempt.
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+}
+
+impl DaemonSettings {
+    /// The interval policy of a job with no interval of its own.
+    pub fn default_poll_policy(&self) -> PollPolicy {
+        PollPolicy {
+            base: self.poll_interval,
+            by_state: self.poll_interval_by_state.clone(),
+        }
+    }
+}
+
+/// How often a job is polled, following its state: the configured interval while
+/// something happens (Shipping, Received, Transferring, Packaging, Faulted), three times
+/// that while Creating (nothing moves until the customer ships), twelve times once
+/// terminal. `[daemon.poll_interval_by_state]` overrides any state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PollPolicy {
+    /// The job's interval.
+    pub base: Duration,
+    /// Explicit per-state intervals, shared by every job.
+    pub by_state: std::sync::Arc<BTreeMap<String, Duration>>,
+}
+
+impl PollPolicy {
+    /// The interval to wait after observing `state` (None: never observed yet).
+    pub fn interval(&self, state: Option<&JobState>) -> Duration {
+        let Some(state) = state else { return self.base };
+        if let Some(explicit) = self.by_state.get(state.as_str()) {
+            return *explicit;
+        }
+        match state.as_str() {
+            "Creating" => self.base.saturating_mul(3),
+            _ if state.is_terminal() => self.base.saturating_mul(12),
+            _ => self.base,
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! `jobs = "all"`: lists an account's jobs every poll interval and starts watching the
+//! ones not seen yet, so jobs created later are picked up without a reload.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{job::WatchedJob, DueQueue, Shared};
+use crate::{config::PollPolicy, model::JobName, source::Source};
+
+/// One account's discovery loop.
+pub(super) struct Discovery {
+    pub(super) account: String,
+    pub(super) store_bitlocker_keys: bool,
+    pub(super) source: Arc<Source>,
+    pub(super) known: HashSet<JobName>,
+    pub(super) interval: Duration,
+    pub(super) policy: PollPolicy,
+}
+
+impl Discovery {
+    pub(super) async fn run(
+        mut self,
+        queue: Arc<DueQueue>,
+        shared: Shared,
+        shutdown: CancellationToken,
+    ) {
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let names = match self.source.list_jobs().await {
+                Some(Ok(names)) => names,
+                Some(Err(e)) => {
+                    tracing::warn!(account = %self.account, "cannot list jobs: {e}");
+                    continue;
+                }
+                None => return,
+            };
+            for name in names {
+                if !self.known.contains(&name) {
+                    self.watch(name, &queue, &shared).await;
+                }
+            }
+        }
+    }
+
+    async fn watch(&mut self, name: JobName, queue: &DueQueue, shared: &Shared) {
+        let loaded = WatchedJob::load(
+            shared,
+            &self.account,
+            &name,
+            &self.source,
+            self.policy.clone(),
+            self.store_bitlocker_keys,
+        )
+        .await;
+        match loaded {
+            Ok(watched) => {
+                tracing::info!(account = %self.account, job = %name, "discovered; now watching it");
+                shared.telemetry.job_watched(watched.is_failing());
+                queue.add(watched);
+                self.known.insert(name);
+            }
+            Err(e) => {
+                tracing::warn!(account = %self.account, job = %name, "cannot start watching: {e}")
+            }
+        }
+    }
+}

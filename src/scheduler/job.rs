@@ -1,0 +1,358 @@
+//! One watched job: polls its source, runs the change detector and [`decide`] on the
+//! answer, hands the store what to write, and says when to poll again. The rules are
+//! `decide`'s; this file is the I/O around them.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use rand::Rng as _;
+
+use super::{Settings, Shared};
+use crate::{
+    config::PollPolicy,
+    decide::{decide, retired_for, Context, Decision, Memory, NextPoll, Outcome},
+    detect::detect_changes,
+    events::Event,
+    model::{ETag, JobName, JobSnapshot},
+    notifier,
+    source::{ChangeRule, JobTarget, Observation, PollOutcome, Source, SourceError},
+    store::{Failed, JobId, Observed, StoreError},
+};
+
+/// Every interval is stretched or shrunk by up to this fraction.
+const INTERVAL_JITTER: f64 = 0.1;
+/// Wait after a failed database write before polling the job again.
+const STORE_RETRY: Duration = Duration::from_secs(5);
+/// No job waits longer than this between polls, whatever a config or a header says.
+pub(super) const MAX_DELAY: Duration = Duration::from_secs(365 * 86_400);
+
+/// A job being watched, with what it remembers between polls.
+pub(super) struct WatchedJob {
+    account: String,
+    name: JobName,
+    target: JobTarget,
+    /// Shared by every job of the account (one connection pool).
+    source: Arc<Source>,
+    policy: PollPolicy,
+    store_bitlocker_keys: bool,
+    id: JobId,
+    /// The ETag to send next.
+    etag: Option<ETag>,
+    /// The watched fields last recorded.
+    snapshot: Option<JobSnapshot>,
+    /// Bookkeeping for `decide`.
+    memory: Memory,
+    /// A hash of the document text last written, for sources whose change rule is the
+    /// ETag; None until this process has written one.
+    document_hash: Option<u64>,
+    /// A refused credential is logged once per failure streak.
+    auth_error_logged: bool,
+}
+
+impl WatchedJob {
+    /// A job to watch, resumed from what the database remembers of it.
+    pub(super) async fn load(
+        shared: &Shared,
+        account: &str,
+        name: &JobName,
+        source: &Arc<Source>,
+        policy: PollPolicy,
+        store_bitlocker_keys: bool,
+    ) -> Result<WatchedJob, super::SchedulerError> {
+        let stored = shared
+            .store
+            .load_job(account, name.as_str())
+            .await
+            .map_err(|source| super::SchedulerError::Store {
+                job: format!("{account}/{name}"),
+                source,
+            })?;
+        Ok(WatchedJob {
+            account: account.to_owned(),
+            name: name.clone(),
+            target: source.target(name),
+            source: source.clone(),
+            policy,
+            store_bitlocker_keys,
+            id: stored.id,
+            etag: stored.etag,
+            snapshot: stored.snapshot,
+            memory: stored.memory,
+            document_hash: None,
+            auth_error_logged: false,
+        })
+    }
+
+    /// True while a failure streak is going on.
+    pub(super) fn is_failing(&self) -> bool {
+        self.memory.is_failing()
+    }
+
+    /// The job's configured interval.
+    pub(super) fn base_interval(&self) -> Duration {
+        self.policy.base
+    }
+
+    /// A job terminal for longer than `stop_after` is no longer polled.
+    pub(super) fn retired(&self, settings: &Settings) -> bool {
+        let Some(terminal_for) = retired_for(&self.memory, SystemTime::now(), settings.stop_after)
+        else {
+            return false;
+        };
+        let state = self
+            .snapshot
+            .as_ref()
+            .map_or("terminal", |s| s.state.as_str());
+        tracing::info!(
+            account = %self.account, job = %self.name,
+            "job has been {state} for {}; no longer polled (daemon.stop_after)",
+            humantime::format_duration(Duration::from_secs(terminal_for.as_secs()))
+        );
+        true
+    }
+
+    /// Polls once, records what came back, and says how long to wait before the next poll.
+    pub(super) async fn poll_once(&mut self, shared: &Shared, settings: &Settings) -> Duration {
+        let started = Instant::now();
+        let result = self.source.get_job(&self.target, self.etag.as_ref()).await;
+        let outcome = match &result {
+            Ok(PollOutcome::Modified(_)) => "modified",
+            Ok(PollOutcome::NotModified) => "not_modified",
+            Err(e) => e.kind(),
+        };
+        shared.telemetry.poll(outcome, started.elapsed());
+        shared.telemetry.scheduler_tick();
+        let was_failing = self.is_failing();
+        let delay = match result {
+            Ok(PollOutcome::Modified(observation)) => {
+                self.on_document(*observation, shared, settings).await
+            }
+            Ok(PollOutcome::NotModified) => self.on_unchanged(shared, settings).await,
+            Err(error) => self.on_failure(error, shared, settings).await,
+        };
+        if was_failing != self.is_failing() {
+            shared.telemetry.failing_changed(self.is_failing());
+        }
+        delay
+    }
+
+    fn context<'a>(&'a self, settings: &Settings, now: SystemTime) -> Context<'a> {
+        Context {
+            now,
+            recorded_state: self.snapshot.as_ref().map(|s| &s.state),
+            policy: &self.policy,
+            failure_threshold: settings.failure_threshold,
+        }
+    }
+
+    async fn on_document(
+        &mut self,
+        observation: Observation,
+        shared: &Shared,
+        settings: &Settings,
+    ) -> Duration {
+        let now = SystemTime::now();
+        let Observation {
+            snapshot,
+            document,
+            change_rule,
+            last_modified,
+            ..
+        } = observation;
+        let mut events = detect_changes(self.snapshot.as_ref(), &snapshot);
+        let decision = decide(
+            &self.memory,
+            Outcome::Changed {
+                state: &snapshot.state,
+            },
+            &self.context(settings, now),
+        );
+        events.extend(decision.events.iter().cloned());
+        shared.telemetry.job_seen(
+            &self.account,
+            self.name.as_str(),
+            self.snapshot.as_ref().map(|s| s.state.as_str()),
+            snapshot.state.as_str(),
+            snapshot.percent_complete,
+        );
+        // With an ETag, a new tag or a new document text is news even when the watched
+        // fields are equal. Without one (Resource Manager), only the watched fields
+        // count: other fields (bytes copied, ...) move on every poll and must not cost a
+        // transaction each time, nor a serialisation.
+        let (text, document_hash) = match &change_rule {
+            ChangeRule::ETag(_) => {
+                let text = document.render(self.store_bitlocker_keys);
+                let hash = text_hash(&text);
+                (Some(text), Some(hash))
+            }
+            ChangeRule::WatchedFields => (None, None),
+        };
+        let news = change_rule.etag() != self.etag.as_ref()
+            || document_hash.is_some_and(|h| Some(h) != self.document_hash);
+        if events.is_empty() && !news && !decision.must_write(&self.memory) {
+            tracing::debug!(account = %self.account, job = %self.name, "unchanged document");
+            shared.store.note_poll(self.id, now);
+            self.memory = decision.memory;
+            return with_jitter(decision.next);
+        }
+        let text = text.unwrap_or_else(|| document.render(self.store_bitlocker_keys));
+        let outbox = notifier::route(&settings.webhooks, &self.name, &events);
+        let written = shared
+            .store
+            .record_observation(Observed {
+                job: self.id,
+                snapshot: &snapshot,
+                document: &text,
+                etag: change_rule.etag(),
+                last_modified: last_modified.as_deref(),
+                memory: &decision.memory,
+                events: &events,
+                outbox: &outbox,
+                at: now,
+            })
+            .await;
+        if let Err(e) = written {
+            return self.write_failed(shared, &e);
+        }
+        self.committed(shared, &events, outbox.len());
+        self.etag = change_rule.etag().cloned();
+        self.snapshot = Some(snapshot);
+        self.document_hash = document_hash;
+        self.remember(decision)
+    }
+
+    async fn on_unchanged(&mut self, shared: &Shared, settings: &Settings) -> Duration {
+        let now = SystemTime::now();
+        tracing::debug!(account = %self.account, job = %self.name, "not modified");
+        let decision = decide(
+            &self.memory,
+            Outcome::Unchanged,
+            &self.context(settings, now),
+        );
+        if !decision.must_write(&self.memory) {
+            shared.store.note_poll(self.id, now);
+            return self.remember(decision);
+        }
+        let outbox = notifier::route(&settings.webhooks, &self.name, &decision.events);
+        let written = shared
+            .store
+            .record_bookkeeping(self.id, &decision.memory, &decision.events, &outbox, now)
+            .await;
+        match written {
+            Ok(_) => {
+                self.committed(shared, &decision.events, outbox.len());
+                self.remember(decision)
+            }
+            Err(e) => self.write_failed(shared, &e),
+        }
+    }
+
+    async fn on_failure(
+        &mut self,
+        error: SourceError,
+        shared: &Shared,
+        settings: &Settings,
+    ) -> Duration {
+        let now = SystemTime::now();
+        let message = error.to_string();
+        let decision = decide(
+            &self.memory,
+            Outcome::Failed {
+                error: &message,
+                not_found: error.is_not_found(),
+                retry_after: error.retry_after(),
+            },
+            &self.context(settings, now),
+        );
+        self.log_failure(&error, &message, decision.memory.consecutive_failures);
+        let outbox = notifier::route(&settings.webhooks, &self.name, &decision.events);
+        let written = shared
+            .store
+            .record_failure(Failed {
+                job: self.id,
+                error: &message,
+                memory: &decision.memory,
+                events: &decision.events,
+                outbox: &outbox,
+                at: now,
+            })
+            .await;
+        if let Err(e) = written {
+            return self.write_failed(shared, &e);
+        }
+        self.committed(shared, &decision.events, outbox.len());
+        self.remember(decision)
+    }
+
+    /// Keeps the decided memory and turns its next poll into a delay.
+    fn remember(&mut self, decision: Decision) -> Duration {
+        self.memory = decision.memory;
+        if !self.memory.is_failing() {
+            self.auth_error_logged = false;
+        }
+        with_jitter(decision.next)
+    }
+
+    fn log_failure(&mut self, error: &SourceError, message: &str, failures: u32) {
+        if error.is_auth_refused() && !self.auth_error_logged {
+            tracing::error!(
+                account = %self.account, job = %self.name,
+                "the service does not accept the credentials: check that the management certificate is uploaded to subscription and valid ({message})"
+            );
+            self.auth_error_logged = true;
+        } else {
+            tracing::warn!(account = %self.account, job = %self.name, failures, "poll failed: {message}");
+        }
+    }
+
+    fn committed(&self, shared: &Shared, events: &[Event], outbox_rows: usize) {
+        shared.telemetry.set_store_error(None);
+        for event in events {
+            shared.telemetry.event(event.event_type);
+            let change = event.describe();
+            match &event.drive_id {
+                Some(drive) => {
+                    tracing::info!(account = %self.account, job = %self.name, drive = %drive, severity = %event.severity, "{change}")
+                }
+                None => {
+                    tracing::info!(account = %self.account, job = %self.name, severity = %event.severity, "{change}")
+                }
+            }
+        }
+        if outbox_rows > 0 {
+            shared.waker.wake();
+        }
+    }
+
+    fn write_failed(&self, shared: &Shared, error: &StoreError) -> Duration {
+        tracing::error!(account = %self.account, job = %self.name, "cannot record poll, will poll again: {error}");
+        shared.telemetry.set_store_error(Some(error.to_string()));
+        STORE_RETRY
+    }
+}
+
+/// The delay `decide` asked for, with its jitter, never longer than [`MAX_DELAY`].
+fn with_jitter(next: NextPoll) -> Duration {
+    let mut rng = rand::thread_rng();
+    let (delay, factor) = match next {
+        NextPoll::Interval(d) => (
+            d,
+            rng.gen_range(1.0 - INTERVAL_JITTER..=1.0 + INTERVAL_JITTER),
+        ),
+        NextPoll::Backoff(d) => (d, rng.gen_range(0.5..=1.0)),
+        NextPoll::Exactly(d) => (d, 1.0),
+    };
+    Duration::try_from_secs_f64(delay.min(MAX_DELAY).as_secs_f64() * factor)
+        .unwrap_or(MAX_DELAY)
+        .min(MAX_DELAY)
+}
+
+/// A hash of a document's text: enough to tell "same text" without keeping it.
+fn text_hash(text: &str) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
+}
