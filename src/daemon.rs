@@ -2,26 +2,34 @@
 //! process, and owns its life: readiness, reload on request (SIGHUP in the binary), a
 //! bounded drain on shutdown. Shutdown and reload triggers are passed in, so tests drive
 //! the real loop with a token and a channel.
+//!
+//! Crash-only: every task runs under a [`Supervisor`]; a task that dies, a database
+//! writer that stops, or a database file deleted or replaced under the daemon make it
+//! say so (log, `/healthz` 503, systemd `STATUS=`) and return an error, so the process
+//! exits non-zero and systemd starts it again from the durable state.
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::sync::mpsc;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
     notifier::{self, Waker},
     scheduler::{self, Shared},
     store::Store,
+    supervise::{Deaths, Supervisor},
     systemd::Systemd,
-    telemetry::Telemetry,
+    telemetry::{Telemetry, LIVENESS_SLACK},
 };
 
-/// How often the status line and the watchdog are refreshed when systemd does not ask
-/// for a faster watchdog.
-const STATUS_REFRESH: Duration = Duration::from_secs(10);
-/// The scheduler's heartbeat: proves the runtime that runs the job tasks is not stuck.
-const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How often the status line, the watchdog and the database file's identity are
+/// checked when systemd does not ask for a faster watchdog.
+const STATUS_REFRESH: Duration = Duration::from_secs(5);
+/// After a part died, how long the rest may take to stop before the process exits.
+const FAILURE_DRAIN: Duration = Duration::from_secs(3);
+/// Probes of one generation are named with this prefix, so the next one replaces them.
+const GENERATION_PROBES: &str = "webhook ";
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +48,9 @@ pub enum DaemonError {
         /// The error.
         source: std::io::Error,
     },
+    /// A part of the daemon stopped while the process ran: it exits for a restart.
+    #[error("{0}; exiting so that the service manager restarts iewatch")]
+    Died(String),
 }
 
 /// What the daemon exposes once started (tests use the bound HTTP address).
@@ -51,27 +62,9 @@ pub struct Started {
 
 /// One set of job tasks and notifier workers, replaced as a whole on reload.
 struct Generation {
-    tracker: TaskTracker,
-    shutdown: CancellationToken,
-}
-
-impl Generation {
-    /// A generation with nothing in it yet.
-    fn empty() -> Generation {
-        Generation {
-            tracker: TaskTracker::new(),
-            shutdown: CancellationToken::new(),
-        }
-    }
-
-    /// Stops starting new work and waits up to `deadline` for polls and writes in flight.
-    async fn drain(self, deadline: Duration) -> bool {
-        self.shutdown.cancel();
-        self.tracker.close();
-        tokio::time::timeout(deadline, self.tracker.wait())
-            .await
-            .is_ok()
-    }
+    /// Counts up from 1; the store refuses writes of older generations.
+    number: u64,
+    supervisor: Supervisor,
 }
 
 /// The running daemon: its config, the process-wide parts, and the current generation
@@ -81,6 +74,7 @@ struct Daemon {
     config: Config,
     shared: Shared,
     wake: tokio::sync::watch::Receiver<u64>,
+    supervisor: Supervisor,
     generation: Generation,
     systemd: Systemd,
 }
@@ -90,7 +84,8 @@ struct Daemon {
 /// `started` receives the listener address once the daemon is ready.
 ///
 /// # Errors
-/// The database cannot be opened, jobs cannot be started, or the listener cannot bind.
+/// The database cannot be opened (or another daemon holds it), jobs cannot be started,
+/// the listener cannot bind, or a part of the daemon died ([`DaemonError::Died`]).
 pub async fn run(
     config_path: PathBuf,
     config: Config,
@@ -99,19 +94,28 @@ pub async fn run(
     started: Option<tokio::sync::oneshot::Sender<Started>>,
 ) -> Result<(), DaemonError> {
     let systemd = Systemd::from_env();
-    let store = Store::open(&config.daemon.database).await?;
+    let store = Store::open_for_daemon(&config.daemon.database).await?;
     let telemetry = Telemetry::new();
+    let (supervisor, mut deaths) = Supervisor::new();
     let (waker, wake) = Waker::new();
     let shared = Shared {
         store: store.clone(),
         telemetry: telemetry.clone(),
         waker,
     };
-    let background = CancellationToken::new();
+    let writer = store.clone();
+    telemetry.set_probe(
+        "writer",
+        Arc::new(move || {
+            let busy = writer.writer_busy_for()?;
+            (busy > LIVENESS_SLACK * 2)
+                .then(|| format!("a database commit has taken {}s", busy.as_secs()))
+        }),
+    );
     let http = match &config.http {
         None => None,
         Some(settings) => Some(
-            crate::http_server::serve(settings.listen, store, telemetry, background.clone())
+            crate::http_server::serve(settings.listen, store.clone(), telemetry, &supervisor)
                 .await
                 .map_err(|source| DaemonError::Listen {
                     addr: settings.listen,
@@ -119,12 +123,13 @@ pub async fn run(
                 })?,
         ),
     };
-    let generation = start_generation(&config, &shared, wake.clone()).await?;
+    let generation = start_generation(&config, &shared, wake.clone(), &supervisor, 1)?;
     let mut daemon = Daemon {
         config_path,
         config,
         shared,
         wake,
+        supervisor,
         generation,
         systemd,
     };
@@ -133,37 +138,54 @@ pub async fn run(
     if let Some(started) = started {
         let _ = started.send(Started { http });
     }
-    let refresh = daemon
-        .systemd
-        .watchdog_interval()
-        .map_or(STATUS_REFRESH, |w| (w / 2).min(STATUS_REFRESH));
-    let mut ticker = tokio::time::interval(refresh);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            Some(()) = reload.recv() => daemon.reload().await?,
-            _ = ticker.tick() => daemon.report().await,
-        }
-    }
-    daemon.stop().await;
-    background.cancel();
-    Ok(())
+    let outcome = daemon.watch(shutdown, &mut reload, &mut deaths).await;
+    daemon.stop(outcome).await
 }
 
 impl Daemon {
-    /// Re-reads the config; a valid one replaces the running generation, an invalid one
-    /// is reported and the running one kept.
-    async fn reload(&mut self) -> Result<(), DaemonError> {
+    /// The run loop: until shutdown, or until a part of the daemon dies.
+    async fn watch(
+        &mut self,
+        shutdown: CancellationToken,
+        reload: &mut mpsc::Receiver<()>,
+        deaths: &mut Deaths,
+    ) -> Result<(), String> {
+        let refresh = self
+            .systemd
+            .watchdog_interval()
+            .map_or(STATUS_REFRESH, |w| (w / 2).min(STATUS_REFRESH));
+        let mut ticker = tokio::time::interval(refresh);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let store = self.shared.store.clone();
+        let writer_stopped = store.writer_stopped();
+        tokio::pin!(writer_stopped);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                Some(()) = reload.recv() => self.reload().await,
+                Some(death) = deaths.recv() => return Err(death.to_string()),
+                reason = &mut writer_stopped => return Err(reason),
+                _ = ticker.tick() => self.report().await?,
+            }
+        }
+    }
+
+    /// Re-reads the config; a valid one replaces the running generation, one that is
+    /// invalid, or whose sources cannot be built, is reported and the running one kept.
+    async fn reload(&mut self) {
         let new_config = match Config::load(&self.config_path) {
             Ok(config) => config,
             Err(e) => {
                 for problem in &e.problems {
                     tracing::error!("reload refused, keeping the running config: {problem}");
                 }
-                return Ok(());
+                return;
             }
         };
+        if let Err(e) = scheduler::check_sources(&new_config) {
+            tracing::error!("reload refused, keeping the running config: {e}");
+            return;
+        }
         self.systemd.reloading();
         for warning in &new_config.warnings {
             tracing::warn!("{warning}");
@@ -174,11 +196,39 @@ impl Daemon {
         {
             tracing::warn!("database and [http] changes take effect at the next restart");
         }
-        let old = std::mem::replace(&mut self.generation, Generation::empty());
-        if !old.drain(self.config.daemon.shutdown_timeout).await {
-            tracing::warn!("some polls were still running at reload; they were abandoned");
+        if !self
+            .generation
+            .supervisor
+            .stop(self.config.daemon.shutdown_timeout)
+            .await
+        {
+            tracing::warn!("some polls were still running at reload; their writes will be refused and the new generation polls those jobs again");
         }
-        self.generation = start_generation(&new_config, &self.shared, self.wake.clone()).await?;
+        let number = self.generation.number.saturating_add(1);
+        match start_generation(
+            &new_config,
+            &self.shared,
+            self.wake.clone(),
+            &self.supervisor,
+            number,
+        ) {
+            Ok(generation) => self.generation = generation,
+            Err(e) => {
+                // Checked above; should it fail now, the old config is started again.
+                tracing::error!("reload failed, starting the running config again: {e}");
+                if let Ok(generation) = start_generation(
+                    &self.config,
+                    &self.shared,
+                    self.wake.clone(),
+                    &self.supervisor,
+                    number,
+                ) {
+                    self.generation = generation;
+                }
+                self.systemd.ready();
+                return;
+            }
+        }
         tracing::info!(
             jobs = new_config.jobs.len(),
             webhooks = new_config.webhooks.len(),
@@ -186,12 +236,16 @@ impl Daemon {
         );
         self.config = new_config;
         self.systemd.ready();
-        Ok(())
     }
 
-    /// Refreshes the status line and pets the watchdog while the loops are live.
-    async fn report(&self) {
+    /// Refreshes the status line, checks that the database file is the one opened, and
+    /// pets the watchdog while every part makes progress.
+    async fn report(&self) -> Result<(), String> {
         let telemetry = &self.shared.telemetry;
+        self.shared
+            .store
+            .check_identity()
+            .map_err(|e| e.to_string())?;
         if let Ok(backlog) = self.shared.store.outbox_backlog().await {
             telemetry.set_backlog(backlog);
         }
@@ -199,56 +253,66 @@ impl Daemon {
         self.systemd.status(&format!(
             "watching {watched} jobs, {failing} failing, {backlog} alerts pending"
         ));
-        match telemetry.stalled_loop() {
+        match telemetry.liveness_problem() {
             None => self.systemd.watchdog(),
-            Some(stalled) => {
-                tracing::error!(
-                    "a loop is not making progress ({stalled}): withholding the watchdog"
-                )
+            Some(stuck) => {
+                tracing::error!("not making progress ({stuck}): withholding the watchdog")
             }
         }
+        Ok(())
     }
 
-    /// Drains the running generation within the shutdown deadline and closes the store.
-    async fn stop(self) {
-        self.systemd.stopping();
-        tracing::info!("shutting down: letting polls and writes in flight finish");
-        if !self
-            .generation
-            .drain(self.config.daemon.shutdown_timeout)
-            .await
-        {
-            tracing::warn!("shutdown deadline passed; unfinished polls were abandoned (nothing half-written: each write is one transaction)");
+    /// Stops every task (within the shutdown deadline, or a short one after a failure)
+    /// and closes the store. A failure is said everywhere an operator looks first.
+    async fn stop(self, outcome: Result<(), String>) -> Result<(), DaemonError> {
+        let deadline = match &outcome {
+            Ok(()) => {
+                self.systemd.stopping();
+                tracing::info!("shutting down: letting polls and writes in flight finish");
+                self.config.daemon.shutdown_timeout
+            }
+            Err(reason) => {
+                self.shared.telemetry.set_fatal(reason);
+                self.systemd.status(&format!("failed: {reason}"));
+                tracing::error!("{reason}: exiting so that the service manager restarts iewatch");
+                FAILURE_DRAIN
+            }
+        };
+        if !self.generation.supervisor.stop(deadline).await {
+            tracing::warn!("deadline passed; unfinished polls were abandoned (nothing half-written: each write is one transaction)");
         }
+        self.supervisor.stop(deadline).await;
         self.shared.store.close().await;
         tracing::info!("stopped");
+        outcome.map_err(DaemonError::Died)
     }
 }
 
-async fn start_generation(
+/// Starts generation `number` of job tasks and notifier workers: from now on only its
+/// writes are accepted.
+fn start_generation(
     config: &Config,
     shared: &Shared,
     wake: tokio::sync::watch::Receiver<u64>,
+    parent: &Supervisor,
+    number: u64,
 ) -> Result<Generation, DaemonError> {
-    let generation = Generation::empty();
-    scheduler::spawn_jobs(config, shared, &generation.tracker, &generation.shutdown).await?;
-    let telemetry = shared.telemetry.clone();
-    let heartbeat_stop = generation.shutdown.clone();
-    generation.tracker.spawn(async move {
-        let mut beat = tokio::time::interval(HEARTBEAT);
-        loop {
-            tokio::select! {
-                () = heartbeat_stop.cancelled() => return,
-                _ = beat.tick() => telemetry.scheduler_tick(),
-            }
-        }
-    });
-    generation.tracker.spawn(notifier::run(
-        shared.store.clone(),
-        config.webhooks.clone(),
-        wake,
-        shared.telemetry.clone(),
-        generation.shutdown.clone(),
-    ));
-    Ok(generation)
+    let supervisor = parent.child();
+    let shared = Shared {
+        store: shared.store.fence_for(number),
+        ..shared.clone()
+    };
+    shared.telemetry.remove_probes(GENERATION_PROBES);
+    scheduler::spawn_jobs(config, &shared, &supervisor)?;
+    supervisor.spawn(
+        "notifier",
+        notifier::run(
+            shared.store.clone(),
+            config.webhooks.clone(),
+            wake,
+            shared.telemetry.clone(),
+            supervisor.stopping().clone(),
+        ),
+    );
+    Ok(Generation { number, supervisor })
 }

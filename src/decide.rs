@@ -72,6 +72,8 @@ pub struct Context<'a> {
     pub policy: &'a PollPolicy,
     /// Failures in a row before `job.poll_failing`.
     pub failure_threshold: u32,
+    /// The longest Retry-After honoured.
+    pub max_retry_after: Duration,
 }
 
 /// When to poll again, with the kind of jitter the caller adds.
@@ -197,8 +199,9 @@ fn failed(
         after.failing_alerted = true;
     }
     let next = if let Some(delay) = retry_after {
-        // Always honoured, even past the interval: the service asked for it.
-        NextPoll::Exactly(delay)
+        // Honoured even past the interval, since the service asked for it, but only up to
+        // `max_retry_after`: a peer must not be able to stop a job's polling.
+        NextPoll::Exactly(delay.min(context.max_retry_after))
     } else if not_found {
         NextPoll::Interval(
             context
@@ -269,6 +272,7 @@ mod tests {
                 recorded_state: recorded.as_ref(),
                 policy: &policy,
                 failure_threshold: 3,
+                max_retry_after: 60 * MIN,
             },
         )
     }
@@ -419,6 +423,11 @@ mod tests {
             not_found: false,
             retry_after: Some(Duration::from_secs(7)),
         };
+        let absurd_retry = Outcome::Failed {
+            error: "HTTP 503",
+            not_found: false,
+            retry_after: Some(Duration::from_secs(86_400)),
+        };
         let secs = Duration::from_secs;
         let rows = [
             (
@@ -471,6 +480,12 @@ mod tests {
                 NextPoll::Backoff(5 * MIN),
             ),
             (Memory::default(), retry, None, NextPoll::Exactly(secs(7))),
+            (
+                Memory::default(),
+                absurd_retry,
+                None,
+                NextPoll::Exactly(60 * MIN),
+            ),
             (
                 Memory::default(),
                 NOT_FOUND,

@@ -59,8 +59,8 @@ pub async fn run() -> anyhow::Result<()> {
     let config = Config::load(&config_path).map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
     let database = config.daemon.database.clone();
 
-    println!("iewatch demo: a simulated import job, ten days in about 35 seconds.");
-    println!(
+    crate::outln!("iewatch demo: a simulated import job, ten days in about 35 seconds.");
+    crate::outln!(
         "simulator {}, webhook sink http://{sink}, database {}\n",
         sim.endpoint(),
         database.display()
@@ -86,13 +86,13 @@ pub async fn run() -> anyhow::Result<()> {
     let store = Store::open_existing(&database).await?;
     let history = store.history("MySampleJob", None).await?;
     store.close().await;
-    println!(
+    crate::outln!(
         "\nTimeline of demo/MySampleJob ({} events, {} alerts delivered):\n",
         history.len(),
         seen.lock().map_or(0, |s| s.len())
     );
-    print!("{}", crate::report::history_text(&history));
-    println!("\nTry it on the kept database:  sqlite3 {} 'SELECT type, from_value, to_value FROM events'", database.display());
+    crate::out!("{}", crate::report::history_text(&history));
+    crate::outln!("\nTry it on the kept database:  sqlite3 {} 'SELECT type, from_value, to_value FROM events'", database.display());
     Ok(())
 }
 
@@ -218,7 +218,7 @@ async fn receive(
                         )
                     },
                 );
-            println!(
+            crate::outln!(
                 "ALERT {:<7} {:<26} {subject:<15} {change}  ({verified})",
                 data["severity"].as_str().unwrap_or("?"),
                 alert["type"].as_str().unwrap_or("?")

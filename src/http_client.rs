@@ -157,22 +157,30 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// Parses `Retry-After`: delay-seconds or an HTTP date (RFC 9110 §10.2.3). A date in the
-/// past means "now".
+/// No `Retry-After` is read as longer than this, whatever a peer sends: callers clamp
+/// further (`daemon.max_retry_after`, a webhook's `retry_max`), and no time arithmetic
+/// on it can overflow.
+pub const RETRY_AFTER_CEILING: Duration = Duration::from_secs(86_400);
+
+/// Parses `Retry-After`: delay-seconds or an HTTP date (RFC 9110 §10.2.3), at most
+/// [`RETRY_AFTER_CEILING`]. A date in the past means "now".
 pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     let value = headers
         .get(http::header::RETRY_AFTER)?
         .to_str()
         .ok()?
         .trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let when = httpdate::parse_http_date(value).ok()?;
-    Some(
+    let delay = if value.bytes().all(|b| b.is_ascii_digit()) && !value.is_empty() {
+        // Digits only: seconds, however many (a number too large for u64 is "very long").
+        value
+            .parse::<u64>()
+            .map_or(RETRY_AFTER_CEILING, Duration::from_secs)
+    } else {
+        let when = httpdate::parse_http_date(value).ok()?;
         when.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+            .unwrap_or(Duration::ZERO)
+    };
+    Some(delay.min(RETRY_AFTER_CEILING))
 }
 
 #[cfg(test)]
@@ -201,5 +209,19 @@ mod tests {
         assert_eq!(retry_after(&headers), Some(Duration::ZERO));
         headers.insert(http::header::RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn retry_after_is_bounded_whatever_the_peer_sends() {
+        let mut headers = http::HeaderMap::new();
+        for absurd in [
+            "18446744073709551615",
+            "99999999999999999999999",
+            "1000000000000",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            headers.insert(http::header::RETRY_AFTER, absurd.parse().unwrap());
+            assert_eq!(retry_after(&headers), Some(RETRY_AFTER_CEILING), "{absurd}");
+        }
     }
 }

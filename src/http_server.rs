@@ -3,21 +3,22 @@
 
 use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
+use crate::{store::Store, supervise::Supervisor, telemetry::Telemetry};
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-
-use crate::{store::Store, telemetry::Telemetry};
 
 const HEALTH_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why the daemon is not healthy, if it is not.
 pub async fn unhealthy_reason(store: &Store, telemetry: &Telemetry) -> Option<String> {
-    if let Some(stalled) = telemetry.stalled_loop() {
-        return Some(stalled);
+    if let Some(stuck) = telemetry.liveness_problem() {
+        return Some(stuck);
+    }
+    if let Err(e) = store.check_identity() {
+        return Some(e.to_string());
     }
     match tokio::time::timeout(HEALTH_WRITE_TIMEOUT, store.is_writable()).await {
         Err(_) => Some("database write timed out".into()),
@@ -28,7 +29,8 @@ pub async fn unhealthy_reason(store: &Store, telemetry: &Telemetry) -> Option<St
     }
 }
 
-/// Binds `addr` and serves until `shutdown`. Returns the bound address.
+/// Binds `addr` and serves, under `supervisor`, until it stops. Returns the bound
+/// address.
 ///
 /// # Errors
 /// The address cannot be bound.
@@ -36,11 +38,12 @@ pub async fn serve(
     addr: SocketAddr,
     store: Store,
     telemetry: Telemetry,
-    shutdown: CancellationToken,
+    supervisor: &Supervisor,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    tokio::spawn(async move {
+    let shutdown = supervisor.stopping().clone();
+    supervisor.spawn("http listener", async move {
         loop {
             let stream = tokio::select! {
                 () = shutdown.cancelled() => return,

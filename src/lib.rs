@@ -19,10 +19,39 @@
 //!   drives, events and the webhook outbox.
 //! - [`notifier`]: delivers the outbox to webhooks, signed, retried, in order per job.
 //!
-//! Around them: [`daemon`] wires the boxes into `iewatch run` (reload, drain),
+//! Around them: [`daemon`] wires the boxes into `iewatch run` (reload, drain) under
+//! [`supervise`] (a task that dies takes the process down for a restart),
 //! [`telemetry`] and [`http_server`] expose metrics and health, [`systemd`] speaks the
 //! notify protocol, [`report`] prints `status`, `history` and `deliveries`, [`simulator`]
 //! is a faithful Import/Export service for tests, benchmarks and [`demo`].
+
+/// `println!` that never panics: a reader that went away (`iewatch status | head -1`)
+/// ends the output, not the process with a panic.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` that never panics (see `outln!`).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics (see `outln!`).
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 
 pub mod config;
 pub mod daemon;
@@ -39,6 +68,7 @@ pub mod scheduler;
 pub mod simulator;
 pub mod source;
 pub mod store;
+pub mod supervise;
 pub mod systemd;
 pub mod telemetry;
 pub mod tls;
@@ -79,7 +109,7 @@ pub async fn check_online(config: &config::Config) -> std::process::ExitCode {
                 }
             },
         };
-        println!("{}/{}: {line}", job.account, job.name);
+        outln!("{}/{}: {line}", job.account, job.name);
     }
     if all_ok {
         std::process::ExitCode::SUCCESS

@@ -12,10 +12,27 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use iewatch::{
     config::{self, Config, LogFormat, DEFAULT_CONFIG_PATH},
-    report,
+    errln, out, outln, report,
     store::Store,
 };
 use tokio_util::sync::CancellationToken;
+
+/// Standard error for log lines, dropping write errors. tracing-subscriber reports a
+/// failed write with `eprintln!`, which panics when stderr is a closed pipe: the task
+/// that logged would die. A log line must never stop the daemon.
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -122,14 +139,14 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            errln!("error: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -144,7 +161,7 @@ fn init_logging(format: LogFormat, default_level: &str) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| LogWriter)
         .with_target(false);
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let result = match format {
@@ -155,7 +172,7 @@ fn init_logging(format: LogFormat, default_level: &str) {
             .try_init(),
     };
     if let Err(e) = result {
-        eprintln!("warning: logging not set up: {e}");
+        errln!("warning: logging not set up: {e}");
     }
 }
 
@@ -170,9 +187,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = open_database(&db).await?;
             let jobs = store.status().await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&jobs)?);
+                outln!("{}", serde_json::to_string_pretty(&jobs)?);
             } else {
-                print!("{}", report::status_text(&jobs, SystemTime::now()));
+                out!("{}", report::status_text(&jobs, SystemTime::now()));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -184,15 +201,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let store = open_database(&db).await?;
             if !store.has_job(&job).await? {
-                eprintln!("no job named {job:?} in {}", store.path().display());
+                errln!("no job named {job:?} in {}", store.path().display());
                 return Ok(ExitCode::FAILURE);
             }
-            let since = since.map(|d| SystemTime::now() - d);
+            // Any --since reaches back at most to 1970: no time arithmetic can overflow on it.
+            let since = since.map(|d| {
+                SystemTime::now()
+                    .checked_sub(d)
+                    .unwrap_or(SystemTime::UNIX_EPOCH)
+            });
             let entries = store.history(&job, since).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&entries)?);
+                outln!("{}", serde_json::to_string_pretty(&entries)?);
             } else {
-                print!("{}", report::history_text(&entries));
+                out!("{}", report::history_text(&entries));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -205,19 +227,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = open_database(&db).await?;
             let rows = store.deliveries(failed, limit).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                outln!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                print!("{}", report::deliveries_text(&rows));
+                out!("{}", report::deliveries_text(&rows));
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Redeliver { id, db } => {
             let store = open_database(&db).await?;
             if store.redeliver(id, SystemTime::now()).await? {
-                println!("delivery {id} queued again");
+                outln!("delivery {id} queued again");
                 Ok(ExitCode::SUCCESS)
             } else {
-                eprintln!("no delivery {id}");
+                errln!("no delivery {id}");
                 Ok(ExitCode::FAILURE)
             }
         }
@@ -243,7 +265,7 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         Ok(config) => config,
         Err(e) => {
             for problem in &e.problems {
-                eprintln!("{problem}");
+                errln!("{problem}");
             }
             anyhow::bail!(
                 "the config has {} problem(s); `iewatch check` lists them too",
@@ -257,7 +279,7 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     }
     let shutdown = CancellationToken::new();
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
-    let signals = tokio::spawn(forward_signals(shutdown.clone(), reload_tx));
+    let signals = forward_signals(shutdown.clone(), reload_tx)?;
     let result =
         iewatch::daemon::run(config_path.to_owned(), config, shutdown, reload_rx, None).await;
     signals.abort();
@@ -265,27 +287,31 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// SIGTERM and SIGINT cancel `shutdown`; SIGHUP asks for a reload.
-async fn forward_signals(shutdown: CancellationToken, reload: tokio::sync::mpsc::Sender<()>) {
+/// SIGTERM and SIGINT cancel `shutdown`; SIGHUP asks for a reload. The handlers are
+/// installed before this returns, so a daemon that runs always stops on SIGTERM.
+///
+/// # Errors
+/// A handler cannot be installed.
+fn forward_signals(
+    shutdown: CancellationToken,
+    reload: tokio::sync::mpsc::Sender<()>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM"); shutdown.cancel(); }
-            _ = int.recv() => { tracing::info!("SIGINT"); shutdown.cancel(); }
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading the config");
-                let _ = reload.try_send(());
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    Ok(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM"); shutdown.cancel(); }
+                _ = int.recv() => { tracing::info!("SIGINT"); shutdown.cancel(); }
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the config");
+                    let _ = reload.try_send(());
+                }
             }
         }
-    }
+    }))
 }
 
 async fn check(path: &Path, online: bool) -> anyhow::Result<ExitCode> {
@@ -293,21 +319,21 @@ async fn check(path: &Path, online: bool) -> anyhow::Result<ExitCode> {
         Ok(config) => config,
         Err(e) => {
             for problem in &e.problems {
-                println!("{problem}");
+                outln!("{problem}");
             }
-            println!("{} problem(s) found", e.problems.len());
+            outln!("{} problem(s) found", e.problems.len());
             return Ok(ExitCode::FAILURE);
         }
     };
     if let Err(e) = Store::open(&config.daemon.database).await {
-        println!("{}: daemon.database: {e}", path.display());
-        println!("1 problem(s) found");
+        outln!("{}: daemon.database: {e}", path.display());
+        outln!("1 problem(s) found");
         return Ok(ExitCode::FAILURE);
     }
     for warning in &config.warnings {
-        println!("warning: {warning}");
+        outln!("warning: {warning}");
     }
-    println!("ok: {}", config.summary());
+    outln!("ok: {}", config.summary());
     if online {
         return Ok(iewatch::check_online(&config).await);
     }
@@ -344,14 +370,14 @@ async fn simulate(
     })
     .await
     .context("cannot start the simulator")?;
-    println!("simulator listening on {}", sim.endpoint());
-    println!(
+    outln!("simulator listening on {}", sim.endpoint());
+    outln!(
         "paste this into your config:\n\n{}",
         sim.account_block("sim")
     );
     let shutdown = CancellationToken::new();
     let (reload_tx, _reload_rx) = tokio::sync::mpsc::channel(1);
-    let signals = tokio::spawn(forward_signals(shutdown.clone(), reload_tx));
+    let signals = forward_signals(shutdown.clone(), reload_tx)?;
     shutdown.cancelled().await;
     signals.abort();
     sim.stop().await;

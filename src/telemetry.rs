@@ -1,10 +1,10 @@
 //! What the daemon tells the outside about itself: Prometheus metrics for /metrics, and
-//! the liveness ticks of the scheduler and the notifier that /healthz and the systemd
+//! the liveness probes of the scheduler, the notifier and the writer that /healthz and the systemd
 //! watchdog read. Cheap to clone; every box gets one.
 
 use std::{
     sync::{
-        atomic::{AtomicI64, AtomicU64, Ordering},
+        atomic::{AtomicI64, Ordering},
         Arc,
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -18,8 +18,12 @@ use prometheus_client::{
 
 use crate::events::EventType;
 
-/// A loop that has not gone round for this long is considered hung.
-pub const LIVENESS_WINDOW: Duration = Duration::from_secs(30);
+/// How much later than it should a part may be before it counts as stuck: beyond its
+/// own deadlines (request timeout, webhook timeout), this much more.
+pub const LIVENESS_SLACK: Duration = Duration::from_secs(30);
+
+/// A liveness probe: says what is stuck, if anything.
+pub type Probe = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -76,8 +80,10 @@ struct Inner {
     outbox_backlog: Gauge,
     jobs_watched: Gauge,
     jobs_failing: Gauge,
-    scheduler_tick_ms: AtomicU64,
-    notifier_tick_ms: AtomicU64,
+    /// By name; a generation replaces its own.
+    probes: std::sync::Mutex<std::collections::BTreeMap<String, Probe>>,
+    /// Why the process is going down, once it is.
+    fatal: std::sync::Mutex<Option<String>>,
     store_error: std::sync::Mutex<Option<String>>,
     last_backlog: AtomicI64,
 }
@@ -98,7 +104,8 @@ impl Default for Telemetry {
     }
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since the epoch (liveness bookkeeping).
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -186,8 +193,8 @@ impl Telemetry {
             outbox_backlog,
             jobs_watched,
             jobs_failing,
-            scheduler_tick_ms: AtomicU64::new(now_ms()),
-            notifier_tick_ms: AtomicU64::new(now_ms()),
+            probes: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+            fatal: std::sync::Mutex::new(None),
             store_error: std::sync::Mutex::new(None),
             last_backlog: AtomicI64::new(0),
         }))
@@ -289,12 +296,9 @@ impl Telemetry {
         self.0.jobs_failing.set(gauge(failing));
     }
 
-    /// One more job is watched (discovered), failing or not.
-    pub fn job_watched(&self, failing: bool) {
+    /// One more job is watched (discovered).
+    pub fn job_watched(&self) {
         self.0.jobs_watched.inc();
-        if failing {
-            self.0.jobs_failing.inc();
-        }
     }
 
     /// A job started (true) or stopped (false) failing.
@@ -315,36 +319,40 @@ impl Telemetry {
         )
     }
 
-    /// The scheduler's loop went round.
-    pub fn scheduler_tick(&self) {
-        self.0.scheduler_tick_ms.store(now_ms(), Ordering::Relaxed);
+    /// Registers (or replaces) the probe called `name`.
+    pub fn set_probe(&self, name: impl Into<String>, probe: Probe) {
+        self.probes().insert(name.into(), probe);
     }
 
-    /// The notifier's loop went round.
-    pub fn notifier_tick(&self) {
-        self.0.notifier_tick_ms.store(now_ms(), Ordering::Relaxed);
+    /// Forgets the probes whose names start with `prefix` (a generation that ended).
+    pub fn remove_probes(&self, prefix: &str) {
+        self.probes().retain(|name, _| !name.starts_with(prefix));
     }
 
-    /// How long ago the scheduler and the notifier last went round.
-    pub fn since_ticks(&self) -> (Duration, Duration) {
-        let now = now_ms();
-        let ago = |tick: &AtomicU64| {
-            Duration::from_millis(now.saturating_sub(tick.load(Ordering::Relaxed)))
-        };
-        (
-            ago(&self.0.scheduler_tick_ms),
-            ago(&self.0.notifier_tick_ms),
-        )
+    fn probes(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, Probe>> {
+        self.0.probes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The one definition of a live daemon's loops, read by `/healthz` and by the
-    /// systemd watchdog: the loop that has not gone round for [`LIVENESS_WINDOW`], if any.
-    pub fn stalled_loop(&self) -> Option<String> {
-        let (scheduler, notifier) = self.since_ticks();
-        [("scheduler", scheduler), ("notifier", notifier)]
-            .into_iter()
-            .find(|(_, age)| *age > LIVENESS_WINDOW)
-            .map(|(name, age)| format!("{name} has not ticked for {}s", age.as_secs()))
+    /// Marks the process as going down (a part died); `/healthz` says so from now on.
+    pub fn set_fatal(&self, reason: &str) {
+        *self.0.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_owned());
+    }
+
+    /// The one definition of a live daemon, read by `/healthz` and by the systemd
+    /// watchdog: nothing has died, and every probe (pollers keep due jobs on time, the
+    /// writer commits, every webhook worker goes round) says nothing is stuck.
+    pub fn liveness_problem(&self) -> Option<String> {
+        if let Some(fatal) = self
+            .0
+            .fatal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Some(fatal);
+        }
+        let probes: Vec<Probe> = self.probes().values().cloned().collect();
+        probes.iter().find_map(|probe| probe())
     }
 
     /// Records the last database write error (None: writes work again).

@@ -15,7 +15,8 @@ use super::{
     raw::{RawConfig, RawDaemon},
     Config, DaemonSettings, HttpSettings, JobConfig, LogFormat, PollPolicy, Problem,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAILURE_THRESHOLD, DEFAULT_MAX_CONCURRENT_POLLS,
-    DEFAULT_POLL_INTERVAL, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_STOP_AFTER,
+    DEFAULT_MAX_RETRY_AFTER, DEFAULT_POLL_INTERVAL, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_STOP_AFTER, DURATION_CEILING, POLL_INTERVAL_FLOOR,
 };
 use crate::{model::JobName, tls};
 
@@ -70,6 +71,17 @@ impl Checker<'_> {
                 self.problem(value.span().start, key, "must be longer than zero");
                 default
             }
+            Ok(d) if d > DURATION_CEILING => {
+                self.problem(
+                    value.span().start,
+                    key,
+                    format!(
+                        "{:?} is longer than a year; write at most 366d",
+                        value.get_ref()
+                    ),
+                );
+                default
+            }
             Ok(d) => d,
             Err(e) => {
                 self.problem(
@@ -83,6 +95,33 @@ impl Checker<'_> {
                 default
             }
         }
+    }
+
+    /// A poll interval: a duration, with a warning when it is shorter than the service's
+    /// data moves (the service updates a job a few times a day; polling faster only
+    /// spends the subscription's request quota).
+    pub(super) fn poll_interval(
+        &mut self,
+        value: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Duration {
+        let interval = self.duration(value, key, default);
+        if let Some(value) = value.as_ref().filter(|_| interval < POLL_INTERVAL_FLOOR) {
+            let message = format!(
+                "{:?} is shorter than {}s: the service changes a job a few times a day, and \
+                 faster polling spends request quota (fine for tests and the simulator)",
+                value.get_ref(),
+                POLL_INTERVAL_FLOOR.as_secs()
+            );
+            self.warnings.push(Problem {
+                file: self.path.to_owned(),
+                line: Some(self.line_of(value.span().start)),
+                key: key.to_owned(),
+                message,
+            });
+        }
+        interval
     }
 
     pub(super) fn positive(
@@ -203,7 +242,7 @@ impl Checker<'_> {
             let name = self
                 .required(&job.name, at, &format!("job[{i}].name"))
                 .cloned();
-            let base = self.duration(
+            let base = self.poll_interval(
                 &job.poll_interval,
                 &format!("job[{i}].poll_interval"),
                 daemon.poll_interval,
@@ -282,7 +321,7 @@ impl Checker<'_> {
             Some(path) => self.relative_path(path.get_ref()),
             None => default_database_path(),
         };
-        let poll_interval = self.duration(
+        let poll_interval = self.poll_interval(
             &raw.poll_interval,
             "daemon.poll_interval",
             DEFAULT_POLL_INTERVAL,
@@ -290,7 +329,7 @@ impl Checker<'_> {
         let mut poll_interval_by_state = BTreeMap::new();
         for (state, value) in &raw.poll_interval_by_state {
             let key = format!("daemon.poll_interval_by_state.{state}");
-            let interval = self.duration(&Some(value.clone()), &key, poll_interval);
+            let interval = self.poll_interval(&Some(value.clone()), &key, poll_interval);
             poll_interval_by_state.insert(state.clone(), interval);
         }
         let log_format = self
@@ -328,6 +367,11 @@ impl Checker<'_> {
                     i64::from(DEFAULT_FAILURE_THRESHOLD),
                 )
                 .min(i64::from(u32::MAX)) as u32,
+            max_retry_after: self.duration(
+                &raw.max_retry_after,
+                "daemon.max_retry_after",
+                DEFAULT_MAX_RETRY_AFTER,
+            ),
             shutdown_timeout: self.duration(
                 &raw.shutdown_timeout,
                 "daemon.shutdown_timeout",

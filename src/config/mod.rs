@@ -34,6 +34,12 @@ pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const DEFAULT_MAX_CONCURRENT_POLLS: usize = 8;
 pub(crate) const DEFAULT_STOP_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 pub(crate) const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
+pub(crate) const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+/// No configured duration may be longer: beyond it a value is a typo, and time
+/// arithmetic on it could overflow.
+pub(crate) const DURATION_CEILING: Duration = Duration::from_secs(366 * 86_400);
+/// Poll intervals shorter than this draw a warning.
+pub(crate) const POLL_INTERVAL_FLOOR: Duration = Duration::from_secs(10);
 pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);

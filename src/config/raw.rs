@@ -32,6 +32,7 @@ pub(super) struct RawDaemon {
     pub(super) connect_timeout: Option<Spanned<String>>,
     pub(super) stop_after: Option<Spanned<String>>,
     pub(super) failure_threshold: Option<Spanned<i64>>,
+    pub(super) max_retry_after: Option<Spanned<String>>,
     pub(super) shutdown_timeout: Option<Spanned<String>>,
     pub(super) log_format: Option<Spanned<String>>,
 }

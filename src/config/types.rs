@@ -59,6 +59,8 @@ pub struct DaemonSettings {
     pub stop_after: Duration,
     /// Failures in a row before `job.poll_failing`.
     pub failure_threshold: u32,
+    /// The longest `Retry-After` honoured; the job's normal schedule resumes after it.
+    pub max_retry_after: Duration,
     /// How long in-flight work may take to finish at shutdown.
     pub shutdown_timeout: Duration,
     /// Log line format.

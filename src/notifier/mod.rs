@@ -9,7 +9,10 @@ pub mod payload;
 pub mod routing;
 
 use std::{
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -26,7 +29,7 @@ use crate::{
     config::{Webhook, WebhookFormat},
     http_client::{self, HttpsClient, USER_AGENT},
     store::{Attempt, OutboxItem, Store},
-    telemetry::Telemetry,
+    telemetry::{now_ms, Telemetry, LIVENESS_SLACK},
     tls,
 };
 
@@ -74,11 +77,6 @@ pub async fn run(
         }
     };
     let mut workers = JoinSet::new();
-    if webhooks.is_empty() {
-        // Nothing to deliver: keep the liveness tick going for health and the watchdog.
-        idle(&telemetry, &shutdown).await;
-        return;
-    }
     for webhook in webhooks {
         workers.spawn(worker(
             store.clone(),
@@ -89,7 +87,15 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
-    while workers.join_next().await.is_some() {}
+    while let Some(joined) = workers.join_next().await {
+        if let Err(e) = joined {
+            // Returning early makes the supervisor report the notifier's death.
+            tracing::error!("a webhook worker failed: {e}");
+            return;
+        }
+    }
+    // No webhooks (or every one disabled): nothing to do until the generation stops.
+    shutdown.cancelled().await;
 }
 
 async fn worker(
@@ -101,9 +107,21 @@ async fn worker(
     shutdown: CancellationToken,
 ) {
     let webhook = Arc::new(webhook);
+    let probe = format!("webhook {}", webhook.name);
+    let round = Arc::new(AtomicU64::new(now_ms()));
+    let allowance = webhook.timeout + IDLE_RECHECK + LIVENESS_SLACK;
+    let (last_round, name) = (round.clone(), webhook.name.clone());
+    telemetry.set_probe(
+        probe.clone(),
+        Arc::new(move || {
+            let since = now_ms().saturating_sub(last_round.load(Ordering::Relaxed));
+            (Duration::from_millis(since) > allowance)
+                .then(|| format!("webhook {name} has not gone round for {}s", since / 1000))
+        }),
+    );
     loop {
         wake.borrow_and_update();
-        telemetry.notifier_tick();
+        round.store(now_ms(), Ordering::Relaxed);
         let due = match store
             .due_deliveries(&webhook.name, SystemTime::now(), BATCH)
             .await
@@ -136,7 +154,7 @@ async fn worker(
                     webhook = %webhook.name,
                     "endpoint answered 410 Gone: webhook disabled until the next reload or restart"
                 );
-                idle(&telemetry, &shutdown).await;
+                telemetry.remove_probes(&probe);
                 return;
             }
             if full_batch {
@@ -161,16 +179,6 @@ async fn worker(
             () = shutdown.cancelled() => return,
             _ = wake.changed() => {}
             () = tokio::time::sleep(pause) => {}
-        }
-    }
-}
-
-/// Ticks until shutdown, doing nothing else.
-async fn idle(telemetry: &Telemetry, shutdown: &CancellationToken) {
-    loop {
-        telemetry.notifier_tick();
-        if sleep_or_shutdown(IDLE_RECHECK, shutdown).await {
-            return;
         }
     }
 }
@@ -218,9 +226,16 @@ async fn attempt_all(
                 retry_after,
             } => {
                 let now = SystemTime::now();
-                let next_at = now + retry_after.unwrap_or_else(|| backoff(webhook, item.attempts));
-                let deadline = item.first_attempt_at.unwrap_or(now) + webhook.give_up_after;
-                if next_at > deadline {
+                // A receiver's Retry-After is honoured up to `retry_max`, like our own backoff.
+                let delay = retry_after
+                    .unwrap_or_else(|| backoff(webhook, item.attempts))
+                    .min(webhook.retry_max);
+                let next_at = now.checked_add(delay).unwrap_or(now);
+                let deadline = item
+                    .first_attempt_at
+                    .unwrap_or(now)
+                    .checked_add(webhook.give_up_after);
+                if deadline.is_some_and(|deadline| next_at > deadline) {
                     tracing::warn!(webhook = %webhook.name, event = item.event.id, "giving up delivery: {error}");
                     Attempt::Failed {
                         status,

@@ -38,36 +38,28 @@ impl Discovery {
                     tracing::warn!(account = %self.account, "cannot list jobs: {e}");
                     continue;
                 }
-                None => return,
+                // A source that cannot list jobs has nothing to discover.
+                None => return shutdown.cancelled().await,
             };
             for name in names {
                 if !self.known.contains(&name) {
-                    self.watch(name, &queue, &shared).await;
+                    self.watch(name, &queue, &shared);
                 }
             }
         }
     }
 
-    async fn watch(&mut self, name: JobName, queue: &DueQueue, shared: &Shared) {
-        let loaded = WatchedJob::load(
-            shared,
+    fn watch(&mut self, name: JobName, queue: &DueQueue, shared: &Shared) {
+        let watched = WatchedJob::new(
             &self.account,
             &name,
             &self.source,
             self.policy.clone(),
             self.store_bitlocker_keys,
-        )
-        .await;
-        match loaded {
-            Ok(watched) => {
-                tracing::info!(account = %self.account, job = %name, "discovered; now watching it");
-                shared.telemetry.job_watched(watched.is_failing());
-                queue.add(watched);
-                self.known.insert(name);
-            }
-            Err(e) => {
-                tracing::warn!(account = %self.account, job = %name, "cannot start watching: {e}")
-            }
-        }
+        );
+        tracing::info!(account = %self.account, job = %name, "discovered; now watching it");
+        shared.telemetry.job_watched();
+        queue.add(watched);
+        self.known.insert(name);
     }
 }

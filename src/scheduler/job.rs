@@ -37,7 +37,8 @@ pub(super) struct WatchedJob {
     source: Arc<Source>,
     policy: PollPolicy,
     store_bitlocker_keys: bool,
-    id: JobId,
+    /// The job's row, once loaded.
+    id: Option<JobId>,
     /// The ETag to send next.
     etag: Option<ETag>,
     /// The watched fields last recorded.
@@ -52,37 +53,48 @@ pub(super) struct WatchedJob {
 }
 
 impl WatchedJob {
-    /// A job to watch, resumed from what the database remembers of it.
-    pub(super) async fn load(
-        shared: &Shared,
+    /// A job to watch; what the database remembers of it is loaded at its first poll.
+    pub(super) fn new(
         account: &str,
         name: &JobName,
         source: &Arc<Source>,
         policy: PollPolicy,
         store_bitlocker_keys: bool,
-    ) -> Result<WatchedJob, super::SchedulerError> {
-        let stored = shared
-            .store
-            .load_job(account, name.as_str())
-            .await
-            .map_err(|source| super::SchedulerError::Store {
-                job: format!("{account}/{name}"),
-                source,
-            })?;
-        Ok(WatchedJob {
+    ) -> WatchedJob {
+        WatchedJob {
             account: account.to_owned(),
             name: name.clone(),
             target: source.target(name),
             source: source.clone(),
             policy,
             store_bitlocker_keys,
-            id: stored.id,
-            etag: stored.etag,
-            snapshot: stored.snapshot,
-            memory: stored.memory,
+            id: None,
+            etag: None,
+            snapshot: None,
+            memory: Memory::default(),
             document_hash: None,
             auth_error_logged: false,
-        })
+        }
+    }
+
+    /// Resumes from what the database remembers of the job (its row is created on first
+    /// sight); returns its row id.
+    async fn load(&mut self, shared: &Shared) -> Result<JobId, StoreError> {
+        if let Some(id) = self.id {
+            return Ok(id);
+        }
+        let stored = shared
+            .store
+            .load_job(&self.account, self.name.as_str())
+            .await?;
+        self.etag = stored.etag;
+        self.snapshot = stored.snapshot;
+        self.memory = stored.memory;
+        if self.memory.is_failing() {
+            shared.telemetry.failing_changed(true);
+        }
+        self.id = Some(stored.id);
+        Ok(stored.id)
     }
 
     /// True while a failure streak is going on.
@@ -96,7 +108,7 @@ impl WatchedJob {
     }
 
     /// A job terminal for longer than `stop_after` is no longer polled.
-    pub(super) fn retired(&self, settings: &Settings) -> bool {
+    fn retired(&self, settings: &Settings) -> bool {
         let Some(terminal_for) = retired_for(&self.memory, SystemTime::now(), settings.stop_after)
         else {
             return false;
@@ -113,8 +125,24 @@ impl WatchedJob {
         true
     }
 
-    /// Polls once, records what came back, and says how long to wait before the next poll.
-    pub(super) async fn poll_once(&mut self, shared: &Shared, settings: &Settings) -> Duration {
+    /// Polls once, records what came back, and says how long to wait before the next
+    /// poll; None when the job is retired (terminal for longer than `stop_after`).
+    pub(super) async fn poll_once(
+        &mut self,
+        shared: &Shared,
+        settings: &Settings,
+    ) -> Option<Duration> {
+        let id = match self.load(shared).await {
+            Ok(id) => id,
+            Err(e) => return Some(self.write_failed(shared, &e)),
+        };
+        if self.retired(settings) {
+            return None;
+        }
+        Some(self.poll(id, shared, settings).await)
+    }
+
+    async fn poll(&mut self, id: JobId, shared: &Shared, settings: &Settings) -> Duration {
         let started = Instant::now();
         let result = self.source.get_job(&self.target, self.etag.as_ref()).await;
         let outcome = match &result {
@@ -123,14 +151,13 @@ impl WatchedJob {
             Err(e) => e.kind(),
         };
         shared.telemetry.poll(outcome, started.elapsed());
-        shared.telemetry.scheduler_tick();
         let was_failing = self.is_failing();
         let delay = match result {
             Ok(PollOutcome::Modified(observation)) => {
-                self.on_document(*observation, shared, settings).await
+                self.on_document(id, *observation, shared, settings).await
             }
-            Ok(PollOutcome::NotModified) => self.on_unchanged(shared, settings).await,
-            Err(error) => self.on_failure(error, shared, settings).await,
+            Ok(PollOutcome::NotModified) => self.on_unchanged(id, shared, settings).await,
+            Err(error) => self.on_failure(id, error, shared, settings).await,
         };
         if was_failing != self.is_failing() {
             shared.telemetry.failing_changed(self.is_failing());
@@ -144,11 +171,13 @@ impl WatchedJob {
             recorded_state: self.snapshot.as_ref().map(|s| &s.state),
             policy: &self.policy,
             failure_threshold: settings.failure_threshold,
+            max_retry_after: settings.max_retry_after,
         }
     }
 
     async fn on_document(
         &mut self,
+        id: JobId,
         observation: Observation,
         shared: &Shared,
         settings: &Settings,
@@ -193,7 +222,7 @@ impl WatchedJob {
             || document_hash.is_some_and(|h| Some(h) != self.document_hash);
         if events.is_empty() && !news && !decision.must_write(&self.memory) {
             tracing::debug!(account = %self.account, job = %self.name, "unchanged document");
-            shared.store.note_poll(self.id, now);
+            shared.store.note_poll(id, now);
             self.memory = decision.memory;
             return with_jitter(decision.next);
         }
@@ -202,7 +231,7 @@ impl WatchedJob {
         let written = shared
             .store
             .record_observation(Observed {
-                job: self.id,
+                job: id,
                 snapshot: &snapshot,
                 document: &text,
                 etag: change_rule.etag(),
@@ -223,7 +252,7 @@ impl WatchedJob {
         self.remember(decision)
     }
 
-    async fn on_unchanged(&mut self, shared: &Shared, settings: &Settings) -> Duration {
+    async fn on_unchanged(&mut self, id: JobId, shared: &Shared, settings: &Settings) -> Duration {
         let now = SystemTime::now();
         tracing::debug!(account = %self.account, job = %self.name, "not modified");
         let decision = decide(
@@ -232,13 +261,13 @@ impl WatchedJob {
             &self.context(settings, now),
         );
         if !decision.must_write(&self.memory) {
-            shared.store.note_poll(self.id, now);
+            shared.store.note_poll(id, now);
             return self.remember(decision);
         }
         let outbox = notifier::route(&settings.webhooks, &self.name, &decision.events);
         let written = shared
             .store
-            .record_bookkeeping(self.id, &decision.memory, &decision.events, &outbox, now)
+            .record_bookkeeping(id, &decision.memory, &decision.events, &outbox, now)
             .await;
         match written {
             Ok(_) => {
@@ -251,6 +280,7 @@ impl WatchedJob {
 
     async fn on_failure(
         &mut self,
+        id: JobId,
         error: SourceError,
         shared: &Shared,
         settings: &Settings,
@@ -271,7 +301,7 @@ impl WatchedJob {
         let written = shared
             .store
             .record_failure(Failed {
-                job: self.id,
+                job: id,
                 error: &message,
                 memory: &decision.memory,
                 events: &decision.events,
@@ -327,6 +357,10 @@ impl WatchedJob {
     }
 
     fn write_failed(&self, shared: &Shared, error: &StoreError) -> Duration {
+        if matches!(error, StoreError::Fenced) {
+            // A reload replaced this generation; the new one polls the job.
+            return STORE_RETRY;
+        }
         tracing::error!(account = %self.account, job = %self.name, "cannot record poll, will poll again: {error}");
         shared.telemetry.set_store_error(Some(error.to_string()));
         STORE_RETRY

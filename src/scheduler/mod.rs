@@ -18,14 +18,15 @@ use std::{
 
 use rand::Rng as _;
 use tokio::sync::Notify;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{Config, Webhook},
     notifier::Waker,
     source::Source,
     store::Store,
-    telemetry::Telemetry,
+    supervise::Supervisor,
+    telemetry::{Telemetry, LIVENESS_SLACK},
 };
 use discovery::Discovery;
 use job::WatchedJob;
@@ -49,6 +50,7 @@ pub struct Shared {
 struct Settings {
     failure_threshold: u32,
     stop_after: Duration,
+    max_retry_after: Duration,
     /// The webhooks new events are routed to.
     webhooks: Vec<Webhook>,
 }
@@ -59,26 +61,32 @@ pub enum SchedulerError {
     /// A source could not be built.
     #[error(transparent)]
     Source(#[from] crate::source::SourceSetupError),
-    /// The stored state of a job could not be read.
-    #[error("cannot load job {job}: {source}")]
-    Store {
-        /// The job.
-        job: String,
-        /// The error.
-        source: crate::store::StoreError,
-    },
 }
 
-/// Starts one task per configured job on `tracker`; they stop when `shutdown` is
-/// cancelled (never in the middle of a poll or a write).
+/// Checks that every account's source can be built, as a reload does before it stops
+/// the running generation.
 ///
 /// # Errors
-/// A source cannot be built or a job's stored state cannot be read; nothing is started.
-pub async fn spawn_jobs(
+/// The first account whose source cannot be built.
+pub fn check_sources(config: &Config) -> Result<(), SchedulerError> {
+    for account in &config.accounts {
+        Source::for_account(account, &config.daemon)?;
+    }
+    Ok(())
+}
+
+/// Starts the poll workers (and discovery) of one generation under `supervisor`; they
+/// stop when its stop signal is cancelled, never in the middle of a poll or a write.
+/// Nothing here touches the database: each job loads what the database remembers of it
+/// at its first poll, so a reload can never fail because the database is busy, and never
+/// loads a job's state before the generation it replaces has stopped writing.
+///
+/// # Errors
+/// A source cannot be built; nothing is started.
+pub fn spawn_jobs(
     config: &Config,
     shared: &Shared,
-    tracker: &TaskTracker,
-    shutdown: &CancellationToken,
+    supervisor: &Supervisor,
 ) -> Result<usize, SchedulerError> {
     let mut sources = HashMap::new();
     for account in &config.accounts {
@@ -90,38 +98,28 @@ pub async fn spawn_jobs(
     let settings = Arc::new(Settings {
         failure_threshold: config.daemon.failure_threshold,
         stop_after: config.daemon.stop_after,
+        max_retry_after: config.daemon.max_retry_after,
         webhooks: config.webhooks.clone(),
     });
-    let queue = Arc::new(DueQueue {
-        state: Mutex::new(QueueState {
-            heap: BinaryHeap::new(),
-            slots: Vec::new(),
-        }),
-        changed: Notify::new(),
-    });
-    let (mut count, mut failing) = (0, 0);
+    let queue = Arc::new(DueQueue::new());
+    let mut count = 0;
     for job in &config.jobs {
         let (Some(source), Some(account)) =
             (sources.get(&job.account), config.account(&job.account))
         else {
             continue;
         };
-        let watched = WatchedJob::load(
-            shared,
+        queue.add(WatchedJob::new(
             &job.account,
             &job.name,
             source,
             job.policy.clone(),
             account.store_bitlocker_keys,
-        )
-        .await?;
-        failing += usize::from(watched.is_failing());
-        queue.add(watched);
+        ));
         count += 1;
     }
-    // A new generation starts from what the database says; discovery and polls then
-    // move the gauges up and down.
-    shared.telemetry.set_jobs(count, failing);
+    // Failing jobs are counted as they load; discovery adds the jobs it finds.
+    shared.telemetry.set_jobs(count, 0);
     let mut workers = config.daemon.max_concurrent_polls.min(count);
     for account in config.discovering_accounts() {
         let Some(source) = sources.get(&account.name) else {
@@ -142,16 +140,22 @@ pub async fn spawn_jobs(
             interval: config.daemon.poll_interval,
             policy: config.daemon.default_poll_policy(),
         };
-        tracker.spawn(discovery.run(queue.clone(), shared.clone(), shutdown.clone()));
+        let run = discovery.run(queue.clone(), shared.clone(), supervisor.stopping().clone());
+        supervisor.spawn(format!("discovery of account {}", account.name), run);
     }
-    for _ in 0..workers {
-        tracker.spawn(worker(
+    for i in 0..workers {
+        let work = worker(
             queue.clone(),
             shared.clone(),
             settings.clone(),
-            shutdown.clone(),
-        ));
+            supervisor.stopping().clone(),
+        );
+        supervisor.spawn(format!("poll worker {i}"), work);
     }
+    let (probe_queue, timeout) = (queue.clone(), config.daemon.request_timeout);
+    shared
+        .telemetry
+        .set_probe("scheduler", Arc::new(move || probe_queue.stuck(timeout)));
     Ok(count)
 }
 
@@ -159,31 +163,76 @@ pub async fn spawn_jobs(
 /// slot, poll it, and put it back with its next due time: `max_concurrent_polls` tasks
 /// and one heap instead of a task and a timer per job, so a busy daemon pays no
 /// scheduling cost per poll beyond a heap operation (tests/benches/poll_unchanged.rs).
-pub(super) struct DueQueue {
+struct DueQueue {
     state: Mutex<QueueState>,
     /// Signalled when a job is put back due earlier than any other, for idle workers.
     changed: Notify,
 }
 
 impl DueQueue {
+    fn new() -> DueQueue {
+        DueQueue {
+            state: Mutex::new(QueueState {
+                heap: BinaryHeap::new(),
+                slots: Vec::new(),
+                in_flight: HashMap::new(),
+                last_done: tokio::time::Instant::now(),
+            }),
+            changed: Notify::new(),
+        }
+    }
+
     /// Adds a job, first polled within [`FIRST_POLL_SPREAD`] (or its interval).
     fn add(&self, job: WatchedJob) {
         let spread = job.base_interval().min(FIRST_POLL_SPREAD);
         let due =
             tokio::time::Instant::now() + spread.mul_f64(rand::thread_rng().gen_range(0.0..1.0));
         {
-            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut state = self.lock();
             let index = state.slots.len();
             state.slots.push(Some(Box::new(job)));
             state.heap.push(Reverse((due, index)));
         }
         self.changed.notify_waiters();
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The watchdog's view of the pollers: stuck when a poll has run far past the request
+    /// timeout, or when a job is overdue and no poll has finished for that long either
+    /// (a slow service makes jobs late, but the pollers still finish polls).
+    fn stuck(&self, request_timeout: Duration) -> Option<String> {
+        let allowance = request_timeout + LIVENESS_SLACK;
+        let now = tokio::time::Instant::now();
+        let state = self.lock();
+        if let Some(started) = state.in_flight.values().min() {
+            let running = now.saturating_duration_since(*started);
+            if running > allowance {
+                return Some(format!("a poll has run for {}s", running.as_secs()));
+            }
+        }
+        let Reverse((due, _)) = state.heap.peek()?;
+        let late = now.saturating_duration_since(*due);
+        let idle = now.saturating_duration_since(state.last_done);
+        (late > LIVENESS_SLACK && idle > allowance).then(|| {
+            format!(
+                "jobs are {}s overdue and no poll finished for {}s",
+                late.as_secs(),
+                idle.as_secs()
+            )
+        })
+    }
 }
 
 struct QueueState {
     heap: BinaryHeap<Reverse<(tokio::time::Instant, usize)>>,
     slots: Vec<Option<Box<WatchedJob>>>,
+    /// Slots being polled, and since when.
+    in_flight: HashMap<usize, tokio::time::Instant>,
+    /// When the last poll finished.
+    last_done: tokio::time::Instant,
 }
 
 enum Next {
@@ -202,7 +251,7 @@ async fn worker(
         let notified = queue.changed.notified();
         tokio::pin!(notified);
         let next = {
-            let mut state = queue.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut state = queue.lock();
             // Registered before the lock is released, so a job put back meanwhile is
             // not missed.
             notified.as_mut().enable();
@@ -214,7 +263,10 @@ async fn worker(
                 Some(Reverse((_, index))) => {
                     state.heap.pop();
                     match state.slots[index].take() {
-                        Some(job) => Next::Poll(index, job),
+                        Some(job) => {
+                            state.in_flight.insert(index, tokio::time::Instant::now());
+                            Next::Poll(index, job)
+                        }
                         None => continue,
                     }
                 }
@@ -225,15 +277,16 @@ async fn worker(
                 if shutdown.is_cancelled() {
                     return;
                 }
-                if job.retired(&settings) {
-                    continue;
-                }
-                let delay = job.poll_once(&shared, &settings).await;
+                let polled = job.poll_once(&shared, &settings).await;
                 let now = tokio::time::Instant::now();
+                let mut state = queue.lock();
+                state.in_flight.remove(&index);
+                state.last_done = now;
+                // A retired job leaves the queue.
+                let Some(delay) = polled else { continue };
                 // Delays are bounded by `job::MAX_DELAY`, far from the end of time.
                 let due = now.checked_add(delay).unwrap_or(now);
                 let earliest = {
-                    let mut state = queue.state.lock().unwrap_or_else(|p| p.into_inner());
                     state.slots[index] = Some(job);
                     let earliest = state
                         .heap
@@ -242,6 +295,7 @@ async fn worker(
                     state.heap.push(Reverse((due, index)));
                     earliest
                 };
+                drop(state);
                 if earliest {
                     queue.changed.notify_waiters();
                 }

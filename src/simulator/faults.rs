@@ -78,7 +78,7 @@ pub(super) fn faulty(
             response
         }
         // Handled by the caller (no response at all); a 500 if ever reached.
-        FaultKind::Stall | FaultKind::Reset => {
+        FaultKind::Stall | FaultKind::Reset | FaultKind::Slow => {
             error(StatusCode::INTERNAL_SERVER_ERROR, "fault", "InternalError")
         }
     }

@@ -192,7 +192,7 @@ impl SimState {
             f.job.as_deref().is_none_or(|j| j == job)
                 && f.from <= now
                 && now < f.until
-                && n % f.every == 0
+                && n.is_multiple_of(f.every)
         })
     }
 
@@ -223,6 +223,13 @@ impl SimState {
         }
         record.status = response.status().as_u16();
         self.record(record);
+        if fault == Some(FaultKind::Slow) {
+            // Recorded first, so that a test can see the request in flight.
+            tokio::select! {
+                () = tokio::time::sleep(scenario::SLOW_ANSWER) => {}
+                () = self.shutdown.cancelled() => return Err(service::ResetConnection),
+            }
+        }
         let headers = response.headers_mut();
         headers.insert(
             "x-ms-request-id",

@@ -208,7 +208,12 @@ pub enum FaultKind {
     Drip,
     /// 200 with `text/html`.
     WrongContentType,
+    /// The normal answer, [`SLOW_ANSWER`] late (a poll still in flight at a reload).
+    Slow,
 }
+
+/// How late a [`FaultKind::Slow`] answer comes.
+pub const SLOW_ANSWER: Duration = Duration::from_secs(3);
 
 /// A fault window in simulated time.
 #[derive(Clone, Debug, Deserialize)]

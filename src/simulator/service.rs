@@ -346,7 +346,8 @@ fn get_job(
     };
     let fault = state.fault_for(entry, now);
     let current = entry.timeline.at(now);
-    if let Some(fault) = fault {
+    let slow = fault.filter(|f| f.kind == FaultKind::Slow).map(|f| f.kind);
+    if let Some(fault) = fault.filter(|_| slow.is_none()) {
         return Reply {
             response: faulty(fault.kind, fault.retry_after, current),
             fault: Some(fault.kind),
@@ -363,7 +364,10 @@ fn get_job(
     } else {
         current.body.clone()
     };
-    Reply::plain(ok_document(current, body))
+    Reply {
+        response: ok_document(current, body),
+        fault: slow,
+    }
 }
 
 pub(super) fn job_not_found(job: &str) -> Response<ResponseBody> {

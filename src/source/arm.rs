@@ -29,6 +29,10 @@ use base64::Engine as _;
 pub const API_VERSION: &str = "2021-01-01";
 /// A token is renewed this long before it expires, so no request carries a stale one.
 const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(300);
+/// Token lifetimes from the token endpoint are read within these bounds: a peer's
+/// `expires_in` can neither overflow the clock nor make iewatch fetch a token per request.
+const TOKEN_LIFETIME_FLOOR: Duration = Duration::from_secs(360);
+const TOKEN_LIFETIME_CEILING: Duration = Duration::from_secs(86_400);
 /// Most pages of a job list followed (a resource group holds at most a few hundred jobs).
 const MAX_LIST_PAGES: usize = 100;
 /// Largest token response read.
@@ -176,14 +180,23 @@ impl Tokens {
             Some(serde_json::Value::String(s)) => s.parse().ok(),
             _ => None,
         }
-        .map_or(Duration::from_secs(3600), Duration::from_secs);
+        .map_or(Duration::from_secs(3600), Duration::from_secs)
+        .clamp(TOKEN_LIFETIME_FLOOR, TOKEN_LIFETIME_CEILING);
         let value = HeaderValue::from_str(&format!("Bearer {}", token.access_token))
             .map_err(|_| SourceError::Decode("token is not a valid header value".into()))?;
         Ok(Token {
             value,
-            renew_at: Instant::now() + lifetime.saturating_sub(TOKEN_REFRESH_MARGIN),
+            renew_at: renew_at(Instant::now(), lifetime),
         })
     }
+}
+
+/// When a token of `lifetime` fetched at `now` is renewed: [`TOKEN_REFRESH_MARGIN`]
+/// before it expires.
+fn renew_at(now: Instant, lifetime: Duration) -> Instant {
+    let lifetime = lifetime.clamp(TOKEN_LIFETIME_FLOOR, TOKEN_LIFETIME_CEILING);
+    now.checked_add(lifetime.saturating_sub(TOKEN_REFRESH_MARGIN))
+        .unwrap_or(now)
 }
 
 /// A client for one Resource Manager account; clones share the pool and the token.
@@ -360,4 +373,26 @@ pub fn interpret(response: http::Response<Bytes>) -> Result<PollOutcome, SourceE
         last_modified: None,
         request_id,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_token_lifetime_gives_a_renewal_time_within_bounds() {
+        let now = Instant::now();
+        for seconds in [0, 1, 3600, u64::MAX] {
+            let at = renew_at(now, Duration::from_secs(seconds));
+            assert!(at > now, "{seconds}: renewed after it was fetched");
+            assert!(
+                at <= now + TOKEN_LIFETIME_CEILING,
+                "{seconds}: renewed within a day"
+            );
+        }
+        assert_eq!(
+            renew_at(now, Duration::from_secs(3600)),
+            now + Duration::from_secs(3300)
+        );
+    }
 }

@@ -6,12 +6,17 @@
 //! Values from disk are decoded into types at this boundary, with errors, never panics.
 
 mod deliveries;
+mod guard;
 mod reads;
 pub mod writer;
 
 use std::{
     path::{Path, PathBuf},
     str::FromStr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, SystemTime},
 };
 
@@ -64,6 +69,25 @@ pub enum StoreError {
     /// A stored value could not be read back.
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
+    /// Another `iewatch run` owns the database.
+    #[error("database {database} is in use by another `iewatch run` ({holder}); one daemon per database")]
+    InUse {
+        /// The database file.
+        database: String,
+        /// Who holds it.
+        holder: String,
+    },
+    /// The database file is no longer the one the daemon opened.
+    #[error("database {path} was {what} while the daemon ran; restart to open it again")]
+    Replaced {
+        /// The database file.
+        path: String,
+        /// What happened to it.
+        what: String,
+    },
+    /// The write came from a generation of job tasks that a reload replaced.
+    #[error("write refused: it comes from a generation of job tasks that a reload replaced")]
+    Fenced,
 }
 
 /// A watched job's row id.
@@ -152,7 +176,23 @@ pub struct Store {
     pool: SqlitePool,
     path: PathBuf,
     writer: tokio::sync::mpsc::Sender<writer::Request>,
+    writer_busy_since_ms: Arc<AtomicU64>,
     poll_times: PollTimes,
+    /// The daemon's hold on the file (None for other commands).
+    owner: Option<Arc<Owner>>,
+    /// The generation of job tasks whose writes this handle carries.
+    generation: u64,
+    /// Writes of generations older than this are refused.
+    fence: Arc<AtomicU64>,
+    /// Why the writer task stopped, once it has.
+    writer_stopped: tokio::sync::watch::Receiver<Option<String>>,
+}
+
+/// What `iewatch run` holds of its database: the lock, and the file's identity.
+#[derive(Debug)]
+struct Owner {
+    lock: Mutex<Option<guard::WriterLock>>,
+    identity: guard::FileIdentity,
 }
 
 /// A timestamp in SQLite's own form (`YYYY-MM-DD HH:MM:SS.SSS`, UTC), so that
@@ -174,10 +214,30 @@ impl Store {
     /// The file cannot be created or opened, or a migration fails.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
         create_private_file(path)?;
-        Self::connect(path).await
+        Self::connect(path, true, None).await
     }
 
-    /// Opens an existing database (for `status`, `history`): never creates one.
+    /// Opens the database for `iewatch run`: as [`Store::open`], after taking the one lock
+    /// a database has, and remembering which file it is (see [`Store::check_identity`]).
+    ///
+    /// # Errors
+    /// [`StoreError::InUse`] when another daemon runs on it; else as [`Store::open`].
+    pub async fn open_for_daemon(path: &Path) -> Result<Store, StoreError> {
+        create_private_file(path)?;
+        let lock = guard::WriterLock::acquire(path)?;
+        let identity = guard::FileIdentity::of(path).map_err(|e| StoreError::Open {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let owner = Owner {
+            lock: Mutex::new(Some(lock)),
+            identity,
+        };
+        Self::connect(path, true, Some(Arc::new(owner))).await
+    }
+
+    /// Opens an existing database for reading (`status`, `history`, `deliveries`) or a
+    /// manual change (`redeliver`): never creates, never migrates, takes no lock.
     ///
     /// # Errors
     /// The file does not exist or cannot be opened.
@@ -188,10 +248,14 @@ impl Store {
                 reason: "no such file (has `iewatch run` started with this config?)".into(),
             });
         }
-        Self::connect(path).await
+        Self::connect(path, false, None).await
     }
 
-    async fn connect(path: &Path) -> Result<Store, StoreError> {
+    async fn connect(
+        path: &Path,
+        migrate: bool,
+        owner: Option<Arc<Owner>>,
+    ) -> Result<Store, StoreError> {
         let open_error = |e: sqlx::Error| StoreError::Open {
             path: path.display().to_string(),
             reason: e.to_string(),
@@ -212,14 +276,68 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(open_error)?;
-        MIGRATOR.run(&pool).await?;
+        if migrate {
+            MIGRATOR.run(&pool).await?;
+        }
         let poll_times = PollTimes::default();
+        let fence = Arc::new(AtomicU64::new(0));
+        let writer = writer::spawn(pool.clone(), poll_times.clone(), fence.clone());
         Ok(Store {
-            writer: writer::spawn(pool.clone(), poll_times.clone()),
+            writer: writer.queue,
+            writer_busy_since_ms: writer.busy_since_ms,
+            writer_stopped: writer.stopped,
             pool,
             path: path.to_owned(),
             poll_times,
+            owner,
+            generation: 0,
+            fence,
         })
+    }
+
+    /// A handle whose writes belong to generation `generation` of job tasks, which
+    /// from now on is the only one allowed to write: every older generation's writes are
+    /// refused with [`StoreError::Fenced`]. A reload calls this before starting the new
+    /// generation, so a poll abandoned by the old one can never record a change twice.
+    pub fn fence_for(&self, generation: u64) -> Store {
+        self.fence.fetch_max(generation, Ordering::SeqCst);
+        Store {
+            generation,
+            ..self.clone()
+        }
+    }
+
+    /// Resolves with the reason once the writer task has stopped (it should not while
+    /// any handle lives).
+    pub async fn writer_stopped(&self) -> String {
+        let mut stopped = self.writer_stopped.clone();
+        let reason = match stopped.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone(),
+            Err(_) => None,
+        };
+        reason.unwrap_or_else(|| "the database writer has stopped".into())
+    }
+
+    /// How long the commit under way has taken, if one is under way (the watchdog's view
+    /// of the writer).
+    pub fn writer_busy_for(&self) -> Option<Duration> {
+        let since = self.writer_busy_since_ms.load(Ordering::Relaxed);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        (since != 0).then(|| Duration::from_millis(now.saturating_sub(since)))
+    }
+
+    /// For the daemon's database: checks that the file at its path is still the one it
+    /// opened (not deleted, not replaced).
+    ///
+    /// # Errors
+    /// [`StoreError::Replaced`].
+    pub fn check_identity(&self) -> Result<(), StoreError> {
+        match &self.owner {
+            Some(owner) => guard::check_identity(&self.path, owner.identity),
+            None => Ok(()),
+        }
     }
 
     /// The database file.
@@ -232,13 +350,16 @@ impl Store {
         &self.pool
     }
 
-    /// Writes the poll times still pending, then closes every connection
-    /// (checkpointing the WAL).
+    /// Writes the poll times still pending, closes every connection (checkpointing the
+    /// WAL) and, for the daemon, gives up the lock.
     pub async fn close(&self) {
         if let Err(e) = self.poll_times.flush(&self.pool).await {
             tracing::warn!("last poll times not written: {e}");
         }
         self.pool.close().await;
+        if let Some(owner) = &self.owner {
+            owner.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
+        }
     }
 
     /// Commits a one-row write: proves the database takes writes now (health checks).
@@ -391,6 +512,7 @@ impl Store {
         at: SystemTime,
     ) -> Result<Vec<i64>, StoreError> {
         let write = Write {
+            generation: self.generation,
             job,
             change,
             memory: memory.clone(),

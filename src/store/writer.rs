@@ -9,12 +9,15 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, SystemTime},
 };
 
 use sqlx::{Acquire as _, Sqlite, SqlitePool, Transaction};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{insert_events, timestamp, JobId, StoreError};
 use crate::{
@@ -35,6 +38,8 @@ const QUEUE: usize = 1024;
 /// events (with their outbox rows) it brings.
 #[derive(Debug)]
 pub(super) struct Write {
+    /// The generation of job tasks that wrote it (see [`super::Store::fence_for`]).
+    pub(super) generation: u64,
     pub(super) job: JobId,
     pub(super) change: Change,
     /// The job's bookkeeping, written as handed (the rules live in `decide`).
@@ -115,14 +120,54 @@ async fn write_poll_times(
     Ok(())
 }
 
-/// Starts the writer; it ends when every sender (every `Store` clone) is gone.
-pub(super) fn spawn(pool: SqlitePool, poll_times: PollTimes) -> mpsc::Sender<Request> {
-    let (tx, rx) = mpsc::channel(QUEUE);
-    tokio::spawn(run(pool, rx, poll_times));
-    tx
+/// The running writer as the store sees it.
+pub(super) struct WriterHandle {
+    /// Where writes go.
+    pub(super) queue: mpsc::Sender<Request>,
+    /// Set, with the reason, once the writer task has stopped.
+    pub(super) stopped: watch::Receiver<Option<String>>,
+    /// Milliseconds since the epoch when the commit under way started; 0 when idle.
+    pub(super) busy_since_ms: Arc<AtomicU64>,
 }
 
-async fn run(pool: SqlitePool, mut queue: mpsc::Receiver<Request>, poll_times: PollTimes) {
+/// Starts the writer; it ends when every sender (every `Store` clone) is gone. Writes of
+/// generations older than `fence` are refused.
+pub(super) fn spawn(
+    pool: SqlitePool,
+    poll_times: PollTimes,
+    fence: Arc<AtomicU64>,
+) -> WriterHandle {
+    let (queue, rx) = mpsc::channel(QUEUE);
+    let (stopped_tx, stopped) = watch::channel(None);
+    let busy_since_ms = Arc::new(AtomicU64::new(0));
+    let task = tokio::spawn(run(pool, rx, poll_times, fence, busy_since_ms.clone()));
+    tokio::spawn(async move {
+        let reason = match task.await {
+            Ok(()) => "the database writer stopped".to_owned(),
+            Err(e) => format!("the database writer failed: {e}"),
+        };
+        let _ = stopped_tx.send(Some(reason));
+    });
+    WriterHandle {
+        queue,
+        stopped,
+        busy_since_ms,
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+async fn run(
+    pool: SqlitePool,
+    mut queue: mpsc::Receiver<Request>,
+    poll_times: PollTimes,
+    fence: Arc<AtomicU64>,
+    busy_since_ms: Arc<AtomicU64>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut flush = tokio::time::interval(POLL_TIME_FLUSH);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -132,7 +177,9 @@ async fn run(pool: SqlitePool, mut queue: mpsc::Receiver<Request>, poll_times: P
                 if received == 0 {
                     return;
                 }
-                let outcomes = commit(&pool, &batch).await;
+                busy_since_ms.store(now_ms().max(1), Ordering::Relaxed);
+                let outcomes = commit(&pool, &batch, fence.load(Ordering::SeqCst)).await;
+                busy_since_ms.store(0, Ordering::Relaxed);
                 for (request, outcome) in batch.drain(..).zip(outcomes) {
                     // The caller may have gone (shutdown); its write is committed regardless.
                     let _ = request.reply.send(outcome);
@@ -151,8 +198,13 @@ async fn run(pool: SqlitePool, mut queue: mpsc::Receiver<Request>, poll_times: P
 }
 
 /// Applies every write in its own savepoint and commits once. Returns one outcome per
-/// write; if the commit itself fails, every write fails with it.
-async fn commit(pool: &SqlitePool, batch: &[Request]) -> Vec<Result<Vec<i64>, StoreError>> {
+/// write; if the commit itself fails, every write fails with it. Writes of a generation
+/// older than `fence` are refused, not applied.
+async fn commit(
+    pool: &SqlitePool,
+    batch: &[Request],
+    fence: u64,
+) -> Vec<Result<Vec<i64>, StoreError>> {
     let all_failed = |e: &dyn std::fmt::Display| {
         batch
             .iter()
@@ -165,6 +217,10 @@ async fn commit(pool: &SqlitePool, batch: &[Request]) -> Vec<Result<Vec<i64>, St
     };
     let mut outcomes = Vec::with_capacity(batch.len());
     for request in batch {
+        if request.write.generation < fence {
+            outcomes.push(Err(StoreError::Fenced));
+            continue;
+        }
         let outcome = match tx.begin().await {
             Err(e) => Err(StoreError::from(e)),
             Ok(mut savepoint) => match apply(&mut savepoint, &request.write).await {

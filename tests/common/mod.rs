@@ -380,6 +380,8 @@ pub async fn play_versions(
 #[derive(Clone, Copy, Debug)]
 pub enum Reply {
     Status(u16),
+    /// A status with headers.
+    WithHeaders(u16, &'static [(&'static str, &'static str)]),
     /// Answers nothing for this long (bounded, so no test hangs forever).
     Hang(Duration),
 }
@@ -457,15 +459,16 @@ impl Receiver {
                                     });
                                     seen.len() - 1
                                 };
-                                let status = match reply(n) {
+                                let (status, headers) = match reply(n) {
                                     Reply::Hang(how_long) => {
                                         tokio::time::sleep(how_long).await;
-                                        503
+                                        (503, &[][..])
                                     }
-                                    Reply::Status(status) => status,
+                                    Reply::Status(status) => (status, &[][..]),
+                                    Reply::WithHeaders(status, headers) => (status, headers),
                                 };
                                 recorded.lock().unwrap()[n].answered = Some(status);
-                                Ok::<_, std::convert::Infallible>(respond(status, &[], ""))
+                                Ok::<_, std::convert::Infallible>(respond(status, headers, ""))
                             }
                         },
                     );

@@ -1,0 +1,447 @@
+//! Never silent: each way the daemon could once be made to stop watching while it kept
+//! running, tried again against the real binary (or the real daemon loop): a log pipe
+//! whose reader went away, a second daemon on the same database, a database deleted
+//! under the daemon, a reload while a poll outlives the drain deadline, a reload while
+//! another process holds the database, and absurd Retry-After headers.
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use common::{
+    event_list, scenario, start_simulator, wait_for, wait_for_etag, write_config, RunningDaemon,
+};
+use iewatch::simulator::{RunningSimulator, Scenario};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+
+const FAST: &str = "poll_interval_by_state = { Creating = \"100ms\", Shipping = \"100ms\", Completed = \"100ms\" }";
+
+/// A config polling every 100 ms, with `extra` in `[daemon]`.
+fn fast_config(dir: &Path, sim: &RunningSimulator, extra: &str) -> PathBuf {
+    let path = write_config(dir, sim, &["MySampleJob"], &format!("{FAST}\n{extra}"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("poll_interval = \"1s\"", "poll_interval = \"100ms\"");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn spawn_daemon(config: &Path, stderr: Stdio) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
+        .args(["run", "-c"])
+        .arg(config)
+        .env("IEWATCH_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}
+
+fn signal(child: &tokio::process::Child, signal: i32) {
+    let pid = i32::try_from(child.id().expect("still running")).unwrap();
+    // SAFETY: plain kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc_kill(pid, signal) }, 0);
+}
+
+async fn exit_within(
+    child: &mut tokio::process::Child,
+    deadline: Duration,
+) -> std::process::ExitStatus {
+    tokio::time::timeout(deadline, child.wait())
+        .await
+        .expect("the daemon exits in time")
+        .unwrap()
+}
+
+/// The import lifecycle with `faults` (TOML array entries) added.
+fn lifecycle_with(faults: &str) -> Scenario {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/scenarios/import-lifecycle.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let text = text.replacen(
+        "speed = 20000",
+        &format!("speed = 20000\nfault = [{faults}]"),
+        1,
+    );
+    Scenario::parse(&text).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_its_log_pipe_closed_the_daemon_keeps_recording_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let timeline = scenario("import-lifecycle.toml")
+        .compile()
+        .unwrap()
+        .remove(0);
+    let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
+    sim.set_time(Some(Duration::ZERO));
+    let config = fast_config(dir.path(), &sim, "");
+    let db = dir.path().join("iewatch.db");
+    let mut daemon = spawn_daemon(&config, Stdio::piped());
+    let mut log = tokio::io::BufReader::new(daemon.stderr.take().unwrap());
+    let mut first_line = String::new();
+    tokio::time::timeout(Duration::from_secs(10), log.read_line(&mut first_line))
+        .await
+        .expect("the daemon logs")
+        .unwrap();
+    // The reader goes away: every later log line meets a closed pipe.
+    drop(log);
+    for version in &timeline.versions[..3] {
+        sim.set_time(Some(version.since));
+        assert!(
+            wait_for_etag(&db, "MySampleJob", &version.etag, Duration::from_secs(20)).await,
+            "version at {:?} recorded with the log pipe closed",
+            version.since
+        );
+    }
+    signal(&daemon, 15);
+    let status = exit_within(&mut daemon, Duration::from_secs(15)).await;
+    assert!(status.success(), "SIGTERM stops it cleanly: {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_database_refuses_to_start_and_names_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
+    sim.set_time(Some(Duration::ZERO));
+    let config = fast_config(dir.path(), &sim, "");
+    let db = dir.path().join("iewatch.db");
+    let mut first = spawn_daemon(&config, Stdio::null());
+    assert!(
+        wait_for(Duration::from_secs(20), || async {
+            db.exists() && !event_list(&db, "MySampleJob").await.is_empty()
+        })
+        .await,
+        "the first daemon records"
+    );
+    let output = tokio::time::timeout(
+        Duration::from_secs(15),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
+            .args(["run", "-c"])
+            .arg(&config)
+            .output(),
+    )
+    .await
+    .expect("the second daemon gives up at once")
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let pid = first.id().unwrap();
+    assert!(
+        stderr.contains("in use by another `iewatch run`")
+            && stderr.contains(&format!("pid {pid}")),
+        "{stderr}"
+    );
+    // Read-only commands take no lock: status works beside the running daemon.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
+        .args(["status", "--database"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+
+    // A SIGKILLed daemon's lock dies with it: the next one starts.
+    signal(&first, 9);
+    exit_within(&mut first, Duration::from_secs(10)).await;
+    let mut second = spawn_daemon(&config, Stdio::null());
+    let polls = sim.requests().len();
+    assert!(
+        common::wait_until(Duration::from_secs(20), || sim.requests().len() > polls + 3).await,
+        "the successor polls"
+    );
+    assert!(second.try_wait().unwrap().is_none(), "and keeps running");
+    signal(&second, 15);
+    assert!(exit_within(&mut second, Duration::from_secs(15))
+        .await
+        .success());
+}
+
+/// `GET path` on 127.0.0.1:`port`: the status code, or None when nothing answers.
+async fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+        .await
+        .ok()?
+        .ok()?;
+    String::from_utf8_lossy(&response)
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_deleted_under_the_daemon_turns_healthz_503_and_ends_the_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
+    sim.set_time(Some(Duration::ZERO));
+    let port = free_port();
+    let config = fast_config(dir.path(), &sim, "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("[http]\nlisten = \"127.0.0.1:{port}\"\n\n{text}"),
+    )
+    .unwrap();
+    let db = dir.path().join("iewatch.db");
+    let log = dir.path().join("daemon.log");
+    let mut daemon = spawn_daemon(&config, Stdio::from(std::fs::File::create(&log).unwrap()));
+    assert!(
+        wait_for(Duration::from_secs(20), || async {
+            http_status(port, "/healthz").await == Some(200)
+        })
+        .await,
+        "healthy at first"
+    );
+    std::fs::remove_file(&db).unwrap();
+    let mut saw_503 = false;
+    let status = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Some(status) = daemon.try_wait().unwrap() {
+                return status;
+            }
+            saw_503 |= http_status(port, "/healthz").await == Some(503);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the daemon exits within seconds");
+    assert!(!status.success(), "{status:?}");
+    assert!(saw_503, "/healthz said 503 before the process ended");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("was deleted while the daemon ran"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_while_a_poll_outlives_the_drain_records_each_change_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let timeline = scenario("import-lifecycle.toml")
+        .compile()
+        .unwrap()
+        .remove(0);
+    // Every answer from the second version on comes 3 s late.
+    let sim = start_simulator(
+        lifecycle_with("{ from = \"12h\", until = \"100d\", kind = \"slow\" }"),
+        dir.path(),
+    )
+    .await;
+    sim.set_time(Some(Duration::ZERO));
+    let config = fast_config(dir.path(), &sim, "shutdown_timeout = \"200ms\"");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace("request_timeout = \"5s\"", "request_timeout = \"10s\"");
+    std::fs::write(&config, text).unwrap();
+    let db = dir.path().join("iewatch.db");
+    let daemon = RunningDaemon::start(&config).await;
+    assert!(
+        wait_for_etag(
+            &db,
+            "MySampleJob",
+            &timeline.versions[0].etag,
+            Duration::from_secs(20)
+        )
+        .await
+    );
+    sim.set_time(Some(timeline.versions[1].since));
+    let slow = |sim: &RunningSimulator| {
+        sim.requests()
+            .iter()
+            .any(|r| r.fault == Some(iewatch::simulator::FaultKind::Slow))
+    };
+    assert!(
+        common::wait_until(Duration::from_secs(10), || slow(&sim)).await,
+        "a slow poll is in flight"
+    );
+    // The reload gives up on the poll in flight after 200 ms and starts over.
+    daemon.reload.send(()).await.unwrap();
+    assert!(
+        wait_for_etag(
+            &db,
+            "MySampleJob",
+            &timeline.versions[1].etag,
+            Duration::from_secs(20)
+        )
+        .await
+    );
+    // The abandoned poll answers 3 s after it was sent; give it that long to write.
+    let requests = sim.requests().len();
+    assert!(
+        common::wait_until(Duration::from_secs(20), || sim.requests().len()
+            >= requests + 3)
+        .await
+    );
+    tokio::time::sleep(iewatch::simulator::scenario::SLOW_ANSWER).await;
+    daemon.stop().await;
+    let events = event_list(&db, "MySampleJob").await;
+    let shipping = events
+        .iter()
+        .filter(|e| e.0 == "job.state_changed" && e.3.as_deref() == Some("Shipping"))
+        .count();
+    assert_eq!(
+        shipping, 1,
+        "recorded once, not by both generations: {events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_while_another_process_holds_the_database_keeps_the_daemon_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let timeline = scenario("import-lifecycle.toml")
+        .compile()
+        .unwrap()
+        .remove(0);
+    let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
+    sim.set_time(Some(Duration::ZERO));
+    let config = fast_config(dir.path(), &sim, "");
+    let db = dir.path().join("iewatch.db");
+    let daemon = RunningDaemon::start(&config).await;
+    assert!(
+        wait_for_etag(
+            &db,
+            "MySampleJob",
+            &timeline.versions[0].etag,
+            Duration::from_secs(20)
+        )
+        .await
+    );
+    let mut holder = {
+        use sqlx::ConnectOptions as _;
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&db)
+            .connect()
+            .await
+            .unwrap()
+    };
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    daemon.reload.send(()).await.unwrap();
+    // Past the daemon's 5 s busy timeout, it must still be running.
+    let died = common::wait_until(Duration::from_secs(7), || daemon.task.is_finished()).await;
+    assert!(
+        !died,
+        "the daemon survived a reload against a locked database"
+    );
+    sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
+    drop(holder);
+    sim.set_time(Some(timeline.versions[1].since));
+    assert!(
+        wait_for_etag(
+            &db,
+            "MySampleJob",
+            &timeline.versions[1].etag,
+            Duration::from_secs(20)
+        )
+        .await,
+        "and records again once the lock is gone"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_retry_after_from_the_service_delays_a_job_by_at_most_max_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let timeline = scenario("import-lifecycle.toml")
+        .compile()
+        .unwrap()
+        .remove(0);
+    // 31,700 years asked for, while the service throttles the second version.
+    let sim = start_simulator(
+        lifecycle_with(
+            "{ from = \"12h\", until = \"2d\", kind = \"throttled\", retry_after = 1000000000000 }",
+        ),
+        dir.path(),
+    )
+    .await;
+    sim.set_time(Some(Duration::ZERO));
+    let config = fast_config(dir.path(), &sim, "max_retry_after = \"1s\"");
+    let db = dir.path().join("iewatch.db");
+    let daemon = RunningDaemon::start(&config).await;
+    assert!(
+        wait_for_etag(
+            &db,
+            "MySampleJob",
+            &timeline.versions[0].etag,
+            Duration::from_secs(20)
+        )
+        .await
+    );
+    sim.set_time(Some(timeline.versions[1].since));
+    assert!(
+        common::wait_until(Duration::from_secs(10), || sim
+            .requests()
+            .iter()
+            .any(|r| r.status == 429))
+        .await,
+        "throttled"
+    );
+    // The throttling ends; the job is polled again within max_retry_after.
+    sim.set_time(Some(timeline.versions[2].since));
+    assert!(
+        wait_for_etag(
+            &db,
+            "MySampleJob",
+            &timeline.versions[2].etag,
+            Duration::from_secs(10)
+        )
+        .await,
+        "the job is still polled"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_retry_after_from_a_webhook_never_stops_its_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
+    sim.set_time(Some(Duration::ZERO));
+    let hook = common::Receiver::start(|n| {
+        if n == 0 {
+            common::Reply::WithHeaders(503, &[("retry-after", "18446744073709551615")])
+        } else {
+            common::Reply::Status(200)
+        }
+    })
+    .await;
+    let webhook = format!(
+        "\n[[webhook]]\nname = \"ops\"\nurl = \"{}\"\nretry_initial = \"100ms\"\nretry_max = \"1s\"\n",
+        hook.url()
+    );
+    let config = fast_config(dir.path(), &sim, "");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&webhook);
+    std::fs::write(&config, text).unwrap();
+    let daemon = RunningDaemon::start(&config).await;
+    assert!(
+        common::wait_until(Duration::from_secs(20), || hook.received().len() >= 2).await,
+        "the refused alert is sent again, within retry_max"
+    );
+    assert!(!daemon.task.is_finished(), "and the daemon runs on");
+    daemon.stop().await;
+}
