@@ -108,6 +108,41 @@ pub async fn send(
         .map_err(|_| HttpError::Timeout(timeout))?
 }
 
+/// Sends `request` and waits for the status within `timeout`, for callers that need no
+/// body (webhook deliveries): up to `read_limit` bytes of the body are read so that the
+/// connection can be reused; a longer body is dropped with the connection. A broken
+/// body does not change the answer: the status has arrived.
+///
+/// # Errors
+/// See [`HttpError`]; never [`HttpError::BodyTooLarge`].
+pub async fn send_for_status(
+    client: &HttpsClient,
+    request: Request<Full<Bytes>>,
+    timeout: Duration,
+    read_limit: usize,
+) -> Result<(http::StatusCode, http::HeaderMap), HttpError> {
+    let exchange = async {
+        let response = client
+            .request(request)
+            .await
+            .map_err(classify_request_error)?;
+        let (parts, mut body) = response.into_parts();
+        let mut read = 0usize;
+        while read <= read_limit {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    read = read.saturating_add(frame.data_ref().map_or(0, Bytes::len));
+                }
+                Some(Err(_)) | None => break,
+            }
+        }
+        Ok((parts.status, parts.headers))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| HttpError::Timeout(timeout))?
+}
+
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
     headers
         .get(http::header::CONTENT_LENGTH)?

@@ -198,6 +198,33 @@ fn missing_and_unparsable_certificates_are_named() {
 }
 
 #[test]
+fn absurd_durations_are_refused_and_short_poll_intervals_warned_about() {
+    let (dir, _pki) = credentials_dir();
+    let absurd = GOOD.replace(
+        "poll_interval = \"5m\"",
+        "poll_interval = \"100000000000y\"\nstop_after = \"400d\"",
+    );
+    let (ok, output) = check(&write(dir.path(), "absurd.toml", &absurd));
+    assert!(!ok);
+    assert!(
+        output.contains("daemon.poll_interval: \"100000000000y\" is longer than a year"),
+        "{output}"
+    );
+    assert!(
+        output.contains("daemon.stop_after: \"400d\" is longer than a year"),
+        "{output}"
+    );
+    let eager = GOOD.replace("poll_interval = \"5m\"", "poll_interval = \"2s\"");
+    let (ok, output) = check(&write(dir.path(), "eager.toml", &eager));
+    assert!(ok, "a warning, not an error: {output}");
+    assert!(
+        output.contains("warning:")
+            && output.contains("daemon.poll_interval: \"2s\" is shorter than 10s"),
+        "{output}"
+    );
+}
+
+#[test]
 fn bad_values_are_all_reported_at_once() {
     let (dir, _pki) = credentials_dir();
     let text = GOOD

@@ -445,3 +445,101 @@ async fn an_absurd_retry_after_from_a_webhook_never_stops_its_worker() {
     assert!(!daemon.task.is_finished(), "and the daemon runs on");
     daemon.stop().await;
 }
+
+/// A config with one webhook to `url`, for the notifier cases.
+fn with_webhook(dir: &Path, sim: &RunningSimulator, jobs: &[&str], url: &str) -> PathBuf {
+    let config = write_config(
+        dir,
+        sim,
+        jobs,
+        &format!("{FAST}\nshutdown_timeout = \"1s\""),
+    );
+    let mut text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("poll_interval = \"1s\"", "poll_interval = \"100ms\"");
+    text.push_str(&format!(
+        "\n[[webhook]]\nname = \"ops\"\nurl = \"{url}\"\ntimeout = \"5s\"\nretry_initial = \"100ms\"\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2xx_with_a_large_body_is_a_delivery_not_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
+    sim.set_time(Some(Duration::ZERO));
+    let hook = common::Receiver::start(|_| common::Reply::Body(200, 200 * 1024)).await;
+    let config = with_webhook(dir.path(), &sim, &["MySampleJob"], &hook.url());
+    let db = dir.path().join("iewatch.db");
+    let daemon = RunningDaemon::start(&config).await;
+    assert!(
+        wait_for(Duration::from_secs(20), || async {
+            let store = iewatch::store::Store::open_existing(&db).await.unwrap();
+            let delivered = store.deliveries(false, 10).await.unwrap();
+            store.close().await;
+            delivered.iter().any(|d| d.status == "delivered")
+        })
+        .await,
+        "the first alert is delivered"
+    );
+    daemon.stop().await;
+    let ids: Vec<String> = hook
+        .received()
+        .iter()
+        .map(|r| r.header("webhook-id").to_owned())
+        .collect();
+    let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(ids.len(), unique.len(), "each alert sent once: {ids:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_deliveries_hang_does_not_hold_back_another_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
+    sim.set_time(Some(Duration::ZERO));
+    // Alerts of SlowJob hang for 30 s (past the webhook's 20 s timeout); others are quick.
+    let hook = common::Receiver::start_inspecting("127.0.0.1:0".parse().unwrap(), |_, r| {
+        if String::from_utf8_lossy(&r.body).contains("SlowJob") {
+            common::Reply::Hang(Duration::from_secs(30))
+        } else {
+            common::Reply::Status(200)
+        }
+    })
+    .await;
+    let config = with_webhook(dir.path(), &sim, &["SlowJob", "MySampleJob"], &hook.url());
+    // SlowJob is not in the scenario: its alert is job.not_found, and that one hangs.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("timeout = \"5s\"\nretry", "timeout = \"20s\"\nretry"),
+    )
+    .unwrap();
+    let daemon = RunningDaemon::start(&config).await;
+    let quick_alerts = |hook: &common::Receiver| {
+        hook.received()
+            .iter()
+            .filter(|r| r.answered == Some(200))
+            .count()
+    };
+    assert!(
+        common::wait_until(Duration::from_secs(20), || hook
+            .received()
+            .iter()
+            .any(|r| String::from_utf8_lossy(&r.body).contains("SlowJob")))
+        .await,
+        "SlowJob's first alert is hanging"
+    );
+    // While it hangs, MySampleJob's alerts keep arriving, version after version.
+    let timeline = scenario("import-lifecycle.toml")
+        .compile()
+        .unwrap()
+        .remove(0);
+    let before = quick_alerts(&hook);
+    sim.set_time(Some(timeline.versions[1].since));
+    assert!(
+        common::wait_until(Duration::from_secs(10), || quick_alerts(&hook) > before).await,
+        "another job's alert went out within the slow job's attempt"
+    );
+    daemon.stop().await;
+}

@@ -66,6 +66,10 @@ async fn migrate_reopen_record_and_read_back_through_status_history_and_sql() {
     .await;
     assert_eq!(recorded.len(), 30);
 
+    // A --since beyond the start of time reads from 1970, not a panic.
+    let all = iewatch(&["history", "MySampleJob", "--since", "500000000000y"], &db);
+    assert_eq!(all.lines().count(), 30, "{all}");
+
     let status = store.status().await.unwrap();
     assert_eq!(status.len(), 1);
     assert_eq!(status[0].state.as_deref(), Some("Completed"));
@@ -367,4 +371,56 @@ async fn concurrent_writes_share_commits_and_a_bad_one_fails_alone() {
         .await
         .unwrap();
     assert_eq!((events, outbox), (59, 59));
+}
+
+#[tokio::test]
+async fn the_lanes_migration_picks_up_deliveries_queued_by_the_first_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("old.db");
+    // The database as the first release left it: schema 0001 with alerts still pending.
+    let mut first_release =
+        sqlx::migrate::Migrator::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations"))
+            .await
+            .unwrap();
+    first_release.migrations = std::borrow::Cow::Owned(first_release.migrations[..1].to_vec());
+    let pool = sqlx::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&db)
+            .create_if_missing(true),
+    )
+    .await
+    .unwrap();
+    first_release.run(&pool).await.unwrap();
+    for statement in [
+        "INSERT INTO jobs (id, account, name) VALUES (1, 'prod', 'A'), (2, 'prod', 'B')",
+        "INSERT INTO events (id, job_id, type, observed_at, severity)
+         VALUES (1, 1, 'job.progress', '2026-01-01 00:00:00.000', 'info'),
+                (2, 1, 'job.progress', '2026-01-01 00:00:01.000', 'info'),
+                (3, 2, 'job.progress', '2026-01-01 00:00:02.000', 'info')",
+        "INSERT INTO deliveries (event_id, job_id, webhook, created_at, next_attempt_at, delivered_at)
+         VALUES (1, 1, 'ops', '2026-01-01 00:00:00.000', '2026-01-01 00:05:00.000', NULL),
+                (2, 1, 'ops', '2026-01-01 00:00:01.000', '2026-01-01 00:00:01.000', NULL),
+                (3, 2, 'ops', '2026-01-01 00:00:02.000', '2026-01-01 00:00:02.000', '2026-01-01 00:00:03.000')",
+    ] {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+
+    let store = Store::open(&db).await.unwrap();
+    let lanes = store.lanes("ops", 10).await.unwrap();
+    assert_eq!(lanes.len(), 1, "one lane: job A; job B has nothing pending");
+    assert_eq!(lanes[0].0, iewatch::store::JobId(1));
+    assert_eq!(
+        iewatch::store::timestamp(lanes[0].1),
+        "2026-01-01 00:05:00.000",
+        "due when its oldest pending delivery is"
+    );
+    let queued = store
+        .lane_deliveries("ops", iewatch::store::JobId(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        queued.iter().map(|d| d.event.id).collect::<Vec<_>>(),
+        [1, 2]
+    );
 }

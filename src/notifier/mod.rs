@@ -1,18 +1,15 @@
 //! The notifier: delivers the `deliveries` outbox to webhooks. One worker per webhook
-//! takes the oldest pending delivery of each job (so one job's events arrive in order),
-//! sends them concurrently across jobs, records the outcomes in one transaction, and
-//! sleeps until the next retry is due or the scheduler commits new rows. Because the
-//! outbox is written in the same transaction as the events, a crash or an endpoint that
-//! is down for hours loses nothing.
+//! ([`worker`]) sends each job's deliveries in order on a lane of its own, concurrently
+//! across jobs, and sleeps until the next retry is due or the scheduler commits new
+//! rows. Because the outbox is written in the same transaction as the events, a crash or
+//! an endpoint that is down for hours loses nothing.
 
 pub mod payload;
 pub mod routing;
+mod worker;
 
 use std::{
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -29,19 +26,13 @@ use crate::{
     config::{Webhook, WebhookFormat},
     http_client::{self, HttpsClient, USER_AGENT},
     store::{Attempt, OutboxItem, Store},
-    telemetry::{now_ms, Telemetry, LIVENESS_SLACK},
+    telemetry::Telemetry,
     tls,
 };
 
-/// Deliveries taken per round; also the most in flight per webhook.
-const BATCH: u32 = 64;
-/// Longest sleep with nothing due, so that `iewatch redeliver` from another process is
-/// picked up without a signal.
-const IDLE_RECHECK: Duration = Duration::from_secs(5);
-/// Response bodies are read (to keep the connection reusable) up to this size.
-const RESPONSE_LIMIT: usize = 64 * 1024;
-/// Pause after a database error before trying again.
-const STORE_ERROR_PAUSE: Duration = Duration::from_secs(2);
+/// Response bodies are read (so that the connection can be reused) up to this size;
+/// past it the rest is dropped with the connection.
+const RESPONSE_READ: usize = 64 * 1024;
 
 /// Tells the notifier that new outbox rows were committed.
 #[derive(Clone, Debug)]
@@ -78,7 +69,7 @@ pub async fn run(
     };
     let mut workers = JoinSet::new();
     for webhook in webhooks {
-        workers.spawn(worker(
+        workers.spawn(worker::run(
             store.clone(),
             webhook,
             client.clone(),
@@ -88,172 +79,68 @@ pub async fn run(
         ));
     }
     while let Some(joined) = workers.join_next().await {
-        if let Err(e) = joined {
-            // Returning early makes the supervisor report the notifier's death.
-            tracing::error!("a webhook worker failed: {e}");
-            return;
-        }
+        let failure = match joined {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(e) => e.to_string(),
+        };
+        // Returning early makes the supervisor report the notifier's death.
+        tracing::error!("a webhook worker failed: {failure}");
+        return;
     }
     // No webhooks (or every one disabled): nothing to do until the generation stops.
     shutdown.cancelled().await;
 }
 
-async fn worker(
-    store: Store,
-    webhook: Webhook,
-    client: HttpsClient,
-    mut wake: watch::Receiver<u64>,
-    telemetry: Telemetry,
-    shutdown: CancellationToken,
-) {
-    let webhook = Arc::new(webhook);
-    let probe = format!("webhook {}", webhook.name);
-    let round = Arc::new(AtomicU64::new(now_ms()));
-    let allowance = webhook.timeout + IDLE_RECHECK + LIVENESS_SLACK;
-    let (last_round, name) = (round.clone(), webhook.name.clone());
-    telemetry.set_probe(
-        probe.clone(),
-        Arc::new(move || {
-            let since = now_ms().saturating_sub(last_round.load(Ordering::Relaxed));
-            (Duration::from_millis(since) > allowance)
-                .then(|| format!("webhook {name} has not gone round for {}s", since / 1000))
-        }),
-    );
-    loop {
-        wake.borrow_and_update();
-        round.store(now_ms(), Ordering::Relaxed);
-        let due = match store
-            .due_deliveries(&webhook.name, SystemTime::now(), BATCH)
-            .await
-        {
-            Ok(due) => due,
-            Err(e) => {
-                tracing::error!(webhook = %webhook.name, "cannot read the outbox: {e}");
-                if sleep_or_shutdown(STORE_ERROR_PAUSE, &shutdown).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        let full_batch = due.len() == BATCH as usize;
-        if !due.is_empty() {
-            let (outcomes, gone) = attempt_all(&client, &webhook, due).await;
-            for (_, outcome) in &outcomes {
-                telemetry.delivery(match outcome {
-                    Attempt::Delivered { .. } => "delivered",
-                    Attempt::Retry { .. } => "retry",
-                    Attempt::Failed { .. } => "failed",
-                });
-            }
-            if let Err(e) = store.record_attempts(&outcomes, SystemTime::now()).await {
-                // Not recorded: the rows stay due and are sent again (at-least-once).
-                tracing::error!(webhook = %webhook.name, "cannot record delivery outcomes: {e}");
-            }
-            if gone {
-                tracing::error!(
-                    webhook = %webhook.name,
-                    "endpoint answered 410 Gone: webhook disabled until the next reload or restart"
-                );
-                telemetry.remove_probes(&probe);
-                return;
-            }
-            if full_batch {
-                continue;
-            }
-        }
-        let pause = match store.next_delivery_due(&webhook.name).await {
-            Ok(Some(at)) => at
-                .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO)
-                .min(IDLE_RECHECK),
-            Ok(None) => IDLE_RECHECK,
-            Err(e) => {
-                tracing::error!(webhook = %webhook.name, "cannot read the outbox: {e}");
-                STORE_ERROR_PAUSE
-            }
-        };
-        if pause.is_zero() {
-            continue;
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = wake.changed() => {}
-            () = tokio::time::sleep(pause) => {}
-        }
-    }
-}
-
-/// Returns true when shutdown came first.
-async fn sleep_or_shutdown(pause: Duration, shutdown: &CancellationToken) -> bool {
-    tokio::select! {
-        () = shutdown.cancelled() => true,
-        () = tokio::time::sleep(pause) => false,
-    }
-}
-
-/// Sends every item concurrently (they belong to distinct jobs); returns the outcomes and
-/// whether the endpoint said 410 Gone.
-async fn attempt_all(
-    client: &HttpsClient,
-    webhook: &Arc<Webhook>,
-    due: Vec<OutboxItem>,
-) -> (Vec<(i64, Attempt)>, bool) {
-    let mut set = JoinSet::new();
-    for item in due {
-        let client = client.clone();
-        let webhook = webhook.clone();
-        set.spawn(async move {
-            let result = send(&client, &webhook, &item).await;
-            (item, result)
-        });
-    }
-    let mut outcomes = Vec::new();
-    let mut gone = false;
-    while let Some(joined) = set.join_next().await {
-        let Ok((item, result)) = joined else { continue };
-        let outcome = match result {
-            Sent::Ok(status) => Attempt::Delivered { status },
-            Sent::Gone => {
-                gone = true;
+/// The outcome of one attempt at `item`, with the retry time and give-up rule applied;
+/// true when the endpoint said 410 Gone.
+async fn attempt(client: &HttpsClient, webhook: &Webhook, item: &OutboxItem) -> (Attempt, bool) {
+    let outcome = match send(client, webhook, item).await {
+        Sent::Ok(status) => Attempt::Delivered { status },
+        Sent::Gone => {
+            return (
                 Attempt::Failed {
                     status: Some(410),
                     error: "410 Gone: endpoint disabled".into(),
+                },
+                true,
+            )
+        }
+        Sent::Retry {
+            status,
+            error,
+            retry_after,
+        } => {
+            let now = SystemTime::now();
+            // A receiver's Retry-After is honoured up to `retry_max`, like our own backoff.
+            let delay = retry_after
+                .unwrap_or_else(|| backoff(webhook, item.attempts))
+                .min(webhook.retry_max);
+            let next_at = now.checked_add(delay).unwrap_or(now);
+            let deadline = item
+                .first_attempt_at
+                .unwrap_or(now)
+                .checked_add(webhook.give_up_after);
+            if deadline.is_some_and(|deadline| next_at > deadline) {
+                tracing::warn!(webhook = %webhook.name, event = item.event.id, "giving up delivery: {error}");
+                Attempt::Failed {
+                    status,
+                    error: format!(
+                        "gave up after {} attempts: {error}",
+                        item.attempts.saturating_add(1)
+                    ),
+                }
+            } else {
+                tracing::debug!(webhook = %webhook.name, event = item.event.id, "delivery failed, will retry: {error}");
+                Attempt::Retry {
+                    status,
+                    error,
+                    next_at,
                 }
             }
-            Sent::Retry {
-                status,
-                error,
-                retry_after,
-            } => {
-                let now = SystemTime::now();
-                // A receiver's Retry-After is honoured up to `retry_max`, like our own backoff.
-                let delay = retry_after
-                    .unwrap_or_else(|| backoff(webhook, item.attempts))
-                    .min(webhook.retry_max);
-                let next_at = now.checked_add(delay).unwrap_or(now);
-                let deadline = item
-                    .first_attempt_at
-                    .unwrap_or(now)
-                    .checked_add(webhook.give_up_after);
-                if deadline.is_some_and(|deadline| next_at > deadline) {
-                    tracing::warn!(webhook = %webhook.name, event = item.event.id, "giving up delivery: {error}");
-                    Attempt::Failed {
-                        status,
-                        error: format!("gave up after {} attempts: {error}", item.attempts + 1),
-                    }
-                } else {
-                    tracing::debug!(webhook = %webhook.name, event = item.event.id, "delivery failed, will retry: {error}");
-                    Attempt::Retry {
-                        status,
-                        error,
-                        next_at,
-                    }
-                }
-            }
-        };
-        outcomes.push((item.id, outcome));
-    }
-    (outcomes, gone)
+        }
+    };
+    (outcome, false)
 }
 
 /// Exponential backoff with ±20% jitter, capped at `retry_max`.
@@ -309,13 +196,14 @@ async fn send(client: &HttpsClient, webhook: &Webhook, item: &OutboxItem) -> Sen
             }
         }
     };
-    match http_client::send(client, request, webhook.timeout, RESPONSE_LIMIT).await {
-        Ok(response) if response.status().is_success() => Sent::Ok(response.status().as_u16()),
-        Ok(response) if response.status() == http::StatusCode::GONE => Sent::Gone,
-        Ok(response) => Sent::Retry {
-            status: Some(response.status().as_u16()),
-            error: format!("HTTP {}", response.status()),
-            retry_after: http_client::retry_after(response.headers()),
+    // A 2xx is success whatever its body: at most a little of it is read.
+    match http_client::send_for_status(client, request, webhook.timeout, RESPONSE_READ).await {
+        Ok((status, _)) if status.is_success() => Sent::Ok(status.as_u16()),
+        Ok((http::StatusCode::GONE, _)) => Sent::Gone,
+        Ok((status, headers)) => Sent::Retry {
+            status: Some(status.as_u16()),
+            error: format!("HTTP {status}"),
+            retry_after: http_client::retry_after(&headers),
         },
         Err(e) => Sent::Retry {
             status: None,

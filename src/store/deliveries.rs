@@ -1,6 +1,8 @@
-//! The webhook outbox: the notifier's queries over `deliveries`. A delivery is due when
-//! it is the oldest pending one of its job for its webhook (so events of one job reach
-//! one endpoint in order) and its next attempt time has come.
+//! The webhook outbox: the notifier's queries over `deliveries` and `outbox_lanes`. A
+//! lane is one (webhook, job) with pending deliveries; its deliveries go out oldest
+//! first (so events of one job reach one endpoint in order), and the lane row says when
+//! its oldest one may be tried. Every query here is an index range: a backlog costs its
+//! own size to drain and nothing to wait on.
 
 use std::time::SystemTime;
 
@@ -9,18 +11,12 @@ use serde::Serialize;
 use super::{
     parse_timestamp,
     reads::{parse_details, EventRecord},
-    timestamp, Store, StoreError,
+    timestamp, JobId, Store, StoreError,
 };
 use crate::{
     events::EventType,
     model::{DriveId, Severity},
 };
-
-/// The oldest pending delivery of each (webhook, job): the only ones that may be sent.
-const HEADS: &str = "d.delivered_at IS NULL AND d.failed_at IS NULL
-    AND d.event_id = (SELECT MIN(p.event_id) FROM deliveries p
-                      WHERE p.webhook = d.webhook AND p.job_id = d.job_id
-                        AND p.delivered_at IS NULL AND p.failed_at IS NULL)";
 
 /// A delivery to attempt, with everything its payload needs.
 #[derive(Clone, Debug)]
@@ -92,14 +88,42 @@ pub struct DeliveryRow {
 }
 
 impl Store {
-    /// Up to `limit` deliveries of `webhook` that are due at `now`, oldest first.
+    /// The first `limit` lanes of `webhook` by the time their head may be tried,
+    /// due or not: (job, when).
     ///
     /// # Errors
     /// Database errors.
-    pub async fn due_deliveries(
+    pub async fn lanes(
         &self,
         webhook: &str,
-        now: SystemTime,
+        limit: u32,
+    ) -> Result<Vec<(JobId, SystemTime)>, StoreError> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT job_id, next_attempt_at FROM outbox_lanes WHERE webhook = ?1
+             ORDER BY next_attempt_at LIMIT ?2",
+        )
+        .bind(webhook)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(job, at)| {
+                let at = parse_timestamp(&at).ok_or_else(|| {
+                    StoreError::Corrupt(format!("outbox_lanes.next_attempt_at: {at:?}"))
+                })?;
+                Ok((JobId(job), at))
+            })
+            .collect()
+    }
+
+    /// The oldest `limit` pending deliveries of one lane, in event order.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn lane_deliveries(
+        &self,
+        webhook: &str,
+        job: JobId,
         limit: u32,
     ) -> Result<Vec<OutboxItem>, StoreError> {
         #[derive(sqlx::FromRow)]
@@ -119,15 +143,15 @@ impl Store {
             severity: Severity,
             details: Option<String>,
         }
-        let rows: Vec<Row> = sqlx::query_as(&format!(
+        let rows: Vec<Row> = sqlx::query_as(
             "SELECT d.id AS delivery_id, d.attempts, d.first_attempt_at, e.id, j.account, j.name, e.type,
                     e.drive_id, e.from_value, e.to_value, e.observed_at, e.severity, e.details
              FROM deliveries d JOIN events e ON e.id = d.event_id JOIN jobs j ON j.id = d.job_id
-             WHERE d.webhook = ?1 AND d.next_attempt_at <= ?2 AND {HEADS}
-             ORDER BY d.event_id LIMIT ?3"
-        ))
+             WHERE d.webhook = ?1 AND d.job_id = ?2 AND d.delivered_at IS NULL AND d.failed_at IS NULL
+             ORDER BY d.event_id LIMIT ?3",
+        )
         .bind(webhook)
-        .bind(timestamp(now))
+        .bind(job.0)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
@@ -154,20 +178,6 @@ impl Store {
             .collect()
     }
 
-    /// When the next delivery of `webhook` becomes due (None: nothing pending).
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn next_delivery_due(&self, webhook: &str) -> Result<Option<SystemTime>, StoreError> {
-        let next: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT MIN(d.next_attempt_at) FROM deliveries d WHERE d.webhook = ?1 AND {HEADS}"
-        ))
-        .bind(webhook)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(next.as_deref().and_then(parse_timestamp))
-    }
-
     /// Pending deliveries over all webhooks (metrics, status line).
     ///
     /// # Errors
@@ -180,18 +190,20 @@ impl Store {
         .await?)
     }
 
-    /// Records the outcomes of a batch of attempts in one transaction.
+    /// Records the outcomes of a lane's attempts, in order, in one transaction, and
+    /// moves the lane on: due again at once while it has pending deliveries and the last
+    /// attempt did not ask to wait, due at the retry time if it did, gone when empty.
     ///
     /// # Errors
-    /// Database errors; none of the outcomes is recorded then.
-    pub async fn record_attempts(
+    /// Database errors; none of the outcomes is recorded then (the deliveries are sent
+    /// again: at-least-once, under the same webhook-id).
+    pub async fn record_lane(
         &self,
+        webhook: &str,
+        job: JobId,
         attempts: &[(i64, Attempt)],
         at: SystemTime,
     ) -> Result<(), StoreError> {
-        if attempts.is_empty() {
-            return Ok(());
-        }
         let now = timestamp(at);
         let mut tx = self.pool.begin().await?;
         for (id, attempt) in attempts {
@@ -228,6 +240,27 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        let retry_at = match attempts.last() {
+            Some((_, Attempt::Retry { next_at, .. })) => timestamp(*next_at),
+            _ => now,
+        };
+        sqlx::query(
+            "UPDATE outbox_lanes SET next_attempt_at = ?3 WHERE webhook = ?1 AND job_id = ?2",
+        )
+        .bind(webhook)
+        .bind(job.0)
+        .bind(&retry_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM outbox_lanes WHERE webhook = ?1 AND job_id = ?2 AND NOT EXISTS
+                (SELECT 1 FROM deliveries WHERE webhook = ?1 AND job_id = ?2
+                 AND delivered_at IS NULL AND failed_at IS NULL)",
+        )
+        .bind(webhook)
+        .bind(job.0)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -237,14 +270,27 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn redeliver(&self, id: i64, now: SystemTime) -> Result<bool, StoreError> {
+        let now = timestamp(now);
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE deliveries SET delivered_at = NULL, failed_at = NULL, attempts = 0,
                 first_attempt_at = NULL, next_attempt_at = ?1, last_error = NULL WHERE id = ?2",
         )
-        .bind(timestamp(now))
+        .bind(&now)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        // Its lane is due now, whatever it waited for: a person asked.
+        sqlx::query(
+            "INSERT INTO outbox_lanes (webhook, job_id, next_attempt_at)
+             SELECT webhook, job_id, ?1 FROM deliveries WHERE id = ?2
+             ON CONFLICT (webhook, job_id) DO UPDATE SET next_attempt_at = excluded.next_attempt_at",
+        )
+        .bind(&now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 

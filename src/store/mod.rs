@@ -590,6 +590,16 @@ pub(crate) async fn insert_events(
         .bind(now)
         .execute(&mut **tx)
         .await?;
+        // A lane waiting for a retry keeps waiting: this event goes out behind its head.
+        sqlx::query(
+            "INSERT INTO outbox_lanes (webhook, job_id, next_attempt_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (webhook, job_id) DO NOTHING",
+        )
+        .bind(&entry.webhook)
+        .bind(job.0)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(ids)
 }

@@ -85,6 +85,9 @@ fn main() {
              FROM n",
             "INSERT INTO deliveries (event_id, job_id, webhook, created_at, next_attempt_at)
              SELECT id, job_id, 'ops', observed_at, observed_at FROM events",
+            // The lanes the daemon keeps beside its outbox (migrations/0002).
+            "INSERT INTO outbox_lanes (webhook, job_id, next_attempt_at)
+             SELECT webhook, job_id, MIN(next_attempt_at) FROM deliveries GROUP BY webhook, job_id",
         ] {
             sqlx::query(statement).execute(&mut *tx).await.unwrap();
         }

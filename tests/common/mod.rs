@@ -382,6 +382,8 @@ pub enum Reply {
     Status(u16),
     /// A status with headers.
     WithHeaders(u16, &'static [(&'static str, &'static str)]),
+    /// A status with a body of this many bytes.
+    Body(u16, usize),
     /// Answers nothing for this long (bounded, so no test hangs forever).
     Hang(Duration),
 }
@@ -407,6 +409,9 @@ impl Received {
     }
 }
 
+/// How a receiver answers its n-th request.
+type ReplyFn = dyn Fn(usize, &Received) -> Reply + Send + Sync;
+
 /// A plain HTTP webhook receiver on 127.0.0.1 answering per `reply(n)`.
 pub struct Receiver {
     pub addr: SocketAddr,
@@ -430,10 +435,18 @@ impl Receiver {
         addr: SocketAddr,
         reply: impl Fn(usize) -> Reply + Send + Sync + 'static,
     ) -> Receiver {
+        Self::start_inspecting(addr, move |n, _| reply(n)).await
+    }
+
+    /// A receiver whose answer depends on the request it got.
+    pub async fn start_inspecting(
+        addr: SocketAddr,
+        reply: impl Fn(usize, &Received) -> Reply + Send + Sync + 'static,
+    ) -> Receiver {
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<Received>>> = Arc::new(Mutex::new(Vec::new()));
-        let reply: Arc<dyn Fn(usize) -> Reply + Send + Sync> = Arc::new(reply);
+        let reply: Arc<ReplyFn> = Arc::new(reply);
         let recorded = seen.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -450,25 +463,31 @@ impl Receiver {
                                     .await
                                     .map(|b| b.to_bytes())
                                     .unwrap_or_default();
+                                let received = Received {
+                                    headers: parts.headers,
+                                    body,
+                                    answered: None,
+                                };
                                 let n = {
                                     let mut seen = recorded.lock().unwrap();
-                                    seen.push(Received {
-                                        headers: parts.headers,
-                                        body,
-                                        answered: None,
-                                    });
+                                    seen.push(received.clone());
                                     seen.len() - 1
                                 };
-                                let (status, headers) = match reply(n) {
+                                let (status, headers, body) = match reply(n, &received) {
                                     Reply::Hang(how_long) => {
                                         tokio::time::sleep(how_long).await;
-                                        (503, &[][..])
+                                        (503, &[][..], 0)
                                     }
-                                    Reply::Status(status) => (status, &[][..]),
-                                    Reply::WithHeaders(status, headers) => (status, headers),
+                                    Reply::Status(status) => (status, &[][..], 0),
+                                    Reply::WithHeaders(status, headers) => (status, headers, 0),
+                                    Reply::Body(status, size) => (status, &[][..], size),
                                 };
                                 recorded.lock().unwrap()[n].answered = Some(status);
-                                Ok::<_, std::convert::Infallible>(respond(status, headers, ""))
+                                Ok::<_, std::convert::Infallible>(respond(
+                                    status,
+                                    headers,
+                                    vec![b'x'; body],
+                                ))
                             }
                         },
                     );

@@ -1,0 +1,218 @@
+//! One webhook's worker. Its outbox is a set of lanes, one per job with pending
+//! deliveries (`outbox_lanes`). The worker starts a task for every lane that is due, up
+//! to [`MAX_LANES`] at once; a lane sends its deliveries one after the other in event
+//! order, records up to [`LANE_BATCH`] outcomes in one transaction, and stops at the
+//! first one that must wait for a retry. So one job's backlog drains at the endpoint's
+//! pace, a slow or failing job holds only its own lane, and an endpoint that is down
+//! costs a query per retry wave, nothing in between.
+
+use std::{
+    collections::HashSet,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, SystemTime},
+};
+
+use tokio::{sync::watch, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use super::attempt;
+use crate::{
+    config::Webhook,
+    http_client::HttpsClient,
+    store::{Attempt, JobId, Store},
+    telemetry::{now_ms, Telemetry, LIVENESS_SLACK},
+};
+
+/// Most lanes of one webhook in flight at once (concurrent requests to one endpoint).
+const MAX_LANES: usize = 64;
+/// Deliveries a lane sends before it records their outcomes together: one fsync per
+/// batch rather than per delivery. A crash in between sends them again (at-least-once,
+/// under the same webhook-id).
+const LANE_BATCH: u32 = 64;
+/// Longest sleep with nothing due, so that `iewatch redeliver` from another process is
+/// picked up without a signal.
+const IDLE_RECHECK: Duration = Duration::from_secs(5);
+/// Pause after a database error before trying again.
+const STORE_ERROR_PAUSE: Duration = Duration::from_secs(2);
+
+/// What every lane of one webhook shares.
+#[derive(Clone)]
+struct Lanes {
+    store: Store,
+    webhook: Arc<Webhook>,
+    client: HttpsClient,
+    telemetry: Telemetry,
+    shutdown: CancellationToken,
+    /// Cancelled when the endpoint answered 410 Gone.
+    gone: CancellationToken,
+}
+
+/// Runs one webhook's lanes until `shutdown`; lanes in flight finish their delivery.
+///
+/// # Errors
+/// A lane task panicked (a bug): the worker stops so that the supervisor sees it.
+pub(super) async fn run(
+    store: Store,
+    webhook: Webhook,
+    client: HttpsClient,
+    mut wake: watch::Receiver<u64>,
+    telemetry: Telemetry,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let lanes = Lanes {
+        store,
+        webhook: Arc::new(webhook),
+        client,
+        telemetry,
+        shutdown,
+        gone: CancellationToken::new(),
+    };
+    let probe = format!("webhook {}", lanes.webhook.name);
+    let round = register_probe(&lanes, &probe);
+    let mut running: HashSet<JobId> = HashSet::new();
+    let mut tasks: JoinSet<JobId> = JoinSet::new();
+    loop {
+        wake.borrow_and_update();
+        round.store(now_ms(), Ordering::Relaxed);
+        if lanes.gone.is_cancelled() {
+            tracing::error!(
+                webhook = %lanes.webhook.name,
+                "endpoint answered 410 Gone: webhook disabled until the next reload or restart"
+            );
+            lanes.telemetry.remove_probes(&probe);
+            break;
+        }
+        let pause = lanes.start_due(&mut running, &mut tasks).await;
+        tokio::select! {
+            () = lanes.shutdown.cancelled() => break,
+            _ = wake.changed() => {}
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                running.remove(&done.map_err(|e| format!("a delivery lane failed: {e}"))?);
+            }
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+    // Lanes stop between deliveries at shutdown and record what they sent.
+    while let Some(done) = tasks.join_next().await {
+        done.map_err(|e| format!("a delivery lane failed: {e}"))?;
+    }
+    if !lanes.shutdown.is_cancelled() {
+        // Gone: nothing more to do until the generation stops.
+        lanes.shutdown.cancelled().await;
+    }
+    Ok(())
+}
+
+/// The worker's liveness probe: it must go round within its webhook's timeout plus
+/// slack. Returns the time of the last round, which the worker keeps current.
+fn register_probe(lanes: &Lanes, probe: &str) -> Arc<AtomicU64> {
+    let round = Arc::new(AtomicU64::new(now_ms()));
+    let allowance = lanes.webhook.timeout + IDLE_RECHECK + LIVENESS_SLACK;
+    let (last_round, name) = (round.clone(), lanes.webhook.name.clone());
+    lanes.telemetry.set_probe(
+        probe,
+        Arc::new(move || {
+            let since = now_ms().saturating_sub(last_round.load(Ordering::Relaxed));
+            (Duration::from_millis(since) > allowance)
+                .then(|| format!("webhook {name} has not gone round for {}s", since / 1000))
+        }),
+    );
+    round
+}
+
+impl Lanes {
+    /// Starts every due lane that is not running yet (up to [`MAX_LANES`]); returns how
+    /// long to wait before the next lane is due.
+    async fn start_due(
+        &self,
+        running: &mut HashSet<JobId>,
+        tasks: &mut JoinSet<JobId>,
+    ) -> Duration {
+        let limit = u32::try_from(MAX_LANES + running.len()).unwrap_or(u32::MAX);
+        let lanes = match self.store.lanes(&self.webhook.name, limit).await {
+            Ok(lanes) => lanes,
+            Err(e) => {
+                tracing::error!(webhook = %self.webhook.name, "cannot read the outbox: {e}");
+                return STORE_ERROR_PAUSE;
+            }
+        };
+        let now = SystemTime::now();
+        for (job, due) in lanes {
+            if running.contains(&job) {
+                continue;
+            }
+            if let Ok(wait) = due.duration_since(now) {
+                // Sorted by due time: every later lane waits at least this long.
+                return wait.min(IDLE_RECHECK);
+            }
+            if running.len() >= MAX_LANES {
+                break;
+            }
+            running.insert(job);
+            tasks.spawn(self.clone().drain(job));
+        }
+        IDLE_RECHECK
+    }
+
+    /// Sends one lane's deliveries in order until it is empty, one must wait for a
+    /// retry, the endpoint is gone, or the daemon stops.
+    async fn drain(self, job: JobId) -> JobId {
+        let name = &self.webhook.name;
+        // The head alone first: while an endpoint is down, a retry wave reads one
+        // delivery per lane, not a batch.
+        let mut batch = 1;
+        while !self.shutdown.is_cancelled() && !self.gone.is_cancelled() {
+            let items = match self.store.lane_deliveries(name, job, batch).await {
+                Ok(items) => items,
+                Err(e) => {
+                    tracing::error!(webhook = %name, "cannot read the outbox: {e}");
+                    self.pause().await;
+                    break;
+                }
+            };
+            let mut outcomes = Vec::with_capacity(items.len());
+            let mut stop = items.is_empty();
+            for item in &items {
+                let (outcome, gone) = attempt(&self.client, &self.webhook, item).await;
+                self.telemetry.delivery(match outcome {
+                    Attempt::Delivered { .. } => "delivered",
+                    Attempt::Retry { .. } => "retry",
+                    Attempt::Failed { .. } => "failed",
+                });
+                if gone {
+                    self.gone.cancel();
+                }
+                stop = matches!(outcome, Attempt::Retry { .. }) || gone;
+                outcomes.push((item.id, outcome));
+                if stop || self.shutdown.is_cancelled() {
+                    break;
+                }
+            }
+            if let Err(e) = self
+                .store
+                .record_lane(name, job, &outcomes, SystemTime::now())
+                .await
+            {
+                // Not recorded: these deliveries are sent again (at-least-once).
+                tracing::error!(webhook = %name, "cannot record delivery outcomes: {e}");
+                self.pause().await;
+                break;
+            }
+            if stop {
+                break;
+            }
+            batch = LANE_BATCH;
+        }
+        job
+    }
+
+    async fn pause(&self) {
+        tokio::select! {
+            () = self.shutdown.cancelled() => {}
+            () = tokio::time::sleep(STORE_ERROR_PAUSE) => {}
+        }
+    }
+}
