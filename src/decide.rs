@@ -414,7 +414,8 @@ mod tests {
         assert_eq!(reopened.memory.terminal_since, None);
     }
 
-    /// One row per delay rule: (memory, outcome, recorded state, next poll).
+    /// One row per delay rule: (memory, outcome, recorded state, next poll). Long because
+    /// it is one table, a row per rule.
     #[test]
     fn next_poll_follows_state_backoff_retry_after_and_not_found() {
         let completed = JobState::from("Completed");

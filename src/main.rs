@@ -186,38 +186,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { db, json } => {
             let store = open_database(&db).await?;
             let jobs = store.status().await?;
-            if json {
-                outln!("{}", serde_json::to_string_pretty(&jobs)?);
-            } else {
-                out!("{}", report::status_text(&jobs, SystemTime::now()));
-            }
-            Ok(ExitCode::SUCCESS)
+            print_report(json, &jobs, |jobs| {
+                report::status_text(jobs, SystemTime::now())
+            })
         }
         Command::History {
             job,
             since,
             db,
             json,
-        } => {
-            let store = open_database(&db).await?;
-            if !store.has_job(&job).await? {
-                errln!("no job named {job:?} in {}", store.path().display());
-                return Ok(ExitCode::FAILURE);
-            }
-            // Any --since reaches back at most to 1970: no time arithmetic can overflow on it.
-            let since = since.map(|d| {
-                SystemTime::now()
-                    .checked_sub(d)
-                    .unwrap_or(SystemTime::UNIX_EPOCH)
-            });
-            let entries = store.history(&job, since).await?;
-            if json {
-                outln!("{}", serde_json::to_string_pretty(&entries)?);
-            } else {
-                out!("{}", report::history_text(&entries));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => history(&job, since, &db, json).await,
         Command::Deliveries {
             failed,
             limit,
@@ -226,12 +204,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let store = open_database(&db).await?;
             let rows = store.deliveries(failed, limit).await?;
-            if json {
-                outln!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                out!("{}", report::deliveries_text(&rows));
-            }
-            Ok(ExitCode::SUCCESS)
+            print_report(json, &rows, |rows| report::deliveries_text(rows))
         }
         Command::Redeliver { id, db } => {
             let store = open_database(&db).await?;
@@ -258,6 +231,42 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `iewatch history`: one job's events, oldest first.
+async fn history(
+    job: &str,
+    since: Option<std::time::Duration>,
+    db: &DatabaseArgs,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let store = open_database(db).await?;
+    if !store.has_job(job).await? {
+        errln!("no job named {job:?} in {}", store.path().display());
+        return Ok(ExitCode::FAILURE);
+    }
+    // Any --since reaches back at most to 1970: no time arithmetic can overflow on it.
+    let since = since.map(|d| {
+        SystemTime::now()
+            .checked_sub(d)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    });
+    let entries = store.history(job, since).await?;
+    print_report(json, &entries, |entries| report::history_text(entries))
+}
+
+/// Prints a report as pretty JSON (for scripts) or as its aligned text.
+fn print_report<T: serde::Serialize + ?Sized>(
+    json: bool,
+    value: &T,
+    text: impl FnOnce(&T) -> String,
+) -> anyhow::Result<ExitCode> {
+    if json {
+        outln!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        out!("{}", text(value));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {

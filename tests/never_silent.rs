@@ -30,6 +30,47 @@ fn fast_config(dir: &Path, sim: &RunningSimulator, extra: &str) -> PathBuf {
     path
 }
 
+/// The import lifecycle served by a simulator at its first version, a directory for the
+/// daemon's files, and its database's path.
+struct Lifecycle {
+    dir: tempfile::TempDir,
+    timeline: iewatch::simulator::scenario::Timeline,
+    sim: RunningSimulator,
+    db: PathBuf,
+}
+
+impl Lifecycle {
+    async fn start(scenario: Scenario) -> Lifecycle {
+        let dir = tempfile::tempdir().unwrap();
+        let timeline = scenario.compile().unwrap().remove(0);
+        let sim = start_simulator(scenario, dir.path()).await;
+        sim.set_time(Some(Duration::ZERO));
+        let db = dir.path().join("iewatch.db");
+        Lifecycle {
+            dir,
+            timeline,
+            sim,
+            db,
+        }
+    }
+
+    /// A config polling every 100 ms, with `extra` in `[daemon]`.
+    fn config(&self, extra: &str) -> PathBuf {
+        fast_config(self.dir.path(), &self.sim, extra)
+    }
+
+    /// The service moves on to version `i`.
+    fn show(&self, i: usize) {
+        self.sim.set_time(Some(self.timeline.versions[i].since));
+    }
+
+    /// True once the daemon recorded version `i` (its ETag) within `deadline`.
+    async fn recorded(&self, i: usize, deadline: Duration) -> bool {
+        let etag = &self.timeline.versions[i].etag;
+        wait_for_etag(&self.db, "MySampleJob", etag, deadline).await
+    }
+}
+
 fn spawn_daemon(config: &Path, stderr: Stdio) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
         .args(["run", "-c"])
@@ -63,6 +104,11 @@ async fn exit_within(
         .unwrap()
 }
 
+/// The shipped import lifecycle.
+fn lifecycle() -> Scenario {
+    scenario("import-lifecycle.toml")
+}
+
 /// The import lifecycle with `faults` (TOML array entries) added.
 fn lifecycle_with(faults: &str) -> Scenario {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/scenarios/import-lifecycle.toml");
@@ -77,16 +123,8 @@ fn lifecycle_with(faults: &str) -> Scenario {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_its_log_pipe_closed_the_daemon_keeps_recording_and_stops_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let timeline = scenario("import-lifecycle.toml")
-        .compile()
-        .unwrap()
-        .remove(0);
-    let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
-    sim.set_time(Some(Duration::ZERO));
-    let config = fast_config(dir.path(), &sim, "");
-    let db = dir.path().join("iewatch.db");
-    let mut daemon = spawn_daemon(&config, Stdio::piped());
+    let run = Lifecycle::start(lifecycle()).await;
+    let mut daemon = spawn_daemon(&run.config(""), Stdio::piped());
     let mut log = tokio::io::BufReader::new(daemon.stderr.take().unwrap());
     let mut first_line = String::new();
     tokio::time::timeout(Duration::from_secs(10), log.read_line(&mut first_line))
@@ -95,12 +133,11 @@ async fn with_its_log_pipe_closed_the_daemon_keeps_recording_and_stops_on_sigter
         .unwrap();
     // The reader goes away: every later log line meets a closed pipe.
     drop(log);
-    for version in &timeline.versions[..3] {
-        sim.set_time(Some(version.since));
+    for i in 0..3 {
+        run.show(i);
         assert!(
-            wait_for_etag(&db, "MySampleJob", &version.etag, Duration::from_secs(20)).await,
-            "version at {:?} recorded with the log pipe closed",
-            version.since
+            run.recorded(i, Duration::from_secs(20)).await,
+            "version {i} recorded with the log pipe closed"
         );
     }
     signal(&daemon, 15);
@@ -110,17 +147,11 @@ async fn with_its_log_pipe_closed_the_daemon_keeps_recording_and_stops_on_sigter
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_daemon_on_the_same_database_refuses_to_start_and_names_the_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
-    sim.set_time(Some(Duration::ZERO));
-    let config = fast_config(dir.path(), &sim, "");
-    let db = dir.path().join("iewatch.db");
+    let run = Lifecycle::start(lifecycle()).await;
+    let config = run.config("");
     let mut first = spawn_daemon(&config, Stdio::null());
     assert!(
-        wait_for(Duration::from_secs(20), || async {
-            db.exists() && !event_list(&db, "MySampleJob").await.is_empty()
-        })
-        .await,
+        run.recorded(0, Duration::from_secs(20)).await,
         "the first daemon records"
     );
     let output = tokio::time::timeout(
@@ -144,7 +175,7 @@ async fn a_second_daemon_on_the_same_database_refuses_to_start_and_names_the_fir
     // Read-only commands take no lock: status works beside the running daemon.
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
         .args(["status", "--database"])
-        .arg(&db)
+        .arg(&run.db)
         .output()
         .unwrap();
     assert!(
@@ -157,9 +188,11 @@ async fn a_second_daemon_on_the_same_database_refuses_to_start_and_names_the_fir
     signal(&first, 9);
     exit_within(&mut first, Duration::from_secs(10)).await;
     let mut second = spawn_daemon(&config, Stdio::null());
-    let polls = sim.requests().len();
+    let polls = run.sim.requests().len();
     assert!(
-        common::wait_until(Duration::from_secs(20), || sim.requests().len() > polls + 3).await,
+        common::wait_until(Duration::from_secs(20), || run.sim.requests().len()
+            > polls + 3)
+        .await,
         "the successor polls"
     );
     assert!(second.try_wait().unwrap().is_none(), "and keeps running");
@@ -198,19 +231,16 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_deleted_under_the_daemon_turns_healthz_503_and_ends_the_process() {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
-    sim.set_time(Some(Duration::ZERO));
+    let run = Lifecycle::start(lifecycle()).await;
     let port = free_port();
-    let config = fast_config(dir.path(), &sim, "");
+    let config = run.config("");
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
         format!("[http]\nlisten = \"127.0.0.1:{port}\"\n\n{text}"),
     )
     .unwrap();
-    let db = dir.path().join("iewatch.db");
-    let log = dir.path().join("daemon.log");
+    let log = run.dir.path().join("daemon.log");
     let mut daemon = spawn_daemon(&config, Stdio::from(std::fs::File::create(&log).unwrap()));
     assert!(
         wait_for(Duration::from_secs(20), || async {
@@ -219,7 +249,7 @@ async fn a_database_deleted_under_the_daemon_turns_healthz_503_and_ends_the_proc
         .await,
         "healthy at first"
     );
-    std::fs::remove_file(&db).unwrap();
+    std::fs::remove_file(&run.db).unwrap();
     let mut saw_503 = false;
     let status = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
@@ -240,64 +270,43 @@ async fn a_database_deleted_under_the_daemon_turns_healthz_503_and_ends_the_proc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_while_a_poll_outlives_the_drain_records_each_change_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let timeline = scenario("import-lifecycle.toml")
-        .compile()
-        .unwrap()
-        .remove(0);
     // Every answer from the second version on comes 3 s late.
-    let sim = start_simulator(
-        lifecycle_with("{ from = \"12h\", until = \"100d\", kind = \"slow\" }"),
-        dir.path(),
-    )
+    let run = Lifecycle::start(lifecycle_with(
+        "{ from = \"12h\", until = \"100d\", kind = \"slow\" }",
+    ))
     .await;
-    sim.set_time(Some(Duration::ZERO));
-    let config = fast_config(dir.path(), &sim, "shutdown_timeout = \"200ms\"");
+    let config = run.config("shutdown_timeout = \"200ms\"");
     let text = std::fs::read_to_string(&config).unwrap();
-    let text = text.replace("request_timeout = \"5s\"", "request_timeout = \"10s\"");
-    std::fs::write(&config, text).unwrap();
-    let db = dir.path().join("iewatch.db");
+    std::fs::write(
+        &config,
+        text.replace("request_timeout = \"5s\"", "request_timeout = \"10s\""),
+    )
+    .unwrap();
     let daemon = RunningDaemon::start(&config).await;
-    assert!(
-        wait_for_etag(
-            &db,
-            "MySampleJob",
-            &timeline.versions[0].etag,
-            Duration::from_secs(20)
-        )
-        .await
-    );
-    sim.set_time(Some(timeline.versions[1].since));
+    assert!(run.recorded(0, Duration::from_secs(20)).await);
+    run.show(1);
     let slow = |sim: &RunningSimulator| {
         sim.requests()
             .iter()
             .any(|r| r.fault == Some(iewatch::simulator::FaultKind::Slow))
     };
     assert!(
-        common::wait_until(Duration::from_secs(10), || slow(&sim)).await,
+        common::wait_until(Duration::from_secs(10), || slow(&run.sim)).await,
         "a slow poll is in flight"
     );
     // The reload gives up on the poll in flight after 200 ms and starts over.
     daemon.reload.send(()).await.unwrap();
-    assert!(
-        wait_for_etag(
-            &db,
-            "MySampleJob",
-            &timeline.versions[1].etag,
-            Duration::from_secs(20)
-        )
-        .await
-    );
+    assert!(run.recorded(1, Duration::from_secs(20)).await);
     // The abandoned poll answers 3 s after it was sent; give it that long to write.
-    let requests = sim.requests().len();
+    let requests = run.sim.requests().len();
     assert!(
-        common::wait_until(Duration::from_secs(20), || sim.requests().len()
+        common::wait_until(Duration::from_secs(20), || run.sim.requests().len()
             >= requests + 3)
         .await
     );
     tokio::time::sleep(iewatch::simulator::scenario::SLOW_ANSWER).await;
     daemon.stop().await;
-    let events = event_list(&db, "MySampleJob").await;
+    let events = event_list(&run.db, "MySampleJob").await;
     let shipping = events
         .iter()
         .filter(|e| e.0 == "job.state_changed" && e.3.as_deref() == Some("Shipping"))
@@ -310,29 +319,13 @@ async fn a_reload_while_a_poll_outlives_the_drain_records_each_change_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_while_another_process_holds_the_database_keeps_the_daemon_running() {
-    let dir = tempfile::tempdir().unwrap();
-    let timeline = scenario("import-lifecycle.toml")
-        .compile()
-        .unwrap()
-        .remove(0);
-    let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
-    sim.set_time(Some(Duration::ZERO));
-    let config = fast_config(dir.path(), &sim, "");
-    let db = dir.path().join("iewatch.db");
-    let daemon = RunningDaemon::start(&config).await;
-    assert!(
-        wait_for_etag(
-            &db,
-            "MySampleJob",
-            &timeline.versions[0].etag,
-            Duration::from_secs(20)
-        )
-        .await
-    );
+    let run = Lifecycle::start(lifecycle()).await;
+    let daemon = RunningDaemon::start(&run.config("")).await;
+    assert!(run.recorded(0, Duration::from_secs(20)).await);
     let mut holder = {
         use sqlx::ConnectOptions as _;
         sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&db)
+            .filename(&run.db)
             .connect()
             .await
             .unwrap()
@@ -350,15 +343,9 @@ async fn a_reload_while_another_process_holds_the_database_keeps_the_daemon_runn
     );
     sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
     drop(holder);
-    sim.set_time(Some(timeline.versions[1].since));
+    run.show(1);
     assert!(
-        wait_for_etag(
-            &db,
-            "MySampleJob",
-            &timeline.versions[1].etag,
-            Duration::from_secs(20)
-        )
-        .await,
+        run.recorded(1, Duration::from_secs(20)).await,
         "and records again once the lock is gone"
     );
     daemon.stop().await;
@@ -366,35 +353,17 @@ async fn a_reload_while_another_process_holds_the_database_keeps_the_daemon_runn
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_absurd_retry_after_from_the_service_delays_a_job_by_at_most_max_retry_after() {
-    let dir = tempfile::tempdir().unwrap();
-    let timeline = scenario("import-lifecycle.toml")
-        .compile()
-        .unwrap()
-        .remove(0);
     // 31,700 years asked for, while the service throttles the second version.
-    let sim = start_simulator(
-        lifecycle_with(
-            "{ from = \"12h\", until = \"2d\", kind = \"throttled\", retry_after = 1000000000000 }",
-        ),
-        dir.path(),
-    )
+    let run = Lifecycle::start(lifecycle_with(
+        "{ from = \"12h\", until = \"2d\", kind = \"throttled\", retry_after = 1000000000000 }",
+    ))
     .await;
-    sim.set_time(Some(Duration::ZERO));
-    let config = fast_config(dir.path(), &sim, "max_retry_after = \"1s\"");
-    let db = dir.path().join("iewatch.db");
-    let daemon = RunningDaemon::start(&config).await;
+    let daemon = RunningDaemon::start(&run.config("max_retry_after = \"1s\"")).await;
+    assert!(run.recorded(0, Duration::from_secs(20)).await);
+    run.show(1);
     assert!(
-        wait_for_etag(
-            &db,
-            "MySampleJob",
-            &timeline.versions[0].etag,
-            Duration::from_secs(20)
-        )
-        .await
-    );
-    sim.set_time(Some(timeline.versions[1].since));
-    assert!(
-        common::wait_until(Duration::from_secs(10), || sim
+        common::wait_until(Duration::from_secs(10), || run
+            .sim
             .requests()
             .iter()
             .any(|r| r.status == 429))
@@ -402,25 +371,36 @@ async fn an_absurd_retry_after_from_the_service_delays_a_job_by_at_most_max_retr
         "throttled"
     );
     // The throttling ends; the job is polled again within max_retry_after.
-    sim.set_time(Some(timeline.versions[2].since));
+    run.show(2);
     assert!(
-        wait_for_etag(
-            &db,
-            "MySampleJob",
-            &timeline.versions[2].etag,
-            Duration::from_secs(10)
-        )
-        .await,
+        run.recorded(2, Duration::from_secs(10)).await,
         "the job is still polled"
     );
     daemon.stop().await;
 }
 
+/// A config for `run` with one webhook to `url` (`timeout` per attempt).
+fn with_webhook(run: &Lifecycle, jobs: &[&str], url: &str, timeout: &str) -> PathBuf {
+    let dir = run.dir.path();
+    let config = write_config(
+        dir,
+        &run.sim,
+        jobs,
+        &format!("{FAST}\nshutdown_timeout = \"1s\""),
+    );
+    let mut text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("poll_interval = \"1s\"", "poll_interval = \"100ms\"");
+    text.push_str(&format!(
+        "\n[[webhook]]\nname = \"ops\"\nurl = \"{url}\"\ntimeout = \"{timeout}\"\nretry_initial = \"100ms\"\nretry_max = \"1s\"\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_absurd_retry_after_from_a_webhook_never_stops_its_worker() {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
-    sim.set_time(Some(Duration::ZERO));
+    let run = Lifecycle::start(lifecycle()).await;
     let hook = common::Receiver::start(|n| {
         if n == 0 {
             common::Reply::WithHeaders(503, &[("retry-after", "18446744073709551615")])
@@ -429,15 +409,8 @@ async fn an_absurd_retry_after_from_a_webhook_never_stops_its_worker() {
         }
     })
     .await;
-    let webhook = format!(
-        "\n[[webhook]]\nname = \"ops\"\nurl = \"{}\"\nretry_initial = \"100ms\"\nretry_max = \"1s\"\n",
-        hook.url()
-    );
-    let config = fast_config(dir.path(), &sim, "");
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&webhook);
-    std::fs::write(&config, text).unwrap();
-    let daemon = RunningDaemon::start(&config).await;
+    let daemon =
+        RunningDaemon::start(&with_webhook(&run, &["MySampleJob"], &hook.url(), "5s")).await;
     assert!(
         common::wait_until(Duration::from_secs(20), || hook.received().len() >= 2).await,
         "the refused alert is sent again, within retry_max"
@@ -446,36 +419,15 @@ async fn an_absurd_retry_after_from_a_webhook_never_stops_its_worker() {
     daemon.stop().await;
 }
 
-/// A config with one webhook to `url`, for the notifier cases.
-fn with_webhook(dir: &Path, sim: &RunningSimulator, jobs: &[&str], url: &str) -> PathBuf {
-    let config = write_config(
-        dir,
-        sim,
-        jobs,
-        &format!("{FAST}\nshutdown_timeout = \"1s\""),
-    );
-    let mut text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("poll_interval = \"1s\"", "poll_interval = \"100ms\"");
-    text.push_str(&format!(
-        "\n[[webhook]]\nname = \"ops\"\nurl = \"{url}\"\ntimeout = \"5s\"\nretry_initial = \"100ms\"\n"
-    ));
-    std::fs::write(&config, text).unwrap();
-    config
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_2xx_with_a_large_body_is_a_delivery_not_a_failure() {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
-    sim.set_time(Some(Duration::ZERO));
+    let run = Lifecycle::start(lifecycle()).await;
     let hook = common::Receiver::start(|_| common::Reply::Body(200, 200 * 1024)).await;
-    let config = with_webhook(dir.path(), &sim, &["MySampleJob"], &hook.url());
-    let db = dir.path().join("iewatch.db");
-    let daemon = RunningDaemon::start(&config).await;
+    let daemon =
+        RunningDaemon::start(&with_webhook(&run, &["MySampleJob"], &hook.url(), "5s")).await;
     assert!(
         wait_for(Duration::from_secs(20), || async {
-            let store = iewatch::store::Store::open_existing(&db).await.unwrap();
+            let store = iewatch::store::Store::open_existing(&run.db).await.unwrap();
             let delivered = store.deliveries(false, 10).await.unwrap();
             store.close().await;
             delivered.iter().any(|d| d.status == "delivered")
@@ -495,10 +447,9 @@ async fn a_2xx_with_a_large_body_is_a_delivery_not_a_failure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_deliveries_hang_does_not_hold_back_another_jobs() {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
-    sim.set_time(Some(Duration::ZERO));
-    // Alerts of SlowJob hang for 30 s (past the webhook's 20 s timeout); others are quick.
+    let run = Lifecycle::start(lifecycle()).await;
+    // SlowJob is not in the scenario: its alert is job.not_found, and that one hangs for
+    // 30 s (past the webhook's 20 s timeout); the others are answered at once.
     let hook = common::Receiver::start_inspecting("127.0.0.1:0".parse().unwrap(), |_, r| {
         if String::from_utf8_lossy(&r.body).contains("SlowJob") {
             common::Reply::Hang(Duration::from_secs(30))
@@ -507,14 +458,7 @@ async fn a_job_whose_deliveries_hang_does_not_hold_back_another_jobs() {
         }
     })
     .await;
-    let config = with_webhook(dir.path(), &sim, &["SlowJob", "MySampleJob"], &hook.url());
-    // SlowJob is not in the scenario: its alert is job.not_found, and that one hangs.
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replace("timeout = \"5s\"\nretry", "timeout = \"20s\"\nretry"),
-    )
-    .unwrap();
+    let config = with_webhook(&run, &["SlowJob", "MySampleJob"], &hook.url(), "20s");
     let daemon = RunningDaemon::start(&config).await;
     let quick_alerts = |hook: &common::Receiver| {
         hook.received()
@@ -522,21 +466,18 @@ async fn a_job_whose_deliveries_hang_does_not_hold_back_another_jobs() {
             .filter(|r| r.answered == Some(200))
             .count()
     };
-    assert!(
-        common::wait_until(Duration::from_secs(20), || hook
-            .received()
+    let slow_hanging = |hook: &common::Receiver| {
+        hook.received()
             .iter()
-            .any(|r| String::from_utf8_lossy(&r.body).contains("SlowJob")))
-        .await,
+            .any(|r| String::from_utf8_lossy(&r.body).contains("SlowJob"))
+    };
+    assert!(
+        common::wait_until(Duration::from_secs(20), || slow_hanging(&hook)).await,
         "SlowJob's first alert is hanging"
     );
     // While it hangs, MySampleJob's alerts keep arriving, version after version.
-    let timeline = scenario("import-lifecycle.toml")
-        .compile()
-        .unwrap()
-        .remove(0);
     let before = quick_alerts(&hook);
-    sim.set_time(Some(timeline.versions[1].since));
+    run.show(1);
     assert!(
         common::wait_until(Duration::from_secs(10), || quick_alerts(&hook) > before).await,
         "another job's alert went out within the slow job's attempt"

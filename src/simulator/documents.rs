@@ -90,6 +90,7 @@ pub(super) fn fake_key(id: &str) -> String {
         .join("-")
 }
 
+// One match over every kind of step; splitting it would scatter the scenario language.
 pub(super) fn apply_step(
     job: Option<Job>,
     step: &Step,

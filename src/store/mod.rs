@@ -8,6 +8,7 @@
 mod deliveries;
 mod guard;
 mod reads;
+mod resume;
 pub mod writer;
 
 use std::{
@@ -35,7 +36,7 @@ use writer::{Change, PollTimes, Write};
 use crate::{
     decide::Memory,
     events::{Event, OutboxEntry},
-    model::{CopyStatus, DriveId, DriveSnapshot, DriveState, ETag, JobSnapshot, JobState},
+    model::{DriveId, ETag, JobSnapshot},
 };
 
 /// The schema, embedded in the binary; every way of opening the database runs it.
@@ -145,29 +146,6 @@ pub struct Failed<'a> {
     pub outbox: &'a [OutboxEntry],
     /// When.
     pub at: SystemTime,
-}
-
-/// The columns of `jobs` that [`Store::load_job`] resumes from.
-#[derive(sqlx::FromRow)]
-struct JobRow {
-    id: i64,
-    job_type: Option<String>,
-    state: Option<String>,
-    percent_complete: Option<i64>,
-    cancel_requested: bool,
-    etag: Option<String>,
-    consecutive_failures: i64,
-    failing_alerted: bool,
-    not_found_alerted: bool,
-    terminal_since: Option<String>,
-}
-/// A present drive, for [`Store::load_job`].
-#[derive(sqlx::FromRow)]
-struct DriveRow {
-    drive_id: String,
-    state: Option<String>,
-    copy_status: Option<String>,
-    percent_complete: Option<i64>,
 }
 
 /// The database handle; cheap to clone.
@@ -374,74 +352,6 @@ impl Store {
         Ok(())
     }
 
-    /// The job's stored state, creating its row on first sight.
-    ///
-    /// # Errors
-    /// Database errors, or a stored value that cannot be read back.
-    pub async fn load_job(&self, account: &str, name: &str) -> Result<StoredJob, StoreError> {
-        sqlx::query(
-            "INSERT INTO jobs (account, name) VALUES (?, ?) ON CONFLICT (account, name) DO NOTHING",
-        )
-        .bind(account)
-        .bind(name)
-        .execute(&self.pool)
-        .await?;
-        let row: JobRow = sqlx::query_as(
-            "SELECT id, job_type, state, percent_complete, cancel_requested, etag, consecutive_failures,
-                    failing_alerted, not_found_alerted, terminal_since
-             FROM jobs WHERE account = ? AND name = ?",
-        )
-        .bind(account)
-        .bind(name)
-        .fetch_one(&self.pool)
-        .await?;
-        let snapshot = match row.state {
-            None => None,
-            Some(state) => {
-                let drives: Vec<DriveRow> = sqlx::query_as(
-                    "SELECT drive_id, state, copy_status, percent_complete FROM drives
-                     WHERE job_id = ? AND present = 1 ORDER BY position",
-                )
-                .bind(row.id)
-                .fetch_all(&self.pool)
-                .await?;
-                Some(JobSnapshot {
-                    job_type: row.job_type,
-                    state: JobState::new(state),
-                    percent_complete: row.percent_complete,
-                    cancel_requested: row.cancel_requested,
-                    drives: drives
-                        .into_iter()
-                        .map(|d| DriveSnapshot {
-                            drive_id: DriveId::new(d.drive_id),
-                            state: d.state.map(DriveState::new),
-                            copy_status: d.copy_status.map(CopyStatus::new),
-                            percent_complete: d.percent_complete,
-                        })
-                        .collect(),
-                })
-            }
-        };
-        let terminal_since = match row.terminal_since.as_deref() {
-            None => None,
-            Some(text) => Some(
-                parse_timestamp(text)
-                    .ok_or_else(|| StoreError::Corrupt(format!("jobs.terminal_since: {text:?}")))?,
-            ),
-        };
-        Ok(StoredJob {
-            id: JobId(row.id),
-            etag: row.etag.map(ETag::new),
-            snapshot,
-            memory: Memory {
-                consecutive_failures: u32::try_from(row.consecutive_failures).unwrap_or(0),
-                failing_alerted: row.failing_alerted,
-                not_found_alerted: row.not_found_alerted,
-                terminal_since,
-            },
-        })
-    }
-
     /// Writes a changed observation: job row, drives, events and outbox, atomically.
     /// Returns the new event ids in order. Concurrent writes are committed together
     /// (see [`writer`]), each in its own savepoint.
@@ -520,14 +430,44 @@ impl Store {
             outbox: outbox.to_vec(),
             at,
         };
+        match self
+            .ask_writer(writer::Work::Write(Box::new(write)))
+            .await?
+        {
+            writer::Done::Events(ids) => Ok(ids),
+            writer::Done::Registered(_) => {
+                Err(StoreError::Commit("unexpected writer answer".into()))
+            }
+        }
+    }
+
+    /// The row id of a job, its row created on first sight (by the writer task).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub(crate) async fn register_job(
+        &self,
+        account: &str,
+        name: &str,
+    ) -> Result<JobId, StoreError> {
+        let work = writer::Work::Register {
+            account: account.to_owned(),
+            name: name.to_owned(),
+        };
+        match self.ask_writer(work).await? {
+            writer::Done::Registered(id) => Ok(id),
+            writer::Done::Events(_) => Err(StoreError::Commit("unexpected writer answer".into())),
+        }
+    }
+
+    async fn ask_writer(&self, work: writer::Work) -> Result<writer::Done, StoreError> {
+        let stopped = || StoreError::Commit("the database writer has stopped".into());
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.writer
-            .send(writer::Request { write, reply })
+            .send(writer::Request { work, reply })
             .await
-            .map_err(|_| StoreError::Commit("the database writer has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Commit("the database writer has stopped".into()))?
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     /// Notes the time of an unchanged poll; the writer writes such times in batches.

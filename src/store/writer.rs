@@ -65,10 +65,30 @@ pub(super) enum Change {
     Bookkeeping,
 }
 
-/// A write and where its outcome goes.
+/// What the writer is asked to do.
+#[derive(Debug)]
+pub(super) enum Work {
+    /// A poll's write.
+    Write(Box<Write>),
+    /// Create the row of a job seen for the first time (if it is not there yet). It goes
+    /// through the writer like every write, so that it cannot be starved of the lock by
+    /// group commits in a busy daemon.
+    Register { account: String, name: String },
+}
+
+/// What the writer did.
+#[derive(Debug)]
+pub(super) enum Done {
+    /// The ids of the events written, in order.
+    Events(Vec<i64>),
+    /// The job's row id.
+    Registered(JobId),
+}
+
+/// A piece of work and where its outcome goes.
 pub(super) struct Request {
-    pub(super) write: Write,
-    pub(super) reply: oneshot::Sender<Result<Vec<i64>, StoreError>>,
+    pub(super) work: Work,
+    pub(super) reply: oneshot::Sender<Result<Done, StoreError>>,
 }
 
 /// Last-polled times of unchanged polls, written in one transaction every
@@ -200,11 +220,7 @@ async fn run(
 /// Applies every write in its own savepoint and commits once. Returns one outcome per
 /// write; if the commit itself fails, every write fails with it. Writes of a generation
 /// older than `fence` are refused, not applied.
-async fn commit(
-    pool: &SqlitePool,
-    batch: &[Request],
-    fence: u64,
-) -> Vec<Result<Vec<i64>, StoreError>> {
+async fn commit(pool: &SqlitePool, batch: &[Request], fence: u64) -> Vec<Result<Done, StoreError>> {
     let all_failed = |e: &dyn std::fmt::Display| {
         batch
             .iter()
@@ -217,17 +233,17 @@ async fn commit(
     };
     let mut outcomes = Vec::with_capacity(batch.len());
     for request in batch {
-        if request.write.generation < fence {
+        if matches!(&request.work, Work::Write(write) if write.generation < fence) {
             outcomes.push(Err(StoreError::Fenced));
             continue;
         }
         let outcome = match tx.begin().await {
             Err(e) => Err(StoreError::from(e)),
-            Ok(mut savepoint) => match apply(&mut savepoint, &request.write).await {
-                Ok(ids) => savepoint
+            Ok(mut savepoint) => match work(&mut savepoint, &request.work).await {
+                Ok(done) => savepoint
                     .commit()
                     .await
-                    .map(|()| ids)
+                    .map(|()| done)
                     .map_err(StoreError::from),
                 Err(e) => {
                     let _ = savepoint.rollback().await;
@@ -240,6 +256,27 @@ async fn commit(
     match tx.commit().await {
         Ok(()) => outcomes,
         Err(e) => all_failed(&e),
+    }
+}
+
+async fn work(tx: &mut Transaction<'_, Sqlite>, work: &Work) -> Result<Done, StoreError> {
+    match work {
+        Work::Write(write) => apply(tx, write).await.map(Done::Events),
+        Work::Register { account, name } => {
+            sqlx::query(
+                "INSERT INTO jobs (account, name) VALUES (?, ?) ON CONFLICT (account, name) DO NOTHING",
+            )
+            .bind(account)
+            .bind(name)
+            .execute(&mut **tx)
+            .await?;
+            let id: i64 = sqlx::query_scalar("SELECT id FROM jobs WHERE account = ? AND name = ?")
+                .bind(account)
+                .bind(name)
+                .fetch_one(&mut **tx)
+                .await?;
+            Ok(Done::Registered(JobId(id)))
+        }
     }
 }
 

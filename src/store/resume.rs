@@ -1,0 +1,95 @@
+//! What the scheduler resumes a job from after a start or a reload: its row (created on
+//! first sight), its ETag, its watched fields and its bookkeeping, decoded with errors,
+//! never panics.
+
+use super::{parse_timestamp, JobId, Store, StoreError, StoredJob};
+use crate::{
+    decide::Memory,
+    model::{CopyStatus, DriveId, DriveSnapshot, DriveState, ETag, JobSnapshot, JobState},
+};
+
+/// The columns of `jobs` that [`Store::load_job`] resumes from.
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: i64,
+    job_type: Option<String>,
+    state: Option<String>,
+    percent_complete: Option<i64>,
+    cancel_requested: bool,
+    etag: Option<String>,
+    consecutive_failures: i64,
+    failing_alerted: bool,
+    not_found_alerted: bool,
+    terminal_since: Option<String>,
+}
+/// A present drive, for [`Store::load_job`].
+#[derive(sqlx::FromRow)]
+struct DriveRow {
+    drive_id: String,
+    state: Option<String>,
+    copy_status: Option<String>,
+    percent_complete: Option<i64>,
+}
+
+impl Store {
+    /// The job's stored state, creating its row on first sight.
+    ///
+    /// # Errors
+    /// Database errors, or a stored value that cannot be read back.
+    pub async fn load_job(&self, account: &str, name: &str) -> Result<StoredJob, StoreError> {
+        let id = self.register_job(account, name).await?;
+        let row: JobRow = sqlx::query_as(
+            "SELECT id, job_type, state, percent_complete, cancel_requested, etag, consecutive_failures,
+                    failing_alerted, not_found_alerted, terminal_since
+             FROM jobs WHERE id = ?",
+        )
+        .bind(id.0)
+        .fetch_one(&self.pool)
+        .await?;
+        let snapshot = match row.state {
+            None => None,
+            Some(state) => {
+                let drives: Vec<DriveRow> = sqlx::query_as(
+                    "SELECT drive_id, state, copy_status, percent_complete FROM drives
+                     WHERE job_id = ? AND present = 1 ORDER BY position",
+                )
+                .bind(row.id)
+                .fetch_all(&self.pool)
+                .await?;
+                Some(JobSnapshot {
+                    job_type: row.job_type,
+                    state: JobState::new(state),
+                    percent_complete: row.percent_complete,
+                    cancel_requested: row.cancel_requested,
+                    drives: drives
+                        .into_iter()
+                        .map(|d| DriveSnapshot {
+                            drive_id: DriveId::new(d.drive_id),
+                            state: d.state.map(DriveState::new),
+                            copy_status: d.copy_status.map(CopyStatus::new),
+                            percent_complete: d.percent_complete,
+                        })
+                        .collect(),
+                })
+            }
+        };
+        let terminal_since = match row.terminal_since.as_deref() {
+            None => None,
+            Some(text) => Some(
+                parse_timestamp(text)
+                    .ok_or_else(|| StoreError::Corrupt(format!("jobs.terminal_since: {text:?}")))?,
+            ),
+        };
+        Ok(StoredJob {
+            id: JobId(row.id),
+            etag: row.etag.map(ETag::new),
+            snapshot,
+            memory: Memory {
+                consecutive_failures: u32::try_from(row.consecutive_failures).unwrap_or(0),
+                failing_alerted: row.failing_alerted,
+                not_found_alerted: row.not_found_alerted,
+                terminal_since,
+            },
+        })
+    }
+}
