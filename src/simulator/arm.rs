@@ -317,8 +317,14 @@ fn list_jobs(
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or("localhost");
+        let origin = state
+            .next_link_origin
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| format!("https://{host}"));
         body["nextLink"] = format!(
-            "https://{host}{}?api-version=2021-01-01&$skiptoken={}",
+            "{origin}{}?api-version=2021-01-01&$skiptoken={}",
             request.uri().path(),
             skip + LIST_PAGE_SIZE
         )

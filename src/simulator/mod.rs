@@ -132,6 +132,8 @@ pub(crate) struct SimState {
     log: Mutex<VecDeque<RequestRecord>>,
     counter: AtomicU64,
     shutdown: CancellationToken,
+    /// When set, list pages name this origin in `nextLink` (a hostile service, in tests).
+    next_link_origin: Mutex<Option<String>>,
 }
 
 fn job_key(account: &str, job: &str) -> String {
@@ -172,6 +174,7 @@ impl SimState {
             log: Mutex::new(VecDeque::new()),
             counter: AtomicU64::new(0),
             shutdown,
+            next_link_origin: Mutex::new(None),
         })
     }
 
@@ -317,6 +320,16 @@ impl RunningSimulator {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(der.to_vec());
+    }
+
+    /// Makes list pages point `nextLink` at `origin` (`https://host:port`), as a hostile
+    /// or compromised service could (tests that the bearer token stays home).
+    pub fn set_next_link_origin(&self, origin: Option<String>) {
+        *self
+            .state
+            .next_link_origin
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = origin;
     }
 
     /// Makes every issued bearer token expire now (tests of token refresh).

@@ -191,6 +191,34 @@ impl Tokens {
     }
 }
 
+/// `scheme://host:port` of a URI, for messages (never its path or query).
+fn origin_of(uri: &http::Uri) -> String {
+    format!(
+        "{}://{}:{}",
+        uri.scheme_str().unwrap_or("?"),
+        uri.host().unwrap_or("?"),
+        effective_port(uri).map_or("?".into(), |p| p.to_string())
+    )
+}
+
+fn effective_port(uri: &http::Uri) -> Option<u16> {
+    uri.port_u16().or(match uri.scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    })
+}
+
+/// True when both URIs have the same scheme, host and port (RFC 6454 origin).
+fn same_origin(a: &http::Uri, b: &http::Uri) -> bool {
+    a.scheme_str() == b.scheme_str()
+        && a.host()
+            .zip(b.host())
+            .is_some_and(|(a, b)| a.eq_ignore_ascii_case(b))
+        && effective_port(a).is_some()
+        && effective_port(a) == effective_port(b)
+}
+
 /// When a token of `lifetime` fetched at `now` is renewed: [`TOKEN_REFRESH_MARGIN`]
 /// before it expires.
 fn renew_at(now: Instant, lifetime: Duration) -> Instant {
@@ -282,10 +310,21 @@ impl ArmClient {
         }
         let mut names = Vec::new();
         let mut url = format!("{}?api-version={API_VERSION}", self.jobs_url);
+        let origin: http::Uri = url
+            .parse()
+            .map_err(|_| SourceError::Decode("the account's endpoint is not a URL".into()))?;
         for _ in 0..MAX_LIST_PAGES {
             let uri: http::Uri = url
                 .parse()
-                .map_err(|_| SourceError::Decode(format!("bad nextLink {url:?}")))?;
+                .map_err(|_| SourceError::Decode("a nextLink that is not a URL".into()))?;
+            // The bearer token goes only where the account's endpoint is.
+            if !same_origin(&origin, &uri) {
+                return Err(SourceError::Decode(format!(
+                    "refused a nextLink to another origin ({}); the token stays with {}",
+                    origin_of(&uri),
+                    origin_of(&origin)
+                )));
+            }
             let response = self.send_authorized(&uri).await?;
             let status = response.status();
             if !status.is_success() {
@@ -378,6 +417,27 @@ pub fn interpret(response: http::Response<Bytes>) -> Result<PollOutcome, SourceE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn next_links_are_followed_on_the_same_origin_only() {
+        let base: http::Uri = "https://management.azure.com/subscriptions/s"
+            .parse()
+            .unwrap();
+        for same in [
+            "https://management.azure.com/next?page=2",
+            "https://MANAGEMENT.azure.com:443/next",
+        ] {
+            assert!(same_origin(&base, &same.parse().unwrap()), "{same}");
+        }
+        for other in [
+            "https://evil.example/next",
+            "http://management.azure.com/next",
+            "https://management.azure.com:8443/next",
+            "https://management.azure.com.evil.example/next",
+        ] {
+            assert!(!same_origin(&base, &other.parse().unwrap()), "{other}");
+        }
+    }
 
     #[test]
     fn any_token_lifetime_gives_a_renewal_time_within_bounds() {
