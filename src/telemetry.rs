@@ -22,6 +22,27 @@ use crate::events::EventType;
 /// own deadlines (request timeout, webhook timeout), this much more.
 pub const LIVENESS_SLACK: Duration = Duration::from_secs(30);
 
+/// Longest label value exposed; longer values from outside are cut.
+const MAX_LABEL_CHARS: usize = 64;
+
+/// A label value from outside (a state from the service, a discovered job's name) made
+/// safe for the exposition format: letters, digits and `_ - . : / @` pass, anything else
+/// becomes `_`, and it is cut to [`MAX_LABEL_CHARS`]. The encoder does not escape quotes
+/// or newlines, so a hostile `State` could otherwise forge series or end the scrape.
+fn label_value(value: &str) -> String {
+    value
+        .chars()
+        .take(MAX_LABEL_CHARS)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_-.:/@ ".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// A liveness probe: says what is stuck, if anything.
 pub type Probe = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
@@ -235,23 +256,24 @@ impl Telemetry {
         state: &str,
         percent: Option<i64>,
     ) {
+        let (account, job) = (label_value(account), label_value(job));
         let labels = JobLabels {
-            account: account.to_owned(),
-            job: job.to_owned(),
+            account: account.clone(),
+            job: job.clone(),
         };
         if let Some(previous) = previous.filter(|p| *p != state) {
             self.0.job_state.remove(&JobStateLabels {
-                account: account.into(),
-                job: job.into(),
-                state: previous.into(),
+                account: account.clone(),
+                job: job.clone(),
+                state: label_value(previous),
             });
         }
         self.0
             .job_state
             .get_or_create(&JobStateLabels {
-                account: account.into(),
-                job: job.into(),
-                state: state.into(),
+                account,
+                job,
+                state: label_value(state),
             })
             .set(1);
         if let Some(percent) = percent {
@@ -367,5 +389,30 @@ impl Telemetry {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hostile_state_cannot_forge_a_series_or_end_the_exposition() {
+        let telemetry = Telemetry::new();
+        telemetry.set_jobs(1, 1);
+        let hostile = "Transferring\"} 1\n# EOF\niewatch_jobs_failing 0\n{x=\"";
+        telemetry.job_seen("prod", "Job\nname", None, hostile, Some(40));
+        let text = telemetry.encode();
+        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+        assert!(text.trim_end().ends_with("# EOF"), "{text}");
+        let failing: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("iewatch_jobs_failing"))
+            .collect();
+        assert_eq!(failing, ["iewatch_jobs_failing 1"], "{text}");
+        for line in text.lines().filter(|l| l.starts_with("iewatch_job_state")) {
+            assert_eq!(line.matches('"').count(), 6, "three quoted labels: {line}");
+        }
+        assert_eq!(label_value(&"x".repeat(500)).len(), MAX_LABEL_CHARS);
     }
 }
