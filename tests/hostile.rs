@@ -76,3 +76,73 @@ async fn a_next_link_to_another_origin_is_refused_and_the_token_stays_home() {
         );
     }
 }
+
+/// Runs the import lifecycle with `fault` over its second version and returns the
+/// job's events once a `job.poll_failing` was recorded.
+async fn lifecycle_under(fault: &str) -> Vec<common::EventRow> {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = common::scenario_with_faults(
+        "import-lifecycle.toml",
+        &format!("{{ from = \"12h\", until = \"2d\", kind = \"{fault}\" }}"),
+    );
+    let timeline = scenario.compile().unwrap().remove(0);
+    let sim = start_simulator(scenario, dir.path()).await;
+    sim.set_time(Some(Duration::ZERO));
+    let config = common::write_config(
+        dir.path(),
+        &sim,
+        &["MySampleJob"],
+        "failure_threshold = 2\npoll_interval_by_state = { Creating = \"100ms\" }",
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("poll_interval = \"1s\"", "poll_interval = \"100ms\""),
+    )
+    .unwrap();
+    let db = dir.path().join("iewatch.db");
+    let daemon = RunningDaemon::start(&config).await;
+    let etag = &timeline.versions[0].etag;
+    assert!(common::wait_for_etag(&db, "MySampleJob", etag, Duration::from_secs(20)).await);
+    sim.set_time(Some(timeline.versions[1].since));
+    let failing = common::wait_for(Duration::from_secs(20), || async {
+        event_list(&db, "MySampleJob")
+            .await
+            .iter()
+            .any(|e| e.0 == "job.poll_failing")
+    })
+    .await;
+    daemon.stop().await;
+    assert!(failing, "the bad answers make the job fail");
+    event_list(&db, "MySampleJob").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_naming_another_job_is_a_failure_not_a_recording() {
+    let events = lifecycle_under("wrong_job").await;
+    let failing = events.iter().find(|e| e.0 == "job.poll_failing").unwrap();
+    let error = failing.3.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("the answer is for job \"SomeoneElse\", not \"MySampleJob\""),
+        "{error}"
+    );
+    assert!(
+        !events.iter().any(|e| e.0 == "job.state_changed"),
+        "the other job's state was not recorded as this one's: {events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_listing_forty_thousand_drives_is_refused() {
+    let events = lifecycle_under("many_drives").await;
+    let failing = events.iter().find(|e| e.0 == "job.poll_failing").unwrap();
+    let error = failing.3.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("40000 drives listed; at most 64 are accepted"),
+        "{error}"
+    );
+    assert!(
+        !events.iter().any(|e| e.0 == "drive.added"),
+        "no drive of it was recorded"
+    );
+}

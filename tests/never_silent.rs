@@ -111,14 +111,7 @@ fn lifecycle() -> Scenario {
 
 /// The import lifecycle with `faults` (TOML array entries) added.
 fn lifecycle_with(faults: &str) -> Scenario {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/scenarios/import-lifecycle.toml");
-    let text = std::fs::read_to_string(path).unwrap();
-    let text = text.replacen(
-        "speed = 20000",
-        &format!("speed = 20000\nfault = [{faults}]"),
-        1,
-    );
-    Scenario::parse(&text).unwrap()
+    common::scenario_with_faults("import-lifecycle.toml", faults)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

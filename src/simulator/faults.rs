@@ -12,8 +12,10 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 
+use crate::source::classic_wire::Drive;
+
 use super::{
-    scenario::{FaultKind, Version},
+    scenario::{service_json, FaultKind, Version, MANY_DRIVES},
     service::{error, job_not_found, ok_document, ResponseBody},
 };
 
@@ -40,6 +42,23 @@ pub(super) fn faulty(
             "InternalError",
         ),
         FaultKind::NotFound => job_not_found(current.job.as_ref().map_or("?", |j| j.name.as_str())),
+        FaultKind::WrongJob | FaultKind::ManyDrives => {
+            let mut job = current.job.clone().unwrap_or_default();
+            if kind == FaultKind::WrongJob {
+                job.name = "SomeoneElse".into();
+                job.odata_id = Some("SomeoneElse".into());
+            } else {
+                job.drive_list = Some(
+                    (0..MANY_DRIVES)
+                        .map(|i| Drive {
+                            drive_id: format!("D{i}"),
+                            ..Drive::default()
+                        })
+                        .collect(),
+                );
+            }
+            ok_document(current, Bytes::from(service_json(&job, false)))
+        }
         FaultKind::Malformed => ok_document(
             current,
             Bytes::from_static(b"{\"Name\": \"broken\", \"Properties\": {\"State\": "),

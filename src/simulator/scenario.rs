@@ -210,7 +210,15 @@ pub enum FaultKind {
     WrongContentType,
     /// The normal answer, [`SLOW_ANSWER`] late (a poll still in flight at a reload).
     Slow,
+    /// 200 with another job's document (`Name` and `odata.id` say `SomeoneElse`).
+    WrongJob,
+    /// 200 with a `DriveList` of [`MANY_DRIVES`] drives (the service allows ten).
+    ManyDrives,
 }
+
+/// How many drives a [`FaultKind::ManyDrives`] document lists: as many as fit under
+/// iewatch's 1 MiB body cap.
+pub const MANY_DRIVES: usize = 40_000;
 
 /// How late a [`FaultKind::Slow`] answer comes.
 pub const SLOW_ANSWER: Duration = Duration::from_secs(3);

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use super::{
+    answer::JobNames,
     arm_wire::{ArmErrorBody, ArmJob},
     encode_path_segment, header_string, json_body, ChangeRule, Observation, PollOutcome,
     ServiceError, SourceError, MAX_JOB_BODY_BYTES,
@@ -404,11 +405,20 @@ pub fn interpret(response: http::Response<Bytes>) -> Result<PollOutcome, SourceE
         });
     }
     let job: ArmJob = json_body(&response)?;
+    let names = JobNames {
+        name: job.name.clone(),
+        id: job
+            .other
+            .get("id")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned),
+    };
     let (snapshot, document) = job.into_parts();
     Ok(PollOutcome::Modified(Box::new(Observation {
         snapshot,
         document,
         change_rule: ChangeRule::WatchedFields,
+        names,
         last_modified: None,
         request_id,
     })))

@@ -9,6 +9,7 @@ use http::{header, HeaderValue, Method, Request, StatusCode};
 use http_body_util::Full;
 
 use super::{
+    answer::JobNames,
     classic_wire::{ErrorBody, Job},
     encode_path_segment, header_string, json_body, ChangeRule, Observation, PollOutcome,
     ServiceError, SourceError, MAX_JOB_BODY_BYTES,
@@ -128,6 +129,10 @@ pub fn interpret(response: http::Response<Bytes>) -> Result<PollOutcome, SourceE
         });
     }
     let job: Job = json_body(&response)?;
+    let names = JobNames {
+        name: job.name.clone(),
+        id: job.odata_id.clone(),
+    };
     let (snapshot, document) = job.into_parts();
     let change_rule = header_string(headers, header::ETAG.as_str())
         .map_or(ChangeRule::WatchedFields, |etag| {
@@ -137,6 +142,7 @@ pub fn interpret(response: http::Response<Bytes>) -> Result<PollOutcome, SourceE
         snapshot,
         document,
         change_rule,
+        names,
         last_modified: header_string(headers, header::LAST_MODIFIED.as_str()),
         request_id,
     })))

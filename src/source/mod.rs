@@ -3,6 +3,7 @@
 //! format sit behind it is the source's business. Today: the classic Service Management
 //! API of the spec.
 
+pub mod answer;
 pub mod arm;
 pub mod arm_wire;
 pub mod classic;
@@ -42,6 +43,8 @@ pub struct Observation {
     pub document: Document,
     /// How this source tells "unchanged".
     pub change_rule: ChangeRule,
+    /// How the document names its job (checked against the job asked).
+    pub names: answer::JobNames,
     /// `Last-Modified`, as sent.
     pub last_modified: Option<String>,
     /// `x-ms-request-id`, for support requests.
@@ -242,9 +245,11 @@ impl Source {
         match self {
             Source::Classic(client) => JobTarget {
                 uri: client.job_uri(job),
+                job: job.clone(),
             },
             Source::Arm(client) => JobTarget {
                 uri: client.job_uri(job),
+                job: job.clone(),
             },
         }
     }
@@ -260,7 +265,8 @@ impl Source {
         }
     }
 
-    /// Polls one job. `etag` goes into `If-None-Match` byte for byte.
+    /// Polls one job. `etag` goes into `If-None-Match` byte for byte. A document is
+    /// accepted only when it is the job's own and within bounds ([`answer::check`]).
     ///
     /// # Errors
     /// See [`SourceError`].
@@ -269,11 +275,15 @@ impl Source {
         target: &JobTarget,
         etag: Option<&ETag>,
     ) -> Result<PollOutcome, SourceError> {
-        match self {
-            Source::Classic(client) => client.get_job(&target.uri, etag).await,
+        let mut outcome = match self {
+            Source::Classic(client) => client.get_job(&target.uri, etag).await?,
             // Resource Manager has no ETag: the scheduler compares the watched fields.
-            Source::Arm(client) => client.get_job(&target.uri).await,
+            Source::Arm(client) => client.get_job(&target.uri).await?,
+        };
+        if let PollOutcome::Modified(observation) = &mut outcome {
+            answer::check(observation, &target.job)?;
         }
+        Ok(outcome)
     }
 }
 
@@ -281,6 +291,7 @@ impl Source {
 #[derive(Clone, Debug)]
 pub struct JobTarget {
     uri: http::Uri,
+    job: JobName,
 }
 
 /// Percent-encodes a path segment (RFC 3986 unreserved characters pass).

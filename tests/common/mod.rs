@@ -37,6 +37,20 @@ pub fn scenario(name: &str) -> Scenario {
     Scenario::load(&path).expect("shipped scenario parses")
 }
 
+/// A shipped scenario with fault windows added (`faults`: TOML inline tables).
+pub fn scenario_with_faults(name: &str, faults: &str) -> Scenario {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config/scenarios")
+        .join(name);
+    let text = std::fs::read_to_string(path).unwrap();
+    let text = text.replacen(
+        "speed = 20000",
+        &format!("speed = 20000\nfault = [{faults}]"),
+        1,
+    );
+    Scenario::parse(&text).expect("scenario with faults parses")
+}
+
 /// Starts a simulator on 127.0.0.1:0 with certificates in `dir`.
 pub async fn start_simulator(scenario: Scenario, dir: &Path) -> RunningSimulator {
     simulator::start(SimulatorOptions {
