@@ -146,3 +146,100 @@ async fn a_document_listing_forty_thousand_drives_is_refused() {
         "no drive of it was recorded"
     );
 }
+
+/// A file of `../shared/fixtures/`, the real recorded Azure traffic (never copied here).
+fn shared_fixture(path: &str) -> Vec<u8> {
+    let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures")
+        .join(path);
+    std::fs::read(&full).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; the recorded fixtures live in ../shared/fixtures beside the project",
+            full.display()
+        )
+    })
+}
+
+#[test]
+fn the_resource_managers_real_404_body_with_null_details_is_decoded() {
+    let body = shared_fixture(
+        "databox/recordings/extracted/2020-03_get_404_rp_SsemUserErrorEntityNotFound.json",
+    );
+    let response = http::Response::builder()
+        .status(404)
+        .header("content-type", "application/json; charset=utf-8")
+        .body(bytes::Bytes::from(body))
+        .unwrap();
+    let error = iewatch::source::arm::interpret(response).unwrap_err();
+    assert!(error.is_not_found(), "{error:?}");
+    let text = error.to_string();
+    assert!(
+        text.contains("HTTP 404 SsemUserErrorEntityNotFound: Could not find the entity job000004."),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_secret_is_logged_once_names_the_app_registration_and_backs_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_simulator(common::scenario("import-lifecycle.toml"), dir.path()).await;
+    sim.set_time(Some(Duration::ZERO));
+    let account = sim.arm_account_block("arm").replace(
+        "client_secret = \"iewatch-sim-secret\"",
+        "client_secret = \"not-the-secret\"",
+    );
+    let db = dir.path().join("iewatch.db");
+    let config = dir.path().join("iewatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\ndatabase = \"{}\"\npoll_interval = \"100ms\"\npoll_interval_by_state = {{ Creating = \"100ms\" }}\n\n{account}\n[[job]]\naccount = \"arm\"\nname = \"MySampleJob\"\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("daemon.log");
+    let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
+        .args(["run", "-c"])
+        .arg(&config)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let failures = || async {
+        let Ok(store) = iewatch::store::Store::open_existing(&db).await else {
+            return 0;
+        };
+        let failures: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(consecutive_failures), 0) FROM jobs")
+                .fetch_one(store.pool())
+                .await
+                .unwrap_or(0);
+        store.close().await;
+        failures
+    };
+    assert!(
+        common::wait_for(Duration::from_secs(30), || async { failures().await >= 10 }).await,
+        "ten polls failed"
+    );
+    daemon.kill().await.unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("does not accept the credentials"))
+        .collect();
+    assert_eq!(refused.len(), 1, "once per streak:\n{log}");
+    assert!(
+        refused[0].contains("client_id") && refused[0].contains("Reader role"),
+        "{}",
+        refused[0]
+    );
+    assert!(
+        !refused[0].contains("management certificate"),
+        "{}",
+        refused[0]
+    );
+    assert!(!log.contains("poll failed"), "no warning per poll:\n{log}");
+    let token_requests = sim.requests().iter().filter(|r| r.method == "POST").count();
+    assert_eq!(token_requests, 1, "one token request, then a backoff");
+}

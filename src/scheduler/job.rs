@@ -325,15 +325,20 @@ impl WatchedJob {
         with_jitter(decision.next)
     }
 
+    /// A refused credential is said once per failure streak, with what to check for
+    /// the account's kind; other failures are a warning each.
     fn log_failure(&mut self, error: &SourceError, message: &str, failures: u32) {
-        if error.is_auth_refused() && !self.auth_error_logged {
+        if !error.is_auth_refused() {
+            tracing::warn!(account = %self.account, job = %self.name, failures, "poll failed: {message}");
+        } else if !self.auth_error_logged {
+            let advice = self.source.credential_advice();
             tracing::error!(
                 account = %self.account, job = %self.name,
-                "the service does not accept the credentials: check that the management certificate is uploaded to subscription and valid ({message})"
+                "the service does not accept the credentials: {advice} ({message})"
             );
             self.auth_error_logged = true;
         } else {
-            tracing::warn!(account = %self.account, job = %self.name, failures, "poll failed: {message}");
+            tracing::debug!(account = %self.account, job = %self.name, failures, "credentials still refused: {message}");
         }
     }
 

@@ -45,13 +45,45 @@ struct Token {
     renew_at: Instant,
 }
 
+/// A credential Entra ID refused, remembered so that polls do not ask again at once.
+struct Refusal {
+    status: u16,
+    error: Option<Box<ServiceError>>,
+    /// No new token request before this.
+    until: Instant,
+    /// The wait that led to `until`; doubles per refusal up to [`REFUSAL_BACKOFF_MAX`].
+    backoff: Duration,
+}
+
+impl Refusal {
+    fn error(&self) -> SourceError {
+        SourceError::Status {
+            status: self.status,
+            error: self.error.clone(),
+            retry_after: None,
+            request_id: None,
+        }
+    }
+}
+
+/// What the token cache holds.
+enum Cached {
+    Token(Token),
+    Refused(Refusal),
+}
+
+/// First wait after Entra ID refused the credential; doubles per refusal.
+const REFUSAL_BACKOFF_INITIAL: Duration = Duration::from_secs(30);
+/// Longest wait between token requests while the credential is refused.
+const REFUSAL_BACKOFF_MAX: Duration = Duration::from_secs(900);
+
 /// Fetches and caches Entra ID tokens for one app registration.
 struct Tokens {
     token_url: String,
     client_id: String,
     scope: String,
     credential: ArmCredential,
-    cached: Mutex<Option<Token>>,
+    cached: Mutex<Option<Cached>>,
 }
 
 /// How long a signed client assertion is valid.
@@ -110,20 +142,50 @@ impl Tokens {
     }
 
     /// A valid token, fetched if none is cached or the cached one is about to expire.
+    /// While the credential stands refused, the refusal is returned without asking Entra
+    /// ID again: its token requests back off from 30 s to 15 min.
     async fn get(&self, http: &HttpsClient, timeout: Duration) -> Result<HeaderValue, SourceError> {
         let mut cached = self.cached.lock().await;
-        if let Some(token) = cached.as_ref().filter(|t| Instant::now() < t.renew_at) {
-            return Ok(token.value.clone());
+        let now = Instant::now();
+        let mut backoff = REFUSAL_BACKOFF_INITIAL;
+        match cached.as_ref() {
+            Some(Cached::Token(token)) if now < token.renew_at => return Ok(token.value.clone()),
+            Some(Cached::Refused(refusal)) if now < refusal.until => return Err(refusal.error()),
+            Some(Cached::Refused(refusal)) => {
+                backoff = refusal.backoff.saturating_mul(2).min(REFUSAL_BACKOFF_MAX);
+            }
+            _ => {}
         }
-        let token = self.fetch(http, timeout).await?;
-        let value = token.value.clone();
-        *cached = Some(token);
-        Ok(value)
+        match self.fetch(http, timeout).await {
+            Ok(token) => {
+                let value = token.value.clone();
+                *cached = Some(Cached::Token(token));
+                Ok(value)
+            }
+            Err(SourceError::Status {
+                status: 401, error, ..
+            }) => {
+                let refusal = Refusal {
+                    status: 401,
+                    error,
+                    until: now.checked_add(backoff).unwrap_or(now),
+                    backoff,
+                };
+                let refused = refusal.error();
+                *cached = Some(Cached::Refused(refusal));
+                Err(refused)
+            }
+            Err(e) => Err(e),
+        }
     }
 
-    /// Forgets the cached token (the API refused it).
+    /// Forgets the cached token (the API refused it); a refused credential stays
+    /// remembered.
     async fn invalidate(&self) {
-        *self.cached.lock().await = None;
+        let mut cached = self.cached.lock().await;
+        if matches!(*cached, Some(Cached::Token(_))) {
+            *cached = None;
+        }
     }
 
     async fn fetch(&self, http: &HttpsClient, timeout: Duration) -> Result<Token, SourceError> {

@@ -90,9 +90,21 @@ pub struct ArmError {
     /// Human-readable message.
     #[serde(default)]
     pub message: String,
-    /// Nested errors.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Nested errors. The service sends `[null]` at times (a real 404 body does); nulls
+    /// are skipped rather than failing the whole body.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "details_without_nulls"
+    )]
     pub details: Vec<ArmError>,
+}
+
+fn details_without_nulls<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<ArmError>, D::Error> {
+    let details: Option<Vec<Option<ArmError>>> = Deserialize::deserialize(deserializer)?;
+    Ok(details.into_iter().flatten().flatten().collect())
 }
 
 impl ArmErrorBody {

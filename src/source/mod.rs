@@ -240,6 +240,18 @@ impl Source {
         })
     }
 
+    /// What to check when the service refuses this source's credentials.
+    pub fn credential_advice(&self) -> &'static str {
+        match self {
+            Source::Classic(_) => {
+                "check that the management certificate is uploaded to the subscription and valid"
+            }
+            Source::Arm(_) => {
+                "check the account's tenant_id, client_id and client secret or certificate, and that the app registration has the Reader role on the resource group"
+            }
+        }
+    }
+
     /// Where `job` is fetched from; built once per job.
     pub fn target(&self, job: &JobName) -> JobTarget {
         match self {
