@@ -23,7 +23,7 @@ fn credentials_dir() -> (tempfile::TempDir, TestPki) {
     )
     .unwrap();
     #[cfg(unix)]
-    for file in ["management.pem", "ops-secret"] {
+    for file in ["management.pem", "ops-secret", "arm-secret"] {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(
             dir.path().join(file),
@@ -364,4 +364,93 @@ endpoint = "http://management.azure.com"
         output.contains("account[0].tenant_id: only for kind = \"arm\" accounts"),
         "{output}"
     );
+}
+
+#[test]
+fn webhook_urls_are_never_echoed_whole_and_credentials_or_bad_ports_are_refused() {
+    let (dir, _pki) = credentials_dir();
+    let with_url = |url: &str| {
+        GOOD.replace(
+            "url = \"https://hooks.example.com/iewatch\"",
+            &format!("url = \"{url}\""),
+        )
+    };
+    let cases = [
+        (
+            "https://hooks.slack.com:99999/services/T0/B0/PATHSECRET",
+            "\"https://hooks.slack.com/…\": the port must be a number from 1 to 65535",
+        ),
+        (
+            "https://user:PASSWORDSECRET@hooks.example.com/x",
+            "has user:password@ in it",
+        ),
+        (
+            "https://hooks example.com/PATHSECRET",
+            "is not a URL (not shown",
+        ),
+    ];
+    for (url, expected) in cases {
+        let (ok, output) = check(&write(dir.path(), "url.toml", &with_url(url)));
+        assert!(!ok, "{url}: {output}");
+        assert!(output.contains(expected), "{url}: {output}");
+        assert!(
+            !output.contains("SECRET"),
+            "the URL's credential is never shown: {output}"
+        );
+    }
+    let plain = with_url("http://hooks.example.com/PATHSECRET");
+    let (ok, output) = check(&write(dir.path(), "plain.toml", &plain));
+    assert!(ok, "{output}");
+    assert!(
+        output.contains("plain http:// with a signing secret"),
+        "{output}"
+    );
+    assert!(!output.contains("PATHSECRET"), "{output}");
+}
+
+#[cfg(unix)]
+#[test]
+fn secrets_readable_by_others_draw_warnings_and_a_secret_file_must_look_like_one() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (dir, _pki) = credentials_dir();
+    let open = |name: &str| {
+        std::fs::set_permissions(
+            dir.path().join(name),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap()
+    };
+    open("ops-secret");
+    let (ok, output) = check(&write(dir.path(), "files.toml", GOOD));
+    assert!(ok, "{output}");
+    assert!(
+        output.contains("secret file")
+            && output.contains("ops-secret is readable by group or others"),
+        "{output}"
+    );
+    let inline = GOOD.replace(
+        "secret_file = \"ops-secret\"",
+        &format!("secret = \"{WEBHOOK_SECRET}\""),
+    );
+    let config = write(dir.path(), "inline.toml", &inline);
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (ok, output) = check(&config);
+    assert!(ok, "{output}");
+    assert!(
+        output.contains("an inline secret: the config file"),
+        "{output}"
+    );
+
+    let pki = TestPki::new("not a secret");
+    std::fs::write(dir.path().join("arm-secret"), &pki.client_pem.0).unwrap();
+    let arm = format!(
+        "{GOOD}\n[[account]]\nname = \"arm\"\nkind = \"arm\"\nsubscription_id = \"s\"\nresource_group = \"rg\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret_file = \"arm-secret\"\n"
+    );
+    let (ok, output) = check(&write(dir.path(), "arm.toml", &arm));
+    assert!(!ok, "{output}");
+    assert!(
+        output.contains("client_secret_file: does not look like a client secret"),
+        "{output}"
+    );
+    assert!(!output.contains("BEGIN CERTIFICATE"), "{output}");
 }

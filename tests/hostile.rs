@@ -243,3 +243,48 @@ async fn a_refused_secret_is_logged_once_names_the_app_registration_and_backs_of
     let token_requests = sim.requests().iter().filter(|r| r.method == "POST").count();
     assert_eq!(token_requests, 1, "one token request, then a backoff");
 }
+
+#[test]
+fn a_bitlocker_key_under_any_spelling_is_kept_out_of_the_document() {
+    let sample = include_str!("fixtures/get-job-sample.json")
+        .replace("\"BitLockerKey\"", "\"bitlockerKEY\"");
+    let job: iewatch::source::classic_wire::Job = serde_json::from_str(&sample).unwrap();
+    let (_, document) = job.into_parts();
+    assert_eq!(document.secret_count(), 2);
+    assert!(!document.render(false).contains("259358"));
+    assert!(
+        document.render(true).contains("259358"),
+        "kept for store_bitlocker_keys"
+    );
+
+    let arm = include_str!("fixtures/arm-get-job-2021-01-01.json").replace(
+        "\"driveId\": \"9CA995BB\",",
+        "\"driveId\": \"9CA995BB\", \"BITLOCKERKEY\": \"111111-222222-333333\",",
+    );
+    let job: iewatch::source::arm_wire::ArmJob = serde_json::from_str(&arm).unwrap();
+    let (_, document) = job.into_parts();
+    assert_eq!(document.secret_count(), 1);
+    assert!(!document.render(false).contains("111111-222222"));
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn an_existing_database_and_its_wal_are_made_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("iewatch.db");
+    let store = iewatch::store::Store::open(&db).await.unwrap();
+    store.load_job("prod", "J").await.unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let path = dir.path().join(format!("iewatch.db{suffix}"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let reopened = iewatch::store::Store::open(&db).await.unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let path = dir.path().join(format!("iewatch.db{suffix}"));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+    }
+    reopened.close().await;
+    store.close().await;
+}

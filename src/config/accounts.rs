@@ -9,6 +9,9 @@ use super::{
 use crate::tls::Identity;
 use toml::Spanned;
 
+/// Longest client secret accepted (Entra ID's are about 40 characters).
+const MAX_CLIENT_SECRET_BYTES: usize = 1024;
+
 /// Where a value stands in the file, if it was given.
 fn position<T>(value: &Option<Spanned<T>>) -> Option<usize> {
     value.as_ref().map(|v| v.span().start)
@@ -169,10 +172,21 @@ impl Checker<'_> {
             );
             return None;
         }
-        let (text, _, _) = self.secret(
+        let (text, at, key) = self.secret(
             (&raw.client_secret, key("client_secret")),
             (&raw.client_secret_file, key("client_secret_file")),
         )?;
+        // Checked before it is ever sent: a file holding something else (a certificate,
+        // a config, several lines) would otherwise go to the token endpoint.
+        if text.len() > MAX_CLIENT_SECRET_BYTES || !text.bytes().all(|b| b.is_ascii_graphic()) {
+            self.problem(
+                at,
+                key,
+                "does not look like a client secret: one line of printable ASCII without \
+                 spaces, at most 1024 characters (value not shown)",
+            );
+            return None;
+        }
         Some(ArmCredential::Secret(Secret::new(text.into_bytes())))
     }
 

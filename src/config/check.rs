@@ -283,17 +283,31 @@ impl Checker<'_> {
     /// A private key that others can read is not an error, but the operator must hear
     /// of it; the caller reports it once logging is set up.
     pub(super) fn warn_if_readable_by_others(&mut self, offset: usize, key: String, path: &Path) {
+        self.warn_if_exposed(offset, key, path, "private key file");
+    }
+
+    /// A file holding a secret (`what`) that others can read draws a warning.
+    pub(super) fn warn_if_exposed(&mut self, offset: usize, key: String, path: &Path, what: &str) {
         if readable_by_others(path) {
-            self.warnings.push(Problem {
-                file: self.path.to_owned(),
-                line: Some(self.line_of(offset)),
+            self.warn(
+                offset,
                 key,
-                message: format!(
-                    "private key file {} is readable by group or others; chmod 600 it",
+                format!(
+                    "{what} {} is readable by group or others; chmod 600 it",
                     path.display()
                 ),
-            });
+            );
         }
+    }
+
+    /// Something that works but should not be so; reported by `check` and at start.
+    pub(super) fn warn(&mut self, offset: usize, key: String, message: String) {
+        self.warnings.push(Problem {
+            file: self.path.to_owned(),
+            line: Some(self.line_of(offset)),
+            key,
+            message,
+        });
     }
 
     /// Reports every name of a table array that an earlier entry already used.
@@ -447,6 +461,9 @@ impl Checker<'_> {
                     self.problem(value.span().start, inline_key, "must not be empty");
                     return None;
                 }
+                let config = self.path.to_owned();
+                let what = "an inline secret: the config file";
+                self.warn_if_exposed(value.span().start, inline_key.clone(), &config, what);
                 Some((text.to_owned(), value.span().start, inline_key))
             }
             (None, Some(path)) => {
@@ -456,7 +473,11 @@ impl Checker<'_> {
                         self.problem(at, file_key, "the file is empty");
                         None
                     }
-                    Ok(text) => Some((text.trim().to_owned(), at, file_key)),
+                    Ok(text) => {
+                        let file = self.relative_path(path.get_ref());
+                        self.warn_if_exposed(at, file_key.clone(), &file, "secret file");
+                        Some((text.trim().to_owned(), at, file_key))
+                    }
                     Err(e) => {
                         self.problem(at, file_key, format!("cannot read: {e}"));
                         None

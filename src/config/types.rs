@@ -161,13 +161,58 @@ pub enum WebhookFormat {
     Slack,
 }
 
+/// A webhook's URL. Its path and query can be its credential (Slack's and Teams' are),
+/// so Debug and Display show scheme, host and port only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookUrl(http::Uri);
+
+impl WebhookUrl {
+    /// Wraps a checked URL.
+    pub fn new(uri: http::Uri) -> Self {
+        Self(uri)
+    }
+
+    /// The whole URL, for the one place that sends to it.
+    pub fn uri(&self) -> &http::Uri {
+        &self.0
+    }
+
+    /// `scheme://host:port`, with `/…` when a path or query is left out.
+    pub fn redact(uri: &http::Uri) -> String {
+        let mut shown = format!(
+            "{}://{}",
+            uri.scheme_str().unwrap_or("?"),
+            uri.host().unwrap_or("?")
+        );
+        if let Some(port) = uri.port_u16() {
+            shown.push_str(&format!(":{port}"));
+        }
+        if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+            shown.push_str("/…");
+        }
+        shown
+    }
+}
+
+impl fmt::Debug for WebhookUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&Self::redact(&self.0))
+    }
+}
+
+impl fmt::Display for WebhookUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&Self::redact(&self.0))
+    }
+}
+
 /// `[[webhook]]`.
 #[derive(Clone, Debug)]
 pub struct Webhook {
     /// Unique name, kept in `deliveries`.
     pub name: String,
     /// Where to POST.
-    pub url: http::Uri,
+    pub url: WebhookUrl,
     /// Signing key (the bytes after `whsec_`); unsigned when absent.
     pub secret: Option<Secret>,
     /// Payload format.

@@ -5,7 +5,8 @@ use toml::Spanned;
 
 use super::{
     check::Checker, decode_webhook_secret, raw::RawWebhook, Secret, Webhook, WebhookFormat,
-    DEFAULT_GIVE_UP_AFTER, DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX, DEFAULT_WEBHOOK_TIMEOUT,
+    WebhookUrl, DEFAULT_GIVE_UP_AFTER, DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX,
+    DEFAULT_WEBHOOK_TIMEOUT,
 };
 use crate::model::Severity;
 
@@ -52,6 +53,17 @@ impl Checker<'_> {
                 None
             }
         };
+        if let (Some(url), Some(_), Some(raw_url)) = (&url, &secret, &raw.url) {
+            if url.uri().scheme_str() == Some("http") {
+                self.warn(
+                    raw_url.span().start,
+                    key("url"),
+                    "plain http:// with a signing secret: the alerts travel unencrypted; use \
+                     https:// beyond a trusted network"
+                        .to_owned(),
+                );
+            }
+        }
         Some(Webhook {
             name: name?,
             url: url?,
@@ -80,26 +92,41 @@ impl Checker<'_> {
         })
     }
 
-    /// An `http://` or `https://` URL with a host.
+    /// An `http://` or `https://` URL with a host and a valid port, and no credentials
+    /// in it. A URL is never echoed whole: its path can be its credential (Slack's and
+    /// Teams' are), so messages show scheme, host and port only.
     fn webhook_url(
         &mut self,
         value: &Option<Spanned<String>>,
         at: usize,
         key: &str,
-    ) -> Option<http::Uri> {
+    ) -> Option<WebhookUrl> {
         let value = self.required(value, at, key)?;
-        match value.get_ref().parse::<http::Uri>() {
-            Ok(uri)
-                if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() =>
-            {
-                Some(uri)
-            }
-            _ => {
-                let message = format!("{:?} is not an http:// or https:// URL", value.get_ref());
-                self.problem(value.span().start, key, message);
-                None
-            }
-        }
+        let at = value.span().start;
+        let Ok(uri) = value.get_ref().parse::<http::Uri>() else {
+            self.problem(
+                at,
+                key,
+                "is not a URL (not shown: a URL's path can be its credential)",
+            );
+            return None;
+        };
+        let shown = WebhookUrl::redact(&uri);
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        let message = if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none()
+        {
+            format!("{shown:?} is not an http:// or https:// URL")
+        } else if authority.contains('@') {
+            "has user:password@ in it; iewatch sends no URL credentials (authenticate the \
+             receiver by the signature of `secret`)"
+                .to_owned()
+        } else if !port_is_valid(authority) {
+            format!("{shown:?}: the port must be a number from 1 to 65535")
+        } else {
+            return Some(WebhookUrl::new(uri));
+        };
+        self.problem(at, key, message);
+        None
     }
 
     /// The signing key, inline or from a file; one that does not decode is reported
@@ -134,5 +161,17 @@ impl Checker<'_> {
             }
         }
         list.get_ref().clone()
+    }
+}
+
+/// True when the authority names no port, or one from 1 to 65535 (`http::Uri` accepts
+/// `:99999` and then reports no port, which would send to port 80).
+fn port_is_valid(authority: &str) -> bool {
+    let host_end = authority.rfind(']').unwrap_or(0);
+    match authority[host_end..].rfind(':') {
+        None => true,
+        Some(colon) => authority[host_end + colon + 1..]
+            .parse::<u16>()
+            .is_ok_and(|port| port > 0),
     }
 }

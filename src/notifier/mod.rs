@@ -168,7 +168,7 @@ async fn send(client: &HttpsClient, webhook: &Webhook, item: &OutboxItem) -> Sen
         WebhookFormat::Json => payload::json_body(&item.event),
         WebhookFormat::Slack => payload::slack_body(&item.event),
     };
-    let mut request = Request::post(webhook.url.clone())
+    let mut request = Request::post(webhook.url.uri().clone())
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::USER_AGENT, USER_AGENT);
     if webhook.format == WebhookFormat::Json {

@@ -123,7 +123,11 @@ impl ArmErrorBody {
 impl ArmJob {
     /// Maps the resource onto the watched fields and the stored document, the drives'
     /// BitLocker keys set apart in the document (see [`Document::render`]).
-    pub fn into_parts(self) -> (JobSnapshot, Document) {
+    pub fn into_parts(mut self) -> (JobSnapshot, Document) {
+        for drive in self.properties.drive_list.iter_mut().flatten() {
+            let other_spelling = super::take_bitlocker_key(&mut drive.other);
+            drive.bit_locker_key = drive.bit_locker_key.take().or(other_spelling);
+        }
         // Serialising a derived struct with string keys cannot fail.
         let document = Document::new(serde_json::to_value(&self).unwrap_or_default());
         let p = self.properties;

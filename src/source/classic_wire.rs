@@ -193,6 +193,10 @@ pub struct Drive {
     /// Manifest backup blob.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manifest_uri: Option<String>,
+    /// Elements the spec does not list: read only to find a BitLocker key under another
+    /// spelling, never stored.
+    #[serde(flatten, skip_serializing)]
+    pub unlisted: serde_json::Map<String, serde_json::Value>,
 }
 
 /// `Export`: which blobs an export job copies.
@@ -301,7 +305,11 @@ impl Job {
 
     /// Maps the wire document onto the watched fields and the stored document, the
     /// drives' BitLocker keys set apart in the document (see [`Document::render`]).
-    pub fn into_parts(self) -> (JobSnapshot, Document) {
+    pub fn into_parts(mut self) -> (JobSnapshot, Document) {
+        for drive in self.drive_list.iter_mut().flatten() {
+            let other_spelling = super::take_bitlocker_key(&mut drive.unlisted);
+            drive.bit_locker_key = drive.bit_locker_key.take().or(other_spelling);
+        }
         // Serialising a derived struct with string keys cannot fail.
         let document = Document::new(serde_json::to_value(&self).unwrap_or_default());
         let p = self.properties;

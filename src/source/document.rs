@@ -3,9 +3,24 @@
 //! `store_bitlocker_keys`. Each wire module builds one, so the store writes text it never
 //! has to understand.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::model::{BitLockerKey, DriveSnapshot, JobSnapshot};
+
+/// Takes every key spelled `BitLockerKey` in any casing out of `fields` (the service's
+/// own casing differs between APIs; a key under an unexpected spelling must neither be
+/// stored nor sent) and returns the first one's value as the drive's key.
+pub(crate) fn take_bitlocker_key(fields: &mut Map<String, Value>) -> Option<BitLockerKey> {
+    let keys: Vec<String> = fields
+        .keys()
+        .filter(|k| k.eq_ignore_ascii_case("bitlockerkey"))
+        .cloned()
+        .collect();
+    keys.iter()
+        .filter_map(|k| fields.remove(k))
+        .filter_map(|v| v.as_str().map(BitLockerKey::new))
+        .next()
+}
 
 /// The document of one poll. Debug never shows a secret.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -10,6 +10,7 @@ pub mod classic;
 pub mod classic_wire;
 mod document;
 
+pub(crate) use document::take_bitlocker_key;
 pub use document::Document;
 
 use std::time::Duration;

@@ -256,6 +256,7 @@ impl Store {
             .map_err(open_error)?;
         if migrate {
             MIGRATOR.run(&pool).await?;
+            make_private(path);
         }
         let poll_times = PollTimes::default();
         let fence = Arc::new(AtomicU64::new(0));
@@ -542,6 +543,30 @@ pub(crate) async fn insert_events(
         .await?;
     }
     Ok(ids)
+}
+
+/// Makes the database and its -wal and -shm files readable by their owner only, however
+/// they were made (an older version, a copy, an operator's sqlite3); SQLite gives the
+/// -wal and -shm files the database's mode.
+fn make_private(database: &Path) {
+    #[cfg(unix)]
+    for suffix in ["", "-wal", "-shm"] {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mut name = database.as_os_str().to_owned();
+        name.push(suffix);
+        let path = PathBuf::from(name);
+        let Ok(metadata) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if metadata.permissions().mode() & 0o077 != 0 {
+            if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            {
+                tracing::warn!("cannot make {} private (chmod 600): {e}", path.display());
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = database;
 }
 
 fn create_private_file(path: &Path) -> Result<(), StoreError> {
