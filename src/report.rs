@@ -59,7 +59,28 @@ pub fn drives_summary(job: &JobStatus) -> String {
     format!("{} {noun}: {}", job.drives.len(), parts.join(", "))
 }
 
+/// Service data is outside input: a control character in it (an escape sequence in a
+/// state, say) is shown escaped, never sent raw to a terminal.
+fn printable(cell: &str) -> String {
+    if !cell.chars().any(char::is_control) {
+        return cell.to_owned();
+    }
+    cell.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn table(rows: Vec<Vec<String>>) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|row| row.iter().map(|cell| printable(cell)).collect())
+        .collect();
     let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();

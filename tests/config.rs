@@ -454,3 +454,27 @@ fn secrets_readable_by_others_draw_warnings_and_a_secret_file_must_look_like_one
     );
     assert!(!output.contains("BEGIN CERTIFICATE"), "{output}");
 }
+
+#[test]
+fn names_with_control_characters_or_dots_only_are_refused() {
+    let (dir, _pki) = credentials_dir();
+    for (from, to, key) in [
+        (
+            "name = \"MySampleJob\"",
+            "name = \"Job\\u001b[2J\"",
+            "job[0].name",
+        ),
+        ("name = \"MySampleJob\"", "name = \"..\"", "job[0].name"),
+        ("name = \"prod\"", "name = \"pr\\nod\"", "account[0].name"),
+        ("name = \"prod\"", "name = \".\"", "account[0].name"),
+    ] {
+        let text = GOOD.replacen(from, to, 1);
+        let (ok, output) = check(&write(dir.path(), "names.toml", &text));
+        assert!(!ok, "{to}: {output}");
+        assert!(output.contains(key), "{to}: {output}");
+        assert!(
+            !output.contains('\u{1b}'),
+            "no raw escape in the message: {output:?}"
+        );
+    }
+}

@@ -288,3 +288,44 @@ async fn an_existing_database_and_its_wal_are_made_private() {
     reopened.close().await;
     store.close().await;
 }
+
+#[tokio::test]
+async fn status_and_history_never_print_raw_control_characters_from_the_service() {
+    use iewatch::{detect::detect_changes, model::JobSnapshot, store::Observed};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("iewatch.db");
+    let store = iewatch::store::Store::open(&db).await.unwrap();
+    let job = store.load_job("prod", "MySampleJob").await.unwrap();
+    let snapshot = JobSnapshot::assemble(None, "Evil\u{1b}[2J\u{7}".into(), Some(5), None);
+    let events = detect_changes(None, &snapshot);
+    store
+        .record_observation(Observed {
+            job: job.id,
+            snapshot: &snapshot,
+            document: "{}",
+            etag: None,
+            last_modified: None,
+            memory: &Default::default(),
+            events: &events,
+            outbox: &[],
+            at: std::time::SystemTime::now(),
+        })
+        .await
+        .unwrap();
+    store.close().await;
+    for args in [vec!["status"], vec!["history", "MySampleJob"]] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
+            .args(&args)
+            .arg("--database")
+            .arg(&db)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}");
+        let text = String::from_utf8(output.stdout).unwrap();
+        assert!(text.contains("Evil\\u{1b}[2J\\u{7}"), "{args:?}: {text:?}");
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{args:?}: {text:?}"
+        );
+    }
+}

@@ -32,7 +32,9 @@ impl Checker<'_> {
         at: usize,
     ) -> Option<Account> {
         let key = |field: &str| format!("account[{i}].{field}");
-        let name = self.required_text(&raw.name, at, &key("name"));
+        let name = self
+            .name(&raw.name, at, &key("name"))
+            .map(|n| n.get_ref().clone());
         let subscription_id = self.required_text(&raw.subscription_id, at, &key("subscription_id"));
         let kind = self.choice(
             &raw.kind,

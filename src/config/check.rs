@@ -159,6 +159,28 @@ impl Checker<'_> {
         }
     }
 
+    /// A required name (of an account, a job or a webhook): it goes into URLs, logs,
+    /// file names of reports and terminals, so control characters and the names `.` and
+    /// `..` are refused.
+    pub(super) fn name<'v>(
+        &mut self,
+        value: &'v Option<Spanned<String>>,
+        at: usize,
+        key: &str,
+    ) -> Option<&'v Spanned<String>> {
+        let value = self.required(value, at, key)?;
+        let text = value.get_ref();
+        let message = if text.chars().any(char::is_control) {
+            "must not contain control characters"
+        } else if text == "." || text == ".." {
+            "must not be \".\" or \"..\""
+        } else {
+            return Some(value);
+        };
+        self.problem(value.span().start, key, message);
+        None
+    }
+
     /// A required non-empty text value.
     pub(super) fn required_text(
         &mut self,
@@ -239,9 +261,7 @@ impl Checker<'_> {
             let account = self
                 .required(&job.account, at, &format!("job[{i}].account"))
                 .cloned();
-            let name = self
-                .required(&job.name, at, &format!("job[{i}].name"))
-                .cloned();
+            let name = self.name(&job.name, at, &format!("job[{i}].name")).cloned();
             let base = self.poll_interval(
                 &job.poll_interval,
                 &format!("job[{i}].poll_interval"),

@@ -18,7 +18,9 @@ impl Checker<'_> {
         at: usize,
     ) -> Option<Webhook> {
         let key = |field: &str| format!("webhook[{i}].{field}");
-        let name = self.required_text(&raw.name, at, &key("name"));
+        let name = self
+            .name(&raw.name, at, &key("name"))
+            .map(|n| n.get_ref().clone());
         let url = self.webhook_url(&raw.url, at, &key("url"));
         let secret = self.webhook_secret(raw, i);
         let format = self
