@@ -115,7 +115,7 @@ pub async fn run(
     let http = match &config.http {
         None => None,
         Some(settings) => Some(
-            crate::http_server::serve(settings.listen, store.clone(), telemetry, &supervisor)
+            crate::http_server::serve(settings, store.clone(), telemetry, &supervisor)
                 .await
                 .map_err(|source| DaemonError::Listen {
                     addr: settings.listen,

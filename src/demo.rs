@@ -39,6 +39,7 @@ pub async fn run() -> anyhow::Result<()> {
         scenario,
         listen: "127.0.0.1:0".parse()?,
         certs_dir: dir.join("certs"),
+        arm_listen: None,
     })
     .await
     .context("cannot start the simulator")?;

@@ -1,32 +1,32 @@
-//! The `[http]` listener: `GET /healthz` (200 only when the database takes writes and the
-//! scheduler and notifier loops go round) and `GET /metrics` (Prometheus text).
+//! The `[http]` listener: `GET /healthz` (200 only when every part makes progress and the
+//! database takes writes) and `GET /metrics` (Prometheus text). It cannot be starved: a
+//! connection must send its headers within `header_read_timeout`, serves one request, is
+//! closed after `idle_timeout` at the latest, and connections beyond `max_connections`
+//! are closed as they come.
 
-use std::{convert::Infallible, net::SocketAddr, time::Duration};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
-use crate::{store::Store, supervise::Supervisor, telemetry::Telemetry};
+use crate::{config::HttpSettings, store::Store, supervise::Supervisor, telemetry::Telemetry};
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
-
-const HEALTH_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{net::TcpListener, sync::Semaphore};
 
 /// Why the daemon is not healthy, if it is not.
-pub async fn unhealthy_reason(store: &Store, telemetry: &Telemetry) -> Option<String> {
+fn unhealthy_reason(store: &Store, telemetry: &Telemetry) -> Option<String> {
     if let Some(stuck) = telemetry.liveness_problem() {
         return Some(stuck);
     }
     if let Err(e) = store.check_identity() {
         return Some(e.to_string());
     }
-    match tokio::time::timeout(HEALTH_WRITE_TIMEOUT, store.is_writable()).await {
-        Err(_) => Some("database write timed out".into()),
-        Ok(Err(e)) => Some(format!("database not writable: {e}")),
-        Ok(Ok(())) => telemetry
-            .store_error()
-            .map(|e| format!("last database write failed: {e}")),
+    if let Err(problem) = store.takes_writes() {
+        return Some(problem);
     }
+    telemetry
+        .store_error()
+        .map(|e| format!("last database write failed: {e}"))
 }
 
 /// Binds `addr` and serves, under `supervisor`, until it stops. Returns the bound
@@ -35,14 +35,16 @@ pub async fn unhealthy_reason(store: &Store, telemetry: &Telemetry) -> Option<St
 /// # Errors
 /// The address cannot be bound.
 pub async fn serve(
-    addr: SocketAddr,
+    settings: &HttpSettings,
     store: Store,
     telemetry: Telemetry,
     supervisor: &Supervisor,
 ) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await?;
+    let listener = TcpListener::bind(settings.listen).await?;
     let bound = listener.local_addr()?;
     let shutdown = supervisor.stopping().clone();
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let (header_read_timeout, idle_timeout) = (settings.header_read_timeout, settings.idle_timeout);
     supervisor.spawn("http listener", async move {
         loop {
             let stream = tokio::select! {
@@ -56,8 +58,15 @@ pub async fn serve(
                     }
                 },
             };
-            let (store, telemetry, shutdown) = (store.clone(), telemetry.clone(), shutdown.clone());
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                // Full: this connection is closed at once rather than held.
+                drop(stream);
+                continue;
+            };
+            let (store, telemetry) = (store.clone(), telemetry.clone());
+            let shutdown = shutdown.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let service = hyper::service::service_fn(
                     move |request: Request<hyper::body::Incoming>| {
                         let (store, telemetry) = (store.clone(), telemetry.clone());
@@ -65,9 +74,12 @@ pub async fn serve(
                     },
                 );
                 let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_read_timeout)
+                    .keep_alive(false)
                     .serve_connection(TokioIo::new(stream), service);
                 tokio::select! {
-                    _ = connection => {}
+                    _ = tokio::time::timeout(idle_timeout, connection) => {}
                     () = shutdown.cancelled() => {}
                 }
             });
@@ -99,7 +111,7 @@ async fn answer(
         );
     }
     match request.uri().path() {
-        "/healthz" => match unhealthy_reason(store, telemetry).await {
+        "/healthz" => match unhealthy_reason(store, telemetry) {
             None => text(StatusCode::OK, "text/plain", "ok\n".into()),
             Some(reason) => text(
                 StatusCode::SERVICE_UNAVAILABLE,

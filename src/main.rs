@@ -120,9 +120,13 @@ enum Command {
         /// Scenario file (default: the shipped import lifecycle).
         #[arg(long)]
         scenario: Option<PathBuf>,
-        /// Listen address.
+        /// Listen address of the classic (Service Management) API.
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: std::net::SocketAddr,
+        /// Listen address of the Resource Manager API and its token endpoint
+        /// (default: the same address as --listen, any free port).
+        #[arg(long)]
+        arm_listen: Option<std::net::SocketAddr>,
         /// Where the CA, server and management certificates are written (and reused).
         #[arg(long, default_value = "./iewatch-sim-certs")]
         certs: PathBuf,
@@ -219,11 +223,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Simulate {
             scenario,
             listen,
+            arm_listen,
             certs,
             speed,
         } => {
             init_logging(LogFormat::Text, "info");
-            simulate(scenario, listen, certs, speed).await
+            simulate(scenario, (listen, arm_listen), certs, speed).await
         }
         Command::Demo => {
             init_logging(LogFormat::Text, "error");
@@ -359,7 +364,7 @@ async fn open_database(args: &DatabaseArgs) -> anyhow::Result<Store> {
 
 async fn simulate(
     scenario: Option<PathBuf>,
-    listen: std::net::SocketAddr,
+    (listen, arm_listen): (std::net::SocketAddr, Option<std::net::SocketAddr>),
     certs_dir: PathBuf,
     speed: Option<f64>,
 ) -> anyhow::Result<ExitCode> {
@@ -376,13 +381,19 @@ async fn simulate(
         scenario,
         listen,
         certs_dir,
+        arm_listen,
     })
     .await
     .context("cannot start the simulator")?;
-    outln!("simulator listening on {}", sim.endpoint());
     outln!(
-        "paste this into your config:\n\n{}",
-        sim.account_block("sim")
+        "simulator listening on {} (classic) and {} (Resource Manager and its token endpoint)",
+        sim.endpoint(),
+        sim.arm_endpoint()
+    );
+    outln!(
+        "paste these into your config:\n\n{}\n{}",
+        sim.account_block("sim"),
+        sim.arm_account_block("sim-arm")
     );
     let shutdown = CancellationToken::new();
     let (reload_tx, _reload_rx) = tokio::sync::mpsc::channel(1);

@@ -329,3 +329,98 @@ async fn status_and_history_never_print_raw_control_characters_from_the_service(
         );
     }
 }
+
+/// A daemon on the import lifecycle with an `[http]` listener configured by `http`.
+async fn daemon_with_listener(
+    dir: &std::path::Path,
+    http: &str,
+) -> (iewatch::simulator::RunningSimulator, RunningDaemon, String) {
+    let sim = start_simulator(common::scenario("import-lifecycle.toml"), dir).await;
+    sim.set_time(Some(Duration::ZERO));
+    let config = common::write_config(dir, &sim, &["MySampleJob"], "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("[http]\nlisten = \"127.0.0.1:0\"\n{http}\n\n{text}"),
+    )
+    .unwrap();
+    let daemon = RunningDaemon::start(&config).await;
+    let base = daemon.started.http.unwrap().to_string();
+    (sim, daemon, base)
+}
+
+/// `GET path` on `addr` over one connection: the status, or None.
+async fn get_status(addr: &str, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+        .await
+        .ok()?
+        .ok()?;
+    String::from_utf8_lossy(&response)
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_cannot_starve_the_listener() {
+    use tokio::io::AsyncReadExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (_sim, daemon, addr) = daemon_with_listener(
+        dir.path(),
+        "header_read_timeout = \"1s\"\nmax_connections = 4",
+    )
+    .await;
+    // Twenty connections that never send a request.
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // The listener still answers: the connections over the cap are closed at once,
+    // the others after the header-read timeout.
+    assert!(
+        common::wait_for(Duration::from_secs(10), || async {
+            get_status(&addr, "/healthz").await == Some(200)
+        })
+        .await,
+        "/healthz answers beside twenty idle connections"
+    );
+    for mut stream in idle {
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "an idle connection is closed by the server: {closed:?}"
+        );
+    }
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_writes_nothing_to_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sim, daemon, addr) = daemon_with_listener(dir.path(), "").await;
+    let db = dir.path().join("iewatch.db");
+    let checked_at = || async {
+        let store = iewatch::store::Store::open_existing(&db).await.unwrap();
+        let at: Option<String> = sqlx::query_scalar("SELECT checked_at FROM health")
+            .fetch_optional(store.pool())
+            .await
+            .unwrap();
+        store.close().await;
+        at
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        assert_eq!(get_status(&addr, "/healthz").await, Some(200));
+        seen.insert(checked_at().await);
+    }
+    // The writer's own health commit comes every 5 s; thirty requests add none.
+    assert!(seen.len() <= 2, "{seen:?}");
+    daemon.stop().await;
+}

@@ -545,3 +545,143 @@ async fn faults_are_injected_in_their_windows() {
     let faults = sim.requests().iter().filter(|r| r.fault.is_some()).count();
     assert_eq!(faults, 9);
 }
+
+#[tokio::test]
+async fn accept_ranges_that_admit_json_are_answered_and_foreign_ones_refused() {
+    let h = harness().await;
+    for admitted in [
+        "*/*",
+        "application/*",
+        "text/html, */*;q=0.8",
+        "application/json",
+    ] {
+        assert_eq!(
+            h.get(&[("accept", admitted)]).await.status(),
+            200,
+            "{admitted}"
+        );
+    }
+    for foreign in ["text/html", "application/xml, text/*"] {
+        assert_eq!(
+            h.get(&[("accept", foreign)]).await.status(),
+            406,
+            "{foreign}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_msal_client_finds_the_token_endpoint_and_lists_jobs_at_each_published_api_version() {
+    let h = harness().await;
+    let arm = h.sim.arm_endpoint();
+    let tenant = "00000000-0000-0000-0000-000000000001";
+    let send = |request: Request<Full<Bytes>>| {
+        http_client::send(&h.client, request, Duration::from_secs(5), 1 << 20)
+    };
+    // 1. The discovery document, as MSAL (azure-identity) reads it first.
+    let discovery = send(
+        Request::get(format!(
+            "{arm}/{tenant}/v2.0/.well-known/openid-configuration"
+        ))
+        .body(Full::new(Bytes::new()))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(discovery.status(), 200);
+    let document: serde_json::Value = serde_json::from_slice(discovery.body()).unwrap();
+    let token_endpoint = document["token_endpoint"].as_str().unwrap().to_owned();
+    assert_eq!(token_endpoint, format!("{arm}/{tenant}/oauth2/v2.0/token"));
+    // 2. A token from the endpoint it names, with the scenario's app registration.
+    let block = h.sim.arm_account_block("arm");
+    let value = |key: &str| {
+        block
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap()
+            .to_owned()
+    };
+    let token_url = token_endpoint.replace(tenant, &value("tenant_id"));
+    let form = format!(
+        "grant_type=client_credentials&client_id={}&client_secret={}&scope=https%3A%2F%2Fmanagement.azure.com%2F.default",
+        value("client_id"),
+        value("client_secret")
+    );
+    let token = send(
+        Request::post(token_url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(form)))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(token.status(), 200, "{:?}", token.body());
+    let token: serde_json::Value = serde_json::from_slice(token.body()).unwrap();
+    let bearer = format!("Bearer {}", token["access_token"].as_str().unwrap());
+    // 3. The list at every published api-version; an unpublished one is refused.
+    let jobs = format!(
+        "{arm}/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ImportExport/jobs",
+        value("subscription_id"),
+        value("resource_group")
+    );
+    for (version, status) in [
+        ("2016-11-01", 200),
+        ("2020-08-01", 200),
+        ("2021-01-01", 200),
+        ("2019-01-01", 400),
+    ] {
+        let list = send(
+            Request::get(format!("{jobs}?api-version={version}"))
+                .header("authorization", &bearer)
+                .header("accept", "*/*")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(list.status(), status, "{version}");
+    }
+}
+
+#[test]
+fn simulate_prints_both_account_blocks_and_takes_a_fixed_resource_manager_port() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
+        .args(["simulate", "--listen", "127.0.0.1:0", "--arm-listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--certs")
+        .arg(dir.path())
+        .env("IEWATCH_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut printed = String::new();
+    for line in stdout.lines().take(40) {
+        let line = line.unwrap();
+        let done = line.starts_with("ca_certificate") && printed.contains("kind = \"arm\"");
+        printed.push_str(&line);
+        printed.push('\n');
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(printed.contains("kind = \"arm\""), "{printed}");
+    assert!(
+        printed.contains(&format!("endpoint = \"https://127.0.0.1:{port}\"")),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("storage_account = "),
+        "the classic block too: {printed}"
+    );
+}

@@ -12,9 +12,10 @@ use toml::Spanned;
 
 use super::{
     default_database_path,
-    raw::{RawConfig, RawDaemon},
+    raw::{RawConfig, RawDaemon, RawHttp},
     Config, DaemonSettings, HttpSettings, JobConfig, LogFormat, PollPolicy, Problem,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAILURE_THRESHOLD, DEFAULT_MAX_CONCURRENT_POLLS,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAILURE_THRESHOLD, DEFAULT_HEADER_READ_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONCURRENT_POLLS, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_RETRY_AFTER, DEFAULT_POLL_INTERVAL, DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_STOP_AFTER, DURATION_CEILING, POLL_INTERVAL_FLOOR,
 };
@@ -193,23 +194,10 @@ impl Checker<'_> {
 
     pub(super) fn resolve(&mut self, raw: RawConfig) -> Config {
         let daemon = self.resolve_daemon(&raw.daemon);
-        let http = raw.http.as_ref().and_then(|h| {
-            let listen = &h.get_ref().listen;
-            match listen.get_ref().parse::<SocketAddr>() {
-                Ok(addr) => Some(HttpSettings { listen: addr }),
-                Err(_) => {
-                    self.problem(
-                        listen.span().start,
-                        "http.listen",
-                        format!(
-                            "{:?} is not an address like 127.0.0.1:9797",
-                            listen.get_ref()
-                        ),
-                    );
-                    None
-                }
-            }
-        });
+        let http = raw
+            .http
+            .as_ref()
+            .and_then(|h| self.resolve_http(h.get_ref()));
 
         let accounts =
             self.resolve_table("account", &raw.account, |a| &a.name, Self::resolve_account);
@@ -225,6 +213,36 @@ impl Checker<'_> {
             webhooks,
             warnings: std::mem::take(&mut self.warnings),
         }
+    }
+
+    /// `[http]`: the address, and the bounds that keep the listener from being starved.
+    fn resolve_http(&mut self, raw: &RawHttp) -> Option<HttpSettings> {
+        let header_read_timeout = self.duration(
+            &raw.header_read_timeout,
+            "http.header_read_timeout",
+            DEFAULT_HEADER_READ_TIMEOUT,
+        );
+        let idle_timeout =
+            self.duration(&raw.idle_timeout, "http.idle_timeout", DEFAULT_IDLE_TIMEOUT);
+        let max_connections = self.positive(
+            &raw.max_connections,
+            "http.max_connections",
+            DEFAULT_MAX_CONNECTIONS,
+        );
+        let Ok(listen) = raw.listen.get_ref().parse::<SocketAddr>() else {
+            let message = format!(
+                "{:?} is not an address like 127.0.0.1:9797",
+                raw.listen.get_ref()
+            );
+            self.problem(raw.listen.span().start, "http.listen", message);
+            return None;
+        };
+        Some(HttpSettings {
+            listen,
+            header_read_timeout,
+            idle_timeout,
+            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+        })
     }
 
     /// Every entry of a table array that resolves, each name used once.

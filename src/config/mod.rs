@@ -34,6 +34,9 @@ pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const DEFAULT_MAX_CONCURRENT_POLLS: usize = 8;
 pub(crate) const DEFAULT_STOP_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 pub(crate) const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
+pub(crate) const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_MAX_CONNECTIONS: i64 = 64;
 pub(crate) const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// No configured duration may be longer: beyond it a value is a typo, and time
 /// arithmetic on it could overflow.

@@ -72,6 +72,12 @@ pub struct DaemonSettings {
 pub struct HttpSettings {
     /// Where /healthz and /metrics listen.
     pub listen: SocketAddr,
+    /// A connection must have sent its request headers within this long.
+    pub header_read_timeout: Duration,
+    /// No connection stays open longer (one request each; no keep-alive).
+    pub idle_timeout: Duration,
+    /// Connections served at once; more are closed as they come.
+    pub max_connections: usize,
 }
 
 /// `[[account]]`.

@@ -63,6 +63,9 @@ pub(crate) async fn handle(
             let tenant = (*tenant).to_owned();
             token(state, &tenant, request).await
         }
+        (Method::GET, [tenant, "v2.0", ".well-known", "openid-configuration"]) => {
+            openid_configuration(&request, tenant)
+        }
         (
             Method::GET,
             ["subscriptions", sub, "resourceGroups", rg, "providers", "Microsoft.ImportExport", "jobs", job],
@@ -82,6 +85,36 @@ pub(crate) async fn handle(
         ),
     };
     state.finish(record, response, None).await
+}
+
+/// The OpenID Connect discovery document of a tenant, which MSAL-based clients
+/// (azure-identity) read before they ask for a token.
+fn openid_configuration(
+    request: &Request<hyper::body::Incoming>,
+    tenant: &str,
+) -> Response<ResponseBody> {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let base = format!("https://{host}/{tenant}");
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "issuer": format!("{base}/v2.0"),
+            "token_endpoint": format!("{base}/oauth2/v2.0/token"),
+            "authorization_endpoint": format!("{base}/oauth2/v2.0/authorize"),
+            "device_authorization_endpoint": format!("{base}/oauth2/v2.0/devicecode"),
+            "jwks_uri": format!("https://{host}/{tenant}/discovery/v2.0/keys"),
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "tenant_region_scope": "EU",
+        }),
+    )
 }
 
 /// The client-credentials grant: checks the form against the scenario's credentials.
@@ -324,13 +357,26 @@ fn list_jobs(
             .clone()
             .unwrap_or_else(|| format!("https://{host}"));
         body["nextLink"] = format!(
-            "{origin}{}?api-version=2021-01-01&$skiptoken={}",
+            "{origin}{}?api-version={}&$skiptoken={}",
             request.uri().path(),
+            api_version(request).unwrap_or(API_VERSIONS[2]),
             skip + LIST_PAGE_SIZE
         )
         .into();
     }
     json_response(StatusCode::OK, &body)
+}
+
+/// The published api-versions of `Microsoft.ImportExport` the simulator answers.
+const API_VERSIONS: [&str; 3] = ["2016-11-01", "2020-08-01", "2021-01-01"];
+
+/// The request's api-version, when it is one the simulator answers.
+fn api_version(request: &Request<hyper::body::Incoming>) -> Option<&'static str> {
+    let query = request.uri().query()?;
+    let asked = query
+        .split('&')
+        .find_map(|p| p.strip_prefix("api-version="))?;
+    API_VERSIONS.into_iter().find(|v| *v == asked)
 }
 
 /// api-version, bearer token, subscription and resource group, in that order.
@@ -340,15 +386,12 @@ fn check_request(
     subscription: &str,
     resource_group: &str,
 ) -> Option<Response<ResponseBody>> {
-    if request
-        .uri()
-        .query()
-        .is_none_or(|q| !q.split('&').any(|p| p == "api-version=2021-01-01"))
-    {
+    if api_version(request).is_none() {
         return Some(arm_error(
             StatusCode::BAD_REQUEST,
             "InvalidApiVersionParameter",
-            "The api-version is missing or not supported; use 2021-01-01.",
+            "The api-version is missing or not supported; the supported api-versions are \
+             2016-11-01, 2020-08-01, 2021-01-01.",
         ));
     }
     let token = request

@@ -73,6 +73,8 @@ pub struct SimulatorOptions {
     pub listen: SocketAddr,
     /// Where the CA, server and management certificates are kept.
     pub certs_dir: PathBuf,
+    /// The Resource Manager listener's address (None: `listen`'s address, any port).
+    pub arm_listen: Option<SocketAddr>,
 }
 
 /// One request as the simulator saw it.
@@ -414,7 +416,10 @@ pub async fn start(options: SimulatorOptions) -> Result<RunningSimulator, Simula
     let arm_acceptor =
         tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(&server_identity)?));
     let (listener, addr) = bind(options.listen).await?;
-    let (arm_listener, arm_addr) = bind(SocketAddr::new(options.listen.ip(), 0)).await?;
+    let arm_listen = options
+        .arm_listen
+        .unwrap_or_else(|| SocketAddr::new(options.listen.ip(), 0));
+    let (arm_listener, arm_addr) = bind(arm_listen).await?;
     let shutdown = CancellationToken::new();
     let state = Arc::new(SimState::new(&options.scenario, shutdown.clone())?);
     let tracker = TaskTracker::new();

@@ -273,12 +273,18 @@ fn accepts_json(request: &Request<hyper::body::Incoming>) -> bool {
         Some(format) => Some(format),
         None => header_str(request, header::ACCEPT),
     };
+    // An Accept list admits JSON when any of its ranges does: `application/json`,
+    // `application/*` or `*/*` (curl's default). The spec's 406 is for foreign types.
     match wanted {
         None => true,
-        Some(value) => value
-            .split(';')
-            .next()
-            .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json")),
+        Some(value) => value.split(',').any(|range| {
+            range.split(';').next().is_some_and(|media| {
+                let media = media.trim();
+                ["application/json", "application/*", "*/*"]
+                    .iter()
+                    .any(|ok| media.eq_ignore_ascii_case(ok))
+            })
+        }),
     }
 }
 

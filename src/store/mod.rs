@@ -155,6 +155,7 @@ pub struct Store {
     path: PathBuf,
     writer: tokio::sync::mpsc::Sender<writer::Request>,
     writer_busy_since_ms: Arc<AtomicU64>,
+    last_commit: writer::LastCommit,
     poll_times: PollTimes,
     /// The daemon's hold on the file (None for other commands).
     owner: Option<Arc<Owner>>,
@@ -260,10 +261,16 @@ impl Store {
         }
         let poll_times = PollTimes::default();
         let fence = Arc::new(AtomicU64::new(0));
-        let writer = writer::spawn(pool.clone(), poll_times.clone(), fence.clone());
+        let writer = writer::spawn(
+            pool.clone(),
+            poll_times.clone(),
+            fence.clone(),
+            owner.is_some(),
+        );
         Ok(Store {
             writer: writer.queue,
             writer_busy_since_ms: writer.busy_since_ms,
+            last_commit: writer.last_commit,
             writer_stopped: writer.stopped,
             pool,
             path: path.to_owned(),
@@ -332,7 +339,7 @@ impl Store {
     /// Writes the poll times still pending, closes every connection (checkpointing the
     /// WAL) and, for the daemon, gives up the lock.
     pub async fn close(&self) {
-        if let Err(e) = self.poll_times.flush(&self.pool).await {
+        if let Err(e) = self.poll_times.flush(&self.pool, false).await {
             tracing::warn!("last poll times not written: {e}");
         }
         self.pool.close().await;
@@ -341,15 +348,21 @@ impl Store {
         }
     }
 
-    /// Commits a one-row write: proves the database takes writes now (health checks).
+    /// Whether the database takes writes, as its last commit showed: the writer commits
+    /// at least every [`POLL_TIME_FLUSH`] (the health row with the batched poll times),
+    /// so `/healthz` learns it without a write of its own.
     ///
     /// # Errors
-    /// The write failed: read-only file or directory, full disk, a lock held too long.
-    pub async fn is_writable(&self) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO health (id, checked_at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET checked_at = ?1")
-            .bind(timestamp(SystemTime::now()))
-            .execute(&self.pool)
-            .await?;
+    /// The last commit's error, or how long no commit has ended.
+    pub fn takes_writes(&self) -> Result<(), String> {
+        let (at, error) = self.last_commit.get();
+        if let Some(error) = error {
+            return Err(format!("database not writable: {error}"));
+        }
+        let since = SystemTime::now().duration_since(at).unwrap_or_default();
+        if since > POLL_TIME_FLUSH * 3 {
+            return Err(format!("no database commit for {}s", since.as_secs()));
+        }
         Ok(())
     }
 
@@ -481,7 +494,7 @@ impl Store {
     /// # Errors
     /// Database errors; the times are kept for the next try.
     pub async fn flush_polls(&self) -> Result<(), StoreError> {
-        self.poll_times.flush(&self.pool).await
+        self.poll_times.flush(&self.pool, false).await
     }
 }
 

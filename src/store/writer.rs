@@ -104,16 +104,18 @@ impl PollTimes {
             .insert(job, at);
     }
 
-    /// Writes the pending times; on failure they are kept for the next flush.
-    pub(super) async fn flush(&self, pool: &SqlitePool) -> Result<(), StoreError> {
+    /// Writes the pending times (and, with `health`, the health row: a commit that
+    /// proves the database takes writes); on failure the times are kept for the next
+    /// flush.
+    pub(super) async fn flush(&self, pool: &SqlitePool, health: bool) -> Result<(), StoreError> {
         let batch: Vec<(JobId, SystemTime)> =
             std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
                 .into_iter()
                 .collect();
-        if batch.is_empty() {
+        if batch.is_empty() && !health {
             return Ok(());
         }
-        if let Err(e) = write_poll_times(pool, &batch).await {
+        if let Err(e) = write_poll_times(pool, &batch, health).await {
             let mut pending = self.0.lock().unwrap_or_else(|p| p.into_inner());
             for (job, at) in batch {
                 pending.entry(job).or_insert(at);
@@ -127,8 +129,18 @@ impl PollTimes {
 async fn write_poll_times(
     pool: &SqlitePool,
     polls: &[(JobId, SystemTime)],
+    health: bool,
 ) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
+    if health {
+        sqlx::query(
+            "INSERT INTO health (id, checked_at) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET checked_at = ?1",
+        )
+        .bind(timestamp(SystemTime::now()))
+        .execute(&mut *tx)
+        .await?;
+    }
     for (job, at) in polls {
         sqlx::query("UPDATE jobs SET last_polled_at = ? WHERE id = ?")
             .bind(timestamp(*at))
@@ -140,6 +152,29 @@ async fn write_poll_times(
     Ok(())
 }
 
+/// The outcome of the writer's last commit, for `/healthz`: the database proves it takes
+/// writes by taking them, never by a write per health request.
+#[derive(Clone, Debug)]
+pub(super) struct LastCommit(Arc<Mutex<(SystemTime, Option<String>)>>);
+
+impl Default for LastCommit {
+    fn default() -> Self {
+        Self(Arc::new(Mutex::new((SystemTime::now(), None))))
+    }
+}
+
+impl LastCommit {
+    fn record(&self, outcome: Result<(), String>) {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *last = (SystemTime::now(), outcome.err());
+    }
+
+    /// When the last commit ended, and its error if it failed.
+    pub(super) fn get(&self) -> (SystemTime, Option<String>) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// The running writer as the store sees it.
 pub(super) struct WriterHandle {
     /// Where writes go.
@@ -148,19 +183,30 @@ pub(super) struct WriterHandle {
     pub(super) stopped: watch::Receiver<Option<String>>,
     /// Milliseconds since the epoch when the commit under way started; 0 when idle.
     pub(super) busy_since_ms: Arc<AtomicU64>,
+    /// The last commit's outcome.
+    pub(super) last_commit: LastCommit,
 }
 
 /// Starts the writer; it ends when every sender (every `Store` clone) is gone. Writes of
-/// generations older than `fence` are refused.
+/// generations older than `fence` are refused. With `health` (the daemon's store), every
+/// flush also commits the health row.
 pub(super) fn spawn(
     pool: SqlitePool,
     poll_times: PollTimes,
     fence: Arc<AtomicU64>,
+    health: bool,
 ) -> WriterHandle {
     let (queue, rx) = mpsc::channel(QUEUE);
     let (stopped_tx, stopped) = watch::channel(None);
     let busy_since_ms = Arc::new(AtomicU64::new(0));
-    let task = tokio::spawn(run(pool, rx, poll_times, fence, busy_since_ms.clone()));
+    let last_commit = LastCommit::default();
+    let task = tokio::spawn(run(
+        pool,
+        rx,
+        poll_times,
+        fence,
+        (busy_since_ms.clone(), last_commit.clone(), health),
+    ));
     tokio::spawn(async move {
         let reason = match task.await {
             Ok(()) => "the database writer stopped".to_owned(),
@@ -172,6 +218,7 @@ pub(super) fn spawn(
         queue,
         stopped,
         busy_since_ms,
+        last_commit,
     }
 }
 
@@ -186,7 +233,7 @@ async fn run(
     mut queue: mpsc::Receiver<Request>,
     poll_times: PollTimes,
     fence: Arc<AtomicU64>,
-    busy_since_ms: Arc<AtomicU64>,
+    (busy_since_ms, last_commit, health): (Arc<AtomicU64>, LastCommit, bool),
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut flush = tokio::time::interval(POLL_TIME_FLUSH);
@@ -200,6 +247,12 @@ async fn run(
                 busy_since_ms.store(now_ms().max(1), Ordering::Relaxed);
                 let outcomes = commit(&pool, &batch, fence.load(Ordering::SeqCst)).await;
                 busy_since_ms.store(0, Ordering::Relaxed);
+                // A refused (fenced) write says nothing about the database.
+                let failure = outcomes.iter().find_map(|o| match o {
+                    Err(StoreError::Fenced) | Ok(_) => None,
+                    Err(e) => Some(e.to_string()),
+                });
+                last_commit.record(failure.map_or(Ok(()), Err));
                 for (request, outcome) in batch.drain(..).zip(outcomes) {
                     // The caller may have gone (shutdown); its write is committed regardless.
                     let _ = request.reply.send(outcome);
@@ -209,9 +262,11 @@ async fn run(
                 if pool.is_closed() {
                     continue;
                 }
-                if let Err(e) = poll_times.flush(&pool).await {
+                let flushed = poll_times.flush(&pool, health).await;
+                if let Err(e) = &flushed {
                     tracing::warn!("cannot write poll times (kept for the next try): {e}");
                 }
+                last_commit.record(flushed.map_err(|e| e.to_string()));
             }
         }
     }

@@ -26,6 +26,7 @@ fn main() {
             scenario,
             listen: "127.0.0.1:0".parse().unwrap(),
             certs_dir: dir.path().join("certs"),
+            arm_listen: None,
         })
         .await
         .unwrap();

@@ -57,6 +57,7 @@ pub async fn start_simulator(scenario: Scenario, dir: &Path) -> RunningSimulator
         scenario,
         listen: "127.0.0.1:0".parse().unwrap(),
         certs_dir: dir.join("certs"),
+        arm_listen: None,
     })
     .await
     .expect("simulator starts")
