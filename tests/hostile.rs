@@ -117,11 +117,16 @@ async fn lifecycle_under(fault: &str) -> Vec<common::EventRow> {
     event_list(&db, "MySampleJob").await
 }
 
+/// The error `job.poll_failing` carries.
+fn failing_error(events: &[common::EventRow]) -> &str {
+    let failing = events.iter().find(|e| e.0 == "job.poll_failing").unwrap();
+    failing.3.as_deref().unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_naming_another_job_is_a_failure_not_a_recording() {
     let events = lifecycle_under("wrong_job").await;
-    let failing = events.iter().find(|e| e.0 == "job.poll_failing").unwrap();
-    let error = failing.3.as_deref().unwrap_or_default();
+    let error = failing_error(&events);
     assert!(
         error.contains("the answer is for job \"SomeoneElse\", not \"MySampleJob\""),
         "{error}"
@@ -135,8 +140,7 @@ async fn an_answer_naming_another_job_is_a_failure_not_a_recording() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_document_listing_forty_thousand_drives_is_refused() {
     let events = lifecycle_under("many_drives").await;
-    let failing = events.iter().find(|e| e.0 == "job.poll_failing").unwrap();
-    let error = failing.3.as_deref().unwrap_or_default();
+    let error = failing_error(&events);
     assert!(
         error.contains("40000 drives listed; at most 64 are accepted"),
         "{error}"
@@ -349,24 +353,6 @@ async fn daemon_with_listener(
     (sim, daemon, base)
 }
 
-/// `GET path` on `addr` over one connection: the status, or None.
-async fn get_status(addr: &str, path: &str) -> Option<u16> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
-        .await
-        .ok()?
-        .ok()?;
-    String::from_utf8_lossy(&response)
-        .split(' ')
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_cannot_starve_the_listener() {
     use tokio::io::AsyncReadExt as _;
@@ -385,7 +371,7 @@ async fn idle_connections_cannot_starve_the_listener() {
     // the others after the header-read timeout.
     assert!(
         common::wait_for(Duration::from_secs(10), || async {
-            get_status(&addr, "/healthz").await == Some(200)
+            common::http_status(&addr, "/healthz").await == Some(200)
         })
         .await,
         "/healthz answers beside twenty idle connections"
@@ -417,7 +403,7 @@ async fn healthz_writes_nothing_to_the_database() {
     };
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..30 {
-        assert_eq!(get_status(&addr, "/healthz").await, Some(200));
+        assert_eq!(common::http_status(&addr, "/healthz").await, Some(200));
         seen.insert(checked_at().await);
     }
     // The writer's own health commit comes every 5 s; thirty requests add none.

@@ -16,7 +16,7 @@ use common::{
     event_list, scenario, start_simulator, wait_for, wait_for_etag, write_config, RunningDaemon,
 };
 use iewatch::simulator::{RunningSimulator, Scenario};
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncBufReadExt as _;
 
 const FAST: &str = "poll_interval_by_state = { Creating = \"100ms\", Shipping = \"100ms\", Completed = \"100ms\" }";
 
@@ -195,25 +195,6 @@ async fn a_second_daemon_on_the_same_database_refuses_to_start_and_names_the_fir
         .success());
 }
 
-/// `GET path` on 127.0.0.1:`port`: the status code, or None when nothing answers.
-async fn http_status(port: u16, path: &str) -> Option<u16> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
-        .await
-        .ok()?
-        .ok()?;
-    String::from_utf8_lossy(&response)
-        .split(' ')
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -237,7 +218,7 @@ async fn a_database_deleted_under_the_daemon_turns_healthz_503_and_ends_the_proc
     let mut daemon = spawn_daemon(&config, Stdio::from(std::fs::File::create(&log).unwrap()));
     assert!(
         wait_for(Duration::from_secs(20), || async {
-            http_status(port, "/healthz").await == Some(200)
+            common::http_status(&format!("127.0.0.1:{port}"), "/healthz").await == Some(200)
         })
         .await,
         "healthy at first"
@@ -249,7 +230,8 @@ async fn a_database_deleted_under_the_daemon_turns_healthz_503_and_ends_the_proc
             if let Some(status) = daemon.try_wait().unwrap() {
                 return status;
             }
-            saw_503 |= http_status(port, "/healthz").await == Some(503);
+            saw_503 |=
+                common::http_status(&format!("127.0.0.1:{port}"), "/healthz").await == Some(503);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })

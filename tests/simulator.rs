@@ -571,7 +571,7 @@ async fn accept_ranges_that_admit_json_are_answered_and_foreign_ones_refused() {
 }
 
 #[tokio::test]
-async fn an_msal_client_finds_the_token_endpoint_and_lists_jobs_at_each_published_api_version() {
+async fn an_msal_client_finds_the_token_endpoint_and_reads_jobs_at_each_published_api_version() {
     let h = harness().await;
     let arm = h.sim.arm_endpoint();
     let tenant = "00000000-0000-0000-0000-000000000001";
@@ -641,6 +641,26 @@ async fn an_msal_client_finds_the_token_endpoint_and_lists_jobs_at_each_publishe
         .await
         .unwrap();
         assert_eq!(list.status(), status, "{version}");
+        if status != 200 {
+            continue;
+        }
+        // Each published version's shape: 2020-08-01 has no systemData, the others do.
+        let get = send(
+            Request::get(format!("{jobs}/{JOB}?api-version={version}"))
+                .header("authorization", &bearer)
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(get.status(), 200, "{version}");
+        let job: serde_json::Value = serde_json::from_slice(get.body()).unwrap();
+        assert_eq!(job["name"], JOB);
+        assert_eq!(
+            job.get("systemData").is_some(),
+            version != "2020-08-01",
+            "{version}: {job}"
+        );
     }
 }
 

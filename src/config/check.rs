@@ -2,8 +2,7 @@
 //! section shares (durations, enum choices, secrets, kind-only keys, file paths).
 
 use std::{
-    collections::{BTreeMap, HashSet},
-    net::SocketAddr,
+    collections::HashSet,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -11,13 +10,8 @@ use std::{
 use toml::Spanned;
 
 use super::{
-    default_database_path,
-    raw::{RawConfig, RawDaemon, RawHttp},
-    Config, DaemonSettings, HttpSettings, JobConfig, LogFormat, PollPolicy, Problem,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAILURE_THRESHOLD, DEFAULT_HEADER_READ_TIMEOUT,
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONCURRENT_POLLS, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_RETRY_AFTER, DEFAULT_POLL_INTERVAL, DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_STOP_AFTER, DURATION_CEILING, POLL_INTERVAL_FLOOR,
+    raw::RawConfig, Config, DaemonSettings, JobConfig, PollPolicy, Problem, DURATION_CEILING,
+    POLL_INTERVAL_FLOOR,
 };
 use crate::{model::JobName, tls};
 
@@ -215,36 +209,6 @@ impl Checker<'_> {
         }
     }
 
-    /// `[http]`: the address, and the bounds that keep the listener from being starved.
-    fn resolve_http(&mut self, raw: &RawHttp) -> Option<HttpSettings> {
-        let header_read_timeout = self.duration(
-            &raw.header_read_timeout,
-            "http.header_read_timeout",
-            DEFAULT_HEADER_READ_TIMEOUT,
-        );
-        let idle_timeout =
-            self.duration(&raw.idle_timeout, "http.idle_timeout", DEFAULT_IDLE_TIMEOUT);
-        let max_connections = self.positive(
-            &raw.max_connections,
-            "http.max_connections",
-            DEFAULT_MAX_CONNECTIONS,
-        );
-        let Ok(listen) = raw.listen.get_ref().parse::<SocketAddr>() else {
-            let message = format!(
-                "{:?} is not an address like 127.0.0.1:9797",
-                raw.listen.get_ref()
-            );
-            self.problem(raw.listen.span().start, "http.listen", message);
-            return None;
-        };
-        Some(HttpSettings {
-            listen,
-            header_read_timeout,
-            idle_timeout,
-            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
-        })
-    }
-
     /// Every entry of a table array that resolves, each name used once.
     fn resolve_table<R, T>(
         &mut self,
@@ -365,71 +329,6 @@ impl Checker<'_> {
                     );
                 }
             }
-        }
-    }
-
-    pub(super) fn resolve_daemon(&mut self, raw: &RawDaemon) -> DaemonSettings {
-        let database = match &raw.database {
-            Some(path) => self.relative_path(path.get_ref()),
-            None => default_database_path(),
-        };
-        let poll_interval = self.poll_interval(
-            &raw.poll_interval,
-            "daemon.poll_interval",
-            DEFAULT_POLL_INTERVAL,
-        );
-        let mut poll_interval_by_state = BTreeMap::new();
-        for (state, value) in &raw.poll_interval_by_state {
-            let key = format!("daemon.poll_interval_by_state.{state}");
-            let interval = self.poll_interval(&Some(value.clone()), &key, poll_interval);
-            poll_interval_by_state.insert(state.clone(), interval);
-        }
-        let log_format = self
-            .choice(
-                &raw.log_format,
-                "daemon.log_format",
-                &[("text", LogFormat::Text), ("json", LogFormat::Json)],
-                LogFormat::Text,
-            )
-            .unwrap_or_default();
-        DaemonSettings {
-            database,
-            poll_interval,
-            poll_interval_by_state: std::sync::Arc::new(poll_interval_by_state),
-            max_concurrent_polls: self.positive(
-                &raw.max_concurrent_polls,
-                "daemon.max_concurrent_polls",
-                DEFAULT_MAX_CONCURRENT_POLLS as i64,
-            ) as usize,
-            request_timeout: self.duration(
-                &raw.request_timeout,
-                "daemon.request_timeout",
-                DEFAULT_REQUEST_TIMEOUT,
-            ),
-            connect_timeout: self.duration(
-                &raw.connect_timeout,
-                "daemon.connect_timeout",
-                DEFAULT_CONNECT_TIMEOUT,
-            ),
-            stop_after: self.duration(&raw.stop_after, "daemon.stop_after", DEFAULT_STOP_AFTER),
-            failure_threshold: self
-                .positive(
-                    &raw.failure_threshold,
-                    "daemon.failure_threshold",
-                    i64::from(DEFAULT_FAILURE_THRESHOLD),
-                )
-                .min(i64::from(u32::MAX)) as u32,
-            max_retry_after: self.duration(
-                &raw.max_retry_after,
-                "daemon.max_retry_after",
-                DEFAULT_MAX_RETRY_AFTER,
-            ),
-            shutdown_timeout: self.duration(
-                &raw.shutdown_timeout,
-                "daemon.shutdown_timeout",
-                DEFAULT_SHUTDOWN_TIMEOUT,
-            ),
-            log_format,
         }
     }
 

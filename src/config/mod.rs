@@ -6,6 +6,7 @@
 
 mod accounts;
 mod check;
+mod daemon;
 mod raw;
 mod types;
 mod webhooks;

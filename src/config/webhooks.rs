@@ -55,16 +55,8 @@ impl Checker<'_> {
                 None
             }
         };
-        if let (Some(url), Some(_), Some(raw_url)) = (&url, &secret, &raw.url) {
-            if url.uri().scheme_str() == Some("http") {
-                self.warn(
-                    raw_url.span().start,
-                    key("url"),
-                    "plain http:// with a signing secret: the alerts travel unencrypted; use \
-                     https:// beyond a trusted network"
-                        .to_owned(),
-                );
-            }
+        if secret.is_some() {
+            self.warn_if_plain_http(url.as_ref(), raw, &key("url"));
         }
         Some(Webhook {
             name: name?,
@@ -129,6 +121,22 @@ impl Checker<'_> {
         };
         self.problem(at, key, message);
         None
+    }
+
+    /// A signed webhook over plain http:// works, but its alerts can be read on the way.
+    fn warn_if_plain_http(&mut self, url: Option<&WebhookUrl>, raw: &RawWebhook, key: &str) {
+        let (Some(url), Some(raw_url)) = (url, &raw.url) else {
+            return;
+        };
+        if url.uri().scheme_str() == Some("http") {
+            self.warn(
+                raw_url.span().start,
+                key.to_owned(),
+                "plain http:// with a signing secret: the alerts travel unencrypted; use \
+                 https:// beyond a trusted network"
+                    .to_owned(),
+            );
+        }
     }
 
     /// The signing key, inline or from a file; one that does not decode is reported

@@ -303,12 +303,14 @@ fn get_job(
         };
         return (response, Some(fault.kind));
     }
-    match &entry.timeline.at(now).job {
+    let current = entry.timeline.at(now);
+    match &current.job {
         None => plain(not_found(job)),
-        Some(document) => plain(json_response(
-            StatusCode::OK,
-            &arm_document(state, document),
-        )),
+        Some(document) => {
+            let mut body = arm_document(state, document);
+            add_system_data(&mut body, request, &entry.timeline, current);
+            plain(json_response(StatusCode::OK, &body))
+        }
     }
 }
 
@@ -331,17 +333,24 @@ fn list_jobs(
         .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("$skiptoken=")))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    let mut jobs: Vec<&Job> = state
+    let mut jobs: Vec<(&Job, &super::scenario::Timeline, &super::scenario::Version)> = state
         .jobs
         .values()
-        .filter_map(|e| e.timeline.at(now).job.as_ref())
+        .filter_map(|e| {
+            let current = e.timeline.at(now);
+            Some((current.job.as_ref()?, &e.timeline, current))
+        })
         .collect();
-    jobs.sort_by(|a, b| a.name.cmp(&b.name));
+    jobs.sort_by(|a, b| a.0.name.cmp(&b.0.name));
     let page: Vec<Value> = jobs
         .iter()
         .skip(skip)
         .take(LIST_PAGE_SIZE)
-        .map(|j| arm_document(state, j))
+        .map(|(job, timeline, current)| {
+            let mut body = arm_document(state, job);
+            add_system_data(&mut body, request, timeline, current);
+            body
+        })
         .collect();
     let mut body = json!({ "value": page });
     if skip + LIST_PAGE_SIZE < jobs.len() {
@@ -458,6 +467,32 @@ fn not_found(job: &str) -> Response<ResponseBody> {
             "The Resource 'Microsoft.ImportExport/jobs/{job}' under resource group was not found."
         ),
     )
+}
+
+/// `systemData` (who created the job and when it last changed), which the published
+/// shapes of 2016-11-01 and 2021-01-01 carry and that of 2020-08-01 does not.
+fn add_system_data(
+    body: &mut Value,
+    request: &Request<hyper::body::Incoming>,
+    timeline: &super::scenario::Timeline,
+    current: &super::scenario::Version,
+) {
+    if api_version(request) == Some("2020-08-01") {
+        return;
+    }
+    let at = |t: std::time::SystemTime| humantime::format_rfc3339_micros(t).to_string();
+    let created = timeline
+        .versions
+        .first()
+        .map_or(current.modified_at, |v| v.modified_at);
+    body["systemData"] = json!({
+        "createdBy": "iewatch-simulator",
+        "createdByType": "Application",
+        "createdAt": at(created),
+        "lastModifiedBy": "iewatch-simulator",
+        "lastModifiedByType": "Application",
+        "lastModifiedAt": at(current.modified_at),
+    });
 }
 
 /// The classic document in Resource Manager's shape.

@@ -20,6 +20,7 @@ use super::{
 };
 
 /// The answer of a fault window of `kind` while `current` is the job's version.
+// One arm per fault kind, kept in one match so that the catalogue reads as a table.
 pub(super) fn faulty(
     kind: FaultKind,
     retry_after: Option<u64>,

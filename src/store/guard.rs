@@ -1,4 +1,5 @@
-//! What makes a database the daemon's own while it runs: one `iewatch run` per database
+//! Who may read and write the database file, and what makes it the daemon's own while
+//! it runs: files created and kept private (0600), one `iewatch run` per database
 //! (an advisory lock on `DATABASE.lock`, held by an open file, so it dies with the
 //! process and a SIGKILLed daemon never blocks its successor), and the file it opened
 //! still being the file at its path (a database deleted or replaced under the daemon
@@ -113,6 +114,49 @@ pub(super) fn check_identity(path: &Path, opened: FileIdentity) -> Result<(), St
         Ok(_) => Err(replaced("replaced by another file".into())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(replaced("deleted".into())),
         Err(e) => Err(replaced(format!("no longer readable ({e})"))),
+    }
+}
+
+/// Makes the database and its -wal and -shm files readable by their owner only, however
+/// they were made (an older version, a copy, an operator's sqlite3); SQLite gives the
+/// -wal and -shm files the database's mode.
+pub(super) fn make_private(database: &Path) {
+    #[cfg(unix)]
+    for suffix in ["", "-wal", "-shm"] {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mut name = database.as_os_str().to_owned();
+        name.push(suffix);
+        let path = PathBuf::from(name);
+        let Ok(metadata) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if metadata.permissions().mode() & 0o077 != 0 {
+            if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            {
+                tracing::warn!("cannot make {} private (chmod 600): {e}", path.display());
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = database;
+}
+
+pub(super) fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    let open_error = |e: std::io::Error| StoreError::Open {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(open_error)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(open_error(e)),
     }
 }
 

@@ -192,7 +192,7 @@ impl Store {
     /// # Errors
     /// The file cannot be created or opened, or a migration fails.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
-        create_private_file(path)?;
+        guard::create_private_file(path)?;
         Self::connect(path, true, None).await
     }
 
@@ -202,7 +202,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::InUse`] when another daemon runs on it; else as [`Store::open`].
     pub async fn open_for_daemon(path: &Path) -> Result<Store, StoreError> {
-        create_private_file(path)?;
+        guard::create_private_file(path)?;
         let lock = guard::WriterLock::acquire(path)?;
         let identity = guard::FileIdentity::of(path).map_err(|e| StoreError::Open {
             path: path.display().to_string(),
@@ -257,7 +257,7 @@ impl Store {
             .map_err(open_error)?;
         if migrate {
             MIGRATOR.run(&pool).await?;
-            make_private(path);
+            guard::make_private(path);
         }
         let poll_times = PollTimes::default();
         let fence = Arc::new(AtomicU64::new(0));
@@ -556,49 +556,6 @@ pub(crate) async fn insert_events(
         .await?;
     }
     Ok(ids)
-}
-
-/// Makes the database and its -wal and -shm files readable by their owner only, however
-/// they were made (an older version, a copy, an operator's sqlite3); SQLite gives the
-/// -wal and -shm files the database's mode.
-fn make_private(database: &Path) {
-    #[cfg(unix)]
-    for suffix in ["", "-wal", "-shm"] {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mut name = database.as_os_str().to_owned();
-        name.push(suffix);
-        let path = PathBuf::from(name);
-        let Ok(metadata) = std::fs::metadata(&path) else {
-            continue;
-        };
-        if metadata.permissions().mode() & 0o077 != 0 {
-            if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            {
-                tracing::warn!("cannot make {} private (chmod 600): {e}", path.display());
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = database;
-}
-
-fn create_private_file(path: &Path) -> Result<(), StoreError> {
-    let open_error = |e: std::io::Error| StoreError::Open {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(open_error)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(open_error(e)),
-    }
 }
 
 #[cfg(test)]

@@ -248,6 +248,25 @@ pub fn respond(
     response
 }
 
+/// `GET path` on `addr` over one plain connection: the status, or None when nothing
+/// answers within 5 s.
+pub async fn http_status(addr: &str, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+        .await
+        .ok()?
+        .ok()?;
+    String::from_utf8_lossy(&response)
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// Polls `condition` every 20 ms until it holds or `deadline` passes.
 pub async fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let end = tokio::time::Instant::now() + deadline;
