@@ -603,14 +603,19 @@ async fn an_msal_client_finds_the_token_endpoint_and_reads_jobs_at_each_publishe
             .to_owned()
     };
     let token_url = token_endpoint.replace(tenant, &value("tenant_id"));
+    // As MSAL Python sends it: client_info, reserved scopes, its telemetry headers.
     let form = format!(
-        "grant_type=client_credentials&client_id={}&client_secret={}&scope=https%3A%2F%2Fmanagement.azure.com%2F.default",
+        "client_id={}&grant_type=client_credentials&client_info=1&client_secret={}&scope=https%3A%2F%2Fmanagement.azure.com%2F.default+offline_access+openid+profile",
         value("client_id"),
         value("client_secret")
     );
     let token = send(
         Request::post(token_url)
             .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/json")
+            .header("x-client-sku", "MSAL.Python")
+            .header("x-client-ver", "1.31.0")
+            .header("client-request-id", "3f2e6c1a-0000-4000-8000-000000000001")
             .body(Full::new(Bytes::from(form)))
             .unwrap(),
     )
@@ -634,7 +639,15 @@ async fn an_msal_client_finds_the_token_endpoint_and_reads_jobs_at_each_publishe
         let list = send(
             Request::get(format!("{jobs}?api-version={version}"))
                 .header("authorization", &bearer)
-                .header("accept", "*/*")
+                .header("accept", "application/json")
+                .header(
+                    "x-ms-client-request-id",
+                    "3f2e6c1a-0000-4000-8000-000000000002",
+                )
+                .header(
+                    "user-agent",
+                    "azsdk-python-mgmt-storageimportexport/0.1.0 Python/3.11",
+                )
                 .body(Full::new(Bytes::new()))
                 .unwrap(),
         )

@@ -8,6 +8,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use base64::Engine as _;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Limited};
@@ -123,6 +124,18 @@ async fn token(
     tenant: &str,
     request: Request<hyper::body::Incoming>,
 ) -> Response<ResponseBody> {
+    // client_secret_basic: the app's id and secret in an Authorization header.
+    let basic = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|pair| {
+            let (id, secret) = pair.split_once(':')?;
+            Some((percent_decode(id, true)?, percent_decode(secret, true)?))
+        });
     let body = match Limited::new(request.into_body(), TOKEN_FORM_LIMIT)
         .collect()
         .await
@@ -154,18 +167,21 @@ async fn token(
             &json!({"error": "invalid_request", "error_description": format!("AADSTS90002: Tenant '{tenant}' not found.")}),
         );
     }
+    // MSAL may send reserved scopes beside the resource's /.default.
     if field("grant_type") != Some("client_credentials")
-        || !field("scope").is_some_and(|s| s.ends_with("/.default"))
+        || !field("scope").is_some_and(|s| s.split(' ').any(|s| s.ends_with("/.default")))
     {
         return json_response(
             StatusCode::BAD_REQUEST,
             &json!({"error": "invalid_request", "error_description": "AADSTS900144: grant_type client_credentials and a /.default scope are required."}),
         );
     }
-    let client_known = field("client_id") == Some(credentials.client_id.as_str());
+    let client_id = field("client_id").or(basic.as_ref().map(|(id, _)| id.as_str()));
+    let client_known = client_id == Some(credentials.client_id.as_str());
+    let secret = field("client_secret").or(basic.as_ref().map(|(_, s)| s.as_str()));
     let proven = match field("client_assertion") {
         Some(assertion) => assertion_valid(state, assertion, tenant),
-        None => field("client_secret") == Some(credentials.client_secret.as_str()),
+        None => secret == Some(credentials.client_secret.as_str()),
     };
     if !(client_known && proven) {
         return json_response(
