@@ -195,18 +195,10 @@ async fn a_second_daemon_on_the_same_database_refuses_to_start_and_names_the_fir
         .success());
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_deleted_under_the_daemon_turns_healthz_503_and_ends_the_process() {
     let run = Lifecycle::start(lifecycle()).await;
-    let port = free_port();
+    let port = common::free_port();
     let config = run.config("");
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(

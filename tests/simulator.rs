@@ -594,14 +594,7 @@ async fn an_msal_client_finds_the_token_endpoint_and_reads_jobs_at_each_publishe
     assert_eq!(token_endpoint, format!("{arm}/{tenant}/oauth2/v2.0/token"));
     // 2. A token from the endpoint it names, with the scenario's app registration.
     let block = h.sim.arm_account_block("arm");
-    let value = |key: &str| {
-        block
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
-            .and_then(|v| v.strip_suffix('"'))
-            .unwrap()
-            .to_owned()
-    };
+    let value = |key: &str| common::block_value(&block, key);
     let token_url = token_endpoint.replace(tenant, &value("tenant_id"));
     // As MSAL Python sends it: client_info, reserved scopes, its telemetry headers.
     let form = format!(
@@ -679,33 +672,9 @@ async fn an_msal_client_finds_the_token_endpoint_and_reads_jobs_at_each_publishe
 
 #[test]
 fn simulate_prints_both_account_blocks_and_takes_a_fixed_resource_manager_port() {
-    use std::io::BufRead as _;
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
-        .args(["simulate", "--listen", "127.0.0.1:0", "--arm-listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--certs")
-        .arg(dir.path())
-        .env("IEWATCH_LOG", "error")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut printed = String::new();
-    for line in stdout.lines().take(40) {
-        let line = line.unwrap();
-        let done = line.starts_with("ca_certificate") && printed.contains("kind = \"arm\"");
-        printed.push_str(&line);
-        printed.push('\n');
-        if done {
-            break;
-        }
-    }
+    let port = common::free_port();
+    let (mut child, printed) = common::spawn_simulate(dir.path(), port);
     let _ = child.kill();
     let _ = child.wait();
     assert!(printed.contains("kind = \"arm\""), "{printed}");

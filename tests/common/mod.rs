@@ -248,6 +248,52 @@ pub fn respond(
     response
 }
 
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `iewatch simulate` as a process with its Resource Manager listener on `arm_port`, and
+/// the account blocks it printed (read until the `kind = "arm"` block is complete).
+pub fn spawn_simulate(certs: &Path, arm_port: u16) -> (std::process::Child, String) {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
+        .args(["simulate", "--listen", "127.0.0.1:0", "--arm-listen"])
+        .arg(format!("127.0.0.1:{arm_port}"))
+        .arg("--certs")
+        .arg(certs)
+        .env("IEWATCH_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut printed = String::new();
+    for line in stdout.lines().take(40) {
+        let line = line.unwrap();
+        let done = line.starts_with("ca_certificate") && printed.contains("kind = \"arm\"");
+        printed.push_str(&line);
+        printed.push('\n');
+        if done {
+            break;
+        }
+    }
+    (child, printed)
+}
+
+/// The value of `key = "..."` in an account block.
+pub fn block_value(block: &str, key: &str) -> String {
+    block
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("{key} in {block}"))
+        .to_owned()
+}
+
 /// `GET path` on `addr` over one plain connection: the status, or None when nothing
 /// answers within 5 s.
 pub async fn http_status(addr: &str, path: &str) -> Option<u16> {
