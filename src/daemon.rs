@@ -123,7 +123,8 @@ pub async fn run(
                 })?,
         ),
     };
-    let generation = start_generation(&config, &shared, wake.clone(), &supervisor, 1)?;
+    let sources = scheduler::Sources::for_config(&config)?;
+    let generation = start_generation(&config, &sources, &shared, wake.clone(), &supervisor, 1);
     let mut daemon = Daemon {
         config_path,
         config,
@@ -182,10 +183,13 @@ impl Daemon {
                 return;
             }
         };
-        if let Err(e) = scheduler::check_sources(&new_config) {
-            tracing::error!("reload refused, keeping the running config: {e}");
-            return;
-        }
+        let sources = match scheduler::Sources::for_config(&new_config) {
+            Ok(sources) => sources,
+            Err(e) => {
+                tracing::error!("reload refused, keeping the running config: {e}");
+                return;
+            }
+        };
         self.systemd.reloading();
         for warning in &new_config.warnings {
             tracing::warn!("{warning}");
@@ -205,30 +209,14 @@ impl Daemon {
             tracing::warn!("some polls were still running at reload; their writes will be refused and the new generation polls those jobs again");
         }
         let number = self.generation.number.saturating_add(1);
-        match start_generation(
+        self.generation = start_generation(
             &new_config,
+            &sources,
             &self.shared,
             self.wake.clone(),
             &self.supervisor,
             number,
-        ) {
-            Ok(generation) => self.generation = generation,
-            Err(e) => {
-                // Checked above; should it fail now, the old config is started again.
-                tracing::error!("reload failed, starting the running config again: {e}");
-                if let Ok(generation) = start_generation(
-                    &self.config,
-                    &self.shared,
-                    self.wake.clone(),
-                    &self.supervisor,
-                    number,
-                ) {
-                    self.generation = generation;
-                }
-                self.systemd.ready();
-                return;
-            }
-        }
+        );
         tracing::info!(
             jobs = new_config.jobs.len(),
             webhooks = new_config.webhooks.len(),
@@ -292,18 +280,19 @@ impl Daemon {
 /// writes are accepted.
 fn start_generation(
     config: &Config,
+    sources: &scheduler::Sources,
     shared: &Shared,
     wake: tokio::sync::watch::Receiver<u64>,
     parent: &Supervisor,
     number: u64,
-) -> Result<Generation, DaemonError> {
+) -> Generation {
     let supervisor = parent.child();
     let shared = Shared {
         store: shared.store.fence_for(number),
         ..shared.clone()
     };
     shared.telemetry.remove_probes(GENERATION_PROBES);
-    scheduler::spawn_jobs(config, &shared, &supervisor)?;
+    scheduler::spawn_jobs(config, sources, &shared, &supervisor);
     supervisor.spawn(
         "notifier",
         notifier::run(
@@ -314,5 +303,5 @@ fn start_generation(
             supervisor.stopping().clone(),
         ),
     );
-    Ok(Generation { number, supervisor })
+    Generation { number, supervisor }
 }

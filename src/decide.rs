@@ -124,10 +124,7 @@ pub fn decide(memory: &Memory, outcome: Outcome<'_>, context: &Context<'_>) -> D
         }
         Outcome::Unchanged => Decision {
             events: recovery_events(memory),
-            memory: Memory {
-                terminal_since: memory.terminal_since,
-                ..recovered(memory)
-            },
+            memory: recovered(memory),
             next: NextPoll::Interval(context.policy.interval(context.recorded_state)),
         },
         Outcome::Failed {

@@ -322,11 +322,6 @@ pub fn filters_match(filters: &[String], event_type: EventType) -> bool {
     })
 }
 
-/// True for drive events (`drive.*`).
-pub fn is_drive_event(event_type: EventType) -> bool {
-    event_type.as_str().starts_with("drive.")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,7 +360,7 @@ mod tests {
         );
         assert_eq!(
             EventType::JobProgress.describe(None, Some("40")),
-            "progress -% → 40%".replace("-%", "-")
+            "progress - → 40%"
         );
         for t in EventType::ALL {
             assert!(!t.describe(Some("a"), Some("b")).is_empty());

@@ -21,12 +21,7 @@ fn unhealthy_reason(store: &Store, telemetry: &Telemetry) -> Option<String> {
     if let Err(e) = store.check_identity() {
         return Some(e.to_string());
     }
-    if let Err(problem) = store.takes_writes() {
-        return Some(problem);
-    }
-    telemetry
-        .store_error()
-        .map(|e| format!("last database write failed: {e}"))
+    store.takes_writes().err()
 }
 
 /// Binds `addr` and serves, under `supervisor`, until it stops. Returns the bound

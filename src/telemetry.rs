@@ -105,7 +105,6 @@ struct Inner {
     probes: std::sync::Mutex<std::collections::BTreeMap<String, Probe>>,
     /// Why the process is going down, once it is.
     fatal: std::sync::Mutex<Option<String>>,
-    store_error: std::sync::Mutex<Option<String>>,
     last_backlog: AtomicI64,
 }
 
@@ -216,7 +215,6 @@ impl Telemetry {
             jobs_failing,
             probes: std::sync::Mutex::new(std::collections::BTreeMap::new()),
             fatal: std::sync::Mutex::new(None),
-            store_error: std::sync::Mutex::new(None),
             last_backlog: AtomicI64::new(0),
         }))
     }
@@ -375,20 +373,6 @@ impl Telemetry {
         }
         let probes: Vec<Probe> = self.probes().values().cloned().collect();
         probes.iter().find_map(|probe| probe())
-    }
-
-    /// Records the last database write error (None: writes work again).
-    pub fn set_store_error(&self, error: Option<String>) {
-        *self.0.store_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
-    }
-
-    /// The last database write error, if writes are failing.
-    pub fn store_error(&self) -> Option<String> {
-        self.0
-            .store_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
     }
 }
 

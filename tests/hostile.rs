@@ -295,25 +295,13 @@ async fn an_existing_database_and_its_wal_are_made_private() {
 
 #[tokio::test]
 async fn status_and_history_never_print_raw_control_characters_from_the_service() {
-    use iewatch::{detect::detect_changes, model::JobSnapshot, store::Observed};
+    use iewatch::model::JobSnapshot;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("iewatch.db");
     let store = iewatch::store::Store::open(&db).await.unwrap();
     let job = store.load_job("prod", "MySampleJob").await.unwrap();
     let snapshot = JobSnapshot::assemble(None, "Evil\u{1b}[2J\u{7}".into(), Some(5), None);
-    let events = detect_changes(None, &snapshot);
-    store
-        .record_observation(Observed {
-            job: job.id,
-            snapshot: &snapshot,
-            document: "{}",
-            etag: None,
-            last_modified: None,
-            memory: &Default::default(),
-            events: &events,
-            outbox: &[],
-            at: std::time::SystemTime::now(),
-        })
+    common::record_first_sight(&store, job.id, &snapshot, |_| Vec::new())
         .await
         .unwrap();
     store.close().await;

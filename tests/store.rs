@@ -341,20 +341,7 @@ async fn concurrent_writes_share_commits_and_a_bad_one_fails_alone() {
                     .unwrap()
                     .id
             };
-            let events = detect_changes(None, &snapshot);
-            let written = store
-                .record_observation(Observed {
-                    job,
-                    snapshot: &snapshot,
-                    document: "{}",
-                    etag: None,
-                    last_modified: None,
-                    memory: &Default::default(),
-                    events: &events,
-                    outbox: &to_ops(&events),
-                    at: SystemTime::now(),
-                })
-                .await;
+            let written = common::record_first_sight(&store, job, &snapshot, to_ops).await;
             (i, written)
         });
     }

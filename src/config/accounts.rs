@@ -153,10 +153,11 @@ impl Checker<'_> {
                 });
             return match checked {
                 Ok(identity) => {
-                    self.warn_if_readable_by_others(
+                    self.warn_if_exposed(
                         cert.span().start,
                         key("client_certificate"),
                         &path,
+                        "private key file",
                     );
                     Some(ArmCredential::Certificate(identity))
                 }
@@ -216,7 +217,7 @@ impl Checker<'_> {
         match Identity::load(&cert_path, key_path.as_deref()) {
             Ok(identity) => {
                 let key_file = key_path.as_deref().unwrap_or(&cert_path);
-                self.warn_if_readable_by_others(cert.span().start, key, key_file);
+                self.warn_if_exposed(cert.span().start, key, key_file, "private key file");
                 Some(identity)
             }
             Err(e) => {

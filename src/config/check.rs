@@ -282,13 +282,9 @@ impl Checker<'_> {
         jobs
     }
 
-    /// A private key that others can read is not an error, but the operator must hear
-    /// of it; the caller reports it once logging is set up.
-    pub(super) fn warn_if_readable_by_others(&mut self, offset: usize, key: String, path: &Path) {
-        self.warn_if_exposed(offset, key, path, "private key file");
-    }
-
-    /// A file holding a secret (`what`) that others can read draws a warning.
+    /// A file holding a secret (`what`: a private key, a secret) that others can read is
+    /// not an error, but the operator must hear of it: a warning, reported by `check` and
+    /// once logging is set up.
     pub(super) fn warn_if_exposed(&mut self, offset: usize, key: String, path: &Path, what: &str) {
         if readable_by_others(path) {
             self.warn(

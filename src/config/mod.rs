@@ -192,11 +192,6 @@ impl Config {
             self.daemon.database.display()
         )
     }
-
-    /// The interval policy of a job with no interval of its own (discovered jobs).
-    pub fn default_poll_policy(&self) -> PollPolicy {
-        self.daemon.default_poll_policy()
-    }
 }
 
 /// The database path when the config names none: systemd's StateDirectory, else `./`.

@@ -134,7 +134,7 @@ impl WatchedJob {
     ) -> Option<Duration> {
         let id = match self.load(shared).await {
             Ok(id) => id,
-            Err(e) => return Some(self.write_failed(shared, &e)),
+            Err(e) => return Some(self.write_failed(&e)),
         };
         if self.retired(settings) {
             return None;
@@ -243,7 +243,7 @@ impl WatchedJob {
             })
             .await;
         if let Err(e) = written {
-            return self.write_failed(shared, &e);
+            return self.write_failed(&e);
         }
         self.committed(shared, &events, outbox.len());
         self.etag = change_rule.etag().cloned();
@@ -274,7 +274,7 @@ impl WatchedJob {
                 self.committed(shared, &decision.events, outbox.len());
                 self.remember(decision)
             }
-            Err(e) => self.write_failed(shared, &e),
+            Err(e) => self.write_failed(&e),
         }
     }
 
@@ -310,7 +310,7 @@ impl WatchedJob {
             })
             .await;
         if let Err(e) = written {
-            return self.write_failed(shared, &e);
+            return self.write_failed(&e);
         }
         self.committed(shared, &decision.events, outbox.len());
         self.remember(decision)
@@ -343,7 +343,6 @@ impl WatchedJob {
     }
 
     fn committed(&self, shared: &Shared, events: &[Event], outbox_rows: usize) {
-        shared.telemetry.set_store_error(None);
         for event in events {
             shared.telemetry.event(event.event_type);
             let change = event.describe();
@@ -361,13 +360,14 @@ impl WatchedJob {
         }
     }
 
-    fn write_failed(&self, shared: &Shared, error: &StoreError) -> Duration {
+    /// A write (or the job's load) failed: the job is polled again soon. The writer
+    /// records the failure for `/healthz` itself.
+    fn write_failed(&self, error: &StoreError) -> Duration {
         if matches!(error, StoreError::Fenced) {
             // A reload replaced this generation; the new one polls the job.
             return STORE_RETRY;
         }
         tracing::error!(account = %self.account, job = %self.name, "cannot record poll, will poll again: {error}");
-        shared.telemetry.set_store_error(Some(error.to_string()));
         STORE_RETRY
     }
 }

@@ -63,38 +63,39 @@ pub enum SchedulerError {
     Source(#[from] crate::source::SourceSetupError),
 }
 
-/// Checks that every account's source can be built, as a reload does before it stops
-/// the running generation.
-///
-/// # Errors
-/// The first account whose source cannot be built.
-pub fn check_sources(config: &Config) -> Result<(), SchedulerError> {
-    for account in &config.accounts {
-        Source::for_account(account, &config.daemon)?;
+/// Every account's source (its client and connection pool), by account name. Built
+/// before a generation starts, and before a reload stops the running one, so a config
+/// whose sources cannot be built is refused while the old generation still runs.
+pub struct Sources(HashMap<String, Arc<Source>>);
+
+impl Sources {
+    /// Builds the source of every account of `config`.
+    ///
+    /// # Errors
+    /// The first account whose source cannot be built.
+    pub fn for_config(config: &Config) -> Result<Sources, SchedulerError> {
+        let mut sources = HashMap::new();
+        for account in &config.accounts {
+            let source = Source::for_account(account, &config.daemon)?;
+            sources.insert(account.name.clone(), Arc::new(source));
+        }
+        Ok(Sources(sources))
     }
-    Ok(())
 }
 
 /// Starts the poll workers (and discovery) of one generation under `supervisor`; they
 /// stop when its stop signal is cancelled, never in the middle of a poll or a write.
 /// Nothing here touches the database: each job loads what the database remembers of it
 /// at its first poll, so a reload can never fail because the database is busy, and never
-/// loads a job's state before the generation it replaces has stopped writing.
-///
-/// # Errors
-/// A source cannot be built; nothing is started.
+/// loads a job's state before the generation it replaces has stopped writing. Returns
+/// how many configured jobs are watched.
 pub fn spawn_jobs(
     config: &Config,
+    sources: &Sources,
     shared: &Shared,
     supervisor: &Supervisor,
-) -> Result<usize, SchedulerError> {
-    let mut sources = HashMap::new();
-    for account in &config.accounts {
-        sources.insert(
-            account.name.clone(),
-            Arc::new(Source::for_account(account, &config.daemon)?),
-        );
-    }
+) -> usize {
+    let sources = &sources.0;
     let settings = Arc::new(Settings {
         failure_threshold: config.daemon.failure_threshold,
         stop_after: config.daemon.stop_after,
@@ -156,7 +157,7 @@ pub fn spawn_jobs(
     shared
         .telemetry
         .set_probe("scheduler", Arc::new(move || probe_queue.stuck(timeout)));
-    Ok(count)
+    count
 }
 
 /// Jobs waiting for their next poll, earliest first. Workers take a due job out of its

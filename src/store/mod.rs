@@ -308,10 +308,7 @@ impl Store {
     /// of the writer).
     pub fn writer_busy_for(&self) -> Option<Duration> {
         let since = self.writer_busy_since_ms.load(Ordering::Relaxed);
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        (since != 0).then(|| Duration::from_millis(now.saturating_sub(since)))
+        (since != 0).then(|| Duration::from_millis(writer::now_ms().saturating_sub(since)))
     }
 
     /// For the daemon's database: checks that the file at its path is still the one it
@@ -487,14 +484,6 @@ impl Store {
     /// Notes the time of an unchanged poll; the writer writes such times in batches.
     pub fn note_poll(&self, job: JobId, at: SystemTime) {
         self.poll_times.note(job, at);
-    }
-
-    /// Writes the noted poll times now (normally the writer does so on its own).
-    ///
-    /// # Errors
-    /// Database errors; the times are kept for the next try.
-    pub async fn flush_polls(&self) -> Result<(), StoreError> {
-        self.poll_times.flush(&self.pool, false).await
     }
 }
 

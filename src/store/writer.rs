@@ -222,7 +222,8 @@ pub(super) fn spawn(
     }
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since the epoch (the writer's busy mark).
+pub(super) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

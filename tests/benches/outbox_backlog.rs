@@ -58,33 +58,7 @@ async fn backlog(dir: &std::path::Path, jobs: i64) -> Store {
     let store = Store::open(&dir.join(format!("backlog-{jobs}.db")))
         .await
         .unwrap();
-    let mut tx = store.pool().begin().await.unwrap();
-    for statement in [
-        format!(
-            "INSERT INTO jobs (account, name, job_type, state, percent_complete)
-             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {jobs})
-             SELECT 'prod', printf('job-%05d', i), 'Import', 'Transferring', 10 FROM n"
-        ),
-        format!(
-            "INSERT INTO events (job_id, drive_id, type, from_value, to_value, observed_at, severity, details)
-             WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {})
-             SELECT (i % {jobs}) + 1, NULL, 'job.progress', CAST(i % 100 AS TEXT), CAST(i % 100 + 1 AS TEXT),
-                    strftime('%Y-%m-%d %H:%M:%f', 'now'), 'info',
-                    '{{\"job\":{{\"type\":\"Import\",\"state\":\"Transferring\",\"percent_complete\":10}}}}'
-             FROM n",
-            BACKLOG - 1
-        ),
-        "INSERT INTO deliveries (event_id, job_id, webhook, created_at, next_attempt_at)
-         SELECT id, job_id, 'ops', observed_at, observed_at FROM events"
-            .to_owned(),
-        "INSERT INTO outbox_lanes (webhook, job_id, next_attempt_at)
-         SELECT webhook, job_id, MIN(next_attempt_at) FROM deliveries GROUP BY webhook, job_id"
-            .to_owned(),
-    ] {
-        sqlx::query(&statement).execute(&mut *tx).await.unwrap();
-    }
-    tx.commit().await.unwrap();
-    assert_eq!(store.outbox_backlog().await.unwrap(), BACKLOG);
+    support::queue_backlog(&store, jobs, BACKLOG).await;
     store
 }
 

@@ -72,27 +72,7 @@ fn main() {
         let store = Store::open(&dir.path().join("iewatch.db")).await.unwrap();
 
         // Throughput: a backlog of 20,000 deliveries over 1,000 jobs, then the notifier.
-        let mut tx = store.pool().begin().await.unwrap();
-        for statement in [
-            "INSERT INTO jobs (account, name, job_type, state, percent_complete)
-             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
-             SELECT 'prod', printf('job-%05d', i), 'Import', 'Transferring', 10 FROM n",
-            "INSERT INTO events (job_id, drive_id, type, from_value, to_value, observed_at, severity, details)
-             WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 19999)
-             SELECT (i % 1000) + 1, NULL, 'job.progress', CAST(i / 1000 AS TEXT), CAST(i / 1000 + 1 AS TEXT),
-                    strftime('%Y-%m-%d %H:%M:%f', 'now'), 'info',
-                    '{\"job\":{\"type\":\"Import\",\"state\":\"Transferring\",\"percent_complete\":10}}'
-             FROM n",
-            "INSERT INTO deliveries (event_id, job_id, webhook, created_at, next_attempt_at)
-             SELECT id, job_id, 'ops', observed_at, observed_at FROM events",
-            // The lanes the daemon keeps beside its outbox (migrations/0002).
-            "INSERT INTO outbox_lanes (webhook, job_id, next_attempt_at)
-             SELECT webhook, job_id, MIN(next_attempt_at) FROM deliveries GROUP BY webhook, job_id",
-        ] {
-            sqlx::query(statement).execute(&mut *tx).await.unwrap();
-        }
-        tx.commit().await.unwrap();
-        assert_eq!(store.outbox_backlog().await.unwrap(), BACKLOG);
+        support::queue_backlog(&store, 1000, BACKLOG).await;
         let (waker, wake) = Waker::new();
         let stop = tokio_util::sync::CancellationToken::new();
         let started = Instant::now();

@@ -589,6 +589,30 @@ impl Receiver {
     }
 }
 
+/// Records `snapshot` as the first sight of `job` (its events, with deliveries from
+/// `outbox`), the document left empty.
+pub async fn record_first_sight(
+    store: &iewatch::store::Store,
+    job: iewatch::store::JobId,
+    snapshot: &iewatch::model::JobSnapshot,
+    outbox: impl Fn(&[iewatch::events::Event]) -> Vec<iewatch::events::OutboxEntry>,
+) -> Result<Vec<i64>, iewatch::store::StoreError> {
+    let events = iewatch::detect::detect_changes(None, snapshot);
+    store
+        .record_observation(iewatch::store::Observed {
+            job,
+            snapshot,
+            document: "{}",
+            etag: None,
+            last_modified: None,
+            memory: &Default::default(),
+            events: &events,
+            outbox: &outbox(&events),
+            at: std::time::SystemTime::now(),
+        })
+        .await
+}
+
 /// Records every version of the shipped import lifecycle for `job` as the daemon would,
 /// one observation per version: `outbox` routes each observation's events, `at(i)` is
 /// the time of the i-th observation. Returns all events in order.

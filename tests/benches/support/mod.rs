@@ -186,3 +186,36 @@ pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * p / 100.0).round() as usize;
     sorted[index].as_secs_f64() * 1000.0
 }
+
+/// Queues `events` pending alerts for webhook `ops`, spread over `jobs` new jobs, as the
+/// daemon leaves its database during an outage: jobs, events, deliveries and their lanes.
+pub async fn queue_backlog(store: &iewatch::store::Store, jobs: i64, events: i64) {
+    let mut tx = store.pool().begin().await.unwrap();
+    for statement in [
+        format!(
+            "INSERT INTO jobs (account, name, job_type, state, percent_complete)
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {jobs})
+             SELECT 'prod', printf('job-%05d', i), 'Import', 'Transferring', 10 FROM n"
+        ),
+        format!(
+            "INSERT INTO events (job_id, drive_id, type, from_value, to_value, observed_at, severity, details)
+             WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {})
+             SELECT (i % {jobs}) + 1, NULL, 'job.progress', CAST(i / {jobs} AS TEXT), CAST(i / {jobs} + 1 AS TEXT),
+                    strftime('%Y-%m-%d %H:%M:%f', 'now'), 'info',
+                    '{{\"job\":{{\"type\":\"Import\",\"state\":\"Transferring\",\"percent_complete\":10}}}}'
+             FROM n",
+            events - 1
+        ),
+        "INSERT INTO deliveries (event_id, job_id, webhook, created_at, next_attempt_at)
+         SELECT id, job_id, 'ops', observed_at, observed_at FROM events"
+            .to_owned(),
+        // The lanes the daemon keeps beside its outbox (migrations/0002).
+        "INSERT INTO outbox_lanes (webhook, job_id, next_attempt_at)
+         SELECT webhook, job_id, MIN(next_attempt_at) FROM deliveries GROUP BY webhook, job_id"
+            .to_owned(),
+    ] {
+        sqlx::query(&statement).execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    assert_eq!(store.outbox_backlog().await.unwrap(), events);
+}
