@@ -6,15 +6,17 @@ use serde_json::json;
 
 use crate::{
     events::{ChangeValue, Event, EventType},
-    model::{DriveSnapshot, JobSnapshot, Severity},
+    model::{ActionRequired, Delay, DriveSnapshot, JobSnapshot, Notices, Package, Severity},
 };
 
 /// The events that turn `previous` into `current`, job-level first, then drives in the
-/// order the service lists them, then removed drives. `None` previous means the job was
-/// never seen: one `job.first_seen` carrying the whole summary.
+/// order the service lists them, then removed drives, then the notices (shipping, action
+/// required, delays). `None` previous means the job was never seen: one
+/// `job.first_seen` carrying the whole summary, followed by what already needs a person
+/// (an action the service waits for, an active delay).
 pub fn detect_changes(previous: Option<&JobSnapshot>, current: &JobSnapshot) -> Vec<Event> {
     let Some(previous) = previous else {
-        return vec![Event {
+        let mut events = vec![Event {
             event_type: EventType::JobFirstSeen,
             drive_id: None,
             from: None,
@@ -22,6 +24,8 @@ pub fn detect_changes(previous: Option<&JobSnapshot>, current: &JobSnapshot) -> 
             severity: current.state.severity(),
             details: Some(summary(current)),
         }];
+        notice_changes(None, &current.notices, &mut events);
+        return events;
     };
     let mut events = Vec::new();
     if previous.state != current.state {
@@ -75,7 +79,122 @@ pub fn detect_changes(previous: Option<&JobSnapshot>, current: &JobSnapshot) -> 
             ));
         }
     }
+    notice_changes(Some(&previous.notices), &current.notices, &mut events);
     events
+}
+
+/// Shipping, action-required and delay events. Without a previous version (first sight)
+/// packages are only in the summary; an action or an active delay is announced.
+fn notice_changes(previous: Option<&Notices>, current: &Notices, events: &mut Vec<Event>) {
+    if let Some(previous) = previous {
+        for package in &current.packages {
+            let before = previous
+                .packages
+                .iter()
+                .find(|p| p.package == package.package);
+            if before.is_none_or(|b| b.carrier != package.carrier || b.tracking != package.tracking)
+            {
+                events.push(shipping_event(package));
+            }
+        }
+    }
+    let before = previous.and_then(|p| p.action.as_ref());
+    if let Some(action) = &current.action {
+        let same = before.is_some_and(|b| {
+            b.stage == action.stage && b.status == action.status && b.code == action.code
+        });
+        if !same {
+            events.push(action_event(action));
+        }
+    }
+    for delay in &current.delays {
+        let before = previous.and_then(|p| p.delays.iter().find(|d| d.same_notice(delay)));
+        let was_active = before.is_some_and(Delay::is_active);
+        if delay.is_active() && !was_active {
+            events.push(delay_event(EventType::JobDelayed, delay, Severity::Warning));
+        } else if !delay.is_active() && was_active {
+            events.push(delay_event(
+                EventType::JobDelayResolved,
+                delay,
+                Severity::Info,
+            ));
+        }
+    }
+}
+
+/// An event whose payload fields are `fields`, described in history by `text`.
+fn notice_event(
+    event_type: EventType,
+    text: String,
+    severity: Severity,
+    fields: serde_json::Value,
+) -> Event {
+    Event {
+        event_type,
+        drive_id: None,
+        from: None,
+        to: Some(ChangeValue::Text(text)),
+        severity,
+        details: Some(fields),
+    }
+}
+
+fn shipping_event(package: &Package) -> Event {
+    let text = [
+        Some(package.package.as_str()),
+        package.carrier.as_deref(),
+        package.tracking.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(" ");
+    notice_event(
+        EventType::JobShippingUpdated,
+        text,
+        Severity::Info,
+        json!({
+            "package": package.package,
+            "carrier": package.carrier,
+            "tracking": package.tracking,
+            "url": package.url,
+        }),
+    )
+}
+
+fn action_event(action: &ActionRequired) -> Event {
+    let mut text = format!("{} {}", action.stage, action.status);
+    if let Some(code) = &action.code {
+        text.push_str(&format!(": {code}"));
+    }
+    notice_event(
+        EventType::JobActionRequired,
+        text,
+        Severity::Error,
+        json!({
+            "stage": action.stage,
+            "status": action.status,
+            "code": action.code,
+            "message": action.message,
+            "actions": action.actions,
+            "since": action.since,
+            "auto_complete_at": action.auto_complete_at,
+        }),
+    )
+}
+
+fn delay_event(event_type: EventType, delay: &Delay, severity: Severity) -> Event {
+    notice_event(
+        event_type,
+        format!("{} {}", delay.stage, delay.code),
+        severity,
+        json!({
+            "stage": delay.stage,
+            "code": delay.code,
+            "description": delay.description,
+            "started_at": delay.started_at,
+        }),
+    )
 }
 
 fn drive_changes(before: &DriveSnapshot, after: &DriveSnapshot, events: &mut Vec<Event>) {
@@ -117,13 +236,22 @@ fn drive_changes(before: &DriveSnapshot, after: &DriveSnapshot, events: &mut Vec
 
 /// The job and its drives as `job.first_seen` carries them.
 pub fn summary(job: &JobSnapshot) -> serde_json::Value {
-    json!({
+    let mut summary = json!({
         "type": job.job_type,
         "state": job.state,
         "percent_complete": job.percent_complete,
         "cancel_requested": job.cancel_requested,
         "drives": job.drives.iter().map(drive_summary).collect::<Vec<_>>(),
-    })
+    });
+    if let Some(object) = summary.as_object_mut() {
+        if let Some(sku) = &job.sku {
+            object.insert("sku".into(), sku.as_str().into());
+        }
+        if !job.notices.packages.is_empty() {
+            object.insert("packages".into(), json!(job.notices.packages));
+        }
+    }
+    summary
 }
 
 fn drive_summary(drive: &DriveSnapshot) -> serde_json::Value {

@@ -48,6 +48,18 @@ pub enum EventType {
     /// The service answered 404.
     #[serde(rename = "job.not_found")]
     JobNotFound,
+    /// A carrier or tracking number appeared or changed.
+    #[serde(rename = "job.shipping_updated")]
+    JobShippingUpdated,
+    /// Data Box: a stage waits for the customer.
+    #[serde(rename = "job.action_required")]
+    JobActionRequired,
+    /// Data Box: a delay notice became active.
+    #[serde(rename = "job.delayed")]
+    JobDelayed,
+    /// Data Box: an active delay notice was resolved.
+    #[serde(rename = "job.delay_resolved")]
+    JobDelayResolved,
 }
 
 /// What a webhook payload's `data` carries beside the job, by event type.
@@ -59,11 +71,13 @@ pub enum PayloadShape {
     Error,
     /// Nothing more.
     Bare,
+    /// The fields of the event's details object, each under its own key.
+    Fields,
 }
 
 impl EventType {
     /// Every type.
-    pub const ALL: [EventType; 12] = [
+    pub const ALL: [EventType; 16] = [
         EventType::JobFirstSeen,
         EventType::JobStateChanged,
         EventType::JobProgress,
@@ -76,6 +90,10 @@ impl EventType {
         EventType::JobPollFailing,
         EventType::JobPollRecovered,
         EventType::JobNotFound,
+        EventType::JobShippingUpdated,
+        EventType::JobActionRequired,
+        EventType::JobDelayed,
+        EventType::JobDelayResolved,
     ];
 
     /// The dotted name used in the database, payloads and filters.
@@ -93,6 +111,10 @@ impl EventType {
             EventType::JobPollFailing => "job.poll_failing",
             EventType::JobPollRecovered => "job.poll_recovered",
             EventType::JobNotFound => "job.not_found",
+            EventType::JobShippingUpdated => "job.shipping_updated",
+            EventType::JobActionRequired => "job.action_required",
+            EventType::JobDelayed => "job.delayed",
+            EventType::JobDelayResolved => "job.delay_resolved",
         }
     }
 
@@ -111,6 +133,10 @@ impl EventType {
         match self {
             EventType::JobPollFailing | EventType::JobNotFound => PayloadShape::Error,
             EventType::JobPollRecovered | EventType::JobCancelRequested => PayloadShape::Bare,
+            EventType::JobShippingUpdated
+            | EventType::JobActionRequired
+            | EventType::JobDelayed
+            | EventType::JobDelayResolved => PayloadShape::Fields,
             EventType::JobFirstSeen
             | EventType::JobStateChanged
             | EventType::JobProgress
@@ -144,6 +170,10 @@ impl EventType {
             EventType::JobPollFailing => format!("polls failing: {to}"),
             EventType::JobPollRecovered => "polls recovered".into(),
             EventType::JobNotFound => format!("not found: {to}"),
+            EventType::JobShippingUpdated => format!("shipping: {to}"),
+            EventType::JobActionRequired => format!("action required: {to}"),
+            EventType::JobDelayed => format!("delayed: {to}"),
+            EventType::JobDelayResolved => format!("delay resolved: {to}"),
         }
     }
 

@@ -71,16 +71,33 @@ string_newtype!(
 );
 
 impl JobState {
-    /// Completed, Closed and Canceled are final: the next thing that happens is deletion.
+    /// Final states: the next thing that happens is deletion. Import/Export's Completed,
+    /// Closed and Canceled; Data Box's completed, cancelled, aborted and failed stages
+    /// (databox.md §3.5). The two vocabularies share only `Completed`.
     pub fn is_terminal(&self) -> bool {
-        matches!(self.as_str(), "Completed" | "Closed" | "Canceled")
+        matches!(
+            self.as_str(),
+            "Completed"
+                | "Closed"
+                | "Canceled"
+                | "CompletedWithErrors"
+                | "CompletedWithWarnings"
+                | "Cancelled"
+                | "Aborted"
+                | "Failed_IssueReportedAtCustomer"
+                | "Failed_IssueDetectedAtAzureDC"
+        )
     }
 
     /// How a transition into this state should be flagged.
     pub fn severity(&self) -> Severity {
         match self.as_str() {
-            "Faulted" => Severity::Error,
-            "Closed" => Severity::Warning,
+            "Faulted"
+            | "CompletedWithErrors"
+            | "Aborted"
+            | "Failed_IssueReportedAtCustomer"
+            | "Failed_IssueDetectedAtAzureDC" => Severity::Error,
+            "Closed" | "CompletedWithWarnings" => Severity::Warning,
             _ => Severity::Info,
         }
     }
@@ -98,11 +115,12 @@ impl DriveState {
 }
 
 impl CopyStatus {
-    /// DESIGN.md: None, InProgress, Completed are info; CompletedWithWarnings is a
-    /// warning; every other value, known or not, is an error.
+    /// DESIGN.md: None, InProgress, Completed are info (and Data Box's NotStarted, its
+    /// None); CompletedWithWarnings is a warning; every other value, known or not, is an
+    /// error.
     pub fn severity(&self) -> Severity {
         match self.as_str() {
-            "None" | "InProgress" | "Completed" => Severity::Info,
+            "None" | "NotStarted" | "InProgress" | "Completed" => Severity::Info,
             "CompletedWithWarnings" => Severity::Warning,
             _ => Severity::Error,
         }
@@ -214,8 +232,136 @@ pub struct JobSnapshot {
     pub percent_complete: Option<i64>,
     /// `Properties.CancelRequested`.
     pub cancel_requested: bool,
-    /// `DriveList`, in the service's order; empty when absent.
+    /// `DriveList`, in the service's order; empty when absent. For Data Box, the units
+    /// whose copy the service reports: disks, or destination accounts.
     pub drives: Vec<DriveSnapshot>,
+    /// Data Box: the order's SKU (`DataBoxCustomerDisk`, ...); none for Import/Export.
+    pub sku: Option<String>,
+    /// Shipments, actions the service waits for, delays.
+    pub notices: Notices,
+}
+
+/// What the service says beyond state and progress that a person acts on: where the
+/// packages are, what it waits for, what is late. Watched like the state: a change is an
+/// event.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notices {
+    /// Packages with a carrier or tracking number, delivery first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<Package>,
+    /// A stage waiting for the customer (Data Box).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<ActionRequired>,
+    /// The service's delay notices (Data Box `delayInformation`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delays: Vec<Delay>,
+}
+
+impl Notices {
+    /// True when there is nothing to say.
+    pub fn is_empty(&self) -> bool {
+        self.packages.is_empty() && self.action.is_none() && self.delays.is_empty()
+    }
+}
+
+/// Which way a package travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageKind {
+    /// To the datacenter (Import/Export `DeliveryPackage`; for a Data Box device, the
+    /// shipment to the customer).
+    Delivery,
+    /// Back to the customer (or the device back to Azure).
+    Return,
+}
+
+impl PackageKind {
+    /// `delivery` or `return`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PackageKind::Delivery => "delivery",
+            PackageKind::Return => "return",
+        }
+    }
+}
+
+/// A package the carrier tracks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Package {
+    /// Which way it goes.
+    pub package: PackageKind,
+    /// Carrier name as sent.
+    pub carrier: Option<String>,
+    /// Tracking number (`TrackingNumber`, `trackingId`).
+    pub tracking: Option<String>,
+    /// The carrier's tracking page, when the service gives one.
+    pub url: Option<String>,
+}
+
+impl Package {
+    /// A package from a source's strings; none when it names neither carrier nor
+    /// tracking number (the service sends empty strings before anything shipped).
+    pub fn new(
+        package: PackageKind,
+        carrier: Option<String>,
+        tracking: Option<String>,
+        url: Option<String>,
+    ) -> Option<Package> {
+        let present = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+        let (carrier, tracking, url) = (present(carrier), present(tracking), present(url));
+        (carrier.is_some() || tracking.is_some()).then_some(Package {
+            package,
+            carrier,
+            tracking,
+            url,
+        })
+    }
+}
+
+/// A stage that waits for the customer (`WaitingForCustomerAction*`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionRequired {
+    /// The stage, e.g. `DataCopy`.
+    pub stage: String,
+    /// Its status, e.g. `WaitingForCustomerAction`.
+    pub status: String,
+    /// The job's error code, e.g. `SsemUserCopyErrorWaitingForAction`.
+    pub code: Option<String>,
+    /// The job's error message.
+    pub message: Option<String>,
+    /// What the customer may do (`MoveToCleanUpDevice`, `Resume`, ...).
+    pub actions: Vec<String>,
+    /// When the stage began waiting, RFC 3339 UTC.
+    pub since: Option<String>,
+    /// When the service goes on by itself, RFC 3339 UTC, where it has such a clock.
+    pub auto_complete_at: Option<String>,
+}
+
+/// One delay notice of a stage.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delay {
+    /// The stage it delays.
+    pub stage: String,
+    /// `HighDemandDelay`, `InternalIssueDelay`, ...
+    pub code: String,
+    /// The service's words.
+    pub description: Option<String>,
+    /// `Active` or `Resolved` as sent.
+    pub status: String,
+    /// When it began, RFC 3339 UTC, as the key of the notice.
+    pub started_at: Option<String>,
+}
+
+impl Delay {
+    /// Active (not resolved) delays are the ones to announce.
+    pub fn is_active(&self) -> bool {
+        self.status.eq_ignore_ascii_case("Active")
+    }
+
+    /// Two notices are the same delay when stage, code and start agree.
+    pub fn same_notice(&self, other: &Delay) -> bool {
+        self.stage == other.stage && self.code == other.code && self.started_at == other.started_at
+    }
 }
 
 impl DriveSnapshot {
@@ -249,6 +395,8 @@ impl JobSnapshot {
             percent_complete,
             cancel_requested: cancel_requested.unwrap_or(false),
             drives: Vec::new(),
+            sku: None,
+            notices: Notices::default(),
         }
     }
 

@@ -29,15 +29,25 @@ pub fn drives_summary(job: &JobStatus) -> String {
     }
     let mut groups: Vec<(String, usize)> = Vec::new();
     for drive in &job.drives {
-        let mut label = drive.state.clone().unwrap_or_else(|| "?".into());
+        // Data Box units have no drive state: their copy status stands in for it.
+        let mut label = match (&drive.state, &drive.copy_status) {
+            (Some(state), _) => state.clone(),
+            (None, Some(status)) => status.clone(),
+            (None, None) => "waiting".into(),
+        };
         if let Some(status) = drive
             .copy_status
             .as_deref()
             .filter(|s| !matches!(*s, "InProgress" | "Completed" | "None"))
+            .filter(|_| drive.state.is_some())
         {
             label.push_str(&format!(" ({status})"));
         }
-        if drive.state.as_deref() == Some("Transferring") {
+        let copying = match &drive.state {
+            Some(state) => state == "Transferring",
+            None => drive.copy_status.as_deref() == Some("InProgress"),
+        };
+        if copying {
             if let Some(p) = drive.percent_complete {
                 label.push_str(&format!(" {p}%"));
             }
@@ -51,10 +61,13 @@ pub fn drives_summary(job: &JobStatus) -> String {
         .into_iter()
         .map(|(label, n)| format!("{n} {label}"))
         .collect();
-    let noun = if job.drives.len() == 1 {
-        "drive"
-    } else {
-        "drives"
+    // A Data Box appliance reports its progress per destination account.
+    let accounts = matches!(job.sku.as_deref(), Some("DataBox" | "DataBoxHeavy"));
+    let noun = match (accounts, job.drives.len() == 1) {
+        (false, true) => "drive",
+        (false, false) => "drives",
+        (true, true) => "account",
+        (true, false) => "accounts",
     };
     format!("{} {noun}: {}", job.drives.len(), parts.join(", "))
 }
@@ -117,8 +130,11 @@ pub fn status_text(jobs: &[JobStatus], now: SystemTime) -> String {
     for job in jobs {
         rows.push(vec![
             format!("{}/{}", job.account, job.name),
-            job.job_type.clone().unwrap_or_else(|| "-".into()),
-            job.state.clone().unwrap_or_else(|| "(not seen yet)".into()),
+            match (&job.job_type, &job.sku) {
+                (kind, Some(sku)) => format!("{} {sku}", kind.as_deref().unwrap_or("-")),
+                (kind, None) => kind.clone().unwrap_or_else(|| "-".into()),
+            },
+            state_cell(job),
             job.percent_complete.map_or("-".into(), |p| format!("{p}%")),
             drives_summary(job),
             ago(job.last_changed_at.as_deref(), now),
@@ -134,6 +150,18 @@ pub fn status_text(jobs: &[JobStatus], now: SystemTime) -> String {
         ]);
     }
     table(rows)
+}
+
+/// The state, and what in it needs a person: an action the service waits for, a delay.
+fn state_cell(job: &JobStatus) -> String {
+    let mut cell = job.state.clone().unwrap_or_else(|| "(not seen yet)".into());
+    if job.notices.action.is_some() {
+        cell.push_str(" (action required)");
+    }
+    if job.notices.delays.iter().any(|d| d.is_active()) {
+        cell.push_str(" (delayed)");
+    }
+    cell
 }
 
 /// One line per event, oldest first.

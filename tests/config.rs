@@ -361,7 +361,7 @@ endpoint = "http://management.azure.com"
     let (ok, output) = check(&classic_with_arm_keys);
     assert!(!ok);
     assert!(
-        output.contains("account[0].tenant_id: only for kind = \"arm\" accounts"),
+        output.contains("account[0].tenant_id: only for kind = \"arm\" or \"databox\" accounts"),
         "{output}"
     );
 }

@@ -257,7 +257,12 @@ async fn the_fault_storm_records_every_real_change_and_the_daemon_stays_up() {
         .collect();
     assert_eq!(
         calm,
-        ["job.first_seen", "job.state_changed", "job.state_changed"]
+        [
+            "job.first_seen",
+            "job.state_changed",
+            "job.shipping_updated",
+            "job.state_changed"
+        ]
     );
     let faults = sim.requests().iter().filter(|r| r.fault.is_some()).count();
     assert!(faults >= 9, "only {faults} faults were injected");

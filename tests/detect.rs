@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use iewatch::{
     detect::detect_changes,
     events::{ChangeValue, Event, EventType},
-    model::{CopyStatus, DriveId, DriveSnapshot, DriveState, JobSnapshot, JobState, Severity},
+    model::{
+        ActionRequired, CopyStatus, Delay, DriveId, DriveSnapshot, DriveState, JobSnapshot,
+        JobState, Notices, Package, PackageKind, Severity,
+    },
 };
 use proptest::prelude::*;
 
@@ -17,6 +20,8 @@ fn job(state: &str, percent: Option<i64>, drives: Vec<DriveSnapshot>) -> JobSnap
         percent_complete: percent,
         cancel_requested: false,
         drives,
+        sku: None,
+        notices: Notices::default(),
     }
 }
 
@@ -396,4 +401,156 @@ proptest! {
             }
         }
     }
+}
+
+fn with_notices(state: &str, notices: Notices) -> JobSnapshot {
+    JobSnapshot {
+        notices,
+        sku: Some("DataBoxCustomerDisk".into()),
+        ..job(state, None, vec![])
+    }
+}
+
+fn package(kind: PackageKind, tracking: &str) -> Package {
+    Package::new(kind, Some("UPS".into()), Some(tracking.into()), None).unwrap()
+}
+
+fn types(events: &[Event]) -> Vec<(EventType, Severity, Option<String>)> {
+    events
+        .iter()
+        .map(|e| (e.event_type, e.severity, e.to_text()))
+        .collect()
+}
+
+#[test]
+fn a_tracking_number_that_appears_or_changes_is_one_shipping_event() {
+    let none = with_notices("ShippedToAzureDC", Notices::default());
+    let shipped = with_notices(
+        "ShippedToAzureDC",
+        Notices {
+            packages: vec![package(PackageKind::Delivery, "1Z1")],
+            ..Notices::default()
+        },
+    );
+    assert_eq!(
+        types(&detect_changes(Some(&none), &shipped)),
+        [(
+            EventType::JobShippingUpdated,
+            Severity::Info,
+            Some("delivery UPS 1Z1".into())
+        )]
+    );
+    assert!(detect_changes(Some(&shipped), &shipped).is_empty());
+    let both = with_notices(
+        "ShippedToCustomer",
+        Notices {
+            packages: vec![
+                package(PackageKind::Delivery, "1Z1"),
+                package(PackageKind::Return, "1Z2"),
+            ],
+            ..Notices::default()
+        },
+    );
+    let events = detect_changes(Some(&shipped), &both);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1].to_text().as_deref(), Some("return UPS 1Z2"));
+    assert_eq!(
+        events[1].details.as_ref().unwrap()["package"],
+        serde_json::json!("return")
+    );
+    // Empty strings, as the service sends before anything shipped, are no package.
+    assert!(Package::new(PackageKind::Return, Some("".into()), Some(" ".into()), None).is_none());
+    // On first sight the packages are in the summary, not separate events.
+    let first = detect_changes(None, &both);
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        first[0].details.as_ref().unwrap()["packages"][1]["tracking"],
+        "1Z2"
+    );
+}
+
+#[test]
+fn an_action_required_is_announced_once_as_an_error_even_on_first_sight() {
+    let action = ActionRequired {
+        stage: "DataCopy".into(),
+        status: "WaitingForCustomerAction".into(),
+        code: Some("SsemUserCopyErrorWaitingForAction".into()),
+        message: Some("Review the copy logs.".into()),
+        actions: vec!["MoveToCleanUpDevice".into()],
+        since: Some("2026-01-10T09:00:00Z".into()),
+        auto_complete_at: Some("2026-01-24T09:00:00Z".into()),
+    };
+    let waiting = with_notices(
+        "DataCopy",
+        Notices {
+            action: Some(action.clone()),
+            ..Notices::default()
+        },
+    );
+    let copying = with_notices("DataCopy", Notices::default());
+    let events = detect_changes(Some(&copying), &waiting);
+    assert_eq!(
+        types(&events),
+        [(
+            EventType::JobActionRequired,
+            Severity::Error,
+            Some("DataCopy WaitingForCustomerAction: SsemUserCopyErrorWaitingForAction".into())
+        )]
+    );
+    let fields = events[0].details.as_ref().unwrap();
+    assert_eq!(fields["auto_complete_at"], "2026-01-24T09:00:00Z");
+    assert_eq!(fields["actions"][0], "MoveToCleanUpDevice");
+    assert!(detect_changes(Some(&waiting), &waiting).is_empty(), "once");
+    assert!(
+        detect_changes(Some(&waiting), &copying).is_empty(),
+        "cleared silently"
+    );
+    let first = detect_changes(None, &waiting);
+    assert_eq!(
+        first.iter().map(|e| e.event_type).collect::<Vec<_>>(),
+        [EventType::JobFirstSeen, EventType::JobActionRequired]
+    );
+}
+
+#[test]
+fn a_delay_is_announced_when_active_and_when_resolved() {
+    let delay = |status: &str| Delay {
+        stage: "AtAzureDC".into(),
+        code: "HighDemandDelay".into(),
+        description: Some("High demand.".into()),
+        status: status.into(),
+        started_at: Some("2026-01-07T15:00:00Z".into()),
+    };
+    let state = |delays: Vec<Delay>| {
+        with_notices(
+            "AtAzureDC",
+            Notices {
+                delays,
+                ..Notices::default()
+            },
+        )
+    };
+    let (none, active, resolved) = (
+        state(vec![]),
+        state(vec![delay("Active")]),
+        state(vec![delay("Resolved")]),
+    );
+    assert_eq!(
+        types(&detect_changes(Some(&none), &active)),
+        [(
+            EventType::JobDelayed,
+            Severity::Warning,
+            Some("AtAzureDC HighDemandDelay".into())
+        )]
+    );
+    assert!(detect_changes(Some(&active), &active).is_empty());
+    assert_eq!(
+        types(&detect_changes(Some(&active), &resolved))[0].0,
+        EventType::JobDelayResolved
+    );
+    assert!(
+        detect_changes(Some(&none), &resolved).is_empty(),
+        "a delay first seen resolved was never announced, so its end is not either"
+    );
+    assert_eq!(detect_changes(None, &active).len(), 2);
 }

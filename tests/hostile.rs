@@ -151,22 +151,9 @@ async fn a_document_listing_forty_thousand_drives_is_refused() {
     );
 }
 
-/// A file of `../shared/fixtures/`, the real recorded Azure traffic (never copied here).
-fn shared_fixture(path: &str) -> Vec<u8> {
-    let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures")
-        .join(path);
-    std::fs::read(&full).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; the recorded fixtures live in ../shared/fixtures beside the project",
-            full.display()
-        )
-    })
-}
-
 #[test]
 fn the_resource_managers_real_404_body_with_null_details_is_decoded() {
-    let body = shared_fixture(
+    let body = common::shared_fixture(
         "databox/recordings/extracted/2020-03_get_404_rp_SsemUserErrorEntityNotFound.json",
     );
     let response = http::Response::builder()
@@ -234,7 +221,7 @@ async fn a_refused_secret_is_logged_once_names_the_app_registration_and_backs_of
         .collect();
     assert_eq!(refused.len(), 1, "once per streak:\n{log}");
     assert!(
-        refused[0].contains("client_id") && refused[0].contains("Reader role"),
+        refused[0].contains("client_id") && refused[0].contains("may read the jobs"),
         "{}",
         refused[0]
     );

@@ -190,11 +190,11 @@ async fn an_endpoint_refusing_connections_for_a_long_stretch_gets_every_alert_in
     );
     assert_eq!(
         store.outbox_backlog().await.unwrap(),
-        60,
+        64,
         "nothing given up or lost during the outage"
     );
     let receiver = Receiver::start_on(addr, |_| Reply::Status(200)).await;
-    assert!(common::wait_until(Duration::from_secs(20), || receiver.received().len() >= 60).await);
+    assert!(common::wait_until(Duration::from_secs(20), || receiver.received().len() >= 64).await);
     stop.cancel();
     notifier.await.unwrap();
     for job in ["JobA", "JobB"] {
@@ -209,7 +209,7 @@ async fn an_endpoint_refusing_connections_for_a_long_stretch_gets_every_alert_in
                     .unwrap()
             })
             .collect();
-        assert_eq!(order.len(), 30, "{job}");
+        assert_eq!(order.len(), 32, "{job}");
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{job} out of order");
     }
 }
@@ -318,11 +318,16 @@ async fn a_held_write_lock_and_a_read_only_database_turn_health_503_and_lose_not
         .map(|e| e.0)
         .collect();
     assert_eq!(
-        &events[..3],
-        ["job.first_seen", "job.state_changed", "job.state_changed"],
+        &events[..4],
+        [
+            "job.first_seen",
+            "job.state_changed",
+            "job.shipping_updated",
+            "job.state_changed"
+        ],
         "each change exactly once: {events:?}"
     );
-    assert_eq!(events.len(), 5);
+    assert_eq!(events.len(), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,7 +403,14 @@ async fn a_full_disk_turns_health_503_and_work_resumes_when_space_returns() {
         .into_iter()
         .map(|e| e.0)
         .collect();
-    assert_eq!(events, ["job.first_seen", "job.state_changed"]);
+    assert_eq!(
+        events,
+        [
+            "job.first_seen",
+            "job.state_changed",
+            "job.shipping_updated"
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

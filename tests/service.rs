@@ -267,7 +267,7 @@ async fn the_demo_runs_to_completion_and_prints_the_completed_with_errors_alert(
     );
     assert!(!stdout.contains("BAD SIGNATURE"), "{stdout}");
     assert!(
-        stdout.contains("Timeline of demo/MySampleJob (30 events, 30 alerts delivered)"),
+        stdout.contains("Timeline of demo/MySampleJob (32 events, 32 alerts delivered)"),
         "{stdout}"
     );
 }

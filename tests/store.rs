@@ -64,11 +64,11 @@ async fn migrate_reopen_record_and_read_back_through_status_history_and_sql() {
         start + Duration::from_secs(3600 * i as u64)
     })
     .await;
-    assert_eq!(recorded.len(), 30);
+    assert_eq!(recorded.len(), 32);
 
     // A --since beyond the start of time reads from 1970, not a panic.
     let all = iewatch(&["history", "MySampleJob", "--since", "500000000000y"], &db);
-    assert_eq!(all.lines().count(), 30, "{all}");
+    assert_eq!(all.lines().count(), 32, "{all}");
 
     let status = store.status().await.unwrap();
     assert_eq!(status.len(), 1);
@@ -86,7 +86,7 @@ async fn migrate_reopen_record_and_read_back_through_status_history_and_sql() {
     assert_eq!(json[0]["drives"][1]["copy_status"], "CompletedWithErrors");
 
     let history = iewatch(&["history", "MySampleJob"], &db);
-    assert_eq!(history.lines().count(), 30);
+    assert_eq!(history.lines().count(), 32);
     assert!(
         history
             .lines()
@@ -106,7 +106,7 @@ async fn migrate_reopen_record_and_read_back_through_status_history_and_sql() {
     let json: serde_json::Value =
         serde_json::from_str(&iewatch(&["history", "prod/MySampleJob", "--json"], &db)).unwrap();
     let entries = json.as_array().unwrap();
-    assert_eq!(entries.len(), 30);
+    assert_eq!(entries.len(), 32);
     assert!(
         entries
             .windows(2)
@@ -120,7 +120,7 @@ async fn migrate_reopen_record_and_read_back_through_status_history_and_sql() {
     // Observations were recorded hourly from a day ago: the last (Completed, both drives
     // shipped back) 15 h ago, the one before 16 h ago.
     let recent = iewatch(&["history", "MySampleJob", "--since", "15h 30m"], &db);
-    assert_eq!(recent.lines().count(), 3, "{recent}");
+    assert_eq!(recent.lines().count(), 4, "{recent}");
     assert!(recent.contains("state Packaging → Completed"), "{recent}");
     let unknown = Command::new(env!("CARGO_BIN_EXE_iewatch"))
         .args(["history", "Nope", "--database"])
@@ -194,7 +194,7 @@ async fn migrate_reopen_record_and_read_back_through_status_history_and_sql() {
         .await
         .unwrap();
     assert_eq!(
-        deliveries, 30,
+        deliveries, 32,
         "one outbox row per event and webhook, in the same transactions"
     );
 }

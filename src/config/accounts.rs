@@ -2,7 +2,7 @@
 //! accounts (Entra ID app registration).
 
 use super::{
-    check::Checker, raw::RawAccount, Account, AccountKind, ArmAccount, ArmCredential,
+    check::Checker, raw::RawAccount, Account, AccountKind, ArmAccount, ArmCredential, ArmProvider,
     ClassicAccount, Secret, DEFAULT_ARM_ENDPOINT, DEFAULT_AUTHORITY, DEFAULT_CLASSIC_ENDPOINT,
     SUPPORTED_VERSIONS,
 };
@@ -22,6 +22,7 @@ fn position<T>(value: &Option<Spanned<T>>) -> Option<usize> {
 enum Kind {
     Classic,
     Arm,
+    DataBox,
 }
 
 impl Checker<'_> {
@@ -39,11 +40,20 @@ impl Checker<'_> {
         let kind = self.choice(
             &raw.kind,
             &key("kind"),
-            &[("classic", Kind::Classic), ("arm", Kind::Arm)],
+            &[
+                ("classic", Kind::Classic),
+                ("arm", Kind::Arm),
+                ("databox", Kind::DataBox),
+            ],
             Kind::Classic,
         )?;
-        if kind == Kind::Arm {
-            return self.resolve_arm_account(i, raw, at, name, subscription_id);
+        let provider = match kind {
+            Kind::Classic => None,
+            Kind::Arm => Some(ArmProvider::ImportExport),
+            Kind::DataBox => Some(ArmProvider::DataBox),
+        };
+        if let Some(provider) = provider {
+            return self.resolve_arm_account(i, raw, at, (name, subscription_id), provider);
         }
         let arm_only = [
             ("resource_group", position(&raw.resource_group)),
@@ -55,7 +65,7 @@ impl Checker<'_> {
             ("authority", position(&raw.authority)),
             ("jobs", position(&raw.jobs)),
         ];
-        self.only_for_kind(&arm_only, &format!("account[{i}]"), "arm");
+        self.only_for_kind(&arm_only, &format!("account[{i}]"), "arm\" or \"databox");
         let storage_account = self.required_text(&raw.storage_account, at, &key("storage_account"));
         let endpoint = self.https_base(&raw.endpoint, DEFAULT_CLASSIC_ENDPOINT, &key("endpoint"));
         let x_ms_version = self
@@ -83,14 +93,15 @@ impl Checker<'_> {
         })
     }
 
-    /// `kind = "arm"`: Resource Manager with Entra ID client credentials.
+    /// `kind = "arm"` and `kind = "databox"`: Resource Manager with Entra ID client
+    /// credentials.
     fn resolve_arm_account(
         &mut self,
         i: usize,
         raw: &RawAccount,
         at: usize,
-        name: Option<String>,
-        subscription_id: Option<String>,
+        (name, subscription_id): (Option<String>, Option<String>),
+        provider: ArmProvider,
     ) -> Option<Account> {
         let key = |field: &str| format!("account[{i}].{field}");
         let classic_only = [
@@ -125,6 +136,7 @@ impl Checker<'_> {
                 authority: authority?,
                 extra_roots: extra_roots?,
                 discover_all,
+                provider,
             }),
         })
     }

@@ -130,6 +130,18 @@ pub struct ArmAccount {
     pub extra_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
     /// `jobs = "all"`: watch every job of the resource group, new ones included.
     pub discover_all: bool,
+    /// Which resource provider's jobs the account watches.
+    pub provider: ArmProvider,
+}
+
+/// The Resource Manager providers whose jobs iewatch reads; `kind = "arm"` and
+/// `kind = "databox"` share credentials, tokens and paging and differ only here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArmProvider {
+    /// `Microsoft.ImportExport/jobs` (jobs made with the CLI or PowerShell).
+    ImportExport,
+    /// `Microsoft.DataBox/jobs` (today's portal, and Data Box orders).
+    DataBox,
 }
 
 /// A classic account: endpoint, storage account, management certificate.

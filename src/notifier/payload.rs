@@ -40,12 +40,22 @@ pub fn json_body(event: &EventRecord) -> Vec<u8> {
             data.insert("error".into(), event.to.clone().into());
         }
         PayloadShape::Bare => {}
+        PayloadShape::Fields => {
+            let fields = event.details.as_ref().and_then(|d| d.get("details"));
+            for (key, value) in fields.and_then(Value::as_object).into_iter().flatten() {
+                data.insert(key.clone(), value.clone());
+            }
+        }
         PayloadShape::Change => {
             data.insert("from".into(), event.from.clone().into());
             data.insert("to".into(), event.to.clone().into());
         }
     }
-    if let Some(extra) = event.details.as_ref().and_then(|d| d.get("details")) {
+    let extra = event.details.as_ref().and_then(|d| d.get("details"));
+    if let (Some(extra), false) = (
+        extra,
+        event.event_type.payload_shape() == PayloadShape::Fields,
+    ) {
         data.insert(event.event_type.details_key().into(), extra.clone());
     }
     data.insert("severity".into(), event.severity.as_str().into());

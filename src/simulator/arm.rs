@@ -69,23 +69,104 @@ pub(crate) async fn handle(
         }
         (
             Method::GET,
-            ["subscriptions", sub, "resourceGroups", rg, "providers", "Microsoft.ImportExport", "jobs", job],
+            ["subscriptions", sub, "resourceGroups", rg, "providers", namespace, "jobs", job],
         ) => {
+            let Some(provider) = Provider::from_namespace(namespace) else {
+                return state.finish(record, no_such_path(), None).await;
+            };
             record.job = Some((*job).to_owned());
-            let (response, fault) = get_job(state, &request, sub, rg, job, sim_offset);
+            let at = Where {
+                subscription: sub,
+                resource_group: rg,
+                provider,
+                now: sim_offset,
+            };
+            let (response, fault) = get_job(state, &request, &at, job);
             return state.finish(record, response, fault).await;
         }
         (
             Method::GET,
-            ["subscriptions", sub, "resourceGroups", rg, "providers", "Microsoft.ImportExport", "jobs"],
-        ) => list_jobs(state, &request, sub, rg, sim_offset),
-        _ => arm_error(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            "The requested path does not exist.",
-        ),
+            ["subscriptions", sub, "resourceGroups", rg, "providers", namespace, "jobs"],
+        ) => match Provider::from_namespace(namespace) {
+            Some(provider) => {
+                let at = Where {
+                    subscription: sub,
+                    resource_group: rg,
+                    provider,
+                    now: sim_offset,
+                };
+                list_jobs(state, &request, &at)
+            }
+            None => no_such_path(),
+        },
+        _ => no_such_path(),
     };
     state.finish(record, response, None).await
+}
+
+fn no_such_path() -> Response<ResponseBody> {
+    arm_error(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "The requested path does not exist.",
+    )
+}
+
+/// The resource providers the simulator serves jobs of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Provider {
+    /// `Microsoft.ImportExport`: the scenario's jobs without a SKU.
+    ImportExport,
+    /// `Microsoft.DataBox`: the scenario's jobs with a SKU.
+    DataBox,
+}
+
+impl Provider {
+    fn from_namespace(namespace: &str) -> Option<Provider> {
+        if namespace.eq_ignore_ascii_case("Microsoft.ImportExport") {
+            Some(Provider::ImportExport)
+        } else if namespace.eq_ignore_ascii_case("Microsoft.DataBox") {
+            Some(Provider::DataBox)
+        } else {
+            None
+        }
+    }
+
+    /// The published api-versions the simulator answers (databox.md §1.1 for Data Box).
+    fn api_versions(self) -> &'static [&'static str] {
+        match self {
+            Provider::ImportExport => &["2016-11-01", "2020-08-01", "2021-01-01"],
+            Provider::DataBox => &[
+                "2018-01-01",
+                "2019-09-01",
+                "2020-04-01",
+                "2020-11-01",
+                "2021-03-01",
+                "2021-05-01",
+                "2021-12-01",
+                "2022-02-01",
+                "2022-09-01",
+                "2022-10-01",
+                "2022-12-01",
+                "2023-03-01",
+                "2023-12-01",
+                "2025-02-01",
+                "2025-07-01",
+            ],
+        }
+    }
+
+    fn serves(self, timeline: &super::scenario::Timeline) -> bool {
+        timeline.sku.is_some() == (self == Provider::DataBox)
+    }
+}
+
+/// What a Resource Manager request addresses.
+struct Where<'a> {
+    subscription: &'a str,
+    resource_group: &'a str,
+    provider: Provider,
+    now: Duration,
 }
 
 /// The OpenID Connect discovery document of a tenant, which MSAL-based clients
@@ -273,17 +354,20 @@ fn assertion_valid(state: &SimState, assertion: &str, tenant: &str) -> bool {
 fn get_job(
     state: &SimState,
     request: &Request<hyper::body::Incoming>,
-    subscription: &str,
-    resource_group: &str,
+    at: &Where<'_>,
     job: &str,
-    now: Duration,
 ) -> (Response<ResponseBody>, Option<FaultKind>) {
+    let (now, provider) = (at.now, at.provider);
     let plain = |response| (response, None);
-    if let Some(refused) = check_request(state, request, subscription, resource_group) {
+    if let Some(refused) = check_request(state, request, at) {
         return plain(refused);
     }
-    let Some(entry) = state.jobs.values().find(|e| e.timeline.name == job) else {
-        return plain(not_found(job));
+    let entry = state
+        .jobs
+        .values()
+        .find(|e| e.timeline.name == job && provider.serves(&e.timeline));
+    let Some(entry) = entry else {
+        return plain(not_found(provider, job, false));
     };
     let fault = state.fault_for(entry, now);
     if let Some(fault) = fault {
@@ -309,7 +393,7 @@ fn get_job(
                 "InternalServerError",
                 "Internal error.",
             ),
-            FaultKind::NotFound => not_found(job),
+            FaultKind::NotFound => not_found(provider, job, true),
             FaultKind::Malformed => json_response_raw(b"{\"name\": \"broken\", \"properties\": {"),
             _ => arm_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -321,11 +405,65 @@ fn get_job(
     }
     let current = entry.timeline.at(now);
     match &current.job {
-        None => plain(not_found(job)),
-        Some(document) => {
-            let mut body = arm_document(state, document);
-            add_system_data(&mut body, request, &entry.timeline, current);
-            plain(json_response(StatusCode::OK, &body))
+        None => plain(not_found(provider, job, true)),
+        Some(_) => {
+            let expand = query_param(request, "$expand") == Some("details");
+            plain(resource(state, request, &entry.timeline, current, expand).into_response())
+        }
+    }
+}
+
+/// A job's resource: ImportExport's compact JSON, or Data Box's service-formatted text.
+enum Resource {
+    Json(Value),
+    Service(Vec<u8>),
+}
+
+impl Resource {
+    fn into_response(self) -> Response<ResponseBody> {
+        match self {
+            Resource::Json(body) => json_response(StatusCode::OK, &body),
+            Resource::Service(body) => {
+                let mut response = json_response(StatusCode::OK, &Value::Null);
+                *response.body_mut() = full(body);
+                response
+            }
+        }
+    }
+
+    /// As a JSON value (list pages are built from values).
+    fn into_value(self) -> Value {
+        match self {
+            Resource::Json(body) => body,
+            Resource::Service(body) => serde_json::from_slice(&body).unwrap_or_default(),
+        }
+    }
+}
+
+/// The resource of `timeline` at `current` in its provider's shape.
+fn resource(
+    state: &SimState,
+    request: &Request<hyper::body::Incoming>,
+    timeline: &super::scenario::Timeline,
+    current: &super::scenario::Version,
+    expand: bool,
+) -> Resource {
+    let Some(job) = &current.job else {
+        return Resource::Json(Value::Null);
+    };
+    match (&timeline.sku, &current.databox) {
+        (Some(sku), Some(order)) => {
+            let placement = super::databox::Placement {
+                subscription: &state.subscription,
+                resource_group: &state.resource_group,
+            };
+            let body = super::databox::resource(job, sku, order, &placement, expand);
+            Resource::Service(super::databox::service_body(&body))
+        }
+        _ => {
+            let mut body = arm_document(state, job);
+            add_system_data(&mut body, request, timeline, current);
+            Resource::Json(body)
         }
     }
 }
@@ -336,11 +474,10 @@ const LIST_PAGE_SIZE: usize = 2;
 fn list_jobs(
     state: &SimState,
     request: &Request<hyper::body::Incoming>,
-    subscription: &str,
-    resource_group: &str,
-    now: Duration,
+    at: &Where<'_>,
 ) -> Response<ResponseBody> {
-    if let Some(refused) = check_request(state, request, subscription, resource_group) {
+    let now = at.now;
+    if let Some(refused) = check_request(state, request, at) {
         return refused;
     }
     let skip: usize = request
@@ -352,6 +489,7 @@ fn list_jobs(
     let mut jobs: Vec<(&Job, &super::scenario::Timeline, &super::scenario::Version)> = state
         .jobs
         .values()
+        .filter(|e| at.provider.serves(&e.timeline))
         .filter_map(|e| {
             let current = e.timeline.at(now);
             Some((current.job.as_ref()?, &e.timeline, current))
@@ -362,10 +500,8 @@ fn list_jobs(
         .iter()
         .skip(skip)
         .take(LIST_PAGE_SIZE)
-        .map(|(job, timeline, current)| {
-            let mut body = arm_document(state, job);
-            add_system_data(&mut body, request, timeline, current);
-            body
+        .map(|(_, timeline, current)| {
+            resource(state, request, timeline, current, false).into_value()
         })
         .collect();
     let mut body = json!({ "value": page });
@@ -384,7 +520,7 @@ fn list_jobs(
         body["nextLink"] = format!(
             "{origin}{}?api-version={}&$skiptoken={}",
             request.uri().path(),
-            api_version(request).unwrap_or(API_VERSIONS[2]),
+            query_param(request, "api-version").unwrap_or_default(),
             skip + LIST_PAGE_SIZE
         )
         .into();
@@ -392,31 +528,32 @@ fn list_jobs(
     json_response(StatusCode::OK, &body)
 }
 
-/// The published api-versions of `Microsoft.ImportExport` the simulator answers.
-const API_VERSIONS: [&str; 3] = ["2016-11-01", "2020-08-01", "2021-01-01"];
-
-/// The request's api-version, when it is one the simulator answers.
-fn api_version(request: &Request<hyper::body::Incoming>) -> Option<&'static str> {
-    let query = request.uri().query()?;
-    let asked = query
-        .split('&')
-        .find_map(|p| p.strip_prefix("api-version="))?;
-    API_VERSIONS.into_iter().find(|v| *v == asked)
+/// A query parameter's raw value.
+fn query_param<'r>(request: &'r Request<hyper::body::Incoming>, name: &str) -> Option<&'r str> {
+    request.uri().query()?.split('&').find_map(|p| {
+        let (key, value) = p.split_once('=')?;
+        // `$expand` arrives as `%24expand` from clients that encode it.
+        (key == name || key.replace("%24", "$") == name).then_some(value)
+    })
 }
 
 /// api-version, bearer token, subscription and resource group, in that order.
 fn check_request(
     state: &SimState,
     request: &Request<hyper::body::Incoming>,
-    subscription: &str,
-    resource_group: &str,
+    at: &Where<'_>,
 ) -> Option<Response<ResponseBody>> {
-    if api_version(request).is_none() {
+    let (subscription, resource_group) = (at.subscription, at.resource_group);
+    let versions = at.provider.api_versions();
+    let asked = query_param(request, "api-version");
+    if !asked.is_some_and(|v| versions.contains(&v)) {
         return Some(arm_error(
             StatusCode::BAD_REQUEST,
             "InvalidApiVersionParameter",
-            "The api-version is missing or not supported; the supported api-versions are \
-             2016-11-01, 2020-08-01, 2021-01-01.",
+            &format!(
+                "The api-version is missing or not supported; the supported api-versions are {}.",
+                versions.join(", ")
+            ),
         ));
     }
     let token = request
@@ -475,14 +612,38 @@ fn json_response_raw(body: &'static [u8]) -> Response<ResponseBody> {
     response
 }
 
-fn not_found(job: &str) -> Response<ResponseBody> {
-    arm_error(
-        StatusCode::NOT_FOUND,
-        "ResourceNotFound",
-        &format!(
-            "The Resource 'Microsoft.ImportExport/jobs/{job}' under resource group was not found."
+/// The 404 of a job that does not exist. Data Box answers as the real service does
+/// (databox.md §1.5): a job it once had with its own body, `details: [null]` and a CRLF
+/// in the message; a name it never knew from the gateway, with `x-ms-failure-cause`.
+fn not_found(provider: Provider, job: &str, existed: bool) -> Response<ResponseBody> {
+    match (provider, existed) {
+        (Provider::DataBox, true) => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": {
+                "code": "SsemUserErrorEntityNotFound",
+                "message": format!("Could not find the entity {job}.\r\nProvide a valid entity name and retry the operation."),
+                "details": [null],
+            }}),
         ),
-    )
+        (Provider::DataBox, false) => {
+            let mut response = arm_error(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFound",
+                &format!("The Resource 'Microsoft.DataBox/jobs/{job}' under resource group was not found."),
+            );
+            response
+                .headers_mut()
+                .insert("x-ms-failure-cause", HeaderValue::from_static("gateway"));
+            response
+        }
+        (Provider::ImportExport, _) => arm_error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            &format!(
+                "The Resource 'Microsoft.ImportExport/jobs/{job}' under resource group was not found."
+            ),
+        ),
+    }
 }
 
 /// `systemData` (who created the job and when it last changed), which the published
@@ -493,7 +654,7 @@ fn add_system_data(
     timeline: &super::scenario::Timeline,
     current: &super::scenario::Version,
 ) {
-    if api_version(request) == Some("2020-08-01") {
+    if query_param(request, "api-version") == Some("2020-08-01") {
         return;
     }
     let at = |t: std::time::SystemTime| humantime::format_rfc3339_micros(t).to_string();
@@ -557,6 +718,22 @@ fn arm_document(state: &SimState, job: &Job) -> Value {
         }
         if !drives.is_empty() {
             object.insert("driveList".into(), drives.into());
+        }
+        for (key, package) in [
+            ("deliveryPackage", &p.delivery_package),
+            ("returnPackage", &p.return_package),
+        ] {
+            if let Some(package) = package {
+                object.insert(
+                    key.into(),
+                    json!({
+                        "carrierName": package.carrier_name,
+                        "trackingNumber": package.tracking_number,
+                        "driveCount": package.drive_count,
+                        "shipDate": package.ship_date,
+                    }),
+                );
+            }
         }
     }
     json!({

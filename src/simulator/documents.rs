@@ -189,6 +189,7 @@ pub(super) fn version(since: Duration, job: Option<&Job>, epoch: SystemTime) -> 
         etag,
         last_modified: httpdate::fmt_http_date(modified_at),
         modified_at,
+        databox: None,
     }
 }
 

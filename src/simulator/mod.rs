@@ -5,6 +5,7 @@
 
 mod arm;
 pub mod certs;
+pub mod databox;
 mod documents;
 mod faults;
 pub mod scenario;
@@ -300,9 +301,18 @@ impl RunningSimulator {
 
     /// A ready-to-paste `kind = "arm"` `[[account]]` block.
     pub fn arm_account_block(&self, name: &str) -> String {
+        self.resource_manager_block(name, "arm")
+    }
+
+    /// A ready-to-paste `kind = "databox"` `[[account]]` block.
+    pub fn databox_account_block(&self, name: &str) -> String {
+        self.resource_manager_block(name, "databox")
+    }
+
+    fn resource_manager_block(&self, name: &str, kind: &str) -> String {
         let c = &self.state.arm_credentials;
         format!(
-            "[[account]]\nname = \"{name}\"\nkind = \"arm\"\nsubscription_id = \"{}\"\nresource_group = \"{}\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\nendpoint = \"{}\"\nauthority = \"{}\"\nca_certificate = \"{}\"\n",
+            "[[account]]\nname = \"{name}\"\nkind = \"{kind}\"\nsubscription_id = \"{}\"\nresource_group = \"{}\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\nendpoint = \"{}\"\nauthority = \"{}\"\nca_certificate = \"{}\"\n",
             self.state.subscription,
             self.state.resource_group,
             c.tenant_id,

@@ -122,6 +122,11 @@ pub struct ScenarioJob {
     /// Generate this many copies (benchmarks).
     #[serde(default)]
     pub count: Option<u32>,
+    /// A Data Box order of this SKU (`DataBoxCustomerDisk`, `DataBox`, `DataBoxDisk`,
+    /// `DataBoxHeavy`), served at `Microsoft.DataBox/jobs` only; `state` and each step's
+    /// `state` are stage names, drives are disks or destination accounts.
+    #[serde(default)]
+    pub sku: Option<String>,
     /// The job exists only from this offset on (created later; 404 and unlisted before).
     #[serde(default)]
     pub appears: Option<String>,
@@ -182,6 +187,29 @@ pub struct Step {
     /// Delete the job.
     #[serde(default)]
     pub delete: bool,
+    /// Data Box: the current stage's status (`WaitingForCustomerAction`, `Failed`, ...);
+    /// a new `state` starts its stage `InProgress`.
+    #[serde(default)]
+    pub stage_status: Option<String>,
+    /// Data Box: the job's error code (with `error_message`); `""` clears it.
+    #[serde(default)]
+    pub error_code: Option<String>,
+    /// Data Box: the job's error message.
+    #[serde(default)]
+    pub error_message: Option<String>,
+    /// Data Box: what the customer may do (`details.actions`).
+    #[serde(default)]
+    pub actions: Option<Vec<String>>,
+    /// Data Box: a delay notice (`HighDemandDelay`, ...) becomes active on the current
+    /// stage.
+    #[serde(default)]
+    pub delay: Option<String>,
+    /// Data Box: the active delay notice with this code is resolved.
+    #[serde(default)]
+    pub delay_resolved: Option<String>,
+    /// Data Box: a carrier tracking number appears on the `delivery` or `return` package.
+    #[serde(default)]
+    pub shipped: Option<String>,
 }
 
 /// What a fault does to a request.
@@ -276,6 +304,8 @@ pub struct Version {
     pub last_modified: String,
     /// Last-Modified as a time, for If-(Un)Modified-Since.
     pub modified_at: SystemTime,
+    /// Data Box orders: stages, error, delays, packages.
+    pub databox: Option<super::databox::OrderState>,
 }
 
 /// A job's whole life, compiled.
@@ -285,6 +315,8 @@ pub struct Timeline {
     pub account: String,
     /// Job name.
     pub name: String,
+    /// Data Box orders: the SKU (served at `Microsoft.DataBox/jobs` only).
+    pub sku: Option<String>,
     /// Versions, `since` ascending, the first at offset zero.
     pub versions: Vec<Version>,
 }
@@ -406,7 +438,16 @@ fn compile_job(
         .unwrap_or(Duration::ZERO);
     let created = || initial_document(spec, name, subscription);
     let mut job = appears.is_zero().then(created);
-    let mut versions = vec![version(Duration::ZERO, job.as_ref(), epoch)];
+    let mut order = spec
+        .sku
+        .as_ref()
+        .map(|_| super::databox::OrderState::new(&spec.state, epoch + appears));
+    let stamp = |at, job: Option<&Job>, order: &Option<super::databox::OrderState>| {
+        let mut v = version(at, job, epoch);
+        v.databox = order.clone();
+        v
+    };
+    let mut versions = vec![stamp(Duration::ZERO, job.as_ref(), &order)];
     let mut times: Vec<Duration> = steps
         .iter()
         .map(|(at, _)| *at)
@@ -423,16 +464,22 @@ fn compile_job(
         if exists {
             for (_, step) in steps.iter().filter(|(t, _)| *t == at) {
                 job = apply_step(job, step, &spec.job_type)?;
+                if let Some(order) = &mut order {
+                    order.apply(step, epoch + at);
+                }
             }
         }
-        let changed = versions.last().map(|v| v.job.as_ref()) != Some(job.as_ref());
+        let changed = versions
+            .last()
+            .is_none_or(|v| v.job.as_ref() != job.as_ref() || v.databox != order);
         if changed {
-            versions.push(version(at, job.as_ref(), epoch));
+            versions.push(stamp(at, job.as_ref(), &order));
         }
     }
     Ok(Timeline {
         account: spec.account.clone(),
         name: name.to_owned(),
+        sku: spec.sku.clone(),
         versions,
     })
 }

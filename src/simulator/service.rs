@@ -324,7 +324,8 @@ fn list_jobs(
     names.sort();
     let jobs: Vec<serde_json::Value> = names
         .into_iter()
-        .filter_map(|key| state.jobs.get(key)?.timeline.at(now).job.as_ref())
+        .filter_map(|key| state.jobs.get(key).filter(|e| e.timeline.sku.is_none()))
+        .filter_map(|entry| entry.timeline.at(now).job.as_ref())
         .filter_map(|job| serde_json::from_slice(&service_json(job, version == "2014-05-01")).ok())
         .collect();
     let body = serde_json::json!({
@@ -347,7 +348,9 @@ fn get_job(
     now: Duration,
     version: &str,
 ) -> Reply {
-    let Some(entry) = state.jobs.get(&super::job_key(account, job)) else {
+    // Data Box orders exist only on Resource Manager.
+    let entry = state.jobs.get(&super::job_key(account, job));
+    let Some(entry) = entry.filter(|e| e.timeline.sku.is_none()) else {
         return Reply::plain(job_not_found(job));
     };
     let fault = state.fault_for(entry, now);

@@ -1,8 +1,9 @@
-//! The Get Job client of Azure Resource Manager (`Microsoft.ImportExport/jobs`,
-//! api-version 2021-01-01) with Entra ID client credentials. Tokens are fetched with the
-//! OAuth2 client-credentials grant, cached, refreshed before they expire, and refreshed
-//! once more when the API answers 401. The API sends no ETag: "unchanged" is decided by
-//! comparing the watched fields.
+//! The Get Job client of Azure Resource Manager with Entra ID client credentials, for
+//! both providers iewatch reads: `Microsoft.ImportExport/jobs` (api-version 2021-01-01)
+//! and `Microsoft.DataBox/jobs` (2025-07-01, with `$expand=details`). Tokens are fetched
+//! with the OAuth2 client-credentials grant, cached, refreshed before they expire, and
+//! refreshed once more when the API answers 401. Neither API sends an ETag: "unchanged"
+//! is decided by comparing the watched fields.
 
 use std::time::{Duration, Instant};
 
@@ -15,19 +16,49 @@ use tokio::sync::Mutex;
 use super::{
     answer::JobNames,
     arm_wire::{ArmErrorBody, ArmJob},
-    encode_path_segment, header_string, json_body, ChangeRule, Observation, PollOutcome,
-    ServiceError, SourceError, MAX_JOB_BODY_BYTES,
+    databox_wire::DataBoxJob,
+    encode_path_segment, header_string, json_body, require_json, ChangeRule, Observation,
+    PollOutcome, ServiceError, SourceError, MAX_JOB_BODY_BYTES,
 };
 use crate::{
-    config::{ArmAccount, ArmCredential, Secret},
+    config::{ArmAccount, ArmCredential, ArmProvider, Secret},
     http_client::{self, HttpsClient, USER_AGENT},
     model::JobName,
     tls::{self, Identity},
 };
 use base64::Engine as _;
 
-/// The API version this client speaks.
+/// The `Microsoft.ImportExport` API version this client speaks.
 pub const API_VERSION: &str = "2021-01-01";
+/// The `Microsoft.DataBox` API version this client speaks (the latest stable).
+pub const DATABOX_API_VERSION: &str = "2025-07-01";
+
+impl ArmProvider {
+    /// The provider's path segment.
+    fn namespace(self) -> &'static str {
+        match self {
+            ArmProvider::ImportExport => "Microsoft.ImportExport",
+            ArmProvider::DataBox => "Microsoft.DataBox",
+        }
+    }
+
+    /// The api-version sent.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            ArmProvider::ImportExport => API_VERSION,
+            ArmProvider::DataBox => DATABOX_API_VERSION,
+        }
+    }
+
+    /// What Get Job adds to the query: Data Box sends stages, progress and shipping
+    /// only with `$expand=details`.
+    fn get_query(self) -> &'static str {
+        match self {
+            ArmProvider::ImportExport => "",
+            ArmProvider::DataBox => "&$expand=details",
+        }
+    }
+}
 /// A token is renewed this long before it expires, so no request carries a stale one.
 const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// Token lifetimes from the token endpoint are read within these bounds: a peer's
@@ -296,6 +327,7 @@ pub struct ArmClient {
     http: HttpsClient,
     tokens: std::sync::Arc<Tokens>,
     jobs_url: String,
+    provider: ArmProvider,
     timeout: Duration,
 }
 
@@ -334,11 +366,13 @@ impl ArmClient {
                 cached: Mutex::new(None),
             }),
             jobs_url: format!(
-                "{}/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ImportExport/jobs",
+                "{}/subscriptions/{}/resourceGroups/{}/providers/{}/jobs",
                 account.endpoint,
                 encode_path_segment(subscription_id),
                 encode_path_segment(&account.resource_group),
+                account.provider.namespace(),
             ),
+            provider: account.provider,
             timeout,
         })
     }
@@ -346,9 +380,11 @@ impl ArmClient {
     /// The Get Job URL of `job`.
     pub fn job_uri(&self, job: &JobName) -> http::Uri {
         let url = format!(
-            "{}/{}?api-version={API_VERSION}",
+            "{}/{}?api-version={}{}",
             self.jobs_url,
-            encode_path_segment(job.as_str())
+            encode_path_segment(job.as_str()),
+            self.provider.api_version(),
+            self.provider.get_query(),
         );
         url.parse()
             .unwrap_or_else(|_| http::Uri::from_static("https://invalid.invalid/"))
@@ -372,7 +408,11 @@ impl ArmClient {
             name: String,
         }
         let mut names = Vec::new();
-        let mut url = format!("{}?api-version={API_VERSION}", self.jobs_url);
+        let mut url = format!(
+            "{}?api-version={}",
+            self.jobs_url,
+            self.provider.api_version()
+        );
         let origin: http::Uri = url
             .parse()
             .map_err(|_| SourceError::Decode("the account's endpoint is not a URL".into()))?;
@@ -391,9 +431,7 @@ impl ArmClient {
             let response = self.send_authorized(&uri).await?;
             let status = response.status();
             if !status.is_success() {
-                return Err(interpret(response)
-                    .err()
-                    .unwrap_or(SourceError::Decode(format!("HTTP {status}"))));
+                return Err(status_error(&response));
             }
             let page: Page = serde_json::from_slice(response.body())
                 .map_err(|e| SourceError::Decode(format!("job list: {e}")))?;
@@ -436,35 +474,42 @@ impl ArmClient {
     /// # Errors
     /// See [`SourceError`]; a refused credential is a 401 [`SourceError::Status`].
     pub async fn get_job(&self, uri: &http::Uri) -> Result<PollOutcome, SourceError> {
-        interpret(self.send_authorized(uri).await?)
+        let response = self.send_authorized(uri).await?;
+        match self.provider {
+            ArmProvider::ImportExport => interpret(response),
+            ArmProvider::DataBox => interpret_databox(response),
+        }
     }
 }
 
-/// Turns a complete ARM response into an outcome.
+/// A non-success ARM response as an error (its `{"error": ...}` body parsed if it is
+/// one).
+fn status_error(response: &http::Response<Bytes>) -> SourceError {
+    let error = serde_json::from_slice::<ArmErrorBody>(response.body())
+        .ok()
+        .map(|b| {
+            Box::new(ServiceError {
+                code: b.error.code,
+                message: b.error.message,
+                extended_code: b.error.details.first().map(|d| d.code.clone()),
+                extended_information: b.error.details.first().map(|d| d.message.clone()),
+            })
+        });
+    SourceError::Status {
+        status: response.status().as_u16(),
+        error,
+        retry_after: http_client::retry_after(response.headers()),
+        request_id: header_string(response.headers(), "x-ms-request-id"),
+    }
+}
+
+/// Turns a complete `Microsoft.ImportExport` response into an outcome.
 ///
 /// # Errors
 /// Non-success statuses and undecodable bodies.
 pub fn interpret(response: http::Response<Bytes>) -> Result<PollOutcome, SourceError> {
-    let status = response.status();
-    let headers = response.headers();
-    let request_id = header_string(headers, "x-ms-request-id");
-    if !status.is_success() {
-        let error = serde_json::from_slice::<ArmErrorBody>(response.body())
-            .ok()
-            .map(|b| {
-                Box::new(ServiceError {
-                    code: b.error.code,
-                    message: b.error.message,
-                    extended_code: b.error.details.first().map(|d| d.code.clone()),
-                    extended_information: b.error.details.first().map(|d| d.message.clone()),
-                })
-            });
-        return Err(SourceError::Status {
-            status: status.as_u16(),
-            error,
-            retry_after: http_client::retry_after(headers),
-            request_id,
-        });
+    if !response.status().is_success() {
+        return Err(status_error(&response));
     }
     let job: ArmJob = json_body(&response)?;
     let names = JobNames {
@@ -476,14 +521,43 @@ pub fn interpret(response: http::Response<Bytes>) -> Result<PollOutcome, SourceE
             .map(str::to_owned),
     };
     let (snapshot, document) = job.into_parts();
-    Ok(PollOutcome::Modified(Box::new(Observation {
+    Ok(observed(snapshot, document, names, &response))
+}
+
+/// Turns a complete `Microsoft.DataBox` response into an outcome.
+///
+/// # Errors
+/// Non-success statuses and undecodable bodies.
+pub fn interpret_databox(response: http::Response<Bytes>) -> Result<PollOutcome, SourceError> {
+    if !response.status().is_success() {
+        return Err(status_error(&response));
+    }
+    require_json(&response)?;
+    let job = DataBoxJob::parse(response.body())
+        .map_err(|e| SourceError::Decode(format!("Data Box job: {e}")))?;
+    let names = JobNames {
+        name: job.name.clone(),
+        id: job.id.clone(),
+    };
+    let (snapshot, document) = job.into_parts();
+    Ok(observed(snapshot, document, names, &response))
+}
+
+fn observed(
+    snapshot: crate::model::JobSnapshot,
+    document: super::Document,
+    names: JobNames,
+    response: &http::Response<Bytes>,
+) -> PollOutcome {
+    let request_id = header_string(response.headers(), "x-ms-request-id");
+    PollOutcome::Modified(Box::new(Observation {
         snapshot,
         document,
         change_rule: ChangeRule::WatchedFields,
         names,
         last_modified: None,
         request_id,
-    })))
+    }))
 }
 
 #[cfg(test)]

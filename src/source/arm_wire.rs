@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::Document;
-use crate::model::{BitLockerKey, DriveSnapshot, JobSnapshot};
+use crate::model::{BitLockerKey, DriveSnapshot, JobSnapshot, Package, PackageKind};
 
 /// A job resource.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -136,8 +136,24 @@ impl ArmJob {
                 DriveSnapshot::new(d.drive_id, d.state, d.copy_status, d.percent_complete);
             (snapshot, d.bit_locker_key)
         });
-        let job =
+        let mut job =
             JobSnapshot::assemble(p.job_type, p.state, p.percent_complete, p.cancel_requested);
+        job.notices.packages = [
+            (PackageKind::Delivery, "deliveryPackage"),
+            (PackageKind::Return, "returnPackage"),
+        ]
+        .into_iter()
+        .filter_map(|(kind, key)| {
+            let package = p.other.get(key)?;
+            let text = |field: &str| {
+                package
+                    .get(field)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            };
+            Package::new(kind, text("carrierName"), text("trackingNumber"), None)
+        })
+        .collect();
         document.split(job, drives, ("/properties/driveList", "bitLockerKey"))
     }
 

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Document;
-use crate::model::{BitLockerKey, DriveSnapshot, JobSnapshot};
+use crate::model::{self, BitLockerKey, DriveSnapshot, JobSnapshot, PackageKind};
 
 /// A Get Job response body.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -318,8 +318,19 @@ impl Job {
                 DriveSnapshot::new(d.drive_id, d.state, d.copy_status, d.percent_complete);
             (snapshot, d.bit_locker_key)
         });
-        let job =
+        let mut job =
             JobSnapshot::assemble(p.job_type, p.state, p.percent_complete, p.cancel_requested);
+        let packages = [
+            (PackageKind::Delivery, p.delivery_package),
+            (PackageKind::Return, p.return_package),
+        ];
+        job.notices.packages = packages
+            .into_iter()
+            .filter_map(|(kind, p)| {
+                let p = p?;
+                model::Package::new(kind, p.carrier_name, p.tracking_number, None)
+            })
+            .collect();
         document.split(job, drives, ("/DriveList", "BitLockerKey"))
     }
 

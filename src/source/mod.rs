@@ -8,6 +8,7 @@ pub mod arm;
 pub mod arm_wire;
 pub mod classic;
 pub mod classic_wire;
+pub mod databox_wire;
 mod document;
 
 pub(crate) use document::take_bitlocker_key;
@@ -248,7 +249,7 @@ impl Source {
                 "check that the management certificate is uploaded to the subscription and valid"
             }
             Source::Arm(_) => {
-                "check the account's tenant_id, client_id and client secret or certificate, and that the app registration has the Reader role on the resource group"
+                "check the account's tenant_id, client_id and client secret or certificate, and that the app registration may read the jobs of the resource group (Reader; for Data Box a custom role with only Microsoft.DataBox/jobs/read)"
             }
         }
     }
@@ -325,6 +326,12 @@ pub(crate) fn encode_path_segment(segment: &str) -> String {
 pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
     response: &http::Response<bytes::Bytes>,
 ) -> Result<T, SourceError> {
+    require_json(response)?;
+    serde_json::from_slice(response.body()).map_err(|e| SourceError::Decode(e.to_string()))
+}
+
+/// Refuses a response whose Content-Type is not JSON.
+pub(crate) fn require_json(response: &http::Response<bytes::Bytes>) -> Result<(), SourceError> {
     if let Some(content_type) =
         header_string(response.headers(), http::header::CONTENT_TYPE.as_str())
     {
@@ -337,7 +344,7 @@ pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
             )));
         }
     }
-    serde_json::from_slice(response.body()).map_err(|e| SourceError::Decode(e.to_string()))
+    Ok(())
 }
 
 pub(crate) fn header_string(headers: &http::HeaderMap, name: &str) -> Option<String> {

@@ -371,7 +371,7 @@ impl Store {
     /// Database errors; nothing of this observation is written then.
     pub async fn record_observation(&self, observed: Observed<'_>) -> Result<Vec<i64>, StoreError> {
         let change = Change::Observation {
-            snapshot: observed.snapshot.clone(),
+            snapshot: Box::new(observed.snapshot.clone()),
             document: observed.document.to_owned(),
             etag: observed.etag.cloned(),
             last_modified: observed.last_modified.map(str::to_owned),
@@ -501,8 +501,9 @@ pub(crate) async fn insert_events(
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO events (job_id, drive_id, type, from_value, to_value, observed_at, severity, details)
              SELECT id, ?, ?, ?, ?, ?, ?,
-                    json_patch(json_object('job', json_object('type', job_type, 'state', state,
-                                                              'percent_complete', percent_complete)),
+                    json_patch(json_object('job', json_patch(json_object('type', job_type, 'state', state,
+                                                              'percent_complete', percent_complete),
+                                                  CASE WHEN sku IS NULL THEN '{}' ELSE json_object('sku', sku) END)),
                                COALESCE(?, '{}'))
              FROM jobs WHERE id = ?
              RETURNING id",

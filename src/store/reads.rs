@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::{timestamp, Store, StoreError};
 use crate::{
     events::EventType,
-    model::{DriveId, Severity},
+    model::{DriveId, Notices, Severity},
 };
 
 /// One drive of a job as `status` shows it.
@@ -47,6 +47,12 @@ pub struct JobStatus {
     pub last_error: Option<String>,
     /// Failed polls in a row.
     pub consecutive_failures: i64,
+    /// Data Box: the order's SKU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
+    /// Packages, an action the service waits for, delays.
+    #[serde(skip_serializing_if = "Notices::is_empty")]
+    pub notices: Notices,
 }
 
 /// One recorded event with its job: a line of `history`, the content of a webhook.
@@ -113,6 +119,8 @@ impl Store {
             Option<String>,
             Option<String>,
             i64,
+            Option<String>,
+            Option<String>,
         );
         type DriveRow = (
             i64,
@@ -124,7 +132,7 @@ impl Store {
         );
         let jobs: String = sqlx::query_scalar(
             "SELECT json_group_array(json_array(id, account, name, job_type, state, percent_complete,
-                    last_changed_at, last_polled_at, last_error, consecutive_failures)) FROM jobs",
+                    last_changed_at, last_polled_at, last_error, consecutive_failures, sku, notices)) FROM jobs",
         )
         .fetch_one(&self.pool)
         .await?;
@@ -150,19 +158,27 @@ impl Store {
         }
         let mut status: Vec<JobStatus> = jobs
             .into_iter()
-            .map(|j| JobStatus {
-                drives: by_job.remove(&j.0).unwrap_or_default(),
-                account: j.1,
-                name: j.2,
-                job_type: j.3,
-                state: j.4,
-                percent_complete: j.5,
-                last_changed_at: j.6,
-                last_polled_at: j.7,
-                last_error: j.8,
-                consecutive_failures: j.9,
+            .map(|j| {
+                let notices = match j.11.as_deref() {
+                    None => Notices::default(),
+                    Some(text) => serde_json::from_str(text).map_err(corrupt)?,
+                };
+                Ok(JobStatus {
+                    drives: by_job.remove(&j.0).unwrap_or_default(),
+                    account: j.1,
+                    name: j.2,
+                    job_type: j.3,
+                    state: j.4,
+                    percent_complete: j.5,
+                    last_changed_at: j.6,
+                    last_polled_at: j.7,
+                    last_error: j.8,
+                    consecutive_failures: j.9,
+                    sku: j.10,
+                    notices,
+                })
             })
-            .collect();
+            .collect::<Result<_, StoreError>>()?;
         status.sort_unstable_by(|a, b| (&a.account, &a.name).cmp(&(&b.account, &b.name)));
         Ok(status)
     }

@@ -5,7 +5,7 @@
 use super::{parse_timestamp, JobId, Store, StoreError, StoredJob};
 use crate::{
     decide::Memory,
-    model::{CopyStatus, DriveId, DriveSnapshot, DriveState, ETag, JobSnapshot, JobState},
+    model::{CopyStatus, DriveId, DriveSnapshot, DriveState, ETag, JobSnapshot, JobState, Notices},
 };
 
 /// The columns of `jobs` that [`Store::load_job`] resumes from.
@@ -21,6 +21,8 @@ struct JobRow {
     failing_alerted: bool,
     not_found_alerted: bool,
     terminal_since: Option<String>,
+    sku: Option<String>,
+    notices: Option<String>,
 }
 /// A present drive, for [`Store::load_job`].
 #[derive(sqlx::FromRow)]
@@ -40,7 +42,7 @@ impl Store {
         let id = self.register_job(account, name).await?;
         let row: JobRow = sqlx::query_as(
             "SELECT id, job_type, state, percent_complete, cancel_requested, etag, consecutive_failures,
-                    failing_alerted, not_found_alerted, terminal_since
+                    failing_alerted, not_found_alerted, terminal_since, sku, notices
              FROM jobs WHERE id = ?",
         )
         .bind(id.0)
@@ -70,6 +72,12 @@ impl Store {
                             percent_complete: d.percent_complete,
                         })
                         .collect(),
+                    sku: row.sku,
+                    notices: match row.notices.as_deref() {
+                        None => Notices::default(),
+                        Some(text) => serde_json::from_str(text)
+                            .map_err(|e| StoreError::Corrupt(format!("jobs.notices: {e}")))?,
+                    },
                 })
             }
         };

@@ -54,7 +54,7 @@ pub(super) struct Write {
 pub(super) enum Change {
     /// A new document: job row and drives.
     Observation {
-        snapshot: JobSnapshot,
+        snapshot: Box<JobSnapshot>,
         document: String,
         etag: Option<ETag>,
         last_modified: Option<String>,
@@ -350,7 +350,7 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<Vec<i6
                     etag = ?5, last_modified = ?6, snapshot = ?7,
                     first_seen_at = COALESCE(first_seen_at, ?8), last_polled_at = ?8,
                     last_changed_at = CASE WHEN ?9 THEN ?8 ELSE last_changed_at END,
-                    last_error = NULL, last_error_at = NULL
+                    last_error = NULL, last_error_at = NULL, sku = ?11, notices = ?12
                  WHERE id = ?10",
             )
             .bind(&snapshot.job_type)
@@ -363,6 +363,11 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<Vec<i6
             .bind(&now)
             .bind(!write.events.is_empty())
             .bind(job.0)
+            .bind(&snapshot.sku)
+            .bind(
+                (!snapshot.notices.is_empty())
+                    .then(|| serde_json::to_string(&snapshot.notices).unwrap_or_default()),
+            )
             .execute(&mut **tx)
             .await?;
             write_drives(tx, job, snapshot, &now).await?;

@@ -668,6 +668,12 @@ pub const IMPORT_EVENTS: &[Row] = &[
         Some("Shipping"),
     ),
     (
+        "job.shipping_updated",
+        None,
+        None,
+        Some("delivery FedEx 999999999999"),
+    ),
+    (
         "job.state_changed",
         None,
         Some("Shipping"),
@@ -775,6 +781,12 @@ pub const IMPORT_EVENTS: &[Row] = &[
         Some("CompletedMoreInfo"),
         Some("ShippedBack"),
     ),
+    (
+        "job.shipping_updated",
+        None,
+        None,
+        Some("return FedEx 888888888888"),
+    ),
 ];
 
 pub fn expected(rows: &[Row]) -> Vec<EventRow> {
@@ -782,4 +794,41 @@ pub fn expected(rows: &[Row]) -> Vec<EventRow> {
     rows.iter()
         .map(|(t, d, f, to)| (t.to_string(), own(*d), own(*f), own(*to)))
         .collect()
+}
+
+/// A file of `../shared/fixtures/`, the real recorded Azure traffic (never copied here).
+pub fn shared_fixture(path: &str) -> Vec<u8> {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures")
+        .join(path);
+    std::fs::read(&full).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; the recorded fixtures live in ../shared/fixtures beside the project",
+            full.display()
+        )
+    })
+}
+
+/// Verifies a Standard Webhooks signature with ring's HMAC, not the crates iewatch signs with.
+pub fn independently_verified(
+    secret: &str,
+    id: &str,
+    timestamp: &str,
+    body: &[u8],
+    header: &str,
+) -> bool {
+    use base64::Engine as _;
+    let key_bytes = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .unwrap();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key_bytes);
+    let signed = [id.as_bytes(), b".", timestamp.as_bytes(), b".", body].concat();
+    header
+        .split(' ')
+        .filter_map(|s| s.strip_prefix("v1,"))
+        .any(|sig| {
+            base64::engine::general_purpose::STANDARD
+                .decode(sig)
+                .is_ok_and(|tag| ring::hmac::verify(&key, &signed, &tag).is_ok())
+        })
 }
