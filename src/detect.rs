@@ -61,7 +61,9 @@ pub fn detect_changes(previous: Option<&JobSnapshot>, current: &JobSnapshot) -> 
                 event_type: EventType::DriveAdded,
                 drive_id: Some(drive.drive_id.clone()),
                 from: None,
-                to: drive.state.as_ref().map(ChangeValue::text),
+                // A Data Box unit has no state: its copy status stands in.
+                to: (drive.state.as_ref().map(ChangeValue::text))
+                    .or_else(|| drive.copy_status.as_ref().map(ChangeValue::text)),
                 severity: Severity::Info,
                 details: Some(drive_summary(drive)),
             }),

@@ -164,7 +164,8 @@ impl EventType {
                 format!("progress {from_percent} → {to_percent}")
             }
             EventType::JobCancelRequested => "cancellation requested".into(),
-            EventType::DriveAdded => format!("drive added, state {to}"),
+            EventType::DriveAdded if to == "-" => "drive added".into(),
+            EventType::DriveAdded => format!("drive added ({to})"),
             EventType::DriveRemoved => format!("drive removed (was {from})"),
             EventType::DriveCopyStatusChanged => format!("copy status {from} → {to}"),
             EventType::JobPollFailing => format!("polls failing: {to}"),

@@ -391,9 +391,10 @@ async fn simulate(
         sim.arm_endpoint()
     );
     outln!(
-        "paste these into your config:\n\n{}\n{}",
+        "paste these into your config:\n\n{}\n{}\n{}",
         sim.account_block("sim"),
-        sim.arm_account_block("sim-arm")
+        sim.arm_account_block("sim-arm"),
+        sim.databox_account_block("sim-databox")
     );
     let shutdown = CancellationToken::new();
     let (reload_tx, _reload_rx) = tokio::sync::mpsc::channel(1);

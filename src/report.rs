@@ -33,7 +33,11 @@ pub fn drives_summary(job: &JobStatus) -> String {
         let mut label = match (&drive.state, &drive.copy_status) {
             (Some(state), _) => state.clone(),
             (None, Some(status)) => status.clone(),
-            (None, None) => "waiting".into(),
+            (None, None) => match drive.percent_complete {
+                None => "waiting".into(),
+                Some(100) => "copied".into(),
+                Some(_) => "copying".into(),
+            },
         };
         if let Some(status) = drive
             .copy_status
@@ -45,7 +49,10 @@ pub fn drives_summary(job: &JobStatus) -> String {
         }
         let copying = match &drive.state {
             Some(state) => state == "Transferring",
-            None => drive.copy_status.as_deref() == Some("InProgress"),
+            None => matches!(
+                (drive.copy_status.as_deref(), drive.percent_complete),
+                (Some("InProgress"), _) | (None, Some(0..=99))
+            ),
         };
         if copying {
             if let Some(p) = drive.percent_complete {

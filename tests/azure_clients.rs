@@ -1,17 +1,17 @@
-//! `iewatch simulate` as Azure's own clients see it: azure-identity (MSAL) and
-//! azure-core, run by Python against the real `simulate` binary. `.ci/run` installs
-//! azure-identity and sets IEWATCH_REQUIRE_AZURE_CLIENTS=1, which makes a missing Python
-//! package a failure; elsewhere the test says once what to install and passes.
+//! `iewatch simulate` as Azure's own clients see it: azure-identity (MSAL), azure-core
+//! and azure-mgmt-databox, run by Python against the real `simulate` binary. `.ci/run`
+//! installs them and sets IEWATCH_REQUIRE_AZURE_CLIENTS=1, which makes a missing Python
+//! package a failure; elsewhere each test says once what to install and passes.
 
 mod common;
 
 use std::process::{Command, Stdio};
 
-/// True when `python3` can import azure-identity; otherwise says what to install (or
-/// fails, under CI).
-fn azure_clients_present() -> bool {
+/// True when `python3` can import the modules of `test`; otherwise says what to install
+/// (or fails, under CI).
+fn azure_clients_present(test: &str, modules: &str, packages: &str) -> bool {
     let present = Command::new("python3")
-        .args(["-c", "import azure.identity, azure.core"])
+        .args(["-c", &format!("import {modules}")])
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
@@ -19,16 +19,15 @@ fn azure_clients_present() -> bool {
         let required = std::env::var_os("IEWATCH_REQUIRE_AZURE_CLIENTS").is_some();
         assert!(
             !required,
-            "IEWATCH_REQUIRE_AZURE_CLIENTS is set but python3 cannot import azure.identity"
+            "IEWATCH_REQUIRE_AZURE_CLIENTS is set but python3 cannot import {modules}"
         );
         // Straight to the file descriptor: the test harness hides eprintln! of a
         // passing test, and this must be seen.
         use std::io::Write as _;
         let _ = writeln!(
             std::io::stderr(),
-            "\n*** NOT RUN: simulate_answers_azure_identity_and_azure_core (tests/azure_clients.rs): \
-             python3 with azure-identity is missing; install it with \
-             `python3 -m pip install azure-identity` ***\n"
+            "\n*** NOT RUN: {test} (tests/azure_clients.rs): python3 with {packages} is \
+             missing; install it with `python3 -m pip install {packages}` ***\n"
         );
     }
     present
@@ -36,12 +35,16 @@ fn azure_clients_present() -> bool {
 
 #[test]
 fn simulate_answers_azure_identity_and_azure_core() {
-    if !azure_clients_present() {
+    if !azure_clients_present(
+        "simulate_answers_azure_identity_and_azure_core",
+        "azure.identity, azure.core",
+        "azure-identity",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let arm_port = common::free_port();
-    let (mut simulator, printed) = common::spawn_simulate(dir.path(), arm_port);
+    let (mut simulator, printed) = common::spawn_simulate(dir.path(), arm_port, None);
     let arm = &printed[printed.find("kind = \"arm\"").expect("an ARM block")..];
     let value = |key: &str| common::block_value(arm, key);
     let probe = concat!(
@@ -78,4 +81,89 @@ fn simulate_answers_azure_identity_and_azure_core() {
     );
     assert_eq!(answer["get"]["name"], "MySampleJob", "{answer}");
     assert!(answer["get"]["state"].is_string(), "{answer}");
+}
+
+#[test]
+fn simulate_answers_the_official_data_box_management_client() {
+    if !azure_clients_present(
+        "simulate_answers_the_official_data_box_management_client",
+        "azure.identity, azure.mgmt.databox",
+        "azure-identity azure-mgmt-databox",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let arm_port = common::free_port();
+    let (mut simulator, printed) =
+        common::spawn_simulate(dir.path(), arm_port, Some("databox-listing.toml"));
+    let block = &printed[printed
+        .find("kind = \"databox\"")
+        .expect("a Data Box block")..];
+    let value = |key: &str| common::block_value(block, key);
+    let probe = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/azure_mgmt_databox_probe.py"
+    );
+    let output = Command::new("python3")
+        .arg(probe)
+        .args([
+            value("endpoint"),
+            value("ca_certificate"),
+            value("tenant_id"),
+            value("client_id"),
+            value("client_secret"),
+            value("subscription_id"),
+            value("resource_group"),
+            "portal-import-01".to_owned(),
+        ])
+        .output()
+        .unwrap();
+    let _ = simulator.kill();
+    let _ = simulator.wait();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        answer["list"],
+        serde_json::json!(["disk-order-3", "portal-import-01", "portal-import-02"]),
+        "every order over two pages, no Import/Export job: {answer}"
+    );
+    let got = &answer["get"];
+    assert_eq!(got["name"], "portal-import-01", "{answer}");
+    assert_eq!(got["sku"], "DataBoxCustomerDisk", "{answer}");
+    assert_eq!(
+        got["details_type"], "DataBoxCustomerDiskJobDetails",
+        "{answer}"
+    );
+    assert_eq!(got["status"], "DataCopy", "{answer}");
+    assert_eq!(
+        got["stages"],
+        serde_json::json!([
+            "AwaitingShipmentDetails",
+            "ShippedToAzureDC",
+            "AtAzureDC",
+            "DataCopy",
+            "PreparingToShipFromAzureDC",
+            "ShippedToCustomer",
+            "Completed"
+        ]),
+        "{answer}"
+    );
+    assert_eq!(
+        got["disks"],
+        serde_json::json!(["WCC4M1YR0DVU", "ZDH7Q2LP"]),
+        "{answer}"
+    );
+    assert_eq!(
+        got["copy_status"],
+        serde_json::json!(["InProgress", "NotStarted"]),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["api_version"], "2025-07-01",
+        "the client's own default: {answer}"
+    );
 }

@@ -263,6 +263,7 @@ async fn run_scenario(file: &str, job: &str) -> Run {
         vec!["status", "-c"],
         vec!["history", job, "-c"],
         vec!["history", job, "--json", "-c"],
+        vec!["check", "--online", "-c"],
     ]
     .into_iter()
     .map(|args| {
@@ -335,15 +336,469 @@ fn assert_nothing_secret(run: &Run) {
     }
 }
 
-fn print(run: &Run) {
-    for e in &run.events {
-        eprintln!("{e:?}");
-    }
+type Expected = (
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    &'static str,
+);
+
+/// The events as (type, drive, to, severity), tracking numbers (generated) shown as `*`.
+fn events_of(run: &Run) -> Vec<(String, Option<String>, Option<String>, String)> {
+    run.events
+        .iter()
+        .map(|(t, d, to, s)| {
+            let to = match (t.as_str(), to) {
+                ("job.shipping_updated", Some(to)) => {
+                    let (kept, tracking) = to.rsplit_once(' ').unwrap();
+                    assert!(tracking.starts_with("1Z") && tracking.len() == 18, "{to}");
+                    Some(format!("{kept} *"))
+                }
+                _ => to.clone(),
+            };
+            (t.clone(), d.clone(), to, s.clone())
+        })
+        .collect()
+}
+
+fn expected(rows: &[Expected]) -> Vec<(String, Option<String>, Option<String>, String)> {
+    let own = |v: Option<&str>| v.map(str::to_owned);
+    rows.iter()
+        .map(|(t, d, to, s)| (t.to_string(), own(*d), own(*to), s.to_string()))
+        .collect()
+}
+
+/// Every event reached the webhook once, in order, signed, with its severity and the
+/// order's SKU; returns the payloads.
+fn assert_delivered(run: &Run, sku: &str) -> Vec<serde_json::Value> {
+    assert_eq!(run.received.len(), run.events.len());
+    run.received
+        .iter()
+        .zip(&run.events)
+        .map(|(received, (event_type, _, _, severity))| {
+            assert!(
+                common::independently_verified(
+                    WEBHOOK_SECRET,
+                    received.header("webhook-id"),
+                    received.header("webhook-timestamp"),
+                    &received.body,
+                    received.header("webhook-signature"),
+                ),
+                "signed"
+            );
+            let body = received.json();
+            assert_eq!(body["type"], event_type.as_str());
+            assert_eq!(body["data"]["severity"], severity.as_str());
+            assert_eq!(body["data"]["job"]["sku"], sku);
+            body
+        })
+        .collect()
+}
+
+fn status_line(run: &Run) -> &str {
+    run.cli.lines().nth(1).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_disk_import_end_to_end() {
     let run = run_scenario("databox-customer-disk.toml", "portal-import-01").await;
-    print(&run);
+    let disk = Some("WCC4M1YR0DVU");
+    let other = Some("ZDH7Q2LP");
+    assert_eq!(
+        events_of(&run),
+        expected(&[
+            (
+                "job.first_seen",
+                None,
+                Some("AwaitingShipmentDetails"),
+                "info"
+            ),
+            ("job.state_changed", None, Some("ShippedToAzureDC"), "info"),
+            ("job.shipping_updated", None, Some("delivery UPS *"), "info"),
+            ("job.state_changed", None, Some("AtAzureDC"), "info"),
+            (
+                "job.delayed",
+                None,
+                Some("AtAzureDC HighDemandDelay"),
+                "warning"
+            ),
+            (
+                "job.delay_resolved",
+                None,
+                Some("AtAzureDC HighDemandDelay"),
+                "info"
+            ),
+            ("job.state_changed", None, Some("DataCopy"), "info"),
+            ("job.progress", None, Some("0"), "info"),
+            (
+                "drive.copy_status_changed",
+                disk,
+                Some("InProgress"),
+                "info"
+            ),
+            ("drive.progress", disk, Some("0"), "info"),
+            // Byte-weighted over both 4 TB disks: (45 + 10) / 2.
+            ("job.progress", None, Some("27"), "info"),
+            ("drive.progress", disk, Some("45"), "info"),
+            (
+                "drive.copy_status_changed",
+                other,
+                Some("InProgress"),
+                "info"
+            ),
+            ("drive.progress", other, Some("10"), "info"),
+            ("job.progress", None, Some("80"), "info"),
+            ("drive.copy_status_changed", disk, Some("Completed"), "info"),
+            ("drive.progress", disk, Some("100"), "info"),
+            ("drive.progress", other, Some("60"), "info"),
+            ("job.progress", None, Some("100"), "info"),
+            (
+                "drive.copy_status_changed",
+                other,
+                Some("CompletedWithErrors"),
+                "error"
+            ),
+            ("drive.progress", other, Some("100"), "info"),
+            (
+                "job.state_changed",
+                None,
+                Some("PreparingToShipFromAzureDC"),
+                "info"
+            ),
+            ("job.state_changed", None, Some("ShippedToCustomer"), "info"),
+            ("job.shipping_updated", None, Some("return UPS *"), "info"),
+            ("job.state_changed", None, Some("Completed"), "info"),
+        ])
+    );
+    let payloads = assert_delivered(&run, "DataBoxCustomerDisk");
+    let first = &payloads[0]["data"]["summary"];
+    let disks: Vec<&str> = first["drives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["drive_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        disks,
+        ["WCC4M1YR0DVU", "ZDH7Q2LP"],
+        "the disks are known from creation"
+    );
+    let shipped = &payloads[2]["data"];
+    assert_eq!(shipped["package"], "delivery");
+    assert_eq!(shipped["carrier"], "UPS");
+    assert!(shipped["tracking"].as_str().unwrap().starts_with("1Z"));
+    assert!(shipped.get("from").is_none(), "{shipped}");
+    let delayed = &payloads[4]["data"];
+    assert_eq!(delayed["stage"], "AtAzureDC");
+    assert_eq!(delayed["code"], "HighDemandDelay");
+    assert_eq!(delayed["started_at"], "2026-01-07T15:00:00Z");
+    assert!(
+        status_line(&run).starts_with(
+            "portal/portal-import-01  ImportToAzure DataBoxCustomerDisk  Completed  100%  2 drives: 1 Completed, 1 CompletedWithErrors"
+        ),
+        "{}",
+        run.cli
+    );
+    assert!(
+        run.cli.contains("delayed: AtAzureDC HighDemandDelay"),
+        "{}",
+        run.cli
+    );
+    assert!(
+        run.cli.lines().any(|l| l.contains("drive ZDH7Q2LP")
+            && l.contains("copy status InProgress → CompletedWithErrors")
+            && l.ends_with("[error]")),
+        "{}",
+        run.cli
+    );
     assert_nothing_secret(&run);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_box_appliance_whose_copy_waits_for_the_customer() {
+    let run = run_scenario("databox-appliance.toml", "databox-order-7").await;
+    let (one, two) = (Some("contosoimport1"), Some("contosoarchive"));
+    assert_eq!(
+        events_of(&run),
+        expected(&[
+            ("job.first_seen", None, Some("DeviceOrdered"), "info"),
+            ("job.state_changed", None, Some("DevicePrepared"), "info"),
+            ("job.state_changed", None, Some("Dispatched"), "info"),
+            ("job.shipping_updated", None, Some("delivery UPS *"), "info"),
+            ("job.state_changed", None, Some("Delivered"), "info"),
+            ("job.state_changed", None, Some("PickedUp"), "info"),
+            ("job.shipping_updated", None, Some("return UPS *"), "info"),
+            ("job.state_changed", None, Some("AtAzureDC"), "info"),
+            ("job.state_changed", None, Some("DataCopy"), "info"),
+            ("job.progress", None, Some("0"), "info"),
+            ("drive.added", one, None, "info"),
+            ("drive.added", two, None, "info"),
+            ("job.progress", None, Some("50"), "info"),
+            ("drive.progress", one, Some("70"), "info"),
+            ("drive.progress", two, Some("30"), "info"),
+            ("job.progress", None, Some("95"), "info"),
+            ("drive.progress", one, Some("100"), "info"),
+            ("drive.progress", two, Some("90"), "info"),
+            (
+                "job.action_required",
+                None,
+                Some("DataCopy WaitingForCustomerAction: SsemUserCopyErrorWaitingForAction"),
+                "error",
+            ),
+            ("job.progress", None, Some("100"), "info"),
+            ("drive.progress", two, Some("100"), "info"),
+            ("job.state_changed", None, Some("Completed"), "info"),
+        ])
+    );
+    let payloads = assert_delivered(&run, "DataBox");
+    let action = &payloads[18]["data"];
+    assert_eq!(action["stage"], "DataCopy");
+    assert_eq!(action["code"], "SsemUserCopyErrorWaitingForAction");
+    assert!(action["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Job has an error in copy stage"));
+    assert_eq!(
+        action["actions"],
+        serde_json::json!(["MoveToCleanUpDevice"])
+    );
+    assert_eq!(action["since"], "2026-01-11T15:00:00Z");
+    assert_eq!(
+        action["auto_complete_at"], "2026-01-25T15:00:00Z",
+        "14 days on"
+    );
+    assert!(
+        status_line(&run).contains("ImportToAzure DataBox  Completed  100%  2 accounts: 2 copied"),
+        "{}",
+        run.cli
+    );
+    assert!(run.cli.contains("action required: DataCopy"), "{}", run.cli);
+    assert_nothing_secret(&run);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_box_disk_order_reports_each_disks_percentage() {
+    let run = run_scenario("databox-disk.toml", "disk-order-3").await;
+    let (a, b, c) = (
+        Some("DBD1A2B3C401"),
+        Some("DBD1A2B3C402"),
+        Some("DBD1A2B3C403"),
+    );
+    assert_eq!(
+        events_of(&run),
+        expected(&[
+            ("job.first_seen", None, Some("DeviceOrdered"), "info"),
+            (
+                "job.delayed",
+                None,
+                Some("DeviceOrdered HighDemandDelay"),
+                "warning"
+            ),
+            (
+                "job.delay_resolved",
+                None,
+                Some("DeviceOrdered HighDemandDelay"),
+                "info"
+            ),
+            ("job.state_changed", None, Some("DevicePrepared"), "info"),
+            ("job.state_changed", None, Some("Dispatched"), "info"),
+            ("job.shipping_updated", None, Some("delivery UPS *"), "info"),
+            ("job.state_changed", None, Some("Delivered"), "info"),
+            ("job.state_changed", None, Some("PickedUp"), "info"),
+            ("job.shipping_updated", None, Some("return UPS *"), "info"),
+            ("job.state_changed", None, Some("AtAzureDC"), "info"),
+            ("job.state_changed", None, Some("DataCopy"), "info"),
+            ("job.progress", None, Some("0"), "info"),
+            ("drive.added", a, Some("InProgress"), "info"),
+            ("drive.added", b, Some("InProgress"), "info"),
+            ("drive.added", c, Some("NotStarted"), "info"),
+            // The service gives percentages only: their mean, (100 + 50 + 20) / 3.
+            ("job.progress", None, Some("56"), "info"),
+            ("drive.copy_status_changed", a, Some("Completed"), "info"),
+            ("drive.progress", a, Some("100"), "info"),
+            ("drive.progress", b, Some("50"), "info"),
+            ("drive.copy_status_changed", c, Some("InProgress"), "info"),
+            ("drive.progress", c, Some("20"), "info"),
+            ("job.progress", None, Some("100"), "info"),
+            ("drive.copy_status_changed", b, Some("Completed"), "info"),
+            ("drive.progress", b, Some("100"), "info"),
+            ("drive.copy_status_changed", c, Some("Completed"), "info"),
+            ("drive.progress", c, Some("100"), "info"),
+            ("job.state_changed", None, Some("Completed"), "info"),
+        ])
+    );
+    assert_delivered(&run, "DataBoxDisk");
+    assert!(
+        status_line(&run)
+            .contains("ImportToAzure DataBoxDisk  Completed  100%  3 drives: 3 Completed"),
+        "{}",
+        run.cli
+    );
+    assert_nothing_secret(&run);
+}
+
+#[test]
+fn a_body_with_sas_urls_contacts_and_addresses_keeps_none_of_them() {
+    let timeline = scenario("databox-customer-disk.toml")
+        .compile()
+        .unwrap()
+        .remove(0);
+    let version = timeline.versions.last().unwrap();
+    let placement = iewatch::simulator::databox::Placement {
+        subscription: "s",
+        resource_group: "transfer-rg",
+    };
+    let mut served = iewatch::simulator::databox::resource(
+        version.job.as_ref().unwrap(),
+        "DataBoxCustomerDisk",
+        version.databox.as_ref().unwrap(),
+        &placement,
+        true,
+    );
+    // A hostile (or careless) service puts a SAS URL where a message or a link goes.
+    let sas = "https://x.blob.core.windows.net/c/f.txt?sv=2016-05-31&sr=b&sig=AbC%2Bdef%3D&se=2026-12-31&sp=r";
+    served["properties"]["error"] = serde_json::json!({"code": "X", "message": sas});
+    served["properties"]["details"]["returnPackage"]["trackingUrl"] = sas.into();
+    served["properties"]["details"]["importDiskDetailsCollection"]["WCC4M1YR0DVU"]
+        ["bitLockerKey"] = "111111-222222-333333-444444".into();
+    let body = iewatch::simulator::databox::service_body(&served);
+    let text = String::from_utf8_lossy(&body);
+    for sent in [
+        "sig=Tz0aFakeSignature",
+        "johndoe@example.com",
+        "One Microsoft Way",
+        "111111-222222",
+        "\r\n",
+    ] {
+        assert!(text.contains(sent), "the service body carries {sent:?}");
+    }
+    let (snapshot, document) = DataBoxJob::parse(&body).unwrap().into_parts();
+    let stored = document.render(true);
+    let watched = format!("{snapshot:?}");
+    for kept_out in [
+        "sig=",
+        "johndoe",
+        "One Microsoft Way",
+        "14255550100",
+        "111111-222222",
+        "SasKey",
+        "contactDetails",
+    ] {
+        assert!(!stored.contains(kept_out), "{kept_out:?} in {stored}");
+        assert!(!watched.contains(kept_out), "{kept_out:?} in {watched}");
+    }
+    assert!(stored.contains("\"status\":\"Completed\""), "{stored}");
+    assert!(
+        stored.contains("\"diskSerials\":[\"WCC4M1YR0DVU\",\"ZDH7Q2LP\"]"),
+        "{stored}"
+    );
+    assert_eq!(
+        snapshot.notices.packages[1].url.as_deref(),
+        Some("[redacted]"),
+        "a tracking link carrying a signature is not passed on"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_all_discovers_every_order_over_pages_and_no_import_export_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_simulator(scenario("databox-listing.toml"), dir.path()).await;
+    sim.set_time(Some(Duration::ZERO));
+    let db = dir.path().join("iewatch.db");
+    let config = dir.path().join("iewatch.toml");
+    let account = sim
+        .databox_account_block("portal")
+        .replace("kind = \"databox\"", "kind = \"databox\"\njobs = \"all\"");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\ndatabase = \"{}\"\npoll_interval = \"200ms\"\n\n{account}",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let daemon = common::RunningDaemon::start(&config).await;
+    let names = || async {
+        let Ok(store) = iewatch::store::Store::open_existing(&db).await else {
+            return Vec::new();
+        };
+        let names: Vec<(String, Option<String>)> =
+            sqlx::query_as("SELECT name, state FROM jobs ORDER BY name")
+                .fetch_all(store.pool())
+                .await
+                .unwrap_or_default();
+        store.close().await;
+        names
+    };
+    let all_seen = wait_for(Duration::from_secs(20), || async {
+        names().await.iter().filter(|(_, s)| s.is_some()).count() == 3
+    })
+    .await;
+    assert!(all_seen, "{:?}", names().await);
+    daemon.stop().await;
+    assert_eq!(
+        names().await,
+        [
+            ("disk-order-3".to_owned(), Some("Dispatched".to_owned())),
+            ("portal-import-01".to_owned(), Some("DataCopy".to_owned())),
+            (
+                "portal-import-02".to_owned(),
+                Some("AwaitingShipmentDetails".to_owned())
+            ),
+        ]
+    );
+    let listed: Vec<_> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.job.is_none() && r.method == "GET")
+        .collect();
+    assert!(listed.len() >= 2, "two pages at least: {}", listed.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_order_waits_for_retry_after_then_is_watched_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut listing = scenario("databox-listing.toml");
+    listing.faults = iewatch::simulator::Scenario::parse(
+        "[[fault]]\njob = \"portal-import-02\"\nfrom = \"1h\"\nuntil = \"2h\"\nkind = \"throttled\"\nretry_after = 2\n",
+    )
+    .unwrap()
+    .faults;
+    let sim = start_simulator(listing, dir.path()).await;
+    sim.set_time(Some(Duration::from_secs(5400)));
+    let db = dir.path().join("iewatch.db");
+    let config = dir.path().join("iewatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\ndatabase = \"{}\"\npoll_interval = \"100ms\"\n\n{}\n[[job]]\naccount = \"portal\"\nname = \"portal-import-02\"\n",
+            db.display(),
+            sim.databox_account_block("portal"),
+        ),
+    )
+    .unwrap();
+    let daemon = common::RunningDaemon::start(&config).await;
+    let throttled = || {
+        sim.requests()
+            .into_iter()
+            .filter(|r| r.status == 429)
+            .collect::<Vec<_>>()
+    };
+    assert!(common::wait_until(Duration::from_secs(10), || throttled().len() >= 2).await);
+    let hits = throttled();
+    let gap = hits[1].at - hits[0].at;
+    assert!(
+        gap >= Duration::from_millis(1900),
+        "Retry-After: 2 was honoured over the 100 ms interval ({gap:?})"
+    );
+    sim.set_time(Some(Duration::from_secs(3 * 3600)));
+    let watched = wait_for(Duration::from_secs(10), || async {
+        event_rows(&db, "portal-import-02")
+            .await
+            .iter()
+            .any(|e| e.0 == "job.first_seen")
+    })
+    .await;
+    assert!(watched, "polled again once the throttling ended");
+    daemon.stop().await;
 }

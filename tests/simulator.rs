@@ -674,7 +674,7 @@ async fn an_msal_client_finds_the_token_endpoint_and_reads_jobs_at_each_publishe
 fn simulate_prints_both_account_blocks_and_takes_a_fixed_resource_manager_port() {
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
-    let (mut child, printed) = common::spawn_simulate(dir.path(), port);
+    let (mut child, printed) = common::spawn_simulate(dir.path(), port, None);
     let _ = child.kill();
     let _ = child.wait();
     assert!(printed.contains("kind = \"arm\""), "{printed}");

@@ -81,8 +81,11 @@ impl OrderState {
                 at,
             });
         }
+        // The stage's time is that of its last status change (the clock a waiting stage's
+        // 14 days run from).
         if let (Some(status), Some(last)) = (&step.stage_status, self.stages.last_mut()) {
             last.status = status.clone();
+            last.at = at;
         }
         if let Some(code) = &step.error_code {
             self.error = (!code.is_empty())
@@ -262,15 +265,13 @@ fn details(job: &Job, sku: &str, order: &OrderState, expand: bool) -> Value {
     if !expand {
         return details.into();
     }
-    let stages: Vec<Value> = order
-        .stages
+    let stages: Vec<Value> = lifecycle(sku, order, job.properties.state.as_str())
         .iter()
         .map(|stage| {
-            let mut value = json!({
-                "stageName": stage.name,
-                "stageStatus": stage.status,
-                "stageTime": service_time(stage.at),
-            });
+            let mut value = json!({ "stageName": stage.name, "stageStatus": stage.status });
+            if stage.status != "None" {
+                value["stageTime"] = service_time(stage.at).into();
+            }
             if let Some(name) = display_name(&stage.name) {
                 value["displayName"] = name.into();
             }
@@ -333,6 +334,58 @@ fn details(job: &Job, sku: &str, order: &OrderState, expand: bool) -> Value {
     );
     details.insert("dataCenterCode".into(), "SN6".into());
     details.into()
+}
+
+/// The stages as the service lists them: the SKU's whole path, stages passed before the
+/// order was first seen `Succeeded`, those to come `None`; an order that ended other
+/// than `Completed` lists only the stages it reached (as the recorded cancelled order
+/// does).
+fn lifecycle(sku: &str, order: &OrderState, current: &str) -> Vec<StageRecord> {
+    let path: &[&str] = match sku {
+        "DataBoxCustomerDisk" => &[
+            "AwaitingShipmentDetails",
+            "ShippedToAzureDC",
+            "AtAzureDC",
+            "DataCopy",
+            "PreparingToShipFromAzureDC",
+            "ShippedToCustomer",
+            "Completed",
+        ],
+        _ => &[
+            "DeviceOrdered",
+            "DevicePrepared",
+            "Dispatched",
+            "Delivered",
+            "PickedUp",
+            "AtAzureDC",
+            "DataCopy",
+            "Completed",
+        ],
+    };
+    if JobState::new(current).is_terminal() && current != "Completed" {
+        return order.stages.clone();
+    }
+    let reached = path.iter().position(|s| *s == current).unwrap_or(0);
+    let mut stages: Vec<StageRecord> = path
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let seen = order.stages.iter().rev().find(|s| s.name == *name);
+            seen.cloned().unwrap_or_else(|| StageRecord {
+                name: (*name).to_owned(),
+                status: if i < reached { "Succeeded" } else { "None" }.into(),
+                at: order.created,
+            })
+        })
+        .collect();
+    stages.extend(
+        order
+            .stages
+            .iter()
+            .filter(|s| !path.contains(&s.name.as_str()))
+            .cloned(),
+    );
+    stages
 }
 
 /// `copyProgress` in the SKU's shape, for the units the copy has reached.

@@ -257,12 +257,27 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// `iewatch simulate` as a process with its Resource Manager listener on `arm_port`, and
-/// the account blocks it printed (read until the `kind = "arm"` block is complete).
-pub fn spawn_simulate(certs: &Path, arm_port: u16) -> (std::process::Child, String) {
+/// `iewatch simulate` as a process with its Resource Manager listener on `arm_port`
+/// (playing `scenario`, or the built-in one), and the account blocks it printed (read
+/// until the last, `kind = "databox"`, is complete).
+pub fn spawn_simulate(
+    certs: &Path,
+    arm_port: u16,
+    scenario: Option<&str>,
+) -> (std::process::Child, String) {
     use std::io::BufRead as _;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
-        .args(["simulate", "--listen", "127.0.0.1:0", "--arm-listen"])
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_iewatch"));
+    if let Some(name) = scenario {
+        command.arg("simulate").arg("--scenario").arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("config/scenarios")
+                .join(name),
+        );
+    } else {
+        command.arg("simulate");
+    }
+    let mut child = command
+        .args(["--listen", "127.0.0.1:0", "--arm-listen"])
         .arg(format!("127.0.0.1:{arm_port}"))
         .arg("--certs")
         .arg(certs)
@@ -272,9 +287,9 @@ pub fn spawn_simulate(certs: &Path, arm_port: u16) -> (std::process::Child, Stri
         .unwrap();
     let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut printed = String::new();
-    for line in stdout.lines().take(40) {
+    for line in stdout.lines().take(60) {
         let line = line.unwrap();
-        let done = line.starts_with("ca_certificate") && printed.contains("kind = \"arm\"");
+        let done = line.starts_with("ca_certificate") && printed.contains("kind = \"databox\"");
         printed.push_str(&line);
         printed.push('\n');
         if done {
