@@ -1,6 +1,7 @@
 //! `iewatch demo`: the simulator playing an import job's ten days in about half a minute,
 //! the daemon watching it on a temporary database, and a local webhook sink that checks
 //! each alert's signature and prints it as it arrives. Ends with the job's timeline.
+//! `--databox` plays an order of today's portal (a Data Box customer-disk job) instead.
 
 use std::{
     convert::Infallible,
@@ -28,13 +29,57 @@ const DEMO_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// Longest the demo may run before it gives up (it normally takes well under a minute).
 const DEMO_DEADLINE: Duration = Duration::from_secs(180);
 
+/// Which job the demo watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Demo {
+    /// An Import/Export job through the classic API (the spec's).
+    Classic,
+    /// An Import/Export job of today's portal: a Data Box `DataBoxCustomerDisk` order
+    /// through Resource Manager.
+    DataBox,
+}
+
+impl Demo {
+    fn scenario(self) -> &'static str {
+        match self {
+            Demo::Classic => simulator::IMPORT_LIFECYCLE,
+            Demo::DataBox => simulator::DATABOX_CUSTOMER_DISK,
+        }
+    }
+
+    fn job(self) -> &'static str {
+        match self {
+            Demo::Classic => "MySampleJob",
+            Demo::DataBox => "portal-import-01",
+        }
+    }
+
+    fn account_block(self, sim: &simulator::RunningSimulator) -> String {
+        match self {
+            Demo::Classic => sim.account_block("demo"),
+            Demo::DataBox => sim.databox_account_block("demo"),
+        }
+    }
+
+    fn headline(self) -> &'static str {
+        match self {
+            Demo::Classic => "a simulated import job, ten days in about 35 seconds",
+            Demo::DataBox => {
+                "a simulated import job of today's portal (Data Box, two customer disks), \
+                 nine days in about 35 seconds"
+            }
+        }
+    }
+}
+
 /// Runs the demo, printing to stdout.
 ///
 /// # Errors
 /// Any part failing to start, or the lifecycle not completing in time.
-pub async fn run() -> anyhow::Result<()> {
+pub async fn run(demo: Demo) -> anyhow::Result<()> {
     let dir = tempfile_dir()?;
-    let scenario = Scenario::parse(simulator::IMPORT_LIFECYCLE).context("built-in scenario")?;
+    let scenario = Scenario::parse(demo.scenario()).context("built-in scenario")?;
+    let job = demo.job();
     let sim = simulator::start(SimulatorOptions {
         scenario,
         listen: "127.0.0.1:0".parse()?,
@@ -52,15 +97,15 @@ pub async fn run() -> anyhow::Result<()> {
     let config_text = format!(
         "[daemon]\ndatabase = \"iewatch.db\"\npoll_interval = \"1s\"\nrequest_timeout = \"5s\"\n\
          poll_interval_by_state = {{ Creating = \"1s\", Completed = \"1s\" }}\n\n{}\n\
-         [[job]]\naccount = \"demo\"\nname = \"MySampleJob\"\n\n\
+         [[job]]\naccount = \"demo\"\nname = \"{job}\"\n\n\
          [[webhook]]\nname = \"sink\"\nurl = \"http://{sink}/alerts\"\nsecret = \"{DEMO_SECRET}\"\nretry_initial = \"1s\"\n",
-        sim.account_block("demo")
+        demo.account_block(&sim)
     );
     std::fs::write(&config_path, config_text)?;
     let config = Config::load(&config_path).map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
     let database = config.daemon.database.clone();
 
-    crate::outln!("iewatch demo: a simulated import job, ten days in about 35 seconds.");
+    crate::outln!("iewatch demo: {}.", demo.headline());
     crate::outln!(
         "simulator {}, webhook sink http://{sink}, database {}\n",
         sim.endpoint(),
@@ -77,7 +122,7 @@ pub async fn run() -> anyhow::Result<()> {
         None,
     ));
 
-    let outcome = wait_for_the_end(&sim, &daemon, &database).await;
+    let outcome = wait_for_the_end(&sim, &daemon, &database, job).await;
     shutdown.cancel();
     daemon.await.context("daemon task")??;
     sink_stop.cancel();
@@ -85,10 +130,10 @@ pub async fn run() -> anyhow::Result<()> {
     outcome?;
 
     let store = Store::open_existing(&database).await?;
-    let history = store.history("MySampleJob", None).await?;
+    let history = store.history(job, None).await?;
     store.close().await;
     crate::outln!(
-        "\nTimeline of demo/MySampleJob ({} events, {} alerts delivered):\n",
+        "\nTimeline of demo/{job} ({} events, {} alerts delivered):\n",
         history.len(),
         seen.lock().map_or(0, |s| s.len())
     );
@@ -103,6 +148,7 @@ async fn wait_for_the_end(
     sim: &simulator::RunningSimulator,
     daemon: &tokio::task::JoinHandle<Result<(), crate::daemon::DaemonError>>,
     database: &std::path::Path,
+    job: &str,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let end = sim.end_of_scenario();
@@ -119,7 +165,7 @@ async fn wait_for_the_end(
         if sim.now() > end + Duration::from_secs(86_400) {
             let store = Store::open_existing(database).await?;
             let backlog = store.outbox_backlog().await?;
-            let history = store.history("MySampleJob", None).await?;
+            let history = store.history(job, None).await?;
             let complete = history.iter().any(|e| {
                 e.event_type == EventType::JobStateChanged && e.to.as_deref() == Some("Completed")
             });
@@ -207,6 +253,12 @@ async fn receive(
             let subject = data["drive_id"]
                 .as_str()
                 .map_or("job".to_owned(), |d| format!("drive {d}"));
+            // Shipping, action and delay payloads carry fields rather than from/to.
+            let fields: Vec<&str> = ["package", "carrier", "tracking", "stage", "status", "code"]
+                .iter()
+                .filter_map(|k| data[*k].as_str())
+                .collect();
+            let fields = (!fields.is_empty()).then(|| fields.join(" "));
             let change = alert["type"]
                 .as_str()
                 .and_then(EventType::parse)
@@ -215,7 +267,10 @@ async fn receive(
                     |t| {
                         t.describe(
                             data["from"].as_str(),
-                            data["to"].as_str().or(data["error"].as_str()),
+                            data["to"]
+                                .as_str()
+                                .or(data["error"].as_str())
+                                .or(fields.as_deref()),
                         )
                     },
                 );

@@ -135,7 +135,12 @@ enum Command {
         speed: Option<f64>,
     },
     /// Simulator + daemon + webhook sink: a job's whole lifecycle in under a minute.
-    Demo,
+    Demo {
+        /// Watch an Import/Export job made in today's Azure portal instead: a Data Box
+        /// order (SKU DataBoxCustomerDisk) through Resource Manager.
+        #[arg(long)]
+        databox: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -230,9 +235,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging(LogFormat::Text, "info");
             simulate(scenario, (listen, arm_listen), certs, speed).await
         }
-        Command::Demo => {
+        Command::Demo { databox } => {
             init_logging(LogFormat::Text, "error");
-            iewatch::demo::run().await?;
+            let demo = if databox {
+                iewatch::demo::Demo::DataBox
+            } else {
+                iewatch::demo::Demo::Classic
+            };
+            iewatch::demo::run(demo).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -271,3 +271,45 @@ async fn the_demo_runs_to_completion_and_prints_the_completed_with_errors_alert(
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn the_databox_demo_follows_a_portal_order_to_completion() {
+    let output = tokio::time::timeout(
+        Duration::from_secs(170),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
+            .args(["demo", "--databox"])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("demo finishes")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for (event, text) in [
+        ("job.shipping_updated", "shipping: delivery UPS 1Z"),
+        ("job.delayed", "delayed: AtAzureDC HighDemandDelay"),
+        (
+            "drive.copy_status_changed",
+            "InProgress → CompletedWithErrors",
+        ),
+        ("job.state_changed", "ShippedToCustomer → Completed"),
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with("ALERT")
+                && l.contains(event)
+                && l.contains(text)
+                && l.contains("signed ✓")),
+            "no {event} alert with {text:?} in:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains("BAD SIGNATURE"), "{stdout}");
+    assert!(
+        stdout.contains("Timeline of demo/portal-import-01 (25 events, 25 alerts delivered)"),
+        "{stdout}"
+    );
+}
