@@ -85,10 +85,15 @@ fn the_example_config_parses_and_check_says_ok() {
     .unwrap();
     let path = write(dir.path(), "iewatch.toml", &example);
     let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(config.accounts.len(), 2);
+    assert_eq!(config.accounts.len(), 3);
     assert!(
         matches!(&config.accounts[1].kind, iewatch::config::AccountKind::Arm(arm) if matches!(&arm.credential, iewatch::config::ArmCredential::Secret(s) if s.expose() == b"an-app-registration-secret"))
     );
+    assert!(matches!(
+        &config.accounts[2].kind,
+        iewatch::config::AccountKind::Arm(arm)
+            if arm.provider == iewatch::config::ArmProvider::DataBox && arm.discover_all
+    ));
     assert_eq!(config.jobs[0].name.as_str(), "MySampleJob");
     assert_eq!(
         Some(config.jobs[0].policy.base),
@@ -103,7 +108,7 @@ fn the_example_config_parses_and_check_says_ok() {
     let (ok, output) = check(&path);
     assert!(ok, "{output}");
     assert!(
-        output.starts_with("ok: 2 account(s), 2 job(s), 2 webhook(s)"),
+        output.starts_with("ok: 3 account(s), 2 job(s), 2 webhook(s)"),
         "{output}"
     );
     assert!(
@@ -364,6 +369,57 @@ endpoint = "http://management.azure.com"
         output.contains("account[0].tenant_id: only for kind = \"arm\" or \"databox\" accounts"),
         "{output}"
     );
+}
+
+#[test]
+fn databox_accounts_take_the_arm_keys_and_name_their_mistakes() {
+    let (dir, _pki) = credentials_dir();
+    let good = "[[account]]\nname = \"portal\"\nkind = \"databox\"\nsubscription_id = \"s\"\nresource_group = \"rg\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"a-secret\"\njobs = \"all\"\n";
+    let path = write(dir.path(), "databox.toml", good);
+    let config = iewatch::config::Config::load(&path).unwrap();
+    assert!(matches!(
+        &config.accounts[0].kind,
+        iewatch::config::AccountKind::Arm(arm)
+            if arm.provider == iewatch::config::ArmProvider::DataBox && arm.discover_all
+    ));
+    let mistakes = write(
+        dir.path(),
+        "databox-bad.toml",
+        &good
+            .replace("tenant_id = \"t\"\n", "storage_account = \"xttest\"\n")
+            .replace(
+                "jobs = \"all\"",
+                "jobs = \"some\"\nstore_bitlocker_keys = true",
+            ),
+    );
+    let (ok, output) = check(&mistakes);
+    assert!(!ok, "{output}");
+    for expected in [
+        "account[0].tenant_id: is required",
+        "account[0].storage_account: only for kind = \"classic\" accounts",
+        "account[0].jobs: \"some\": the only value is \"all\"",
+    ] {
+        assert!(output.contains(expected), "{expected:?} in {output}");
+    }
+    let pointless = write(
+        dir.path(),
+        "keys.toml",
+        &good.replace("jobs = \"all\"", "store_bitlocker_keys = true"),
+    );
+    let (ok, output) = check(&pointless);
+    assert!(ok, "a warning, not an error: {output}");
+    assert!(
+        output.contains("account[0].store_bitlocker_keys: has no effect on a Data Box account"),
+        "{output}"
+    );
+    let typo = write(
+        dir.path(),
+        "kind.toml",
+        &good.replace("\"databox\"", "\"data-box\""),
+    );
+    let (ok, output) = check(&typo);
+    assert!(!ok);
+    assert!(output.contains("account[0].kind"), "{output}");
 }
 
 #[test]

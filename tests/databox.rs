@@ -802,3 +802,125 @@ async fn a_throttled_order_waits_for_retry_after_then_is_watched_again() {
     assert!(watched, "polled again once the throttling ended");
     daemon.stop().await;
 }
+
+/// A minimal Data Box resource with `properties` as given.
+fn order(sku: &str, properties: serde_json::Value) -> Vec<u8> {
+    serde_json::json!({
+        "name": "o1",
+        "id": "/subscriptions/s/resourceGroups/r/providers/Microsoft.DataBox/jobs/o1",
+        "sku": {"name": sku},
+        "properties": properties,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[test]
+fn unknown_skus_stages_and_statuses_are_kept_as_they_come() {
+    let body = order(
+        "DataBoxFuture9000",
+        serde_json::json!({
+            "status": "SomeNewStage",
+            "transferType": "ImportToAzure",
+            "details": {
+                "jobStages": [{"stageName": "SomeNewStage", "stageStatus": "WaitingForCustomerActionForSomethingNew"}],
+                "copyProgress": [
+                    {"serialNumber": "D1", "copyStatus": "BrandNewStatus", "bytesProcessed": 1, "totalBytesToProcess": 4},
+                    {"storageAccountName": "acct", "bytesProcessed": 10, "totalBytesToProcess": 0},
+                    {"bytesProcessed": 3},
+                ],
+                "somethingNew": {"nested": true},
+            },
+        }),
+    );
+    let (job, _) = DataBoxJob::parse(&body).unwrap().into_parts();
+    assert_eq!(job.sku.as_deref(), Some("DataBoxFuture9000"));
+    assert_eq!(job.state.as_str(), "SomeNewStage");
+    assert!(!job.state.is_terminal());
+    let ids: Vec<&str> = job.drives.iter().map(|d| d.drive_id.as_str()).collect();
+    assert_eq!(ids, ["D1", "acct"], "a unit without any name is skipped");
+    assert_eq!(
+        job.drives[0].copy_status.as_ref().unwrap().as_str(),
+        "BrandNewStatus"
+    );
+    assert_eq!(
+        job.drives[0].copy_status.as_ref().unwrap().severity(),
+        Severity::Error,
+        "an unknown copy status is an error, as DESIGN.md says"
+    );
+    assert_eq!(job.drives[0].percent_complete, Some(25));
+    assert_eq!(
+        job.percent_complete,
+        Some(25),
+        "a zero total does not count"
+    );
+    let action = job.notices.action.unwrap();
+    assert_eq!(action.status, "WaitingForCustomerActionForSomethingNew");
+    assert_eq!(
+        action.auto_complete_at, None,
+        "only the copy-error wait has a known clock"
+    );
+}
+
+#[test]
+fn odd_numbers_are_unknown_rather_than_a_lost_document() {
+    let body = order(
+        "DataBoxCustomerDisk",
+        serde_json::json!({
+            "status": "DataCopy",
+            "details": {"copyProgress": [
+                {"serialNumber": "A", "bytesProcessed": -5, "totalBytesToProcess": 10},
+                {"serialNumber": "B", "bytesProcessed": "lots", "totalBytesToProcess": 1e300},
+                {"serialNumber": "C", "bytesProcessed": 9_223_372_036_854_775_807_i64,
+                 "totalBytesToProcess": 9_223_372_036_854_775_807_i64},
+                {"serialNumber": "D", "bytesProcessed": 5, "totalBytesToProcess": 10,
+                 "isEnumerationInProgress": true},
+            ]},
+        }),
+    );
+    let (job, _) = DataBoxJob::parse(&body).unwrap().into_parts();
+    let percents: Vec<Option<i64>> = job.drives.iter().map(|d| d.percent_complete).collect();
+    assert_eq!(percents, [None, None, Some(100), None]);
+    assert_eq!(job.percent_complete, Some(100));
+}
+
+#[test]
+fn bodies_that_are_not_an_order_are_refused_with_a_clear_error() {
+    let cases: [(&[u8], &str); 4] = [
+        (b"{\"name\": \"o1\", \"properties\": {", "EOF"),
+        (b"{\"name\": \"o1\", \"properties\": {\"details\": {}}}", "missing field `status`"),
+        (b"{\"properties\": {\"status\": \"DataCopy\"}}", "missing field `name`"),
+        (
+            b"{\"name\": \"o1\", \"properties\": {\"status\": \"DataCopy\", \"details\": {\"jobStages\": \"many\"}}}",
+            "invalid type",
+        ),
+    ];
+    for (body, expected) in cases {
+        let error = interpret_databox(response(200, body.to_vec())).unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("Data Box job") && text.contains(expected),
+            "{text}"
+        );
+        assert_eq!(error.kind(), "decode");
+    }
+    let html = http::Response::builder()
+        .status(200)
+        .header("content-type", "text/html")
+        .body(bytes::Bytes::from_static(b"<html>sign in</html>"))
+        .unwrap();
+    assert!(interpret_databox(html)
+        .unwrap_err()
+        .to_string()
+        .contains("Content-Type"));
+}
+
+#[test]
+fn a_document_without_details_gives_state_and_sku_only() {
+    let body = order("DataBoxDisk", serde_json::json!({"status": "Delivered"}));
+    let (job, document) = DataBoxJob::parse(&body).unwrap().into_parts();
+    assert_eq!(job.state.as_str(), "Delivered");
+    assert!(job.drives.is_empty() && job.notices.is_empty());
+    assert_eq!(job.percent_complete, None);
+    assert_eq!(document.redacted()["sku"]["name"], "DataBoxDisk");
+}

@@ -112,6 +112,15 @@ impl Checker<'_> {
         ];
         self.only_for_kind(&classic_only, &format!("account[{i}]"), "classic");
 
+        if provider == ArmProvider::DataBox && raw.store_bitlocker_keys == Some(true) {
+            self.warn(
+                at,
+                key("store_bitlocker_keys"),
+                "has no effect on a Data Box account: iewatch keeps a whitelist of an order's \
+                 fields, and no key is among them"
+                    .into(),
+            );
+        }
         let discover_all =
             self.choice_with(&raw.jobs, &key("jobs"), &[("all", true)], false, |v| {
                 format!("{v:?}: the only value is \"all\" (watch every job of the resource group)")

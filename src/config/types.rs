@@ -264,9 +264,10 @@ impl DaemonSettings {
 }
 
 /// How often a job is polled, following its state: the configured interval while
-/// something happens (Shipping, Received, Transferring, Packaging, Faulted), three times
-/// that while Creating (nothing moves until the customer ships), twelve times once
-/// terminal. `[daemon.poll_interval_by_state]` overrides any state.
+/// something happens (Shipping, Received, Transferring, Packaging, Faulted, and Data Box's
+/// stages), three times that while the customer has the next move (Creating; Data Box's
+/// AwaitingShipmentDetails and Delivered), twelve times once terminal.
+/// `[daemon.poll_interval_by_state]` overrides any state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PollPolicy {
     /// The job's interval.
@@ -283,7 +284,7 @@ impl PollPolicy {
             return *explicit;
         }
         match state.as_str() {
-            "Creating" => self.base.saturating_mul(3),
+            "Creating" | "AwaitingShipmentDetails" | "Delivered" => self.base.saturating_mul(3),
             _ if state.is_terminal() => self.base.saturating_mul(12),
             _ => self.base,
         }
