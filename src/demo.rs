@@ -254,10 +254,20 @@ async fn receive(
                 .as_str()
                 .map_or("job".to_owned(), |d| format!("drive {d}"));
             // Shipping, action and delay payloads carry fields rather than from/to.
-            let fields: Vec<&str> = ["package", "carrier", "tracking", "stage", "status", "code"]
-                .iter()
-                .filter_map(|k| data[*k].as_str())
-                .collect();
+            let fields: Vec<&str> = [
+                "package",
+                "carrier",
+                "tracking",
+                "stage",
+                "status",
+                "code",
+                "deadline",
+                "at",
+                "condition",
+            ]
+            .iter()
+            .filter_map(|k| data[*k].as_str())
+            .collect();
             let fields = (!fields.is_empty()).then(|| fields.join(" "));
             let change = alert["type"]
                 .as_str()

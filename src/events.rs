@@ -60,6 +60,27 @@ pub enum EventType {
     /// Data Box: an active delay notice was resolved.
     #[serde(rename = "job.delay_resolved")]
     JobDelayResolved,
+    /// A service clock is about to run out.
+    #[serde(rename = "job.deadline")]
+    JobDeadline,
+    /// The job stayed in a state longer than the state allows.
+    #[serde(rename = "job.stalled")]
+    JobStalled,
+    /// A stalled job moved on.
+    #[serde(rename = "job.resumed")]
+    JobResumed,
+    /// A copying drive's percent did not move for the threshold.
+    #[serde(rename = "drive.stalled")]
+    DriveStalled,
+    /// A stalled drive moved again (or stopped copying).
+    #[serde(rename = "drive.resumed")]
+    DriveResumed,
+    /// An error condition still holds.
+    #[serde(rename = "job.reminder")]
+    JobReminder,
+    /// Someone ran `iewatch ack` on the job.
+    #[serde(rename = "job.acknowledged")]
+    JobAcknowledged,
 }
 
 /// What a webhook payload's `data` carries beside the job, by event type.
@@ -77,7 +98,7 @@ pub enum PayloadShape {
 
 impl EventType {
     /// Every type.
-    pub const ALL: [EventType; 16] = [
+    pub const ALL: [EventType; 23] = [
         EventType::JobFirstSeen,
         EventType::JobStateChanged,
         EventType::JobProgress,
@@ -94,6 +115,13 @@ impl EventType {
         EventType::JobActionRequired,
         EventType::JobDelayed,
         EventType::JobDelayResolved,
+        EventType::JobDeadline,
+        EventType::JobStalled,
+        EventType::JobResumed,
+        EventType::DriveStalled,
+        EventType::DriveResumed,
+        EventType::JobReminder,
+        EventType::JobAcknowledged,
     ];
 
     /// The dotted name used in the database, payloads and filters.
@@ -115,6 +143,13 @@ impl EventType {
             EventType::JobActionRequired => "job.action_required",
             EventType::JobDelayed => "job.delayed",
             EventType::JobDelayResolved => "job.delay_resolved",
+            EventType::JobDeadline => "job.deadline",
+            EventType::JobStalled => "job.stalled",
+            EventType::JobResumed => "job.resumed",
+            EventType::DriveStalled => "drive.stalled",
+            EventType::DriveResumed => "drive.resumed",
+            EventType::JobReminder => "job.reminder",
+            EventType::JobAcknowledged => "job.acknowledged",
         }
     }
 
@@ -136,7 +171,14 @@ impl EventType {
             EventType::JobShippingUpdated
             | EventType::JobActionRequired
             | EventType::JobDelayed
-            | EventType::JobDelayResolved => PayloadShape::Fields,
+            | EventType::JobDelayResolved
+            | EventType::JobDeadline
+            | EventType::JobStalled
+            | EventType::JobResumed
+            | EventType::DriveStalled
+            | EventType::DriveResumed
+            | EventType::JobReminder
+            | EventType::JobAcknowledged => PayloadShape::Fields,
             EventType::JobFirstSeen
             | EventType::JobStateChanged
             | EventType::JobProgress
@@ -175,6 +217,11 @@ impl EventType {
             EventType::JobActionRequired => format!("action required: {to}"),
             EventType::JobDelayed => format!("delayed: {to}"),
             EventType::JobDelayResolved => format!("delay resolved: {to}"),
+            EventType::JobDeadline => format!("deadline: {to}"),
+            EventType::JobStalled | EventType::DriveStalled => format!("stalled: {to}"),
+            EventType::JobResumed | EventType::DriveResumed => format!("resumed: {to}"),
+            EventType::JobReminder => format!("reminder: {to}"),
+            EventType::JobAcknowledged => format!("acknowledged: {to}"),
         }
     }
 

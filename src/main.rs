@@ -115,6 +115,29 @@ enum Command {
         #[command(flatten)]
         db: DatabaseArgs,
     },
+    /// Stop the reminders of what is wrong with a job now; recorded in its history.
+    Ack {
+        /// The job (`name` or `account/name`).
+        job: String,
+        /// Why, for the history (who is on it, what was done).
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Hold a job's alerts back for a while (its events are still recorded).
+    Mute {
+        /// The job (`name` or `account/name`).
+        job: String,
+        /// How long: 2d, 12h (at most a year).
+        #[arg(long = "for", value_parser = humantime::parse_duration, conflicts_with = "off")]
+        duration: Option<std::time::Duration>,
+        /// End a mute now.
+        #[arg(long)]
+        off: bool,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
     /// Run a faithful Import/Export service simulator (HTTPS, management certificates).
     Simulate {
         /// Scenario file (default: the shipped import lifecycle).
@@ -224,6 +247,44 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 errln!("no delivery {id}");
                 Ok(ExitCode::FAILURE)
             }
+        }
+        Command::Ack { job, note, db } => {
+            let store = open_database(&db).await?;
+            let matched = store
+                .acknowledge(&job, note.as_deref(), SystemTime::now())
+                .await?;
+            job_answer(&job, matched, "acknowledged; its current reminders stop")
+        }
+        Command::Mute {
+            job,
+            duration,
+            off,
+            db,
+        } => {
+            let until = match (duration, off) {
+                (_, true) => None,
+                (Some(d), false) if d <= std::time::Duration::from_secs(366 * 86_400) => {
+                    Some(SystemTime::now() + d)
+                }
+                (Some(_), false) => {
+                    errln!("--for: at most a year (366d)");
+                    return Ok(ExitCode::FAILURE);
+                }
+                (None, false) => {
+                    errln!("say how long (--for 2d) or end a mute (--off)");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let store = open_database(&db).await?;
+            let matched = store.mute(&job, until).await?;
+            let what = match until {
+                Some(until) => format!(
+                    "muted until {} (events are still recorded)",
+                    humantime::format_rfc3339_seconds(until)
+                ),
+                None => "no longer muted".to_owned(),
+            };
+            job_answer(&job, matched, &what)
         }
         Command::Simulate {
             scenario,
@@ -361,6 +422,16 @@ async fn check(path: &Path, online: bool) -> anyhow::Result<ExitCode> {
     if online {
         return Ok(iewatch::check_online(&config).await);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `JOB: what` for the jobs a command changed, or an error when none matched.
+fn job_answer(job: &str, matched: usize, what: &str) -> anyhow::Result<ExitCode> {
+    if matched == 0 {
+        errln!("no job {job} in the database");
+        return Ok(ExitCode::FAILURE);
+    }
+    outln!("{job}: {what}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -141,8 +141,12 @@ pub fn status_text(jobs: &[JobStatus], now: SystemTime) -> String {
                 (kind, Some(sku)) => format!("{} {sku}", kind.as_deref().unwrap_or("-")),
                 (kind, None) => kind.clone().unwrap_or_else(|| "-".into()),
             },
-            state_cell(job),
-            job.percent_complete.map_or("-".into(), |p| format!("{p}%")),
+            state_cell(job, now),
+            match (job.percent_complete, &job.eta) {
+                (None, _) => "-".into(),
+                (Some(p), None) => format!("{p}%"),
+                (Some(p), Some(eta)) => format!("{p}% (ETA {})", eta.trim_end_matches(":00Z")),
+            },
             drives_summary(job),
             ago(job.last_changed_at.as_deref(), now),
             ago(job.last_polled_at.as_deref(), now),
@@ -160,13 +164,20 @@ pub fn status_text(jobs: &[JobStatus], now: SystemTime) -> String {
 }
 
 /// The state, and what in it needs a person: an action the service waits for, a delay.
-fn state_cell(job: &JobStatus) -> String {
+fn state_cell(job: &JobStatus, now: SystemTime) -> String {
     let mut cell = job.state.clone().unwrap_or_else(|| "(not seen yet)".into());
     if job.notices.action.is_some() {
         cell.push_str(" (action required)");
     }
     if job.notices.delays.iter().any(|d| d.is_active()) {
         cell.push_str(" (delayed)");
+    }
+    if job.stalled {
+        cell.push_str(" (stalled)");
+    }
+    let muted = job.muted_until.as_deref().and_then(parse_timestamp);
+    if muted.is_some_and(|until| until > now) {
+        cell.push_str(" (muted)");
     }
     cell
 }

@@ -97,6 +97,7 @@ struct Inner {
     deliveries: Family<OutcomeLabels, Counter>,
     job_state: Family<JobStateLabels, Gauge>,
     job_percent: Family<JobLabels, Gauge>,
+    job_eta: Family<JobLabels, Gauge>,
     last_success: Family<JobLabels, Gauge>,
     outbox_backlog: Gauge,
     jobs_watched: Gauge,
@@ -145,6 +146,7 @@ impl Telemetry {
         let deliveries = Family::<OutcomeLabels, Counter>::default();
         let job_state = Family::<JobStateLabels, Gauge>::default();
         let job_percent = Family::<JobLabels, Gauge>::default();
+        let job_eta = Family::<JobLabels, Gauge>::default();
         let last_success = Family::<JobLabels, Gauge>::default();
         let outbox_backlog = Gauge::default();
         let jobs_watched = Gauge::default();
@@ -170,6 +172,11 @@ impl Telemetry {
             "job_percent_complete",
             "Job PercentComplete",
             job_percent.clone(),
+        );
+        registry.register(
+            "job_eta_timestamp_seconds",
+            "When the job's copy should finish at its observed rate",
+            job_eta.clone(),
         );
         registry.register(
             "job_last_success_timestamp_seconds",
@@ -209,6 +216,7 @@ impl Telemetry {
             deliveries,
             job_state,
             job_percent,
+            job_eta,
             last_success,
             outbox_backlog,
             jobs_watched,
@@ -281,6 +289,22 @@ impl Telemetry {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
         self.0.last_success.get_or_create(&labels).set(seconds);
+    }
+
+    /// The job's ETA (Unix seconds), or none any more.
+    pub fn job_eta(&self, account: &str, job: &str, eta: Option<u64>) {
+        let labels = JobLabels {
+            account: label_value(account),
+            job: label_value(job),
+        };
+        match eta.and_then(|e| i64::try_from(e).ok()) {
+            Some(eta) => {
+                self.0.job_eta.get_or_create(&labels).set(eta);
+            }
+            None => {
+                self.0.job_eta.remove(&labels);
+            }
+        }
     }
 
     /// An event was recorded.

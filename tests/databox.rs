@@ -336,6 +336,13 @@ fn assert_nothing_secret(run: &Run) {
     }
 }
 
+/// The scenario's simulated time at `offset`, as the service writes it in UTC.
+fn sim_time(file: &str, offset: &str) -> String {
+    let epoch = scenario(file).epoch().unwrap();
+    let at = epoch + iewatch::simulator::scenario::offset(offset).unwrap();
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
 type Expected = (
     &'static str,
     Option<&'static str>,
@@ -468,6 +475,12 @@ async fn a_customer_disk_import_end_to_end() {
             ("job.state_changed", None, Some("ShippedToCustomer"), "info"),
             ("job.shipping_updated", None, Some("return UPS *"), "info"),
             ("job.state_changed", None, Some("Completed"), "info"),
+            (
+                "job.deadline",
+                None,
+                Some("purge 90d after completion"),
+                "info"
+            ),
         ])
     );
     let payloads = assert_delivered(&run, "DataBoxCustomerDisk");
@@ -491,7 +504,10 @@ async fn a_customer_disk_import_end_to_end() {
     let delayed = &payloads[4]["data"];
     assert_eq!(delayed["stage"], "AtAzureDC");
     assert_eq!(delayed["code"], "HighDemandDelay");
-    assert_eq!(delayed["started_at"], "2026-01-07T15:00:00Z");
+    assert_eq!(
+        delayed["started_at"],
+        sim_time("databox-customer-disk.toml", "2d 6h")
+    );
     assert!(
         status_line(&run).starts_with(
             "portal/portal-import-01  ImportToAzure DataBoxCustomerDisk  Completed  100%  2 drives: 1 Completed, 1 CompletedWithErrors"
@@ -548,6 +564,12 @@ async fn a_data_box_appliance_whose_copy_waits_for_the_customer() {
             ("job.progress", None, Some("100"), "info"),
             ("drive.progress", two, Some("100"), "info"),
             ("job.state_changed", None, Some("Completed"), "info"),
+            (
+                "job.deadline",
+                None,
+                Some("purge 90d after completion"),
+                "info"
+            ),
         ])
     );
     let payloads = assert_delivered(&run, "DataBox");
@@ -562,9 +584,10 @@ async fn a_data_box_appliance_whose_copy_waits_for_the_customer() {
         action["actions"],
         serde_json::json!(["MoveToCleanUpDevice"])
     );
-    assert_eq!(action["since"], "2026-01-11T15:00:00Z");
+    assert_eq!(action["since"], sim_time("databox-appliance.toml", "6d 6h"));
     assert_eq!(
-        action["auto_complete_at"], "2026-01-25T15:00:00Z",
+        action["auto_complete_at"],
+        sim_time("databox-appliance.toml", "20d 6h"),
         "14 days on"
     );
     assert!(
@@ -625,6 +648,12 @@ async fn a_data_box_disk_order_reports_each_disks_percentage() {
             ("drive.copy_status_changed", c, Some("Completed"), "info"),
             ("drive.progress", c, Some("100"), "info"),
             ("job.state_changed", None, Some("Completed"), "info"),
+            (
+                "job.deadline",
+                None,
+                Some("purge 90d after completion"),
+                "info"
+            ),
         ])
     );
     assert_delivered(&run, "DataBoxDisk");

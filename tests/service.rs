@@ -267,7 +267,7 @@ async fn the_demo_runs_to_completion_and_prints_the_completed_with_errors_alert(
     );
     assert!(!stdout.contains("BAD SIGNATURE"), "{stdout}");
     assert!(
-        stdout.contains("Timeline of demo/MySampleJob (32 events, 32 alerts delivered)"),
+        stdout.contains("Timeline of demo/MySampleJob (33 events, 33 alerts delivered)"),
         "{stdout}"
     );
 }
@@ -309,7 +309,7 @@ async fn the_databox_demo_follows_a_portal_order_to_completion() {
     }
     assert!(!stdout.contains("BAD SIGNATURE"), "{stdout}");
     assert!(
-        stdout.contains("Timeline of demo/portal-import-01 (25 events, 25 alerts delivered)"),
+        stdout.contains("Timeline of demo/portal-import-01 (26 events, 26 alerts delivered)"),
         "{stdout}"
     );
 }

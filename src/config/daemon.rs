@@ -1,6 +1,8 @@
 //! `[daemon]` and `[http]`: the database, intervals, timeouts and bounds of the process.
 
-use std::{collections::BTreeMap, net::SocketAddr};
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+
+use toml::Spanned;
 
 use super::{
     check::Checker,
@@ -11,6 +13,7 @@ use super::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_RETRY_AFTER, DEFAULT_POLL_INTERVAL,
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_STOP_AFTER,
 };
+use crate::decide::clocks::ClockSettings;
 
 impl Checker<'_> {
     pub(super) fn resolve_daemon(&mut self, raw: &RawDaemon) -> DaemonSettings {
@@ -75,6 +78,70 @@ impl Checker<'_> {
                 DEFAULT_SHUTDOWN_TIMEOUT,
             ),
             log_format,
+            clocks: self.resolve_clocks(raw),
+        }
+    }
+
+    /// `deadline_warnings`, `stall_after`, `drive_stall_after`, `remind_every`,
+    /// `remind_max`: durations, or `"off"` for the ones that can be switched off.
+    fn resolve_clocks(&mut self, raw: &RawDaemon) -> ClockSettings {
+        let defaults = ClockSettings::default();
+        let deadline_warnings = match &raw.deadline_warnings {
+            None => defaults.deadline_warnings,
+            Some(list) => list
+                .get_ref()
+                .iter()
+                .map(|lead| {
+                    let value = Some(Spanned::new(list.span(), lead.clone()));
+                    self.duration(&value, "daemon.deadline_warnings", Duration::ZERO)
+                })
+                .filter(|d| !d.is_zero())
+                .collect(),
+        };
+        let mut stall_after = defaults.stall_after;
+        for (state, value) in &raw.stall_after {
+            let key = format!("daemon.stall_after.{state}");
+            match self.switchable(&Some(value.clone()), &key, None) {
+                Some(threshold) => stall_after.insert(state.clone(), threshold),
+                None => stall_after.remove(state),
+            };
+        }
+        ClockSettings {
+            deadline_warnings,
+            stall_after,
+            drive_stall_after: self.switchable(
+                &raw.drive_stall_after,
+                "daemon.drive_stall_after",
+                defaults.drive_stall_after,
+            ),
+            remind_every: self.switchable(
+                &raw.remind_every,
+                "daemon.remind_every",
+                defaults.remind_every,
+            ),
+            remind_max: self
+                .positive(
+                    &raw.remind_max,
+                    "daemon.remind_max",
+                    i64::from(defaults.remind_max),
+                )
+                .min(1000) as u32,
+        }
+    }
+
+    /// A duration, or `"off"` (None).
+    fn switchable(
+        &mut self,
+        value: &Option<Spanned<String>>,
+        key: &str,
+        default: Option<Duration>,
+    ) -> Option<Duration> {
+        match value {
+            None => default,
+            Some(v) if v.get_ref() == "off" => None,
+            Some(_) => {
+                Some(self.duration(value, key, default.unwrap_or(Duration::from_secs(86_400))))
+            }
         }
     }
 

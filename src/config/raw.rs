@@ -35,6 +35,12 @@ pub(super) struct RawDaemon {
     pub(super) max_retry_after: Option<Spanned<String>>,
     pub(super) shutdown_timeout: Option<Spanned<String>>,
     pub(super) log_format: Option<Spanned<String>>,
+    pub(super) deadline_warnings: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub(super) stall_after: BTreeMap<String, Spanned<String>>,
+    pub(super) drive_stall_after: Option<Spanned<String>>,
+    pub(super) remind_every: Option<Spanned<String>>,
+    pub(super) remind_max: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]

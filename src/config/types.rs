@@ -65,6 +65,8 @@ pub struct DaemonSettings {
     pub shutdown_timeout: Duration,
     /// Log line format.
     pub log_format: LogFormat,
+    /// Deadlines, stalls and reminders.
+    pub clocks: crate::decide::clocks::ClockSettings,
 }
 
 /// `[http]`.

@@ -52,11 +52,17 @@ pub fn json_body(event: &EventRecord) -> Vec<u8> {
         }
     }
     let extra = event.details.as_ref().and_then(|d| d.get("details"));
-    if let (Some(extra), false) = (
-        extra,
-        event.event_type.payload_shape() == PayloadShape::Fields,
-    ) {
-        data.insert(event.event_type.details_key().into(), extra.clone());
+    match (extra, event.event_type.payload_shape()) {
+        (_, PayloadShape::Fields) | (None, _) => {}
+        // A progress event's extra is its ETA, a field of its own.
+        (Some(extra), _) if event.event_type.is_progress() => {
+            if let Some(eta) = extra.get("eta") {
+                data.insert("eta".into(), eta.clone());
+            }
+        }
+        (Some(extra), _) => {
+            data.insert(event.event_type.details_key().into(), extra.clone());
+        }
     }
     data.insert("severity".into(), event.severity.as_str().into());
     let body = json!({

@@ -12,9 +12,12 @@ use rand::Rng as _;
 use super::{Settings, Shared};
 use crate::{
     config::PollPolicy,
-    decide::{decide, retired_for, Context, Decision, Memory, NextPoll, Outcome},
+    decide::{
+        clocks::{self, Clocks},
+        decide, retired_for, Context, Decision, Memory, NextPoll, Outcome,
+    },
     detect::detect_changes,
-    events::Event,
+    events::{Event, EventType, OutboxEntry},
     model::{ETag, JobName, JobSnapshot},
     notifier,
     source::{ChangeRule, JobTarget, Observation, PollOutcome, Source, SourceError},
@@ -165,14 +168,57 @@ impl WatchedJob {
         delay
     }
 
-    fn context<'a>(&'a self, settings: &Settings, now: SystemTime) -> Context<'a> {
+    fn context<'a>(
+        &'a self,
+        settings: &'a Settings,
+        now: SystemTime,
+        acked_at: Option<SystemTime>,
+    ) -> Context<'a> {
         Context {
             now,
-            recorded_state: self.snapshot.as_ref().map(|s| &s.state),
+            recorded: self.snapshot.as_ref(),
             policy: &self.policy,
             failure_threshold: settings.failure_threshold,
             max_retry_after: settings.max_retry_after,
+            clocks: &settings.clocks,
+            acked_at,
         }
+    }
+
+    /// The job's last `iewatch ack`, read only when a reminder may be due.
+    async fn acked_at(
+        &self,
+        id: JobId,
+        shared: &Shared,
+        settings: &Settings,
+        now: SystemTime,
+    ) -> Option<SystemTime> {
+        if !clocks::reminder_due(&self.memory.clocks, now, &settings.clocks) {
+            return None;
+        }
+        shared.store.attention(id).await.ok()?.acked_at
+    }
+
+    /// The deliveries for `events`, none while the job is muted (`iewatch mute`; the
+    /// events are still recorded). The mute is read only when there is something to send.
+    async fn route(
+        &self,
+        id: JobId,
+        shared: &Shared,
+        settings: &Settings,
+        events: &[Event],
+        now: SystemTime,
+    ) -> Vec<OutboxEntry> {
+        if events.is_empty() {
+            return Vec::new();
+        }
+        if let Ok(attention) = shared.store.attention(id).await {
+            if attention.is_muted(now) {
+                tracing::info!(account = %self.account, job = %self.name, "muted: {} event(s) recorded, not sent", events.len());
+                return Vec::new();
+            }
+        }
+        notifier::route(&settings.webhooks, &self.name, events)
     }
 
     async fn on_document(
@@ -188,16 +234,20 @@ impl WatchedJob {
             document,
             change_rule,
             last_modified,
+            created_at,
             ..
         } = observation;
         let mut events = detect_changes(self.snapshot.as_ref(), &snapshot);
+        let acked_at = self.acked_at(id, shared, settings, now).await;
         let decision = decide(
             &self.memory,
             Outcome::Changed {
-                state: &snapshot.state,
+                job: &snapshot,
+                created_at,
             },
-            &self.context(settings, now),
+            &self.context(settings, now, acked_at),
         );
+        with_eta(&mut events, &decision.memory.clocks);
         events.extend(decision.events.iter().cloned());
         shared.telemetry.job_seen(
             &self.account,
@@ -227,7 +277,7 @@ impl WatchedJob {
             return with_jitter(decision.next);
         }
         let text = text.unwrap_or_else(|| document.render(self.store_bitlocker_keys));
-        let outbox = notifier::route(&settings.webhooks, &self.name, &events);
+        let outbox = self.route(id, shared, settings, &events, now).await;
         let written = shared
             .store
             .record_observation(Observed {
@@ -246,6 +296,11 @@ impl WatchedJob {
             return self.write_failed(&e);
         }
         self.committed(shared, &events, outbox.len());
+        shared.telemetry.job_eta(
+            &self.account,
+            self.name.as_str(),
+            decision.memory.clocks.eta,
+        );
         self.etag = change_rule.etag().cloned();
         self.snapshot = Some(snapshot);
         self.document_hash = document_hash;
@@ -255,16 +310,19 @@ impl WatchedJob {
     async fn on_unchanged(&mut self, id: JobId, shared: &Shared, settings: &Settings) -> Duration {
         let now = SystemTime::now();
         tracing::debug!(account = %self.account, job = %self.name, "not modified");
+        let acked_at = self.acked_at(id, shared, settings, now).await;
         let decision = decide(
             &self.memory,
             Outcome::Unchanged,
-            &self.context(settings, now),
+            &self.context(settings, now, acked_at),
         );
         if !decision.must_write(&self.memory) {
             shared.store.note_poll(id, now);
             return self.remember(decision);
         }
-        let outbox = notifier::route(&settings.webhooks, &self.name, &decision.events);
+        let outbox = self
+            .route(id, shared, settings, &decision.events, now)
+            .await;
         let written = shared
             .store
             .record_bookkeeping(id, &decision.memory, &decision.events, &outbox, now)
@@ -287,6 +345,7 @@ impl WatchedJob {
     ) -> Duration {
         let now = SystemTime::now();
         let message = error.to_string();
+        let acked_at = self.acked_at(id, shared, settings, now).await;
         let decision = decide(
             &self.memory,
             Outcome::Failed {
@@ -294,10 +353,12 @@ impl WatchedJob {
                 not_found: error.is_not_found(),
                 retry_after: error.retry_after(),
             },
-            &self.context(settings, now),
+            &self.context(settings, now, acked_at),
         );
         self.log_failure(&error, &message, decision.memory.consecutive_failures);
-        let outbox = notifier::route(&settings.webhooks, &self.name, &decision.events);
+        let outbox = self
+            .route(id, shared, settings, &decision.events, now)
+            .await;
         let written = shared
             .store
             .record_failure(Failed {
@@ -386,6 +447,22 @@ fn with_jitter(next: NextPoll) -> Duration {
     Duration::try_from_secs_f64(delay.min(MAX_DELAY).as_secs_f64() * factor)
         .unwrap_or(MAX_DELAY)
         .min(MAX_DELAY)
+}
+
+/// Progress events carry the copy's ETA once its rate means something.
+fn with_eta(events: &mut [Event], clocks: &Clocks) {
+    for event in events.iter_mut() {
+        let eta = match (event.event_type, &event.drive_id) {
+            (EventType::JobProgress, None) => clocks.eta,
+            (EventType::DriveProgress, Some(drive)) => {
+                clocks.drives.get(drive.as_str()).and_then(|d| d.eta)
+            }
+            _ => None,
+        };
+        if let Some(eta) = eta {
+            event.details = Some(serde_json::json!({ "eta": clocks::rfc3339(eta) }));
+        }
+    }
 }
 
 /// A hash of a document's text: enough to tell "same text" without keeping it.

@@ -51,6 +51,8 @@ struct Settings {
     failure_threshold: u32,
     stop_after: Duration,
     max_retry_after: Duration,
+    /// Deadlines, stalls, reminders.
+    clocks: crate::decide::clocks::ClockSettings,
     /// The webhooks new events are routed to.
     webhooks: Vec<Webhook>,
 }
@@ -100,6 +102,7 @@ pub fn spawn_jobs(
         failure_threshold: config.daemon.failure_threshold,
         stop_after: config.daemon.stop_after,
         max_retry_after: config.daemon.max_retry_after,
+        clocks: config.daemon.clocks.clone(),
         webhooks: config.webhooks.clone(),
     });
     let queue = Arc::new(DueQueue::new());

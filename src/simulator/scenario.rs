@@ -18,8 +18,19 @@ use crate::source::classic_wire::Job;
 pub const DEFAULT_SUBSCRIPTION: &str = "afb1a4eb-bc88-4ce1-b1af-dfec80067464";
 /// Default storage account of a scenario job: the spec's sample.
 pub const DEFAULT_STORAGE_ACCOUNT: &str = "xttest";
-/// Simulated time zero when the scenario names none (fixed, for deterministic ETags).
-const DEFAULT_EPOCH: &str = "2026-01-05T09:00:00Z";
+/// Simulated time zero when the scenario names none: the moment this process first
+/// asked, to the second. Jobs are created "now", as the service's own clocks (deadlines,
+/// creation times) expect, and every compile of a scenario in one process agrees on
+/// documents, ETags and times.
+fn process_epoch() -> SystemTime {
+    static EPOCH: std::sync::OnceLock<SystemTime> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(|| {
+        let now = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        std::time::UNIX_EPOCH + Duration::from_secs(now.as_secs())
+    })
+}
 
 /// Why a scenario could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +61,7 @@ pub struct Scenario {
     /// The one subscription the simulator serves.
     #[serde(default = "default_subscription")]
     pub subscription_id: String,
-    /// Simulated time zero, RFC 3339.
+    /// Simulated time zero, RFC 3339 (default: when the simulator starts).
     #[serde(default)]
     pub epoch: Option<String>,
     /// Resource Manager side: the resource group the jobs are in.
@@ -355,7 +366,9 @@ impl Scenario {
     /// # Errors
     /// `epoch` is not RFC 3339.
     pub fn epoch(&self) -> Result<SystemTime, ScenarioError> {
-        let text = self.epoch.as_deref().unwrap_or(DEFAULT_EPOCH);
+        let Some(text) = self.epoch.as_deref() else {
+            return Ok(process_epoch());
+        };
         humantime::parse_rfc3339_weak(text)
             .map_err(|e| ScenarioError::Invalid(format!("epoch {text:?}: {e}")))
     }

@@ -135,6 +135,7 @@ mod tests {
             names: names("J", None),
             last_modified: None,
             request_id: None,
+            created_at: None,
         };
         let job = JobName::from("J");
         check(&mut observation, &job).unwrap();

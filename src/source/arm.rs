@@ -520,8 +520,14 @@ pub fn interpret(response: http::Response<Bytes>) -> Result<PollOutcome, SourceE
             .and_then(serde_json::Value::as_str)
             .map(str::to_owned),
     };
+    let created_at = super::service_time(
+        job.other
+            .get("systemData")
+            .and_then(|s| s.get("createdAt"))
+            .and_then(serde_json::Value::as_str),
+    );
     let (snapshot, document) = job.into_parts();
-    Ok(observed(snapshot, document, names, &response))
+    Ok(observed((snapshot, document, names, created_at), &response))
 }
 
 /// Turns a complete `Microsoft.DataBox` response into an outcome.
@@ -539,14 +545,24 @@ pub fn interpret_databox(response: http::Response<Bytes>) -> Result<PollOutcome,
         name: job.name.clone(),
         id: job.id.clone(),
     };
+    let created = job
+        .system_data
+        .as_ref()
+        .and_then(|s| s.created_at.as_deref());
+    let created_at = super::service_time(created.or(job.properties.start_time.as_deref()));
     let (snapshot, document) = job.into_parts();
-    Ok(observed(snapshot, document, names, &response))
+    Ok(observed((snapshot, document, names, created_at), &response))
 }
 
+type Parts = (
+    crate::model::JobSnapshot,
+    super::Document,
+    JobNames,
+    Option<std::time::SystemTime>,
+);
+
 fn observed(
-    snapshot: crate::model::JobSnapshot,
-    document: super::Document,
-    names: JobNames,
+    (snapshot, document, names, created_at): Parts,
     response: &http::Response<Bytes>,
 ) -> PollOutcome {
     let request_id = header_string(response.headers(), "x-ms-request-id");
@@ -557,6 +573,7 @@ fn observed(
         names,
         last_modified: None,
         request_id,
+        created_at,
     }))
 }
 

@@ -145,6 +145,7 @@ pub fn interpret(response: http::Response<Bytes>) -> Result<PollOutcome, SourceE
         names,
         last_modified: header_string(headers, header::LAST_MODIFIED.as_str()),
         request_id,
+        created_at: None,
     })))
 }
 

@@ -51,6 +51,9 @@ pub struct Observation {
     pub last_modified: Option<String>,
     /// `x-ms-request-id`, for support requests.
     pub request_id: Option<String>,
+    /// When the service says the job was created (Resource Manager's `systemData`,
+    /// Data Box's `startTime`); the classic API gives none.
+    pub created_at: Option<std::time::SystemTime>,
 }
 
 /// How a source tells whether a 200 brought anything new.
@@ -345,6 +348,12 @@ pub(crate) fn require_json(response: &http::Response<bytes::Bytes>) -> Result<()
         }
     }
     Ok(())
+}
+
+/// A service timestamp with any offset as a time (None for sentinels and nonsense).
+pub(crate) fn service_time(text: Option<&str>) -> Option<std::time::SystemTime> {
+    let utc = databox_wire::utc_time(text?)?;
+    humantime::parse_rfc3339(&utc).ok()
 }
 
 pub(crate) fn header_string(headers: &http::HeaderMap, name: &str) -> Option<String> {

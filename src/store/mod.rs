@@ -5,6 +5,7 @@
 //! times are noted here and written by the writer task every [`POLL_TIME_FLUSH`].
 //! Values from disk are decoded into types at this boundary, with errors, never panics.
 
+mod attention;
 mod deliveries;
 mod guard;
 mod reads;
@@ -27,6 +28,7 @@ use sqlx::{
     SqlitePool,
 };
 
+pub use attention::Attention;
 pub use deliveries::{Attempt, DeliveryRow, OutboxItem};
 pub use reads::{DriveStatus, EventRecord, JobStatus};
 

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::{timestamp, Store, StoreError};
 use crate::{
+    decide::clocks::{self, Clocks},
     events::EventType,
     model::{DriveId, Notices, Severity},
 };
@@ -22,6 +23,9 @@ pub struct DriveStatus {
     pub copy_status: Option<String>,
     /// Percent copied.
     pub percent_complete: Option<i64>,
+    /// When its copy should finish at the observed rate (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta: Option<String>,
 }
 
 /// One job as `status` shows it.
@@ -53,6 +57,17 @@ pub struct JobStatus {
     /// Packages, an action the service waits for, delays.
     #[serde(skip_serializing_if = "Notices::is_empty")]
     pub notices: Notices,
+    /// When the copy should finish at the observed rate (RFC 3339).
+    pub eta: Option<String>,
+    /// The job has stayed in its state longer than the state allows.
+    pub stalled: bool,
+    /// The error condition being reminded of (`polls_failing`, `action_required`,
+    /// `stalled`, `completed_with_errors`), if any.
+    pub condition: Option<String>,
+    /// The last `iewatch ack` (SQLite timestamp text).
+    pub acked_at: Option<String>,
+    /// Alerts held back until then (`iewatch mute`).
+    pub muted_until: Option<String>,
 }
 
 /// One recorded event with its job: a line of `history`, the content of a webhook.
@@ -121,6 +136,9 @@ impl Store {
             i64,
             Option<String>,
             Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
         );
         type DriveRow = (
             i64,
@@ -132,7 +150,7 @@ impl Store {
         );
         let jobs: String = sqlx::query_scalar(
             "SELECT json_group_array(json_array(id, account, name, job_type, state, percent_complete,
-                    last_changed_at, last_polled_at, last_error, consecutive_failures, sku, notices)) FROM jobs",
+                    last_changed_at, last_polled_at, last_error, consecutive_failures, sku, notices, clocks, acked_at, muted_until)) FROM jobs",
         )
         .fetch_one(&self.pool)
         .await?;
@@ -154,6 +172,7 @@ impl Store {
                 state,
                 copy_status,
                 percent_complete,
+                eta: None,
             });
         }
         let mut status: Vec<JobStatus> = jobs
@@ -163,8 +182,25 @@ impl Store {
                     None => Notices::default(),
                     Some(text) => serde_json::from_str(text).map_err(corrupt)?,
                 };
+                let clocks: Clocks = match j.12.as_deref() {
+                    None => Clocks::default(),
+                    Some(text) => serde_json::from_str(text).map_err(corrupt)?,
+                };
+                let mut drives = by_job.remove(&j.0).unwrap_or_default();
+                for drive in &mut drives {
+                    drive.eta = clocks
+                        .drives
+                        .get(&drive.drive_id)
+                        .and_then(|d| d.eta)
+                        .map(clocks::rfc3339);
+                }
                 Ok(JobStatus {
-                    drives: by_job.remove(&j.0).unwrap_or_default(),
+                    drives,
+                    eta: clocks.eta.map(clocks::rfc3339),
+                    stalled: clocks.stalled,
+                    condition: clocks.reminder.map(|r| r.condition),
+                    acked_at: j.13,
+                    muted_until: j.14,
                     account: j.1,
                     name: j.2,
                     job_type: j.3,

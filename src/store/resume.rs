@@ -4,7 +4,7 @@
 
 use super::{parse_timestamp, JobId, Store, StoreError, StoredJob};
 use crate::{
-    decide::Memory,
+    decide::{clocks::Clocks, Memory},
     model::{CopyStatus, DriveId, DriveSnapshot, DriveState, ETag, JobSnapshot, JobState, Notices},
 };
 
@@ -23,6 +23,7 @@ struct JobRow {
     terminal_since: Option<String>,
     sku: Option<String>,
     notices: Option<String>,
+    clocks: Option<String>,
 }
 /// A present drive, for [`Store::load_job`].
 #[derive(sqlx::FromRow)]
@@ -42,7 +43,7 @@ impl Store {
         let id = self.register_job(account, name).await?;
         let row: JobRow = sqlx::query_as(
             "SELECT id, job_type, state, percent_complete, cancel_requested, etag, consecutive_failures,
-                    failing_alerted, not_found_alerted, terminal_since, sku, notices
+                    failing_alerted, not_found_alerted, terminal_since, sku, notices, clocks
              FROM jobs WHERE id = ?",
         )
         .bind(id.0)
@@ -97,6 +98,11 @@ impl Store {
                 failing_alerted: row.failing_alerted,
                 not_found_alerted: row.not_found_alerted,
                 terminal_since,
+                clocks: match row.clocks.as_deref() {
+                    None => Clocks::default(),
+                    Some(text) => serde_json::from_str(text)
+                        .map_err(|e| StoreError::Corrupt(format!("jobs.clocks: {e}")))?,
+                },
             },
         })
     }

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{insert_events, timestamp, JobId, StoreError};
 use crate::{
-    decide::Memory,
+    decide::{clocks::Clocks, Memory},
     events::{Event, OutboxEntry},
     model::{CopyStatus, DriveState, ETag, JobSnapshot},
 };
@@ -404,13 +404,17 @@ async fn write_memory(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE jobs SET consecutive_failures = ?1, failing_alerted = ?2, not_found_alerted = ?3,
-            terminal_since = ?4 WHERE id = ?5",
+            terminal_since = ?4, clocks = ?6 WHERE id = ?5",
     )
     .bind(i64::from(memory.consecutive_failures))
     .bind(memory.failing_alerted)
     .bind(memory.not_found_alerted)
     .bind(memory.terminal_since.map(timestamp))
     .bind(job.0)
+    .bind(
+        (memory.clocks != Clocks::default())
+            .then(|| serde_json::to_string(&memory.clocks).unwrap_or_default()),
+    )
     .execute(&mut **tx)
     .await?;
     Ok(())

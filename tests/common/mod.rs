@@ -802,6 +802,12 @@ pub const IMPORT_EVENTS: &[Row] = &[
         None,
         Some("return FedEx 888888888888"),
     ),
+    (
+        "job.deadline",
+        None,
+        None,
+        Some("purge 90d after completion"),
+    ),
 ];
 
 pub fn expected(rows: &[Row]) -> Vec<EventRow> {

@@ -3,15 +3,20 @@
 //! once per streak, `job.not_found` (and "purged" after a terminal state), recovery,
 //! `terminal_since`, and the delay before the next poll all live here; the scheduler
 //! does the I/O and the store writes the [`Memory`] it is handed verbatim. No clock, no
-//! randomness: jitter is named in [`NextPoll`] and applied by the caller.
+//! randomness: jitter is named in [`NextPoll`] and applied by the caller. The
+//! time-driven rules (deadlines, stalls, reminders, ETA) are in [`clocks`] and run on
+//! every outcome.
+
+pub mod clocks;
 
 use std::time::{Duration, SystemTime};
 
 use crate::{
     config::PollPolicy,
     events::{ChangeValue, Event, EventType},
-    model::{JobState, Severity},
+    model::{JobSnapshot, Severity},
 };
+use clocks::{ClockInput, ClockSettings, Clocks};
 
 /// First retry delay after a failed poll; doubles per failure up to the job's interval.
 pub const FAILURE_BACKOFF_INITIAL: Duration = Duration::from_secs(2);
@@ -31,6 +36,8 @@ pub struct Memory {
     pub not_found_alerted: bool,
     /// When the job was first seen in a terminal state (None: not terminal).
     pub terminal_since: Option<SystemTime>,
+    /// The time-driven rules' memory (`jobs.clocks`).
+    pub clocks: Clocks,
 }
 
 impl Memory {
@@ -45,8 +52,10 @@ impl Memory {
 pub enum Outcome<'a> {
     /// A document with something new (possibly no event: a new ETag, equal fields).
     Changed {
-        /// The job's state in it.
-        state: &'a JobState,
+        /// The job in it.
+        job: &'a JobSnapshot,
+        /// The service's creation time, if the document gives one.
+        created_at: Option<SystemTime>,
     },
     /// 304/412, or a document with nothing new.
     Unchanged,
@@ -66,14 +75,19 @@ pub enum Outcome<'a> {
 pub struct Context<'a> {
     /// Now.
     pub now: SystemTime,
-    /// The state last recorded for the job, before this poll.
-    pub recorded_state: Option<&'a JobState>,
+    /// The job last recorded, before this poll.
+    pub recorded: Option<&'a JobSnapshot>,
     /// The job's intervals.
     pub policy: &'a PollPolicy,
     /// Failures in a row before `job.poll_failing`.
     pub failure_threshold: u32,
     /// The longest Retry-After honoured.
     pub max_retry_after: Duration,
+    /// Deadlines, stalls, reminders.
+    pub clocks: &'a ClockSettings,
+    /// The job's last `iewatch ack`, when the caller read it (see
+    /// [`clocks::reminder_due`]).
+    pub acked_at: Option<SystemTime>,
 }
 
 /// When to poll again, with the kind of jitter the caller adds.
@@ -106,10 +120,35 @@ impl Decision {
     }
 }
 
-/// Applies every bookkeeping rule to one poll's outcome.
+/// Applies every bookkeeping rule to one poll's outcome, then the time-driven ones.
 pub fn decide(memory: &Memory, outcome: Outcome<'_>, context: &Context<'_>) -> Decision {
+    let mut decision = bookkeeping(memory, outcome, context);
+    let (job, created_at) = match outcome {
+        Outcome::Changed { job, created_at } => (Some(job), created_at),
+        _ => (context.recorded, None),
+    };
+    let (events, clocks) = clocks::tick(
+        &memory.clocks,
+        &ClockInput {
+            now: context.now,
+            job,
+            created_at,
+            terminal_since: decision.memory.terminal_since,
+            polls_failing: decision.memory.failing_alerted,
+            acked_at: context.acked_at,
+            settings: context.clocks,
+        },
+    );
+    decision.events.extend(events);
+    decision.memory.clocks = clocks;
+    decision
+}
+
+fn bookkeeping(memory: &Memory, outcome: Outcome<'_>, context: &Context<'_>) -> Decision {
+    let recorded_state = context.recorded.map(|j| &j.state);
     match outcome {
-        Outcome::Changed { state } => {
+        Outcome::Changed { job, .. } => {
+            let state = &job.state;
             let mut after = recovered(memory);
             after.terminal_since = if state.is_terminal() {
                 Some(memory.terminal_since.unwrap_or(context.now))
@@ -125,7 +164,7 @@ pub fn decide(memory: &Memory, outcome: Outcome<'_>, context: &Context<'_>) -> D
         Outcome::Unchanged => Decision {
             events: recovery_events(memory),
             memory: recovered(memory),
-            next: NextPoll::Interval(context.policy.interval(context.recorded_state)),
+            next: NextPoll::Interval(context.policy.interval(recorded_state)),
         },
         Outcome::Failed {
             error,
@@ -140,7 +179,7 @@ fn recovered(memory: &Memory) -> Memory {
         consecutive_failures: 0,
         failing_alerted: false,
         not_found_alerted: false,
-        terminal_since: memory.terminal_since,
+        ..memory.clone()
     }
 }
 
@@ -167,7 +206,7 @@ fn failed(
     let mut events = Vec::new();
     if not_found {
         if !after.not_found_alerted {
-            let purged = context.recorded_state.is_some_and(JobState::is_terminal);
+            let purged = context.recorded.is_some_and(|j| j.state.is_terminal());
             let (severity, text) = if purged {
                 (
                     Severity::Info,
@@ -255,23 +294,49 @@ mod tests {
             failing_alerted,
             not_found_alerted,
             terminal_since: None,
+            clocks: Clocks::default(),
         }
     }
 
+    fn job(state: &str) -> JobSnapshot {
+        JobSnapshot::assemble(None, state.into(), None, None)
+    }
+
+    /// The bookkeeping rules alone: the clocks are already tracking the recorded job
+    /// (as they are after its first poll) and are left out of the answer; their own
+    /// rules are tested in `clocks`.
     fn run(memory: &Memory, outcome: Outcome<'_>, recorded: Option<&str>) -> Decision {
-        let recorded = recorded.map(JobState::from);
+        let recorded = recorded.map(job);
         let policy = policy();
-        decide(
-            memory,
+        let settings = ClockSettings::default();
+        let input = |job| ClockInput {
+            now: at(0),
+            job,
+            created_at: None,
+            terminal_since: memory.terminal_since,
+            polls_failing: false,
+            acked_at: None,
+            settings: &settings,
+        };
+        let tracking = Memory {
+            clocks: clocks::tick(&Clocks::default(), &input(recorded.as_ref())).1,
+            ..memory.clone()
+        };
+        let mut decision = decide(
+            &tracking,
             outcome,
             &Context {
                 now: at(0),
-                recorded_state: recorded.as_ref(),
+                recorded: recorded.as_ref(),
                 policy: &policy,
                 failure_threshold: 3,
                 max_retry_after: 60 * MIN,
+                clocks: &settings,
+                acked_at: None,
             },
-        )
+        );
+        decision.memory.clocks = Clocks::default();
+        decision
     }
 
     fn types(decision: &Decision) -> Vec<(EventType, Severity)> {
@@ -359,8 +424,11 @@ mod tests {
     /// One row per recovery rule: (memory, outcome, events, must write).
     #[test]
     fn recovery_ends_the_streak_and_is_announced_only_after_failing() {
-        let state = JobState::from("Transferring");
-        let changed = Outcome::Changed { state: &state };
+        let state = job("Transferring");
+        let changed = Outcome::Changed {
+            job: &state,
+            created_at: None,
+        };
         let rows = [
             (failing(4, true, false), changed, true, true),
             (failing(4, true, false), Outcome::Unchanged, true, true),
@@ -383,11 +451,14 @@ mod tests {
 
     #[test]
     fn terminal_since_is_set_once_kept_and_cleared() {
-        let completed = JobState::from("Completed");
-        let transferring = JobState::from("Transferring");
+        let completed = job("Completed");
+        let transferring = job("Transferring");
         let first = run(
             &Memory::default(),
-            Outcome::Changed { state: &completed },
+            Outcome::Changed {
+                job: &completed,
+                created_at: None,
+            },
             None,
         );
         assert_eq!(first.memory.terminal_since, Some(at(0)));
@@ -395,7 +466,14 @@ mod tests {
             terminal_since: Some(at(0) - Duration::from_secs(99)),
             ..Memory::default()
         };
-        let kept = run(&earlier, Outcome::Changed { state: &completed }, None);
+        let kept = run(
+            &earlier,
+            Outcome::Changed {
+                job: &completed,
+                created_at: None,
+            },
+            None,
+        );
         assert_eq!(kept.memory.terminal_since, earlier.terminal_since);
         let unchanged = run(&earlier, Outcome::Unchanged, Some("Completed"));
         assert_eq!(unchanged.memory.terminal_since, earlier.terminal_since);
@@ -404,7 +482,8 @@ mod tests {
         let reopened = run(
             &earlier,
             Outcome::Changed {
-                state: &transferring,
+                job: &transferring,
+                created_at: None,
             },
             None,
         );
@@ -415,7 +494,7 @@ mod tests {
     /// it is one table, a row per rule.
     #[test]
     fn next_poll_follows_state_backoff_retry_after_and_not_found() {
-        let completed = JobState::from("Completed");
+        let completed = job("Completed");
         let retry = Outcome::Failed {
             error: "HTTP 429",
             not_found: false,
@@ -448,7 +527,10 @@ mod tests {
             ),
             (
                 Memory::default(),
-                Outcome::Changed { state: &completed },
+                Outcome::Changed {
+                    job: &completed,
+                    created_at: None,
+                },
                 Some("Transferring"),
                 NextPoll::Interval(60 * MIN),
             ),
