@@ -372,6 +372,46 @@ endpoint = "http://management.azure.com"
 }
 
 #[test]
+fn the_clock_keys_are_read_and_their_mistakes_named() {
+    let (dir, _pki) = credentials_dir();
+    let clocks = "[daemon]\ndeadline_warnings = [\"7d\", \"2d\"]\nstall_after = { Shipping = \"3d\", DataCopy = \"off\" }\ndrive_stall_after = \"6h\"\nremind_every = \"off\"\nremind_max = 5\n";
+    let path = write(
+        dir.path(),
+        "clocks.toml",
+        &GOOD.replacen("[daemon]\n", clocks, 1),
+    );
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let c = &config.daemon.clocks;
+    let day = std::time::Duration::from_secs(86_400);
+    assert_eq!(c.deadline_warnings, [7 * day, 2 * day]);
+    assert_eq!(c.stall_after["Shipping"], 3 * day);
+    assert!(!c.stall_after.contains_key("DataCopy"), "off");
+    assert_eq!(c.stall_after["Received"], 7 * day, "defaults kept");
+    assert_eq!(c.drive_stall_after, Some(day / 4));
+    assert_eq!(c.remind_every, None);
+    assert_eq!(c.remind_max, 5);
+    let bad = write(
+        dir.path(),
+        "clocks-bad.toml",
+        &GOOD.replacen(
+            "[daemon]\n",
+            "[daemon]\ndeadline_warnings = [\"soon\"]\nstall_after = { Shipping = \"forever\" }\nremind_every = \"0s\"\nremind_max = 0\n",
+            1,
+        ),
+    );
+    let (ok, output) = check(&bad);
+    assert!(!ok);
+    for expected in [
+        "daemon.deadline_warnings: \"soon\" is not a duration",
+        "daemon.stall_after.Shipping: \"forever\" is not a duration",
+        "daemon.remind_every: must be longer than zero",
+        "daemon.remind_max",
+    ] {
+        assert!(output.contains(expected), "{expected:?} in {output}");
+    }
+}
+
+#[test]
 fn databox_accounts_take_the_arm_keys_and_name_their_mistakes() {
     let (dir, _pki) = credentials_dir();
     let good = "[[account]]\nname = \"portal\"\nkind = \"databox\"\nsubscription_id = \"s\"\nresource_group = \"rg\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"a-secret\"\njobs = \"all\"\n";

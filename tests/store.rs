@@ -29,20 +29,7 @@ fn to_ops(events: &[iewatch::events::Event]) -> Vec<iewatch::events::OutboxEntry
 /// (account, job, drive, state, copy status) of the README's failed-drives query.
 type FailedDrive = (String, String, String, Option<String>, Option<String>);
 
-fn iewatch(args: &[&str], db: &Path) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_iewatch"))
-        .args(args)
-        .arg("--database")
-        .arg(db)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
+use common::iewatch_cli as iewatch;
 
 #[tokio::test]
 async fn migrate_reopen_record_and_read_back_through_status_history_and_sql() {

@@ -550,6 +550,22 @@ fn remind(clocks: &mut Clocks, input: &ClockInput<'_>, now: u64, events: &mut Ve
     }
 }
 
+/// Progress events carry the copy's ETA once its rate means something.
+pub fn with_eta(events: &mut [Event], clocks: &Clocks) {
+    for event in events.iter_mut() {
+        let eta = match (event.event_type, &event.drive_id) {
+            (EventType::JobProgress, None) => clocks.eta,
+            (EventType::DriveProgress, Some(drive)) => {
+                clocks.drives.get(drive.as_str()).and_then(|d| d.eta)
+            }
+            _ => None,
+        };
+        if let Some(eta) = eta {
+            event.details = Some(serde_json::json!({ "eta": rfc3339(eta) }));
+        }
+    }
+}
+
 /// True when a reminder may be due, so that the caller fetches the job's last ack
 /// (from the database) only then.
 pub fn reminder_due(clocks: &Clocks, now: SystemTime, settings: &ClockSettings) -> bool {
@@ -590,7 +606,8 @@ fn days(seconds: u64) -> String {
         seconds % 3600 / 60,
     );
     match (d, h) {
-        (0, 0) => format!("{}m", m.max(1)),
+        (0, 0) if m == 0 => format!("{seconds}s"),
+        (0, 0) => format!("{m}m"),
         (0, h) => format!("{h}h"),
         (d, 0) => format!("{d}d"),
         (d, h) => format!("{d}d {h}h"),

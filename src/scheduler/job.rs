@@ -12,12 +12,9 @@ use rand::Rng as _;
 use super::{Settings, Shared};
 use crate::{
     config::PollPolicy,
-    decide::{
-        clocks::{self, Clocks},
-        decide, retired_for, Context, Decision, Memory, NextPoll, Outcome,
-    },
+    decide::{clocks, decide, retired_for, Context, Decision, Memory, NextPoll, Outcome},
     detect::detect_changes,
-    events::{Event, EventType, OutboxEntry},
+    events::{Event, OutboxEntry},
     model::{ETag, JobName, JobSnapshot},
     notifier,
     source::{ChangeRule, JobTarget, Observation, PollOutcome, Source, SourceError},
@@ -247,7 +244,7 @@ impl WatchedJob {
             },
             &self.context(settings, now, acked_at),
         );
-        with_eta(&mut events, &decision.memory.clocks);
+        clocks::with_eta(&mut events, &decision.memory.clocks);
         events.extend(decision.events.iter().cloned());
         shared.telemetry.job_seen(
             &self.account,
@@ -447,22 +444,6 @@ fn with_jitter(next: NextPoll) -> Duration {
     Duration::try_from_secs_f64(delay.min(MAX_DELAY).as_secs_f64() * factor)
         .unwrap_or(MAX_DELAY)
         .min(MAX_DELAY)
-}
-
-/// Progress events carry the copy's ETA once its rate means something.
-fn with_eta(events: &mut [Event], clocks: &Clocks) {
-    for event in events.iter_mut() {
-        let eta = match (event.event_type, &event.drive_id) {
-            (EventType::JobProgress, None) => clocks.eta,
-            (EventType::DriveProgress, Some(drive)) => {
-                clocks.drives.get(drive.as_str()).and_then(|d| d.eta)
-            }
-            _ => None,
-        };
-        if let Some(eta) = eta {
-            event.details = Some(serde_json::json!({ "eta": clocks::rfc3339(eta) }));
-        }
-    }
 }
 
 /// A hash of a document's text: enough to tell "same text" without keeping it.

@@ -853,3 +853,19 @@ pub fn independently_verified(
                 .is_ok_and(|tag| ring::hmac::verify(&key, &signed, &tag).is_ok())
         })
 }
+
+/// Runs `iewatch ARGS --database DB`, asserting success; its stdout.
+pub fn iewatch_cli(args: &[&str], db: &Path) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
+        .args(args)
+        .arg("--database")
+        .arg(db)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
