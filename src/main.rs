@@ -115,6 +115,14 @@ enum Command {
         #[command(flatten)]
         db: DatabaseArgs,
     },
+    /// Send a test event to one webhook through the real delivery path and say how it
+    /// went (exit code 1 when it failed).
+    NotifyTest {
+        /// The webhook's `name`.
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Stop the reminders of what is wrong with a job now; recorded in its history.
     Ack {
         /// The job (`name` or `account/name`).
@@ -247,6 +255,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 errln!("no delivery {id}");
                 Ok(ExitCode::FAILURE)
             }
+        }
+        Command::NotifyTest { name, config } => {
+            init_logging(LogFormat::Text, "warn");
+            notify_test(&config.config, &name).await
         }
         Command::Ack { job, note, db } => {
             let store = open_database(&db).await?;
@@ -397,6 +409,51 @@ fn forward_signals(
             }
         }
     }))
+}
+
+/// `iewatch notify-test NAME`: one line per request, and the exit code says whether
+/// every one succeeded.
+async fn notify_test(path: &Path, name: &str) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            for problem in &e.problems {
+                errln!("{problem}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let Some(webhook) = config.webhooks.iter().find(|w| w.name == name) else {
+        let names: Vec<&str> = config.webhooks.iter().map(|w| w.name.as_str()).collect();
+        errln!(
+            "no webhook {name:?} in {} (there are: {})",
+            path.display(),
+            names.join(", ")
+        );
+        return Ok(ExitCode::FAILURE);
+    };
+    let mut failed = false;
+    for delivery in iewatch::notifier::notify_test(webhook).await {
+        let millis = delivery.latency.as_millis();
+        let status = delivery
+            .status
+            .map_or("no answer".into(), |s| format!("HTTP {s}"));
+        match &delivery.error {
+            None => outln!("{name}: sent {}: {status} in {millis} ms", delivery.what),
+            Some(error) => {
+                failed = true;
+                outln!(
+                    "{name}: FAILED {}: {error} ({status}, {millis} ms)",
+                    delivery.what
+                );
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn check(path: &Path, online: bool) -> anyhow::Result<ExitCode> {

@@ -7,20 +7,17 @@ mod common;
 
 use std::{
     collections::{BTreeMap, HashSet},
-    path::Path,
     time::{Duration, SystemTime},
 };
 
-use common::{Receiver, Reply};
+use common::{start_notifier, webhooks, Receiver, Reply};
 use iewatch::{
-    config::{Config, Webhook},
+    config::Webhook,
     events::Event,
     model::JobName,
-    notifier::{self, payload, route, Waker},
+    notifier::{payload, route},
     store::Store,
-    telemetry::Telemetry,
 };
-use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -47,12 +44,6 @@ fn signatures_match_the_standard_webhooks_test_vector() {
     assert_eq!(payload::signature(&key, id, 1614265330, body), published);
 }
 
-fn webhooks(dir: &Path, text: &str) -> Vec<Webhook> {
-    Config::parse(&dir.join("webhooks.toml"), text)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .webhooks
-}
-
 /// Records the import lifecycle (32 events) for `job`, routed to `hooks`.
 async fn record_lifecycle(store: &Store, job: &str, hooks: &[Webhook]) -> Vec<Event> {
     let name = JobName::from(job);
@@ -64,35 +55,6 @@ async fn record_lifecycle(store: &Store, job: &str, hooks: &[Webhook]) -> Vec<Ev
         |_| SystemTime::now(),
     )
     .await
-}
-
-struct Running {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-    waker: Waker,
-}
-
-fn start_notifier(store: &Store, hooks: Vec<Webhook>) -> Running {
-    let (waker, wake) = Waker::new();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(notifier::run(
-        store.clone(),
-        hooks,
-        wake,
-        Telemetry::new(),
-        stop.clone(),
-    ));
-    Running { stop, task, waker }
-}
-
-impl Running {
-    async fn stop(self) {
-        self.stop.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .unwrap()
-            .unwrap();
-    }
 }
 
 fn delivered_ids(received: &[common::Received]) -> Vec<String> {

@@ -65,7 +65,11 @@ impl Checker<'_> {
             ("authority", position(&raw.authority)),
             ("jobs", position(&raw.jobs)),
         ];
-        self.only_for_kind(&arm_only, &format!("account[{i}]"), "arm\" or \"databox");
+        self.only_for(
+            &arm_only,
+            &format!("account[{i}]"),
+            "kind = \"arm\" or \"databox\" accounts",
+        );
         let storage_account = self.required_text(&raw.storage_account, at, &key("storage_account"));
         let endpoint = self.https_base(&raw.endpoint, DEFAULT_CLASSIC_ENDPOINT, &key("endpoint"));
         let x_ms_version = self
@@ -110,7 +114,11 @@ impl Checker<'_> {
             ("certificate_key", position(&raw.certificate_key)),
             ("x_ms_version", position(&raw.x_ms_version)),
         ];
-        self.only_for_kind(&classic_only, &format!("account[{i}]"), "classic");
+        self.only_for(
+            &classic_only,
+            &format!("account[{i}]"),
+            "kind = \"classic\" accounts",
+        );
 
         if provider == ArmProvider::DataBox && raw.store_bitlocker_keys == Some(true) {
             self.warn(

@@ -421,19 +421,15 @@ impl Checker<'_> {
         }
     }
 
-    /// Reports every key given that belongs to another kind of account.
-    pub(super) fn only_for_kind(
-        &mut self,
-        keys: &[(&str, Option<usize>)],
-        prefix: &str,
-        kind: &str,
-    ) {
+    /// Reports every key given that belongs to another kind of account or format of
+    /// webhook (`what`: `kind = "arm" accounts`).
+    pub(super) fn only_for(&mut self, keys: &[(&str, Option<usize>)], prefix: &str, what: &str) {
         for (field, offset) in keys {
             if let Some(offset) = offset {
                 self.problem(
                     *offset,
                     format!("{prefix}.{field}"),
-                    format!("only for kind = \"{kind}\" accounts"),
+                    format!("only for {what}"),
                 );
             }
         }

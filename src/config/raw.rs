@@ -100,4 +100,9 @@ pub(super) struct RawWebhook {
     pub(super) give_up_after: Option<Spanned<String>>,
     pub(super) retry_initial: Option<Spanned<String>>,
     pub(super) retry_max: Option<Spanned<String>>,
+    pub(super) template: Option<Spanned<String>>,
+    pub(super) template_file: Option<Spanned<PathBuf>>,
+    pub(super) content_type: Option<Spanned<String>>,
+    pub(super) routing_key: Option<Spanned<String>>,
+    pub(super) routing_key_file: Option<Spanned<PathBuf>>,
 }

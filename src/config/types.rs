@@ -179,6 +179,29 @@ pub enum WebhookFormat {
     Json,
     /// `{"text": ...}` for Slack-compatible endpoints.
     Slack,
+    /// A Microsoft Teams Workflows message carrying an Adaptive Card.
+    Teams,
+    /// PagerDuty Events API v2: trigger and resolve.
+    PagerDuty,
+    /// A body rendered from the webhook's own template.
+    Template,
+}
+
+/// A webhook's body template (`format = "template"`), compiled when the config is read.
+#[derive(Clone)]
+pub struct WebhookTemplate {
+    /// The compiled template, named `body`.
+    pub environment: std::sync::Arc<minijinja::Environment<'static>>,
+    /// The Content-Type the body is sent with.
+    pub content_type: String,
+}
+
+impl std::fmt::Debug for WebhookTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookTemplate")
+            .field("content_type", &self.content_type)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A webhook's URL. Its path and query can be its credential (Slack's and Teams' are),
@@ -237,6 +260,10 @@ pub struct Webhook {
     pub secret: Option<Secret>,
     /// Payload format.
     pub format: WebhookFormat,
+    /// `format = "template"`: the body template.
+    pub template: Option<WebhookTemplate>,
+    /// `format = "pagerduty"`: the integration's routing key.
+    pub routing_key: Option<Secret>,
     /// Event types or prefixes (`drive.*`); `*` matches everything.
     pub events: Vec<String>,
     /// Job names; `*` matches every job.

@@ -5,10 +5,15 @@ use toml::Spanned;
 
 use super::{
     check::Checker, decode_webhook_secret, raw::RawWebhook, Secret, Webhook, WebhookFormat,
-    WebhookUrl, DEFAULT_GIVE_UP_AFTER, DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX,
+    WebhookTemplate, WebhookUrl, DEFAULT_GIVE_UP_AFTER, DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX,
     DEFAULT_WEBHOOK_TIMEOUT,
 };
 use crate::model::Severity;
+
+/// Where PagerDuty's Events API v2 takes events.
+pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+/// Largest body template read.
+const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
 
 impl Checker<'_> {
     pub(super) fn resolve_webhook(
@@ -21,8 +26,6 @@ impl Checker<'_> {
         let name = self
             .name(&raw.name, at, &key("name"))
             .map(|n| n.get_ref().clone());
-        let url = self.webhook_url(&raw.url, at, &key("url"));
-        let secret = self.webhook_secret(raw, i);
         let format = self
             .choice(
                 &raw.format,
@@ -30,10 +33,22 @@ impl Checker<'_> {
                 &[
                     ("json", WebhookFormat::Json),
                     ("slack", WebhookFormat::Slack),
+                    ("teams", WebhookFormat::Teams),
+                    ("pagerduty", WebhookFormat::PagerDuty),
+                    ("template", WebhookFormat::Template),
                 ],
                 WebhookFormat::Json,
             )
             .unwrap_or(WebhookFormat::Json);
+        // PagerDuty has one address; the others are the receiver's.
+        let url = match (&raw.url, format) {
+            (None, WebhookFormat::PagerDuty) => Some(WebhookUrl::new(http::Uri::from_static(
+                PAGERDUTY_EVENTS_URL,
+            ))),
+            _ => self.webhook_url(&raw.url, at, &key("url")),
+        };
+        let secret = self.webhook_secret(raw, i);
+        let (template, routing_key) = self.channel_keys(raw, i, at, format);
         let events = self.event_filters(&raw.events, &key("events"));
         let min_severity = self
             .choice(
@@ -63,6 +78,8 @@ impl Checker<'_> {
             url: url?,
             secret,
             format,
+            template,
+            routing_key,
             events,
             jobs: raw
                 .jobs
@@ -83,6 +100,142 @@ impl Checker<'_> {
                 DEFAULT_RETRY_INITIAL,
             ),
             retry_max: self.duration(&raw.retry_max, &key("retry_max"), DEFAULT_RETRY_MAX),
+        })
+    }
+
+    /// The keys of one format: a template and its content type, or PagerDuty's routing
+    /// key; refused on the formats they do not belong to.
+    fn channel_keys(
+        &mut self,
+        raw: &RawWebhook,
+        i: usize,
+        at: usize,
+        format: WebhookFormat,
+    ) -> (Option<WebhookTemplate>, Option<Secret>) {
+        let key = |field: &str| format!("webhook[{i}].{field}");
+        let start = |v: &Option<Spanned<String>>| v.as_ref().map(|v| v.span().start);
+        let file_start =
+            |v: &Option<Spanned<std::path::PathBuf>>| v.as_ref().map(|v| v.span().start);
+        let prefix = format!("webhook[{i}]");
+        if format != WebhookFormat::Template {
+            let template_only = [
+                ("template", start(&raw.template)),
+                ("template_file", file_start(&raw.template_file)),
+                ("content_type", start(&raw.content_type)),
+            ];
+            self.only_for(&template_only, &prefix, "format = \"template\" webhooks");
+        }
+        if format != WebhookFormat::PagerDuty {
+            let pagerduty_only = [
+                ("routing_key", start(&raw.routing_key)),
+                ("routing_key_file", file_start(&raw.routing_key_file)),
+            ];
+            self.only_for(&pagerduty_only, &prefix, "format = \"pagerduty\" webhooks");
+        }
+        match format {
+            WebhookFormat::Template => (self.webhook_template(raw, i, at), None),
+            WebhookFormat::PagerDuty => {
+                if raw.routing_key.is_none() && raw.routing_key_file.is_none() {
+                    self.problem(
+                        at,
+                        key("routing_key_file"),
+                        "is required for format = \"pagerduty\" (or routing_key): the integration key of the PagerDuty service",
+                    );
+                    return (None, None);
+                }
+                let routing_key = self
+                    .secret(
+                        (&raw.routing_key, key("routing_key")),
+                        (&raw.routing_key_file, key("routing_key_file")),
+                    )
+                    .map(|(text, _, _)| Secret::new(text.into_bytes()));
+                (None, routing_key)
+            }
+            _ => (None, None),
+        }
+    }
+
+    /// `template` or `template_file`, compiled now so that a syntax error is a config
+    /// problem with its file and line, not a failed delivery.
+    fn webhook_template(
+        &mut self,
+        raw: &RawWebhook,
+        i: usize,
+        at: usize,
+    ) -> Option<WebhookTemplate> {
+        let key = |field: &str| format!("webhook[{i}].{field}");
+        let (source, origin) = match (&raw.template, &raw.template_file) {
+            (Some(_), Some(file)) => {
+                self.problem(
+                    file.span().start,
+                    key("template_file"),
+                    "give template or template_file, not both",
+                );
+                return None;
+            }
+            (None, None) => {
+                self.problem(
+                    at,
+                    key("template_file"),
+                    "is required for format = \"template\" (or template)",
+                );
+                return None;
+            }
+            (Some(inline), None) => (
+                inline.get_ref().clone(),
+                (inline.span().start, key("template"), None),
+            ),
+            (None, Some(file)) => {
+                let path = self.relative_path(file.get_ref());
+                match std::fs::read_to_string(&path) {
+                    Ok(text) if text.len() <= MAX_TEMPLATE_BYTES => {
+                        (text, (file.span().start, key("template_file"), Some(path)))
+                    }
+                    Ok(_) => {
+                        self.problem(
+                            file.span().start,
+                            key("template_file"),
+                            format!("{}: larger than {MAX_TEMPLATE_BYTES} bytes", path.display()),
+                        );
+                        return None;
+                    }
+                    Err(e) => {
+                        self.problem(
+                            file.span().start,
+                            key("template_file"),
+                            format!("{}: {e}", path.display()),
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        let (offset, field, path) = origin;
+        let mut environment = minijinja::Environment::new();
+        environment.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        if let Err(e) = environment.add_template_owned("body", source) {
+            let place = match (&path, e.line()) {
+                (Some(path), Some(line)) => format!("{}:{line}", path.display()),
+                (Some(path), None) => path.display().to_string(),
+                (None, Some(line)) => format!("line {line} of the template"),
+                (None, None) => "the template".to_owned(),
+            };
+            let detail = e.detail().unwrap_or("syntax error");
+            self.problem(offset, field, format!("{place}: {} ({detail})", e.kind()));
+            return None;
+        }
+        let content_type = raw
+            .content_type
+            .as_ref()
+            .map_or_else(|| "application/json".to_owned(), |c| c.get_ref().clone());
+        if http::HeaderValue::from_str(&content_type).is_err() {
+            let at = raw.content_type.as_ref().map_or(offset, |c| c.span().start);
+            self.problem(at, key("content_type"), "is not a valid header value");
+            return None;
+        }
+        Some(WebhookTemplate {
+            environment: std::sync::Arc::new(environment),
+            content_type,
         })
     }
 

@@ -25,7 +25,7 @@ pub use routing::route;
 use crate::{
     config::{Webhook, WebhookFormat},
     http_client::{self, HttpsClient, USER_AGENT},
-    store::{Attempt, OutboxItem, Store},
+    store::{Attempt, EventRecord, OutboxItem, Store},
     telemetry::Telemetry,
     tls,
 };
@@ -90,6 +90,84 @@ pub async fn run(
     }
     // No webhooks (or every one disabled): nothing to do until the generation stops.
     shutdown.cancelled().await;
+}
+
+/// One request of `iewatch notify-test`.
+#[derive(Clone, Debug)]
+pub struct TestDelivery {
+    /// What was sent (`job.state_changed Transferring → Faulted`, `resolve`).
+    pub what: String,
+    /// The HTTP status, if one came back.
+    pub status: Option<u16>,
+    /// How long the attempt took.
+    pub latency: Duration,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+/// Sends a test event to one webhook through the real path (format, signature, TLS,
+/// timeout), bypassing its filters and the outbox: a job `iewatch-test` of account
+/// `notify-test` going Transferring → Faulted (an error); PagerDuty also gets the
+/// resolve of that incident, so that no test incident stays open.
+pub async fn notify_test(webhook: &Webhook) -> Vec<TestDelivery> {
+    let client = match tls::client_config(tls::root_store(&[], true), None) {
+        Ok(config) => http_client::build_client(config, Duration::from_secs(10), false),
+        Err(e) => {
+            return vec![TestDelivery {
+                what: "TLS set-up".into(),
+                status: None,
+                latency: Duration::ZERO,
+                error: Some(e.to_string()),
+            }]
+        }
+    };
+    let now = crate::store::timestamp(SystemTime::now());
+    let event = |id: i64, to: &str, severity| EventRecord {
+        id,
+        account: "notify-test".into(),
+        job: "iewatch-test".into(),
+        event_type: crate::events::EventType::JobStateChanged,
+        drive_id: None,
+        from: Some("Transferring".into()),
+        to: Some(to.into()),
+        observed_at: now.clone(),
+        severity,
+        details: Some(
+            serde_json::json!({"job": {"type": "Import", "state": to, "percent_complete": 40}}),
+        ),
+    };
+    let mut events = vec![event(0, "Faulted", crate::model::Severity::Error)];
+    if webhook.format == WebhookFormat::PagerDuty {
+        events.push(event(0, "Completed", crate::model::Severity::Info));
+    }
+    let mut outcomes = Vec::new();
+    for event in events {
+        let item = OutboxItem {
+            id: 0,
+            attempts: 0,
+            first_attempt_at: None,
+            event,
+        };
+        let started = std::time::Instant::now();
+        let sent = send(&client, webhook, &item).await;
+        let what = format!(
+            "{} → {}",
+            item.event.event_type,
+            item.event.to.as_deref().unwrap_or("-")
+        );
+        let (status, error) = match sent {
+            Sent::Ok(status) => (Some(status), None),
+            Sent::Gone => (Some(410), Some("410 Gone: the endpoint is disabled".into())),
+            Sent::Retry { status, error, .. } => (status, Some(error)),
+        };
+        outcomes.push(TestDelivery {
+            what,
+            status,
+            latency: started.elapsed(),
+            error,
+        });
+    }
+    outcomes
 }
 
 /// The outcome of one attempt at `item`, with the retry time and give-up rule applied;
@@ -163,13 +241,45 @@ enum Sent {
     },
 }
 
+/// The body of `event` in the webhook's format and its Content-Type; None when the
+/// channel does not take the event (PagerDuty gets triggers and resolves only).
+fn body(webhook: &Webhook, event: &EventRecord) -> Result<Option<(Vec<u8>, String)>, String> {
+    let json = |body: Vec<u8>| Ok(Some((body, "application/json".to_owned())));
+    match webhook.format {
+        WebhookFormat::Json => json(payload::json_body(event)),
+        WebhookFormat::Slack => json(payload::slack_body(event)),
+        WebhookFormat::Teams => json(payload::teams_body(event)),
+        WebhookFormat::PagerDuty => {
+            let key = webhook.routing_key.as_ref().map_or(&[][..], |k| k.expose());
+            Ok(payload::pagerduty_body(event, key).map(|b| (b, "application/json".to_owned())))
+        }
+        WebhookFormat::Template => {
+            let template = webhook
+                .template
+                .as_ref()
+                .ok_or_else(|| "no template".to_owned())?;
+            let body = payload::template_body(&template.environment, event)?;
+            Ok(Some((body, template.content_type.clone())))
+        }
+    }
+}
+
 async fn send(client: &HttpsClient, webhook: &Webhook, item: &OutboxItem) -> Sent {
-    let body = match webhook.format {
-        WebhookFormat::Json => payload::json_body(&item.event),
-        WebhookFormat::Slack => payload::slack_body(&item.event),
+    let (body, content_type) = match body(webhook, &item.event) {
+        Ok(Some(body)) => body,
+        // Routing sends a channel only what it takes; an event queued before a format
+        // change is done with, not retried forever.
+        Ok(None) => return Sent::Ok(0),
+        Err(error) => {
+            return Sent::Retry {
+                status: None,
+                error,
+                retry_after: None,
+            }
+        }
     };
     let mut request = Request::post(webhook.url.uri().clone())
-        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_TYPE, content_type)
         .header(header::USER_AGENT, USER_AGENT);
     if webhook.format == WebhookFormat::Json {
         let id = payload::webhook_id(&item.event);

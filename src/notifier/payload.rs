@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use sha2::Sha256;
 
 use crate::{
-    events::PayloadShape,
+    events::{EventType, PayloadShape},
     model::Severity,
     store::{parse_timestamp, EventRecord},
 };
@@ -115,4 +115,203 @@ pub fn slack_body(event: &EventRecord) -> Vec<u8> {
 /// Parses a JSON body back (tests, the demo's sink).
 pub fn parse(body: &[u8]) -> Option<Value> {
     serde_json::from_slice(body).ok()
+}
+
+/// The Adaptive Card version the Teams body uses (Teams renders up to 1.5).
+pub const ADAPTIVE_CARD_VERSION: &str = "1.4";
+
+/// A Microsoft Teams Workflows message ("when a webhook request is received") carrying
+/// an Adaptive Card: the change as its title in the severity's colour, the job's facts,
+/// and a link when the event has one (a carrier's tracking page).
+pub fn teams_body(event: &EventRecord) -> Vec<u8> {
+    let color = match event.severity {
+        Severity::Error => "Attention",
+        Severity::Warning => "Warning",
+        Severity::Info => "Default",
+    };
+    let job = event.details.as_ref().and_then(|d| d.get("job"));
+    let text = |v: Option<&Value>| match v {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    let mut facts =
+        vec![json!({"title": "Job", "value": format!("{}/{}", event.account, event.job)})];
+    if let Some(drive) = &event.drive_id {
+        facts.push(json!({"title": "Drive", "value": drive.as_str()}));
+    }
+    for (title, key) in [("State", "state"), ("Type", "type"), ("SKU", "sku")] {
+        if let Some(value) = text(job.and_then(|j| j.get(key))) {
+            facts.push(json!({"title": title, "value": value}));
+        }
+    }
+    if let Some(percent) = text(job.and_then(|j| j.get("percent_complete"))) {
+        facts.push(json!({"title": "Progress", "value": format!("{percent}%")}));
+    }
+    facts.push(json!({"title": "Severity", "value": event.severity.as_str()}));
+    facts.push(json!({"title": "Observed", "value": rfc3339(&event.observed_at)}));
+    let mut card = json!({
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": ADAPTIVE_CARD_VERSION,
+        "body": [
+            {"type": "TextBlock", "text": format!("{}/{}: {}", event.account, event.job, event.describe()),
+             "weight": "Bolder", "size": "Medium", "color": color, "wrap": true},
+            {"type": "TextBlock", "text": event.event_type.as_str(), "isSubtle": true, "spacing": "None"},
+            {"type": "FactSet", "facts": facts},
+        ],
+    });
+    let link = event
+        .details
+        .as_ref()
+        .and_then(|d| d.pointer("/details/url"))
+        .and_then(Value::as_str)
+        .filter(|u| u.starts_with("https://"));
+    if let Some(url) = link {
+        card["actions"] =
+            json!([{"type": "Action.OpenUrl", "title": "Track the package", "url": url}]);
+    }
+    let message = json!({
+        "type": "message",
+        "attachments": [{
+            "contentType": "application/vnd.microsoft.card.adaptive",
+            "contentUrl": null,
+            "content": card,
+        }],
+    });
+    serde_json::to_vec(&message).unwrap_or_default()
+}
+
+/// What a PagerDuty event does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PagerDutyAction {
+    /// Opens (or adds to) the incident of its dedup key.
+    Trigger,
+    /// Closes it.
+    Resolve,
+}
+
+/// Which events PagerDuty gets, and on which incident: errors, failing polls, actions
+/// required and stalls trigger; recovery, a resumed job or drive, a stage moving on and
+/// completion resolve. The condition names the incident within the job (its dedup key).
+pub fn pagerduty_action(
+    event_type: EventType,
+    severity: Severity,
+    drive: Option<&str>,
+    to: Option<&str>,
+) -> Option<(PagerDutyAction, String)> {
+    use PagerDutyAction::{Resolve, Trigger};
+    let drive_stall = || format!("drive_stalled:{}", drive.unwrap_or_default());
+    Some(match event_type {
+        EventType::JobPollFailing => (Trigger, "polls_failing".into()),
+        EventType::JobPollRecovered => (Resolve, "polls_failing".into()),
+        EventType::JobActionRequired => (Trigger, "action_required".into()),
+        EventType::JobStalled => (Trigger, "stalled".into()),
+        EventType::JobResumed => (Resolve, "stalled".into()),
+        EventType::DriveStalled => (Trigger, drive_stall()),
+        EventType::DriveResumed => (Resolve, drive_stall()),
+        EventType::JobStateChanged if severity < Severity::Error => {
+            // Completion closes the job's error incident; any other move closes a
+            // stage's wait for the customer.
+            let terminal = to.is_some_and(|s| crate::model::JobState::new(s).is_terminal());
+            (
+                Resolve,
+                if terminal {
+                    "errors"
+                } else {
+                    "action_required"
+                }
+                .into(),
+            )
+        }
+        _ if severity == Severity::Error => (Trigger, "errors".into()),
+        _ => return None,
+    })
+}
+
+/// The Events API v2 body of `event`, or None when PagerDuty does not take it.
+pub fn pagerduty_body(event: &EventRecord, routing_key: &[u8]) -> Option<Vec<u8>> {
+    let (action, condition) = pagerduty_action(
+        event.event_type,
+        event.severity,
+        event.drive_id.as_ref().map(|d| d.as_str()),
+        event.to.as_deref(),
+    )?;
+    let routing_key = String::from_utf8_lossy(routing_key);
+    let dedup_key = format!("iewatch/{}/{}/{condition}", event.account, event.job);
+    let body = match action {
+        PagerDutyAction::Resolve => json!({
+            "routing_key": routing_key,
+            "event_action": "resolve",
+            "dedup_key": dedup_key,
+        }),
+        PagerDutyAction::Trigger => {
+            let severity = match event.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+                Severity::Info => "info",
+            };
+            // PagerDuty takes at most 1024 characters of summary.
+            let summary: String = format!("{}/{}: {}", event.account, event.job, event.describe())
+                .chars()
+                .take(1024)
+                .collect();
+            json!({
+                "routing_key": routing_key,
+                "event_action": "trigger",
+                "dedup_key": dedup_key,
+                "payload": {
+                    "summary": summary,
+                    "source": format!("iewatch/{}", event.account),
+                    "severity": severity,
+                    "timestamp": rfc3339(&event.observed_at),
+                    "component": event.job,
+                    "group": event.account,
+                    "class": event.event_type.as_str(),
+                    "custom_details": {
+                        "event_id": event.id,
+                        "drive_id": event.drive_id,
+                        "from": event.from,
+                        "to": event.to,
+                        "job": event.details.as_ref().and_then(|d| d.get("job")),
+                    },
+                },
+            })
+        }
+    };
+    serde_json::to_vec(&body).ok()
+}
+
+/// A body from the webhook's own template. The template sees the event's fields
+/// (`type`, `severity`, `account`, `job`, `drive_id`, `from`, `to`, `text`, `timestamp`,
+/// `id`) and `data`, the Standard Webhooks payload's `data`; `tojson` escapes a value for
+/// JSON bodies.
+///
+/// # Errors
+/// The template failed at render time (a strict-undefined variable, a filter error).
+pub fn template_body(
+    environment: &minijinja::Environment<'static>,
+    event: &EventRecord,
+) -> Result<Vec<u8>, String> {
+    let standard: Value = serde_json::from_slice(&json_body(event)).unwrap_or_default();
+    let context = json!({
+        "id": webhook_id(event),
+        "type": event.event_type.as_str(),
+        "severity": event.severity.as_str(),
+        "account": event.account,
+        "job": event.job,
+        "drive_id": event.drive_id,
+        "from": event.from,
+        "to": event.to,
+        "text": event.describe(),
+        "timestamp": rfc3339(&event.observed_at),
+        "data": standard["data"],
+    });
+    let template = environment
+        .get_template("body")
+        .map_err(|e| format!("template: {e}"))?;
+    template
+        .render(minijinja::Value::from_serialize(&context))
+        .map(String::into_bytes)
+        .map_err(|e| format!("template: {e}"))
 }

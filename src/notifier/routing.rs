@@ -3,7 +3,7 @@
 //! what will be sent.
 
 use crate::{
-    config::Webhook,
+    config::{Webhook, WebhookFormat},
     events::{filters_match, ChangeValue, Event, OutboxEntry},
     model::JobName,
 };
@@ -27,10 +27,31 @@ pub fn route(webhooks: &[Webhook], job: &JobName, events: &[Event]) -> Vec<Outbo
 /// True when `webhook`'s filters select `event` of `job`.
 pub fn wants(webhook: &Webhook, job: &JobName, event: &Event) -> bool {
     let job_selected = webhook.jobs.iter().any(|j| j == "*" || j == job.as_str());
+    let (takes, closes) = channel_takes(webhook, event);
     job_selected
         && filters_match(&webhook.events, event.event_type)
-        && event.severity >= webhook.min_severity
+        && (event.severity >= webhook.min_severity || closes)
         && (!event.event_type.is_progress() || crosses_step(webhook.progress_step, event))
+        && takes
+}
+
+/// Whether the channel takes the event, and whether it closes an incident (which no
+/// severity filter holds back: an incident opened must be closable). PagerDuty takes only
+/// what opens or closes an incident; every other channel takes every event its filters
+/// select.
+fn channel_takes(webhook: &Webhook, event: &Event) -> (bool, bool) {
+    if webhook.format != WebhookFormat::PagerDuty {
+        return (true, false);
+    }
+    match super::payload::pagerduty_action(
+        event.event_type,
+        event.severity,
+        event.drive_id.as_ref().map(|d| d.as_str()),
+        event.to_text().as_deref(),
+    ) {
+        None => (false, false),
+        Some((action, _)) => (true, action == super::payload::PagerDutyAction::Resolve),
+    }
 }
 
 /// With a step, progress alerts only when a multiple of it is crossed, and at 100.

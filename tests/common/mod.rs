@@ -869,3 +869,45 @@ pub fn iewatch_cli(args: &[&str], db: &Path) -> String {
     );
     String::from_utf8(output.stdout).unwrap()
 }
+
+/// The webhooks of a config text (only `[[webhook]]` tables needed).
+pub fn webhooks(dir: &Path, text: &str) -> Vec<iewatch::config::Webhook> {
+    iewatch::config::Config::parse(&dir.join("webhooks.toml"), text)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .webhooks
+}
+
+/// A notifier running on its own (no daemon).
+pub struct Running {
+    pub stop: tokio_util::sync::CancellationToken,
+    pub task: tokio::task::JoinHandle<()>,
+    pub waker: iewatch::notifier::Waker,
+}
+
+/// Starts the notifier for `hooks` on `store`.
+pub fn start_notifier(
+    store: &iewatch::store::Store,
+    hooks: Vec<iewatch::config::Webhook>,
+) -> Running {
+    let (waker, wake) = iewatch::notifier::Waker::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(iewatch::notifier::run(
+        store.clone(),
+        hooks,
+        wake,
+        iewatch::telemetry::Telemetry::new(),
+        stop.clone(),
+    ));
+    Running { stop, task, waker }
+}
+
+impl Running {
+    /// Stops it, waiting for in-flight attempts.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

@@ -1,0 +1,420 @@
+//! The channels beside Standard Webhooks and Slack: Teams (an Adaptive Card), PagerDuty
+//! (trigger/resolve with stable dedup keys), templates, and `iewatch notify-test`.
+//! Each is delivered by the real notifier to a real receiver on 127.0.0.1, through an
+//! endpoint that fails first: nothing lost, order per job kept.
+
+mod common;
+
+use std::{path::Path, process::Command, time::Duration};
+
+use common::{start_notifier, webhooks, Receiver, Reply};
+use iewatch::{
+    decide::Memory,
+    events::{ChangeValue, Event, EventType},
+    model::{DriveId, JobName, Severity},
+    notifier::route,
+    store::Store,
+};
+
+/// Fails the first `n` requests with 503, then answers 200 (PagerDuty: 202).
+async fn flaky(n: usize, ok: u16) -> Receiver {
+    Receiver::start(move |i| {
+        if i < n {
+            Reply::Status(503)
+        } else {
+            Reply::Status(ok)
+        }
+    })
+    .await
+}
+
+fn answered(receiver: &Receiver) -> Vec<serde_json::Value> {
+    receiver
+        .received()
+        .iter()
+        .filter(|r| matches!(r.answered, Some(200 | 202)))
+        .map(|r| r.json())
+        .collect()
+}
+
+async fn deliver_lifecycle(
+    dir: &Path,
+    hook: &str,
+    receiver: &Receiver,
+    expected: usize,
+) -> Vec<Event> {
+    let hooks = webhooks(dir, hook);
+    let store = Store::open(&dir.join("iewatch.db")).await.unwrap();
+    let notifier = start_notifier(&store, hooks.clone());
+    let name = JobName::from("MySampleJob");
+    let events = common::record_lifecycle(
+        &store,
+        "MySampleJob",
+        |events| route(&hooks, &name, events),
+        false,
+        |_| std::time::SystemTime::now(),
+    )
+    .await;
+    notifier.waker.wake();
+    let all = common::wait_until(Duration::from_secs(20), || {
+        receiver
+            .received()
+            .iter()
+            .filter(|r| matches!(r.answered, Some(200 | 202)))
+            .count()
+            >= expected
+    })
+    .await;
+    assert!(all, "{} of {expected} delivered", answered(receiver).len());
+    notifier.stop().await;
+    events
+}
+
+#[tokio::test]
+async fn teams_gets_an_adaptive_card_per_event_in_order_through_an_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = flaky(3, 200).await;
+    let hook = format!(
+        "[[webhook]]\nname = \"teams\"\nurl = \"{}\"\nformat = \"teams\"\nretry_initial = \"20ms\"\nretry_max = \"50ms\"\n",
+        receiver.url()
+    );
+    let events = deliver_lifecycle(dir.path(), &hook, &receiver, 32).await;
+    let cards = answered(&receiver);
+    assert_eq!(cards.len(), events.len(), "nothing lost");
+    for (message, event) in cards.iter().zip(&events) {
+        // The Workflows envelope and the Adaptive Card 1.4 schema's required fields.
+        assert_eq!(message["type"], "message");
+        let attachment = &message["attachments"][0];
+        assert_eq!(
+            attachment["contentType"],
+            "application/vnd.microsoft.card.adaptive"
+        );
+        let card = &attachment["content"];
+        assert_eq!(card["type"], "AdaptiveCard");
+        assert_eq!(card["version"], "1.4");
+        let body = card["body"].as_array().unwrap();
+        assert!(!body.is_empty());
+        for element in body {
+            match element["type"].as_str().unwrap() {
+                "TextBlock" => assert!(element["text"].is_string(), "{element}"),
+                "FactSet" => {
+                    for fact in element["facts"].as_array().unwrap() {
+                        assert!(
+                            fact["title"].is_string() && fact["value"].is_string(),
+                            "{fact}"
+                        );
+                    }
+                }
+                other => panic!("unexpected element {other}"),
+            }
+        }
+        for action in card["actions"].as_array().into_iter().flatten() {
+            assert_eq!(action["type"], "Action.OpenUrl");
+            assert!(action["url"].as_str().unwrap().starts_with("https://"));
+        }
+        // In order: each card's title is its event.
+        let title = body[0]["text"].as_str().unwrap();
+        assert!(
+            title.ends_with(&event.describe()),
+            "{title} vs {}",
+            event.describe()
+        );
+        let colour = body[0]["color"].as_str().unwrap();
+        let expected = match event.severity {
+            Severity::Error => "Attention",
+            Severity::Warning => "Warning",
+            Severity::Info => "Default",
+        };
+        assert_eq!(colour, expected, "{title}");
+    }
+    assert!(
+        receiver
+            .received()
+            .iter()
+            .all(|r| r.header("webhook-signature").is_empty()),
+        "Teams bodies are not Standard Webhooks"
+    );
+}
+
+fn event(kind: EventType, drive: Option<&str>, to: Option<&str>, severity: Severity) -> Event {
+    Event::change(
+        kind,
+        drive.map(DriveId::from).as_ref(),
+        None,
+        to.map(ChangeValue::text),
+        severity,
+    )
+}
+
+#[tokio::test]
+async fn pagerduty_triggers_and_resolves_with_stable_dedup_keys_and_resolves_pass_min_severity() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = flaky(2, 202).await;
+    std::fs::write(
+        dir.path().join("pd-key"),
+        "R0UTINGKEY0123456789abcdef012345\n",
+    )
+    .unwrap();
+    let hooks = webhooks(
+        dir.path(),
+        &format!(
+            "[[webhook]]\nname = \"pd\"\nurl = \"{}\"\nformat = \"pagerduty\"\nrouting_key_file = \"pd-key\"\nmin_severity = \"warning\"\nretry_initial = \"20ms\"\nretry_max = \"50ms\"\n",
+            receiver.url()
+        ),
+    );
+    let store = Store::open(&dir.path().join("iewatch.db")).await.unwrap();
+    let job = store.load_job("prod", "JobA").await.unwrap();
+    let sequence = [
+        event(
+            EventType::JobPollFailing,
+            None,
+            Some("HTTP 500"),
+            Severity::Error,
+        ),
+        event(EventType::JobPollRecovered, None, None, Severity::Info),
+        event(
+            EventType::JobStalled,
+            None,
+            Some("Shipping for 10d"),
+            Severity::Warning,
+        ),
+        event(
+            EventType::DriveStalled,
+            Some("D1"),
+            Some("40% for 1d"),
+            Severity::Warning,
+        ),
+        event(
+            EventType::DriveResumed,
+            Some("D1"),
+            Some("55% after 1d"),
+            Severity::Info,
+        ),
+        event(
+            EventType::JobResumed,
+            None,
+            Some("Shipping → Received"),
+            Severity::Info,
+        ),
+        event(
+            EventType::DriveCopyStatusChanged,
+            Some("D1"),
+            Some("CompletedWithErrors"),
+            Severity::Error,
+        ),
+        event(EventType::JobProgress, None, Some("50"), Severity::Info),
+        event(
+            EventType::JobStateChanged,
+            None,
+            Some("Completed"),
+            Severity::Info,
+        ),
+    ];
+    let outbox = route(&hooks, &JobName::from("JobA"), &sequence);
+    assert_eq!(outbox.len(), 8, "all but the progress event: {outbox:?}");
+    let notifier = start_notifier(&store, hooks);
+    store
+        .record_bookkeeping(
+            job.id,
+            &Memory::default(),
+            &sequence,
+            &outbox,
+            std::time::SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    notifier.waker.wake();
+    assert!(common::wait_until(Duration::from_secs(20), || answered(&receiver).len() >= 8).await);
+    notifier.stop().await;
+    let sent: Vec<(String, String)> = answered(&receiver)
+        .iter()
+        .map(|b| {
+            assert_eq!(b["routing_key"], "R0UTINGKEY0123456789abcdef012345");
+            (
+                b["event_action"].as_str().unwrap().to_owned(),
+                b["dedup_key"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let key = |c: &str| format!("iewatch/prod/JobA/{c}");
+    let pair = |a: &str, c: &str| (a.to_owned(), key(c));
+    assert_eq!(
+        sent,
+        [
+            pair("trigger", "polls_failing"),
+            pair("resolve", "polls_failing"),
+            pair("trigger", "stalled"),
+            pair("trigger", "drive_stalled:D1"),
+            pair("resolve", "drive_stalled:D1"),
+            pair("resolve", "stalled"),
+            pair("trigger", "errors"),
+            pair("resolve", "errors"),
+        ]
+    );
+    let trigger = &answered(&receiver)[0]["payload"];
+    assert_eq!(trigger["severity"], "error");
+    assert_eq!(trigger["component"], "JobA");
+    assert!(trigger["summary"]
+        .as_str()
+        .unwrap()
+        .contains("polls failing: HTTP 500"));
+}
+
+#[tokio::test]
+async fn a_template_renders_each_event_with_its_content_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = flaky(2, 200).await;
+    std::fs::write(
+        dir.path().join("discord.j2"),
+        "{\"username\": \"iewatch\",\n \"content\": {{ (severity|upper ~ \" \" ~ account ~ \"/\" ~ job ~ \": \" ~ text)|tojson }}}\n",
+    )
+    .unwrap();
+    let hook = format!(
+        "[[webhook]]\nname = \"discord\"\nurl = \"{}\"\nformat = \"template\"\ntemplate_file = \"{}\"\ncontent_type = \"application/json; charset=utf-8\"\nretry_initial = \"20ms\"\nretry_max = \"50ms\"\n",
+        receiver.url(),
+        dir.path().join("discord.j2").display()
+    );
+    let events = deliver_lifecycle(dir.path(), &hook, &receiver, 32).await;
+    let bodies = answered(&receiver);
+    assert_eq!(bodies.len(), events.len());
+    for (body, event) in bodies.iter().zip(&events) {
+        let expected = format!(
+            "{} prod/MySampleJob: {}",
+            event.severity.as_str().to_uppercase(),
+            event.describe()
+        );
+        assert_eq!(body["content"], expected.as_str());
+    }
+    assert!(receiver
+        .received()
+        .iter()
+        .all(|r| r.header("content-type") == "application/json; charset=utf-8"));
+}
+
+fn check(config: &Path) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_iewatch"))
+        .args(["check", "-c"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[test]
+fn check_refuses_a_template_with_a_syntax_error_naming_its_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("broken.j2"),
+        "{\"text\": {{ text|tojson }},\n \"who\": \"iewatch\",\n \"x\": {{ job }\n}\n",
+    )
+    .unwrap();
+    let config = dir.path().join("iewatch.toml");
+    std::fs::write(
+        &config,
+        "[daemon]\ndatabase = \"iewatch.db\"\n\n[[webhook]]\nname = \"chat\"\nurl = \"https://chat.example.com/hook\"\nformat = \"template\"\ntemplate_file = \"broken.j2\"\n\n[[webhook]]\nname = \"pd\"\nformat = \"pagerduty\"\n\n[[webhook]]\nname = \"teams\"\nurl = \"https://teams.example.com/hook\"\nformat = \"teams\"\nrouting_key = \"x\"\n",
+    )
+    .unwrap();
+    let (ok, output) = check(&config);
+    assert!(!ok);
+    assert!(output.contains("broken.j2:3: syntax error"), "{output}");
+    assert!(
+        output.contains("webhook[1].routing_key_file: is required for format = \"pagerduty\""),
+        "{output}"
+    );
+    assert!(
+        output.contains("webhook[2].routing_key: only for format = \"pagerduty\" webhooks"),
+        "{output}"
+    );
+}
+
+fn notify_test(config: &Path, name: &str) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_iewatch"))
+        .args(["notify-test", name, "-c"])
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_test_sends_through_the_real_path_and_says_how_it_went() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Receiver::start(|_| Reply::Status(200)).await;
+    let pd = Receiver::start(|_| Reply::Status(202)).await;
+    let down = common::free_port();
+    let config = dir.path().join("iewatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\ndatabase = \"iewatch.db\"\n\n[[webhook]]\nname = \"ops\"\nurl = \"{}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\n[[webhook]]\nname = \"pd\"\nurl = \"{}\"\nformat = \"pagerduty\"\nrouting_key = \"abc\"\n\n[[webhook]]\nname = \"gone\"\nurl = \"http://127.0.0.1:{down}/hook\"\ntimeout = \"2s\"\n",
+            up.url(),
+            pd.url()
+        ),
+    )
+    .unwrap();
+    let (ok, output) = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || notify_test(&config, "ops")
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{output}");
+    assert!(
+        output.contains("ops: sent job.state_changed → Faulted: HTTP 200 in"),
+        "{output}"
+    );
+    let got = up.received();
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].header("webhook-signature").starts_with("v1,"),
+        "the real, signed path"
+    );
+    assert_eq!(got[0].json()["data"]["job"]["name"], "iewatch-test");
+
+    let (ok, output) = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || notify_test(&config, "pd")
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{output}");
+    let actions: Vec<String> = pd
+        .received()
+        .iter()
+        .map(|r| r.json()["event_action"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        actions,
+        ["trigger", "resolve"],
+        "no test incident left open"
+    );
+
+    let (ok, output) = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || notify_test(&config, "gone")
+    })
+    .await
+    .unwrap();
+    assert!(!ok, "{output}");
+    assert!(
+        output.contains("gone: FAILED job.state_changed → Faulted:"),
+        "{output}"
+    );
+    let (ok, output) = tokio::task::spawn_blocking(move || notify_test(&config, "nope"))
+        .await
+        .unwrap();
+    assert!(!ok);
+    assert!(output.contains("no webhook \"nope\""), "{output}");
+}
