@@ -316,7 +316,7 @@ fn check_refuses_a_template_with_a_syntax_error_naming_its_file_and_line() {
     let config = dir.path().join("iewatch.toml");
     std::fs::write(
         &config,
-        "[daemon]\ndatabase = \"iewatch.db\"\n\n[[webhook]]\nname = \"chat\"\nurl = \"https://chat.example.com/hook\"\nformat = \"template\"\ntemplate_file = \"broken.j2\"\n\n[[webhook]]\nname = \"pd\"\nformat = \"pagerduty\"\n\n[[webhook]]\nname = \"teams\"\nurl = \"https://teams.example.com/hook\"\nformat = \"teams\"\nrouting_key = \"x\"\n",
+        "[daemon]\ndatabase = \"iewatch.db\"\n\n[[webhook]]\nname = \"chat\"\nurl = \"https://chat.example.com/hook\"\nformat = \"template\"\ntemplate_file = \"broken.j2\"\n\n[[webhook]]\nname = \"pd\"\nformat = \"pagerduty\"\n\n[[webhook]]\nname = \"teams\"\nurl = \"https://teams.example.com/hook\"\nformat = \"teams\"\nrouting_key = \"x\"\nto = [\"a@example.com\"]\n\n[[webhook]]\nname = \"mail\"\nformat = \"email\"\nurl = \"http://smtp.example.com\"\nfrom = \"not an address\"\n\n[[webhook]]\nname = \"mail2\"\nformat = \"email\"\nurl = \"smtps://smtp.example.com\"\nfrom = \"iewatch@example.com\"\nto = [\"ops@example.com\"]\nusername = \"u\"\n",
     )
     .unwrap();
     let (ok, output) = check(&config);
@@ -326,10 +326,14 @@ fn check_refuses_a_template_with_a_syntax_error_naming_its_file_and_line() {
         output.contains("webhook[1].routing_key_file: is required for format = \"pagerduty\""),
         "{output}"
     );
-    assert!(
-        output.contains("webhook[2].routing_key: only for format = \"pagerduty\" webhooks"),
-        "{output}"
-    );
+    for expected in [
+        "webhook[2].routing_key: only for format = \"pagerduty\" webhooks",
+        "webhook[2].to: only for format = \"email\" webhooks",
+        "webhook[3].url: is not smtp://HOST[:PORT] (STARTTLS) or smtps://HOST[:PORT] (implicit TLS)",
+        "webhook[4].password_file: is required with username",
+    ] {
+        assert!(output.contains(expected), "{expected:?} in {output}");
+    }
 }
 
 fn notify_test(config: &Path, name: &str) -> (bool, String) {

@@ -245,7 +245,7 @@ fn bad_values_are_all_reported_at_once() {
         "account[0].endpoint: \"http://management.core.windows.net\" must be https://",
         "account[0].x_ms_version: \"2012-03-01\" is not 2014-11-01 or 2014-05-01",
         "webhook[1].url: \"ftp://x\" is not an http:// or https:// URL",
-        "webhook[1].format: \"xml\" is not \"json\", \"slack\", \"teams\", \"pagerduty\" or \"template\"",
+        "webhook[1].format: \"xml\" is not \"json\", \"slack\", \"teams\", \"pagerduty\", \"template\" or \"email\"",
         "webhook[1].events: \"drive.exploded\" is not an event type",
         "webhook[1].min_severity",
         "webhook[1].progress_step: must be between 1 and 100",

@@ -105,4 +105,11 @@ pub(super) struct RawWebhook {
     pub(super) content_type: Option<Spanned<String>>,
     pub(super) routing_key: Option<Spanned<String>>,
     pub(super) routing_key_file: Option<Spanned<PathBuf>>,
+    pub(super) from: Option<Spanned<String>>,
+    pub(super) to: Option<Spanned<Vec<String>>>,
+    pub(super) username: Option<Spanned<String>>,
+    pub(super) password: Option<Spanned<String>>,
+    pub(super) password_file: Option<Spanned<PathBuf>>,
+    pub(super) ca_certificate: Option<Spanned<PathBuf>>,
+    pub(super) digest_every: Option<Spanned<String>>,
 }

@@ -185,6 +185,32 @@ pub enum WebhookFormat {
     PagerDuty,
     /// A body rendered from the webhook's own template.
     Template,
+    /// E-mail over SMTP with TLS.
+    Email,
+}
+
+/// `format = "email"`: the SMTP server, the addresses, and how often to send a digest.
+#[derive(Clone, Debug)]
+pub struct EmailSettings {
+    /// SMTP server host name (also the name its certificate must carry).
+    pub host: String,
+    /// Its port (`smtp://`: 587, `smtps://`: 465 unless given).
+    pub port: u16,
+    /// `smtps://`: TLS from the first byte; else STARTTLS, required.
+    pub implicit_tls: bool,
+    /// `From:`.
+    pub from: String,
+    /// `To:`, one or more.
+    pub to: Vec<String>,
+    /// SMTP AUTH user and password, if the server wants them.
+    pub credentials: Option<(String, Secret)>,
+    /// Extra trust roots (a private relay's CA).
+    pub extra_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// Send a job's pending alerts together once the oldest is this old (None: one
+    /// message per event).
+    pub digest_every: Option<Duration>,
+    /// Deadline of one SMTP conversation.
+    pub timeout: Duration,
 }
 
 /// A webhook's body template (`format = "template"`), compiled when the config is read.
@@ -264,6 +290,8 @@ pub struct Webhook {
     pub template: Option<WebhookTemplate>,
     /// `format = "pagerduty"`: the integration's routing key.
     pub routing_key: Option<Secret>,
+    /// `format = "email"`: the SMTP server and addresses.
+    pub email: Option<EmailSettings>,
     /// Event types or prefixes (`drive.*`); `*` matches everything.
     pub events: Vec<String>,
     /// Job names; `*` matches every job.

@@ -4,9 +4,9 @@
 use toml::Spanned;
 
 use super::{
-    check::Checker, decode_webhook_secret, raw::RawWebhook, Secret, Webhook, WebhookFormat,
-    WebhookTemplate, WebhookUrl, DEFAULT_GIVE_UP_AFTER, DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX,
-    DEFAULT_WEBHOOK_TIMEOUT,
+    check::Checker, decode_webhook_secret, raw::RawWebhook, EmailSettings, Secret, Webhook,
+    WebhookFormat, WebhookTemplate, WebhookUrl, DEFAULT_GIVE_UP_AFTER, DEFAULT_RETRY_INITIAL,
+    DEFAULT_RETRY_MAX, DEFAULT_WEBHOOK_TIMEOUT,
 };
 use crate::model::Severity;
 
@@ -36,17 +36,44 @@ impl Checker<'_> {
                     ("teams", WebhookFormat::Teams),
                     ("pagerduty", WebhookFormat::PagerDuty),
                     ("template", WebhookFormat::Template),
+                    ("email", WebhookFormat::Email),
                 ],
                 WebhookFormat::Json,
             )
             .unwrap_or(WebhookFormat::Json);
         // PagerDuty has one address; the others are the receiver's.
-        let url = match (&raw.url, format) {
-            (None, WebhookFormat::PagerDuty) => Some(WebhookUrl::new(http::Uri::from_static(
-                PAGERDUTY_EVENTS_URL,
-            ))),
-            _ => self.webhook_url(&raw.url, at, &key("url")),
+        let timeout = self.duration(&raw.timeout, &key("timeout"), DEFAULT_WEBHOOK_TIMEOUT);
+        let (url, email) = match (&raw.url, format) {
+            (None, WebhookFormat::PagerDuty) => (
+                Some(WebhookUrl::new(http::Uri::from_static(
+                    PAGERDUTY_EVENTS_URL,
+                ))),
+                None,
+            ),
+            (_, WebhookFormat::Email) => match self.email_settings(raw, i, at, timeout) {
+                Some((url, email)) => (Some(url), Some(email)),
+                None => (None, None),
+            },
+            _ => (self.webhook_url(&raw.url, at, &key("url")), None),
         };
+        if format != WebhookFormat::Email {
+            let start = |v: &Option<Spanned<String>>| v.as_ref().map(|v| v.span().start);
+            let file = |v: &Option<Spanned<std::path::PathBuf>>| v.as_ref().map(|v| v.span().start);
+            let email_only = [
+                ("from", start(&raw.from)),
+                ("to", raw.to.as_ref().map(|v| v.span().start)),
+                ("username", start(&raw.username)),
+                ("password", start(&raw.password)),
+                ("password_file", file(&raw.password_file)),
+                ("ca_certificate", file(&raw.ca_certificate)),
+                ("digest_every", start(&raw.digest_every)),
+            ];
+            self.only_for(
+                &email_only,
+                &format!("webhook[{i}]"),
+                "format = \"email\" webhooks",
+            );
+        }
         let secret = self.webhook_secret(raw, i);
         let (template, routing_key) = self.channel_keys(raw, i, at, format);
         let events = self.event_filters(&raw.events, &key("events"));
@@ -80,6 +107,7 @@ impl Checker<'_> {
             format,
             template,
             routing_key,
+            email,
             events,
             jobs: raw
                 .jobs
@@ -88,7 +116,7 @@ impl Checker<'_> {
                 .unwrap_or_else(|| vec!["*".into()]),
             min_severity,
             progress_step,
-            timeout: self.duration(&raw.timeout, &key("timeout"), DEFAULT_WEBHOOK_TIMEOUT),
+            timeout,
             give_up_after: self.duration(
                 &raw.give_up_after,
                 &key("give_up_after"),
@@ -237,6 +265,112 @@ impl Checker<'_> {
             environment: std::sync::Arc::new(environment),
             content_type,
         })
+    }
+
+    /// `format = "email"`: `url = "smtp://host[:587]"` (STARTTLS, required) or
+    /// `"smtps://host[:465]"` (implicit TLS), `from`, `to`, optional `username` with
+    /// `password`/`password_file`, `ca_certificate`, `digest_every`.
+    fn email_settings(
+        &mut self,
+        raw: &RawWebhook,
+        i: usize,
+        at: usize,
+        timeout: std::time::Duration,
+    ) -> Option<(WebhookUrl, EmailSettings)> {
+        let key = |field: &str| format!("webhook[{i}].{field}");
+        let value = self.required(&raw.url, at, &key("url"))?;
+        let parsed = value.get_ref().parse::<http::Uri>().ok();
+        let (implicit_tls, default_port) = match parsed.as_ref().and_then(|u| u.scheme_str()) {
+            Some("smtp") => (false, 587),
+            Some("smtps") => (true, 465),
+            _ => {
+                self.problem(
+                    value.span().start,
+                    key("url"),
+                    "is not smtp://HOST[:PORT] (STARTTLS) or smtps://HOST[:PORT] (implicit TLS); \
+                     mail is never sent in clear",
+                );
+                return None;
+            }
+        };
+        let uri = parsed?;
+        let host = uri.host().filter(|h| !h.is_empty())?.to_owned();
+        let port = uri.port_u16().unwrap_or(default_port);
+        let from = self
+            .required(&raw.from, at, &key("from"))
+            .map(|f| f.get_ref().clone());
+        let addressed = |text: &str| text.parse::<lettre::message::Mailbox>().is_ok();
+        if let Some(from) = raw.from.as_ref().filter(|f| !addressed(f.get_ref())) {
+            self.problem(
+                from.span().start,
+                key("from"),
+                format!("{:?} is not an e-mail address", from.get_ref()),
+            );
+        }
+        let to = match &raw.to {
+            Some(list) if !list.get_ref().is_empty() => {
+                for address in list.get_ref().iter().filter(|a| !addressed(a)) {
+                    self.problem(
+                        list.span().start,
+                        key("to"),
+                        format!("{address:?} is not an e-mail address"),
+                    );
+                }
+                Some(list.get_ref().clone())
+            }
+            _ => {
+                self.problem(
+                    at,
+                    key("to"),
+                    "is required: a list of one or more addresses",
+                );
+                None
+            }
+        };
+        let credentials = match (
+            &raw.username,
+            raw.password.is_some() || raw.password_file.is_some(),
+        ) {
+            (None, false) => Some(None),
+            (Some(user), true) => self
+                .secret(
+                    (&raw.password, key("password")),
+                    (&raw.password_file, key("password_file")),
+                )
+                .map(|(text, _, _)| Some((user.get_ref().clone(), Secret::new(text.into_bytes())))),
+            (Some(user), false) => {
+                self.problem(
+                    user.span().start,
+                    key("password_file"),
+                    "is required with username (or password)",
+                );
+                None
+            }
+            (None, true) => {
+                self.problem(at, key("username"), "is required with a password");
+                None
+            }
+        };
+        let extra_roots = self.extra_roots(&raw.ca_certificate, &key("ca_certificate"));
+        let digest_every = raw.digest_every.as_ref().map(|_| {
+            self.duration(
+                &raw.digest_every,
+                &key("digest_every"),
+                std::time::Duration::from_secs(3600),
+            )
+        });
+        let settings = EmailSettings {
+            host,
+            port,
+            implicit_tls,
+            from: from?,
+            to: to?,
+            credentials: credentials?,
+            extra_roots: extra_roots?,
+            digest_every,
+            timeout,
+        };
+        Some((WebhookUrl::new(uri), settings))
     }
 
     /// An `http://` or `https://` URL with a host and a valid port, and no credentials

@@ -4,6 +4,7 @@
 //! rows. Because the outbox is written in the same transaction as the events, a crash or
 //! an endpoint that is down for hours loses nothing.
 
+pub mod email;
 pub mod payload;
 pub mod routing;
 mod worker;
@@ -23,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 pub use routing::route;
 
 use crate::{
-    config::{Webhook, WebhookFormat},
+    config::{EmailSettings, Webhook, WebhookFormat},
     http_client::{self, HttpsClient, USER_AGENT},
     store::{Attempt, EventRecord, OutboxItem, Store},
     telemetry::Telemetry,
@@ -170,10 +171,48 @@ pub async fn notify_test(webhook: &Webhook) -> Vec<TestDelivery> {
     outcomes
 }
 
+/// An SMTP outcome as a delivery outcome: every refusal is retried (a full mailbox or a
+/// greylisting server is temporary), within `give_up_after`.
+fn mailed(sent: Result<u16, String>) -> Sent {
+    match sent {
+        Ok(code) => Sent::Ok(code),
+        Err(error) => Sent::Retry {
+            status: None,
+            error,
+            retry_after: None,
+        },
+    }
+}
+
 /// The outcome of one attempt at `item`, with the retry time and give-up rule applied;
 /// true when the endpoint said 410 Gone.
 async fn attempt(client: &HttpsClient, webhook: &Webhook, item: &OutboxItem) -> (Attempt, bool) {
-    let outcome = match send(client, webhook, item).await {
+    outcome_of(send(client, webhook, item).await, webhook, item)
+}
+
+/// One e-mail for a job's pending deliveries (`digest_every`): the same outcome for all,
+/// its retry and give-up times counted from the oldest.
+async fn attempt_digest(
+    settings: &EmailSettings,
+    webhook: &Webhook,
+    items: &[OutboxItem],
+) -> Attempt {
+    let Some(oldest) = items.first() else {
+        return Attempt::Delivered { status: 0 };
+    };
+    let events: Vec<EventRecord> = items.iter().map(|i| i.event.clone()).collect();
+    outcome_of(
+        mailed(email::send(settings, &events).await),
+        webhook,
+        oldest,
+    )
+    .0
+}
+
+/// A sent (or not) request as the outcome to record, with the retry time and give-up
+/// rule applied; true when the endpoint said 410 Gone.
+fn outcome_of(sent: Sent, webhook: &Webhook, item: &OutboxItem) -> (Attempt, bool) {
+    let outcome = match sent {
         Sent::Ok(status) => Attempt::Delivered { status },
         Sent::Gone => {
             return (
@@ -253,6 +292,7 @@ fn body(webhook: &Webhook, event: &EventRecord) -> Result<Option<(Vec<u8>, Strin
             let key = webhook.routing_key.as_ref().map_or(&[][..], |k| k.expose());
             Ok(payload::pagerduty_body(event, key).map(|b| (b, "application/json".to_owned())))
         }
+        WebhookFormat::Email => Err("e-mail goes by SMTP, not as a body".into()),
         WebhookFormat::Template => {
             let template = webhook
                 .template
@@ -265,6 +305,9 @@ fn body(webhook: &Webhook, event: &EventRecord) -> Result<Option<(Vec<u8>, Strin
 }
 
 async fn send(client: &HttpsClient, webhook: &Webhook, item: &OutboxItem) -> Sent {
+    if let Some(settings) = &webhook.email {
+        return mailed(email::send(settings, std::slice::from_ref(&item.event)).await);
+    }
     let (body, content_type) = match body(webhook, &item.event) {
         Ok(Some(body)) => body,
         // Routing sends a channel only what it takes; an event queued before a format

@@ -160,6 +160,14 @@ impl Lanes {
     /// Sends one lane's deliveries in order until it is empty, one must wait for a
     /// retry, the endpoint is gone, or the daemon stops.
     async fn drain(self, job: JobId) -> JobId {
+        if let Some(digest) = self
+            .webhook
+            .email
+            .as_ref()
+            .filter(|e| e.digest_every.is_some())
+        {
+            return self.drain_digest(job, digest).await;
+        }
         let name = &self.webhook.name;
         // The head alone first: while an endpoint is down, a retry wave reads one
         // delivery per lane, not a batch.
@@ -191,14 +199,7 @@ impl Lanes {
                     break;
                 }
             }
-            if let Err(e) = self
-                .store
-                .record_lane(name, job, &outcomes, SystemTime::now())
-                .await
-            {
-                // Not recorded: these deliveries are sent again (at-least-once).
-                tracing::error!(webhook = %name, "cannot record delivery outcomes: {e}");
-                self.pause().await;
+            if !self.record(job, &outcomes).await {
                 break;
             }
             if stop {
@@ -207,6 +208,68 @@ impl Lanes {
             batch = LANE_BATCH;
         }
         job
+    }
+
+    /// `digest_every`: once the lane's oldest pending alert is that old, all its pending
+    /// alerts (up to a batch) go in one message; until then the lane waits.
+    async fn drain_digest(&self, job: JobId, settings: &crate::config::EmailSettings) -> JobId {
+        let name = &self.webhook.name;
+        let every = settings.digest_every.unwrap_or_default();
+        while !self.shutdown.is_cancelled() {
+            let items = match self.store.lane_deliveries(name, job, LANE_BATCH).await {
+                Ok(items) if !items.is_empty() => items,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::error!(webhook = %name, "cannot read the outbox: {e}");
+                    self.pause().await;
+                    break;
+                }
+            };
+            let now = SystemTime::now();
+            let oldest = crate::store::parse_timestamp(&items[0].event.observed_at).unwrap_or(now);
+            let due = oldest.checked_add(every).unwrap_or(now);
+            if due > now {
+                if let Err(e) = self.store.postpone_lane(name, job, due).await {
+                    tracing::error!(webhook = %name, "cannot postpone a digest: {e}");
+                    self.pause().await;
+                }
+                break;
+            }
+            let outcome = super::attempt_digest(settings, &self.webhook, &items).await;
+            self.telemetry.delivery(match outcome {
+                Attempt::Delivered { .. } => "delivered",
+                Attempt::Retry { .. } => "retry",
+                Attempt::Failed { .. } => "failed",
+            });
+            let retry = matches!(outcome, Attempt::Retry { .. });
+            let outcomes: Vec<(i64, Attempt)> =
+                items.iter().map(|i| (i.id, outcome.clone())).collect();
+            if !self.record(job, &outcomes).await {
+                break;
+            }
+            if retry {
+                break;
+            }
+        }
+        job
+    }
+
+    /// Records a lane's outcomes; false (after a pause) when the database refused them:
+    /// those deliveries are sent again (at-least-once).
+    async fn record(&self, job: JobId, outcomes: &[(i64, Attempt)]) -> bool {
+        let name = &self.webhook.name;
+        match self
+            .store
+            .record_lane(name, job, outcomes, SystemTime::now())
+            .await
+        {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(webhook = %name, "cannot record delivery outcomes: {e}");
+                self.pause().await;
+                false
+            }
+        }
     }
 
     async fn pause(&self) {

@@ -178,6 +178,27 @@ impl Store {
             .collect()
     }
 
+    /// Makes a lane wait until `until` (an e-mail digest not yet due).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn postpone_lane(
+        &self,
+        webhook: &str,
+        job: JobId,
+        until: SystemTime,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox_lanes SET next_attempt_at = ?1 WHERE webhook = ?2 AND job_id = ?3",
+        )
+        .bind(timestamp(until))
+        .bind(webhook)
+        .bind(job.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Pending deliveries over all webhooks (metrics, status line).
     ///
     /// # Errors

@@ -1,0 +1,56 @@
+"""A real SMTP server on 127.0.0.1 for iewatch's e-mail tests: aiosmtpd with STARTTLS
+required (`starttls`) or TLS from the first byte (`tls`), AUTH required over TLS for one
+user, each accepted message written to OUTDIR as NNN.eml. Prints "ready" once it listens;
+runs until killed.
+
+Arguments: mode, port, certificate PEM, key PEM, user, password, outdir.
+"""
+import itertools
+import pathlib
+import ssl
+import sys
+import time
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+mode, port, cert, key, user, password, outdir = sys.argv[1:8]
+out = pathlib.Path(outdir)
+counter = itertools.count(1)
+
+
+class Sink:
+    async def handle_DATA(self, server, session, envelope):
+        name = out / f"{next(counter):03}.eml"
+        name.write_bytes(envelope.original_content or envelope.content)
+        return "250 OK"
+
+
+def authenticate(server, session, envelope, mechanism, auth_data):
+    ok = isinstance(auth_data, LoginPassword) and (
+        auth_data.login.decode(), auth_data.password.decode()) == (user, password)
+    return AuthResult(success=ok)
+
+
+context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+context.load_cert_chain(cert, key)
+common = dict(
+    hostname="127.0.0.1",
+    port=int(port),
+    authenticator=authenticate,
+    auth_required=True,
+)
+if mode == "tls":
+    # TLS from the first byte: aiosmtpd does not count it as STARTTLS, so AUTH is not
+    # made to wait for one.
+    controller = Controller(Sink(), ssl_context=context, auth_require_tls=False, **common)
+else:
+    controller = Controller(
+        Sink(), tls_context=context, require_starttls=True, auth_require_tls=True, **common)
+controller.start()
+print("ready", flush=True)
+try:
+    while True:
+        time.sleep(3600)
+finally:
+    controller.stop()
