@@ -1,5 +1,7 @@
-//! iewatch watches Azure Import/Export jobs: it polls Get Job with the stored ETag,
-//! records every transition and every drive's progress in SQLite, and alerts by webhook.
+//! iewatch watches Azure Import/Export jobs and Data Box orders: it polls Get Job (with
+//! the stored ETag where the API has one), records every transition and every drive's
+//! progress in SQLite, tells what did not happen (deadlines, stalls), and alerts by
+//! webhook, Teams, PagerDuty, templates or e-mail.
 //!
 //! # Layout
 //!
@@ -9,15 +11,18 @@
 //! - [`scheduler`]: polls every job on its interval from one deadline heap, with backoff,
 //!   Retry-After and failure events; `jobs = "all"` discovery.
 //! - [`source`]: where snapshots come from ([`source::Source`]): the classic Service
-//!   Management client and the Resource Manager client, each with its wire model.
+//!   Management client and the Resource Manager client (`Microsoft.ImportExport` and
+//!   `Microsoft.DataBox`), each with its wire model.
 //!   [`http_client`] and [`tls`] are their plumbing.
 //! - [`model`]: the wire-independent [`model::JobSnapshot`] every box works on.
 //! - [`detect`]: previous snapshot + new snapshot → [`events::Event`]s (pure).
 //! - [`decide`]: a job's bookkeeping (failure streaks, not found, recovery, terminal,
-//!   next poll) as one pure function of (memory, outcome, now).
+//!   next poll) and its clocks (deadlines, stalls, reminders, ETA) as one pure function
+//!   of (memory, outcome, now).
 //! - [`store`]: SQLite; one transaction per observation (group-committed) writes job,
 //!   drives, events and the webhook outbox.
-//! - [`notifier`]: delivers the outbox to webhooks, signed, retried, in order per job.
+//! - [`notifier`]: delivers the outbox to each channel (Standard Webhooks, Slack, Teams,
+//!   PagerDuty, templates, e-mail), retried, in order per job.
 //!
 //! Around them: [`daemon`] wires the boxes into `iewatch run` (reload, drain) under
 //! [`supervise`] (a task that dies takes the process down for a restart),

@@ -1,4 +1,5 @@
-//! The notifier: delivers the `deliveries` outbox to webhooks. One worker per webhook
+//! The notifier: delivers the `deliveries` outbox to every channel (a `[[webhook]]` of
+//! any format: HTTP bodies from [`payload`], e-mail through [`email`]). One worker per webhook
 //! ([`worker`]) sends each job's deliveries in order on a lane of its own, concurrently
 //! across jobs, and sleeps until the next retry is due or the scheduler commits new
 //! rows. Because the outbox is written in the same transaction as the events, a crash or
