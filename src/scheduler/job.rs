@@ -197,7 +197,7 @@ impl WatchedJob {
     }
 
     /// The deliveries for `events`, none while the job is muted (`iewatch mute`; the
-    /// events are still recorded). The mute is read only when there is something to send.
+    /// events are still recorded). The mute is read only when a channel wants one.
     async fn route(
         &self,
         id: JobId,
@@ -206,8 +206,9 @@ impl WatchedJob {
         events: &[Event],
         now: SystemTime,
     ) -> Vec<OutboxEntry> {
-        if events.is_empty() {
-            return Vec::new();
+        let outbox = notifier::route(&settings.webhooks, &self.name, events);
+        if outbox.is_empty() {
+            return outbox;
         }
         if let Ok(attention) = shared.store.attention(id).await {
             if attention.is_muted(now) {
@@ -215,7 +216,7 @@ impl WatchedJob {
                 return Vec::new();
             }
         }
-        notifier::route(&settings.webhooks, &self.name, events)
+        outbox
     }
 
     async fn on_document(
