@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use iewatch::{
     config::{self, Config, LogFormat, DEFAULT_CONFIG_PATH},
     errln, out, outln, report,
@@ -122,6 +122,18 @@ enum Command {
         name: String,
         #[command(flatten)]
         config: ConfigArg,
+    },
+    /// Print the shell completion script for bash, zsh or fish.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Write the man pages (iewatch.1, iewatch-run.1, ...) into a directory.
+    Man {
+        /// Where to write them (created if missing).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
     },
     /// Stop the reminders of what is wrong with a job now; recorded in its history.
     Ack {
@@ -255,6 +267,25 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 errln!("no delivery {id}");
                 Ok(ExitCode::FAILURE)
             }
+        }
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            let shell = match shell {
+                Shell::Bash => clap_complete::Shell::Bash,
+                Shell::Zsh => clap_complete::Shell::Zsh,
+                Shell::Fish => clap_complete::Shell::Fish,
+            };
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "iewatch", &mut script);
+            out!("{}", String::from_utf8_lossy(&script));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let written = man_pages(Cli::command(), &dir)?;
+            outln!("{written} man page(s) written to {}", dir.display());
+            Ok(ExitCode::SUCCESS)
         }
         Command::NotifyTest { name, config } => {
             init_logging(LogFormat::Text, "warn");
@@ -480,6 +511,35 @@ async fn check(path: &Path, online: bool) -> anyhow::Result<ExitCode> {
         return Ok(iewatch::check_online(&config).await);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The shells `iewatch completions` writes for.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// `iewatch.1` and one page per subcommand (`iewatch-run.1`, ...), generated from the
+/// CLI definition so that they never disagree with `--help`.
+fn man_pages(command: clap::Command, dir: &Path) -> anyhow::Result<usize> {
+    let command = command.disable_help_subcommand(true);
+    let mut pages = vec![(String::from("iewatch"), command.clone())];
+    for sub in command.get_subcommands() {
+        let name = format!("iewatch-{}", sub.get_name());
+        let invoked = format!("iewatch {}", sub.get_name());
+        pages.push((name.clone(), sub.clone().name(name).bin_name(invoked)));
+    }
+    for (name, page) in &pages {
+        let mut roff = Vec::new();
+        clap_mangen::Man::new(page.clone())
+            .render(&mut roff)
+            .with_context(|| format!("cannot render {name}.1"))?;
+        let path = dir.join(format!("{name}.1"));
+        std::fs::write(&path, roff).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(pages.len())
 }
 
 /// `JOB: what` for the jobs a command changed, or an error when none matched.
