@@ -294,6 +294,14 @@ fn start_generation(
     shared.telemetry.remove_probes(GENERATION_PROBES);
     scheduler::spawn_jobs(config, sources, &shared, &supervisor);
     supervisor.spawn(
+        "retention",
+        prune_forever(
+            shared.store.clone(),
+            config.daemon.retention,
+            supervisor.stopping().clone(),
+        ),
+    );
+    supervisor.spawn(
         "notifier",
         notifier::run(
             shared.store.clone(),
@@ -304,4 +312,39 @@ fn start_generation(
         ),
     );
     Generation { number, supervisor }
+}
+
+/// How often `retention` runs (and how long after a start it first does).
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Prunes what `retention` lets go, hourly, until `stopping`; a failure is logged and
+/// tried again at the next hour (history kept longer is no harm).
+async fn prune_forever(
+    store: Store,
+    retention: Option<std::time::Duration>,
+    stopping: tokio_util::sync::CancellationToken,
+) {
+    let Some(retention) = retention else {
+        return stopping.cancelled().await;
+    };
+    loop {
+        tokio::select! {
+            () = stopping.cancelled() => return,
+            () = tokio::time::sleep(PRUNE_EVERY) => {}
+        }
+        let now = std::time::SystemTime::now();
+        let cutoff = now.checked_sub(retention).unwrap_or(std::time::UNIX_EPOCH);
+        match store.prune(cutoff, false).await {
+            Ok(pruned) if pruned.is_empty() => {}
+            Ok(pruned) => {
+                let events: i64 = pruned.iter().map(|p| p.events).sum();
+                tracing::info!(
+                    jobs = pruned.len(),
+                    events,
+                    "pruned the history of jobs that ended before the retention"
+                );
+            }
+            Err(e) => tracing::warn!("cannot prune old history, will try again in an hour: {e}"),
+        }
+    }
 }

@@ -123,6 +123,18 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Remove the events and deliveries of jobs that ended longer ago than the
+    /// retention (`daemon.retention`, or --retention); jobs' current state stays.
+    Prune {
+        /// Only say what would go.
+        #[arg(long)]
+        dry_run: bool,
+        /// Instead of the config's daemon.retention (e.g. 400d).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        retention: Option<std::time::Duration>,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
     /// Print the shell completion script for bash, zsh or fish.
     Completions {
         /// The shell.
@@ -268,6 +280,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         }
+        Command::Prune {
+            dry_run,
+            retention,
+            db,
+        } => prune(dry_run, retention, &db).await,
         Command::Completions { shell } => {
             let mut command = Cli::command();
             let shell = match shell {
@@ -510,6 +527,55 @@ async fn check(path: &Path, online: bool) -> anyhow::Result<ExitCode> {
     if online {
         return Ok(iewatch::check_online(&config).await);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `iewatch prune [--dry-run]`: a line per job and a total.
+async fn prune(
+    dry_run: bool,
+    retention: Option<std::time::Duration>,
+    db: &DatabaseArgs,
+) -> anyhow::Result<ExitCode> {
+    let retention = match retention {
+        Some(retention) => retention,
+        None => match Config::load(&db.config.config).map(|c| c.daemon.retention) {
+            Ok(Some(retention)) => retention,
+            Ok(None) => {
+                errln!("no retention: set daemon.retention in the config or give --retention 400d");
+                return Ok(ExitCode::FAILURE);
+            }
+            Err(e) => {
+                for problem in &e.problems {
+                    errln!("{problem}");
+                }
+                errln!("give --retention, or fix the config");
+                return Ok(ExitCode::FAILURE);
+            }
+        },
+    };
+    let cutoff = SystemTime::now()
+        .checked_sub(retention)
+        .unwrap_or(std::time::UNIX_EPOCH);
+    let store = open_database(db).await?;
+    let pruned = store.prune(cutoff, dry_run).await?;
+    store.close().await;
+    for job in &pruned {
+        outln!(
+            "{}/{}  ended {}  {} event(s), {} deliveries",
+            job.account,
+            job.name,
+            job.ended_at,
+            job.events,
+            job.deliveries
+        );
+    }
+    let events: i64 = pruned.iter().map(|p| p.events).sum();
+    let verb = if dry_run { "would remove" } else { "removed" };
+    outln!(
+        "{verb} {events} event(s) of {} job(s) that ended before {}",
+        pruned.len(),
+        humantime::format_rfc3339_seconds(cutoff)
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{path::Path, time::Duration};
 
 use common::{start_notifier, webhooks, Receiver, Reply};
 use iewatch::{
@@ -292,17 +292,7 @@ async fn a_template_renders_each_event_with_its_content_type() {
 }
 
 fn check(config: &Path) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_iewatch"))
-        .args(["check", "-c"])
-        .arg(config)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    common::iewatch_output(&[Path::new("check"), Path::new("-c"), config])
 }
 
 #[test]
@@ -337,19 +327,12 @@ fn check_refuses_a_template_with_a_syntax_error_naming_its_file_and_line() {
 }
 
 fn notify_test(config: &Path, name: &str) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_iewatch"))
-        .args(["notify-test", name, "-c"])
-        .arg(config)
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
+    common::iewatch_output(&[
+        Path::new("notify-test"),
+        Path::new(name),
+        Path::new("-c"),
+        config,
+    ])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

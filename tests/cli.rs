@@ -1,17 +1,12 @@
 //! What the command line gives operators beyond the commands: shell completions and man
 //! pages, both generated from the one CLI definition.
 
+mod common;
+
 use std::process::Command;
 
 fn iewatch(args: &[&str]) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_iewatch"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-    )
+    common::iewatch_output(args)
 }
 
 #[test]

@@ -79,6 +79,38 @@ impl Checker<'_> {
             ),
             log_format,
             clocks: self.resolve_clocks(raw),
+            retention: self.retention(&raw.retention),
+        }
+    }
+
+    /// `retention`: a day to a century (longer than the year other durations allow).
+    fn retention(&mut self, value: &Option<Spanned<String>>) -> Option<Duration> {
+        const DAY: Duration = Duration::from_secs(86_400);
+        let value = value.as_ref()?;
+        match humantime::parse_duration(value.get_ref()) {
+            Ok(d) if (DAY..=DAY * 36_525).contains(&d) => Some(d),
+            Ok(_) => {
+                self.problem(
+                    value.span().start,
+                    "daemon.retention",
+                    format!(
+                        "{:?}: give a day to a hundred years, e.g. 400d",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                self.problem(
+                    value.span().start,
+                    "daemon.retention",
+                    format!(
+                        "{:?} is not a duration ({e}); write e.g. 400d",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
         }
     }
 

@@ -41,6 +41,7 @@ pub(super) struct RawDaemon {
     pub(super) drive_stall_after: Option<Spanned<String>>,
     pub(super) remind_every: Option<Spanned<String>>,
     pub(super) remind_max: Option<Spanned<i64>>,
+    pub(super) retention: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -67,6 +67,8 @@ pub struct DaemonSettings {
     pub log_format: LogFormat,
     /// Deadlines, stalls and reminders.
     pub clocks: crate::decide::clocks::ClockSettings,
+    /// Events and deliveries of jobs that ended longer ago than this are pruned.
+    pub retention: Option<Duration>,
 }
 
 /// `[http]`.

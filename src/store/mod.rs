@@ -10,6 +10,7 @@ mod deliveries;
 mod guard;
 mod reads;
 mod resume;
+mod retention;
 pub mod writer;
 
 use std::{
@@ -31,6 +32,7 @@ use sqlx::{
 pub use attention::Attention;
 pub use deliveries::{Attempt, DeliveryRow, OutboxItem};
 pub use reads::{DriveStatus, EventRecord, JobStatus};
+pub use retention::Pruned;
 
 pub use writer::POLL_TIME_FLUSH;
 use writer::{Change, PollTimes, Write};
@@ -251,6 +253,9 @@ impl Store {
             // which is why unchanged polls are batched.
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            // Pages freed by `retention` go back to the file system (takes effect on a
+            // database created with it; see README "Retention").
+            .auto_vacuum(sqlx::sqlite::SqliteAutoVacuum::Incremental)
             .busy_timeout(BUSY_TIMEOUT);
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)

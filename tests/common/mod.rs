@@ -911,3 +911,19 @@ impl Running {
             .unwrap();
     }
 }
+
+/// Runs `iewatch ARGS`: whether it succeeded, and what it printed (stdout, then stderr).
+pub fn iewatch_output<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}

@@ -1,0 +1,169 @@
+//! `retention` and `iewatch prune`: the history of jobs that ended long ago goes in
+//! batches with an incremental vacuum; their current state, and every other job's
+//! history, stays.
+
+mod common;
+
+use std::{
+    path::Path,
+    time::{Duration, SystemTime},
+};
+
+use iewatch::{decide::Memory, events::OutboxEntry, store::Store};
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn iewatch(args: &[&str]) -> (bool, String) {
+    common::iewatch_output(args)
+}
+
+async fn count(db: &Path, table: &str) -> i64 {
+    let store = Store::open_existing(db).await.unwrap();
+    let n = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    store.close().await;
+    n
+}
+
+/// Records the import lifecycle for `job`, every event queued for a webhook `ops`, and
+/// marks the job ended `ended_ago` ago (None: still running).
+async fn job(store: &Store, name: &str, ended_ago: Option<Duration>) {
+    let to_ops = |events: &[iewatch::events::Event]| {
+        (0..events.len())
+            .map(|event| OutboxEntry {
+                event,
+                webhook: "ops".into(),
+            })
+            .collect()
+    };
+    let start = SystemTime::now() - 600 * DAY;
+    common::record_lifecycle(store, name, to_ops, false, |i| {
+        start + Duration::from_secs(3600 * i as u64)
+    })
+    .await;
+    if let Some(ago) = ended_ago {
+        let id = store.load_job("prod", name).await.unwrap().id;
+        let memory = Memory {
+            terminal_since: Some(SystemTime::now() - ago),
+            ..Memory::default()
+        };
+        store
+            .record_bookkeeping(id, &memory, &[], &[], SystemTime::now())
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_removes_only_the_history_of_jobs_that_ended_before_the_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("iewatch.db");
+    let store = Store::open(&db).await.unwrap();
+    job(&store, "EndedLongAgo", Some(500 * DAY)).await;
+    job(&store, "EndedRecently", Some(10 * DAY)).await;
+    job(&store, "StillRunning", None).await;
+    let auto_vacuum: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(auto_vacuum, 2, "a new database frees pages incrementally");
+    store.close().await;
+    let (events, deliveries) = (count(&db, "events").await, count(&db, "deliveries").await);
+    assert_eq!(events, 3 * 32);
+    let path = db.to_str().unwrap();
+
+    let (ok, said) = iewatch(&[
+        "prune",
+        "--dry-run",
+        "--retention",
+        "400d",
+        "--database",
+        path,
+    ]);
+    assert!(ok, "{said}");
+    assert!(said.contains("prod/EndedLongAgo"), "{said}");
+    assert!(said.contains("32 event(s), 32 deliveries"), "{said}");
+    assert!(
+        !said.contains("EndedRecently") && !said.contains("StillRunning"),
+        "{said}"
+    );
+    assert!(
+        said.contains("would remove 32 event(s) of 1 job(s)"),
+        "{said}"
+    );
+    assert_eq!(
+        count(&db, "events").await,
+        events,
+        "a dry run removes nothing"
+    );
+
+    let (ok, said) = iewatch(&["prune", "--retention", "400d", "--database", path]);
+    assert!(ok, "{said}");
+    assert!(said.contains("removed 32 event(s) of 1 job(s)"), "{said}");
+    assert_eq!(count(&db, "events").await, events - 32);
+    assert_eq!(count(&db, "deliveries").await, deliveries - 32);
+    let store = Store::open_existing(&db).await.unwrap();
+    let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(free, 0, "the freed pages went back");
+    let status = store.status().await.unwrap();
+    let old = status.iter().find(|j| j.name == "EndedLongAgo").unwrap();
+    assert_eq!(
+        old.state.as_deref(),
+        Some("Completed"),
+        "its current state stays"
+    );
+    assert_eq!(old.drives.len(), 2);
+    assert!(store
+        .history("EndedLongAgo", None)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.history("EndedRecently", None).await.unwrap().len(),
+        32
+    );
+    store.close().await;
+
+    let (ok, said) = iewatch(&["prune", "--retention", "400d", "--database", path]);
+    assert!(ok);
+    assert!(
+        said.contains("removed 0 event(s) of 0 job(s)"),
+        "idempotent: {said}"
+    );
+}
+
+#[test]
+fn retention_comes_from_the_config_and_its_mistakes_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("iewatch.toml");
+    std::fs::write(
+        &config,
+        "[daemon]\ndatabase = \"iewatch.db\"\nretention = \"400d\"\n",
+    )
+    .unwrap();
+    let (ok, said) = iewatch(&["check", "-c", config.to_str().unwrap()]);
+    assert!(ok, "{said}");
+    let (ok, said) = iewatch(&["prune", "--dry-run", "-c", config.to_str().unwrap()]);
+    assert!(ok, "{said}");
+    assert!(said.contains("would remove 0 event(s)"), "{said}");
+    std::fs::write(
+        &config,
+        "[daemon]\ndatabase = \"iewatch.db\"\nretention = \"1h\"\n",
+    )
+    .unwrap();
+    let (ok, said) = iewatch(&["check", "-c", config.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        said.contains("daemon.retention: \"1h\": give a day to a hundred years"),
+        "{said}"
+    );
+    std::fs::write(&config, "[daemon]\ndatabase = \"iewatch.db\"\n").unwrap();
+    let (ok, said) = iewatch(&["prune", "-c", config.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(said.contains("no retention"), "{said}");
+}
