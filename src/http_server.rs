@@ -118,11 +118,12 @@ async fn answer(
             if let Ok(backlog) = store.outbox_backlog().await {
                 telemetry.set_backlog(backlog);
             }
-            text(
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                telemetry.encode(),
-            )
+            let accept = request
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let (body, content_type) = crate::telemetry::negotiate_metrics(telemetry, accept);
+            text(StatusCode::OK, content_type, body)
         }
         _ => text(
             StatusCode::NOT_FOUND,

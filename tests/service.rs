@@ -26,6 +26,71 @@ async fn get(url: &str) -> (u16, String) {
     )
 }
 
+/// `GET /metrics` with `Accept`: the Content-Type and the body.
+async fn scrape(url: &str, accept: Option<&str>) -> (String, String) {
+    let config = iewatch::tls::client_config(iewatch::tls::root_store(&[], false), None).unwrap();
+    let client = http_client::build_client(config, Duration::from_secs(2), false);
+    let mut request = http::Request::get(url);
+    if let Some(accept) = accept {
+        request = request.header(http::header::ACCEPT, accept);
+    }
+    let response = http_client::send(
+        &client,
+        request.body(Full::new(Bytes::new())).unwrap(),
+        Duration::from_secs(10),
+        1 << 20,
+    )
+    .await
+    .unwrap();
+    let content_type = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (
+        content_type,
+        String::from_utf8(response.body().to_vec()).unwrap(),
+    )
+}
+
+/// `promtool check metrics` on a scrape (Debian's prometheus package, which `.ci/run`
+/// installs and requires with IEWATCH_REQUIRE_PROMTOOL; elsewhere said once and passed).
+fn promtool_check(scrape: &str) {
+    use std::io::Write as _;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        assert!(
+            std::env::var_os("IEWATCH_REQUIRE_PROMTOOL").is_none(),
+            "IEWATCH_REQUIRE_PROMTOOL is set but promtool is not installed"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** NOT RUN: promtool check metrics (tests/service.rs): promtool is missing; \
+             install Debian's prometheus package ***\n"
+        );
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// `name{labels}` → value, from the Prometheus/OpenMetrics text.
 fn parse_metrics(text: &str) -> HashMap<String, f64> {
     text.lines()
@@ -63,9 +128,29 @@ async fn healthz_and_metrics_are_served_and_parse() {
         get(&format!("{base}/healthz")).await,
         (200, "ok\n".to_owned())
     );
-    let (status, text) = get(&format!("{base}/metrics")).await;
-    assert_eq!(status, 200);
+    // What Prometheus sends: OpenMetrics preferred, the text format accepted.
+    let (content_type, text) = scrape(
+        &format!("{base}/metrics"),
+        Some("application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"),
+    )
+    .await;
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
     assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    // A scraper that asks for the text format (or says nothing) gets it, and it is
+    // clean by promtool's reading.
+    for accept in [Some("text/plain;version=0.0.4"), None] {
+        let (content_type, plain) = scrape(&format!("{base}/metrics"), accept).await;
+        assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+        assert!(!plain.contains("# EOF"), "{plain}");
+        assert!(
+            plain.contains("# TYPE iewatch_polls_total counter"),
+            "{plain}"
+        );
+        promtool_check(&plain);
+    }
     let metrics = parse_metrics(&text);
     assert!(
         metrics["iewatch_polls_total{outcome=\"modified\"}"] >= 1.0,
