@@ -124,23 +124,6 @@ fn notice_changes(previous: Option<&Notices>, current: &Notices, events: &mut Ve
     }
 }
 
-/// An event whose payload fields are `fields`, described in history by `text`.
-fn notice_event(
-    event_type: EventType,
-    text: String,
-    severity: Severity,
-    fields: serde_json::Value,
-) -> Event {
-    Event {
-        event_type,
-        drive_id: None,
-        from: None,
-        to: Some(ChangeValue::Text(text)),
-        severity,
-        details: Some(fields),
-    }
-}
-
 fn shipping_event(package: &Package) -> Event {
     let text = [
         Some(package.package.as_str()),
@@ -151,8 +134,9 @@ fn shipping_event(package: &Package) -> Event {
     .flatten()
     .collect::<Vec<_>>()
     .join(" ");
-    notice_event(
+    Event::notice(
         EventType::JobShippingUpdated,
+        None,
         text,
         Severity::Info,
         json!({
@@ -169,8 +153,9 @@ fn action_event(action: &ActionRequired) -> Event {
     if let Some(code) = &action.code {
         text.push_str(&format!(": {code}"));
     }
-    notice_event(
+    Event::notice(
         EventType::JobActionRequired,
+        None,
         text,
         Severity::Error,
         json!({
@@ -186,8 +171,9 @@ fn action_event(action: &ActionRequired) -> Event {
 }
 
 fn delay_event(event_type: EventType, delay: &Delay, severity: Severity) -> Event {
-    notice_event(
+    Event::notice(
         event_type,
+        None,
         format!("{} {}", delay.stage, delay.code),
         severity,
         json!({

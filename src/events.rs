@@ -347,6 +347,25 @@ impl Event {
         }
     }
 
+    /// An event whose payload is `fields` (PayloadShape::Fields), described in the
+    /// history by `text`: shipping, action, delay, deadline, stall and reminder events.
+    pub fn notice(
+        event_type: EventType,
+        drive_id: Option<&DriveId>,
+        text: String,
+        severity: Severity,
+        fields: serde_json::Value,
+    ) -> Event {
+        Event {
+            event_type,
+            drive_id: drive_id.cloned(),
+            from: None,
+            to: Some(ChangeValue::Text(text)),
+            severity,
+            details: Some(fields),
+        }
+    }
+
     /// An event that carries nothing but its type and severity.
     pub fn bare(event_type: EventType, severity: Severity) -> Event {
         Event::change(event_type, None, None, None, severity)

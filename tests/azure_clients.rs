@@ -33,26 +33,21 @@ fn azure_clients_present(test: &str, modules: &str, packages: &str) -> bool {
     present
 }
 
-#[test]
-fn simulate_answers_azure_identity_and_azure_core() {
-    if !azure_clients_present(
-        "simulate_answers_azure_identity_and_azure_core",
-        "azure.identity, azure.core",
-        "azure-identity",
-    ) {
-        return;
-    }
+/// Runs `tests/clients/SCRIPT` against `iewatch simulate` (playing `scenario`) with the
+/// credentials of its printed account block of `kind`, for `job`; its JSON answer.
+fn probe(scenario: Option<&str>, kind: &str, script: &str, job: &str) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let arm_port = common::free_port();
-    let (mut simulator, printed) = common::spawn_simulate(dir.path(), arm_port, None);
-    let arm = &printed[printed.find("kind = \"arm\"").expect("an ARM block")..];
-    let value = |key: &str| common::block_value(arm, key);
-    let probe = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/azure_identity_probe.py"
-    );
+    let (mut simulator, printed) = common::spawn_simulate(dir.path(), arm_port, scenario);
+    let block = &printed[printed
+        .find(kind)
+        .unwrap_or_else(|| panic!("a {kind} block"))..];
+    let value = |key: &str| common::block_value(block, key);
     let output = Command::new("python3")
-        .arg(probe)
+        .arg(format!(
+            "{}/tests/clients/{script}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
         .args([
             value("endpoint"),
             value("ca_certificate"),
@@ -61,7 +56,7 @@ fn simulate_answers_azure_identity_and_azure_core() {
             value("client_secret"),
             value("subscription_id"),
             value("resource_group"),
-            "MySampleJob".to_owned(),
+            job.to_owned(),
         ])
         .output()
         .unwrap();
@@ -72,7 +67,24 @@ fn simulate_answers_azure_identity_and_azure_core() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn simulate_answers_azure_identity_and_azure_core() {
+    if !azure_clients_present(
+        "simulate_answers_azure_identity_and_azure_core",
+        "azure.identity, azure.core",
+        "azure-identity",
+    ) {
+        return;
+    }
+    let answer = probe(
+        None,
+        "kind = \"arm\"",
+        "azure_identity_probe.py",
+        "MySampleJob",
+    );
     assert_eq!(answer["token"], true, "{answer}");
     assert_eq!(
         answer["list"],
@@ -92,40 +104,12 @@ fn simulate_answers_the_official_data_box_management_client() {
     ) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let arm_port = common::free_port();
-    let (mut simulator, printed) =
-        common::spawn_simulate(dir.path(), arm_port, Some("databox-listing.toml"));
-    let block = &printed[printed
-        .find("kind = \"databox\"")
-        .expect("a Data Box block")..];
-    let value = |key: &str| common::block_value(block, key);
-    let probe = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/azure_mgmt_databox_probe.py"
+    let answer = probe(
+        Some("databox-listing.toml"),
+        "kind = \"databox\"",
+        "azure_mgmt_databox_probe.py",
+        "portal-import-01",
     );
-    let output = Command::new("python3")
-        .arg(probe)
-        .args([
-            value("endpoint"),
-            value("ca_certificate"),
-            value("tenant_id"),
-            value("client_id"),
-            value("client_secret"),
-            value("subscription_id"),
-            value("resource_group"),
-            "portal-import-01".to_owned(),
-        ])
-        .output()
-        .unwrap();
-    let _ = simulator.kill();
-    let _ = simulator.wait();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(
         answer["list"],
         serde_json::json!(["disk-order-3", "portal-import-01", "portal-import-02"]),

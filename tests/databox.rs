@@ -295,17 +295,7 @@ async fn run_scenario(file: &str, job: &str) -> Run {
 }
 
 async fn event_rows(db: &Path, job: &str) -> Vec<(String, Option<String>, Option<String>, String)> {
-    let store = iewatch::store::Store::open_existing(db).await.unwrap();
-    let rows = sqlx::query_as(
-        "SELECT e.type, e.drive_id, e.to_value, e.severity FROM events e JOIN jobs j ON j.id = e.job_id
-         WHERE j.name = ? ORDER BY e.id",
-    )
-    .bind(job)
-    .fetch_all(store.pool())
-    .await
-    .unwrap();
-    store.close().await;
-    rows
+    common::event_columns(db, job, "e.type, e.drive_id, e.to_value, e.severity").await
 }
 
 /// Nothing the service sent that iewatch must not keep shows up anywhere.

@@ -322,24 +322,30 @@ extern "C" {
     fn kill(pid: i32, signal: i32) -> i32;
 }
 
-#[tokio::test]
-async fn the_demo_runs_to_completion_and_prints_the_completed_with_errors_alert() {
+/// Runs `iewatch ARGS` (a demo) to its end; what it printed.
+async fn demo(args: &[&str]) -> String {
     let output = tokio::time::timeout(
         Duration::from_secs(170),
         tokio::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
-            .arg("demo")
+            .args(args)
             .kill_on_drop(true)
             .output(),
     )
     .await
     .expect("demo finishes")
     .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    stdout
+}
+
+#[tokio::test]
+async fn the_demo_runs_to_completion_and_prints_the_completed_with_errors_alert() {
+    let stdout = demo(&["demo"]).await;
     let alert = stdout
         .lines()
         .find(|l| {
@@ -359,22 +365,7 @@ async fn the_demo_runs_to_completion_and_prints_the_completed_with_errors_alert(
 
 #[tokio::test]
 async fn the_databox_demo_follows_a_portal_order_to_completion() {
-    let output = tokio::time::timeout(
-        Duration::from_secs(170),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
-            .args(["demo", "--databox"])
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("demo finishes")
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = demo(&["demo", "--databox"]).await;
     for (event, text) in [
         ("job.shipping_updated", "shipping: delivery UPS 1Z"),
         ("job.delayed", "delayed: AtAzureDC HighDemandDelay"),

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::{
-    events::{ChangeValue, Event, EventType},
-    model::{DriveId, DriveSnapshot, JobSnapshot, Severity},
+    events::{Event, EventType},
+    model::{DriveSnapshot, JobSnapshot, Severity},
 };
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -220,7 +220,7 @@ fn job_stall(
     if clocks.state.as_deref() != Some(state) {
         if clocks.stalled {
             let old = clocks.state.clone().unwrap_or_default();
-            events.push(notice(
+            events.push(Event::notice(
                 EventType::JobResumed,
                 None,
                 format!("{old} → {state}"),
@@ -239,7 +239,7 @@ fn job_stall(
     let stuck_for = now.saturating_sub(clocks.state_since);
     if !clocks.stalled && stuck_for >= threshold.as_secs() {
         clocks.stalled = true;
-        events.push(notice(
+        events.push(Event::notice(
             EventType::JobStalled,
             None,
             format!("{state} for {}", days(stuck_for)),
@@ -285,7 +285,7 @@ fn drive_clocks(
         let moved = clock.percent != drive.percent_complete;
         let copying = is_copying(drive);
         if (moved || !copying) && clock.stalled {
-            events.push(notice(
+            events.push(Event::notice(
                 EventType::DriveResumed,
                 Some(&drive.drive_id),
                 format!(
@@ -307,7 +307,7 @@ fn drive_clocks(
         };
         if copying && !clock.stalled && now.saturating_sub(clock.since) >= threshold.as_secs() {
             clock.stalled = true;
-            events.push(notice(
+            events.push(Event::notice(
                 EventType::DriveStalled,
                 Some(&drive.drive_id),
                 format!(
@@ -436,7 +436,7 @@ fn deadlines(
         } else {
             Severity::Info
         };
-        events.push(notice(
+        events.push(Event::notice(
             EventType::JobDeadline,
             None,
             // Words that do not move with the clock, so the history reads the same
@@ -530,17 +530,11 @@ fn remind(clocks: &mut Clocks, input: &ClockInput<'_>, now: u64, events: &mut Ve
             last: now,
         }),
     };
-    let Some(every) = input.settings.remind_every.filter(|e| !e.is_zero()) else {
-        return;
-    };
     let acked = input.acked_at.is_some_and(|at| secs(at) >= reminder.since);
-    if acked || reminder.count >= input.settings.remind_max {
-        return;
-    }
-    if now.saturating_sub(reminder.last) >= every.as_secs() {
+    if !acked && reminder.is_due(now, input.settings) {
         reminder.count += 1;
         reminder.last = now;
-        events.push(notice(
+        events.push(Event::notice(
             EventType::JobReminder,
             None,
             format!("{condition} since {} (reminder {})", rfc3339(reminder.since), reminder.count),
@@ -569,27 +563,20 @@ pub fn with_eta(events: &mut [Event], clocks: &Clocks) {
 /// True when a reminder may be due, so that the caller fetches the job's last ack
 /// (from the database) only then.
 pub fn reminder_due(clocks: &Clocks, now: SystemTime, settings: &ClockSettings) -> bool {
-    let (Some(reminder), Some(every)) = (&clocks.reminder, settings.remind_every) else {
-        return false;
-    };
-    reminder.count < settings.remind_max
-        && secs(now).saturating_sub(reminder.last) >= every.as_secs()
+    clocks
+        .reminder
+        .as_ref()
+        .is_some_and(|r| r.is_due(secs(now), settings))
 }
 
-fn notice(
-    event_type: EventType,
-    drive: Option<&DriveId>,
-    text: String,
-    severity: Severity,
-    fields: serde_json::Value,
-) -> Event {
-    Event {
-        event_type,
-        drive_id: drive.cloned(),
-        from: None,
-        to: Some(ChangeValue::Text(text)),
-        severity,
-        details: Some(fields),
+impl Reminder {
+    /// Under the cap, and `remind_every` since the last one (never when reminders are
+    /// off).
+    fn is_due(&self, now: u64, settings: &ClockSettings) -> bool {
+        let Some(every) = settings.remind_every.filter(|e| !e.is_zero()) else {
+            return false;
+        };
+        self.count < settings.remind_max && now.saturating_sub(self.last) >= every.as_secs()
     }
 }
 

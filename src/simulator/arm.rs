@@ -416,7 +416,8 @@ fn get_job(
 /// A job's resource: ImportExport's compact JSON, or Data Box's service-formatted text.
 enum Resource {
     Json(Value),
-    Service(Vec<u8>),
+    /// Written as the Data Box service writes it (pretty, CRLF) when it is a response.
+    Service(Value),
 }
 
 impl Resource {
@@ -425,7 +426,7 @@ impl Resource {
             Resource::Json(body) => json_response(StatusCode::OK, &body),
             Resource::Service(body) => {
                 let mut response = json_response(StatusCode::OK, &Value::Null);
-                *response.body_mut() = full(body);
+                *response.body_mut() = full(super::databox::service_body(&body));
                 response
             }
         }
@@ -434,8 +435,7 @@ impl Resource {
     /// As a JSON value (list pages are built from values).
     fn into_value(self) -> Value {
         match self {
-            Resource::Json(body) => body,
-            Resource::Service(body) => serde_json::from_slice(&body).unwrap_or_default(),
+            Resource::Json(body) | Resource::Service(body) => body,
         }
     }
 }
@@ -458,7 +458,7 @@ fn resource(
                 resource_group: &state.resource_group,
             };
             let body = super::databox::resource(job, sku, order, &placement, expand);
-            Resource::Service(super::databox::service_body(&body))
+            Resource::Service(body)
         }
         _ => {
             let mut body = arm_document(state, job);

@@ -406,14 +406,14 @@ impl DataBoxJob {
     pub fn parse(body: &[u8]) -> Result<DataBoxJob, serde_json::Error> {
         let mut job: DataBoxJob = serde_json::from_slice(body)?;
         if let Some(details) = &mut job.properties.details {
-            details.disk_serials = details
+            // Each serial once, whichever collections name it.
+            let serials: std::collections::BTreeSet<&String> = details
                 .import_disk_details_collection
                 .keys()
                 .chain(details.export_disk_details_collection.keys())
                 .chain(details.disks_and_size_details.keys())
-                .cloned()
                 .collect();
-            details.disk_serials.dedup();
+            details.disk_serials = serials.into_iter().cloned().collect();
         }
         let mut projection = serde_json::to_value(&job)?;
         scrub_signatures(&mut projection);

@@ -30,17 +30,12 @@ impl Attention {
 impl Store {
     /// The rows of `job` (`name`, or `account/name`).
     async fn job_ids(&self, job: &str) -> Result<Vec<i64>, StoreError> {
-        let (account, name) = match job.split_once('/') {
-            Some((account, name)) => (Some(account), name),
-            None => (None, job),
-        };
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE name = ?1 AND (?2 IS NULL OR account = ?2) ORDER BY id",
-        )
-        .bind(name)
-        .bind(account)
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(self
+            .jobs_named(job)
+            .await?
+            .into_iter()
+            .map(|(id, ..)| id)
+            .collect())
     }
 
     /// `iewatch ack`: stops the reminders of the job's current condition and records a

@@ -229,21 +229,11 @@ impl Store {
         job: &str,
         since: Option<SystemTime>,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let (account, name) = match job.split_once('/') {
-            Some((account, name)) => (Some(account), name),
-            None => (None, job),
-        };
         let since = since.map(timestamp).unwrap_or_default();
         // The job first, so that each job's events come straight off events_by_job in
         // order; then its events as one JSON array of arrays (see `status`), `details`
         // passed through as text and parsed here.
-        let jobs: Vec<(i64, String, String)> = sqlx::query_as(
-            "SELECT id, account, name FROM jobs WHERE name = ?1 AND (?2 IS NULL OR account = ?2) ORDER BY id",
-        )
-        .bind(name)
-        .bind(account)
-        .fetch_all(&self.pool)
-        .await?;
+        let jobs = self.jobs_named(job).await?;
         type Row = (
             i64,
             EventType,
@@ -291,17 +281,28 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn has_job(&self, job: &str) -> Result<bool, StoreError> {
+        Ok(!self.jobs_named(job).await?.is_empty())
+    }
+
+    /// (id, account, name) of the jobs a command names: `name` (in any account) or
+    /// `account/name`, oldest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub(super) async fn jobs_named(
+        &self,
+        job: &str,
+    ) -> Result<Vec<(i64, String, String)>, StoreError> {
         let (account, name) = match job.split_once('/') {
             Some((account, name)) => (Some(account), name),
             None => (None, job),
         };
-        let count: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM jobs WHERE name = ?1 AND (?2 IS NULL OR account = ?2)",
+        Ok(sqlx::query_as(
+            "SELECT id, account, name FROM jobs WHERE name = ?1 AND (?2 IS NULL OR account = ?2) ORDER BY id",
         )
         .bind(name)
         .bind(account)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(count > 0)
+        .fetch_all(&self.pool)
+        .await?)
     }
 }

@@ -428,11 +428,19 @@ pub type EventRow = (String, Option<String>, Option<String>, Option<String>);
 
 /// (type, drive, from, to) of every event of a job, in order.
 pub async fn event_list(db: &Path, job: &str) -> Vec<EventRow> {
+    event_columns(db, job, "e.type, e.drive_id, e.from_value, e.to_value").await
+}
+
+/// `columns` (of `events e`) of every event of a job, in order, read with a connection
+/// of our own.
+pub async fn event_columns<T>(db: &Path, job: &str, columns: &str) -> Vec<T>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+{
     let store = iewatch::store::Store::open_existing(db).await.unwrap();
-    let rows = sqlx::query_as(
-        "SELECT e.type, e.drive_id, e.from_value, e.to_value FROM events e JOIN jobs j ON j.id = e.job_id
-         WHERE j.name = ? ORDER BY e.id",
-    )
+    let rows = sqlx::query_as(&format!(
+        "SELECT {columns} FROM events e JOIN jobs j ON j.id = e.job_id WHERE j.name = ? ORDER BY e.id"
+    ))
     .bind(job)
     .fetch_all(store.pool())
     .await
