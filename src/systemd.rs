@@ -12,11 +12,19 @@ pub struct Systemd {
 }
 
 impl Systemd {
-    /// Reads NOTIFY_SOCKET and WATCHDOG_USEC from the environment.
+    /// Reads WATCHDOG_USEC (and WATCHDOG_PID, which, when set, must be this process: as
+    /// sd_watchdog_enabled(3) does) from the environment. A watchdog under a second or
+    /// over a day is taken as the nearest of the two.
     pub fn from_env() -> Systemd {
-        let mut usec = 0;
-        let watchdog =
-            sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec));
+        let var = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let for_us = var("WATCHDOG_PID").is_none_or(|pid| pid == u64::from(std::process::id()));
+        let watchdog = var("WATCHDOG_USEC")
+            .filter(|&usec| usec > 0 && for_us)
+            .map(|usec| Duration::from_micros(usec.clamp(1_000_000, 86_400_000_000)));
         Systemd { watchdog }
     }
 
