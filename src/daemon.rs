@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
+    heartbeat::{self, Beat},
     notifier::{self, Waker},
     scheduler::{self, Shared},
     store::Store,
@@ -23,9 +24,9 @@ use crate::{
     telemetry::{Telemetry, LIVENESS_SLACK},
 };
 
-/// How often the status line, the watchdog and the database file's identity are
-/// checked when systemd does not ask for a faster watchdog.
-const STATUS_REFRESH: Duration = Duration::from_secs(5);
+/// How often the heartbeat beats when systemd does not ask for a faster watchdog (the
+/// unit's WatchdogSec=60s asks for this); see [`heartbeat`].
+const STATUS_REFRESH: Duration = Duration::from_secs(30);
 /// After a part died, how long the rest may take to stop before the process exits.
 const FAILURE_DRAIN: Duration = Duration::from_secs(3);
 /// Probes of one generation are named with this prefix, so the next one replaces them.
@@ -155,8 +156,15 @@ impl Daemon {
             .systemd
             .watchdog_interval()
             .map_or(STATUS_REFRESH, |w| (w / 2).min(STATUS_REFRESH));
-        let mut ticker = tokio::time::interval(refresh);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (beat_tx, mut beats) = mpsc::channel(1);
+        let _heartbeat = heartbeat::start(
+            refresh,
+            self.shared.store.clone(),
+            self.shared.telemetry.clone(),
+            self.systemd.clone(),
+            beat_tx,
+        )
+        .map_err(|e| format!("cannot start the heartbeat thread: {e}"))?;
         let store = self.shared.store.clone();
         let writer_stopped = store.writer_stopped();
         tokio::pin!(writer_stopped);
@@ -166,7 +174,11 @@ impl Daemon {
                 Some(()) = reload.recv() => self.reload().await,
                 Some(death) = deaths.recv() => return Err(death.to_string()),
                 reason = &mut writer_stopped => return Err(reason),
-                _ = ticker.tick() => self.report().await?,
+                beat = beats.recv() => match beat {
+                    Some(Beat::Refresh { poll_times, backlog }) => self.refresh(poll_times, backlog).await,
+                    Some(Beat::Lost(reason)) => return Err(reason),
+                    None => return Err("the heartbeat thread died".into()),
+                },
             }
         }
     }
@@ -226,28 +238,21 @@ impl Daemon {
         self.systemd.ready();
     }
 
-    /// Refreshes the status line, checks that the database file is the one opened, and
-    /// pets the watchdog while every part makes progress.
-    async fn report(&self) -> Result<(), String> {
-        let telemetry = &self.shared.telemetry;
-        self.shared
-            .store
-            .check_identity()
-            .map_err(|e| e.to_string())?;
-        if let Ok(backlog) = self.shared.store.outbox_backlog().await {
-            telemetry.set_backlog(backlog);
-        }
-        let (watched, failing, backlog) = telemetry.counts();
-        self.systemd.status(&format!(
-            "watching {watched} jobs, {failing} failing, {backlog} alerts pending"
-        ));
-        match telemetry.liveness_problem() {
-            None => self.systemd.watchdog(),
-            Some(stuck) => {
-                tracing::error!("not making progress ({stuck}): withholding the watchdog")
+    /// The heartbeat's async part: writes the pending poll times, reads the outbox
+    /// backlog, and reports with them.
+    async fn refresh(&self, poll_times: bool, backlog: bool) {
+        let (store, telemetry) = (&self.shared.store, &self.shared.telemetry);
+        if poll_times {
+            if let Err(e) = store.flush_poll_times().await {
+                tracing::warn!("cannot write poll times (kept for the next try): {e}");
             }
         }
-        Ok(())
+        if backlog {
+            if let Ok(backlog) = store.outbox_backlog().await {
+                telemetry.set_backlog(backlog);
+            }
+        }
+        heartbeat::report(telemetry, &self.systemd);
     }
 
     /// Stops every task (within the shutdown deadline, or a short one after a failure)

@@ -14,14 +14,14 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::Semaphore};
 
 /// Why the daemon is not healthy, if it is not.
-fn unhealthy_reason(store: &Store, telemetry: &Telemetry) -> Option<String> {
+async fn unhealthy_reason(store: &Store, telemetry: &Telemetry) -> Option<String> {
     if let Some(stuck) = telemetry.liveness_problem() {
         return Some(stuck);
     }
     if let Err(e) = store.check_identity() {
         return Some(e.to_string());
     }
-    store.takes_writes().err()
+    store.takes_writes().await.err()
 }
 
 /// Binds `addr` and serves, under `supervisor`, until it stops. Returns the bound
@@ -106,7 +106,7 @@ async fn answer(
         );
     }
     match request.uri().path() {
-        "/healthz" => match unhealthy_reason(store, telemetry) {
+        "/healthz" => match unhealthy_reason(store, telemetry).await {
             None => text(StatusCode::OK, "text/plain", "ok\n".into()),
             Some(reason) => text(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -64,6 +64,7 @@ pub mod decide;
 pub mod demo;
 pub mod detect;
 pub mod events;
+pub mod heartbeat;
 pub mod http_client;
 pub mod http_server;
 pub mod model;

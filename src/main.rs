@@ -273,6 +273,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Redeliver { id, db } => {
             let store = open_database(&db).await?;
             if store.redeliver(id, SystemTime::now()).await? {
+                iewatch::notifier::nudge::nudge(store.path());
                 outln!("delivery {id} queued again");
                 Ok(ExitCode::SUCCESS)
             } else {
@@ -425,14 +426,26 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
     let signals = forward_signals(shutdown.clone(), reload_tx)?;
-    let result =
-        iewatch::daemon::run(config_path.to_owned(), config, shutdown, reload_rx, None).await;
+    // On a worker thread, not the main one: the timer that wakes the run loop wakes a
+    // worker, which runs it there and then (on the main thread it would take a second
+    // wakeup, measured by the `idle` benchmark).
+    let daemon = tokio::spawn(iewatch::daemon::run(
+        config_path.to_owned(),
+        config,
+        shutdown,
+        reload_rx,
+        None,
+    ));
+    let result = daemon.await;
     signals.abort();
-    result.context("iewatch run")?;
+    result
+        .context("iewatch run panicked")?
+        .context("iewatch run")?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// SIGTERM and SIGINT cancel `shutdown`; SIGHUP asks for a reload. The handlers are
+/// SIGTERM and SIGINT cancel `shutdown`; SIGHUP asks for a reload; SIGXFSZ is logged.
+/// The handlers are
 /// installed before this returns, so a daemon that runs always stops on SIGTERM.
 ///
 /// # Errors
@@ -445,9 +458,13 @@ fn forward_signals(
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    // A write past a file size limit (LimitFSIZE=, a quota) fails, and the store says so
+    // (/healthz 503, retries); by default the signal would kill the process instead.
+    let mut xfsz = signal(SignalKind::from_raw(libc::SIGXFSZ)).context("cannot handle SIGXFSZ")?;
     Ok(tokio::spawn(async move {
         loop {
             tokio::select! {
+                _ = xfsz.recv() => tracing::warn!("SIGXFSZ: a write went past the file size limit"),
                 _ = term.recv() => { tracing::info!("SIGTERM"); shutdown.cancel(); }
                 _ = int.recv() => { tracing::info!("SIGINT"); shutdown.cancel(); }
                 _ = hup.recv() => {

@@ -4,7 +4,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicI64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
         Arc,
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -107,6 +107,8 @@ struct Inner {
     /// Why the process is going down, once it is.
     fatal: std::sync::Mutex<Option<String>>,
     last_backlog: AtomicI64,
+    /// Events recorded plus delivery attempts ended: what can change the outbox backlog.
+    outbox_activity: AtomicU64,
 }
 
 /// Metrics and liveness, shared by the scheduler, the notifier and the HTTP listener.
@@ -224,6 +226,7 @@ impl Telemetry {
             probes: std::sync::Mutex::new(std::collections::BTreeMap::new()),
             fatal: std::sync::Mutex::new(None),
             last_backlog: AtomicI64::new(0),
+            outbox_activity: AtomicU64::new(0),
         }))
     }
 
@@ -316,6 +319,7 @@ impl Telemetry {
 
     /// An event was recorded.
     pub fn event(&self, event_type: EventType) {
+        self.0.outbox_activity.fetch_add(1, Ordering::Relaxed);
         self.0
             .events
             .get_or_create(&TypeLabels {
@@ -326,12 +330,19 @@ impl Telemetry {
 
     /// A delivery attempt ended with `outcome` (delivered, retry, failed).
     pub fn delivery(&self, outcome: &str) {
+        self.0.outbox_activity.fetch_add(1, Ordering::Relaxed);
         self.0
             .deliveries
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    /// A count that moves whenever the outbox backlog may have: the status line reads
+    /// the backlog again only then, so an idle daemon asks the database nothing.
+    pub fn outbox_activity(&self) -> u64 {
+        self.0.outbox_activity.load(Ordering::Relaxed)
     }
 
     /// Sets the outbox backlog.

@@ -6,6 +6,7 @@
 //! an endpoint that is down for hours loses nothing.
 
 pub mod email;
+pub mod nudge;
 pub mod payload;
 pub mod routing;
 mod worker;
@@ -70,15 +71,24 @@ pub async fn run(
         }
     };
     let mut workers = JoinSet::new();
-    for webhook in webhooks {
-        workers.spawn(worker::run(
-            store.clone(),
-            webhook,
-            client.clone(),
-            wake.clone(),
-            telemetry.clone(),
+    if !webhooks.is_empty() {
+        let (nudged, wake_rx) = watch::channel(0);
+        workers.spawn(forward_wakes(
+            store.path().to_owned(),
+            wake,
+            nudged,
             shutdown.clone(),
         ));
+        for webhook in webhooks {
+            workers.spawn(worker::run(
+                store.clone(),
+                webhook,
+                client.clone(),
+                wake_rx.clone(),
+                telemetry.clone(),
+                shutdown.clone(),
+            ));
+        }
     }
     while let Some(joined) = workers.join_next().await {
         let failure = match joined {
@@ -92,6 +102,51 @@ pub async fn run(
     }
     // No webhooks (or every one disabled): nothing to do until the generation stops.
     shutdown.cancelled().await;
+}
+
+/// Passes on the daemon's wakes and the nudges of other processes (see [`nudge`]) to
+/// the workers, until `shutdown`.
+async fn forward_wakes(
+    database: std::path::PathBuf,
+    mut wake: watch::Receiver<u64>,
+    workers: watch::Sender<u64>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let mut fifo = match nudge::listen(&database) {
+        Ok(fifo) => Some(fifo),
+        Err(e) => {
+            tracing::warn!(
+                "`iewatch redeliver` from another process will be noticed within {}s only: cannot listen on the database's .wake FIFO: {e}",
+                worker::IDLE_RECHECK.as_secs()
+            );
+            None
+        }
+    };
+    loop {
+        let nudged = async {
+            match &fifo {
+                Some(fifo) => nudge::next(fifo).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            changed = wake.changed() => {
+                if changed.is_err() {
+                    // The daemon's waker is gone: the generation is ending.
+                    shutdown.cancelled().await;
+                    return Ok(());
+                }
+            }
+            read = nudged => {
+                if let Err(e) = read {
+                    tracing::warn!("stopped listening on the database's .wake FIFO: {e}");
+                    fifo = None;
+                }
+            }
+        }
+        workers.send_modify(|n| *n = n.wrapping_add(1));
+    }
 }
 
 /// One request of `iewatch notify-test`.

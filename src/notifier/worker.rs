@@ -32,9 +32,10 @@ const MAX_LANES: usize = 64;
 /// batch rather than per delivery. A crash in between sends them again (at-least-once,
 /// under the same webhook-id).
 const LANE_BATCH: u32 = 64;
-/// Longest sleep with nothing due, so that `iewatch redeliver` from another process is
-/// picked up without a signal.
-const IDLE_RECHECK: Duration = Duration::from_secs(5);
+/// Longest sleep with nothing due: a safety net for a change to the outbox that nothing
+/// announced (the scheduler wakes the workers, `iewatch redeliver` nudges them; see
+/// [`super::nudge`]).
+pub(super) const IDLE_RECHECK: Duration = Duration::from_secs(300);
 /// Pause after a database error before trying again.
 const STORE_ERROR_PAUSE: Duration = Duration::from_secs(2);
 
@@ -76,7 +77,7 @@ pub(super) async fn run(
     let mut tasks: JoinSet<JobId> = JoinSet::new();
     loop {
         wake.borrow_and_update();
-        round.store(now_ms(), Ordering::Relaxed);
+        round.store(now_ms().max(1), Ordering::Relaxed);
         if lanes.gone.is_cancelled() {
             tracing::error!(
                 webhook = %lanes.webhook.name,
@@ -86,6 +87,8 @@ pub(super) async fn run(
             break;
         }
         let pause = lanes.start_due(&mut running, &mut tasks).await;
+        // Waiting is not being stuck.
+        round.store(0, Ordering::Relaxed);
         tokio::select! {
             () = lanes.shutdown.cancelled() => break,
             _ = wake.changed() => {}
@@ -106,18 +109,24 @@ pub(super) async fn run(
     Ok(())
 }
 
-/// The worker's liveness probe: it must go round within its webhook's timeout plus
-/// slack. Returns the time of the last round, which the worker keeps current.
+/// The worker's liveness probe: a round (reading the outbox, starting lanes) must end
+/// within its webhook's timeout plus slack; waiting between rounds is not being stuck.
+/// Returns when the round under way started (0: waiting), which the worker keeps.
 fn register_probe(lanes: &Lanes, probe: &str) -> Arc<AtomicU64> {
     let round = Arc::new(AtomicU64::new(now_ms()));
-    let allowance = lanes.webhook.timeout + IDLE_RECHECK + LIVENESS_SLACK;
-    let (last_round, name) = (round.clone(), lanes.webhook.name.clone());
+    let allowance = lanes.webhook.timeout + LIVENESS_SLACK;
+    let (started, name) = (round.clone(), lanes.webhook.name.clone());
     lanes.telemetry.set_probe(
         probe,
         Arc::new(move || {
-            let since = now_ms().saturating_sub(last_round.load(Ordering::Relaxed));
-            (Duration::from_millis(since) > allowance)
-                .then(|| format!("webhook {name} has not gone round for {}s", since / 1000))
+            let started = started.load(Ordering::Relaxed);
+            let since = now_ms().saturating_sub(started);
+            (started != 0 && Duration::from_millis(since) > allowance).then(|| {
+                format!(
+                    "webhook {name} has been stuck in one round for {}s",
+                    since / 1000
+                )
+            })
         }),
     );
     round

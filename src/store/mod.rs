@@ -2,7 +2,7 @@
 //! `migrations/`, written one transaction per observed change (job row, drive rows,
 //! events and the webhook outbox together) and read by `status`, `history` and the
 //! notifier. Unchanged polls are written in batches, never one transaction each: their
-//! times are noted here and written by the writer task every [`POLL_TIME_FLUSH`].
+//! times are noted here and written by the writer task at the daemon's heartbeat.
 //! Values from disk are decoded into types at this boundary, with errors, never panics.
 
 mod attention;
@@ -34,7 +34,10 @@ pub use deliveries::{Attempt, DeliveryRow, OutboxItem};
 pub use reads::{DriveStatus, EventRecord, JobStatus};
 pub use retention::Pruned;
 
-pub use writer::POLL_TIME_FLUSH;
+/// How old the last commit may be for `/healthz` to trust it without a new proof.
+pub const HEALTH_PROOF_AGE: Duration = Duration::from_secs(30);
+/// How long `/healthz` waits for a proof before answering from the last known outcome.
+const PROOF_WAIT: Duration = Duration::from_secs(2);
 use writer::{Change, PollTimes, Write};
 
 use crate::{
@@ -259,6 +262,9 @@ impl Store {
             .busy_timeout(BUSY_TIMEOUT);
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
+            // A connection to a local file has nothing to test; the test is a trip to its
+            // thread (and a wakeup) per query.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(open_error)?;
@@ -270,9 +276,8 @@ impl Store {
         let fence = Arc::new(AtomicU64::new(0));
         let writer = writer::spawn(
             pool.clone(),
-            poll_times.clone(),
             fence.clone(),
-            owner.is_some(),
+            owner.as_ref().map(|o| (path.to_owned(), o.identity)),
         );
         Ok(Store {
             writer: writer.queue,
@@ -343,8 +348,11 @@ impl Store {
     /// Writes the poll times still pending, closes every connection (checkpointing the
     /// WAL) and, for the daemon, gives up the lock.
     pub async fn close(&self) {
-        if let Err(e) = self.poll_times.flush(&self.pool, false).await {
-            tracing::warn!("last poll times not written: {e}");
+        let last = self.poll_times.take();
+        if !last.is_empty() {
+            if let Err(e) = writer::write_poll_times(&self.pool, &last).await {
+                tracing::warn!("last poll times not written: {e}");
+            }
         }
         self.pool.close().await;
         if let Some(owner) = &self.owner {
@@ -352,22 +360,34 @@ impl Store {
         }
     }
 
-    /// Whether the database takes writes, as its last commit showed: the writer commits
-    /// at least every [`POLL_TIME_FLUSH`] (the health row with the batched poll times),
-    /// so `/healthz` learns it without a write of its own.
+    /// Whether the database takes writes, as the last commit showed. A commit older than
+    /// [`HEALTH_PROOF_AGE`] (or a failed one older than a second) is not trusted: the
+    /// writer is asked to commit the health row, and its outcome is the answer. So an idle
+    /// daemon writes nothing until asked, and however often `/healthz` is asked it adds at
+    /// most one small commit per [`HEALTH_PROOF_AGE`] (one a second while failing).
     ///
     /// # Errors
-    /// The last commit's error, or how long no commit has ended.
-    pub fn takes_writes(&self) -> Result<(), String> {
+    /// Why the database does not take writes.
+    pub async fn takes_writes(&self) -> Result<(), String> {
         let (at, error) = self.last_commit.get();
-        if let Some(error) = error {
-            return Err(format!("database not writable: {error}"));
+        let age = SystemTime::now().duration_since(at).unwrap_or_default();
+        let trusted = if error.is_some() {
+            age < Duration::from_secs(1)
+        } else {
+            age < HEALTH_PROOF_AGE
+        };
+        if !trusted {
+            // A writer busy past the deadline is the writer's liveness probe's to report;
+            // here the last known outcome stands.
+            let proof = tokio::time::timeout(PROOF_WAIT, self.ask_writer(writer::Work::Prove));
+            if let Ok(Err(e)) = proof.await {
+                return Err(format!("database not writable: {e}"));
+            }
         }
-        let since = SystemTime::now().duration_since(at).unwrap_or_default();
-        if since > POLL_TIME_FLUSH * 3 {
-            return Err(format!("no database commit for {}s", since.as_secs()));
+        match self.last_commit.get().1 {
+            Some(error) => Err(format!("database not writable: {error}")),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Writes a changed observation: job row, drives, events and outbox, atomically.
@@ -453,9 +473,7 @@ impl Store {
             .await?
         {
             writer::Done::Events(ids) => Ok(ids),
-            writer::Done::Registered(_) => {
-                Err(StoreError::Commit("unexpected writer answer".into()))
-            }
+            _ => Err(StoreError::Commit("unexpected writer answer".into())),
         }
     }
 
@@ -474,7 +492,7 @@ impl Store {
         };
         match self.ask_writer(work).await? {
             writer::Done::Registered(id) => Ok(id),
-            writer::Done::Events(_) => Err(StoreError::Commit("unexpected writer answer".into())),
+            _ => Err(StoreError::Commit("unexpected writer answer".into())),
         }
     }
 
@@ -488,9 +506,36 @@ impl Store {
         answer.await.map_err(|_| stopped())?
     }
 
-    /// Notes the time of an unchanged poll; the writer writes such times in batches.
+    /// Notes the time of an unchanged poll; [`Store::flush_poll_times`] writes them.
     pub fn note_poll(&self, job: JobId, at: SystemTime) {
         self.poll_times.note(job, at);
+    }
+
+    /// Whether times of unchanged polls wait to be written.
+    pub fn poll_times_pending(&self) -> bool {
+        !self.poll_times.is_empty()
+    }
+
+    /// Writes the pending times of unchanged polls in one statement (through the writer);
+    /// on failure they stay pending.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn flush_poll_times(&self) -> Result<(), StoreError> {
+        let batch = self.poll_times.take();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match self
+            .ask_writer(writer::Work::PollTimes(batch.clone()))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.poll_times.restore(batch);
+                Err(e)
+            }
+        }
     }
 }
 

@@ -5,7 +5,9 @@
 //! in its own savepoint (one bad write cannot sink the others) and commits them all with
 //! one fsync. Under light load a batch is a single write, exactly as before; under heavy
 //! load the fsync is shared. Callers still learn their own outcome, after the commit.
-//! The same task writes the batched times of unchanged polls every [`POLL_TIME_FLUSH`].
+//! The same task writes the batched times of unchanged polls when the daemon's heartbeat
+//! asks, and proves on request that the database takes writes. It has no timer: with
+//! nothing to write it sleeps.
 
 use std::{
     collections::HashMap,
@@ -13,7 +15,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, SystemTime},
+    time::SystemTime,
 };
 
 use sqlx::{Acquire as _, Sqlite, SqlitePool, Transaction};
@@ -25,9 +27,6 @@ use crate::{
     events::{Event, OutboxEntry},
     model::{CopyStatus, DriveState, ETag, JobSnapshot},
 };
-
-/// How often the times of unchanged polls are written.
-pub const POLL_TIME_FLUSH: Duration = Duration::from_secs(5);
 
 /// Most writes committed in one transaction.
 pub const MAX_BATCH: usize = 256;
@@ -74,6 +73,10 @@ pub(super) enum Work {
     /// through the writer like every write, so that it cannot be starved of the lock by
     /// group commits in a busy daemon.
     Register { account: String, name: String },
+    /// Write the health row: a commit that proves the database takes writes.
+    Prove,
+    /// Write the times of unchanged polls.
+    PollTimes(Vec<(JobId, SystemTime)>),
 }
 
 /// What the writer did.
@@ -83,6 +86,8 @@ pub(super) enum Done {
     Events(Vec<i64>),
     /// The job's row id.
     Registered(JobId),
+    /// Written (the health row, poll times).
+    Written,
 }
 
 /// A piece of work and where its outcome goes.
@@ -91,69 +96,63 @@ pub(super) struct Request {
     pub(super) reply: oneshot::Sender<Result<Done, StoreError>>,
 }
 
-/// Last-polled times of unchanged polls, written in one transaction every
-/// [`POLL_TIME_FLUSH`] instead of one per poll.
+/// Last-polled times of unchanged polls, written together at the heartbeat instead of
+/// one transaction per poll.
 #[derive(Clone, Debug, Default)]
 pub(super) struct PollTimes(Arc<Mutex<HashMap<JobId, SystemTime>>>);
 
 impl PollTimes {
     pub(super) fn note(&self, job: JobId, at: SystemTime) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(job, at);
+        self.lock().insert(job, at);
     }
 
-    /// Writes the pending times (and, with `health`, the health row: a commit that
-    /// proves the database takes writes); on failure the times are kept for the next
-    /// flush.
-    pub(super) async fn flush(&self, pool: &SqlitePool, health: bool) -> Result<(), StoreError> {
-        let batch: Vec<(JobId, SystemTime)> =
-            std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
-                .into_iter()
-                .collect();
-        if batch.is_empty() && !health {
-            return Ok(());
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, SystemTime>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// The pending times, no longer pending.
+    pub(super) fn take(&self) -> Vec<(JobId, SystemTime)> {
+        std::mem::take(&mut *self.lock()).into_iter().collect()
+    }
+
+    /// Puts back times that could not be written (newer ones noted meanwhile win).
+    pub(super) fn restore(&self, batch: Vec<(JobId, SystemTime)>) {
+        let mut pending = self.lock();
+        for (job, at) in batch {
+            pending.entry(job).or_insert(at);
         }
-        if let Err(e) = write_poll_times(pool, &batch, health).await {
-            let mut pending = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            for (job, at) in batch {
-                pending.entry(job).or_insert(at);
-            }
-            return Err(e);
-        }
-        Ok(())
     }
 }
 
-async fn write_poll_times(
-    pool: &SqlitePool,
+/// One statement (one transaction, one trip to the database thread) for every pending
+/// time: `[[id, time], ...]` as JSON.
+pub(super) async fn write_poll_times<'c>(
+    executor: impl sqlx::SqliteExecutor<'c>,
     polls: &[(JobId, SystemTime)],
-    health: bool,
 ) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
-    if health {
-        sqlx::query(
-            "INSERT INTO health (id, checked_at) VALUES (1, ?1)
-             ON CONFLICT (id) DO UPDATE SET checked_at = ?1",
-        )
-        .bind(timestamp(SystemTime::now()))
-        .execute(&mut *tx)
-        .await?;
-    }
-    for (job, at) in polls {
-        sqlx::query("UPDATE jobs SET last_polled_at = ? WHERE id = ?")
-            .bind(timestamp(*at))
-            .bind(job.0)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
+    let rows: Vec<(i64, String)> = polls
+        .iter()
+        .map(|(job, at)| (job.0, timestamp(*at)))
+        .collect();
+    let rows = serde_json::to_string(&rows).map_err(|e| StoreError::Commit(e.to_string()))?;
+    sqlx::query(
+        "UPDATE jobs SET last_polled_at = json_extract(polled.value, '$[1]')
+         FROM json_each(?) AS polled
+         WHERE jobs.id = json_extract(polled.value, '$[0]')",
+    )
+    .bind(rows)
+    .execute(executor)
+    .await?;
     Ok(())
 }
 
 /// The outcome of the writer's last commit, for `/healthz`: the database proves it takes
-/// writes by taking them, never by a write per health request.
+/// writes by taking them; a proof of its own only when the last commit is old (see
+/// [`super::Store::takes_writes`]).
 #[derive(Clone, Debug)]
 pub(super) struct LastCommit(Arc<Mutex<(SystemTime, Option<String>)>>);
 
@@ -188,13 +187,13 @@ pub(super) struct WriterHandle {
 }
 
 /// Starts the writer; it ends when every sender (every `Store` clone) is gone. Writes of
-/// generations older than `fence` are refused. With `health` (the daemon's store), every
-/// flush also commits the health row.
+/// generations older than `fence` are refused. With `file` (the daemon's store), no
+/// commit goes into a database file deleted or replaced since it was opened: the writer
+/// stops instead, and the daemon with it.
 pub(super) fn spawn(
     pool: SqlitePool,
-    poll_times: PollTimes,
     fence: Arc<AtomicU64>,
-    health: bool,
+    file: Option<(std::path::PathBuf, super::guard::FileIdentity)>,
 ) -> WriterHandle {
     let (queue, rx) = mpsc::channel(QUEUE);
     let (stopped_tx, stopped) = watch::channel(None);
@@ -203,13 +202,14 @@ pub(super) fn spawn(
     let task = tokio::spawn(run(
         pool,
         rx,
-        poll_times,
         fence,
-        (busy_since_ms.clone(), last_commit.clone(), health),
+        file,
+        (busy_since_ms.clone(), last_commit.clone()),
     ));
     tokio::spawn(async move {
         let reason = match task.await {
-            Ok(()) => "the database writer stopped".to_owned(),
+            Ok(Some(reason)) => reason,
+            Ok(None) => "the database writer stopped".to_owned(),
             Err(e) => format!("the database writer failed: {e}"),
         };
         let _ = stopped_tx.send(Some(reason));
@@ -229,48 +229,42 @@ pub(super) fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Returns why it stopped, if not because every sender is gone.
 async fn run(
     pool: SqlitePool,
     mut queue: mpsc::Receiver<Request>,
-    poll_times: PollTimes,
     fence: Arc<AtomicU64>,
-    (busy_since_ms, last_commit, health): (Arc<AtomicU64>, LastCommit, bool),
-) {
+    file: Option<(std::path::PathBuf, super::guard::FileIdentity)>,
+    (busy_since_ms, last_commit): (Arc<AtomicU64>, LastCommit),
+) -> Option<String> {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut flush = tokio::time::interval(POLL_TIME_FLUSH);
-    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            received = queue.recv_many(&mut batch, MAX_BATCH) => {
-                if received == 0 {
-                    return;
-                }
-                busy_since_ms.store(now_ms().max(1), Ordering::Relaxed);
-                let outcomes = commit(&pool, &batch, fence.load(Ordering::SeqCst)).await;
-                busy_since_ms.store(0, Ordering::Relaxed);
-                // A refused (fenced) write says nothing about the database.
-                let failure = outcomes.iter().find_map(|o| match o {
-                    Err(StoreError::Fenced) | Ok(_) => None,
-                    Err(e) => Some(e.to_string()),
-                });
-                last_commit.record(failure.map_or(Ok(()), Err));
-                for (request, outcome) in batch.drain(..).zip(outcomes) {
-                    // The caller may have gone (shutdown); its write is committed regardless.
-                    let _ = request.reply.send(outcome);
-                }
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        if let Some(Err(e)) = file
+            .as_ref()
+            .map(|(path, id)| super::guard::check_identity(path, *id))
+        {
+            let reason = e.to_string();
+            last_commit.record(Err(reason.clone()));
+            for request in batch.drain(..) {
+                let _ = request.reply.send(Err(StoreError::Commit(reason.clone())));
             }
-            _ = flush.tick() => {
-                if pool.is_closed() {
-                    continue;
-                }
-                let flushed = poll_times.flush(&pool, health).await;
-                if let Err(e) = &flushed {
-                    tracing::warn!("cannot write poll times (kept for the next try): {e}");
-                }
-                last_commit.record(flushed.map_err(|e| e.to_string()));
-            }
+            return Some(reason);
+        }
+        busy_since_ms.store(now_ms().max(1), Ordering::Relaxed);
+        let outcomes = commit(&pool, &batch, fence.load(Ordering::SeqCst)).await;
+        busy_since_ms.store(0, Ordering::Relaxed);
+        // A refused (fenced) write says nothing about the database.
+        let failure = outcomes.iter().find_map(|o| match o {
+            Err(StoreError::Fenced) | Ok(_) => None,
+            Err(e) => Some(e.to_string()),
+        });
+        last_commit.record(failure.map_or(Ok(()), Err));
+        for (request, outcome) in batch.drain(..).zip(outcomes) {
+            // The caller may have gone (shutdown); its write is committed regardless.
+            let _ = request.reply.send(outcome);
         }
     }
+    None
 }
 
 /// Applies every write in its own savepoint and commits once. Returns one outcome per
@@ -332,6 +326,20 @@ async fn work(tx: &mut Transaction<'_, Sqlite>, work: &Work) -> Result<Done, Sto
                 .fetch_one(&mut **tx)
                 .await?;
             Ok(Done::Registered(JobId(id)))
+        }
+        Work::PollTimes(polls) => {
+            write_poll_times(&mut **tx, polls).await?;
+            Ok(Done::Written)
+        }
+        Work::Prove => {
+            sqlx::query(
+                "INSERT INTO health (id, checked_at) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET checked_at = ?1",
+            )
+            .bind(timestamp(SystemTime::now()))
+            .execute(&mut **tx)
+            .await?;
+            Ok(Done::Written)
         }
     }
 }
