@@ -13,7 +13,8 @@ use std::{
 };
 
 use common::{
-    event_list, scenario, start_simulator, wait_for, write_config, Receiver, Reply, RunningDaemon,
+    event_list, scenario, start_simulator, wait_for, write_config, DaemonProcess, Receiver, Reply,
+    WriteStop,
 };
 use rand::{Rng as _, SeedableRng as _};
 
@@ -214,8 +215,8 @@ async fn an_endpoint_refusing_connections_for_a_long_stretch_gets_every_alert_in
     }
 }
 
-/// The first 503 from /healthz within 20 s (the writer proves the database takes writes
-/// by a commit at least every 5 s; /healthz reads that, it does not write).
+/// The first 503 from /healthz within 20 s (/healthz proves that the database takes
+/// writes by a commit of the health row when its last commit is old or failed).
 async fn first_503(base: &str) -> (u16, String) {
     let end = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -249,26 +250,36 @@ fn step(sim: &iewatch::simulator::RunningSimulator, index: usize) -> String {
     timeline.versions[index].etag.clone()
 }
 
-fn set_immutable(path: &Path, on: bool) {
-    let done = std::process::Command::new("chattr")
-        .arg(if on { "+i" } else { "-i" })
-        .arg(path)
-        .status();
-    assert!(
-        done.is_ok_and(|s| s.success()),
-        "chattr needs root and an ext4/xfs/tmpfs-like file system"
+/// The daemon, as a child process, on a fast config with `[http]` on a free port.
+fn http_daemon(
+    dir: &Path,
+    database_dir: &Path,
+    sim: &iewatch::simulator::RunningSimulator,
+) -> (DaemonProcess, String) {
+    let port = common::free_port();
+    let config = fast_config(
+        dir,
+        sim,
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
     );
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &dir.join("iewatch.db").display().to_string(),
+        &database_dir.join("iewatch.db").display().to_string(),
+    );
+    std::fs::write(&config, text).unwrap();
+    (
+        DaemonProcess::start(&config),
+        format!("http://127.0.0.1:{port}"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_write_lock_and_a_read_only_database_turn_health_503_and_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
-    let config = fast_config(dir.path(), &sim, "[http]\nlisten = \"127.0.0.1:0\"\n");
     let db = dir.path().join("iewatch.db");
     let first = step(&sim, 0);
-    let daemon = RunningDaemon::start(&config).await;
-    let base = format!("http://{}", daemon.started.http.unwrap());
+    let (mut daemon, base) = http_daemon(dir.path(), dir.path(), &sim);
     assert!(common::wait_for_etag(&db, "MySampleJob", &first, Duration::from_secs(10)).await);
 
     // Another process holds the write lock.
@@ -290,17 +301,17 @@ async fn a_held_write_lock_and_a_read_only_database_turn_health_503_and_lose_not
         "resumed after the lock"
     );
 
-    // The database file stops taking writes.
+    // The database file stops taking writes (immutable as root; else the daemon's file
+    // size limit at 0).
     let wal = dir.path().join("iewatch.db-wal");
-    set_immutable(&db, true);
-    set_immutable(&wal, true);
+    let stop = WriteStop::read_only(&[&db, &wal], daemon.pid());
     let third = step(&sim, 2);
     let (status, reason) = first_503(&base).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    set_immutable(&db, false);
-    set_immutable(&wal, false);
+    drop(stop);
     assert_eq!(status, 503, "{reason}");
-    assert!(!daemon.task.is_finished(), "no crash");
+    assert!(reason.contains("database"), "{reason}");
+    assert!(daemon.alive(), "no crash");
     assert!(
         common::wait_for_etag(&db, "MySampleJob", &third, Duration::from_secs(30)).await,
         "resumed after read-only"
@@ -330,63 +341,75 @@ async fn a_held_write_lock_and_a_read_only_database_turn_health_503_and_lose_not
     assert_eq!(events.len(), 6);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_turns_health_503_and_work_resumes_when_space_returns() {
-    let dir = tempfile::tempdir().unwrap();
-    let mount = dir.path().join("small");
-    std::fs::create_dir(&mount).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
-        .arg(&mount)
-        .status();
-    assert!(
-        mounted.is_ok_and(|s| s.success()),
-        "mounting a small tmpfs needs root"
-    );
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
+/// A small tmpfs, unmounted when dropped (root only).
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: PathBuf) -> SmallDisk {
+        std::fs::create_dir(&at).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+            .arg(&at)
+            .status();
+        assert!(mounted.is_ok_and(|s| s.success()), "mounting a small tmpfs");
+        SmallDisk(at)
     }
-    let _unmount = Unmount(mount.clone());
 
-    let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
-    let config = fast_config(dir.path(), &sim, "[http]\nlisten = \"127.0.0.1:0\"\n");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        &dir.path().join("iewatch.db").display().to_string(),
-        &mount.join("iewatch.db").display().to_string(),
-    );
-    std::fs::write(&config, text).unwrap();
-    let db = mount.join("iewatch.db");
-    let first = step(&sim, 0);
-    let daemon = RunningDaemon::start(&config).await;
-    let base = format!("http://{}", daemon.started.http.unwrap());
-    assert!(common::wait_for_etag(&db, "MySampleJob", &first, Duration::from_secs(10)).await);
-
-    // Fill the disk to the last byte.
-    let filler = mount.join("filler");
-    {
+    /// Fills it to the last byte; the filler goes when dropped.
+    fn fill(&self) -> Filler {
         use std::io::Write as _;
-        let mut file = std::fs::File::create(&filler).unwrap();
+        let path = self.0.join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
         let chunk = vec![0u8; 64 * 1024];
         while file.write_all(&chunk).is_ok() {}
         while file.write_all(&[0u8]).is_ok() {}
         let _ = file.sync_all();
+        Filler(path)
     }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+struct Filler(PathBuf);
+
+impl Drop for Filler {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// As root, a real full disk (a 3 MiB tmpfs filled to the last byte); as anyone else,
+/// every write of the daemon refused by its file size limit (see [`WriteStop`]).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_turns_health_503_and_work_resumes_when_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = common::is_root().then(|| SmallDisk::mount(dir.path().join("small")));
+    let database_dir = small
+        .as_ref()
+        .map_or(dir.path().to_owned(), |disk| disk.0.clone());
+    let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
+    let db = database_dir.join("iewatch.db");
+    let first = step(&sim, 0);
+    let (mut daemon, base) = http_daemon(dir.path(), &database_dir, &sim);
+    assert!(common::wait_for_etag(&db, "MySampleJob", &first, Duration::from_secs(10)).await);
+
+    let full: Box<dyn std::any::Any> = match &small {
+        Some(disk) => Box::new(disk.fill()),
+        None => Box::new(WriteStop::size_limit(daemon.pid())),
+    };
     let second = step(&sim, 1);
-    let full = wait_for(Duration::from_secs(20), || async {
-        health(&base).await.0 == 503
-    })
-    .await;
-    let (_, reason) = health(&base).await;
-    std::fs::remove_file(&filler).unwrap();
-    assert!(full, "health stayed 200 with a full disk");
+    let (status, reason) = first_503(&base).await;
+    drop(full);
+    assert_eq!(status, 503, "health stayed 200 with a full disk: {reason}");
     assert!(reason.contains("database"), "{reason}");
-    assert!(!daemon.task.is_finished(), "no crash");
+    assert!(daemon.alive(), "no crash");
     assert!(
         common::wait_for_etag(&db, "MySampleJob", &second, Duration::from_secs(30)).await,
         "resumed"

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::{collections::HashMap, path::Path, process::Stdio, time::Duration};
+use std::{collections::HashMap, process::Stdio, time::Duration};
 
 use bytes::Bytes;
 use common::{scenario, start_simulator, write_config, RunningDaemon};
@@ -186,40 +186,31 @@ async fn healthz_and_metrics_are_served_and_parse() {
     daemon.stop().await;
 }
 
-/// Makes a file unwritable even for root (immutable), or by mode for other users.
-fn set_read_only(path: &Path, read_only: bool) {
-    let flag = if read_only { "+i" } else { "-i" };
-    let chattr = std::process::Command::new("chattr")
-        .arg(flag)
-        .arg(path)
-        .status();
-    if !chattr.is_ok_and(|s| s.success()) {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = if read_only { 0o400 } else { 0o600 };
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_turns_503_when_the_database_stops_taking_writes_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
+    let port = common::free_port();
     let config = write_config(
         dir.path(),
         &sim,
         &["MySampleJob"],
-        "[http]\nlisten = \"127.0.0.1:0\"\n",
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
     );
-    let daemon = RunningDaemon::start(&config).await;
-    let base = format!("http://{}", daemon.started.http.unwrap());
-    assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
+    let mut daemon = common::DaemonProcess::start(&config);
+    let base = format!("http://127.0.0.1:{port}");
+    assert!(
+        common::wait_for(Duration::from_secs(10), || async {
+            common::http_status(&format!("127.0.0.1:{port}"), "/healthz").await == Some(200)
+        })
+        .await,
+        "healthy at first"
+    );
 
     let db = dir.path().join("iewatch.db");
     let wal = dir.path().join("iewatch.db-wal");
-    for file in [&db, &wal] {
-        set_read_only(file, true);
-    }
-    // /healthz reads the writer's last commit (one at least every 5 s); it writes nothing.
+    let stop = common::WriteStop::read_only(&[&db, &wal], daemon.pid());
+    // /healthz proves with a commit of its own when the last one is old or failed.
     let mut answer = get(&format!("{base}/healthz")).await;
     let end = std::time::Instant::now() + Duration::from_secs(20);
     while answer.0 != 503 && std::time::Instant::now() < end {
@@ -227,12 +218,10 @@ async fn healthz_turns_503_when_the_database_stops_taking_writes_and_recovers() 
         answer = get(&format!("{base}/healthz")).await;
     }
     let (status, reason) = answer;
-    for file in [&db, &wal] {
-        set_read_only(file, false);
-    }
+    drop(stop);
     assert_eq!(status, 503, "{reason}");
     assert!(reason.contains("database"), "{reason}");
-    assert!(!daemon.task.is_finished(), "no crash");
+    assert!(daemon.alive(), "no crash");
     assert!(
         common::wait_for(Duration::from_secs(10), || async {
             get(&format!("{base}/healthz")).await.0 == 200

@@ -935,3 +935,122 @@ pub fn iewatch_output<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String) {
         ),
     )
 }
+
+/// Whether the tests run as root (and may use chattr and mount).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A database that stops taking writes until this is dropped. As root, the real fault:
+/// its files made immutable (`chattr +i`: not even root writes through an open file). As
+/// anyone else, with no privilege at all: the daemon process's file size limit set to 0
+/// (prlimit(2) on a process of one's own), so that each of its writes to a file fails
+/// with EFBIG, as under an exhausted quota, until the limit is put back.
+pub enum WriteStop {
+    Immutable(Vec<PathBuf>),
+    SizeLimit { pid: i32, saved: libc::rlimit },
+}
+
+impl WriteStop {
+    /// Makes `files` unwritable for the daemon process `daemon`.
+    pub fn read_only(files: &[&Path], daemon: u32) -> WriteStop {
+        if !is_root() {
+            return WriteStop::size_limit(daemon);
+        }
+        for file in files {
+            chattr(file, "+i");
+        }
+        WriteStop::Immutable(files.iter().map(|f| f.to_path_buf()).collect())
+    }
+
+    /// Makes every write of the daemon process `daemon` to a file fail.
+    pub fn size_limit(daemon: u32) -> WriteStop {
+        let pid = i32::try_from(daemon).unwrap();
+        let mut saved = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: prlimit(2) reads `zero` and writes `saved`, both alive for the call.
+        let read = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, std::ptr::null(), &mut saved) };
+        assert_eq!(read, 0, "prlimit: {}", std::io::Error::last_os_error());
+        let zero = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: saved.rlim_max,
+        };
+        // SAFETY: as above.
+        let set = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &zero, std::ptr::null_mut()) };
+        assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+        WriteStop::SizeLimit { pid, saved }
+    }
+}
+
+impl Drop for WriteStop {
+    fn drop(&mut self) {
+        match self {
+            WriteStop::Immutable(files) => {
+                for file in files {
+                    chattr(file, "-i");
+                }
+            }
+            WriteStop::SizeLimit { pid, saved } => {
+                // SAFETY: prlimit(2) reads `saved`, alive for the call. The process may
+                // have exited meanwhile (ESRCH): nothing to put back then.
+                unsafe { libc::prlimit(*pid, libc::RLIMIT_FSIZE, saved, std::ptr::null_mut()) };
+            }
+        }
+    }
+}
+
+fn chattr(path: &Path, flag: &str) {
+    let done = std::process::Command::new("chattr")
+        .arg(flag)
+        .arg(path)
+        .status();
+    assert!(
+        done.is_ok_and(|s| s.success()),
+        "chattr {flag} {} (root, on a file system with attributes)",
+        path.display()
+    );
+}
+
+/// `iewatch run` as a child process, for the tests that need its pid.
+pub struct DaemonProcess(pub tokio::process::Child);
+
+impl DaemonProcess {
+    /// Starts `iewatch run -c config`, its log at error level to nowhere.
+    pub fn start(config: &Path) -> DaemonProcess {
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
+            .args(["run", "-c"])
+            .arg(config)
+            .env("IEWATCH_LOG", "error")
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        DaemonProcess(child)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id().expect("the daemon is running")
+    }
+
+    /// Whether it still runs.
+    pub fn alive(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none()
+    }
+
+    /// SIGTERM, then its exit, which must be a success within 15 s.
+    pub async fn stop(mut self) {
+        // SAFETY: kill(2) on our own child.
+        assert_eq!(
+            unsafe { libc::kill(i32::try_from(self.pid()).unwrap(), libc::SIGTERM) },
+            0
+        );
+        let status = tokio::time::timeout(Duration::from_secs(15), self.0.wait())
+            .await
+            .expect("the daemon stops within 15 s")
+            .unwrap();
+        assert!(status.success(), "{status:?}");
+    }
+}
