@@ -13,7 +13,7 @@ fi
 # verify wants the ExecStart binary to exist: point it at a stand-in in a scratch copy.
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
-sed "s|/usr/local/bin/iewatch|$scratch/iewatch|" "$unit" > "$scratch/$unit"
+sed "s|/usr/bin/iewatch|$scratch/iewatch|" "$unit" > "$scratch/$unit"
 printf '#!/bin/sh\n' > "$scratch/iewatch" && chmod +x "$scratch/iewatch"
 SYSTEMD_LOG_LEVEL=warning systemd-analyze verify "$scratch/$unit" 2>&1 | tee "$scratch/verify.log"
 if grep -v 'not executable\|Failed to open /etc/iewatch' "$scratch/verify.log" | grep -qi .; then
