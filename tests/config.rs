@@ -414,7 +414,8 @@ fn the_clock_keys_are_read_and_their_mistakes_named() {
 #[test]
 fn databox_accounts_take_the_arm_keys_and_name_their_mistakes() {
     let (dir, _pki) = credentials_dir();
-    let good = "[[account]]\nname = \"portal\"\nkind = \"databox\"\nsubscription_id = \"s\"\nresource_group = \"rg\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"a-secret\"\njobs = \"all\"\n";
+    // The database beside the config, not in the working directory.
+    let good = "[daemon]\ndatabase = \"iewatch.db\"\n\n[[account]]\nname = \"portal\"\nkind = \"databox\"\nsubscription_id = \"s\"\nresource_group = \"rg\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"a-secret\"\njobs = \"all\"\n";
     let path = write(dir.path(), "databox.toml", good);
     let config = iewatch::config::Config::load(&path).unwrap();
     assert!(matches!(
