@@ -1,12 +1,18 @@
-//! The `[http]` listener: `GET /healthz` (200 only when every part makes progress and the
-//! database takes writes) and `GET /metrics` (Prometheus text). It cannot be starved: a
-//! connection must send its headers within `header_read_timeout`, serves one request, is
-//! closed after `idle_timeout` at the latest, and connections beyond `max_connections`
-//! are closed as they come.
+//! The `[http]` listener, read-only: `GET /healthz` (200 only when every part makes
+//! progress and the database takes writes), `GET /metrics` (Prometheus text or
+//! OpenMetrics), the status page (`/`, `/jobs/{account}/{name}`, see [`status_page`]) and
+//! its JSON (`/api/v1/jobs`, `/api/v1/jobs/{account}/{name}/events`: what `status --json`
+//! and `history --json` print). With `token_file`, every request but /healthz needs
+//! `Authorization: Bearer TOKEN` (set one whenever the listener is beyond loopback). It cannot be starved: a connection
+//! must send its headers within `header_read_timeout`, serves one request, is closed
+//! after `idle_timeout` at the latest, and connections beyond `max_connections` are
+//! closed as they come.
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
-use crate::{config::HttpSettings, store::Store, supervise::Supervisor, telemetry::Telemetry};
+use crate::{
+    config::HttpSettings, status_page, store::Store, supervise::Supervisor, telemetry::Telemetry,
+};
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -40,6 +46,7 @@ pub async fn serve(
     let shutdown = supervisor.stopping().clone();
     let slots = Arc::new(Semaphore::new(settings.max_connections));
     let (header_read_timeout, idle_timeout) = (settings.header_read_timeout, settings.idle_timeout);
+    let token: Option<Arc<str>> = settings.token.as_deref().map(Arc::from);
     supervisor.spawn("http listener", async move {
         loop {
             let stream = tokio::select! {
@@ -60,14 +67,19 @@ pub async fn serve(
             };
             let (store, telemetry) = (store.clone(), telemetry.clone());
             let shutdown = shutdown.clone();
+            let token = token.clone();
             tokio::spawn(async move {
                 let _slot = slot;
-                let service = hyper::service::service_fn(
-                    move |request: Request<hyper::body::Incoming>| {
-                        let (store, telemetry) = (store.clone(), telemetry.clone());
-                        async move { Ok::<_, Infallible>(answer(&request, &store, &telemetry).await) }
-                    },
-                );
+                let service =
+                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let (store, telemetry, token) =
+                            (store.clone(), telemetry.clone(), token.clone());
+                        async move {
+                            Ok::<_, Infallible>(
+                                answer(&request, &store, &telemetry, token.as_deref()).await,
+                            )
+                        }
+                    });
                 let connection = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(header_read_timeout)
@@ -93,10 +105,25 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
     response
 }
 
+/// Whether `request` carries `Authorization: Bearer TOKEN` (compared in constant time).
+fn bearer_matches(request: &Request<hyper::body::Incoming>, token: &str) -> bool {
+    let Some(given) = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (given, token) = (given.trim().as_bytes(), token.as_bytes());
+    given.len() == token.len() && given.iter().zip(token).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
+}
+
 async fn answer(
     request: &Request<hyper::body::Incoming>,
     store: &Store,
     telemetry: &Telemetry,
+    token: Option<&str>,
 ) -> Response<Full<Bytes>> {
     if request.method() != Method::GET {
         return text(
@@ -105,7 +132,20 @@ async fn answer(
             "GET only\n".into(),
         );
     }
-    match request.uri().path() {
+    let path = request.uri().path();
+    if path != "/healthz" && token.is_some_and(|t| !bearer_matches(request, t)) {
+        let mut response = text(
+            StatusCode::UNAUTHORIZED,
+            "text/plain",
+            "a bearer token is required (Authorization: Bearer ...)\n".into(),
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"iewatch\""),
+        );
+        return response;
+    }
+    match path {
         "/healthz" => match unhealthy_reason(store, telemetry).await {
             None => text(StatusCode::OK, "text/plain", "ok\n".into()),
             Some(reason) => text(
@@ -125,10 +165,87 @@ async fn answer(
             let (body, content_type) = crate::telemetry::negotiate_metrics(telemetry, accept);
             text(StatusCode::OK, content_type, body)
         }
-        _ => text(
+        _ => pages(path, store).await,
+    }
+}
+
+/// The status page and its JSON.
+async fn pages(path: &str, store: &Store) -> Response<Full<Bytes>> {
+    const HTML: &str = "text/html; charset=utf-8";
+    let now = std::time::SystemTime::now();
+    let failed = |e: crate::store::StoreError| {
+        tracing::warn!("http: cannot read the database: {e}");
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "cannot read the database; see the log\n".into(),
+        )
+    };
+    let not_found = || {
+        text(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /healthz or /metrics\n".into(),
+            "not found: try /, /api/v1/jobs, /healthz or /metrics\n".into(),
+        )
+    };
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        [""] => match store.status().await {
+            Ok(jobs) => text(StatusCode::OK, HTML, status_page::index(&jobs, now)),
+            Err(e) => failed(e),
+        },
+        ["api", "v1", "jobs"] => match store.status().await {
+            Ok(jobs) => json(&jobs),
+            Err(e) => failed(e),
+        },
+        ["jobs", account, name] | ["api", "v1", "jobs", account, name, "events"] => {
+            let (Some(account), Some(name)) = (
+                status_page::decode_segment(account),
+                status_page::decode_segment(name),
+            ) else {
+                return not_found();
+            };
+            let jobs = match store.status().await {
+                Ok(jobs) => jobs,
+                Err(e) => return failed(e),
+            };
+            let Some(job) = jobs
+                .into_iter()
+                .find(|j| j.account == account && j.name == name)
+            else {
+                return not_found();
+            };
+            let events = match store.history(&name, None).await {
+                Ok(events) => events
+                    .into_iter()
+                    .filter(|e| e.account == account)
+                    .collect::<Vec<_>>(),
+                Err(e) => return failed(e),
+            };
+            if segments[0] == "api" {
+                return json(&events);
+            }
+            match store.job_deliveries(&account, &name, 200).await {
+                Ok(deliveries) => text(
+                    StatusCode::OK,
+                    HTML,
+                    status_page::job(&job, &events, &deliveries, now),
+                ),
+                Err(e) => failed(e),
+            }
+        }
+        _ => not_found(),
+    }
+}
+
+/// Pretty JSON, as `status --json` and `history --json` print it.
+fn json<T: serde::Serialize>(value: &T) -> Response<Full<Bytes>> {
+    match serde_json::to_string_pretty(value) {
+        Ok(body) => text(StatusCode::OK, "application/json", body + "\n"),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            format!("{e}\n"),
         ),
     }
 }

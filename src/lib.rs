@@ -25,9 +25,9 @@
 //!   PagerDuty, templates, e-mail), retried, in order per job.
 //!
 //! Around them: [`daemon`] wires the boxes into `iewatch run` (reload, drain) under
-//! [`supervise`] (a task that dies takes the process down for a restart),
-//! [`telemetry`] and [`http_server`] expose metrics and health, [`systemd`] speaks the
-//! notify protocol, [`report`] prints `status`, `history` and `deliveries`, [`simulator`]
+//! [`supervise`] (a task that dies takes the process down for a restart), with
+//! [`heartbeat`] petting the watchdog; [`telemetry`] and [`http_server`] expose metrics,
+//! health and the [`status_page`], [`systemd`] speaks the notify protocol, [`report`] prints `status`, `history` and `deliveries`, [`simulator`]
 //! is a faithful Import/Export service for tests, benchmarks and [`demo`].
 
 /// `println!` that never panics: a reader that went away (`iewatch status | head -1`)
@@ -73,6 +73,7 @@ pub mod report;
 pub mod scheduler;
 pub mod simulator;
 pub mod source;
+pub mod status_page;
 pub mod store;
 pub mod supervise;
 pub mod systemd;

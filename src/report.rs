@@ -22,6 +22,40 @@ pub fn ago(timestamp: Option<&str>, now: SystemTime) -> String {
     }
 }
 
+/// "in 3 d", "in 5 h", ... for a future timestamp, as [`ago`] for a past one.
+pub fn relative(timestamp: &str, now: SystemTime) -> String {
+    let Some(at) = parse_timestamp(timestamp) else {
+        return "-".into();
+    };
+    match at.duration_since(now) {
+        Ok(ahead) if ahead.as_secs() >= 5 => format!("in {}", span(ahead)),
+        _ => ago(Some(timestamp), now),
+    }
+}
+
+/// A stored timestamp as `2026-11-25 20:13` (UTC), or the text as it is.
+pub fn short_time(timestamp: &str) -> String {
+    match parse_timestamp(timestamp) {
+        Some(at) => {
+            let text = humantime::format_rfc3339_seconds(at).to_string();
+            text.get(..16).unwrap_or(&text).replace('T', " ")
+        }
+        None => timestamp.to_owned(),
+    }
+}
+
+/// A duration in its two largest units: "3 d 4 h", "5 h 2 min", "42 min", "12 s".
+pub fn span(duration: std::time::Duration) -> String {
+    let secs = duration.as_secs();
+    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{secs} s"),
+        (0, 0, m) => format!("{m} min"),
+        (0, h, m) => format!("{h} h {m} min"),
+        (d, h, _) => format!("{d} d {h} h"),
+    }
+}
+
 /// `2 drives: 1 Transferring 40%, 1 Completed`.
 pub fn drives_summary(job: &JobStatus) -> String {
     if job.drives.is_empty() {

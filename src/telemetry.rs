@@ -196,6 +196,13 @@ impl Telemetry {
             "Jobs whose last poll failed",
             jobs_failing.clone(),
         );
+        // Every delivery outcome exists from the start, so that rate() over it works
+        // before the first alert (and dashboards find the series).
+        for outcome in ["delivered", "retry", "failed"] {
+            let _ = deliveries.get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            });
+        }
         let poll_counters = POLL_OUTCOMES
             .iter()
             .map(|outcome| {

@@ -199,11 +199,25 @@ impl Checker<'_> {
             self.problem(raw.listen.span().start, "http.listen", message);
             return None;
         };
+        let token = self
+            .secret(
+                (&None, "http.token".into()),
+                (&raw.token_file, "http.token_file".into()),
+            )
+            .map(|(token, _, _)| token);
+        if token.is_none() && raw.token_file.is_none() && !listen.ip().is_loopback() {
+            self.warn(
+                raw.listen.span().start,
+                "http.listen".into(),
+                format!("{listen} is beyond loopback and there is no token_file: the status page, its API and /metrics are open to anyone who reaches it"),
+            );
+        }
         Some(HttpSettings {
             listen,
             header_read_timeout,
             idle_timeout,
             max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            token,
         })
     }
 }

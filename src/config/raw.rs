@@ -51,6 +51,7 @@ pub(super) struct RawHttp {
     pub(super) header_read_timeout: Option<Spanned<String>>,
     pub(super) idle_timeout: Option<Spanned<String>>,
     pub(super) max_connections: Option<Spanned<i64>>,
+    pub(super) token_file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Deserialize)]

@@ -82,6 +82,8 @@ pub struct HttpSettings {
     pub idle_timeout: Duration,
     /// Connections served at once; more are closed as they come.
     pub max_connections: usize,
+    /// The bearer token every request but /healthz must carry, if set.
+    pub token: Option<String>,
 }
 
 /// `[[account]]`.

@@ -134,6 +134,24 @@ pub struct Clocks {
     pub reminder: Option<Reminder>,
 }
 
+impl Clocks {
+    /// The nearest service deadline already warned of that has not passed yet at `now`
+    /// (Unix seconds): its kind (`deletion`, `auto_completion`, `cancellation`) and when.
+    /// Clocks only told once (a completed job's purge) are not deadlines to act on.
+    pub fn near_deadline(&self, now: u64) -> Option<(&str, u64)> {
+        self.warned
+            .iter()
+            .filter_map(|key| {
+                let mut parts = key.rsplitn(3, ':');
+                let lead: u64 = parts.next()?.parse().ok()?;
+                let at: u64 = parts.next()?.parse().ok()?;
+                let kind = parts.next()?;
+                (lead != u64::MAX && at > now).then_some((kind, at))
+            })
+            .min_by_key(|(_, at)| *at)
+    }
+}
+
 /// A drive's clocks.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DriveClock {
@@ -658,6 +676,24 @@ mod tests {
                 events
             })
             .collect()
+    }
+
+    #[test]
+    fn the_near_deadline_is_the_nearest_warned_one_not_passed_and_never_a_told_once_clock() {
+        let clocks = Clocks {
+            warned: vec![
+                "deletion:5000:345600".into(),
+                "deletion:5000:86400".into(),
+                "auto_completion:3000:86400".into(),
+                "cancellation:900:86400".into(),
+                format!("purge:2000:{}", u64::MAX),
+                "garbage".into(),
+            ],
+            ..Clocks::default()
+        };
+        assert_eq!(clocks.near_deadline(1000), Some(("auto_completion", 3000)));
+        assert_eq!(clocks.near_deadline(3000), Some(("deletion", 5000)));
+        assert_eq!(clocks.near_deadline(5000), None);
     }
 
     #[test]

@@ -324,6 +324,29 @@ impl Store {
         failed_only: bool,
         limit: u32,
     ) -> Result<Vec<DeliveryRow>, StoreError> {
+        self.delivery_rows(failed_only, None, limit).await
+    }
+
+    /// The deliveries of one job's alerts, newest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn job_deliveries(
+        &self,
+        account: &str,
+        name: &str,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
+        self.delivery_rows(false, Some((account, name)), limit)
+            .await
+    }
+
+    async fn delivery_rows(
+        &self,
+        failed_only: bool,
+        job: Option<(&str, &str)>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
         #[derive(sqlx::FromRow)]
         struct Row {
             id: i64,
@@ -346,10 +369,13 @@ impl Store {
                     d.next_attempt_at, d.delivered_at, d.failed_at, d.last_status, d.last_error
              FROM deliveries d JOIN events e ON e.id = d.event_id JOIN jobs j ON j.id = d.job_id
              WHERE (?1 = 0 OR d.failed_at IS NOT NULL)
+               AND (?3 IS NULL OR d.job_id = (SELECT id FROM jobs WHERE account = ?3 AND name = ?4))
              ORDER BY d.id DESC LIMIT ?2",
         )
         .bind(failed_only)
         .bind(i64::from(limit))
+        .bind(job.map(|(account, _)| account))
+        .bind(job.map(|(_, name)| name))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows

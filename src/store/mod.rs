@@ -31,7 +31,7 @@ use sqlx::{
 
 pub use attention::Attention;
 pub use deliveries::{Attempt, DeliveryRow, OutboxItem};
-pub use reads::{DriveStatus, EventRecord, JobStatus};
+pub use reads::{DriveStatus, EventRecord, JobStatus, NearDeadline};
 pub use retention::Pruned;
 
 /// How old the last commit may be for `/healthz` to trust it without a new proof.

@@ -28,6 +28,15 @@ pub struct DriveStatus {
     pub eta: Option<String>,
 }
 
+/// A service deadline near enough to have been warned of.
+#[derive(Clone, Debug, Serialize)]
+pub struct NearDeadline {
+    /// `deletion`, `auto_completion` or `cancellation`.
+    pub kind: String,
+    /// When it runs out (RFC 3339).
+    pub at: String,
+}
+
 /// One job as `status` shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct JobStatus {
@@ -61,6 +70,8 @@ pub struct JobStatus {
     pub eta: Option<String>,
     /// The job has stayed in its state longer than the state allows.
     pub stalled: bool,
+    /// A service deadline warned of (`job.deadline`) that has not passed yet.
+    pub deadline: Option<NearDeadline>,
     /// The error condition being reminded of (`polls_failing`, `action_required`,
     /// `stalled`, `completed_with_errors`), if any.
     pub condition: Option<String>,
@@ -120,6 +131,9 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn status(&self) -> Result<Vec<JobStatus>, StoreError> {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         // Each table comes back as one JSON array of arrays built by SQLite and parsed
         // once: decoding 30,000 rows one by one through the driver, or building keyed
         // objects in SQL, costs several times more (tests/benches/history_query.rs).
@@ -194,8 +208,13 @@ impl Store {
                         .and_then(|d| d.eta)
                         .map(clocks::rfc3339);
                 }
+                let deadline = clocks.near_deadline(now).map(|(kind, at)| NearDeadline {
+                    kind: kind.to_owned(),
+                    at: clocks::rfc3339(at),
+                });
                 Ok(JobStatus {
                     drives,
+                    deadline,
                     eta: clocks.eta.map(clocks::rfc3339),
                     stalled: clocks.stalled,
                     condition: clocks.reminder.map(|r| r.condition),
