@@ -575,3 +575,45 @@ fn names_with_control_characters_or_dots_only_are_refused() {
         );
     }
 }
+
+#[test]
+fn a_listener_beyond_loopback_wants_a_token_file_and_the_token_file_must_be_readable() {
+    let (dir, _pki) = credentials_dir();
+    let open = write(
+        dir.path(),
+        "open.toml",
+        &format!("{GOOD}\n[http]\nlisten = \"0.0.0.0:9797\"\n"),
+    );
+    let (ok, output) = check(&open);
+    assert!(ok, "a warning, not an error: {output}");
+    assert!(
+        output.contains("http.listen: 0.0.0.0:9797 is beyond loopback and there is no token_file"),
+        "{output}"
+    );
+    let missing = write(
+        dir.path(),
+        "missing.toml",
+        &format!("{GOOD}\n[http]\nlisten = \"0.0.0.0:9797\"\ntoken_file = \"no-such-token\"\n"),
+    );
+    let (ok, output) = check(&missing);
+    assert!(!ok, "{output}");
+    assert!(output.contains("http.token_file: cannot read"), "{output}");
+    let token = dir.path().join("page-token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let guarded = write(
+        dir.path(),
+        "guarded.toml",
+        &format!("{GOOD}\n[http]\nlisten = \"0.0.0.0:9797\"\ntoken_file = \"page-token\"\n"),
+    );
+    let (ok, output) = check(&guarded);
+    assert!(ok, "{output}");
+    assert!(!output.contains("beyond loopback"), "{output}");
+    assert!(
+        !output.contains("t0ken"),
+        "the token is never printed: {output}"
+    );
+}

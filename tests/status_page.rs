@@ -1,0 +1,389 @@
+//! The status page: rendered by a real headless Chromium (Debian's chromium, which
+//! `.ci/run` installs and requires with IEWATCH_REQUIRE_CHROMIUM; elsewhere said once and
+//! skipped), its JSON equal to `status --json` and `history --json`, hostile service
+//! strings escaped on every page, the bearer token of `token_file`, and the Grafana
+//! dashboard naming only metrics that a scrape has.
+
+mod common;
+
+use std::{path::Path, process::Command, time::Duration};
+
+use common::{scenario, start_simulator, write_config, RunningDaemon};
+
+/// GET `path` from `addr`: status, headers as text, body.
+async fn get(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    let response = String::from_utf8(response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// The headless Chromium to use, if there is one.
+fn chromium() -> Option<&'static str> {
+    let found = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("IEWATCH_REQUIRE_CHROMIUM").is_none(),
+            "IEWATCH_REQUIRE_CHROMIUM is set but chromium is not installed"
+        );
+        eprintln!(
+            "\n*** NOT RUN: the status page in headless Chromium (tests/status_page.rs): \
+             chromium is missing; install Debian's chromium package ***\n"
+        );
+    }
+    found
+}
+
+/// Runs headless Chromium on `url` with `args` (a fresh profile, no network beyond
+/// loopback, no sandbox: it may run as root or as nobody); its stdout.
+fn headless(browser: &str, profile: &Path, url: &str, args: &[&str]) -> String {
+    let output = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=2000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{browser}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_render_in_chromium_with_every_job_timeline_row_and_a_curve_per_drive() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = scenario("import-lifecycle.toml");
+    let sim = start_simulator(scenario.clone(), dir.path()).await;
+    let port = common::free_port();
+    let config = write_config(
+        dir.path(),
+        &sim,
+        &["MySampleJob"],
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let db = dir.path().join("iewatch.db");
+    let daemon = RunningDaemon::start(&config).await;
+    common::play_versions(
+        &sim,
+        &scenario,
+        &db,
+        "MySampleJob",
+        Duration::ZERO..=Duration::MAX,
+    )
+    .await;
+    let addr = format!("127.0.0.1:{port}");
+
+    // The JSON is what the commands print.
+    let (status, head, api) = get(&addr, "/api/v1/jobs", &[]).await;
+    assert_eq!(status, 200);
+    assert!(head.contains("application/json"), "{head}");
+    let (ok, cli) =
+        common::iewatch_output(&["status", "--json", "--database", &db.display().to_string()]);
+    assert!(ok, "{cli}");
+    let as_value = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+    let (api_jobs, cli_jobs) = (as_value(&api), as_value(&cli));
+    assert_eq!(api_jobs, cli_jobs);
+    let (status, _, events) = get(&addr, "/api/v1/jobs/sim/MySampleJob/events", &[]).await;
+    assert_eq!(status, 200);
+    let (ok, history) = common::iewatch_output(&[
+        "history",
+        "MySampleJob",
+        "--json",
+        "--database",
+        &db.display().to_string(),
+    ]);
+    assert!(ok, "{history}");
+    assert_eq!(as_value(&events), as_value(&history));
+    let recorded = as_value(&events).as_array().unwrap().len();
+    assert!(recorded >= 30, "{recorded} events");
+    assert_eq!(
+        get(&addr, "/api/v1/jobs/sim/NoSuchJob/events", &[]).await.0,
+        404
+    );
+    assert_eq!(get(&addr, "/jobs/sim/NoSuchJob", &[]).await.0, 404);
+
+    // Served HTML is small and self-contained.
+    let (status, _, index) = get(&addr, "/", &[]).await;
+    assert_eq!(status, 200);
+    assert!(index.len() < 16 * 1024, "{} bytes", index.len());
+    for external in ["<script", "src=\"http", "href=\"http", "@import"] {
+        assert!(!index.contains(external), "{external} in the page");
+    }
+    assert!(index.contains("http-equiv=\"refresh\""));
+    assert!(index.contains("name=\"viewport\""));
+
+    let Some(browser) = chromium() else {
+        daemon.stop().await;
+        return;
+    };
+    let profile = dir.path().join("chromium");
+    let dom = headless(
+        browser,
+        &profile,
+        &format!("http://{addr}/"),
+        &["--dump-dom"],
+    );
+    assert!(dom.contains("href=\"/jobs/sim/MySampleJob\""), "{dom}");
+    assert!(dom.contains("Completed"), "{dom}");
+    assert_eq!(dom.matches("<tr class=\"job").count(), 1, "{dom}");
+    // CompletedWithErrors: the job needs someone, and says so.
+    assert!(dom.contains("completed with errors"), "{dom}");
+
+    let job_url = format!("http://{addr}/jobs/sim/MySampleJob");
+    let dom = headless(browser, &profile, &job_url, &["--dump-dom"]);
+    assert_eq!(
+        dom.matches("<tr class=\"event").count(),
+        recorded,
+        "one row per event"
+    );
+    assert!(
+        dom.contains("<tr class=\"event error\""),
+        "severity-coloured rows"
+    );
+    let paths: Vec<&str> = dom
+        .match_indices("<path class=\"drive\"")
+        .map(|(i, _)| &dom[i..])
+        .collect();
+    assert_eq!(paths.len(), 2, "one curve per drive");
+    for drive in ["1W0F9LV1", "9WM3NZFS"] {
+        assert!(
+            paths
+                .iter()
+                .any(|p| p.starts_with(&format!("<path class=\"drive\" data-drive=\"{drive}\""))),
+            "{drive}"
+        );
+    }
+    for state in ["Creating", "Shipping", "Transferring", "Completed"] {
+        assert!(
+            dom.contains(&format!("<td>{state}</td>")),
+            "time in {state}"
+        );
+    }
+
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("status-page");
+    let shot = shots.join("job.png");
+    if std::fs::create_dir_all(&shots).is_ok() {
+        headless(
+            browser,
+            &profile,
+            &job_url,
+            &[
+                "--window-size=1100,1800",
+                &format!("--screenshot={}", shot.display()),
+            ],
+        );
+        let png = std::fs::read(&shot).unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 10_000,
+            "{} bytes",
+            png.len()
+        );
+    }
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_state_is_escaped_on_every_page_and_in_the_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = "<script>alert(\"x\")</script>&<img src=x onerror=alert(1)>";
+    let scenario = iewatch::simulator::Scenario::parse(&format!(
+        "[[job]]\nname = \"Hostile\"\ntype = \"Import\"\nstate = {}\ndrive = [{{ id = \"1W0F9LV1\" }}]\n",
+        toml::Value::String(hostile.into())
+    ))
+    .unwrap();
+    let sim = start_simulator(scenario, dir.path()).await;
+    sim.set_time(Some(Duration::ZERO));
+    let port = common::free_port();
+    let config = write_config(
+        dir.path(),
+        &sim,
+        &["Hostile"],
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let daemon = RunningDaemon::start(&config).await;
+    let addr = format!("127.0.0.1:{port}");
+    assert!(
+        common::wait_for(Duration::from_secs(20), || async {
+            get(&addr, "/api/v1/jobs", &[]).await.2.contains("onerror")
+        })
+        .await,
+        "the hostile state recorded"
+    );
+    for path in ["/", "/jobs/sim/Hostile"] {
+        let (status, _, page) = get(&addr, path, &[]).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(!page.contains("<script"), "{path}: {page}");
+        assert!(!page.contains("<img"), "{path}: {page}");
+        assert!(
+            page.contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&lt;img"),
+            "{path}: {page}"
+        );
+    }
+    // The JSON carries the text as it came, as JSON: a string, not markup.
+    let (_, head, api) = get(&addr, "/api/v1/jobs", &[]).await;
+    assert!(head.contains("application/json"));
+    let jobs: serde_json::Value = serde_json::from_str(&api).unwrap();
+    assert_eq!(jobs[0]["state"], hostile);
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_file_every_request_but_healthz_needs_the_bearer_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
+    sim.set_time(Some(Duration::ZERO));
+    let token = "s3cr3t-t0ken-for-the-page";
+    let token_file = dir.path().join("page-token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let port = common::free_port();
+    let config = write_config(
+        dir.path(),
+        &sim,
+        &["MySampleJob"],
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n",
+            token_file.display()
+        ),
+    );
+    let daemon = RunningDaemon::start(&config).await;
+    let addr = format!("127.0.0.1:{port}");
+    for path in ["/", "/jobs/sim/MySampleJob", "/api/v1/jobs", "/metrics"] {
+        let (status, head, body) = get(&addr, path, &[]).await;
+        assert_eq!(status, 401, "{path}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("www-authenticate: bearer"),
+            "{head}"
+        );
+        assert!(!body.contains("MySampleJob"), "{path}: {body}");
+        let wrong = get(
+            &addr,
+            path,
+            &[("Authorization", "Bearer s3cr3t-t0ken-for-the-pagX")],
+        )
+        .await;
+        assert_eq!(wrong.0, 401, "{path}");
+        let short = get(&addr, path, &[("Authorization", "Bearer s3cr3t")]).await;
+        assert_eq!(short.0, 401, "{path}");
+        let right = get(
+            &addr,
+            path,
+            &[("Authorization", &format!("Bearer {token}"))],
+        )
+        .await;
+        assert!(
+            right.0 == 200 || (path.starts_with("/jobs") && right.0 == 404),
+            "{path}: {}",
+            right.0
+        );
+    }
+    assert_eq!(
+        get(&addr, "/healthz", &[]).await.0,
+        200,
+        "probes need no token"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grafana_dashboard_parses_and_names_only_metrics_a_scrape_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
+    sim.set_time(Some(Duration::ZERO));
+    let port = common::free_port();
+    let config = write_config(
+        dir.path(),
+        &sim,
+        &["MySampleJob"],
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let db = dir.path().join("iewatch.db");
+    let daemon = RunningDaemon::start(&config).await;
+    assert!(
+        common::wait_for(Duration::from_secs(20), || async {
+            common::stored_etag(&db, "MySampleJob").await.is_some()
+        })
+        .await
+    );
+    let scrape = get(&format!("127.0.0.1:{port}"), "/metrics", &[]).await.2;
+    daemon.stop().await;
+
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/grafana/iewatch.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(dashboard["title"], "iewatch");
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10);
+    let mut named = std::collections::BTreeSet::new();
+    for panel in panels {
+        assert!(
+            panel["title"].is_string() && panel["gridPos"]["w"].is_number(),
+            "{panel}"
+        );
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(at) = rest.find("iewatch_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[at + name.len()..];
+                named.insert(name);
+            }
+        }
+    }
+    assert!(named.len() >= 10, "{named:?}");
+    for name in &named {
+        // A series, or (the ETA, known only after ten minutes of copying) the family's
+        // declaration. Histograms are scraped as _bucket, _sum and _count series.
+        assert!(
+            scrape.lines().any(|l| {
+                l.starts_with(&format!("{name}{{"))
+                    || l.starts_with(&format!("{name} "))
+                    || l == format!("# TYPE {name} gauge")
+            }),
+            "{name} is not in a scrape:\n{scrape}"
+        );
+    }
+}
