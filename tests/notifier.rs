@@ -400,6 +400,24 @@ async fn a_daemon_killed_mid_delivery_completes_it_after_restart() {
             .any(|r| r.answered == Some(200)))
         .await
     );
+    // The daemon records the outcome right after the answer; wait for that, not for a
+    // race between the kill and its commit.
+    let db = dir.path().join("iewatch.db");
+    assert!(
+        common::wait_for(Duration::from_secs(15), || async {
+            let store = Store::open_existing(&db).await.unwrap();
+            let delivered = store
+                .deliveries(false, 10)
+                .await
+                .unwrap()
+                .iter()
+                .any(|d| d.status == "delivered");
+            store.close().await;
+            delivered
+        })
+        .await,
+        "the delivery recorded as delivered"
+    );
     daemon.kill().await.unwrap();
     let received = receiver.received();
     let ids: HashSet<&str> = received.iter().map(|r| r.header("webhook-id")).collect();
