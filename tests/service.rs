@@ -190,18 +190,12 @@ async fn healthz_and_metrics_are_served_and_parse() {
 async fn healthz_turns_503_when_the_database_stops_taking_writes_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
-    let port = common::free_port();
-    let config = write_config(
-        dir.path(),
-        &sim,
-        &["MySampleJob"],
-        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
-    );
+    let (config, addr) = common::http_config(dir.path(), &sim, &["MySampleJob"], "");
     let mut daemon = common::DaemonProcess::start(&config);
-    let base = format!("http://127.0.0.1:{port}");
+    let base = format!("http://{addr}");
     assert!(
         common::wait_for(Duration::from_secs(10), || async {
-            common::http_status(&format!("127.0.0.1:{port}"), "/healthz").await == Some(200)
+            common::http_status(&addr, "/healthz").await == Some(200)
         })
         .await,
         "healthy at first"

@@ -8,7 +8,7 @@ mod common;
 
 use std::{path::Path, process::Command, time::Duration};
 
-use common::{scenario, start_simulator, write_config, RunningDaemon};
+use common::{http_config, scenario, start_simulator, RunningDaemon};
 
 /// GET `path` from `addr`: status, headers as text, body.
 async fn get(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
@@ -88,13 +88,7 @@ async fn the_pages_render_in_chromium_with_every_job_timeline_row_and_a_curve_pe
     let dir = tempfile::tempdir().unwrap();
     let scenario = scenario("import-lifecycle.toml");
     let sim = start_simulator(scenario.clone(), dir.path()).await;
-    let port = common::free_port();
-    let config = write_config(
-        dir.path(),
-        &sim,
-        &["MySampleJob"],
-        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
-    );
+    let (config, addr) = http_config(dir.path(), &sim, &["MySampleJob"], "");
     let db = dir.path().join("iewatch.db");
     let daemon = RunningDaemon::start(&config).await;
     common::play_versions(
@@ -105,7 +99,6 @@ async fn the_pages_render_in_chromium_with_every_job_timeline_row_and_a_curve_pe
         Duration::ZERO..=Duration::MAX,
     )
     .await;
-    let addr = format!("127.0.0.1:{port}");
 
     // The JSON is what the commands print.
     let (status, head, api) = get(&addr, "/api/v1/jobs", &[]).await;
@@ -229,15 +222,8 @@ async fn a_hostile_state_is_escaped_on_every_page_and_in_the_json() {
     .unwrap();
     let sim = start_simulator(scenario, dir.path()).await;
     sim.set_time(Some(Duration::ZERO));
-    let port = common::free_port();
-    let config = write_config(
-        dir.path(),
-        &sim,
-        &["Hostile"],
-        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
-    );
+    let (config, addr) = http_config(dir.path(), &sim, &["Hostile"], "");
     let daemon = RunningDaemon::start(&config).await;
-    let addr = format!("127.0.0.1:{port}");
     assert!(
         common::wait_for(Duration::from_secs(20), || async {
             get(&addr, "/api/v1/jobs", &[]).await.2.contains("onerror")
@@ -275,18 +261,13 @@ async fn with_a_token_file_every_request_but_healthz_needs_the_bearer_token() {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
-    let port = common::free_port();
-    let config = write_config(
+    let (config, addr) = http_config(
         dir.path(),
         &sim,
         &["MySampleJob"],
-        &format!(
-            "[http]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n",
-            token_file.display()
-        ),
+        &format!("token_file = \"{}\"\n", token_file.display()),
     );
     let daemon = RunningDaemon::start(&config).await;
-    let addr = format!("127.0.0.1:{port}");
     for path in ["/", "/jobs/sim/MySampleJob", "/api/v1/jobs", "/metrics"] {
         let (status, head, body) = get(&addr, path, &[]).await;
         assert_eq!(status, 401, "{path}");
@@ -330,13 +311,7 @@ async fn the_grafana_dashboard_parses_and_names_only_metrics_a_scrape_has() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
     sim.set_time(Some(Duration::ZERO));
-    let port = common::free_port();
-    let config = write_config(
-        dir.path(),
-        &sim,
-        &["MySampleJob"],
-        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
-    );
+    let (config, addr) = http_config(dir.path(), &sim, &["MySampleJob"], "");
     let db = dir.path().join("iewatch.db");
     let daemon = RunningDaemon::start(&config).await;
     assert!(
@@ -345,7 +320,7 @@ async fn the_grafana_dashboard_parses_and_names_only_metrics_a_scrape_has() {
         })
         .await
     );
-    let scrape = get(&format!("127.0.0.1:{port}"), "/metrics", &[]).await.2;
+    let scrape = get(&addr, "/metrics", &[]).await.2;
     daemon.stop().await;
 
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/grafana/iewatch.json");

@@ -34,6 +34,8 @@ pub use deliveries::{Attempt, DeliveryRow, OutboxItem};
 pub use reads::{DriveStatus, EventRecord, JobStatus, NearDeadline};
 pub use retention::Pruned;
 
+/// Unchanged polls' times written by one statement.
+const POLL_TIMES_PER_STATEMENT: usize = 1000;
 /// How old the last commit may be for `/healthz` to trust it without a new proof.
 pub const HEALTH_PROOF_AGE: Duration = Duration::from_secs(30);
 /// How long `/healthz` waits for a proof before answering from the last known outcome.
@@ -516,26 +518,28 @@ impl Store {
         !self.poll_times.is_empty()
     }
 
-    /// Writes the pending times of unchanged polls in one statement (through the writer);
-    /// on failure they stay pending.
+    /// Writes the pending times of unchanged polls, a statement per thousand (through
+    /// the writer); on failure they stay pending.
     ///
     /// # Errors
     /// Database errors.
     pub async fn flush_poll_times(&self) -> Result<(), StoreError> {
-        let batch = self.poll_times.take();
-        if batch.is_empty() {
-            return Ok(());
-        }
-        match self
-            .ask_writer(writer::Work::PollTimes(batch.clone()))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => {
+        let mut batch = self.poll_times.take();
+        // A statement per chunk keeps the JSON handed to SQLite (and its working set)
+        // small with ten thousand jobs.
+        while !batch.is_empty() {
+            let rest = batch.split_off(batch.len().min(POLL_TIMES_PER_STATEMENT));
+            if let Err(e) = self
+                .ask_writer(writer::Work::PollTimes(batch.clone()))
+                .await
+            {
+                batch.extend(rest);
                 self.poll_times.restore(batch);
-                Err(e)
+                return Err(e);
             }
+            batch = rest;
         }
+        Ok(())
     }
 }
 

@@ -936,6 +936,24 @@ pub fn iewatch_output<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String) {
     )
 }
 
+/// A config for `jobs` of the simulator with `[http]` on a free loopback port (and
+/// `http_extra` keys in that table): the config's path and the listener's address.
+pub fn http_config(
+    dir: &Path,
+    sim: &RunningSimulator,
+    jobs: &[&str],
+    http_extra: &str,
+) -> (PathBuf, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = write_config(
+        dir,
+        sim,
+        jobs,
+        &format!("[http]\nlisten = \"{addr}\"\n{http_extra}"),
+    );
+    (config, addr)
+}
+
 /// Whether the tests run as root (and may use chattr and mount).
 pub fn is_root() -> bool {
     // SAFETY: geteuid(2) cannot fail and touches no memory.
