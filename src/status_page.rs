@@ -9,7 +9,7 @@ use std::{fmt::Write as _, time::SystemTime};
 
 use crate::{
     report,
-    store::{DeliveryRow, EventRecord, JobStatus},
+    store::{parse_timestamp, DeliveryRow, EventRecord, JobStatus},
 };
 
 /// How often the pages reload themselves (seconds).
@@ -287,14 +287,15 @@ pub fn job(
     page(&title, &body)
 }
 
+/// Seconds since the epoch of a time (0 before it).
+fn unix_seconds(at: SystemTime) -> f64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// Seconds since the epoch of a stored timestamp.
 fn seconds(timestamp: &str) -> Option<f64> {
-    let at = humantime::parse_rfc3339_weak(timestamp).ok()?;
-    Some(
-        at.duration_since(SystemTime::UNIX_EPOCH)
-            .ok()?
-            .as_secs_f64(),
-    )
+    parse_timestamp(timestamp).map(unix_seconds)
 }
 
 /// One step curve per drive of the job (percent over time, from its recorded changes),
@@ -303,9 +304,7 @@ fn progress_chart(job: &JobStatus, events: &[EventRecord], now: SystemTime) -> S
     if job.drives.is_empty() {
         return "<p class=\"muted\">no drives</p>".into();
     }
-    let end = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
+    let end = unix_seconds(now);
     let start = events
         .first()
         .and_then(|e| seconds(&e.observed_at))
@@ -382,9 +381,7 @@ fn progress_chart(job: &JobStatus, events: &[EventRecord], now: SystemTime) -> S
 /// How long the job was in each state, from its recorded state changes (the current
 /// state until now), as a table in the order the states came.
 fn time_in_states(events: &[EventRecord], now: SystemTime) -> String {
-    let end = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
+    let end = unix_seconds(now);
     let changes: Vec<(f64, &str)> = events
         .iter()
         .filter(|e| {

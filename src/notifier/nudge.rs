@@ -5,15 +5,16 @@
 //! (the next daemon reads the outbox when it starts); a FIFO that cannot be made leaves
 //! the notifier's slow re-read as the only way, which it says.
 
-use std::{io, path::Path, path::PathBuf};
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
 
 use tokio::net::unix::pipe;
 
 /// The FIFO of `database`.
 fn fifo_path(database: &Path) -> PathBuf {
-    let mut name = database.file_name().unwrap_or_default().to_os_string();
-    name.push(".wake");
-    database.with_file_name(name)
+    crate::store::beside(database, ".wake")
 }
 
 /// The listening end, made (mode 0600) if it is not there yet.

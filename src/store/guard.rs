@@ -19,11 +19,16 @@ pub(super) struct WriterLock {
     _file: File,
 }
 
+/// A file beside `database` named after it: `DATABASE{suffix}` (the lock, the wake FIFO).
+pub fn beside(database: &Path, suffix: &str) -> PathBuf {
+    let mut name = database.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    database.with_file_name(name)
+}
+
 /// The lock file of `database`.
 fn lock_path(database: &Path) -> PathBuf {
-    let mut name = database.file_name().unwrap_or_default().to_os_string();
-    name.push(".lock");
-    database.with_file_name(name)
+    beside(database, ".lock")
 }
 
 impl WriterLock {

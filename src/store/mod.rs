@@ -31,6 +31,7 @@ use sqlx::{
 
 pub use attention::Attention;
 pub use deliveries::{Attempt, DeliveryRow, OutboxItem};
+pub use guard::beside;
 pub use reads::{DriveStatus, EventRecord, JobStatus, NearDeadline};
 pub use retention::Pruned;
 
