@@ -136,7 +136,7 @@ pub async fn run(
         systemd,
     };
     daemon.systemd.ready();
-    tracing::info!(jobs = daemon.config.jobs.len(), webhooks = daemon.config.webhooks.len(), database = %daemon.config.daemon.database.display(), "iewatch is watching");
+    tracing::info!(jobs = daemon.config.jobs.len(), webhooks = daemon.config.webhooks.len(), database = %daemon.config.daemon.database, "iewatch is watching");
     if let Some(started) = started {
         let _ = started.send(Started { http });
     }

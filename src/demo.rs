@@ -109,7 +109,7 @@ pub async fn run(demo: Demo) -> anyhow::Result<()> {
     crate::outln!(
         "simulator {}, webhook sink http://{sink}, database {}\n",
         sim.endpoint(),
-        database.display()
+        database
     );
 
     let shutdown = CancellationToken::new();
@@ -129,7 +129,7 @@ pub async fn run(demo: Demo) -> anyhow::Result<()> {
     sim.stop().await;
     outcome?;
 
-    let store = Store::open_existing(&database).await?;
+    let store = Store::open_existing_database(&database).await?;
     let history = store.history(job, None).await?;
     store.close().await;
     crate::outln!(
@@ -138,7 +138,7 @@ pub async fn run(demo: Demo) -> anyhow::Result<()> {
         seen.lock().map_or(0, |s| s.len())
     );
     crate::out!("{}", crate::report::history_text(&history));
-    crate::outln!("\nTry it on the kept database:  sqlite3 {} 'SELECT type, from_value, to_value FROM events'", database.display());
+    crate::outln!("\nTry it on the kept database:  sqlite3 {} 'SELECT type, from_value, to_value FROM events'", database);
     Ok(())
 }
 
@@ -147,7 +147,7 @@ pub async fn run(demo: Demo) -> anyhow::Result<()> {
 async fn wait_for_the_end(
     sim: &simulator::RunningSimulator,
     daemon: &tokio::task::JoinHandle<Result<(), crate::daemon::DaemonError>>,
-    database: &std::path::Path,
+    database: &crate::store::Database,
     job: &str,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -163,7 +163,7 @@ async fn wait_for_the_end(
         }
         // Done when the scenario is over, the daemon has polled since, and every alert is out.
         if sim.now() > end + Duration::from_secs(86_400) {
-            let store = Store::open_existing(database).await?;
+            let store = Store::open_existing_database(database).await?;
             let backlog = store.outbox_backlog().await?;
             let history = store.history(job, None).await?;
             let complete = history.iter().any(|e| {

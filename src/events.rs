@@ -244,27 +244,27 @@ impl fmt::Display for EventType {
 /// back with an error rather than a panic (a hand-edited database is outside input).
 macro_rules! sqlite_text {
     ($name:ty, $parse:expr, $what:literal) => {
-        impl sqlx::Type<sqlx::Sqlite> for $name {
-            fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
-                <str as sqlx::Type<sqlx::Sqlite>>::type_info()
+        impl sqlx::Type<sqlx::Any> for $name {
+            fn type_info() -> sqlx::any::AnyTypeInfo {
+                <str as sqlx::Type<sqlx::Any>>::type_info()
             }
-            fn compatible(ty: &sqlx::sqlite::SqliteTypeInfo) -> bool {
-                <str as sqlx::Type<sqlx::Sqlite>>::compatible(ty)
+            fn compatible(ty: &sqlx::any::AnyTypeInfo) -> bool {
+                <str as sqlx::Type<sqlx::Any>>::compatible(ty)
             }
         }
-        impl<'q> sqlx::Encode<'q, sqlx::Sqlite> for $name {
+        impl<'q> sqlx::Encode<'q, sqlx::Any> for $name {
             fn encode_by_ref(
                 &self,
-                args: &mut Vec<sqlx::sqlite::SqliteArgumentValue<'q>>,
+                args: &mut <sqlx::Any as sqlx::Database>::ArgumentBuffer<'q>,
             ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-                <&str as sqlx::Encode<'q, sqlx::Sqlite>>::encode(self.as_str(), args)
+                <&str as sqlx::Encode<'q, sqlx::Any>>::encode(self.as_str(), args)
             }
         }
-        impl<'r> sqlx::Decode<'r, sqlx::Sqlite> for $name {
+        impl<'r> sqlx::Decode<'r, sqlx::Any> for $name {
             fn decode(
-                value: sqlx::sqlite::SqliteValueRef<'r>,
+                value: <sqlx::Any as sqlx::Database>::ValueRef<'r>,
             ) -> Result<Self, sqlx::error::BoxDynError> {
-                let text = <&str as sqlx::Decode<'r, sqlx::Sqlite>>::decode(value)?;
+                let text = <&str as sqlx::Decode<'r, sqlx::Any>>::decode(value)?;
                 let parse: fn(&str) -> Option<$name> = $parse;
                 parse(text).ok_or_else(|| format!("unknown {} {text:?}", $what).into())
             }

@@ -13,7 +13,7 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 use iewatch::{
     config::{self, Config, LogFormat, DEFAULT_CONFIG_PATH},
     errln, out, outln, report,
-    store::Store,
+    store::{is_postgres_url, Database, Store},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -56,9 +56,11 @@ struct ConfigArg {
 struct DatabaseArgs {
     #[command(flatten)]
     config: ConfigArg,
-    /// Database file (default: the config's daemon.database).
+    /// Database file or postgres:// URL (default: the config's daemon.database). A URL's
+    /// password comes from $PGPASSWORD or ~/.pgpass, or the config's
+    /// database_password_file when the config names the same URL.
     #[arg(long)]
-    database: Option<PathBuf>,
+    database: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -287,7 +289,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Redeliver { id, db } => {
             let store = open_database(&db).await?;
             if store.redeliver(id, SystemTime::now()).await? {
-                iewatch::notifier::nudge::nudge(store.path());
+                iewatch::notifier::nudge::nudge_daemon(&store).await;
                 outln!("delivery {id} queued again");
                 Ok(ExitCode::SUCCESS)
             } else {
@@ -393,7 +395,7 @@ async fn history(
 ) -> anyhow::Result<ExitCode> {
     let store = open_database(db).await?;
     if !store.has_job(job).await? {
-        errln!("no job named {job:?} in {}", store.path().display());
+        errln!("no job named {job:?} in {}", store.database());
         return Ok(ExitCode::FAILURE);
     }
     // Any --since reaches back at most to 1970: no time arithmetic can overflow on it.
@@ -546,7 +548,7 @@ async fn check(path: &Path, online: bool) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    if let Err(e) = Store::open(&config.daemon.database).await {
+    if let Err(e) = Store::open_database(&config.daemon.database).await {
         outln!("{}: daemon.database: {e}", path.display());
         outln!("1 problem(s) found");
         return Ok(ExitCode::FAILURE);
@@ -650,11 +652,19 @@ fn job_answer(job: &str, matched: usize, what: &str) -> anyhow::Result<ExitCode>
 }
 
 async fn open_database(args: &DatabaseArgs) -> anyhow::Result<Store> {
-    let path = match &args.database {
-        Some(path) => path.clone(),
-        None => config::database_path(&args.config.config),
+    let configured = config::database_of(&args.config.config);
+    let database = match &args.database {
+        None => configured,
+        Some(url) if is_postgres_url(url) => {
+            let password_file = match &configured {
+                Database::Postgres(pg) if &pg.url == url => pg.password_file.clone(),
+                _ => None,
+            };
+            Database::parse(url, password_file)
+        }
+        Some(path) => Database::File(PathBuf::from(path)),
     };
-    Ok(Store::open_existing(&path).await?)
+    Ok(Store::open_existing_database(&database).await?)
 }
 
 async fn simulate(

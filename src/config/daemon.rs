@@ -1,6 +1,6 @@
 //! `[daemon]` and `[http]`: the database, intervals, timeouts and bounds of the process.
 
-use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
 
 use toml::Spanned;
 
@@ -13,14 +13,31 @@ use super::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_RETRY_AFTER, DEFAULT_POLL_INTERVAL,
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_STOP_AFTER,
 };
-use crate::decide::clocks::ClockSettings;
+use crate::{
+    decide::clocks::ClockSettings,
+    store::{is_postgres_url, Database},
+};
+
+/// The leader's lease on PostgreSQL by default: a standby takes over within about this
+/// long (plus a second) of a leader's death.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+/// Shortest lease: renewals every fifth of it must fit a slow database round trip.
+const MIN_LEASE: Duration = Duration::from_secs(3);
+/// Longest lease.
+const MAX_LEASE: Duration = Duration::from_secs(300);
 
 impl Checker<'_> {
     pub(super) fn resolve_daemon(&mut self, raw: &RawDaemon) -> DaemonSettings {
-        let database = match &raw.database {
-            Some(path) => self.relative_path(path.get_ref()),
-            None => default_database_path(),
-        };
+        let database = self.database(raw);
+        let lease = self.duration(&raw.lease, "daemon.lease", DEFAULT_LEASE);
+        if !(MIN_LEASE..=MAX_LEASE).contains(&lease) {
+            let at = raw.lease.as_ref().map_or(0, |l| l.span().start);
+            self.problem(
+                at,
+                "daemon.lease",
+                "give 3s to 5m (a standby takes over after about this long)",
+            );
+        }
         let poll_interval = self.poll_interval(
             &raw.poll_interval,
             "daemon.poll_interval",
@@ -42,6 +59,7 @@ impl Checker<'_> {
             .unwrap_or_default();
         DaemonSettings {
             database,
+            lease,
             poll_interval,
             poll_interval_by_state: std::sync::Arc::new(poll_interval_by_state),
             max_concurrent_polls: self.positive(
@@ -81,6 +99,52 @@ impl Checker<'_> {
             clocks: self.resolve_clocks(raw),
             retention: self.retention(&raw.retention),
         }
+    }
+
+    /// `database` and `database_password_file`: a SQLite file (relative to the config),
+    /// or a `postgres://` URL that must parse and should not carry its password.
+    fn database(&mut self, raw: &RawDaemon) -> Database {
+        let password_file = raw.database_password_file.as_ref().map(|file| {
+            let path = self.relative_path(file.get_ref());
+            let key = "daemon.database_password_file".to_owned();
+            self.warn_if_exposed(file.span().start, key, &path, "password file");
+            path
+        });
+        let Some(text) = &raw.database else {
+            if let Some(file) = &raw.database_password_file {
+                self.problem(
+                    file.span().start,
+                    "daemon.database_password_file",
+                    "is for a postgres:// database only",
+                );
+            }
+            return Database::File(default_database_path());
+        };
+        let at = text.span().start;
+        if !is_postgres_url(text.get_ref()) {
+            if raw.database_password_file.is_some() {
+                self.problem(
+                    at,
+                    "daemon.database_password_file",
+                    "is for a postgres:// database only",
+                );
+            }
+            return Database::File(self.relative_path(Path::new(text.get_ref())));
+        }
+        match url::Url::parse(text.get_ref()) {
+            Err(e) => self.problem(
+                at,
+                "daemon.database",
+                format!("not a valid URL ({e}): write postgres://USER@HOST:PORT/DATABASE"),
+            ),
+            Ok(url)
+                if url.password().is_some() || url.query_pairs().any(|(k, _)| k == "password") =>
+            {
+                self.warn(at, "daemon.database".into(), "the URL carries a password: put it in database_password_file (or a systemd credential) instead".into());
+            }
+            Ok(_) => {}
+        }
+        Database::parse(text.get_ref(), password_file)
     }
 
     /// `retention`: a day to a century (longer than the year other durations allow).

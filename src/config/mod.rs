@@ -19,6 +19,7 @@ use std::{
 
 use base64::Engine as _;
 
+use crate::store::Database;
 pub use types::*;
 
 /// Where the daemon looks when neither `-c` nor `$IEWATCH_CONFIG` says.
@@ -189,7 +190,7 @@ impl Config {
             self.accounts.len(),
             self.jobs.len(),
             self.webhooks.len(),
-            self.daemon.database.display()
+            self.daemon.database
         )
     }
 }
@@ -210,24 +211,31 @@ pub fn default_database_path() -> PathBuf {
     }
 }
 
-/// The database a config file names, read leniently (only `[daemon] database`), so that
-/// `status` and `history` work even when other parts of the config are broken or the
-/// certificates are not readable by the user running them.
-pub fn database_path(config_path: &Path) -> PathBuf {
-    let configured = std::fs::read_to_string(config_path)
+/// The database a config file names, read leniently (only `[daemon] database` and
+/// `database_password_file`), so that `status` and `history` work even when other parts
+/// of the config are broken or the certificates are not readable by the user running
+/// them.
+pub fn database_of(config_path: &Path) -> Database {
+    let daemon = std::fs::read_to_string(config_path)
         .ok()
         .and_then(|text| text.parse::<toml::Table>().ok())
-        .and_then(|table| {
-            table
-                .get("daemon")?
-                .get("database")?
-                .as_str()
-                .map(PathBuf::from)
-        });
-    match configured {
-        Some(path) if path.is_absolute() => path,
-        Some(path) => config_path.parent().unwrap_or(Path::new(".")).join(path),
-        None => default_database_path(),
+        .and_then(|table| table.get("daemon")?.as_table().cloned())
+        .unwrap_or_default();
+    let relative = |path: &str| {
+        let path = PathBuf::from(path);
+        match path.is_absolute() {
+            true => path,
+            false => config_path.parent().unwrap_or(Path::new(".")).join(path),
+        }
+    };
+    let password_file = daemon
+        .get("database_password_file")
+        .and_then(|v| v.as_str())
+        .map(relative);
+    match daemon.get("database").and_then(|v| v.as_str()) {
+        Some(url) if crate::store::is_postgres_url(url) => Database::parse(url, password_file),
+        Some(path) => Database::File(relative(path)),
+        None => Database::File(default_database_path()),
     }
 }
 

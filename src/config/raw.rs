@@ -23,7 +23,9 @@ pub(super) struct RawConfig {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDaemon {
-    pub(super) database: Option<Spanned<PathBuf>>,
+    pub(super) database: Option<Spanned<String>>,
+    pub(super) database_password_file: Option<Spanned<PathBuf>>,
+    pub(super) lease: Option<Spanned<String>>,
     pub(super) poll_interval: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) poll_interval_by_state: BTreeMap<String, Spanned<String>>,

@@ -1,10 +1,11 @@
 //! The checked config: what each section means once parsed, with durations, URLs,
 //! loaded certificates and wrapped secrets.
 
-use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, fmt, net::SocketAddr, time::Duration};
 
 use crate::{
     model::{JobName, JobState, Severity},
+    store::Database,
     tls::Identity,
 };
 
@@ -43,8 +44,11 @@ pub enum LogFormat {
 /// `[daemon]`.
 #[derive(Clone, Debug)]
 pub struct DaemonSettings {
-    /// The SQLite file.
-    pub database: PathBuf,
+    /// The SQLite file, or the PostgreSQL database.
+    pub database: Database,
+    /// On PostgreSQL: how long the leader's lease lasts without a renewal, so how long a
+    /// standby waits before taking over from a leader that died or hung.
+    pub lease: Duration,
     /// How often a job is polled unless it or its state says otherwise.
     pub poll_interval: Duration,
     /// Explicit intervals per job state, overriding the defaults of [`PollPolicy`].

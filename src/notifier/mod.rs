@@ -74,7 +74,7 @@ pub async fn run(
     if !webhooks.is_empty() {
         let (nudged, wake_rx) = watch::channel(0);
         workers.spawn(forward_wakes(
-            store.path().to_owned(),
+            store.database().clone(),
             wake,
             nudged,
             shutdown.clone(),
@@ -107,16 +107,16 @@ pub async fn run(
 /// Passes on the daemon's wakes and the nudges of other processes (see [`nudge`]) to
 /// the workers, until `shutdown`.
 async fn forward_wakes(
-    database: std::path::PathBuf,
+    database: crate::store::Database,
     mut wake: watch::Receiver<u64>,
     workers: watch::Sender<u64>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
-    let mut fifo = match nudge::listen(&database) {
+    let mut fifo = match nudge::listen_to(&database).await {
         Ok(fifo) => Some(fifo),
         Err(e) => {
             tracing::warn!(
-                "`iewatch redeliver` from another process will be noticed within {}s only: cannot listen on the database's .wake FIFO: {e}",
+                "`iewatch redeliver` from another process will be noticed within {}s only: cannot listen for nudges (the database's .wake FIFO, or LISTEN on PostgreSQL): {e}",
                 worker::IDLE_RECHECK.as_secs()
             );
             None
@@ -124,8 +124,8 @@ async fn forward_wakes(
     };
     loop {
         let nudged = async {
-            match &fifo {
-                Some(fifo) => nudge::next(fifo).await,
+            match &mut fifo {
+                Some(fifo) => nudge::next_nudge(fifo).await,
                 None => std::future::pending().await,
             }
         };
@@ -140,7 +140,7 @@ async fn forward_wakes(
             }
             read = nudged => {
                 if let Err(e) = read {
-                    tracing::warn!("stopped listening on the database's .wake FIFO: {e}");
+                    tracing::warn!("stopped listening for nudges: {e}");
                     fifo = None;
                 }
             }

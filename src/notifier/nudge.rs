@@ -1,9 +1,10 @@
 //! How a command in another process (`iewatch redeliver`) tells the running daemon's
-//! notifier that the outbox changed: a byte written into a FIFO beside the database,
-//! `DATABASE.wake`. The notifier sleeps on it instead of re-reading the outbox every few
-//! seconds, so an idle daemon wakes for nothing. Nobody listening, the byte is not sent
-//! (the next daemon reads the outbox when it starts); a FIFO that cannot be made leaves
-//! the notifier's slow re-read as the only way, which it says.
+//! notifier that the outbox changed: on SQLite a byte written into a FIFO beside the
+//! database, `DATABASE.wake`; on PostgreSQL a `NOTIFY iewatch_wake`, which reaches the
+//! leader wherever it runs. The notifier sleeps on it instead of re-reading the outbox
+//! every few seconds, so an idle daemon wakes for nothing. Nobody listening, the nudge is
+//! lost harmlessly (the next daemon reads the outbox when it starts); a FIFO that cannot
+//! be made leaves the notifier's slow re-read as the only way, which it says.
 
 use std::{
     io,
@@ -11,6 +12,65 @@ use std::{
 };
 
 use tokio::net::unix::pipe;
+
+use crate::store::{Database, Store};
+
+/// The PostgreSQL channel of nudges.
+const CHANNEL: &str = "iewatch_wake";
+
+/// Where nudges arrive.
+pub(crate) enum Listener {
+    /// The FIFO beside a SQLite file.
+    Fifo(pipe::Receiver),
+    /// `LISTEN iewatch_wake` on a connection of its own.
+    Postgres(Box<sqlx::postgres::PgListener>),
+}
+
+/// Starts listening for nudges to the daemon of `database`.
+///
+/// # Errors
+/// The FIFO cannot be made, or the listening connection cannot be opened.
+pub(crate) async fn listen_to(database: &Database) -> Result<Listener, String> {
+    match database {
+        Database::File(path) => listen(path).map(Listener::Fifo).map_err(|e| e.to_string()),
+        Database::Postgres(pg) => {
+            let url = crate::store::postgres_connect_url(pg)?;
+            let mut listener = sqlx::postgres::PgListener::connect(&url)
+                .await
+                .map_err(|e| e.to_string())?;
+            listener.listen(CHANNEL).await.map_err(|e| e.to_string())?;
+            Ok(Listener::Postgres(Box::new(listener)))
+        }
+    }
+}
+
+/// Waits for the next nudge.
+///
+/// # Errors
+/// The FIFO or the connection failed.
+pub(crate) async fn next_nudge(listener: &mut Listener) -> Result<(), String> {
+    match listener {
+        Listener::Fifo(fifo) => next(fifo).await.map_err(|e| e.to_string()),
+        Listener::Postgres(pg) => pg.recv().await.map(drop).map_err(|e| e.to_string()),
+    }
+}
+
+/// Tells the daemon of `store`'s database, if one runs, that its outbox changed. Never
+/// fails: without a listener there is nothing to tell.
+pub async fn nudge_daemon(store: &Store) {
+    match store.database() {
+        Database::File(path) => nudge(path),
+        Database::Postgres(_) => {
+            let sent = sqlx::query("SELECT pg_notify($1, '')")
+                .bind(CHANNEL)
+                .execute(store.pool())
+                .await;
+            if let Err(e) = sent {
+                tracing::debug!("no nudge sent: {e}");
+            }
+        }
+    }
+}
 
 /// The FIFO of `database`.
 fn fifo_path(database: &Path) -> PathBuf {

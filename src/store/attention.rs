@@ -54,10 +54,12 @@ impl Store {
         let at = timestamp(now);
         for id in &ids {
             let mut tx = self.pool.begin().await?;
-            let condition: Option<String> = sqlx::query_scalar(
-                "UPDATE jobs SET acked_at = ?1 WHERE id = ?2
+            let condition: Option<String> = sqlx::query_scalar(self.dialect.pick(
+                "UPDATE jobs SET acked_at = $1 WHERE id = $2
                  RETURNING json_extract(clocks, '$.reminder.condition')",
-            )
+                "UPDATE jobs SET acked_at = $1 WHERE id = $2
+                 RETURNING clocks::json #>> '{reminder,condition}'",
+            ))
             .bind(&at)
             .bind(id)
             .fetch_one(&mut *tx)
@@ -72,7 +74,7 @@ impl Store {
                 severity: Severity::Info,
                 details: Some(serde_json::json!({ "note": note, "condition": condition })),
             };
-            insert_events(&mut tx, JobId(*id), &[event], &[], &at).await?;
+            insert_events(&mut tx, self.dialect, JobId(*id), &[event], &[], &at).await?;
             tx.commit().await?;
         }
         Ok(ids.len())
@@ -86,7 +88,7 @@ impl Store {
     pub async fn mute(&self, job: &str, until: Option<SystemTime>) -> Result<usize, StoreError> {
         let ids = self.job_ids(job).await?;
         for id in &ids {
-            sqlx::query("UPDATE jobs SET muted_until = ?1 WHERE id = ?2")
+            sqlx::query("UPDATE jobs SET muted_until = $1 WHERE id = $2")
                 .bind(until.map(timestamp))
                 .bind(id)
                 .execute(&self.pool)
@@ -101,7 +103,7 @@ impl Store {
     /// Database errors, or a stored time that cannot be read.
     pub async fn attention(&self, job: JobId) -> Result<Attention, StoreError> {
         let (acked, muted): (Option<String>, Option<String>) =
-            sqlx::query_as("SELECT acked_at, muted_until FROM jobs WHERE id = ?")
+            sqlx::query_as("SELECT acked_at, muted_until FROM jobs WHERE id = $1")
                 .bind(job.0)
                 .fetch_one(&self.pool)
                 .await?;

@@ -99,8 +99,8 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<(JobId, SystemTime)>, StoreError> {
         let rows: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT job_id, next_attempt_at FROM outbox_lanes WHERE webhook = ?1
-             ORDER BY next_attempt_at LIMIT ?2",
+            "SELECT job_id, next_attempt_at FROM outbox_lanes WHERE webhook = $1
+             ORDER BY next_attempt_at LIMIT $2",
         )
         .bind(webhook)
         .bind(i64::from(limit))
@@ -147,8 +147,8 @@ impl Store {
             "SELECT d.id AS delivery_id, d.attempts, d.first_attempt_at, e.id, j.account, j.name, e.type,
                     e.drive_id, e.from_value, e.to_value, e.observed_at, e.severity, e.details
              FROM deliveries d JOIN events e ON e.id = d.event_id JOIN jobs j ON j.id = d.job_id
-             WHERE d.webhook = ?1 AND d.job_id = ?2 AND d.delivered_at IS NULL AND d.failed_at IS NULL
-             ORDER BY d.event_id LIMIT ?3",
+             WHERE d.webhook = $1 AND d.job_id = $2 AND d.delivered_at IS NULL AND d.failed_at IS NULL
+             ORDER BY d.event_id LIMIT $3",
         )
         .bind(webhook)
         .bind(job.0)
@@ -188,14 +188,17 @@ impl Store {
         job: JobId,
         until: SystemTime,
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        self.fence_lease(&mut tx).await?;
         sqlx::query(
-            "UPDATE outbox_lanes SET next_attempt_at = ?1 WHERE webhook = ?2 AND job_id = ?3",
+            "UPDATE outbox_lanes SET next_attempt_at = $1 WHERE webhook = $2 AND job_id = $3",
         )
         .bind(timestamp(until))
         .bind(webhook)
         .bind(job.0)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -227,6 +230,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let now = timestamp(at);
         let mut tx = self.pool.begin().await?;
+        self.fence_lease(&mut tx).await?;
         for (id, attempt) in attempts {
             let (delivered, failed, next, status, error) = match attempt {
                 Attempt::Delivered { status } => (Some(&now), None, None, Some(*status), None),
@@ -246,10 +250,10 @@ impl Store {
                 }
             };
             sqlx::query(
-                "UPDATE deliveries SET attempts = attempts + 1, delivered_at = ?1, failed_at = ?2,
-                    next_attempt_at = COALESCE(?3, next_attempt_at), last_status = ?4, last_error = ?5,
-                    first_attempt_at = COALESCE(first_attempt_at, ?7)
-                 WHERE id = ?6",
+                "UPDATE deliveries SET attempts = attempts + 1, delivered_at = $1, failed_at = $2,
+                    next_attempt_at = COALESCE($3, next_attempt_at), last_status = $4, last_error = $5,
+                    first_attempt_at = COALESCE(first_attempt_at, $7)
+                 WHERE id = $6",
             )
             .bind(delivered)
             .bind(failed)
@@ -266,7 +270,7 @@ impl Store {
             _ => now,
         };
         sqlx::query(
-            "UPDATE outbox_lanes SET next_attempt_at = ?3 WHERE webhook = ?1 AND job_id = ?2",
+            "UPDATE outbox_lanes SET next_attempt_at = $3 WHERE webhook = $1 AND job_id = $2",
         )
         .bind(webhook)
         .bind(job.0)
@@ -274,8 +278,8 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "DELETE FROM outbox_lanes WHERE webhook = ?1 AND job_id = ?2 AND NOT EXISTS
-                (SELECT 1 FROM deliveries WHERE webhook = ?1 AND job_id = ?2
+            "DELETE FROM outbox_lanes WHERE webhook = $1 AND job_id = $2 AND NOT EXISTS
+                (SELECT 1 FROM deliveries WHERE webhook = $1 AND job_id = $2
                  AND delivered_at IS NULL AND failed_at IS NULL)",
         )
         .bind(webhook)
@@ -295,7 +299,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE deliveries SET delivered_at = NULL, failed_at = NULL, attempts = 0,
-                first_attempt_at = NULL, next_attempt_at = ?1, last_error = NULL WHERE id = ?2",
+                first_attempt_at = NULL, next_attempt_at = $1, last_error = NULL WHERE id = $2",
         )
         .bind(&now)
         .bind(id)
@@ -304,7 +308,7 @@ impl Store {
         // Its lane is due now, whatever it waited for: a person asked.
         sqlx::query(
             "INSERT INTO outbox_lanes (webhook, job_id, next_attempt_at)
-             SELECT webhook, job_id, ?1 FROM deliveries WHERE id = ?2
+             SELECT webhook, job_id, $1 FROM deliveries WHERE id = $2
              ON CONFLICT (webhook, job_id) DO UPDATE SET next_attempt_at = excluded.next_attempt_at",
         )
         .bind(&now)
@@ -368,11 +372,11 @@ impl Store {
             "SELECT d.id, d.event_id, d.webhook, j.account, j.name, e.type, d.attempts, d.created_at,
                     d.next_attempt_at, d.delivered_at, d.failed_at, d.last_status, d.last_error
              FROM deliveries d JOIN events e ON e.id = d.event_id JOIN jobs j ON j.id = d.job_id
-             WHERE (?1 = 0 OR d.failed_at IS NOT NULL)
-               AND (?3 IS NULL OR d.job_id = (SELECT id FROM jobs WHERE account = ?3 AND name = ?4))
-             ORDER BY d.id DESC LIMIT ?2",
+             WHERE ($1 = 0 OR d.failed_at IS NOT NULL)
+               AND ($3 IS NULL OR d.job_id = (SELECT id FROM jobs WHERE account = $3 AND name = $4))
+             ORDER BY d.id DESC LIMIT $2",
         )
-        .bind(failed_only)
+        .bind(i64::from(failed_only))
         .bind(i64::from(limit))
         .bind(job.map(|(account, _)| account))
         .bind(job.map(|(_, name)| name))

@@ -6,30 +6,29 @@
 //! Values from disk are decoded into types at this boundary, with errors, never panics.
 
 mod attention;
+mod database;
 mod deliveries;
 mod guard;
+pub mod lease;
 mod reads;
 mod resume;
 mod retention;
 pub mod writer;
 
 use std::{
-    path::{Path, PathBuf},
-    str::FromStr,
+    path::Path,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
         Arc, Mutex,
     },
     time::{Duration, SystemTime},
 };
 
-use sqlx::{
-    migrate::Migrator,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
-    SqlitePool,
-};
+use sqlx::{migrate::Migrator, AnyPool};
 
 pub use attention::Attention;
+pub(crate) use database::postgres_connect_url;
+pub use database::{is_postgres_url, redacted, Database, Dialect, Postgres};
 pub use deliveries::{Attempt, DeliveryRow, OutboxItem};
 pub use guard::beside;
 pub use reads::{DriveStatus, EventRecord, JobStatus, NearDeadline};
@@ -49,13 +48,10 @@ use crate::{
     model::{DriveId, ETag, JobSnapshot},
 };
 
-/// The schema, embedded in the binary; every way of opening the database runs it.
+/// The SQLite schema, embedded in the binary; every way of opening the database runs it.
 pub static MIGRATOR: Migrator = sqlx::migrate!();
-
-/// How long a writer waits for another connection's lock before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections: SQLite has one writer at a time; a few readers beside it.
-const MAX_CONNECTIONS: u32 = 4;
+/// The same tables on PostgreSQL, plus the leader lease.
+pub static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Why the database could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +95,9 @@ pub enum StoreError {
     /// The write came from a generation of job tasks that a reload replaced.
     #[error("write refused: it comes from a generation of job tasks that a reload replaced")]
     Fenced,
+    /// On PostgreSQL: this daemon no longer holds the leader lease.
+    #[error("write refused: this daemon lost the leader lease (another iewatch leads now)")]
+    LeaseLost,
 }
 
 /// A watched job's row id.
@@ -161,8 +160,12 @@ pub struct Failed<'a> {
 /// The database handle; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
-    path: PathBuf,
+    pool: AnyPool,
+    database: Database,
+    dialect: Dialect,
+    /// On PostgreSQL, the epoch of the lease this daemon holds (0: none); its writes are
+    /// fenced by it (see [`lease`]).
+    epoch: Arc<AtomicI64>,
     writer: tokio::sync::mpsc::Sender<writer::Request>,
     writer_busy_since_ms: Arc<AtomicU64>,
     last_commit: writer::LastCommit,
@@ -197,21 +200,37 @@ pub fn parse_timestamp(text: &str) -> Option<SystemTime> {
 }
 
 impl Store {
-    /// Opens (creating with mode 0600 if needed) and migrates the database.
+    /// Opens (creating with mode 0600 if needed) and migrates a SQLite database.
     ///
     /// # Errors
     /// The file cannot be created or opened, or a migration fails.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
-        guard::create_private_file(path)?;
-        Self::connect(path, true, None).await
+        Self::open_database(&Database::File(path.to_owned())).await
     }
 
-    /// Opens the database for `iewatch run`: as [`Store::open`], after taking the one lock
-    /// a database has, and remembering which file it is (see [`Store::check_identity`]).
+    /// Opens and migrates `database` (a SQLite file is created, mode 0600, if needed).
     ///
     /// # Errors
-    /// [`StoreError::InUse`] when another daemon runs on it; else as [`Store::open`].
-    pub async fn open_for_daemon(path: &Path) -> Result<Store, StoreError> {
+    /// It cannot be created, opened or reached, or a migration fails.
+    pub async fn open_database(database: &Database) -> Result<Store, StoreError> {
+        if let Some(path) = database.file() {
+            guard::create_private_file(path)?;
+        }
+        Self::connect(database, true, None).await
+    }
+
+    /// Opens the database for `iewatch run`: as [`Store::open_database`]; a SQLite file
+    /// after taking the one lock a database has, and remembering which file it is (see
+    /// [`Store::check_identity`]). On PostgreSQL several daemons may open one database;
+    /// which of them writes is the lease's to say ([`Store::lead`]).
+    ///
+    /// # Errors
+    /// [`StoreError::InUse`] when another daemon runs on the file; else as
+    /// [`Store::open_database`].
+    pub async fn open_for_daemon(database: &Database) -> Result<Store, StoreError> {
+        let Some(path) = database.file() else {
+            return Self::connect(database, true, None).await;
+        };
         guard::create_private_file(path)?;
         let lock = guard::WriterLock::acquire(path)?;
         let identity = guard::FileIdentity::of(path).map_err(|e| StoreError::Open {
@@ -222,65 +241,61 @@ impl Store {
             lock: Mutex::new(Some(lock)),
             identity,
         };
-        Self::connect(path, true, Some(Arc::new(owner))).await
+        Self::connect(database, true, Some(Arc::new(owner))).await
+    }
+
+    /// Opens an existing SQLite database for reading or a manual change.
+    ///
+    /// # Errors
+    /// As [`Store::open_existing_database`].
+    pub async fn open_existing(path: &Path) -> Result<Store, StoreError> {
+        Self::open_existing_database(&Database::File(path.to_owned())).await
     }
 
     /// Opens an existing database for reading (`status`, `history`, `deliveries`) or a
     /// manual change (`redeliver`): never creates, never migrates, takes no lock.
     ///
     /// # Errors
-    /// The file does not exist or cannot be opened.
-    pub async fn open_existing(path: &Path) -> Result<Store, StoreError> {
-        if !path.exists() {
-            return Err(StoreError::Open {
-                path: path.display().to_string(),
-                reason: "no such file (has `iewatch run` started with this config?)".into(),
-            });
+    /// The file does not exist, or the database cannot be opened or reached.
+    pub async fn open_existing_database(database: &Database) -> Result<Store, StoreError> {
+        if let Some(path) = database.file() {
+            if !path.exists() {
+                return Err(StoreError::Open {
+                    path: path.display().to_string(),
+                    reason: "no such file (has `iewatch run` started with this config?)".into(),
+                });
+            }
         }
-        Self::connect(path, false, None).await
+        Self::connect(database, false, None).await
     }
 
     async fn connect(
-        path: &Path,
+        database: &Database,
         migrate: bool,
         owner: Option<Arc<Owner>>,
     ) -> Result<Store, StoreError> {
-        let open_error = |e: sqlx::Error| StoreError::Open {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        };
-        let options = SqliteConnectOptions::from_str("sqlite:")
-            .map_err(open_error)?
-            .filename(path)
-            .journal_mode(SqliteJournalMode::Wal)
-            // In WAL mode, NORMAL survives a process crash but may lose the last commits
-            // on a power cut; FULL syncs the WAL at every commit, so a committed change
-            // (and its queued alerts) survives both. The cost is one fsync per commit,
-            // which is why unchanged polls are batched.
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            // Pages freed by `retention` go back to the file system (takes effect on a
-            // database created with it; see README "Retention").
-            .auto_vacuum(sqlx::sqlite::SqliteAutoVacuum::Incremental)
-            .busy_timeout(BUSY_TIMEOUT);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            // A connection to a local file has nothing to test; the test is a trip to its
-            // thread (and a wakeup) per query.
-            .test_before_acquire(false)
-            .connect_with(options)
-            .await
-            .map_err(open_error)?;
+        let pool = database::connect(database).await?;
+        let dialect = database.dialect();
         if migrate {
-            MIGRATOR.run(&pool).await?;
-            guard::make_private(path);
+            match dialect {
+                Dialect::Sqlite => MIGRATOR.run(&pool).await?,
+                Dialect::Postgres => POSTGRES_MIGRATOR.run(&pool).await?,
+            }
+            if let Some(path) = database.file() {
+                guard::make_private(path);
+            }
         }
         let poll_times = PollTimes::default();
         let fence = Arc::new(AtomicU64::new(0));
+        let epoch = Arc::new(AtomicI64::new(0));
         let writer = writer::spawn(
             pool.clone(),
-            fence.clone(),
-            owner.as_ref().map(|o| (path.to_owned(), o.identity)),
+            dialect,
+            (fence.clone(), epoch.clone()),
+            owner
+                .as_ref()
+                .zip(database.file())
+                .map(|(o, path)| (path.to_owned(), o.identity)),
         );
         Ok(Store {
             writer: writer.queue,
@@ -288,12 +303,37 @@ impl Store {
             last_commit: writer.last_commit,
             writer_stopped: writer.stopped,
             pool,
-            path: path.to_owned(),
+            database: database.clone(),
+            dialect,
+            epoch,
             poll_times,
             owner,
             generation: 0,
             fence,
         })
+    }
+
+    /// From now on this store writes as the holder of lease `epoch` (PostgreSQL): every
+    /// write is refused with [`StoreError::LeaseLost`] once another daemon took over.
+    pub fn lead(&self, epoch: i64) {
+        self.epoch.store(epoch, Ordering::SeqCst);
+    }
+
+    /// The lease epoch this store writes under, if it leads.
+    pub fn leading_epoch(&self) -> Option<i64> {
+        Some(self.epoch.load(Ordering::SeqCst)).filter(|e| *e != 0)
+    }
+
+    /// In a transaction of the leader's: the lease check of [`lease::check`] (nothing on
+    /// SQLite, where the file lock makes one writer).
+    pub(crate) async fn fence_lease(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    ) -> Result<(), StoreError> {
+        match self.leading_epoch() {
+            Some(epoch) => lease::check(tx, epoch).await,
+            None => Ok(()),
+        }
     }
 
     /// A handle whose writes belong to generation `generation` of job tasks, which
@@ -333,28 +373,42 @@ impl Store {
     /// [`StoreError::Replaced`].
     pub fn check_identity(&self) -> Result<(), StoreError> {
         match &self.owner {
-            Some(owner) => guard::check_identity(&self.path, owner.identity),
+            Some(owner) => match self.database.file() {
+                Some(path) => guard::check_identity(path, owner.identity),
+                None => Ok(()),
+            },
             None => Ok(()),
         }
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The database.
+    pub fn database(&self) -> &Database {
+        &self.database
     }
 
-    /// The pool, for queries the façade does not cover (tests, benchmarks).
-    pub fn pool(&self) -> &SqlitePool {
+    /// Its SQL dialect.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The pool, for queries the façade does not cover (tests, benchmarks, the lease).
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
     /// Writes the poll times still pending, closes every connection (checkpointing the
-    /// WAL) and, for the daemon, gives up the lock.
+    /// WAL) and, for the daemon, gives up the lock or the lease.
     pub async fn close(&self) {
-        let last = self.poll_times.take();
-        if !last.is_empty() {
-            if let Err(e) = writer::write_poll_times(&self.pool, &last).await {
+        if !self.poll_times.is_empty() {
+            if let Err(e) = self.flush_poll_times().await {
                 tracing::warn!("last poll times not written: {e}");
+            }
+        }
+        if let Some(epoch) = self.leading_epoch() {
+            if let Err(e) = lease::release(&self.pool, epoch).await {
+                tracing::warn!(
+                    "the lease was not given up (a standby takes over when it expires): {e}"
+                );
             }
         }
         self.pool.close().await;
@@ -545,7 +599,8 @@ impl Store {
 }
 
 pub(crate) async fn insert_events(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    dialect: Dialect,
     job: JobId,
     events: &[Event],
     outbox: &[OutboxEntry],
@@ -555,16 +610,25 @@ pub(crate) async fn insert_events(
     for event in events {
         // The job as it is after this observation travels with every event, so that a
         // payload built hours later still says what the job looked like at the time.
-        let id: i64 = sqlx::query_scalar(
+        let id: i64 = sqlx::query_scalar(dialect.pick(
             "INSERT INTO events (job_id, drive_id, type, from_value, to_value, observed_at, severity, details)
-             SELECT id, ?, ?, ?, ?, ?, ?,
+             SELECT id, $1, $2, $3, $4, $5, $6,
                     json_patch(json_object('job', json_patch(json_object('type', job_type, 'state', state,
                                                               'percent_complete', percent_complete),
                                                   CASE WHEN sku IS NULL THEN '{}' ELSE json_object('sku', sku) END)),
-                               COALESCE(?, '{}'))
-             FROM jobs WHERE id = ?
+                               COALESCE($7, '{}'))
+             FROM jobs WHERE id = $8
              RETURNING id",
-        )
+            "INSERT INTO events (job_id, drive_id, type, from_value, to_value, observed_at, severity, details)
+             SELECT id, $1, $2, $3, $4, $5, $6,
+                    (jsonb_build_object('job', jsonb_build_object('type', job_type, 'state', state,
+                                                                  'percent_complete', percent_complete)
+                                               || CASE WHEN sku IS NULL THEN '{}'::jsonb
+                                                       ELSE jsonb_build_object('sku', sku) END)
+                     || COALESCE($7::jsonb, '{}'::jsonb))::text
+             FROM jobs WHERE id = $8
+             RETURNING id",
+        ))
         .bind(event.drive_id.as_ref().map(DriveId::as_str))
         .bind(event.event_type)
         .bind(event.from_text())
@@ -583,7 +647,7 @@ pub(crate) async fn insert_events(
         };
         sqlx::query(
             "INSERT INTO deliveries (event_id, job_id, webhook, created_at, next_attempt_at)
-             VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT DO NOTHING",
+             VALUES ($1, $2, $3, $4, $4) ON CONFLICT DO NOTHING",
         )
         .bind(event_id)
         .bind(job.0)
@@ -593,7 +657,7 @@ pub(crate) async fn insert_events(
         .await?;
         // A lane waiting for a retry keeps waiting: this event goes out behind its head.
         sqlx::query(
-            "INSERT INTO outbox_lanes (webhook, job_id, next_attempt_at) VALUES (?1, ?2, ?3)
+            "INSERT INTO outbox_lanes (webhook, job_id, next_attempt_at) VALUES ($1, $2, $3)
              ON CONFLICT (webhook, job_id) DO NOTHING",
         )
         .bind(&entry.webhook)

@@ -162,16 +162,20 @@ impl Store {
             Option<String>,
             Option<i64>,
         );
-        let jobs: String = sqlx::query_scalar(
+        let jobs: String = sqlx::query_scalar(self.dialect.pick(
             "SELECT json_group_array(json_array(id, account, name, job_type, state, percent_complete,
                     last_changed_at, last_polled_at, last_error, consecutive_failures, sku, notices, clocks, acked_at, muted_until)) FROM jobs",
-        )
+            "SELECT COALESCE(json_agg(json_build_array(id, account, name, job_type, state, percent_complete,
+                    last_changed_at, last_polled_at, last_error, consecutive_failures, sku, notices, clocks, acked_at, muted_until)), '[]')::text FROM jobs",
+        ))
         .fetch_one(&self.pool)
         .await?;
-        let drives: String = sqlx::query_scalar(
+        let drives: String = sqlx::query_scalar(self.dialect.pick(
             "SELECT json_group_array(json_array(job_id, position, drive_id, state, copy_status, percent_complete))
              FROM drives WHERE present = 1",
-        )
+            "SELECT COALESCE(json_agg(json_build_array(job_id, position, drive_id, state, copy_status, percent_complete)), '[]')::text
+             FROM drives WHERE present = 1",
+        ))
         .fetch_one(&self.pool)
         .await?;
         let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("status: {e}"));
@@ -265,11 +269,14 @@ impl Store {
         );
         let mut entries = Vec::new();
         for (job_id, account, job) in jobs {
-            let json: String = sqlx::query_scalar(
+            let json: String = sqlx::query_scalar(self.dialect.pick(
                 "SELECT json_group_array(json_array(id, type, drive_id, from_value, to_value, observed_at,
                                                     severity, details))
-                 FROM (SELECT * FROM events WHERE job_id = ?1 AND observed_at >= ?2 ORDER BY id)",
-            )
+                 FROM (SELECT * FROM events WHERE job_id = $1 AND observed_at >= $2 ORDER BY id)",
+                "SELECT COALESCE(json_agg(json_build_array(id, type, drive_id, from_value, to_value, observed_at,
+                                                           severity, details) ORDER BY id), '[]')::text
+                 FROM events WHERE job_id = $1 AND observed_at >= $2",
+            ))
             .bind(job_id)
             .bind(&since)
             .fetch_one(&self.pool)
@@ -317,7 +324,7 @@ impl Store {
             None => (None, job),
         };
         Ok(sqlx::query_as(
-            "SELECT id, account, name FROM jobs WHERE name = ?1 AND (?2 IS NULL OR account = ?2) ORDER BY id",
+            "SELECT id, account, name FROM jobs WHERE name = $1 AND ($2 IS NULL OR account = $2) ORDER BY id",
         )
         .bind(name)
         .bind(account)

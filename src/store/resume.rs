@@ -15,11 +15,11 @@ struct JobRow {
     job_type: Option<String>,
     state: Option<String>,
     percent_complete: Option<i64>,
-    cancel_requested: bool,
+    cancel_requested: i64,
     etag: Option<String>,
     consecutive_failures: i64,
-    failing_alerted: bool,
-    not_found_alerted: bool,
+    failing_alerted: i64,
+    not_found_alerted: i64,
     terminal_since: Option<String>,
     sku: Option<String>,
     notices: Option<String>,
@@ -44,7 +44,7 @@ impl Store {
         let row: JobRow = sqlx::query_as(
             "SELECT id, job_type, state, percent_complete, cancel_requested, etag, consecutive_failures,
                     failing_alerted, not_found_alerted, terminal_since, sku, notices, clocks
-             FROM jobs WHERE id = ?",
+             FROM jobs WHERE id = $1",
         )
         .bind(id.0)
         .fetch_one(&self.pool)
@@ -54,7 +54,7 @@ impl Store {
             Some(state) => {
                 let drives: Vec<DriveRow> = sqlx::query_as(
                     "SELECT drive_id, state, copy_status, percent_complete FROM drives
-                     WHERE job_id = ? AND present = 1 ORDER BY position",
+                     WHERE job_id = $1 AND present = 1 ORDER BY position",
                 )
                 .bind(row.id)
                 .fetch_all(&self.pool)
@@ -63,7 +63,7 @@ impl Store {
                     job_type: row.job_type,
                     state: JobState::new(state),
                     percent_complete: row.percent_complete,
-                    cancel_requested: row.cancel_requested,
+                    cancel_requested: row.cancel_requested != 0,
                     drives: drives
                         .into_iter()
                         .map(|d| DriveSnapshot {
@@ -95,8 +95,8 @@ impl Store {
             snapshot,
             memory: Memory {
                 consecutive_failures: u32::try_from(row.consecutive_failures).unwrap_or(0),
-                failing_alerted: row.failing_alerted,
-                not_found_alerted: row.not_found_alerted,
+                failing_alerted: row.failing_alerted != 0,
+                not_found_alerted: row.not_found_alerted != 0,
                 terminal_since,
                 clocks: match row.clocks.as_deref() {
                     None => Clocks::default(),

@@ -43,7 +43,7 @@ impl Store {
             "SELECT j.id, j.account, j.name, j.terminal_since,
                     (SELECT COUNT(*) FROM events e WHERE e.job_id = j.id),
                     (SELECT COUNT(*) FROM deliveries d WHERE d.job_id = j.id)
-             FROM jobs j WHERE j.terminal_since IS NOT NULL AND j.terminal_since < ?1
+             FROM jobs j WHERE j.terminal_since IS NOT NULL AND j.terminal_since < $1
              ORDER BY j.terminal_since",
         )
         .bind(timestamp(cutoff))
@@ -73,7 +73,7 @@ impl Store {
             let mut tx = self.pool.begin().await?;
             sqlx::query(
                 "DELETE FROM deliveries WHERE event_id IN
-                    (SELECT id FROM events WHERE job_id = ?1 ORDER BY id LIMIT ?2)",
+                    (SELECT id FROM events WHERE job_id = $1 ORDER BY id LIMIT $2)",
             )
             .bind(job)
             .bind(PRUNE_BATCH)
@@ -81,7 +81,7 @@ impl Store {
             .await?;
             let removed = sqlx::query(
                 "DELETE FROM events WHERE id IN
-                    (SELECT id FROM events WHERE job_id = ?1 ORDER BY id LIMIT ?2)",
+                    (SELECT id FROM events WHERE job_id = $1 ORDER BY id LIMIT $2)",
             )
             .bind(job)
             .bind(PRUNE_BATCH)
@@ -89,16 +89,19 @@ impl Store {
             .await?
             .rows_affected();
             if removed == 0 {
-                sqlx::query("DELETE FROM outbox_lanes WHERE job_id = ?1")
+                sqlx::query("DELETE FROM outbox_lanes WHERE job_id = $1")
                     .bind(job)
                     .execute(&mut *tx)
                     .await?;
             }
             tx.commit().await?;
-            // A no-op on a database created before incremental vacuum (see README).
-            sqlx::query(&format!("PRAGMA incremental_vacuum({VACUUM_PAGES})"))
-                .execute(&self.pool)
-                .await?;
+            // A no-op on a database created before incremental vacuum (see README);
+            // PostgreSQL's autovacuum does this on its own.
+            if self.dialect == super::Dialect::Sqlite {
+                sqlx::query(&format!("PRAGMA incremental_vacuum({VACUUM_PAGES})"))
+                    .execute(&self.pool)
+                    .await?;
+            }
             if removed == 0 {
                 return Ok(());
             }

@@ -12,16 +12,16 @@
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
         Arc, Mutex,
     },
     time::SystemTime,
 };
 
-use sqlx::{Acquire as _, Sqlite, SqlitePool, Transaction};
+use sqlx::{Acquire as _, Any, AnyPool, Transaction};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{insert_events, timestamp, JobId, StoreError};
+use super::{insert_events, lease, timestamp, Dialect, JobId, StoreError};
 use crate::{
     decide::{clocks::Clocks, Memory},
     events::{Event, OutboxEntry},
@@ -128,10 +128,11 @@ impl PollTimes {
     }
 }
 
-/// One statement (one transaction, one trip to the database thread) for every pending
-/// time: `[[id, time], ...]` as JSON.
-pub(super) async fn write_poll_times<'c>(
-    executor: impl sqlx::SqliteExecutor<'c>,
+/// One statement (one trip to the database) for every pending time: `[[id, time], ...]`
+/// as JSON.
+async fn write_poll_times(
+    tx: &mut Transaction<'_, Any>,
+    dialect: Dialect,
     polls: &[(JobId, SystemTime)],
 ) -> Result<(), StoreError> {
     let rows: Vec<(i64, String)> = polls
@@ -139,13 +140,16 @@ pub(super) async fn write_poll_times<'c>(
         .map(|(job, at)| (job.0, timestamp(*at)))
         .collect();
     let rows = serde_json::to_string(&rows).map_err(|e| StoreError::Commit(e.to_string()))?;
-    sqlx::query(
+    sqlx::query(dialect.pick(
         "UPDATE jobs SET last_polled_at = json_extract(polled.value, '$[1]')
-         FROM json_each(?) AS polled
+         FROM json_each($1) AS polled
          WHERE jobs.id = json_extract(polled.value, '$[0]')",
-    )
+        "UPDATE jobs SET last_polled_at = polled.value ->> 1
+         FROM json_array_elements($1::json) AS polled (value)
+         WHERE jobs.id = (polled.value ->> 0)::bigint",
+    ))
     .bind(rows)
-    .execute(executor)
+    .execute(&mut **tx)
     .await?;
     Ok(())
 }
@@ -186,23 +190,39 @@ pub(super) struct WriterHandle {
     pub(super) last_commit: LastCommit,
 }
 
-/// Starts the writer; it ends when every sender (every `Store` clone) is gone. Writes of
-/// generations older than `fence` are refused. With `file` (the daemon's store), no
-/// commit goes into a database file deleted or replaced since it was opened: the writer
-/// stops instead, and the daemon with it.
-pub(super) fn spawn(
-    pool: SqlitePool,
+/// Where the writer writes and what it checks before: the pool, its dialect, the
+/// generation fence and the lease epoch (0: none).
+struct Target {
+    pool: AnyPool,
+    dialect: Dialect,
     fence: Arc<AtomicU64>,
+    epoch: Arc<AtomicI64>,
+}
+
+/// Starts the writer; it ends when every sender (every `Store` clone) is gone. Writes of
+/// generations older than `fence` are refused; with a lease epoch set, a batch commits
+/// only while the lease is this daemon's (else the writer stops, and the daemon with
+/// it). With `file` (the daemon's SQLite store), no commit goes into a database file
+/// deleted or replaced since it was opened: the writer stops instead.
+pub(super) fn spawn(
+    pool: AnyPool,
+    dialect: Dialect,
+    (fence, epoch): (Arc<AtomicU64>, Arc<AtomicI64>),
     file: Option<(std::path::PathBuf, super::guard::FileIdentity)>,
 ) -> WriterHandle {
     let (queue, rx) = mpsc::channel(QUEUE);
     let (stopped_tx, stopped) = watch::channel(None);
     let busy_since_ms = Arc::new(AtomicU64::new(0));
     let last_commit = LastCommit::default();
-    let task = tokio::spawn(run(
+    let target = Target {
         pool,
-        rx,
+        dialect,
         fence,
+        epoch,
+    };
+    let task = tokio::spawn(run(
+        target,
+        rx,
         file,
         (busy_since_ms.clone(), last_commit.clone()),
     ));
@@ -231,9 +251,8 @@ pub(super) fn now_ms() -> u64 {
 
 /// Returns why it stopped, if not because every sender is gone.
 async fn run(
-    pool: SqlitePool,
+    target: Target,
     mut queue: mpsc::Receiver<Request>,
-    fence: Arc<AtomicU64>,
     file: Option<(std::path::PathBuf, super::guard::FileIdentity)>,
     (busy_since_ms, last_commit): (Arc<AtomicU64>, LastCommit),
 ) -> Option<String> {
@@ -251,8 +270,19 @@ async fn run(
             return Some(reason);
         }
         busy_since_ms.store(now_ms().max(1), Ordering::Relaxed);
-        let outcomes = commit(&pool, &batch, fence.load(Ordering::SeqCst)).await;
+        let outcomes = commit(&target, &batch).await;
         busy_since_ms.store(0, Ordering::Relaxed);
+        if outcomes
+            .iter()
+            .any(|o| matches!(o, Err(StoreError::LeaseLost)))
+        {
+            let reason = StoreError::LeaseLost.to_string();
+            last_commit.record(Err(reason.clone()));
+            for (request, outcome) in batch.drain(..).zip(outcomes) {
+                let _ = request.reply.send(outcome);
+            }
+            return Some(reason);
+        }
         // A refused (fenced) write says nothing about the database.
         let failure = outcomes.iter().find_map(|o| match o {
             Err(StoreError::Fenced) | Ok(_) => None,
@@ -269,18 +299,30 @@ async fn run(
 
 /// Applies every write in its own savepoint and commits once. Returns one outcome per
 /// write; if the commit itself fails, every write fails with it. Writes of a generation
-/// older than `fence` are refused, not applied.
-async fn commit(pool: &SqlitePool, batch: &[Request], fence: u64) -> Vec<Result<Done, StoreError>> {
+/// older than the fence are refused, not applied; so is the whole batch when the lease
+/// is lost.
+async fn commit(target: &Target, batch: &[Request]) -> Vec<Result<Done, StoreError>> {
     let all_failed = |e: &dyn std::fmt::Display| {
         batch
             .iter()
             .map(|_| Err(StoreError::Commit(e.to_string())))
             .collect()
     };
-    let mut tx = match pool.begin().await {
+    let mut tx = match target.pool.begin().await {
         Ok(tx) => tx,
         Err(e) => return all_failed(&e),
     };
+    let epoch = target.epoch.load(Ordering::SeqCst);
+    if epoch != 0 {
+        match lease::check(&mut tx, epoch).await {
+            Ok(()) => {}
+            Err(StoreError::LeaseLost) => {
+                return batch.iter().map(|_| Err(StoreError::LeaseLost)).collect()
+            }
+            Err(e) => return all_failed(&e),
+        }
+    }
+    let (fence, dialect) = (target.fence.load(Ordering::SeqCst), target.dialect);
     let mut outcomes = Vec::with_capacity(batch.len());
     for request in batch {
         if matches!(&request.work, Work::Write(write) if write.generation < fence) {
@@ -289,7 +331,7 @@ async fn commit(pool: &SqlitePool, batch: &[Request], fence: u64) -> Vec<Result<
         }
         let outcome = match tx.begin().await {
             Err(e) => Err(StoreError::from(e)),
-            Ok(mut savepoint) => match work(&mut savepoint, &request.work).await {
+            Ok(mut savepoint) => match work(&mut savepoint, dialect, &request.work).await {
                 Ok(done) => savepoint
                     .commit()
                     .await
@@ -309,32 +351,37 @@ async fn commit(pool: &SqlitePool, batch: &[Request], fence: u64) -> Vec<Result<
     }
 }
 
-async fn work(tx: &mut Transaction<'_, Sqlite>, work: &Work) -> Result<Done, StoreError> {
+async fn work(
+    tx: &mut Transaction<'_, Any>,
+    dialect: Dialect,
+    work: &Work,
+) -> Result<Done, StoreError> {
     match work {
-        Work::Write(write) => apply(tx, write).await.map(Done::Events),
+        Work::Write(write) => apply(tx, dialect, write).await.map(Done::Events),
         Work::Register { account, name } => {
             sqlx::query(
-                "INSERT INTO jobs (account, name) VALUES (?, ?) ON CONFLICT (account, name) DO NOTHING",
+                "INSERT INTO jobs (account, name) VALUES ($1, $2) ON CONFLICT (account, name) DO NOTHING",
             )
             .bind(account)
             .bind(name)
             .execute(&mut **tx)
             .await?;
-            let id: i64 = sqlx::query_scalar("SELECT id FROM jobs WHERE account = ? AND name = ?")
-                .bind(account)
-                .bind(name)
-                .fetch_one(&mut **tx)
-                .await?;
+            let id: i64 =
+                sqlx::query_scalar("SELECT id FROM jobs WHERE account = $1 AND name = $2")
+                    .bind(account)
+                    .bind(name)
+                    .fetch_one(&mut **tx)
+                    .await?;
             Ok(Done::Registered(JobId(id)))
         }
         Work::PollTimes(polls) => {
-            write_poll_times(&mut **tx, polls).await?;
+            write_poll_times(tx, dialect, polls).await?;
             Ok(Done::Written)
         }
         Work::Prove => {
             sqlx::query(
-                "INSERT INTO health (id, checked_at) VALUES (1, ?1)
-                 ON CONFLICT (id) DO UPDATE SET checked_at = ?1",
+                "INSERT INTO health (id, checked_at) VALUES (1, $1)
+                 ON CONFLICT (id) DO UPDATE SET checked_at = $1",
             )
             .bind(timestamp(SystemTime::now()))
             .execute(&mut **tx)
@@ -344,7 +391,11 @@ async fn work(tx: &mut Transaction<'_, Sqlite>, work: &Work) -> Result<Done, Sto
     }
 }
 
-async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<Vec<i64>, StoreError> {
+async fn apply(
+    tx: &mut Transaction<'_, Any>,
+    dialect: Dialect,
+    write: &Write,
+) -> Result<Vec<i64>, StoreError> {
     let (job, now) = (write.job, timestamp(write.at));
     match &write.change {
         Change::Observation {
@@ -354,17 +405,17 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<Vec<i6
             last_modified,
         } => {
             sqlx::query(
-                "UPDATE jobs SET job_type = ?1, state = ?2, percent_complete = ?3, cancel_requested = ?4,
-                    etag = ?5, last_modified = ?6, snapshot = ?7,
-                    first_seen_at = COALESCE(first_seen_at, ?8), last_polled_at = ?8,
-                    last_changed_at = CASE WHEN ?9 THEN ?8 ELSE last_changed_at END,
-                    last_error = NULL, last_error_at = NULL, sku = ?11, notices = ?12
-                 WHERE id = ?10",
+                "UPDATE jobs SET job_type = $1, state = $2, percent_complete = $3, cancel_requested = $4,
+                    etag = $5, last_modified = $6, snapshot = $7,
+                    first_seen_at = COALESCE(first_seen_at, $8), last_polled_at = $8,
+                    last_changed_at = CASE WHEN $9 THEN $8 ELSE last_changed_at END,
+                    last_error = NULL, last_error_at = NULL, sku = $11, notices = $12
+                 WHERE id = $10",
             )
             .bind(&snapshot.job_type)
             .bind(snapshot.state.as_str())
             .bind(snapshot.percent_complete)
-            .bind(snapshot.cancel_requested)
+            .bind(i64::from(snapshot.cancel_requested))
             .bind(etag.as_ref().map(ETag::as_str))
             .bind(last_modified)
             .bind(document)
@@ -382,7 +433,7 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<Vec<i6
         }
         Change::Failure { error } => {
             sqlx::query(
-                "UPDATE jobs SET last_error = ?1, last_error_at = ?2, last_polled_at = ?2 WHERE id = ?3",
+                "UPDATE jobs SET last_error = $1, last_error_at = $2, last_polled_at = $2 WHERE id = $3",
             )
             .bind(error)
             .bind(&now)
@@ -392,7 +443,7 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<Vec<i6
         }
         Change::Bookkeeping => {
             sqlx::query(
-                "UPDATE jobs SET last_error = NULL, last_error_at = NULL, last_polled_at = ?1 WHERE id = ?2",
+                "UPDATE jobs SET last_error = NULL, last_error_at = NULL, last_polled_at = $1 WHERE id = $2",
             )
             .bind(&now)
             .bind(job.0)
@@ -401,22 +452,22 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<Vec<i6
         }
     }
     write_memory(tx, job, &write.memory).await?;
-    insert_events(tx, job, &write.events, &write.outbox, &now).await
+    insert_events(tx, dialect, job, &write.events, &write.outbox, &now).await
 }
 
 /// The bookkeeping columns, exactly as `decide` left them.
 async fn write_memory(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     job: JobId,
     memory: &Memory,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE jobs SET consecutive_failures = ?1, failing_alerted = ?2, not_found_alerted = ?3,
-            terminal_since = ?4, clocks = ?6 WHERE id = ?5",
+        "UPDATE jobs SET consecutive_failures = $1, failing_alerted = $2, not_found_alerted = $3,
+            terminal_since = $4, clocks = $6 WHERE id = $5",
     )
     .bind(i64::from(memory.consecutive_failures))
-    .bind(memory.failing_alerted)
-    .bind(memory.not_found_alerted)
+    .bind(i64::from(memory.failing_alerted))
+    .bind(i64::from(memory.not_found_alerted))
     .bind(memory.terminal_since.map(timestamp))
     .bind(job.0)
     .bind(
@@ -430,12 +481,12 @@ async fn write_memory(
 
 /// The drives of a new document: listed ones upserted in order, the rest marked absent.
 async fn write_drives(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     job: JobId,
     snapshot: &JobSnapshot,
     now: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE drives SET present = 0, updated_at = ?1 WHERE job_id = ?2 AND present = 1")
+    sqlx::query("UPDATE drives SET present = 0, updated_at = $1 WHERE job_id = $2 AND present = 1")
         .bind(now)
         .bind(job.0)
         .execute(&mut **tx)
@@ -443,7 +494,7 @@ async fn write_drives(
     for (position, drive) in snapshot.drives.iter().enumerate() {
         sqlx::query(
             "INSERT INTO drives (job_id, drive_id, position, present, state, copy_status, percent_complete, updated_at)
-             VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7)
+             VALUES ($1, $2, $3, 1, $4, $5, $6, $7)
              ON CONFLICT (job_id, drive_id) DO UPDATE SET position = excluded.position, present = 1,
                 state = excluded.state, copy_status = excluded.copy_status,
                 percent_complete = excluded.percent_complete, updated_at = excluded.updated_at",

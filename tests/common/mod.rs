@@ -435,7 +435,7 @@ pub async fn event_list(db: &Path, job: &str) -> Vec<EventRow> {
 /// of our own.
 pub async fn event_columns<T>(db: &Path, job: &str, columns: &str) -> Vec<T>
 where
-    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+    T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
 {
     let store = iewatch::store::Store::open_existing(db).await.unwrap();
     let rows = sqlx::query_as(&format!(

@@ -1,0 +1,311 @@
+//! Which database a store is: a SQLite file (the default: one daemon, one machine) or a
+//! PostgreSQL database (several daemons, one leading; see [`super::lease`]), and how to
+//! connect to it. Both are reached through sqlx's `Any` driver, so every query is written
+//! once; the few that differ by dialect pick their text with [`Dialect::pick`].
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::Once,
+    time::Duration,
+};
+
+use sqlx::{any::AnyPoolOptions, AnyPool, Executor as _};
+
+use super::StoreError;
+
+/// How long a writer waits for another connection's lock before giving up (SQLite).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections: SQLite has one writer at a time; a few readers beside it.
+const SQLITE_CONNECTIONS: u32 = 4;
+/// Connections to PostgreSQL: the writer, the notifier, the lease and readers.
+const POSTGRES_CONNECTIONS: u32 = 6;
+/// How long a PostgreSQL connection may take to open.
+const POSTGRES_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest password file read.
+const MAX_PASSWORD_FILE: u64 = 4096;
+
+/// Where iewatch keeps its state.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Database {
+    /// A SQLite file.
+    File(PathBuf),
+    /// A PostgreSQL database.
+    Postgres(Postgres),
+}
+
+/// A PostgreSQL database: its URL (TLS options as libpq's `sslmode`, `sslrootcert`,
+/// `sslcert`, `sslkey` parameters) and where its password is kept.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Postgres {
+    /// `postgres://user@host:port/database?sslmode=...`, without a password.
+    pub url: String,
+    /// A file holding the password (a systemd credential, say); None: the URL's
+    /// environment (`PGPASSWORD`, `~/.pgpass`) or no password.
+    pub password_file: Option<PathBuf>,
+}
+
+/// The SQL dialect of a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl Dialect {
+    /// The statement text for this dialect.
+    pub(super) fn pick<'a>(self, sqlite: &'a str, postgres: &'a str) -> &'a str {
+        match self {
+            Dialect::Sqlite => sqlite,
+            Dialect::Postgres => postgres,
+        }
+    }
+}
+
+impl Database {
+    /// Reads `database` from the config: a `postgres://` or `postgresql://` URL, else a
+    /// file path (relative ones resolved by the caller).
+    pub fn parse(text: &str, password_file: Option<PathBuf>) -> Database {
+        if is_postgres_url(text) {
+            Database::Postgres(Postgres {
+                url: text.to_owned(),
+                password_file,
+            })
+        } else {
+            Database::File(PathBuf::from(text))
+        }
+    }
+
+    /// The SQLite file, if it is one.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            Database::File(path) => Some(path),
+            Database::Postgres(_) => None,
+        }
+    }
+
+    /// Its dialect.
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Database::File(_) => Dialect::Sqlite,
+            Database::Postgres(_) => Dialect::Postgres,
+        }
+    }
+}
+
+/// Whether `text` names a PostgreSQL database.
+pub fn is_postgres_url(text: &str) -> bool {
+    text.starts_with("postgres://") || text.starts_with("postgresql://")
+}
+
+/// Shown in logs and messages: the path, or the URL without any password.
+impl fmt::Display for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Database::File(path) => write!(f, "{}", path.display()),
+            Database::Postgres(pg) => f.write_str(&redacted(&pg.url)),
+        }
+    }
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Database({self})")
+    }
+}
+
+/// A URL with its password (in the authority or the `password` parameter) replaced.
+pub fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("REDACTED"));
+            }
+            let pairs: Vec<(String, String)> = parsed
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if k == "password" {
+                        "REDACTED".into()
+                    } else {
+                        v.into_owned()
+                    };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            if pairs.iter().any(|(k, _)| k == "password") {
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
+            }
+            parsed.to_string()
+        }
+        Err(_) => "postgres://(unparseable URL)".into(),
+    }
+}
+
+/// Opens a pool on `database`: for SQLite with the durability settings of the store
+/// (WAL, a full sync per commit, foreign keys, incremental vacuum), for PostgreSQL with
+/// the password file's content as password.
+pub(super) async fn connect(database: &Database) -> Result<AnyPool, StoreError> {
+    static DRIVERS: Once = Once::new();
+    DRIVERS.call_once(sqlx::any::install_default_drivers);
+    let open_error = |reason: String| StoreError::Open {
+        path: database.to_string(),
+        reason,
+    };
+    match database {
+        Database::File(path) => {
+            let url = sqlite_url(path).map_err(open_error)?;
+            AnyPoolOptions::new()
+                .max_connections(SQLITE_CONNECTIONS)
+                // A connection to a local file has nothing to test; the test is a trip
+                // to its thread (and a wakeup) per query.
+                .test_before_acquire(false)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        // In WAL mode, NORMAL survives a process crash but may lose the last
+                        // commits on a power cut; FULL syncs the WAL at every commit, so a
+                        // committed change (and its queued alerts) survives both. The cost
+                        // is one fsync per commit, which is why unchanged polls are
+                        // batched. Pages freed by `retention` go back to the file system
+                        // (on a database created with incremental vacuum; README
+                        // "Retention").
+                        conn.execute(&*format!(
+                            "PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL;
+                             PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
+                             PRAGMA busy_timeout = {}",
+                            BUSY_TIMEOUT.as_millis()
+                        ))
+                        .await?;
+                        Ok(())
+                    })
+                })
+                .connect(&url)
+                .await
+                .map_err(|e| open_error(e.to_string()))
+        }
+        Database::Postgres(pg) => {
+            let url = postgres_url(pg).map_err(open_error)?;
+            AnyPoolOptions::new()
+                .max_connections(POSTGRES_CONNECTIONS)
+                .acquire_timeout(POSTGRES_CONNECT_TIMEOUT)
+                .connect(&url)
+                .await
+                .map_err(|e| open_error(e.to_string()))
+        }
+    }
+}
+
+/// `sqlite://` and the absolute path, percent-encoded (a `?` or `#` in a name stays
+/// part of the name).
+fn sqlite_url(path: &Path) -> Result<String, String> {
+    let absolute = std::path::absolute(path).map_err(|e| e.to_string())?;
+    let text = absolute
+        .to_str()
+        .ok_or_else(|| "the path is not valid UTF-8".to_owned())?;
+    let mut url = String::from("sqlite://");
+    for c in text.chars() {
+        match c {
+            '%' | '?' | '#' | ' ' => url.push_str(&format!("%{:02X}", c as u32)),
+            c => url.push(c),
+        }
+    }
+    Ok(url)
+}
+
+/// The URL to open a PostgreSQL connection of one's own with (the notifier's
+/// `LISTEN`): with the password file's content.
+pub(crate) fn postgres_connect_url(pg: &Postgres) -> Result<String, String> {
+    postgres_url(pg)
+}
+
+/// The URL with the password file's content (first line) as password.
+fn postgres_url(pg: &Postgres) -> Result<String, String> {
+    let Some(file) = &pg.password_file else {
+        return Ok(pg.url.clone());
+    };
+    let password = read_password(file)?;
+    let mut url = url::Url::parse(&pg.url).map_err(|e| format!("database URL: {e}"))?;
+    url.set_password(Some(&password))
+        .map_err(|()| "database URL: it cannot carry a password".to_owned())?;
+    Ok(url.to_string())
+}
+
+/// The first line of a password file, bounded.
+fn read_password(file: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(MAX_PASSWORD_FILE).read_to_string(&mut text))
+        .map_err(|e| format!("password file {}: {e}", file.display()))?;
+    let password = text.lines().next().unwrap_or("").trim_end_matches('\r');
+    if password.is_empty() {
+        return Err(format!("password file {} is empty", file.display()));
+    }
+    Ok(password.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_postgres_and_everything_else_is_a_file() {
+        assert!(matches!(
+            Database::parse("postgres://u@127.0.0.1/iewatch", None),
+            Database::Postgres(_)
+        ));
+        assert!(matches!(
+            Database::parse("postgresql://u@h/db", None),
+            Database::Postgres(_)
+        ));
+        assert_eq!(
+            Database::parse("state/iewatch.db", None),
+            Database::File("state/iewatch.db".into())
+        );
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        let db = Database::parse(
+            "postgres://iewatch:s3cret@db.example:5432/iw?sslmode=require",
+            None,
+        );
+        assert!(!db.to_string().contains("s3cret"), "{db}");
+        assert!(db.to_string().contains("db.example"), "{db}");
+        let db = Database::parse(
+            "postgres://db.example/iw?password=s3cret&sslmode=require",
+            None,
+        );
+        assert!(!db.to_string().contains("s3cret"), "{db}");
+        assert!(db.to_string().contains("sslmode=require"), "{db}");
+    }
+
+    #[test]
+    fn the_password_file_fills_the_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "p@ss word\nignored\n").unwrap();
+        let pg = Postgres {
+            url: "postgres://iewatch@127.0.0.1:5432/iw".into(),
+            password_file: Some(file.clone()),
+        };
+        let url = url::Url::parse(&postgres_url(&pg).unwrap()).unwrap();
+        assert_eq!(url.password(), Some("p%40ss%20word"));
+        std::fs::write(&file, "\n").unwrap();
+        assert!(postgres_url(&pg).unwrap_err().contains("empty"));
+        let missing = Postgres {
+            password_file: Some(dir.path().join("none")),
+            ..pg
+        };
+        assert!(postgres_url(&missing)
+            .unwrap_err()
+            .contains("password file"));
+    }
+
+    #[test]
+    fn odd_file_names_stay_names() {
+        let url = sqlite_url(Path::new("/tmp/a b?c#d%e.db")).unwrap();
+        assert_eq!(url, "sqlite:///tmp/a%20b%3Fc%23d%25e.db");
+    }
+}

@@ -1,0 +1,121 @@
+//! Who leads on a PostgreSQL database: a lease row (`leader`, one row) with an expiry
+//! on the database server's clock and an epoch that every takeover increments. Only the
+//! daemon holding the current epoch polls and delivers; every one of its writes first
+//! locks the row (`FOR SHARE`) and checks the epoch and the expiry, so a daemon that lost
+//! the lease (paused past it, cut off, or replaced) cannot commit anything after a
+//! standby took over: the takeover's `UPDATE` waits for the write under way, and every
+//! later write sees the new epoch. Why a row and not an advisory lock: a lock held by a
+//! session outlives a paused (SIGSTOP) or hung process whose connection stays open, and
+//! does not survive a connection pooler; a lease expires by itself.
+
+use std::time::Duration;
+
+use sqlx::AnyPool;
+
+use super::StoreError;
+
+/// What a standby sees of the lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holder {
+    /// Who holds it (host and pid).
+    pub holder: String,
+    /// Its epoch.
+    pub epoch: i64,
+    /// Whether it is still within its lease.
+    pub live: bool,
+}
+
+/// Milliseconds of a duration, for `interval` arithmetic in SQL.
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Takes the lease if nobody holds a live one; returns the new epoch.
+///
+/// # Errors
+/// Database errors.
+pub async fn try_acquire(
+    pool: &AnyPool,
+    holder: &str,
+    lease: Duration,
+) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO leader (id, epoch, holder, expires_at, acquired_at)
+         VALUES (1, 1, $1, now() + $2 * interval '1 millisecond', now())
+         ON CONFLICT (id) DO UPDATE SET epoch = leader.epoch + 1, holder = excluded.holder,
+             expires_at = excluded.expires_at, acquired_at = excluded.acquired_at
+         WHERE leader.expires_at < now()
+         RETURNING epoch",
+    )
+    .bind(holder)
+    .bind(millis(lease))
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Extends the lease of `epoch`; false when another daemon has taken it since.
+///
+/// # Errors
+/// Database errors (the lease is then neither extended nor known lost).
+pub async fn renew(pool: &AnyPool, epoch: i64, lease: Duration) -> Result<bool, StoreError> {
+    let renewed: Option<i64> = sqlx::query_scalar(
+        "UPDATE leader SET expires_at = now() + $2 * interval '1 millisecond'
+         WHERE id = 1 AND epoch = $1 RETURNING epoch",
+    )
+    .bind(epoch)
+    .bind(millis(lease))
+    .fetch_optional(pool)
+    .await?;
+    Ok(renewed.is_some())
+}
+
+/// Gives the lease up (a clean shutdown), so that a standby need not wait for it to
+/// expire.
+///
+/// # Errors
+/// Database errors.
+pub async fn release(pool: &AnyPool, epoch: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE leader SET expires_at = now() WHERE id = 1 AND epoch = $1")
+        .bind(epoch)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The current holder, if any daemon ever led.
+///
+/// # Errors
+/// Database errors.
+pub async fn holder(pool: &AnyPool) -> Result<Option<Holder>, StoreError> {
+    let row: Option<(String, i64, i64)> = sqlx::query_as(
+        "SELECT holder, epoch, CASE WHEN expires_at > now() THEN 1 ELSE 0 END FROM leader WHERE id = 1",
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(holder, epoch, live)| Holder {
+        holder,
+        epoch,
+        live: live == 1,
+    }))
+}
+
+/// Inside a write transaction: locks the lease row against a takeover until the commit
+/// and checks that `epoch` still holds a live lease.
+///
+/// # Errors
+/// [`StoreError::LeaseLost`] when it does not; database errors.
+pub(super) async fn check(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    epoch: i64,
+) -> Result<(), StoreError> {
+    let held: Option<i64> = sqlx::query_scalar(
+        "SELECT epoch FROM leader WHERE id = 1 AND epoch = $1 AND expires_at > now() FOR SHARE",
+    )
+    .bind(epoch)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match held {
+        Some(_) => Ok(()),
+        None => Err(StoreError::LeaseLost),
+    }
+}
