@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::Config,
     heartbeat::{self, Beat},
+    leadership,
     notifier::{self, Waker},
     scheduler::{self, Shared},
     store::Store,
@@ -78,6 +79,8 @@ struct Daemon {
     supervisor: Supervisor,
     generation: Generation,
     systemd: Systemd,
+    /// On PostgreSQL: the epoch of the lease this daemon holds, and the lease's length.
+    lease: Option<(i64, Duration)>,
 }
 
 /// Runs the daemon until `shutdown` is cancelled. Each message on `reload` re-reads
@@ -92,7 +95,7 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
     mut reload: mpsc::Receiver<()>,
-    started: Option<tokio::sync::oneshot::Sender<Started>>,
+    mut started: Option<tokio::sync::oneshot::Sender<Started>>,
 ) -> Result<(), DaemonError> {
     let systemd = Systemd::from_env();
     let store = Store::open_for_daemon(&config.daemon.database).await?;
@@ -125,6 +128,33 @@ pub async fn run(
         ),
     };
     let sources = scheduler::Sources::for_config(&config)?;
+    let mut lease = None;
+    if config.daemon.database.dialect() == crate::store::Dialect::Postgres {
+        // Standing by is this service's job until the lease comes: it is up and ready.
+        systemd.ready();
+        if let Some(started) = started.take() {
+            let _ = started.send(Started { http });
+        }
+        let stood_by = leadership::stand_by(
+            &store,
+            config.daemon.lease,
+            &shared.telemetry,
+            &systemd,
+            &shutdown,
+        );
+        match stood_by.await {
+            Some(epoch) => {
+                store.lead(epoch);
+                lease = Some((epoch, config.daemon.lease));
+            }
+            None => {
+                systemd.stopping();
+                supervisor.stop(config.daemon.shutdown_timeout).await;
+                store.close().await;
+                return Ok(());
+            }
+        }
+    }
     let generation = start_generation(&config, &sources, &shared, wake.clone(), &supervisor, 1);
     let mut daemon = Daemon {
         config_path,
@@ -134,6 +164,7 @@ pub async fn run(
         supervisor,
         generation,
         systemd,
+        lease,
     };
     daemon.systemd.ready();
     tracing::info!(jobs = daemon.config.jobs.len(), webhooks = daemon.config.webhooks.len(), database = %daemon.config.daemon.database, "iewatch is watching");
@@ -168,14 +199,29 @@ impl Daemon {
         let store = self.shared.store.clone();
         let writer_stopped = store.writer_stopped();
         tokio::pin!(writer_stopped);
+        let (lease, holder) = (self.lease, store.clone());
+        let lease_lost = async move {
+            match lease {
+                Some((epoch, length)) => leadership::hold(holder, epoch, length).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(lease_lost);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
                 Some(()) = reload.recv() => self.reload().await,
                 Some(death) = deaths.recv() => return Err(death.to_string()),
                 reason = &mut writer_stopped => return Err(reason),
+                reason = &mut lease_lost => return Err(reason),
                 beat = beats.recv() => match beat {
-                    Some(Beat::Refresh { poll_times, backlog }) => self.refresh(poll_times, backlog).await,
+                    // Bounded: a database that stopped answering must not hold the loop
+                    // that notices a lost lease or a dead part.
+                    Some(Beat::Refresh { poll_times, backlog }) => {
+                        if tokio::time::timeout(refresh, self.refresh(poll_times, backlog)).await.is_err() {
+                            tracing::warn!("the database did not answer the heartbeat's writes within {refresh:?}");
+                        }
+                    }
                     Some(Beat::Lost(reason)) => return Err(reason),
                     None => return Err("the heartbeat thread died".into()),
                 },
@@ -275,7 +321,12 @@ impl Daemon {
             tracing::warn!("deadline passed; unfinished polls were abandoned (nothing half-written: each write is one transaction)");
         }
         self.supervisor.stop(deadline).await;
-        self.shared.store.close().await;
+        if tokio::time::timeout(deadline, self.shared.store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the database did not answer while closing; exiting regardless");
+        }
         tracing::info!("stopped");
         outcome.map_err(DaemonError::Died)
     }

@@ -147,7 +147,10 @@ async fn answer(
     }
     match path {
         "/healthz" => match unhealthy_reason(store, telemetry).await {
-            None => text(StatusCode::OK, "text/plain", "ok\n".into()),
+            None => match telemetry.role() {
+                None => text(StatusCode::OK, "text/plain", "ok\n".into()),
+                Some(role) => text(StatusCode::OK, "text/plain", format!("ok: {role}\n")),
+            },
             Some(reason) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",

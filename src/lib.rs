@@ -67,6 +67,7 @@ pub mod events;
 pub mod heartbeat;
 pub mod http_client;
 pub mod http_server;
+pub mod leadership;
 pub mod model;
 pub mod notifier;
 pub mod report;

@@ -102,6 +102,9 @@ struct Inner {
     outbox_backlog: Gauge,
     jobs_watched: Gauge,
     jobs_failing: Gauge,
+    leader: Gauge,
+    /// On PostgreSQL: "leader (epoch N)" or "standby: ..." (None on SQLite).
+    role: std::sync::Mutex<Option<String>>,
     /// By name; a generation replaces its own.
     probes: std::sync::Mutex<std::collections::BTreeMap<String, Probe>>,
     /// Why the process is going down, once it is.
@@ -153,6 +156,14 @@ impl Telemetry {
         let outbox_backlog = Gauge::default();
         let jobs_watched = Gauge::default();
         let jobs_failing = Gauge::default();
+        let leader = Gauge::default();
+        // A SQLite daemon is the one writer of its file: it leads.
+        leader.set(1);
+        registry.register(
+            "leader",
+            "1 while this daemon polls and delivers, 0 while it stands by (PostgreSQL)",
+            leader.clone(),
+        );
         registry.register("polls", "Get Job polls by outcome", polls.clone());
         registry.register(
             "poll_duration_seconds",
@@ -230,6 +241,8 @@ impl Telemetry {
             outbox_backlog,
             jobs_watched,
             jobs_failing,
+            leader,
+            role: std::sync::Mutex::new(None),
             probes: std::sync::Mutex::new(std::collections::BTreeMap::new()),
             fatal: std::sync::Mutex::new(None),
             last_backlog: AtomicI64::new(0),
@@ -400,6 +413,18 @@ impl Telemetry {
 
     fn probes(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, Probe>> {
         self.0.probes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// On PostgreSQL: whether this daemon leads (None: unknown yet) and the line that
+    /// says so, for `/healthz`, `/metrics` (`iewatch_leader`) and the status line.
+    pub fn set_role(&self, leading: Option<bool>, line: &str) {
+        self.0.leader.set(i64::from(leading == Some(true)));
+        *self.0.role.lock().unwrap_or_else(|p| p.into_inner()) = Some(line.to_owned());
+    }
+
+    /// The role line of [`Telemetry::set_role`], if the database has roles.
+    pub fn role(&self) -> Option<String> {
+        self.0.role.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Marks the process as going down (a part died); `/healthz` says so from now on.

@@ -635,7 +635,12 @@ pub(crate) async fn insert_events(
         .bind(event.to_text())
         .bind(now)
         .bind(event.severity)
-        .bind(event.details.as_ref().map(|d| serde_json::json!({ "details": d }).to_string()))
+        .bind(
+            event
+                .details
+                .as_ref()
+                .map(|d| merge_patch(serde_json::json!({ "details": d })).to_string()),
+        )
         .bind(job.0)
         .fetch_one(&mut **tx)
         .await?;
@@ -669,9 +674,36 @@ pub(crate) async fn insert_events(
     Ok(ids)
 }
 
+/// `patch` as a JSON merge patch (RFC 7396) leaves it on an empty object: members whose
+/// value is null dropped, in nested objects too but not inside arrays. SQLite's
+/// `json_patch` reads the details this way; handing both dialects the result makes
+/// PostgreSQL's plain `||` store the same text.
+fn merge_patch(patch: serde_json::Value) -> serde_json::Value {
+    match patch {
+        serde_json::Value::Object(members) => members
+            .into_iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k, merge_patch(v)))
+            .collect(),
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn details_drop_null_members_but_not_inside_arrays() {
+        let patch = serde_json::json!({
+            "details": {"url": null, "carrier": "FedEx", "drives": [{"copy_status": null}]},
+            "gone": null
+        });
+        assert_eq!(
+            merge_patch(patch),
+            serde_json::json!({"details": {"carrier": "FedEx", "drives": [{"copy_status": null}]}})
+        );
+    }
 
     #[test]
     fn timestamps_are_sqlite_text_and_round_trip() {

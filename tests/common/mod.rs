@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -403,10 +405,35 @@ where
     }
 }
 
+/// A database the helpers below read: a SQLite file or a PostgreSQL database.
+pub trait DbRef {
+    fn database(&self) -> iewatch::store::Database;
+}
+
+impl DbRef for Path {
+    fn database(&self) -> iewatch::store::Database {
+        iewatch::store::Database::File(self.to_owned())
+    }
+}
+
+impl DbRef for PathBuf {
+    fn database(&self) -> iewatch::store::Database {
+        iewatch::store::Database::File(self.clone())
+    }
+}
+
+impl DbRef for iewatch::store::Database {
+    fn database(&self) -> iewatch::store::Database {
+        self.clone()
+    }
+}
+
 /// The ETag stored for a job, read with a connection of our own.
-pub async fn stored_etag(db: &Path, job: &str) -> Option<String> {
-    let store = iewatch::store::Store::open_existing(db).await.ok()?;
-    let etag: Option<Option<String>> = sqlx::query_scalar("SELECT etag FROM jobs WHERE name = ?")
+pub async fn stored_etag(db: &(impl DbRef + ?Sized), job: &str) -> Option<String> {
+    let store = iewatch::store::Store::open_existing_database(&db.database())
+        .await
+        .ok()?;
+    let etag: Option<Option<String>> = sqlx::query_scalar("SELECT etag FROM jobs WHERE name = $1")
         .bind(job)
         .fetch_optional(store.pool())
         .await
@@ -416,7 +443,12 @@ pub async fn stored_etag(db: &Path, job: &str) -> Option<String> {
 }
 
 /// Waits until the daemon has stored `etag` for `job` (a version it polled is recorded).
-pub async fn wait_for_etag(db: &Path, job: &str, etag: &str, deadline: Duration) -> bool {
+pub async fn wait_for_etag(
+    db: &(impl DbRef + ?Sized),
+    job: &str,
+    etag: &str,
+    deadline: Duration,
+) -> bool {
     wait_for(deadline, || async {
         stored_etag(db, job).await.as_deref() == Some(etag)
     })
@@ -427,19 +459,21 @@ pub async fn wait_for_etag(db: &Path, job: &str, etag: &str, deadline: Duration)
 pub type EventRow = (String, Option<String>, Option<String>, Option<String>);
 
 /// (type, drive, from, to) of every event of a job, in order.
-pub async fn event_list(db: &Path, job: &str) -> Vec<EventRow> {
+pub async fn event_list(db: &(impl DbRef + ?Sized), job: &str) -> Vec<EventRow> {
     event_columns(db, job, "e.type, e.drive_id, e.from_value, e.to_value").await
 }
 
 /// `columns` (of `events e`) of every event of a job, in order, read with a connection
 /// of our own.
-pub async fn event_columns<T>(db: &Path, job: &str, columns: &str) -> Vec<T>
+pub async fn event_columns<T>(db: &(impl DbRef + ?Sized), job: &str, columns: &str) -> Vec<T>
 where
     T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
 {
-    let store = iewatch::store::Store::open_existing(db).await.unwrap();
+    let store = iewatch::store::Store::open_existing_database(&db.database())
+        .await
+        .unwrap();
     let rows = sqlx::query_as(&format!(
-        "SELECT {columns} FROM events e JOIN jobs j ON j.id = e.job_id WHERE j.name = ? ORDER BY e.id"
+        "SELECT {columns} FROM events e JOIN jobs j ON j.id = e.job_id WHERE j.name = $1 ORDER BY e.id"
     ))
     .bind(job)
     .fetch_all(store.pool())
@@ -454,7 +488,7 @@ where
 pub async fn play_versions(
     sim: &RunningSimulator,
     scenario: &Scenario,
-    db: &Path,
+    db: &(impl DbRef + ?Sized),
     job: &str,
     range: std::ops::RangeInclusive<Duration>,
 ) {

@@ -1,0 +1,104 @@
+//! Leader and standby on PostgreSQL: every `iewatch run` on one database tries to lead;
+//! the one holding the lease (see [`crate::store::lease`]) polls and delivers, the others
+//! stand by, serve `/healthz`, `/metrics` and the status page, and try again every
+//! second. A leader renews its lease every fifth of it and stops (the process exits,
+//! systemd starts it again as a standby) as soon as it learns another daemon took over,
+//! or its own clock says the lease ran out without a renewal. Its writes are fenced by the
+//! database besides, so nothing it does after losing the lease is recorded.
+
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    store::{lease, Store},
+    systemd::Systemd,
+    telemetry::Telemetry,
+};
+
+/// How often a standby asks for the lease.
+pub const STANDBY_RETRY: Duration = Duration::from_secs(1);
+
+/// Who this daemon is to the others: host and pid (shown by standbys and in the lease).
+pub fn holder_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// Stands by until this daemon holds the lease; returns its epoch, or None if
+/// `shutdown` came first. Meanwhile the status line and the metrics say standby, and the
+/// watchdog is petted (a standby has nothing to be stuck on but the database, which it
+/// reports).
+/// A database that cannot be reached is reported and tried again.
+pub async fn stand_by(
+    store: &Store,
+    lease_time: Duration,
+    telemetry: &Telemetry,
+    systemd: &Systemd,
+    shutdown: &CancellationToken,
+) -> Option<i64> {
+    let me = holder_name();
+    let mut announced = None;
+    loop {
+        let attempt = tokio::time::timeout(STANDBY_RETRY.max(lease_time / 5), async {
+            match lease::try_acquire(store.pool(), &me, lease_time).await? {
+                Some(epoch) => Ok(Err(epoch)),
+                None => lease::holder(store.pool()).await.map(Ok),
+            }
+        });
+        let line = match attempt.await {
+            Ok(Ok(Err(epoch))) => {
+                tracing::info!(epoch, holder = %me, "leading: this daemon holds the lease");
+                telemetry.set_role(Some(true), &format!("leader (epoch {epoch})"));
+                return Some(epoch);
+            }
+            Ok(Ok(Ok(Some(current)))) => format!(
+                "standby: {} leads (epoch {})",
+                current.holder, current.epoch
+            ),
+            Ok(Ok(Ok(None))) => "standby".to_owned(),
+            Ok(Err(e)) => format!("standby: cannot reach the database: {e}"),
+            Err(_) => "standby: the database does not answer".to_owned(),
+        };
+        if announced.as_ref() != Some(&line) {
+            tracing::info!("{line}");
+            announced = Some(line.clone());
+        }
+        telemetry.set_role(Some(false), &line);
+        systemd.status(&line);
+        systemd.watchdog();
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = tokio::time::sleep(STANDBY_RETRY) => {}
+        }
+    }
+}
+
+/// Holds lease `epoch` while the daemon leads: renews it every fifth of `lease_time`.
+/// Returns why it was lost: another daemon took over, or no renewal succeeded for a whole
+/// lease (the database unreachable, or this process paused), after which a standby may
+/// already lead.
+pub async fn hold(store: Store, epoch: i64, lease_time: Duration) -> String {
+    let every = lease_time / 5;
+    let mut valid_until = Instant::now() + lease_time;
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let asked = Instant::now();
+        match tokio::time::timeout(every, lease::renew(store.pool(), epoch, lease_time)).await {
+            Ok(Ok(true)) => valid_until = asked + lease_time,
+            Ok(Ok(false)) => return format!("lost the lease (epoch {epoch}): another iewatch took over"),
+            Ok(Err(e)) => tracing::warn!("cannot renew the lease: {e}"),
+            Err(_) => tracing::warn!("cannot renew the lease: the database did not answer within {every:?}"),
+        }
+        if Instant::now() >= valid_until {
+            return format!(
+                "lost the lease (epoch {epoch}): not renewed for {lease_time:?}, a standby may lead now"
+            );
+        }
+    }
+}
