@@ -76,7 +76,10 @@ pub fn start(
 /// Sets the status line and pets the watchdog, unless a part is stuck.
 pub fn report(telemetry: &Telemetry, systemd: &Systemd) {
     let (watched, failing, backlog) = telemetry.counts();
-    let role = telemetry.role().map(|r| format!("{r}: ")).unwrap_or_default();
+    let role = telemetry
+        .role()
+        .map(|r| format!("{r}: "))
+        .unwrap_or_default();
     systemd.status(&format!(
         "{role}watching {watched} jobs, {failing} failing, {backlog} alerts pending"
     ));

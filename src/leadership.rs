@@ -91,9 +91,13 @@ pub async fn hold(store: Store, epoch: i64, lease_time: Duration) -> String {
         let asked = Instant::now();
         match tokio::time::timeout(every, lease::renew(store.pool(), epoch, lease_time)).await {
             Ok(Ok(true)) => valid_until = asked + lease_time,
-            Ok(Ok(false)) => return format!("lost the lease (epoch {epoch}): another iewatch took over"),
+            Ok(Ok(false)) => {
+                return format!("lost the lease (epoch {epoch}): another iewatch took over")
+            }
             Ok(Err(e)) => tracing::warn!("cannot renew the lease: {e}"),
-            Err(_) => tracing::warn!("cannot renew the lease: the database did not answer within {every:?}"),
+            Err(_) => tracing::warn!(
+                "cannot renew the lease: the database did not answer within {every:?}"
+            ),
         }
         if Instant::now() >= valid_until {
             return format!(

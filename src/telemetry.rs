@@ -424,7 +424,11 @@ impl Telemetry {
 
     /// The role line of [`Telemetry::set_role`], if the database has roles.
     pub fn role(&self) -> Option<String> {
-        self.0.role.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0
+            .role
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Marks the process as going down (a part died); `/healthz` says so from now on.

@@ -154,7 +154,10 @@ async fn the_commands_read_postgres_exactly_as_they_read_sqlite() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("password authentication failed"), "{stderr}");
+    assert!(
+        stderr.contains("password authentication failed"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("not-the-password"), "{stderr}");
 }
 
@@ -168,10 +171,14 @@ async fn a_leader_that_lost_its_lease_writes_nothing_and_learns_it() {
     let old = Store::open_for_daemon(&database).await.unwrap();
     let new = Store::open_for_daemon(&database).await.unwrap();
 
-    let first = lease::try_acquire(old.pool(), "old:1", lease_time).await.unwrap();
+    let first = lease::try_acquire(old.pool(), "old:1", lease_time)
+        .await
+        .unwrap();
     assert_eq!(first, Some(1));
     assert_eq!(
-        lease::try_acquire(new.pool(), "new:2", lease_time).await.unwrap(),
+        lease::try_acquire(new.pool(), "new:2", lease_time)
+            .await
+            .unwrap(),
         None,
         "a live lease is not taken"
     );
@@ -189,23 +196,29 @@ async fn a_leader_that_lost_its_lease_writes_nothing_and_learns_it() {
 
     // The old leader pauses past its lease; a standby takes over.
     cluster
-        .admin("fencing", "UPDATE leader SET expires_at = now() - interval '1 second'")
+        .admin(
+            "fencing",
+            "UPDATE leader SET expires_at = now() - interval '1 second'",
+        )
         .await;
     assert_eq!(
-        lease::try_acquire(new.pool(), "new:2", lease_time).await.unwrap(),
+        lease::try_acquire(new.pool(), "new:2", lease_time)
+            .await
+            .unwrap(),
         Some(2)
     );
     new.lead(2);
     let holder = lease::holder(new.pool()).await.unwrap().unwrap();
-    assert_eq!((holder.holder.as_str(), holder.epoch, holder.live), ("new:2", 2, true));
+    assert_eq!(
+        (holder.holder.as_str(), holder.epoch, holder.live),
+        ("new:2", 2, true)
+    );
 
     // Everything the old one tries is refused, and its lease keeper says why.
     let refused = common::record_first_sight(&old, job, &snapshot, to_ops).await;
     assert!(matches!(refused, Err(StoreError::LeaseLost)), "{refused:?}");
     assert!(old.writer_stopped().await.contains("lost the leader lease"));
-    let lane = old
-        .record_lane("ops", job, &[], SystemTime::now())
-        .await;
+    let lane = old.record_lane("ops", job, &[], SystemTime::now()).await;
     assert!(matches!(lane, Err(StoreError::LeaseLost)), "{lane:?}");
     let lost = tokio::time::timeout(
         Duration::from_secs(5),
@@ -221,7 +234,347 @@ async fn a_leader_that_lost_its_lease_writes_nothing_and_learns_it() {
         .expect("the new leader writes");
     assert!(!events.is_empty());
     let rows = event_list(&database, "MySampleJob").await;
-    assert_eq!(rows.len(), 2 * events.len(), "the old leader's first sight and the new one's");
+    assert_eq!(
+        rows.len(),
+        2 * events.len(),
+        "the old leader's first sight and the new one's"
+    );
     old.close().await;
     new.close().await;
+}
+
+/// A daemon's config on `url`: the lifecycle job, fast polls, its own `[http]`, the
+/// webhook. Returns the file and the listen address.
+fn daemon_config(
+    dir: &Path,
+    name: &str,
+    sim: &iewatch::simulator::RunningSimulator,
+    (url, password_file): (&str, &Path),
+    lease_time: &str,
+    receiver: &Receiver,
+) -> (PathBuf, String) {
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let text = format!(
+        "[daemon]\ndatabase = \"{url}\"\ndatabase_password_file = \"{}\"\nlease = \"{lease_time}\"\n\
+         poll_interval = \"100ms\"\npoll_interval_by_state = {{ Creating = \"100ms\", Completed = \"100ms\" }}\n\
+         request_timeout = \"5s\"\n\n[http]\nlisten = \"{addr}\"\n\n{}\n\
+         [[job]]\naccount = \"sim\"\nname = \"MySampleJob\"\n\n\
+         [[webhook]]\nname = \"ops\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\nretry_initial = \"50ms\"\nretry_max = \"200ms\"\n",
+        password_file.display(),
+        sim.account_block("sim"),
+        receiver.url()
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    (path, addr)
+}
+
+/// `iewatch run -c config`, its log (debug) appended to `config` with `.log`.
+fn spawn(config: &Path) -> DaemonProcess {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.with_extension("log"))
+        .unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
+        .args(["run", "-c"])
+        .arg(config)
+        .env("IEWATCH_LOG", "info")
+        .stderr(std::process::Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    DaemonProcess(child)
+}
+
+/// GET `path` from `addr`: status and body (None while nothing listens).
+async fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+/// Waits until `/healthz` at `addr` answers 200 with a body starting `ok: {role}`.
+async fn wait_for_role(addr: &str, role: &str, deadline: Duration) -> bool {
+    let wanted = format!("ok: {role}");
+    wait_for(deadline, || async {
+        get(addr, "/healthz")
+            .await
+            .is_some_and(|(status, body)| status == 200 && body.starts_with(&wanted))
+    })
+    .await
+}
+
+/// The pid of the live lease's holder.
+async fn leader_pid(database: &Database) -> Option<u32> {
+    let store = Store::open_existing_database(database).await.ok()?;
+    let holder = lease::holder(store.pool()).await.ok().flatten();
+    store.close().await;
+    let holder = holder.filter(|h| h.live)?;
+    holder.holder.rsplit(':').next()?.parse().ok()
+}
+
+async fn backlog(database: &Database) -> i64 {
+    let store = Store::open_existing_database(database).await.unwrap();
+    let pending = store.outbox_backlog().await.unwrap();
+    store.close().await;
+    pending
+}
+
+/// Every change of the lifecycle recorded exactly once; every event delivered, each
+/// under one webhook-id (copies of a delivery cut off by a takeover carry the same id
+/// and body).
+async fn assert_nothing_lost_nothing_doubled(database: &Database, receiver: &Receiver) {
+    assert!(
+        wait_for(Duration::from_secs(30), || async {
+            backlog(database).await == 0
+        })
+        .await,
+        "outbox drained"
+    );
+    assert_eq!(
+        event_list(database, "MySampleJob").await,
+        common::expected(common::IMPORT_EVENTS),
+        "every change exactly once"
+    );
+    let received = receiver.received();
+    let ids: BTreeSet<&str> = received.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(
+        ids.len(),
+        common::IMPORT_EVENTS.len(),
+        "every event delivered, each under one id"
+    );
+    for id in &ids {
+        let copies: Vec<_> = received
+            .iter()
+            .filter(|r| r.header("webhook-id") == *id)
+            .collect();
+        assert!(copies.iter().all(|c| c.body == copies[0].body), "{id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_daemons_the_leader_sigkilled_at_seeded_moments_lose_nothing_and_double_nothing() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let database = cluster.create_database("sigkill").await;
+    let scenario = scenario("import-lifecycle.toml");
+    let timeline = scenario.compile().unwrap().remove(0);
+    let versions: Vec<Duration> = timeline.versions.iter().map(|v| v.since).collect();
+    let sim = start_simulator(scenario.clone(), dir.path()).await;
+    sim.set_time(Some(Duration::ZERO));
+    let receiver = Receiver::start(|_| Reply::Status(200)).await;
+    let url = cluster.url_via(cluster.port, "sigkill", "iewatch");
+    let password = cluster.password_file();
+    let configs: Vec<PathBuf> = ["a", "b", "c"]
+        .iter()
+        .map(|name| daemon_config(dir.path(), name, &sim, (&url, &password), "3s", &receiver).0)
+        .collect();
+    let mut daemons: Vec<DaemonProcess> = configs.iter().map(|c| spawn(c)).collect();
+    assert!(
+        wait_for(Duration::from_secs(15), || async {
+            leader_pid(&database).await.is_some()
+        })
+        .await,
+        "one of three leads"
+    );
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20261125);
+    let mut next_version = 0;
+    for kill in 0..5 {
+        if next_version < versions.len() {
+            if next_version > 0 {
+                // A version no daemon lived to see is not a change the simulator served.
+                let etag = &timeline.versions[next_version - 1].etag;
+                let recorded =
+                    common::wait_for_etag(&database, "MySampleJob", etag, Duration::from_secs(20))
+                        .await;
+                assert!(
+                    recorded,
+                    "version {} recorded (kill {kill})",
+                    next_version - 1
+                );
+            }
+            sim.set_time(Some(versions[next_version]));
+            next_version += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(50..1500))).await;
+        let pid = leader_pid(&database).await.expect("a leader");
+        let index = daemons
+            .iter()
+            .position(|d| d.0.id() == Some(pid))
+            .expect("the leader is ours");
+        daemons[index].0.kill().await.unwrap(); // SIGKILL: no drain, no release
+        let killed = Instant::now();
+        daemons[index] = spawn(&configs[index]); // systemd's restart: a standby now
+        assert!(
+            wait_for(Duration::from_secs(15), || async {
+                leader_pid(&database).await.is_some_and(|p| p != pid)
+            })
+            .await,
+            "a standby takes over after kill {kill}"
+        );
+        let took = killed.elapsed();
+        assert!(
+            took <= Duration::from_secs(5),
+            "takeover took {took:?} with a 3 s lease"
+        );
+    }
+    let resume_from = versions[next_version.saturating_sub(1)];
+    common::play_versions(
+        &sim,
+        &scenario,
+        &database,
+        "MySampleJob",
+        resume_from..=Duration::MAX,
+    )
+    .await;
+    assert_nothing_lost_nothing_doubled(&database, &receiver).await;
+    let leaders = daemons.iter().filter(|d| d.0.id().is_some()).count();
+    assert_eq!(leaders, 3, "every daemon still runs");
+    for daemon in daemons {
+        daemon.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_or_paused_hands_over_within_15_s_and_never_writes_again() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let database = cluster.create_database("handover").await;
+    let scenario = scenario("import-lifecycle.toml");
+    let timeline = scenario.compile().unwrap().remove(0);
+    let versions: Vec<Duration> = timeline.versions.iter().map(|v| v.since).collect();
+    let sim = start_simulator(scenario.clone(), dir.path()).await;
+    sim.set_time(Some(Duration::ZERO));
+    let receiver = Receiver::start(|_| Reply::Status(200)).await;
+    let password = cluster.password_file();
+    // A reaches the database through a proxy that can cut it off; B directly. The
+    // default lease (10 s): the documented bound is 15 s.
+    let proxy = common::postgres::Proxy::start(cluster.port).await;
+    let url_a = cluster.url_via(proxy.port, "handover", "iewatch-a");
+    let url_b = cluster.url_via(cluster.port, "handover", "iewatch-b");
+    let (config_a, http_a) =
+        daemon_config(dir.path(), "a", &sim, (&url_a, &password), "10s", &receiver);
+    let (config_b, http_b) =
+        daemon_config(dir.path(), "b", &sim, (&url_b, &password), "10s", &receiver);
+    let mut a = spawn(&config_a);
+    assert!(
+        wait_for_role(&http_a, "leader", Duration::from_secs(15)).await,
+        "A leads"
+    );
+    let mut b = spawn(&config_b);
+    assert!(
+        wait_for_role(&http_b, "standby", Duration::from_secs(15)).await,
+        "B stands by"
+    );
+    let metric = |addr: String| async move {
+        get(&addr, "/metrics").await.map(|(_, body)| {
+            body.lines()
+                .find(|l| l.starts_with("iewatch_leader "))
+                .map(str::to_owned)
+        })
+    };
+    assert_eq!(
+        metric(http_a.clone()).await.flatten().as_deref(),
+        Some("iewatch_leader 1")
+    );
+    assert_eq!(
+        metric(http_b.clone()).await.flatten().as_deref(),
+        Some("iewatch_leader 0")
+    );
+    let third = versions.len() / 3;
+    common::play_versions(
+        &sim,
+        &scenario,
+        &database,
+        "MySampleJob",
+        Duration::ZERO..=versions[third],
+    )
+    .await;
+
+    // A loses the database: its connections cut, new ones swallowed.
+    proxy.cut();
+    let cut = Instant::now();
+    assert!(
+        wait_for_role(&http_b, "leader", Duration::from_secs(15)).await,
+        "B leads within 15 s of the cut"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(20), a.0.wait())
+        .await
+        .expect("A exits once its lease ran out")
+        .unwrap();
+    assert!(
+        !status.success(),
+        "A exits non-zero (systemd restarts it): {status:?}"
+    );
+    eprintln!("cut off: B led after {:?}", cut.elapsed());
+    proxy.restore();
+    let a = spawn(&config_a);
+    assert!(
+        wait_for_role(&http_a, "standby", Duration::from_secs(15)).await,
+        "A is back as a standby"
+    );
+    common::play_versions(
+        &sim,
+        &scenario,
+        &database,
+        "MySampleJob",
+        versions[third + 1]..=versions[2 * third],
+    )
+    .await;
+
+    // B freezes past its lease; A takes over; B, thawed, must not write and must exit.
+    let pid_b = i32::try_from(b.pid()).unwrap();
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(pid_b, libc::SIGSTOP) }, 0);
+    let paused = Instant::now();
+    assert!(
+        wait_for_role(&http_a, "leader", Duration::from_secs(15)).await,
+        "A leads within 15 s of the pause"
+    );
+    eprintln!("paused: A led after {:?}", paused.elapsed());
+    let events_before = event_list(&database, "MySampleJob").await.len();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid_b, libc::SIGCONT) }, 0);
+    let status = tokio::time::timeout(Duration::from_secs(15), b.0.wait())
+        .await
+        .expect("B exits once it learns")
+        .unwrap();
+    assert!(!status.success(), "{status:?}");
+    assert_eq!(
+        event_list(&database, "MySampleJob").await.len(),
+        events_before,
+        "B wrote nothing"
+    );
+    let log_b = std::fs::read_to_string(config_b.with_extension("log")).unwrap();
+    assert!(
+        log_b.contains("lost the lease") || log_b.contains("lost the leader lease"),
+        "{log_b}"
+    );
+
+    common::play_versions(
+        &sim,
+        &scenario,
+        &database,
+        "MySampleJob",
+        versions[2 * third + 1]..=Duration::MAX,
+    )
+    .await;
+    assert_nothing_lost_nothing_doubled(&database, &receiver).await;
+    a.stop().await;
 }
