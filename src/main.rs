@@ -548,13 +548,13 @@ async fn check(path: &Path, online: bool) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    for warning in &config.warnings {
+        outln!("warning: {warning}");
+    }
     if let Err(e) = Store::open_database(&config.daemon.database).await {
         outln!("{}: daemon.database: {e}", path.display());
         outln!("1 problem(s) found");
         return Ok(ExitCode::FAILURE);
-    }
-    for warning in &config.warnings {
-        outln!("warning: {warning}");
     }
     outln!("ok: {}", config.summary());
     if online {

@@ -617,3 +617,52 @@ fn a_listener_beyond_loopback_wants_a_token_file_and_the_token_file_must_be_read
         "the token is never printed: {output}"
     );
 }
+
+#[test]
+fn postgres_database_keys_are_checked_and_their_mistakes_named() {
+    let (dir, _pki) = credentials_dir();
+    let database = |keys: &str| GOOD.replace("database = \"iewatch.db\"", keys);
+    // A bad URL, a lease out of bounds, a password file beside a SQLite file.
+    let (ok, output) = check(&write(
+        dir.path(),
+        "pg-bad.toml",
+        &database("database = \"postgres://[::1\"\nlease = \"1s\""),
+    ));
+    assert!(!ok);
+    assert!(
+        output.contains("daemon.database: not a valid URL"),
+        "{output}"
+    );
+    assert!(output.contains("daemon.lease: give 3s to 5m"), "{output}");
+    let (ok, output) = check(&write(
+        dir.path(),
+        "pg-sqlite.toml",
+        &database("database = \"iewatch.db\"\ndatabase_password_file = \"pw\""),
+    ));
+    assert!(!ok);
+    assert!(
+        output.contains("daemon.database_password_file: is for a postgres:// database only"),
+        "{output}"
+    );
+    // A password in the URL is warned about and never echoed; a readable password file
+    // too. (No server here: `check` then fails on opening the database, saying so.)
+    std::fs::write(dir.path().join("pw"), "hunter2-secret\n").unwrap();
+    let (_, output) = check(&write(
+        dir.path(),
+        "pg-warn.toml",
+        &database(
+            "database = \"postgres://iewatch:s3cret-in-url@127.0.0.1:1/iw\"\ndatabase_password_file = \"pw\"",
+        ),
+    ));
+    assert!(output.contains("the URL carries a password"), "{output}");
+    assert!(output.contains("password file"), "{output}");
+    assert!(output.contains("readable by group or others"), "{output}");
+    assert!(
+        output.contains("daemon.database: cannot open database postgres://"),
+        "{output}"
+    );
+    assert!(
+        !output.contains("s3cret-in-url") && !output.contains("hunter2"),
+        "{output}"
+    );
+}

@@ -111,6 +111,52 @@ async fn the_commands_read_postgres_exactly_as_they_read_sqlite() {
     assert_eq!(events.len(), 32, "{events:?}");
     assert_eq!(events, event_list(&sqlite, "MySampleJob").await);
 
+    // The README's queries for PostgreSQL, verbatim.
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = |from: &str, to: &str| {
+        let start = readme.find(from).expect("README section");
+        let end = start + readme[start..].find(to).expect("section end");
+        readme[start..end]
+            .split("```sql\n")
+            .skip(1)
+            .map(|block| block.split("```").next().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let unchanged = section("### Example queries", "## Performance");
+    let postgres_queries = section("### The example queries on PostgreSQL", "## Reliability");
+    assert_eq!((unchanged.len(), postgres_queries.len()), (5, 3));
+    let mut connection = cluster.connect("commands").await;
+    let mut results = Vec::new();
+    for sql in [
+        &postgres_queries[0],
+        &unchanged[1],
+        &unchanged[2],
+        &postgres_queries[1],
+        &postgres_queries[2],
+    ] {
+        results.push(sqlx::query(sql).fetch_all(&mut connection).await.unwrap());
+    }
+    let result = |i: usize| &results[i];
+    let stays = result(0);
+    let states: Vec<String> = stays.iter().map(|r| sqlx::Row::get(r, "state")).collect();
+    assert_eq!(
+        states,
+        [
+            "Creating",
+            "Shipping",
+            "Received",
+            "Transferring",
+            "Packaging",
+            "Completed"
+        ]
+    );
+    assert_eq!(result(1).len(), 1, "one drive ended with errors");
+    let curve = result(2);
+    let percents: Vec<i32> = curve.iter().map(|r| sqlx::Row::get(r, "percent")).collect();
+    assert_eq!(percents, [5, 40, 100]);
+    assert!(result(3).is_empty(), "the lifecycle's error is months old");
+
     // The manual commands write to PostgreSQL too.
     for config in &configs {
         assert!(cli(&["redeliver", "3"], config).contains("queued again"));

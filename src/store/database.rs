@@ -186,6 +186,23 @@ pub(super) async fn connect(database: &Database) -> Result<AnyPool, StoreError> 
         }
         Database::Postgres(pg) => {
             let url = postgres_url(pg).map_err(open_error)?;
+            // One connection first: a pool retries until its timeout and then says only
+            // that it timed out; this says why (refused, unknown host, bad password, TLS).
+            let probe = tokio::time::timeout(
+                POSTGRES_CONNECT_TIMEOUT,
+                <sqlx::AnyConnection as sqlx::Connection>::connect(&url),
+            );
+            match probe.await {
+                Ok(Ok(connection)) => {
+                    let _ = sqlx::Connection::close(connection).await;
+                }
+                Ok(Err(e)) => return Err(open_error(e.to_string())),
+                Err(_) => {
+                    return Err(open_error(format!(
+                        "no answer within {POSTGRES_CONNECT_TIMEOUT:?}"
+                    )))
+                }
+            }
             AnyPoolOptions::new()
                 .max_connections(POSTGRES_CONNECTIONS)
                 .acquire_timeout(POSTGRES_CONNECT_TIMEOUT)

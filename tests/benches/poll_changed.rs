@@ -1,6 +1,8 @@
 //! poll_changed: every poll brings a change. Changes recorded per second end to end on
 //! the store side: detect, route to a webhook, one durable transaction per change (group
 //! commit shares the fsync between concurrent jobs), outbox rows. Target: 1,000/s.
+//! The same on PostgreSQL (a durable cluster of the benchmark's own, on loopback) when
+//! its server is installed, printed beside SQLite's figures.
 
 mod support;
 
@@ -12,7 +14,7 @@ use iewatch::{
     model::{JobName, JobSnapshot},
     notifier::route,
     source::classic_wire::Job,
-    store::{Observed, Store},
+    store::{Database, Observed, Store},
 };
 
 const MEASURE: Duration = Duration::from_secs(5);
@@ -20,23 +22,36 @@ const SAMPLE: &str = include_str!("../fixtures/get-job-sample.json");
 
 fn main() {
     support::block_on(async {
-        let serial = measure(1).await;
-        let concurrent = measure(64).await;
-        support::report(
-            "poll_changed",
-            &[
-                ("poll_changed_rate", concurrent.0, "changes/s"),
-                ("poll_changed_events", concurrent.1, "events/s"),
-                ("poll_changed_one_job_at_a_time", serial.0, "changes/s"),
-            ],
-        );
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = |name: &str| Database::File(dir.path().join(name));
+        let serial = measure(&sqlite("serial.db"), 1).await;
+        let concurrent = measure(&sqlite("concurrent.db"), 64).await;
+        let mut figures = vec![
+            ("poll_changed_rate", concurrent.0, "changes/s"),
+            ("poll_changed_events", concurrent.1, "events/s"),
+            ("poll_changed_one_job_at_a_time", serial.0, "changes/s"),
+        ];
+        if let Some(cluster) = support::postgres::Cluster::start_durable() {
+            let serial = measure(&cluster.create_database("serial").await, 1).await;
+            let concurrent = measure(&cluster.create_database("concurrent").await, 64).await;
+            figures.extend([
+                ("poll_changed_postgres_rate", concurrent.0, "changes/s"),
+                ("poll_changed_postgres_events", concurrent.1, "events/s"),
+                (
+                    "poll_changed_postgres_one_job_at_a_time",
+                    serial.0,
+                    "changes/s",
+                ),
+            ]);
+        }
+        support::report("poll_changed", &figures);
     });
 }
 
 /// (changes/s, events/s) with `jobs` jobs changing concurrently.
-async fn measure(jobs: usize) -> (f64, f64) {
+async fn measure(database: &Database, jobs: usize) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("iewatch.db")).await.unwrap();
+    let store = Store::open_database(database).await.unwrap();
     let webhooks = Config::parse(
         &dir.path().join("w.toml"),
         "[[webhook]]\nname = \"ops\"\nurl = \"http://127.0.0.1:9/\"\n",

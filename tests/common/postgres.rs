@@ -51,9 +51,24 @@ fn bin_dir() -> Option<PathBuf> {
     versions.pop().map(|(_, bin)| bin)
 }
 
+/// Whether the tests run as root.
+fn is_root() -> bool {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A free port on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A command run as the cluster's owner: `nobody` when the tests run as root.
 fn as_owner(program: &Path) -> Command {
-    if super::is_root() {
+    if is_root() {
         let mut command = Command::new("setpriv");
         command
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
@@ -66,8 +81,20 @@ fn as_owner(program: &Path) -> Command {
 
 impl Cluster {
     /// Starts a cluster, or says (once per test binary) why not and returns None. With
-    /// IEWATCH_REQUIRE_POSTGRES set, a missing server is a failure.
+    /// IEWATCH_REQUIRE_POSTGRES set, a missing server is a failure. Its commits are not
+    /// synced (tests check behaviour, not durability).
     pub fn start() -> Option<Cluster> {
+        Self::start_with(false)
+    }
+
+    /// As [`Cluster::start`], with every commit synced to disk as on a production
+    /// server (`fsync`, full page writes): what benchmarks compare with SQLite's FULL
+    /// synchronous mode.
+    pub fn start_durable() -> Option<Cluster> {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Option<Cluster> {
         let Some(bin) = bin_dir() else {
             assert!(
                 std::env::var_os("IEWATCH_REQUIRE_POSTGRES").is_none(),
@@ -76,8 +103,8 @@ impl Cluster {
             static SAID: Once = Once::new();
             SAID.call_once(|| {
                 eprintln!(
-                    "\n*** NOT RUN: the PostgreSQL tests of this binary (high availability, the \
-                     store on PostgreSQL): no server; install Debian's postgresql package ***\n"
+                    "\n*** NOT RUN: what needs PostgreSQL here (tests/ha.rs, the PostgreSQL \
+                     benchmark figures): no server; install Debian's postgresql package ***\n"
                 );
             });
             return None;
@@ -88,7 +115,7 @@ impl Cluster {
             .unwrap();
         let password_file = dir.path().join("superuser-password");
         std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
-        if super::is_root() {
+        if is_root() {
             for path in [dir.path(), password_file.as_path()] {
                 std::os::unix::fs::chown(path, Some(65534), Some(65534)).unwrap();
             }
@@ -108,7 +135,7 @@ impl Cluster {
             "initdb: {}",
             String::from_utf8_lossy(&initdb.stderr)
         );
-        let port = super::free_port();
+        let port = free_port();
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
         let child = as_owner(&bin.join("postgres"))
             .arg("-D")
@@ -120,7 +147,11 @@ impl Cluster {
                 "-c",
                 "unix_socket_directories=",
             ])
-            .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
+            .args(if durable {
+                ["-c", "fsync=on", "-c", "full_page_writes=on"]
+            } else {
+                ["-c", "fsync=off", "-c", "full_page_writes=off"]
+            })
             .args(["-c", "max_connections=200"])
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -171,26 +202,16 @@ impl Cluster {
 
     /// Creates a database and returns it.
     pub async fn create_database(&self, name: &str) -> Database {
-        use sqlx::ConnectOptions as _;
-        let mut admin = sqlx::postgres::PgConnectOptions::new()
-            .host("127.0.0.1")
-            .port(self.port)
-            .username(USER)
-            .password(PASSWORD)
-            .database("postgres")
-            .connect()
-            .await
-            .unwrap();
-        sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE \"{name}\"").as_str())
-            .await
-            .unwrap();
+        self.admin("postgres", &format!("CREATE DATABASE \"{name}\""))
+            .await;
         self.database(name)
     }
 
-    /// Runs `sql` on `database` as the admin (a connection of its own).
-    pub async fn admin(&self, database: &str, sql: &str) {
+    /// A connection of the admin's own to `database` (PostgreSQL's own driver, for
+    /// queries whose types the store's driver does not read, such as numeric).
+    pub async fn connect(&self, database: &str) -> sqlx::PgConnection {
         use sqlx::ConnectOptions as _;
-        let mut admin = sqlx::postgres::PgConnectOptions::new()
+        sqlx::postgres::PgConnectOptions::new()
             .host("127.0.0.1")
             .port(self.port)
             .username(USER)
@@ -198,7 +219,12 @@ impl Cluster {
             .database(database)
             .connect()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Runs `sql` on `database` as the admin.
+    pub async fn admin(&self, database: &str, sql: &str) {
+        let mut admin = self.connect(database).await;
         sqlx::Executor::execute(&mut admin, sql).await.unwrap();
     }
 }

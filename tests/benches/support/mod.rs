@@ -3,6 +3,10 @@
 
 #![allow(dead_code)]
 
+/// A PostgreSQL cluster of the benchmark's own (the tests' harness).
+#[path = "../../common/postgres.rs"]
+pub mod postgres;
+
 use std::{
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
