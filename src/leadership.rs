@@ -64,11 +64,13 @@ pub async fn stand_by(
         };
         if announced.as_ref() != Some(&line) {
             tracing::info!("{line}");
-            announced = Some(line.clone());
+            telemetry.set_role(Some(false), &line);
+            systemd.status(&line);
+            announced = Some(line);
         }
-        telemetry.set_role(Some(false), &line);
-        systemd.status(&line);
-        systemd.watchdog();
+        if systemd.watchdog_interval().is_some() {
+            systemd.watchdog();
+        }
         tokio::select! {
             () = shutdown.cancelled() => return None,
             () = tokio::time::sleep(STANDBY_RETRY) => {}

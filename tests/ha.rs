@@ -315,8 +315,13 @@ fn daemon_config(
     (path, addr)
 }
 
-/// `iewatch run -c config`, its log (debug) appended to `config` with `.log`.
+/// `iewatch run -c config`, its log (info) appended to `config` with `.log`.
 fn spawn(config: &Path) -> DaemonProcess {
+    spawn_with(config, &[])
+}
+
+/// As [`spawn`], with more environment.
+fn spawn_with(config: &Path, env: &[(&str, &std::ffi::OsStr)]) -> DaemonProcess {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -326,11 +331,53 @@ fn spawn(config: &Path) -> DaemonProcess {
         .args(["run", "-c"])
         .arg(config)
         .env("IEWATCH_LOG", "info")
+        .envs(env.iter().copied())
         .stderr(std::process::Stdio::from(log))
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     DaemonProcess(child)
+}
+
+/// A notify socket read all the time, as systemd reads it (a daemon's datagrams must
+/// never wait for room).
+struct NotifySocket {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl NotifySocket {
+    fn bind(path: &Path) -> NotifySocket {
+        let socket = tokio::net::UnixDatagram::bind(path).unwrap();
+        let lines: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let seen = lines.clone();
+        let reader = tokio::spawn(async move {
+            let mut buffer = vec![0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buffer).await {
+                let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
+                seen.lock().unwrap().extend(text.lines().map(str::to_owned));
+            }
+        });
+        NotifySocket { lines, reader }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Whether a line starting with `prefix` arrives within 15 s.
+    async fn saw(&self, prefix: &str) -> bool {
+        wait_for(Duration::from_secs(15), || async {
+            self.lines().iter().any(|l| l.starts_with(prefix))
+        })
+        .await
+    }
 }
 
 /// GET `path` from `addr`: status and body (None while nothing listens).
@@ -523,11 +570,22 @@ async fn a_leader_cut_off_or_paused_hands_over_within_15_s_and_never_writes_agai
         wait_for_role(&http_a, "leader", Duration::from_secs(15)).await,
         "A leads"
     );
-    let mut b = spawn(&config_b);
+    // B tells systemd what it is (STATUS=, seen on a real notify socket).
+    let socket_path = dir.path().join("notify-b.sock");
+    let notes = NotifySocket::bind(&socket_path);
+    let mut b = spawn_with(
+        &config_b,
+        &[
+            ("NOTIFY_SOCKET", socket_path.as_os_str()),
+            ("WATCHDOG_USEC", std::ffi::OsStr::new("2000000")),
+        ],
+    );
     assert!(
         wait_for_role(&http_b, "standby", Duration::from_secs(15)).await,
         "B stands by"
     );
+    assert!(notes.saw("READY=1").await, "{:?}", notes.lines());
+    assert!(notes.saw("STATUS=standby: ").await, "{:?}", notes.lines());
     let metric = |addr: String| async move {
         get(&addr, "/metrics").await.map(|(_, body)| {
             body.lines()
@@ -558,8 +616,11 @@ async fn a_leader_cut_off_or_paused_hands_over_within_15_s_and_never_writes_agai
     let cut = Instant::now();
     assert!(
         wait_for_role(&http_b, "leader", Duration::from_secs(15)).await,
-        "B leads within 15 s of the cut"
+        "B leads within 15 s of the cut: {}\n---- A:\n{}",
+        std::fs::read_to_string(config_b.with_extension("log")).unwrap_or_default(),
+        std::fs::read_to_string(config_a.with_extension("log")).unwrap_or_default()
     );
+    let took = cut.elapsed();
     let status = tokio::time::timeout(Duration::from_secs(20), a.0.wait())
         .await
         .expect("A exits once its lease ran out")
@@ -568,7 +629,12 @@ async fn a_leader_cut_off_or_paused_hands_over_within_15_s_and_never_writes_agai
         !status.success(),
         "A exits non-zero (systemd restarts it): {status:?}"
     );
-    eprintln!("cut off: B led after {:?}", cut.elapsed());
+    eprintln!("cut off: B led after {took:?}");
+    assert!(
+        notes.saw("STATUS=leader (epoch 2): watching 1 jobs").await,
+        "{:?}",
+        notes.lines()
+    );
     proxy.restore();
     let a = spawn(&config_a);
     assert!(

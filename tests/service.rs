@@ -244,10 +244,7 @@ async fn the_notify_socket_sees_ready_status_watchdog_reloading_and_stopping() {
         .spawn()
         .unwrap();
     let pid = child.id().unwrap() as i32;
-    let mut notes = Notifications {
-        socket,
-        messages: Vec::new(),
-    };
+    let mut notes = common::Notifications::new(socket);
     notes.wait_for("READY=1", 1).await;
     notes.wait_for("STATUS=watching 1 jobs", 1).await;
     notes.wait_for("WATCHDOG=1", 1).await;
@@ -269,36 +266,6 @@ async fn the_notify_socket_sees_ready_status_watchdog_reloading_and_stopping() {
         .unwrap()
         .unwrap();
     assert!(status.success());
-}
-
-/// What the daemon sent to the notify socket.
-struct Notifications {
-    socket: tokio::net::UnixDatagram,
-    messages: Vec<String>,
-}
-
-impl Notifications {
-    fn count(&self, wanted: &str) -> usize {
-        self.messages
-            .iter()
-            .flat_map(|m| m.lines())
-            .filter(|l| l.starts_with(wanted))
-            .count()
-    }
-
-    /// Reads datagrams until `wanted` has been seen `times` times (15 s at most).
-    async fn wait_for(&mut self, wanted: &str, times: usize) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        let mut buf = vec![0u8; 4096];
-        while self.count(wanted) < times {
-            let received = tokio::time::timeout_at(deadline, self.socket.recv(&mut buf)).await;
-            let n = received
-                .unwrap_or_else(|_| panic!("no {wanted} (x{times}) in {:?}", self.messages))
-                .unwrap();
-            self.messages
-                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        }
-    }
 }
 
 extern "C" {

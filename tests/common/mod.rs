@@ -1106,3 +1106,40 @@ impl DaemonProcess {
         assert!(status.success(), "{status:?}");
     }
 }
+
+/// What the daemon sent to the notify socket.
+pub struct Notifications {
+    socket: tokio::net::UnixDatagram,
+    pub messages: Vec<String>,
+}
+
+impl Notifications {
+    pub fn new(socket: tokio::net::UnixDatagram) -> Notifications {
+        Notifications {
+            socket,
+            messages: Vec::new(),
+        }
+    }
+
+    pub fn count(&self, wanted: &str) -> usize {
+        self.messages
+            .iter()
+            .flat_map(|m| m.lines())
+            .filter(|l| l.starts_with(wanted))
+            .count()
+    }
+
+    /// Reads datagrams until `wanted` has been seen `times` times (15 s at most).
+    pub async fn wait_for(&mut self, wanted: &str, times: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        let mut buf = vec![0u8; 4096];
+        while self.count(wanted) < times {
+            let received = tokio::time::timeout_at(deadline, self.socket.recv(&mut buf)).await;
+            let n = received
+                .unwrap_or_else(|_| panic!("no {wanted} (x{times}) in {:?}", self.messages))
+                .unwrap();
+            self.messages
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+}
