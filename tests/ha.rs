@@ -8,7 +8,6 @@
 mod common;
 
 use std::{
-    collections::BTreeSet,
     path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime},
 };
@@ -37,18 +36,7 @@ fn to_ops(events: &[iewatch::events::Event]) -> Vec<OutboxEntry> {
 
 /// `iewatch ARGS -c CONFIG`: its stdout (asserting success).
 fn cli(args: &[&str], config: &Path) -> String {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
-        .args(args)
-        .arg("-c")
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
+    common::iewatch_cli_on(args, "-c", config)
 }
 
 /// A config naming only a database (what the reading commands need).
@@ -208,6 +196,53 @@ async fn the_commands_read_postgres_exactly_as_they_read_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_the_urls_to_ask_for_and_a_wrong_ca_is_refused_clearly() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    cluster.create_database("tls").await;
+    let base = cluster.url_via(cluster.port, "tls", "iewatch-tls");
+    let with = |params: String| {
+        Database::parse(&format!("{base}&{params}"), Some(cluster.password_file()))
+    };
+    let ssl_in_use = |database: Database| async move {
+        let store = Store::open_existing_database(&database).await?;
+        let ssl: i64 = sqlx::query_scalar(
+            "SELECT CASE WHEN ssl THEN 1 ELSE 0 END FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        )
+        .fetch_one(store.pool())
+        .await?;
+        store.close().await;
+        Ok::<bool, StoreError>(ssl == 1)
+    };
+    let verified = format!(
+        "sslmode=verify-full&sslrootcert={}",
+        cluster.ca_file().display()
+    );
+    assert!(
+        ssl_in_use(with(verified)).await.unwrap(),
+        "verify-full with the CA: TLS"
+    );
+    assert!(
+        !ssl_in_use(with("sslmode=disable".into())).await.unwrap(),
+        "disable: plain"
+    );
+    // Another CA: refused, saying why, before any password is sent.
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other-ca.pem");
+    let stranger = iewatch::simulator::certs::CertificateAuthority::generate("a stranger").unwrap();
+    std::fs::write(&other, stranger.cert_pem()).unwrap();
+    let refused = ssl_in_use(with(format!(
+        "sslmode=verify-full&sslrootcert={}",
+        other.display()
+    )))
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(refused.to_lowercase().contains("certificate"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_that_lost_its_lease_writes_nothing_and_learns_it() {
     let Some(cluster) = Cluster::start() else {
         return;
@@ -287,6 +322,37 @@ async fn a_leader_that_lost_its_lease_writes_nothing_and_learns_it() {
     );
     old.close().await;
     new.close().await;
+}
+
+/// The import lifecycle served by a simulator at its start, and a webhook receiver.
+struct Lifecycle {
+    dir: tempfile::TempDir,
+    scenario: iewatch::simulator::Scenario,
+    timeline: iewatch::simulator::scenario::Timeline,
+    /// When each version of the job starts, in the simulator's time.
+    versions: Vec<Duration>,
+    sim: iewatch::simulator::RunningSimulator,
+    receiver: Receiver,
+}
+
+impl Lifecycle {
+    async fn start() -> Lifecycle {
+        let dir = tempfile::tempdir().unwrap();
+        let scenario = scenario("import-lifecycle.toml");
+        let timeline = scenario.compile().unwrap().remove(0);
+        let versions = timeline.versions.iter().map(|v| v.since).collect();
+        let sim = start_simulator(scenario.clone(), dir.path()).await;
+        sim.set_time(Some(Duration::ZERO));
+        let receiver = Receiver::start(|_| Reply::Status(200)).await;
+        Lifecycle {
+            dir,
+            scenario,
+            timeline,
+            versions,
+            sim,
+            receiver,
+        }
+    }
 }
 
 /// A daemon's config on `url`: the lifecycle job, fast polls, its own `[http]`, the
@@ -440,20 +506,7 @@ async fn assert_nothing_lost_nothing_doubled(database: &Database, receiver: &Rec
         common::expected(common::IMPORT_EVENTS),
         "every change exactly once"
     );
-    let received = receiver.received();
-    let ids: BTreeSet<&str> = received.iter().map(|r| r.header("webhook-id")).collect();
-    assert_eq!(
-        ids.len(),
-        common::IMPORT_EVENTS.len(),
-        "every event delivered, each under one id"
-    );
-    for id in &ids {
-        let copies: Vec<_> = received
-            .iter()
-            .filter(|r| r.header("webhook-id") == *id)
-            .collect();
-        assert!(copies.iter().all(|c| c.body == copies[0].body), "{id}");
-    }
+    common::assert_each_event_delivered_under_one_id(receiver, common::IMPORT_EVENTS.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -461,14 +514,15 @@ async fn three_daemons_the_leader_sigkilled_at_seeded_moments_lose_nothing_and_d
     let Some(cluster) = Cluster::start() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let database = cluster.create_database("sigkill").await;
-    let scenario = scenario("import-lifecycle.toml");
-    let timeline = scenario.compile().unwrap().remove(0);
-    let versions: Vec<Duration> = timeline.versions.iter().map(|v| v.since).collect();
-    let sim = start_simulator(scenario.clone(), dir.path()).await;
-    sim.set_time(Some(Duration::ZERO));
-    let receiver = Receiver::start(|_| Reply::Status(200)).await;
+    let Lifecycle {
+        dir,
+        scenario,
+        timeline,
+        versions,
+        sim,
+        receiver,
+    } = Lifecycle::start().await;
     let url = cluster.url_via(cluster.port, "sigkill", "iewatch");
     let password = cluster.password_file();
     let configs: Vec<PathBuf> = ["a", "b", "c"]
@@ -520,9 +574,10 @@ async fn three_daemons_the_leader_sigkilled_at_seeded_moments_lose_nothing_and_d
             "a standby takes over after kill {kill}"
         );
         let took = killed.elapsed();
+        eprintln!("kill {kill}: a standby led after {took:?}");
         assert!(
-            took <= Duration::from_secs(5),
-            "takeover took {took:?} with a 3 s lease"
+            took <= Duration::from_secs(7),
+            "takeover took {took:?}: more than the 3 s lease plus the standby's retry and a start"
         );
     }
     let resume_from = versions[next_version.saturating_sub(1)];
@@ -547,14 +602,15 @@ async fn a_leader_cut_off_or_paused_hands_over_within_15_s_and_never_writes_agai
     let Some(cluster) = Cluster::start() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let database = cluster.create_database("handover").await;
-    let scenario = scenario("import-lifecycle.toml");
-    let timeline = scenario.compile().unwrap().remove(0);
-    let versions: Vec<Duration> = timeline.versions.iter().map(|v| v.since).collect();
-    let sim = start_simulator(scenario.clone(), dir.path()).await;
-    sim.set_time(Some(Duration::ZERO));
-    let receiver = Receiver::start(|_| Reply::Status(200)).await;
+    let Lifecycle {
+        dir,
+        scenario,
+        versions,
+        sim,
+        receiver,
+        ..
+    } = Lifecycle::start().await;
     let password = cluster.password_file();
     // A reaches the database through a proxy that can cut it off; B directly. The
     // default lease (10 s): the documented bound is 15 s.

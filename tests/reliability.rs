@@ -6,7 +6,6 @@
 mod common;
 
 use std::{
-    collections::BTreeSet,
     path::{Path, PathBuf},
     process::Stdio,
     time::Duration,
@@ -123,21 +122,7 @@ async fn killed_at_20_random_moments_the_daemon_records_every_change_once_and_de
         common::expected(common::IMPORT_EVENTS),
         "every change exactly once"
     );
-    let received = receiver.received();
-    let ids: BTreeSet<&str> = received.iter().map(|r| r.header("webhook-id")).collect();
-    assert_eq!(
-        ids.len(),
-        common::IMPORT_EVENTS.len(),
-        "every event delivered at least once"
-    );
-    // Duplicates (a delivery cut off by a kill, sent again) carry the same id and body.
-    for id in &ids {
-        let copies: Vec<_> = received
-            .iter()
-            .filter(|r| r.header("webhook-id") == *id)
-            .collect();
-        assert!(copies.iter().all(|c| c.body == copies[0].body), "{id}");
-    }
+    common::assert_each_event_delivered_under_one_id(&receiver, common::IMPORT_EVENTS.len());
 }
 
 #[tokio::test]

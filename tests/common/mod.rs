@@ -898,10 +898,16 @@ pub fn independently_verified(
 
 /// Runs `iewatch ARGS --database DB`, asserting success; its stdout.
 pub fn iewatch_cli(args: &[&str], db: &Path) -> String {
+    iewatch_cli_on(args, "--database", db)
+}
+
+/// Runs `iewatch ARGS FLAG PATH` (`--database DB` or `-c CONFIG`), asserting success;
+/// its stdout.
+pub fn iewatch_cli_on(args: &[&str], flag: &str, path: &Path) -> String {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
         .args(args)
-        .arg("--database")
-        .arg(db)
+        .arg(flag)
+        .arg(path)
         .output()
         .unwrap();
     assert!(
@@ -910,6 +916,27 @@ pub fn iewatch_cli(args: &[&str], db: &Path) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap()
+}
+
+/// Every one of `events` events reached the receiver under one `webhook-id` each;
+/// duplicates (a delivery cut off by a kill or a takeover, sent again) carry the same id
+/// and body.
+pub fn assert_each_event_delivered_under_one_id(receiver: &Receiver, events: usize) {
+    let received = receiver.received();
+    let ids: std::collections::BTreeSet<&str> =
+        received.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(
+        ids.len(),
+        events,
+        "every event delivered, each under one id"
+    );
+    for id in &ids {
+        let copies: Vec<_> = received
+            .iter()
+            .filter(|r| r.header("webhook-id") == *id)
+            .collect();
+        assert!(copies.iter().all(|c| c.body == copies[0].body), "{id}");
+    }
 }
 
 /// The webhooks of a config text (only `[[webhook]]` tables needed).

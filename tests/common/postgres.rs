@@ -1,6 +1,6 @@
 //! A real PostgreSQL server for the tests: a cluster made by `initdb` in a temporary
 //! directory, listening on a free 127.0.0.1 port only, password authentication
-//! (scram-sha-256) for its one user, stopped (immediate shutdown) when dropped. As root it
+//! (scram-sha-256) for its one user, TLS with a certificate of a CA made here, stopped (immediate shutdown) when dropped. As root it
 //! runs as `nobody` (PostgreSQL refuses root). From Debian's `postgresql` package, which
 //! `.ci/run` installs and requires with IEWATCH_REQUIRE_POSTGRES; on a machine without
 //! it the tests that need it say so once and do not run.
@@ -115,8 +115,18 @@ impl Cluster {
             .unwrap();
         let password_file = dir.path().join("superuser-password");
         std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+        // TLS with a CA of the test's own (clients may ask for it: sslmode=verify-full).
+        let ca = iewatch::simulator::certs::CertificateAuthority::generate("test PostgreSQL CA")
+            .unwrap();
+        let (cert, key) = ca
+            .issue_server(&["127.0.0.1".into(), "localhost".into()])
+            .unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
+        std::fs::write(dir.path().join("server.pem"), cert).unwrap();
+        iewatch::simulator::certs::write_private(&dir.path().join("server.key"), &key).unwrap();
         if is_root() {
-            for path in [dir.path(), password_file.as_path()] {
+            for name in ["", "superuser-password", "server.pem", "server.key"] {
+                let path = dir.path().join(name);
                 std::os::unix::fs::chown(path, Some(65534), Some(65534)).unwrap();
             }
         }
@@ -152,7 +162,17 @@ impl Cluster {
             } else {
                 ["-c", "fsync=off", "-c", "full_page_writes=off"]
             })
-            .args(["-c", "max_connections=200"])
+            .args(["-c", "max_connections=200", "-c", "ssl=on"])
+            .arg("-c")
+            .arg(format!(
+                "ssl_cert_file={}",
+                dir.path().join("server.pem").display()
+            ))
+            .arg("-c")
+            .arg(format!(
+                "ssl_key_file={}",
+                dir.path().join("server.key").display()
+            ))
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
@@ -178,6 +198,11 @@ impl Cluster {
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// The CA that signed the server's certificate (for `sslrootcert`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
     /// A file holding the user's password, for `database_password_file` (readable by
