@@ -168,12 +168,12 @@ async fn answer(
             let (body, content_type) = crate::telemetry::negotiate_metrics(telemetry, accept);
             text(StatusCode::OK, content_type, body)
         }
-        _ => pages(path, store).await,
+        _ => pages(path, store, telemetry.role()).await,
     }
 }
 
-/// The status page and its JSON.
-async fn pages(path: &str, store: &Store) -> Response<Full<Bytes>> {
+/// The status page and its JSON; `role`: leader or standby, on PostgreSQL.
+async fn pages(path: &str, store: &Store, role: Option<String>) -> Response<Full<Bytes>> {
     const HTML: &str = "text/html; charset=utf-8";
     let now = std::time::SystemTime::now();
     let failed = |e: crate::store::StoreError| {
@@ -194,7 +194,11 @@ async fn pages(path: &str, store: &Store) -> Response<Full<Bytes>> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
         [""] => match store.status().await {
-            Ok(jobs) => text(StatusCode::OK, HTML, status_page::index(&jobs, now)),
+            Ok(jobs) => text(
+                StatusCode::OK,
+                HTML,
+                status_page::index(&jobs, now, role.as_deref()),
+            ),
             Err(e) => failed(e),
         },
         ["api", "v1", "jobs"] => match store.status().await {

@@ -149,8 +149,9 @@ fn eta(eta: Option<&str>) -> String {
     eta.map_or_else(String::new, |at| escape(&report::short_time(at)))
 }
 
-/// `GET /`: every job, the ones that need a person first.
-pub fn index(jobs: &[JobStatus], now: SystemTime) -> String {
+/// `GET /`: every job, the ones that need a person first; on PostgreSQL also whether
+/// this instance leads or stands by (`role`).
+pub fn index(jobs: &[JobStatus], now: SystemTime, role: Option<&str>) -> String {
     let mut rows: Vec<(Option<String>, &JobStatus)> =
         jobs.iter().map(|j| (needs_person(j, now), j)).collect();
     // Attention first, then by account and name (the store's order).
@@ -183,6 +184,13 @@ pub fn index(jobs: &[JobStatus], now: SystemTime) -> String {
         );
     }
     body.push_str("</tbody></table>");
+    if let Some(role) = role {
+        let _ = write!(
+            body,
+            "<p class=\"muted\">This instance: {}</p>",
+            escape(role)
+        );
+    }
     page("iewatch", &body)
 }
 

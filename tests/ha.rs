@@ -309,6 +309,46 @@ async fn a_leader_that_lost_its_lease_writes_nothing_and_learns_it() {
     .expect("the old leader learns within two renewals");
     assert!(lost.contains("another iewatch took over"), "{lost}");
 
+    // A leader frozen inside a transaction holds the lease row's lock, which a takeover
+    // waits for: PostgreSQL ends such a session after 5 s idle in it, and then the
+    // takeover goes through.
+    cluster
+        .admin(
+            "fencing",
+            "UPDATE leader SET expires_at = now() - interval '1 second'",
+        )
+        .await;
+    let mut frozen = new.pool().begin().await.unwrap();
+    sqlx::query("SELECT epoch FROM leader WHERE id = 1 FOR SHARE")
+        .fetch_one(&mut *frozen)
+        .await
+        .unwrap();
+    let third = Store::open_for_daemon(&database).await.unwrap();
+    let asked = Instant::now();
+    let mut epoch = None;
+    while epoch.is_none() && asked.elapsed() < Duration::from_secs(12) {
+        epoch = tokio::time::timeout(
+            Duration::from_secs(2),
+            lease::try_acquire(third.pool(), "third:3", lease_time),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten();
+    }
+    assert_eq!(epoch, Some(3), "taken over once the frozen session ended");
+    assert!(
+        asked.elapsed() < Duration::from_secs(9),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(
+        frozen.commit().await.is_err(),
+        "the frozen transaction was ended"
+    );
+    third.close().await;
+    new.lead(3);
+
     // The new leader writes; the old one's attempt left nothing.
     let events = common::record_first_sight(&new, job, &snapshot, to_ops)
         .await
@@ -642,6 +682,8 @@ async fn a_leader_cut_off_or_paused_hands_over_within_15_s_and_never_writes_agai
     );
     assert!(notes.saw("READY=1").await, "{:?}", notes.lines());
     assert!(notes.saw("STATUS=standby: ").await, "{:?}", notes.lines());
+    let page = get(&http_b, "/").await.expect("B's status page").1;
+    assert!(page.contains("This instance: standby: "), "{page}");
     let metric = |addr: String| async move {
         get(&addr, "/metrics").await.map(|(_, body)| {
             body.lines()

@@ -22,6 +22,11 @@ const SQLITE_CONNECTIONS: u32 = 4;
 const POSTGRES_CONNECTIONS: u32 = 6;
 /// How long a PostgreSQL connection may take to open.
 const POSTGRES_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long PostgreSQL lets one of iewatch's sessions sit idle inside a transaction
+/// before ending it (and its locks). iewatch never waits between the statements of a
+/// transaction; a process that does is frozen (SIGSTOP, a paused VM) or hung, and while
+/// it sat on the lease row's lock no standby could take over.
+const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(5);
 /// Longest password file read.
 const MAX_PASSWORD_FILE: u64 = 4096;
 
@@ -206,6 +211,16 @@ pub(super) async fn connect(database: &Database) -> Result<AnyPool, StoreError> 
             AnyPoolOptions::new()
                 .max_connections(POSTGRES_CONNECTIONS)
                 .acquire_timeout(POSTGRES_CONNECT_TIMEOUT)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute(&*format!(
+                            "SET idle_in_transaction_session_timeout = {}",
+                            IDLE_IN_TRANSACTION.as_millis()
+                        ))
+                        .await?;
+                        Ok(())
+                    })
+                })
                 .connect(&url)
                 .await
                 .map_err(|e| open_error(e.to_string()))

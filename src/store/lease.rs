@@ -14,6 +14,9 @@ use sqlx::AnyPool;
 
 use super::StoreError;
 
+/// How long a standby's try waits for the lease row's lock.
+const LOCK_WAIT: Duration = Duration::from_millis(500);
+
 /// What a standby sees of the lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Holder {
@@ -30,7 +33,11 @@ fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Takes the lease if nobody holds a live one; returns the new epoch.
+/// Takes the lease if nobody holds a live one; returns the new epoch. It waits at most
+/// [`LOCK_WAIT`] for the row: while the leader commits (its writes lock the row for a
+/// moment) or sits frozen inside a transaction (until PostgreSQL ends that session), the
+/// answer is "not now", and the standby asks again, instead of a statement left waiting
+/// on the server that might take the lease after its caller stopped listening.
 ///
 /// # Errors
 /// Database errors.
@@ -39,7 +46,14 @@ pub async fn try_acquire(
     holder: &str,
     lease: Duration,
 ) -> Result<Option<i64>, StoreError> {
-    Ok(sqlx::query_scalar(
+    let mut tx = pool.begin().await?;
+    sqlx::query(&format!(
+        "SET LOCAL lock_timeout = {}",
+        LOCK_WAIT.as_millis()
+    ))
+    .execute(&mut *tx)
+    .await?;
+    let taken = sqlx::query_scalar(
         "INSERT INTO leader (id, epoch, holder, expires_at, acquired_at)
          VALUES (1, 1, $1, now() + $2 * interval '1 millisecond', now())
          ON CONFLICT (id) DO UPDATE SET epoch = leader.epoch + 1, holder = excluded.holder,
@@ -49,8 +63,16 @@ pub async fn try_acquire(
     )
     .bind(holder)
     .bind(millis(lease))
-    .fetch_optional(pool)
-    .await?)
+    .fetch_optional(&mut *tx)
+    .await;
+    let epoch = match taken {
+        Ok(epoch) => epoch,
+        // lock_not_available: the row is busy; the transaction is rolled back on drop.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    tx.commit().await?;
+    Ok(epoch)
 }
 
 /// Extends the lease of `epoch`; false when another daemon has taken it since.
