@@ -486,28 +486,11 @@ impl NotifySocket {
     }
 }
 
-/// GET `path` from `addr`: status and body (None while nothing listens).
-async fn get(addr: &str, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
-        .await
-        .ok()?
-        .ok()?;
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
-}
-
 /// Waits until `/healthz` at `addr` answers 200 with a body starting `ok: {role}`.
 async fn wait_for_role(addr: &str, role: &str, deadline: Duration) -> bool {
     let wanted = format!("ok: {role}");
     wait_for(deadline, || async {
-        get(addr, "/healthz")
+        common::http_get(addr, "/healthz")
             .await
             .is_some_and(|(status, body)| status == 200 && body.starts_with(&wanted))
     })
@@ -682,10 +665,13 @@ async fn a_leader_cut_off_or_paused_hands_over_within_15_s_and_never_writes_agai
     );
     assert!(notes.saw("READY=1").await, "{:?}", notes.lines());
     assert!(notes.saw("STATUS=standby: ").await, "{:?}", notes.lines());
-    let page = get(&http_b, "/").await.expect("B's status page").1;
+    let page = common::http_get(&http_b, "/")
+        .await
+        .expect("B's status page")
+        .1;
     assert!(page.contains("This instance: standby: "), "{page}");
     let metric = |addr: String| async move {
-        get(&addr, "/metrics").await.map(|(_, body)| {
+        common::http_get(&addr, "/metrics").await.map(|(_, body)| {
             body.lines()
                 .find(|l| l.starts_with("iewatch_leader "))
                 .map(str::to_owned)

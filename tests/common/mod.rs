@@ -314,6 +314,12 @@ pub fn block_value(block: &str, key: &str) -> String {
 /// `GET path` on `addr` over one plain connection: the status, or None when nothing
 /// answers within 5 s.
 pub async fn http_status(addr: &str, path: &str) -> Option<u16> {
+    http_get(addr, path).await.map(|(status, _)| status)
+}
+
+/// `GET path` on `addr` over one plain connection: status and body, or None when
+/// nothing answers within 5 s.
+pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
@@ -323,11 +329,13 @@ pub async fn http_status(addr: &str, path: &str) -> Option<u16> {
         .await
         .ok()?
         .ok()?;
-    String::from_utf8_lossy(&response)
-        .split(' ')
-        .nth(1)?
-        .parse()
-        .ok()
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Some((status, body))
 }
 
 /// Polls `condition` every 20 ms until it holds or `deadline` passes.
