@@ -42,29 +42,23 @@ pub async fn stand_by(
     let me = holder_name();
     let mut announced = None;
     loop {
-        let attempt = tokio::time::timeout(STANDBY_RETRY.max(lease_time / 5), async {
-            match lease::try_acquire(store.pool(), &me, lease_time).await? {
-                Some(epoch) => Ok(Err(epoch)),
-                None => lease::holder(store.pool()).await.map(Ok),
-            }
-        });
+        let attempt = tokio::time::timeout(
+            STANDBY_RETRY.max(lease_time / 5),
+            lease::try_acquire(store.pool(), &me, lease_time),
+        );
         let line = match attempt.await {
-            Ok(Ok(Err(epoch))) => {
+            Ok(Ok(Some(epoch))) => {
                 tracing::info!(epoch, holder = %me, "leading: this daemon holds the lease");
-                telemetry.set_role(Some(true), &format!("leader (epoch {epoch})"));
+                telemetry.set_role(true, &format!("leader (epoch {epoch})"));
                 return Some(epoch);
             }
-            Ok(Ok(Ok(Some(current)))) => format!(
-                "standby: {} leads (epoch {})",
-                current.holder, current.epoch
-            ),
-            Ok(Ok(Ok(None))) => "standby".to_owned(),
+            Ok(Ok(None)) => who_leads(store).await,
             Ok(Err(e)) => format!("standby: cannot reach the database: {e}"),
             Err(_) => "standby: the database does not answer".to_owned(),
         };
         if announced.as_ref() != Some(&line) {
             tracing::info!("{line}");
-            telemetry.set_role(Some(false), &line);
+            telemetry.set_role(false, &line);
             systemd.status(&line);
             announced = Some(line);
         }
@@ -75,6 +69,19 @@ pub async fn stand_by(
             () = shutdown.cancelled() => return None,
             () = tokio::time::sleep(STANDBY_RETRY) => {}
         }
+    }
+}
+
+/// A standby's status line: who holds the lease (within [`STANDBY_RETRY`]).
+async fn who_leads(store: &Store) -> String {
+    match tokio::time::timeout(STANDBY_RETRY, lease::holder(store.pool())).await {
+        Ok(Ok(Some(current))) => format!(
+            "standby: {} leads (epoch {})",
+            current.holder, current.epoch
+        ),
+        Ok(Ok(None)) => "standby".to_owned(),
+        Ok(Err(e)) => format!("standby: cannot reach the database: {e}"),
+        Err(_) => "standby: the database does not answer".to_owned(),
     }
 }
 

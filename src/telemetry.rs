@@ -415,10 +415,10 @@ impl Telemetry {
         self.0.probes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// On PostgreSQL: whether this daemon leads (None: unknown yet) and the line that
-    /// says so, for `/healthz`, `/metrics` (`iewatch_leader`) and the status line.
-    pub fn set_role(&self, leading: Option<bool>, line: &str) {
-        self.0.leader.set(i64::from(leading == Some(true)));
+    /// On PostgreSQL: whether this daemon leads and the line that says so, for
+    /// `/healthz`, `/metrics` (`iewatch_leader`) and the status line.
+    pub fn set_role(&self, leading: bool, line: &str) {
+        self.0.leader.set(i64::from(leading));
         *self.0.role.lock().unwrap_or_else(|p| p.into_inner()) = Some(line.to_owned());
     }
 

@@ -110,25 +110,20 @@ impl Checker<'_> {
             self.warn_if_exposed(file.span().start, key, &path, "password file");
             path
         });
-        let Some(text) = &raw.database else {
+        let text = raw.database.as_ref();
+        if !text.is_some_and(|t| is_postgres_url(t.get_ref())) {
             if let Some(file) = &raw.database_password_file {
-                self.problem(
-                    file.span().start,
-                    "daemon.database_password_file",
-                    "is for a postgres:// database only",
-                );
+                // Where the mistake shows: at `database` if given, else at this key.
+                let at = text.map_or(file.span().start, |t| t.span().start);
+                let key = "daemon.database_password_file";
+                self.problem(at, key, "is for a postgres:// database only");
             }
+        }
+        let Some(text) = text else {
             return Database::File(default_database_path());
         };
         let at = text.span().start;
         if !is_postgres_url(text.get_ref()) {
-            if raw.database_password_file.is_some() {
-                self.problem(
-                    at,
-                    "daemon.database_password_file",
-                    "is for a postgres:// database only",
-                );
-            }
             return Database::File(self.relative_path(Path::new(text.get_ref())));
         }
         match url::Url::parse(text.get_ref()) {

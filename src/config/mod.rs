@@ -221,20 +221,19 @@ pub fn database_of(config_path: &Path) -> Database {
         .and_then(|text| text.parse::<toml::Table>().ok())
         .and_then(|table| table.get("daemon")?.as_table().cloned())
         .unwrap_or_default();
-    let relative = |path: &str| {
-        let path = PathBuf::from(path);
-        match path.is_absolute() {
-            true => path,
-            false => config_path.parent().unwrap_or(Path::new(".")).join(path),
-        }
+    let relative = |path: &Path| match path.is_absolute() {
+        true => path.to_owned(),
+        false => config_path.parent().unwrap_or(Path::new(".")).join(path),
     };
     let password_file = daemon
         .get("database_password_file")
         .and_then(|v| v.as_str())
-        .map(relative);
+        .map(|file| relative(Path::new(file)));
     match daemon.get("database").and_then(|v| v.as_str()) {
-        Some(url) if crate::store::is_postgres_url(url) => Database::parse(url, password_file),
-        Some(path) => Database::File(relative(path)),
+        Some(text) => match Database::parse(text, password_file) {
+            Database::File(path) => Database::File(relative(&path)),
+            postgres => postgres,
+        },
         None => Database::File(default_database_path()),
     }
 }

@@ -34,7 +34,7 @@ pub(crate) async fn listen_to(database: &Database) -> Result<Listener, String> {
     match database {
         Database::File(path) => listen(path).map(Listener::Fifo).map_err(|e| e.to_string()),
         Database::Postgres(pg) => {
-            let url = crate::store::postgres_connect_url(pg)?;
+            let url = crate::store::postgres_url(pg)?;
             let mut listener = sqlx::postgres::PgListener::connect(&url)
                 .await
                 .map_err(|e| e.to_string())?;

@@ -54,7 +54,7 @@ impl Store {
         let at = timestamp(now);
         for id in &ids {
             let mut tx = self.pool.begin().await?;
-            let condition: Option<String> = sqlx::query_scalar(self.dialect.pick(
+            let condition: Option<String> = sqlx::query_scalar(self.dialect().pick(
                 "UPDATE jobs SET acked_at = $1 WHERE id = $2
                  RETURNING json_extract(clocks, '$.reminder.condition')",
                 "UPDATE jobs SET acked_at = $1 WHERE id = $2
@@ -74,7 +74,7 @@ impl Store {
                 severity: Severity::Info,
                 details: Some(serde_json::json!({ "note": note, "condition": condition })),
             };
-            insert_events(&mut tx, self.dialect, JobId(*id), &[event], &[], &at).await?;
+            insert_events(&mut tx, self.dialect(), JobId(*id), &[event], &[], &at).await?;
             tx.commit().await?;
         }
         Ok(ids.len())

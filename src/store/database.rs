@@ -122,7 +122,7 @@ impl fmt::Debug for Database {
 }
 
 /// A URL with its password (in the authority or the `password` parameter) replaced.
-pub fn redacted(url: &str) -> String {
+fn redacted(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) => {
             if parsed.password().is_some() {
@@ -161,30 +161,22 @@ pub(super) async fn connect(database: &Database) -> Result<AnyPool, StoreError> 
     match database {
         Database::File(path) => {
             let url = sqlite_url(path).map_err(open_error)?;
-            AnyPoolOptions::new()
+            // In WAL mode, NORMAL survives a process crash but may lose the last commits on
+            // a power cut; FULL syncs the WAL at every commit, so a committed change (and
+            // its queued alerts) survives both. The cost is one fsync per commit, which is
+            // why unchanged polls are batched. Pages freed by `retention` go back to the
+            // file system (on a database created with incremental vacuum; README
+            // "Retention").
+            let setup = format!(
+                "PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {}",
+                BUSY_TIMEOUT.as_millis()
+            );
+            on_every_connection(AnyPoolOptions::new(), setup)
                 .max_connections(SQLITE_CONNECTIONS)
                 // A connection to a local file has nothing to test; the test is a trip
                 // to its thread (and a wakeup) per query.
                 .test_before_acquire(false)
-                .after_connect(|conn, _| {
-                    Box::pin(async move {
-                        // In WAL mode, NORMAL survives a process crash but may lose the last
-                        // commits on a power cut; FULL syncs the WAL at every commit, so a
-                        // committed change (and its queued alerts) survives both. The cost
-                        // is one fsync per commit, which is why unchanged polls are
-                        // batched. Pages freed by `retention` go back to the file system
-                        // (on a database created with incremental vacuum; README
-                        // "Retention").
-                        conn.execute(&*format!(
-                            "PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL;
-                             PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
-                             PRAGMA busy_timeout = {}",
-                            BUSY_TIMEOUT.as_millis()
-                        ))
-                        .await?;
-                        Ok(())
-                    })
-                })
                 .connect(&url)
                 .await
                 .map_err(|e| open_error(e.to_string()))
@@ -208,24 +200,30 @@ pub(super) async fn connect(database: &Database) -> Result<AnyPool, StoreError> 
                     )))
                 }
             }
-            AnyPoolOptions::new()
+            let setup = format!(
+                "SET idle_in_transaction_session_timeout = {}",
+                IDLE_IN_TRANSACTION.as_millis()
+            );
+            on_every_connection(AnyPoolOptions::new(), setup)
                 .max_connections(POSTGRES_CONNECTIONS)
                 .acquire_timeout(POSTGRES_CONNECT_TIMEOUT)
-                .after_connect(|conn, _| {
-                    Box::pin(async move {
-                        conn.execute(&*format!(
-                            "SET idle_in_transaction_session_timeout = {}",
-                            IDLE_IN_TRANSACTION.as_millis()
-                        ))
-                        .await?;
-                        Ok(())
-                    })
-                })
                 .connect(&url)
                 .await
                 .map_err(|e| open_error(e.to_string()))
         }
     }
+}
+
+/// `options` that run `setup` on each new connection.
+fn on_every_connection(options: AnyPoolOptions, setup: String) -> AnyPoolOptions {
+    let setup: std::sync::Arc<str> = setup.into();
+    options.after_connect(move |conn, _| {
+        let setup = setup.clone();
+        Box::pin(async move {
+            conn.execute(&*setup).await?;
+            Ok(())
+        })
+    })
 }
 
 /// `sqlite://` and the absolute path, percent-encoded (a `?` or `#` in a name stays
@@ -245,14 +243,9 @@ fn sqlite_url(path: &Path) -> Result<String, String> {
     Ok(url)
 }
 
-/// The URL to open a PostgreSQL connection of one's own with (the notifier's
-/// `LISTEN`): with the password file's content.
-pub(crate) fn postgres_connect_url(pg: &Postgres) -> Result<String, String> {
-    postgres_url(pg)
-}
-
-/// The URL with the password file's content (first line) as password.
-fn postgres_url(pg: &Postgres) -> Result<String, String> {
+/// The URL with the password file's content (first line) as password: what the pool
+/// and the notifier's own `LISTEN` connection open.
+pub(crate) fn postgres_url(pg: &Postgres) -> Result<String, String> {
     let Some(file) = &pg.password_file else {
         return Ok(pg.url.clone());
     };

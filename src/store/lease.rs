@@ -122,7 +122,8 @@ pub async fn holder(pool: &AnyPool) -> Result<Option<Holder>, StoreError> {
 }
 
 /// Inside a write transaction: locks the lease row against a takeover until the commit
-/// and checks that `epoch` still holds a live lease.
+/// and checks that `epoch` still holds a live lease. Epoch 0 (a store that does not lead:
+/// SQLite, where the file lock makes one writer, or a command) checks nothing.
 ///
 /// # Errors
 /// [`StoreError::LeaseLost`] when it does not; database errors.
@@ -130,6 +131,9 @@ pub(super) async fn check(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     epoch: i64,
 ) -> Result<(), StoreError> {
+    if epoch == 0 {
+        return Ok(());
+    }
     let held: Option<i64> = sqlx::query_scalar(
         "SELECT epoch FROM leader WHERE id = 1 AND epoch = $1 AND expires_at > now() FOR SHARE",
     )

@@ -27,8 +27,8 @@ use std::{
 use sqlx::{migrate::Migrator, AnyPool};
 
 pub use attention::Attention;
-pub(crate) use database::postgres_connect_url;
-pub use database::{is_postgres_url, redacted, Database, Dialect, Postgres};
+pub(crate) use database::postgres_url;
+pub use database::{is_postgres_url, Database, Dialect, Postgres};
 pub use deliveries::{Attempt, DeliveryRow, OutboxItem};
 pub use guard::beside;
 pub use reads::{DriveStatus, EventRecord, JobStatus, NearDeadline};
@@ -162,7 +162,6 @@ pub struct Failed<'a> {
 pub struct Store {
     pool: AnyPool,
     database: Database,
-    dialect: Dialect,
     /// On PostgreSQL, the epoch of the lease this daemon holds (0: none); its writes are
     /// fenced by it (see [`lease`]).
     epoch: Arc<AtomicI64>,
@@ -304,7 +303,6 @@ impl Store {
             writer_stopped: writer.stopped,
             pool,
             database: database.clone(),
-            dialect,
             epoch,
             poll_times,
             owner,
@@ -324,16 +322,12 @@ impl Store {
         Some(self.epoch.load(Ordering::SeqCst)).filter(|e| *e != 0)
     }
 
-    /// In a transaction of the leader's: the lease check of [`lease::check`] (nothing on
-    /// SQLite, where the file lock makes one writer).
+    /// In a transaction of the leader's: the lease check of [`lease::check`].
     pub(crate) async fn fence_lease(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     ) -> Result<(), StoreError> {
-        match self.leading_epoch() {
-            Some(epoch) => lease::check(tx, epoch).await,
-            None => Ok(()),
-        }
+        lease::check(tx, self.epoch.load(Ordering::SeqCst)).await
     }
 
     /// A handle whose writes belong to generation `generation` of job tasks, which
@@ -372,12 +366,9 @@ impl Store {
     /// # Errors
     /// [`StoreError::Replaced`].
     pub fn check_identity(&self) -> Result<(), StoreError> {
-        match &self.owner {
-            Some(owner) => match self.database.file() {
-                Some(path) => guard::check_identity(path, owner.identity),
-                None => Ok(()),
-            },
-            None => Ok(()),
+        match (&self.owner, self.database.file()) {
+            (Some(owner), Some(path)) => guard::check_identity(path, owner.identity),
+            _ => Ok(()),
         }
     }
 
@@ -388,7 +379,7 @@ impl Store {
 
     /// Its SQL dialect.
     pub fn dialect(&self) -> Dialect {
-        self.dialect
+        self.database.dialect()
     }
 
     /// The pool, for queries the façade does not cover (tests, benchmarks, the lease).

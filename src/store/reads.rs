@@ -162,7 +162,7 @@ impl Store {
             Option<String>,
             Option<i64>,
         );
-        let jobs: String = sqlx::query_scalar(self.dialect.pick(
+        let jobs: String = sqlx::query_scalar(self.dialect().pick(
             "SELECT json_group_array(json_array(id, account, name, job_type, state, percent_complete,
                     last_changed_at, last_polled_at, last_error, consecutive_failures, sku, notices, clocks, acked_at, muted_until)) FROM jobs",
             "SELECT COALESCE(json_agg(json_build_array(id, account, name, job_type, state, percent_complete,
@@ -170,7 +170,7 @@ impl Store {
         ))
         .fetch_one(&self.pool)
         .await?;
-        let drives: String = sqlx::query_scalar(self.dialect.pick(
+        let drives: String = sqlx::query_scalar(self.dialect().pick(
             "SELECT json_group_array(json_array(job_id, position, drive_id, state, copy_status, percent_complete))
              FROM drives WHERE present = 1",
             "SELECT COALESCE(json_agg(json_build_array(job_id, position, drive_id, state, copy_status, percent_complete)), '[]')::text
@@ -269,7 +269,7 @@ impl Store {
         );
         let mut entries = Vec::new();
         for (job_id, account, job) in jobs {
-            let json: String = sqlx::query_scalar(self.dialect.pick(
+            let json: String = sqlx::query_scalar(self.dialect().pick(
                 "SELECT json_group_array(json_array(id, type, drive_id, from_value, to_value, observed_at,
                                                     severity, details))
                  FROM (SELECT * FROM events WHERE job_id = $1 AND observed_at >= $2 ORDER BY id)",

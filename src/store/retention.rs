@@ -97,7 +97,7 @@ impl Store {
             tx.commit().await?;
             // A no-op on a database created before incremental vacuum (see README);
             // PostgreSQL's autovacuum does this on its own.
-            if self.dialect == super::Dialect::Sqlite {
+            if self.dialect() == super::Dialect::Sqlite {
                 sqlx::query(&format!("PRAGMA incremental_vacuum({VACUUM_PAGES})"))
                     .execute(&self.pool)
                     .await?;

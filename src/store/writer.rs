@@ -272,17 +272,9 @@ async fn run(
         busy_since_ms.store(now_ms().max(1), Ordering::Relaxed);
         let outcomes = commit(&target, &batch).await;
         busy_since_ms.store(0, Ordering::Relaxed);
-        if outcomes
+        let lease_lost = outcomes
             .iter()
-            .any(|o| matches!(o, Err(StoreError::LeaseLost)))
-        {
-            let reason = StoreError::LeaseLost.to_string();
-            last_commit.record(Err(reason.clone()));
-            for (request, outcome) in batch.drain(..).zip(outcomes) {
-                let _ = request.reply.send(outcome);
-            }
-            return Some(reason);
-        }
+            .any(|o| matches!(o, Err(StoreError::LeaseLost)));
         // A refused (fenced) write says nothing about the database.
         let failure = outcomes.iter().find_map(|o| match o {
             Err(StoreError::Fenced) | Ok(_) => None,
@@ -292,6 +284,9 @@ async fn run(
         for (request, outcome) in batch.drain(..).zip(outcomes) {
             // The caller may have gone (shutdown); its write is committed regardless.
             let _ = request.reply.send(outcome);
+        }
+        if lease_lost {
+            return Some(StoreError::LeaseLost.to_string());
         }
     }
     None
@@ -312,15 +307,12 @@ async fn commit(target: &Target, batch: &[Request]) -> Vec<Result<Done, StoreErr
         Ok(tx) => tx,
         Err(e) => return all_failed(&e),
     };
-    let epoch = target.epoch.load(Ordering::SeqCst);
-    if epoch != 0 {
-        match lease::check(&mut tx, epoch).await {
-            Ok(()) => {}
-            Err(StoreError::LeaseLost) => {
-                return batch.iter().map(|_| Err(StoreError::LeaseLost)).collect()
-            }
-            Err(e) => return all_failed(&e),
+    match lease::check(&mut tx, target.epoch.load(Ordering::SeqCst)).await {
+        Ok(()) => {}
+        Err(StoreError::LeaseLost) => {
+            return batch.iter().map(|_| Err(StoreError::LeaseLost)).collect()
         }
+        Err(e) => return all_failed(&e),
     }
     let (fence, dialect) = (target.fence.load(Ordering::SeqCst), target.dialect);
     let mut outcomes = Vec::with_capacity(batch.len());

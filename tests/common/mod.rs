@@ -6,6 +6,9 @@
 
 pub mod postgres;
 
+// Defined beside the PostgreSQL harness, which the benchmarks include on its own.
+pub use postgres::{free_port, is_root};
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -248,15 +251,6 @@ pub fn respond(
         );
     }
     response
-}
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `iewatch simulate` as a process with its Resource Manager listener on `arm_port`
@@ -1021,12 +1015,6 @@ pub fn http_config(
         &format!("[http]\nlisten = \"{addr}\"\n{http_extra}"),
     );
     (config, addr)
-}
-
-/// Whether the tests run as root (and may use chattr and mount).
-pub fn is_root() -> bool {
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    unsafe { libc::geteuid() == 0 }
 }
 
 /// A database that stops taking writes until this is dropped. As root, the real fault:
