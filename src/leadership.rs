@@ -98,14 +98,24 @@ pub async fn hold(store: Store, epoch: i64, lease_time: Duration) -> String {
     loop {
         ticks.tick().await;
         let asked = Instant::now();
-        match tokio::time::timeout(every, lease::renew(store.pool(), epoch, lease_time)).await {
-            Ok(Ok(true)) => valid_until = asked + lease_time,
+        // A slow renewal may take all that is left of the lease: cut off at every fifth,
+        // a renewal that needs a new connection under load would be abandoned (and its
+        // connection with it) again and again while the lease runs out.
+        let left = valid_until.saturating_duration_since(asked);
+        match tokio::time::timeout(left, lease::renew(store.pool(), epoch, lease_time)).await {
+            Ok(Ok(true)) => {
+                valid_until = asked + lease_time;
+                let took = asked.elapsed();
+                if took > every {
+                    tracing::warn!("renewing the lease took {took:?}, more than a fifth of it");
+                }
+            }
             Ok(Ok(false)) => {
                 return format!("lost the lease (epoch {epoch}): another iewatch took over")
             }
             Ok(Err(e)) => tracing::warn!("cannot renew the lease: {e}"),
             Err(_) => tracing::warn!(
-                "cannot renew the lease: the database did not answer within {every:?}"
+                "cannot renew the lease: the database did not answer within {left:?}"
             ),
         }
         if Instant::now() >= valid_until {

@@ -445,6 +445,13 @@ fn spawn_with(config: &Path, env: &[(&str, &std::ffi::OsStr)]) -> DaemonProcess 
     DaemonProcess(child)
 }
 
+/// The last lines of a daemon's log, for a failure message.
+fn log_tail(config: &Path) -> String {
+    let log = std::fs::read_to_string(config.with_extension("log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
 /// A notify socket read all the time, as systemd reads it (a daemon's datagrams must
 /// never wait for room).
 struct NotifySocket {
@@ -614,12 +621,15 @@ async fn three_daemons_the_leader_sigkilled_at_seeded_moments_lose_nothing_and_d
     .await;
     assert_nothing_lost_nothing_doubled(&database, &receiver).await;
     // (An exited child keeps its id until it is waited for: ask whether it runs.)
-    let running = daemons
-        .iter_mut()
-        .map(DaemonProcess::alive)
-        .filter(|a| *a)
-        .count();
-    assert_eq!(running, 3, "every daemon still runs");
+    for (daemon, config) in daemons.iter_mut().zip(&configs) {
+        assert!(
+            daemon.alive(),
+            "{} exited: {:?}\n{}",
+            config.display(),
+            daemon.0.try_wait(),
+            log_tail(config)
+        );
+    }
     for daemon in daemons {
         daemon.stop().await;
     }

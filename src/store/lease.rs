@@ -33,7 +33,8 @@ fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Takes the lease if nobody holds a live one; returns the new epoch. It waits at most
+/// Takes the lease if nobody holds a live one; returns the new epoch. Only when the lease
+/// looks free does it lock the row, and then it waits at most
 /// [`LOCK_WAIT`] for the row: while the leader commits (its writes lock the row for a
 /// moment) or sits frozen inside a transaction (until PostgreSQL ends that session), the
 /// answer is "not now", and the standby asks again, instead of a statement left waiting
@@ -43,9 +44,14 @@ fn millis(duration: Duration) -> i64 {
 /// Database errors.
 pub async fn try_acquire(
     pool: &AnyPool,
-    holder: &str,
+    me: &str,
     lease: Duration,
 ) -> Result<Option<i64>, StoreError> {
+    // A look without a lock first: a standby asking every second must not queue on the
+    // row that the leader's renewals and writes lock.
+    if holder(pool).await?.is_some_and(|h| h.live) {
+        return Ok(None);
+    }
     let mut tx = pool.begin().await?;
     sqlx::query(&format!(
         "SET LOCAL lock_timeout = {}",
@@ -61,7 +67,7 @@ pub async fn try_acquire(
          WHERE leader.expires_at < now()
          RETURNING epoch",
     )
-    .bind(holder)
+    .bind(me)
     .bind(millis(lease))
     .fetch_optional(&mut *tx)
     .await;

@@ -9,7 +9,6 @@
 //! off the database (its connections closed, new ones swallowed) and let it back.
 
 use std::{
-    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
@@ -177,15 +176,36 @@ impl Cluster {
             .stderr(Stdio::from(log))
             .spawn()
             .unwrap();
-        let cluster = Cluster { dir, child, port };
-        cluster.wait_until_up();
+        let mut cluster = Cluster { dir, child, port };
+        cluster.wait_until_up(&bin.join("pg_isready"));
         Some(cluster)
     }
 
-    fn wait_until_up(&self) {
+    /// Waits until the server accepts sessions: a listening socket is not enough (while
+    /// it recovers or starts, it answers "the database system is starting up").
+    fn wait_until_up(&mut self, pg_isready: &Path) {
         let started = Instant::now();
-        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
-        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        loop {
+            let ready = Command::new(pg_isready)
+                .args([
+                    "-q",
+                    "-h",
+                    "127.0.0.1",
+                    "-t",
+                    "1",
+                    "-p",
+                    &self.port.to_string(),
+                ])
+                .status()
+                .unwrap();
+            if ready.success() {
+                return;
+            }
+            assert!(
+                self.child.try_wait().unwrap().is_none(),
+                "PostgreSQL exited: {}",
+                self.log()
+            );
             assert!(
                 started.elapsed() < START_DEADLINE,
                 "PostgreSQL did not start: {}",
