@@ -72,6 +72,14 @@ async fn the_commands_read_postgres_exactly_as_they_read_sqlite() {
         .await;
         // Every alert delivered, as a notifier would record it.
         let job = store.load_job("prod", "MySampleJob").await.unwrap().id;
+        let ended = iewatch::decide::Memory {
+            terminal_since: Some(start + Duration::from_secs(600 * 31)),
+            ..Default::default()
+        };
+        store
+            .record_bookkeeping(job, &ended, &[], &[], start + Duration::from_secs(600 * 31))
+            .await
+            .unwrap();
         let lane = store.lane_deliveries("ops", job, 100).await.unwrap();
         let delivered: Vec<_> = lane
             .iter()
@@ -169,6 +177,36 @@ async fn the_commands_read_postgres_exactly_as_they_read_sqlite() {
     assert!(acked.contains("job.acknowledged"), "{acked}");
     let status = cli(&["status", "--json"], on_postgres);
     assert!(status.contains("\"muted_until\": \"2"), "{status}");
+
+    // `prune` finds and removes the same on both (the lifecycle ended months ago).
+    let jobs_of = |text: String| {
+        let lines: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("prod/"))
+            .map(str::to_owned)
+            .collect();
+        lines
+    };
+    for args in [
+        &["prune", "--dry-run", "--retention", "1d"][..],
+        &["prune", "--retention", "1d"],
+    ] {
+        let (a, b) = (cli(args, on_sqlite), cli(args, on_postgres));
+        assert_eq!(jobs_of(a.clone()).len(), 1, "{args:?}: {a}");
+        assert!(
+            a.contains("prod/MySampleJob") && a.contains(" 33 event(s)"),
+            "{a}"
+        );
+        assert_eq!(jobs_of(a), jobs_of(b), "{args:?} differs");
+    }
+    assert!(event_list(&postgres, "MySampleJob").await.is_empty());
+    assert!(event_list(&sqlite, "MySampleJob").await.is_empty());
+    assert!(pending(cli(&["deliveries", "--json"], on_postgres)).is_empty());
+    let kept = cli(&["status", "--json"], on_postgres);
+    assert!(
+        kept.contains("\"Completed\""),
+        "the job's row stays: {kept}"
+    );
 
     // A wrong password is a clear error, not a hang.
     let wrong = dir.path().join("wrong-password");
