@@ -326,12 +326,9 @@ async fn sigterm_during_polling_exits_zero_with_the_database_intact() {
         &job_refs,
         &fast_config("shutdown_timeout = \"5s\""),
     );
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
-        .args(["run", "-c"])
-        .arg(&config)
-        .env("IEWATCH_LOG", "warn")
-        .spawn()
-        .unwrap();
+    let mut child = common::DaemonCommand::new(&config)
+        .stderr("warn", std::process::Stdio::inherit())
+        .spawn();
     assert!(
         common::wait_until(Duration::from_secs(15), || sim.requests().len() > 200).await,
         "daemon polls"

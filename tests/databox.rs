@@ -243,14 +243,9 @@ async fn run_scenario(file: &str, job: &str) -> Run {
     )
     .unwrap();
     let log_path = dir.path().join("daemon.log");
-    let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
-        .args(["run", "-c"])
-        .arg(&config)
-        .env("RUST_LOG", "debug")
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut daemon = common::DaemonCommand::new(&config)
+        .log_to("info", &log_path)
+        .spawn();
     play(&sim, file, job).await;
     let events = event_rows(&db, job).await;
     let delivered = wait_for(Duration::from_secs(20), || async {

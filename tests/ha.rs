@@ -466,21 +466,11 @@ fn spawn(config: &Path) -> DaemonProcess {
 
 /// As [`spawn`], with more environment.
 fn spawn_with(config: &Path, env: &[(&str, &std::ffi::OsStr)]) -> DaemonProcess {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(config.with_extension("log"))
-        .unwrap();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
-        .args(["run", "-c"])
-        .arg(config)
-        .env("IEWATCH_LOG", "info")
-        .envs(env.iter().copied())
-        .stderr(std::process::Stdio::from(log))
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    DaemonProcess(child)
+    let command = common::DaemonCommand::new(config).log_to("info", &config.with_extension("log"));
+    let command = env
+        .iter()
+        .fold(command, |command, (key, value)| command.env(key, value));
+    DaemonProcess(command.spawn())
 }
 
 /// The last lines of a daemon's log, for a failure message.

@@ -190,13 +190,9 @@ async fn a_refused_secret_is_logged_once_names_the_app_registration_and_backs_of
     )
     .unwrap();
     let log = dir.path().join("daemon.log");
-    let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
-        .args(["run", "-c"])
-        .arg(&config)
-        .stderr(std::fs::File::create(&log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut daemon = common::DaemonCommand::new(&config)
+        .log_to("info", &log)
+        .spawn();
     let failures = || async {
         let Ok(store) = iewatch::store::Store::open_existing(&db).await else {
             return 0;

@@ -72,18 +72,12 @@ impl Lifecycle {
 }
 
 fn spawn_daemon(config: &Path, stderr: Stdio) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
-        .args(["run", "-c"])
-        .arg(config)
-        .env("IEWATCH_LOG", "debug")
+    common::DaemonCommand::new(config)
+        .stderr("debug", stderr)
         // A heartbeat every second (half this watchdog): a daemon with nothing to write
         // notices a deleted database within a second, not at the default 30 s beat.
         .env("WATCHDOG_USEC", "2000000")
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .kill_on_drop(true)
         .spawn()
-        .unwrap()
 }
 
 extern "C" {

@@ -378,13 +378,9 @@ async fn a_daemon_killed_mid_delivery_completes_it_after_restart() {
     let extra = format!("\n[[webhook]]\nname = \"ops\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\nretry_initial = \"100ms\"\n", receiver.url());
     let config = common::write_config(dir.path(), &sim, &["MySampleJob"], &extra);
     let spawn = || {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
-            .args(["run", "-c"])
-            .arg(&config)
-            .env("IEWATCH_LOG", "warn")
-            .kill_on_drop(true)
+        common::DaemonCommand::new(&config)
+            .stderr("warn", std::process::Stdio::inherit())
             .spawn()
-            .unwrap()
     };
     let mut daemon = spawn();
     assert!(

@@ -7,7 +7,6 @@ mod common;
 
 use std::{
     path::{Path, PathBuf},
-    process::Stdio,
     time::Duration,
 };
 
@@ -34,24 +33,12 @@ fn fast_config(dir: &Path, sim: &iewatch::simulator::RunningSimulator, extra: &s
 }
 
 fn spawn_daemon(config: &Path, log: Option<&Path>) -> tokio::process::Child {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_iewatch"));
-    command.args(["run", "-c"]).arg(config).kill_on_drop(true);
+    let command = common::DaemonCommand::new(config);
     match log {
-        Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .unwrap();
-            command
-                .env("IEWATCH_LOG", "debug")
-                .stderr(Stdio::from(file));
-        }
-        None => {
-            command.env("IEWATCH_LOG", "error").stderr(Stdio::null());
-        }
+        Some(path) => command.log_to("debug", path),
+        None => command,
     }
-    command.spawn().unwrap()
+    .spawn()
 }
 
 async fn pending_deliveries(db: &Path) -> i64 {

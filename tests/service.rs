@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::{collections::HashMap, process::Stdio, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use bytes::Bytes;
 use common::{scenario, start_simulator, write_config, RunningDaemon};
@@ -233,16 +233,10 @@ async fn the_notify_socket_sees_ready_status_watchdog_reloading_and_stopping() {
     let config = write_config(dir.path(), &sim, &["MySampleJob"], "");
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
-        .args(["run", "-c"])
-        .arg(&config)
+    let mut child = common::DaemonCommand::new(&config)
         .env("NOTIFY_SOCKET", &socket_path)
         .env("WATCHDOG_USEC", "2000000")
-        .env("IEWATCH_LOG", "warn")
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+        .spawn();
     let pid = child.id().unwrap() as i32;
     let mut notes = common::Notifications::new(socket);
     notes.wait_for("READY=1", 1).await;

@@ -1089,21 +1089,60 @@ fn chattr(path: &Path, flag: &str) {
     );
 }
 
+/// How a test starts `iewatch run -c CONFIG`: killed when dropped, no stdout, its log
+/// at error level to nowhere unless [`DaemonCommand::log_to`] or
+/// [`DaemonCommand::stderr`] says otherwise. The one way the tests start a daemon.
+pub struct DaemonCommand(tokio::process::Command);
+
+impl DaemonCommand {
+    /// `iewatch run -c config`.
+    pub fn new(config: &Path) -> DaemonCommand {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_iewatch"));
+        command
+            .args(["run", "-c"])
+            .arg(config)
+            .env("IEWATCH_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        DaemonCommand(command)
+    }
+
+    /// Its log at `level`, appended to `path` (a restarted daemon adds to it).
+    pub fn log_to(self, level: &str, path: &Path) -> DaemonCommand {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        self.stderr(level, file.into())
+    }
+
+    /// Its log at `level` to `stderr`.
+    pub fn stderr(mut self, level: &str, stderr: std::process::Stdio) -> DaemonCommand {
+        self.0.env("IEWATCH_LOG", level).stderr(stderr);
+        self
+    }
+
+    /// One more variable in its environment.
+    pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> DaemonCommand {
+        self.0.env(key, value);
+        self
+    }
+
+    /// Starts it.
+    pub fn spawn(mut self) -> tokio::process::Child {
+        self.0.spawn().unwrap()
+    }
+}
+
 /// `iewatch run` as a child process, for the tests that need its pid.
 pub struct DaemonProcess(pub tokio::process::Child);
 
 impl DaemonProcess {
     /// Starts `iewatch run -c config`, its log at error level to nowhere.
     pub fn start(config: &Path) -> DaemonProcess {
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
-            .args(["run", "-c"])
-            .arg(config)
-            .env("IEWATCH_LOG", "error")
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        DaemonProcess(child)
+        DaemonProcess(DaemonCommand::new(config).spawn())
     }
 
     pub fn pid(&self) -> u32 {
