@@ -92,6 +92,7 @@ async fn who_leads(store: &Store) -> String {
 pub async fn hold(store: Store, epoch: i64, lease_time: Duration) -> String {
     let every = lease_time / 5;
     let mut valid_until = Instant::now() + lease_time;
+    store.lease_held_until(valid_until);
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
@@ -105,6 +106,7 @@ pub async fn hold(store: Store, epoch: i64, lease_time: Duration) -> String {
         match tokio::time::timeout(left, lease::renew(store.pool(), epoch, lease_time)).await {
             Ok(Ok(true)) => {
                 valid_until = asked + lease_time;
+                store.lease_held_until(valid_until);
                 let took = asked.elapsed();
                 if took > every {
                     tracing::warn!("renewing the lease took {took:?}, more than a fifth of it");

@@ -398,6 +398,55 @@ async fn a_leader_that_lost_its_lease_writes_nothing_and_learns_it() {
         2 * events.len(),
         "the old leader's first sight and the new one's"
     );
+
+    // Nor does the old leader send what the database cannot fence: its notifier, past
+    // its own lease, leaves the alerts to the new leader's.
+    old.lease_held_until(Instant::now());
+    let receiver = Receiver::start(|_| Reply::Status(204)).await;
+    let hooks = iewatch::config::Config::parse(
+        Path::new("hooks.toml"),
+        &format!(
+            "[[webhook]]\nname = \"ops\"\nurl = \"{}\"\nretry_initial = \"50ms\"\n",
+            receiver.url()
+        ),
+    )
+    .unwrap()
+    .webhooks;
+    let notify = |store: &Store| {
+        let (waker, wake) = iewatch::notifier::Waker::new();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(iewatch::notifier::run(
+            store.clone(),
+            hooks.clone(),
+            wake,
+            iewatch::telemetry::Telemetry::new(),
+            stop.clone(),
+        ));
+        waker.wake();
+        (waker, stop, task)
+    };
+    let old_notifier = notify(&old);
+    // (Nothing to wait for when nothing is to happen: a second is many rounds of it.)
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        receiver.received().is_empty(),
+        "the old leader sent {} alert(s) after its lease",
+        receiver.received().len()
+    );
+    let new_notifier = notify(&new);
+    assert!(
+        wait_for(Duration::from_secs(15), || async {
+            receiver.received().len() >= rows.len()
+        })
+        .await,
+        "the new leader delivers every alert: {} of {}",
+        receiver.received().len(),
+        rows.len()
+    );
+    for (_, stop, task) in [old_notifier, new_notifier] {
+        stop.cancel();
+        task.await.unwrap();
+    }
     old.close().await;
     new.close().await;
 }

@@ -190,9 +190,19 @@ impl Lanes {
                     break;
                 }
             };
+            if !self.store.within_lease() {
+                // Paused or cut off past the lease: a standby may be sending these now,
+                // and the lease keeper is about to end this process (or renew).
+                self.pause().await;
+                break;
+            }
             let mut outcomes = Vec::with_capacity(items.len());
             let mut stop = items.is_empty();
             for item in &items {
+                if !self.store.within_lease() {
+                    stop = true;
+                    break;
+                }
                 let (outcome, gone) = attempt(&self.client, &self.webhook, item).await;
                 self.telemetry.delivery(match outcome {
                     Attempt::Delivered { .. } => "delivered",
@@ -242,6 +252,10 @@ impl Lanes {
                     tracing::error!(webhook = %name, "cannot postpone a digest: {e}");
                     self.pause().await;
                 }
+                break;
+            }
+            if !self.store.within_lease() {
+                self.pause().await;
                 break;
             }
             let outcome = super::attempt_digest(settings, &self.webhook, &items).await;

@@ -19,9 +19,9 @@ use std::{
     path::Path,
     sync::{
         atomic::{AtomicI64, AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, PoisonError,
     },
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use sqlx::{migrate::Migrator, AnyPool};
@@ -165,6 +165,9 @@ pub struct Store {
     /// On PostgreSQL, the epoch of the lease this daemon holds (0: none); its writes are
     /// fenced by it (see [`lease`]).
     epoch: Arc<AtomicI64>,
+    /// Until when that lease is surely still this daemon's, on its own monotonic clock
+    /// (None: not renewed yet since it was taken).
+    lease_until: Arc<Mutex<Option<Instant>>>,
     writer: tokio::sync::mpsc::Sender<writer::Request>,
     writer_busy_since_ms: Arc<AtomicU64>,
     last_commit: writer::LastCommit,
@@ -304,6 +307,7 @@ impl Store {
             pool,
             database: database.clone(),
             epoch,
+            lease_until: Arc::default(),
             poll_times,
             owner,
             generation: 0,
@@ -315,6 +319,28 @@ impl Store {
     /// write is refused with [`StoreError::LeaseLost`] once another daemon took over.
     pub fn lead(&self, epoch: i64) {
         self.epoch.store(epoch, Ordering::SeqCst);
+    }
+
+    /// The lease keeper's word after a renewal: the lease is this daemon's until `until`
+    /// (its own monotonic clock) at least.
+    pub fn lease_held_until(&self, until: Instant) {
+        *self
+            .lease_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(until);
+    }
+
+    /// Whether this daemon may still act as the leader: false once its lease may have
+    /// run out without a renewal (a process paused or cut off past it), when a standby
+    /// may already lead. What the database fences (writes) needs no such check; what it
+    /// cannot (an HTTP delivery) does. Always true without a lease.
+    pub fn within_lease(&self) -> bool {
+        self.leading_epoch().is_none()
+            || self
+                .lease_until
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_none_or(|until| Instant::now() < until)
     }
 
     /// The lease epoch this store writes under, if it leads.
