@@ -194,7 +194,14 @@ async fn a_second_daemon_on_the_same_database_refuses_to_start_and_names_the_fir
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_deleted_under_the_daemon_turns_healthz_503_and_ends_the_process() {
-    let run = Lifecycle::start(lifecycle()).await;
+    // From the second version on every poll stalls (until the 5 s request timeout): the
+    // database goes while one is in flight, so nothing commits, the heartbeat notices,
+    // and the daemon says 503 while it waits for that poll (3 s at most) before it
+    // exits. Without a poll in flight it could end within a millisecond of saying it.
+    let run = Lifecycle::start(lifecycle_with(
+        "{ from = \"12h\", until = \"100d\", kind = \"stall\" }",
+    ))
+    .await;
     let port = common::free_port();
     let config = run.config("");
     let text = std::fs::read_to_string(&config).unwrap();
@@ -211,6 +218,17 @@ async fn a_database_deleted_under_the_daemon_turns_healthz_503_and_ends_the_proc
         })
         .await,
         "healthy at first"
+    );
+    assert!(run.recorded(0, Duration::from_secs(20)).await);
+    run.show(1);
+    let stalled = |sim: &RunningSimulator| {
+        sim.requests()
+            .iter()
+            .any(|r| r.fault == Some(iewatch::simulator::FaultKind::Stall))
+    };
+    assert!(
+        common::wait_until(Duration::from_secs(10), || stalled(&run.sim)).await,
+        "a stalled poll is in flight"
     );
     std::fs::remove_file(&run.db).unwrap();
     let mut saw_503 = false;
