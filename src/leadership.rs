@@ -44,16 +44,15 @@ pub async fn stand_by(
     loop {
         let attempt = tokio::time::timeout(
             STANDBY_RETRY.max(lease_time / 5),
-            lease::try_acquire(store.pool(), &me, lease_time),
+            try_to_lead(store, &me, lease_time),
         );
         let line = match attempt.await {
-            Ok(Ok(Some(epoch))) => {
+            Ok(Ok(epoch)) => {
                 tracing::info!(epoch, holder = %me, "leading: this daemon holds the lease");
                 telemetry.set_role(true, &format!("leader (epoch {epoch})"));
                 return Some(epoch);
             }
-            Ok(Ok(None)) => who_leads(store).await,
-            Ok(Err(e)) => format!("standby: cannot reach the database: {e}"),
+            Ok(Err(line)) => line,
             Err(_) => "standby: the database does not answer".to_owned(),
         };
         if announced.as_ref() != Some(&line) {
@@ -62,9 +61,7 @@ pub async fn stand_by(
             systemd.status(&line);
             announced = Some(line);
         }
-        if systemd.watchdog_interval().is_some() {
-            systemd.watchdog();
-        }
+        systemd.watchdog();
         tokio::select! {
             () = shutdown.cancelled() => return None,
             () = tokio::time::sleep(STANDBY_RETRY) => {}
@@ -72,16 +69,32 @@ pub async fn stand_by(
     }
 }
 
-/// A standby's status line: who holds the lease (within [`STANDBY_RETRY`]).
-async fn who_leads(store: &Store) -> String {
-    match tokio::time::timeout(STANDBY_RETRY, lease::holder(store.pool())).await {
-        Ok(Ok(Some(current))) => format!(
+/// One try of a standby: the epoch if it took the lease, else its status line. It looks
+/// at the row without a lock first, and tries to take it only when the lease has run
+/// out: a standby asking every second must not queue on the row that the leader's
+/// renewals and writes lock.
+async fn try_to_lead(store: &Store, me: &str, lease_time: Duration) -> Result<i64, String> {
+    let seen = lease::holder(store.pool()).await;
+    if seen.is_err() || matches!(&seen, Ok(Some(h)) if h.live) {
+        return Err(standby_line(seen));
+    }
+    match lease::try_acquire(store.pool(), me, lease_time).await {
+        Ok(Some(epoch)) => Ok(epoch),
+        // Another standby was first, or the row was busy: say who leads now.
+        Ok(None) => Err(standby_line(lease::holder(store.pool()).await)),
+        Err(e) => Err(standby_line(Err(e))),
+    }
+}
+
+/// A standby's status line from what it saw of the lease.
+fn standby_line(seen: Result<Option<lease::Holder>, crate::store::StoreError>) -> String {
+    match seen {
+        Ok(Some(current)) => format!(
             "standby: {} leads (epoch {})",
             current.holder, current.epoch
         ),
-        Ok(Ok(None)) => "standby".to_owned(),
-        Ok(Err(e)) => format!("standby: cannot reach the database: {e}"),
-        Err(_) => "standby: the database does not answer".to_owned(),
+        Ok(None) => "standby".to_owned(),
+        Err(e) => format!("standby: cannot reach the database: {e}"),
     }
 }
 
@@ -99,10 +112,13 @@ pub async fn hold(store: Store, epoch: i64, lease_time: Duration) -> String {
     loop {
         ticks.tick().await;
         let asked = Instant::now();
-        // A slow renewal may take all that is left of the lease: cut off at every fifth,
-        // a renewal that needs a new connection under load would be abandoned (and its
-        // connection with it) again and again while the lease runs out.
+        // A renewal may take all that is left of the lease: cut off at every fifth, one
+        // that needs a new connection under load would be abandoned (and its connection
+        // with it) again and again while the lease runs out.
         let left = valid_until.saturating_duration_since(asked);
+        if left.is_zero() {
+            break; // paused past it: by this daemon's own clock a standby may lead
+        }
         match tokio::time::timeout(left, lease::renew(store.pool(), epoch, lease_time)).await {
             Ok(Ok(true)) => {
                 valid_until = asked + lease_time;
@@ -121,9 +137,10 @@ pub async fn hold(store: Store, epoch: i64, lease_time: Duration) -> String {
             ),
         }
         if Instant::now() >= valid_until {
-            return format!(
-                "lost the lease (epoch {epoch}): not renewed for {lease_time:?}, a standby may lead now"
-            );
+            break;
         }
     }
+    format!(
+        "lost the lease (epoch {epoch}): not renewed for {lease_time:?}, a standby may lead now"
+    )
 }

@@ -49,9 +49,11 @@ impl Systemd {
         self.send(&[NotifyState::Status(text)]);
     }
 
-    /// The loops are making progress.
+    /// The loops are making progress (nothing is sent when systemd does not watch).
     pub fn watchdog(&self) {
-        self.send(&[NotifyState::Watchdog]);
+        if self.watchdog_interval().is_some() {
+            self.send(&[NotifyState::Watchdog]);
+        }
     }
 
     /// A reload starts (Type=notify-reload wants MONOTONIC_USEC with it).

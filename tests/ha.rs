@@ -179,13 +179,11 @@ async fn the_commands_read_postgres_exactly_as_they_read_sqlite() {
     assert!(status.contains("\"muted_until\": \"2"), "{status}");
 
     // `prune` finds and removes the same on both (the lifecycle ended months ago).
-    let jobs_of = |text: String| {
-        let lines: Vec<String> = text
-            .lines()
+    let jobs_of = |text: String| -> Vec<String> {
+        text.lines()
             .filter(|l| l.starts_with("prod/"))
             .map(str::to_owned)
-            .collect();
-        lines
+            .collect()
     };
     for args in [
         &["prune", "--dry-run", "--retention", "1d"][..],
@@ -509,17 +507,13 @@ fn daemon_config(
 }
 
 /// `iewatch run -c config`, its log (info) appended to `config` with `.log`.
-fn spawn(config: &Path) -> DaemonProcess {
-    spawn_with(config, &[])
+fn daemon(config: &Path) -> common::DaemonCommand {
+    common::DaemonCommand::new(config).log_to("info", &config.with_extension("log"))
 }
 
-/// As [`spawn`], with more environment.
-fn spawn_with(config: &Path, env: &[(&str, &std::ffi::OsStr)]) -> DaemonProcess {
-    let command = common::DaemonCommand::new(config).log_to("info", &config.with_extension("log"));
-    let command = env
-        .iter()
-        .fold(command, |command, (key, value)| command.env(key, value));
-    DaemonProcess(command.spawn())
+/// [`daemon`], started.
+fn spawn(config: &Path) -> DaemonProcess {
+    DaemonProcess(daemon(config).spawn())
 }
 
 /// The last lines of a daemon's log, for a failure message.
@@ -527,47 +521,6 @@ fn log_tail(config: &Path) -> String {
     let log = std::fs::read_to_string(config.with_extension("log")).unwrap_or_default();
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-/// A notify socket read all the time, as systemd reads it (a daemon's datagrams must
-/// never wait for room).
-struct NotifySocket {
-    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    reader: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for NotifySocket {
-    fn drop(&mut self) {
-        self.reader.abort();
-    }
-}
-
-impl NotifySocket {
-    fn bind(path: &Path) -> NotifySocket {
-        let socket = tokio::net::UnixDatagram::bind(path).unwrap();
-        let lines: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
-        let seen = lines.clone();
-        let reader = tokio::spawn(async move {
-            let mut buffer = vec![0u8; 4096];
-            while let Ok(n) = socket.recv(&mut buffer).await {
-                let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
-                seen.lock().unwrap().extend(text.lines().map(str::to_owned));
-            }
-        });
-        NotifySocket { lines, reader }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    /// Whether a line starting with `prefix` arrives within 15 s.
-    async fn saw(&self, prefix: &str) -> bool {
-        wait_for(Duration::from_secs(15), || async {
-            self.lines().iter().any(|l| l.starts_with(prefix))
-        })
-        .await
-    }
 }
 
 /// Waits until `/healthz` at `addr` answers 200 with a body starting `ok: {role}`.
@@ -748,20 +701,19 @@ async fn a_leader_cut_off_or_paused_hands_over_within_15_s_and_never_writes_agai
     );
     // B tells systemd what it is (STATUS=, seen on a real notify socket).
     let socket_path = dir.path().join("notify-b.sock");
-    let notes = NotifySocket::bind(&socket_path);
-    let mut b = spawn_with(
-        &config_b,
-        &[
-            ("NOTIFY_SOCKET", socket_path.as_os_str()),
-            ("WATCHDOG_USEC", std::ffi::OsStr::new("2000000")),
-        ],
+    let notes = common::Notifications::bind(&socket_path);
+    let mut b = DaemonProcess(
+        daemon(&config_b)
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env("WATCHDOG_USEC", "2000000")
+            .spawn(),
     );
     assert!(
         wait_for_role(&http_b, "standby", Duration::from_secs(15)).await,
         "B stands by"
     );
-    assert!(notes.saw("READY=1").await, "{:?}", notes.lines());
-    assert!(notes.saw("STATUS=standby: ").await, "{:?}", notes.lines());
+    notes.wait_for("READY=1", 1).await;
+    notes.wait_for("STATUS=standby: ", 1).await;
     let page = common::http_get(&http_b, "/")
         .await
         .expect("B's status page")
@@ -798,8 +750,8 @@ async fn a_leader_cut_off_or_paused_hands_over_within_15_s_and_never_writes_agai
     assert!(
         wait_for_role(&http_b, "leader", Duration::from_secs(15)).await,
         "B leads within 15 s of the cut: {}\n---- A:\n{}",
-        std::fs::read_to_string(config_b.with_extension("log")).unwrap_or_default(),
-        std::fs::read_to_string(config_a.with_extension("log")).unwrap_or_default()
+        log_tail(&config_b),
+        log_tail(&config_a)
     );
     let took = cut.elapsed();
     let status = tokio::time::timeout(Duration::from_secs(20), a.0.wait())
@@ -811,11 +763,9 @@ async fn a_leader_cut_off_or_paused_hands_over_within_15_s_and_never_writes_agai
         "A exits non-zero (systemd restarts it): {status:?}"
     );
     eprintln!("cut off: B led after {took:?}");
-    assert!(
-        notes.saw("STATUS=leader (epoch 2): watching 1 jobs").await,
-        "{:?}",
-        notes.lines()
-    );
+    notes
+        .wait_for("STATUS=leader (epoch 2): watching 1 jobs", 1)
+        .await;
     proxy.restore();
     let a = spawn(&config_a);
     assert!(

@@ -15,7 +15,7 @@ use std::{
 use common::{
     event_list, scenario, start_simulator, wait_for, wait_for_etag, write_config, RunningDaemon,
 };
-use iewatch::simulator::{RunningSimulator, Scenario};
+use iewatch::simulator::{FaultKind, RunningSimulator, Scenario};
 use tokio::io::AsyncBufReadExt as _;
 
 const FAST: &str = "poll_interval_by_state = { Creating = \"100ms\", Shipping = \"100ms\", Completed = \"100ms\" }";
@@ -68,6 +68,13 @@ impl Lifecycle {
     async fn recorded(&self, i: usize, deadline: Duration) -> bool {
         let etag = &self.timeline.versions[i].etag;
         wait_for_etag(&self.db, "MySampleJob", etag, deadline).await
+    }
+
+    /// True once the service got a poll it answers with fault `kind` (within 10 s): that
+    /// poll is in flight.
+    async fn faulted(&self, kind: FaultKind) -> bool {
+        let seen = || self.sim.requests().iter().any(|r| r.fault == Some(kind));
+        common::wait_until(Duration::from_secs(10), seen).await
     }
 }
 
@@ -221,13 +228,8 @@ async fn a_database_deleted_under_the_daemon_turns_healthz_503_and_ends_the_proc
     );
     assert!(run.recorded(0, Duration::from_secs(20)).await);
     run.show(1);
-    let stalled = |sim: &RunningSimulator| {
-        sim.requests()
-            .iter()
-            .any(|r| r.fault == Some(iewatch::simulator::FaultKind::Stall))
-    };
     assert!(
-        common::wait_until(Duration::from_secs(10), || stalled(&run.sim)).await,
+        run.faulted(FaultKind::Stall).await,
         "a stalled poll is in flight"
     );
     std::fs::remove_file(&run.db).unwrap();
@@ -267,13 +269,8 @@ async fn a_reload_while_a_poll_outlives_the_drain_records_each_change_once() {
     let daemon = RunningDaemon::start(&config).await;
     assert!(run.recorded(0, Duration::from_secs(20)).await);
     run.show(1);
-    let slow = |sim: &RunningSimulator| {
-        sim.requests()
-            .iter()
-            .any(|r| r.fault == Some(iewatch::simulator::FaultKind::Slow))
-    };
     assert!(
-        common::wait_until(Duration::from_secs(10), || slow(&run.sim)).await,
+        run.faulted(FaultKind::Slow).await,
         "a slow poll is in flight"
     );
     // The reload gives up on the poll in flight after 200 ms and starts over.

@@ -227,18 +227,16 @@ async fn healthz_turns_503_when_the_database_stops_taking_writes_and_recovers() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_notify_socket_sees_ready_status_watchdog_reloading_and_stopping() {
-    use tokio::net::UnixDatagram;
     let dir = tempfile::tempdir().unwrap();
     let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
     let config = write_config(dir.path(), &sim, &["MySampleJob"], "");
     let socket_path = dir.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let notes = common::Notifications::bind(&socket_path);
     let mut child = common::DaemonCommand::new(&config)
         .env("NOTIFY_SOCKET", &socket_path)
         .env("WATCHDOG_USEC", "2000000")
         .spawn();
     let pid = child.id().unwrap() as i32;
-    let mut notes = common::Notifications::new(socket);
     notes.wait_for("READY=1", 1).await;
     notes.wait_for("STATUS=watching 1 jobs", 1).await;
     notes.wait_for("WATCHDOG=1", 1).await;
@@ -246,11 +244,8 @@ async fn the_notify_socket_sees_ready_status_watchdog_reloading_and_stopping() {
     // SAFETY: kill(2) on our own child.
     assert_eq!(unsafe { kill(pid, 1) }, 0); // SIGHUP
     notes.wait_for("RELOADING=1", 1).await;
-    let reloading = notes
-        .messages
-        .iter()
-        .find(|m| m.contains("RELOADING=1"))
-        .unwrap();
+    let messages = notes.messages();
+    let reloading = messages.iter().find(|m| m.contains("RELOADING=1")).unwrap();
     assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
     notes.wait_for("READY=1", 2).await;
     assert_eq!(unsafe { kill(pid, 15) }, 0); // SIGTERM

@@ -190,10 +190,7 @@ impl Lanes {
                     break;
                 }
             };
-            if !self.store.within_lease() {
-                // Paused or cut off past the lease: a standby may be sending these now,
-                // and the lease keeper is about to end this process (or renew).
-                self.pause().await;
+            if self.past_lease().await {
                 break;
             }
             let mut outcomes = Vec::with_capacity(items.len());
@@ -254,8 +251,7 @@ impl Lanes {
                 }
                 break;
             }
-            if !self.store.within_lease() {
-                self.pause().await;
+            if self.past_lease().await {
                 break;
             }
             let outcome = super::attempt_digest(settings, &self.webhook, &items).await;
@@ -293,6 +289,17 @@ impl Lanes {
                 false
             }
         }
+    }
+
+    /// True (after a pause) when this daemon is past its lease, paused or cut off: a
+    /// standby may be sending these alerts now, and the lease keeper is about to end
+    /// this process (or renew).
+    async fn past_lease(&self) -> bool {
+        if self.store.within_lease() {
+            return false;
+        }
+        self.pause().await;
+        true
     }
 
     async fn pause(&self) {

@@ -33,9 +33,8 @@ fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Takes the lease if nobody holds a live one; returns the new epoch. Only when the lease
-/// looks free does it lock the row, and then it waits at most
-/// [`LOCK_WAIT`] for the row: while the leader commits (its writes lock the row for a
+/// Takes the lease if nobody holds a live one; returns the new epoch. It waits at most
+/// [`LOCK_WAIT`] for the row (a standby looks with [`holder`] first, without a lock): while the leader commits (its writes lock the row for a
 /// moment) or sits frozen inside a transaction (until PostgreSQL ends that session), the
 /// answer is "not now", and the standby asks again, instead of a statement left waiting
 /// on the server that might take the lease after its caller stopped listening.
@@ -47,11 +46,6 @@ pub async fn try_acquire(
     me: &str,
     lease: Duration,
 ) -> Result<Option<i64>, StoreError> {
-    // A look without a lock first: a standby asking every second must not queue on the
-    // row that the leader's renewals and writes lock.
-    if holder(pool).await?.is_some_and(|h| h.live) {
-        return Ok(None);
-    }
     let mut tx = pool.begin().await?;
     sqlx::query(&format!(
         "SET LOCAL lock_timeout = {}",

@@ -1169,39 +1169,53 @@ impl DaemonProcess {
     }
 }
 
-/// What the daemon sent to the notify socket.
+/// A notify socket read all the time, as systemd reads it (a daemon's datagrams must
+/// never wait for room): what the daemon sent, one string per datagram.
 pub struct Notifications {
-    socket: tokio::net::UnixDatagram,
-    pub messages: Vec<String>,
+    messages: Arc<Mutex<Vec<String>>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Notifications {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 impl Notifications {
-    pub fn new(socket: tokio::net::UnixDatagram) -> Notifications {
-        Notifications {
-            socket,
-            messages: Vec::new(),
-        }
+    /// Binds `path` (for `NOTIFY_SOCKET`) and reads it until dropped.
+    pub fn bind(path: &Path) -> Notifications {
+        let socket = tokio::net::UnixDatagram::bind(path).unwrap();
+        let messages: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen = messages.clone();
+        let reader = tokio::spawn(async move {
+            let mut buffer = vec![0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buffer).await {
+                let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
+                seen.lock().unwrap().push(text);
+            }
+        });
+        Notifications { messages, reader }
     }
 
+    /// The datagrams so far.
+    pub fn messages(&self) -> Vec<String> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    /// How many lines so far start with `wanted`.
     pub fn count(&self, wanted: &str) -> usize {
-        self.messages
+        self.messages()
             .iter()
             .flat_map(|m| m.lines())
             .filter(|l| l.starts_with(wanted))
             .count()
     }
 
-    /// Reads datagrams until `wanted` has been seen `times` times (15 s at most).
-    pub async fn wait_for(&mut self, wanted: &str, times: usize) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        let mut buf = vec![0u8; 4096];
-        while self.count(wanted) < times {
-            let received = tokio::time::timeout_at(deadline, self.socket.recv(&mut buf)).await;
-            let n = received
-                .unwrap_or_else(|_| panic!("no {wanted} (x{times}) in {:?}", self.messages))
-                .unwrap();
-            self.messages
-                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        }
+    /// Waits until `wanted` has been seen `times` times (15 s at most; then it fails,
+    /// saying what came).
+    pub async fn wait_for(&self, wanted: &str, times: usize) {
+        let seen = wait_until(Duration::from_secs(15), || self.count(wanted) >= times).await;
+        assert!(seen, "no {wanted} (x{times}) in {:?}", self.messages());
     }
 }

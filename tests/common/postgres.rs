@@ -1,9 +1,10 @@
 //! A real PostgreSQL server for the tests: a cluster made by `initdb` in a temporary
 //! directory, listening on a free 127.0.0.1 port only, password authentication
-//! (scram-sha-256) for its one user, TLS with a certificate of a CA made here, stopped (immediate shutdown) when dropped. As root it
-//! runs as `nobody` (PostgreSQL refuses root). From Debian's `postgresql` package, which
-//! `.ci/run` installs and requires with IEWATCH_REQUIRE_POSTGRES; on a machine without
-//! it the tests that need it say so once and do not run.
+//! (scram-sha-256) for its one user, TLS with a certificate of a CA made here, stopped
+//! (immediate shutdown) when dropped. As root it runs as `nobody` (PostgreSQL refuses
+//! root). From Debian's `postgresql` package, which `.ci/run` installs and requires with
+//! IEWATCH_REQUIRE_POSTGRES; on a machine without it the tests that need it say so once
+//! and do not run.
 //!
 //! [`Proxy`] stands between a daemon and the server, so that a test can cut the daemon
 //! off the database (its connections closed, new ones swallowed) and let it back.
