@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::shared_fixture;
+use common::Recordings;
 use iewatch::{
     detect::detect_changes,
     events::EventType,
@@ -14,8 +14,9 @@ use iewatch::{
 
 const RECORDED: &str = "databox/recordings/extracted/";
 
-fn recorded(name: &str) -> Vec<u8> {
-    shared_fixture(&format!("{RECORDED}{name}"))
+/// A recorded Data Box body by file name.
+fn recorded(recordings: &Recordings, name: &str) -> Vec<u8> {
+    recordings.read(&format!("{RECORDED}{name}"))
 }
 
 fn response(status: u16, body: Vec<u8>) -> http::Response<bytes::Bytes> {
@@ -27,8 +28,8 @@ fn response(status: u16, body: Vec<u8>) -> http::Response<bytes::Bytes> {
 }
 
 /// The snapshot a recorded 200 body gives, through the client's own decoding.
-fn snapshot_of(name: &str) -> JobSnapshot {
-    match interpret_databox(response(200, recorded(name))).unwrap() {
+fn snapshot_of(recordings: &Recordings, name: &str) -> JobSnapshot {
+    match interpret_databox(response(200, recorded(recordings, name))).unwrap() {
         PollOutcome::Modified(observation) => observation.snapshot,
         PollOutcome::NotModified => panic!("a 200 is a document"),
     }
@@ -36,14 +37,17 @@ fn snapshot_of(name: &str) -> JobSnapshot {
 
 #[test]
 fn every_recorded_body_parses_into_the_values_it_shows() {
+    let Some(recordings) = Recordings::available() else {
+        return;
+    };
     for name in [
         "2020-03_get_no-expand_api2018-01-01.json",
         "2020-03_get_expand-details_api2019-09-01.json",
         "2020-03_get_expand-details_after-patch_api2019-09-01.json",
     ] {
-        let body = recorded(name);
+        let body = recorded(&recordings, name);
         assert!(body.windows(2).any(|w| w == b"\r\n") || name.contains("no-expand"));
-        let job = snapshot_of(name);
+        let job = snapshot_of(&recordings, name);
         assert_eq!(job.state.as_str(), "DeviceOrdered", "{name}");
         assert_eq!(job.sku.as_deref(), Some("DataBox"), "{name}");
         assert!(job.drives.is_empty(), "{name}: copyProgress is empty");
@@ -55,7 +59,7 @@ fn every_recorded_body_parses_into_the_values_it_shows() {
         assert!(!job.state.is_terminal());
     }
 
-    let cancelled = snapshot_of("2020-03_get_expand-details_cancelled_api2019-09-01.json");
+    let cancelled = snapshot_of(&recordings, "2020-03_get_expand-details_cancelled_api2019-09-01.json");
     assert_eq!(cancelled.state.as_str(), "Cancelled");
     assert!(cancelled.state.is_terminal());
     let units: Vec<&str> = cancelled
@@ -81,7 +85,7 @@ fn every_recorded_body_parses_into_the_values_it_shows() {
     );
 
     let list: serde_json::Value =
-        serde_json::from_slice(&recorded("2020-03_list-rg_api2019-09-01.json")).unwrap();
+        serde_json::from_slice(&recorded(&recordings, "2020-03_list-rg_api2019-09-01.json")).unwrap();
     for item in list["value"].as_array().unwrap() {
         let job = DataBoxJob::parse(item.to_string().as_bytes()).unwrap();
         assert_eq!(job.name, "job000004");
@@ -91,6 +95,9 @@ fn every_recorded_body_parses_into_the_values_it_shows() {
 
 #[test]
 fn both_recorded_404_bodies_are_not_found_with_their_codes() {
+    let Some(recordings) = Recordings::available() else {
+        return;
+    };
     for (name, code) in [
         (
             "2020-03_get_404_arm-gateway_ResourceNotFound.json",
@@ -101,7 +108,7 @@ fn both_recorded_404_bodies_are_not_found_with_their_codes() {
             "SsemUserErrorEntityNotFound",
         ),
     ] {
-        let error = interpret_databox(response(404, recorded(name))).unwrap_err();
+        let error = interpret_databox(response(404, recorded(&recordings, name))).unwrap_err();
         assert!(error.is_not_found(), "{name}");
         assert!(error.to_string().contains(code), "{name}: {error}");
     }
@@ -109,6 +116,9 @@ fn both_recorded_404_bodies_are_not_found_with_their_codes() {
 
 #[test]
 fn the_recorded_lifecycle_replays_into_exactly_these_events() {
+    let Some(recordings) = Recordings::available() else {
+        return;
+    };
     let lifecycle = [
         "2020-03_get_no-expand_api2018-01-01.json",
         "2020-03_get_expand-details_api2019-09-01.json",
@@ -118,7 +128,7 @@ fn the_recorded_lifecycle_replays_into_exactly_these_events() {
     let mut previous: Option<JobSnapshot> = None;
     let mut events = Vec::new();
     for name in lifecycle {
-        let current = snapshot_of(name);
+        let current = snapshot_of(&recordings, name);
         events.extend(detect_changes(previous.as_ref(), &current));
         previous = Some(current);
     }
@@ -164,7 +174,10 @@ fn the_recorded_lifecycle_replays_into_exactly_these_events() {
     // The order was then deleted: the real 404 ends the recording.
     let gone = interpret_databox(response(
         404,
-        recorded("2020-03_get_404_rp_SsemUserErrorEntityNotFound.json"),
+        recorded(
+            &recordings,
+            "2020-03_get_404_rp_SsemUserErrorEntityNotFound.json",
+        ),
     ))
     .unwrap_err();
     assert!(gone.is_not_found());

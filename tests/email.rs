@@ -112,15 +112,12 @@ fn smtp_server_present(test: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !present {
-        assert!(
-            std::env::var_os("IEWATCH_REQUIRE_SMTP").is_none(),
-            "IEWATCH_REQUIRE_SMTP is set but python3 cannot import aiosmtpd"
-        );
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n*** NOT RUN: {test} (tests/email.rs): python3 with aiosmtpd is missing; \
-             install it with `python3 -m pip install aiosmtpd` ***\n"
+        common::not_run(
+            "IEWATCH_REQUIRE_SMTP",
+            &format!(
+                "{test} (tests/email.rs): python3 cannot import aiosmtpd, the real SMTP \
+                 server; install it with `python3 -m pip install aiosmtpd`"
+            ),
         );
     }
     present

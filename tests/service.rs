@@ -65,14 +65,10 @@ fn promtool_check(scrape: &str) {
         .stderr(std::process::Stdio::piped())
         .spawn();
     let Ok(mut child) = child else {
-        assert!(
-            std::env::var_os("IEWATCH_REQUIRE_PROMTOOL").is_none(),
-            "IEWATCH_REQUIRE_PROMTOOL is set but promtool is not installed"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n*** NOT RUN: promtool check metrics (tests/service.rs): promtool is missing; \
-             install Debian's prometheus package ***\n"
+        common::not_run(
+            "IEWATCH_REQUIRE_PROMTOOL",
+            "promtool check metrics (tests/service.rs): promtool is not installed; \
+             install Debian's prometheus package",
         );
         return;
     };

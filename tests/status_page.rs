@@ -42,13 +42,10 @@ fn chromium() -> Option<&'static str> {
                 .is_ok_and(|o| o.status.success())
         });
     if found.is_none() {
-        assert!(
-            std::env::var_os("IEWATCH_REQUIRE_CHROMIUM").is_none(),
-            "IEWATCH_REQUIRE_CHROMIUM is set but chromium is not installed"
-        );
-        eprintln!(
-            "\n*** NOT RUN: the status page in headless Chromium (tests/status_page.rs): \
-             chromium is missing; install Debian's chromium package ***\n"
+        common::not_run(
+            "IEWATCH_REQUIRE_CHROMIUM",
+            "the status page in headless Chromium (tests/status_page.rs): chromium is \
+             not installed; install Debian's chromium package",
         );
     }
     found

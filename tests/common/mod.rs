@@ -5,6 +5,10 @@
 #![allow(dead_code)]
 
 pub mod postgres;
+pub mod prerequisites;
+
+#[allow(unused_imports)] // Each test binary uses what it needs of these.
+pub use prerequisites::{not_run, Recordings};
 
 // Defined beside the PostgreSQL harness, which the benchmarks include on its own.
 pub use postgres::{free_port, is_root};
@@ -859,19 +863,6 @@ pub fn expected(rows: &[Row]) -> Vec<EventRow> {
     rows.iter()
         .map(|(t, d, f, to)| (t.to_string(), own(*d), own(*f), own(*to)))
         .collect()
-}
-
-/// A file of `../shared/fixtures/`, the real recorded Azure traffic (never copied here).
-pub fn shared_fixture(path: &str) -> Vec<u8> {
-    let full = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures")
-        .join(path);
-    std::fs::read(&full).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; the recorded fixtures live in ../shared/fixtures beside the project",
-            full.display()
-        )
-    })
 }
 
 /// Verifies a Standard Webhooks signature with ring's HMAC, not the crates iewatch signs with.

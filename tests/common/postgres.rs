@@ -14,7 +14,7 @@ use std::{
     process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex, Once,
+        Arc, Mutex,
     },
     time::{Duration, Instant},
 };
@@ -96,17 +96,12 @@ impl Cluster {
 
     fn start_with(durable: bool) -> Option<Cluster> {
         let Some(bin) = bin_dir() else {
-            assert!(
-                std::env::var_os("IEWATCH_REQUIRE_POSTGRES").is_none(),
-                "IEWATCH_REQUIRE_POSTGRES is set but no PostgreSQL server is installed (/usr/lib/postgresql/*/bin)"
+            super::prerequisites::not_run(
+                "IEWATCH_REQUIRE_POSTGRES",
+                "what needs PostgreSQL here (tests/ha.rs, the PostgreSQL benchmark \
+                 figures): no server is installed (/usr/lib/postgresql/*/bin); install \
+                 Debian's postgresql package",
             );
-            static SAID: Once = Once::new();
-            SAID.call_once(|| {
-                eprintln!(
-                    "\n*** NOT RUN: what needs PostgreSQL here (tests/ha.rs, the PostgreSQL \
-                     benchmark figures): no server; install Debian's postgresql package ***\n"
-                );
-            });
             return None;
         };
         let dir = tempfile::Builder::new()

@@ -6,6 +6,9 @@
 /// A PostgreSQL cluster of the benchmark's own (the tests' harness).
 #[path = "../../common/postgres.rs"]
 pub mod postgres;
+/// What the PostgreSQL harness says when no server is installed.
+#[path = "../../common/prerequisites.rs"]
+pub mod prerequisites;
 
 use std::{
     io::{BufRead as _, BufReader},
