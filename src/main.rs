@@ -518,14 +518,15 @@ async fn notify_test(path: &Path, name: &str) -> anyhow::Result<ExitCode> {
         let millis = delivery.latency.as_millis();
         let status = delivery
             .status
-            .map_or("no answer".into(), |s| format!("HTTP {s}"));
+            .map_or("no answer".into(), |s| format!("{} {s}", delivery.protocol));
         match &delivery.error {
             None => outln!("{name}: sent {}: {status} in {millis} ms", delivery.what),
             Some(error) => {
                 failed = true;
                 outln!(
-                    "{name}: FAILED {}: {error} ({status}, {millis} ms)",
-                    delivery.what
+                    "{name}: FAILED {}: {error} ({status}, {}, {millis} ms)",
+                    delivery.what,
+                    delivery.class
                 );
             }
         }

@@ -22,6 +22,25 @@ use crate::events::EventType;
 /// own deadlines (request timeout, webhook timeout), this much more.
 pub const LIVENESS_SLACK: Duration = Duration::from_secs(30);
 
+/// A string from outside (a state, an error from a receiver) as one line of text log:
+/// control characters (CR, LF, U+2028, ANSI escapes, ...) are written as Rust escapes,
+/// so a hostile value cannot forge a log line or repaint a terminal.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let hostile = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+    if !text.chars().any(hostile) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if hostile(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Longest label value exposed; longer values from outside are cut.
 const MAX_LABEL_CHARS: usize = 64;
 

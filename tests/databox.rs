@@ -59,7 +59,10 @@ fn every_recorded_body_parses_into_the_values_it_shows() {
         assert!(!job.state.is_terminal());
     }
 
-    let cancelled = snapshot_of(&recordings, "2020-03_get_expand-details_cancelled_api2019-09-01.json");
+    let cancelled = snapshot_of(
+        &recordings,
+        "2020-03_get_expand-details_cancelled_api2019-09-01.json",
+    );
     assert_eq!(cancelled.state.as_str(), "Cancelled");
     assert!(cancelled.state.is_terminal());
     let units: Vec<&str> = cancelled
@@ -85,7 +88,8 @@ fn every_recorded_body_parses_into_the_values_it_shows() {
     );
 
     let list: serde_json::Value =
-        serde_json::from_slice(&recorded(&recordings, "2020-03_list-rg_api2019-09-01.json")).unwrap();
+        serde_json::from_slice(&recorded(&recordings, "2020-03_list-rg_api2019-09-01.json"))
+            .unwrap();
     for item in list["value"].as_array().unwrap() {
         let job = DataBoxJob::parse(item.to_string().as_bytes()).unwrap();
         assert_eq!(job.name, "job000004");

@@ -180,8 +180,11 @@ pub struct JobConfig {
     pub policy: PollPolicy,
 }
 
-/// Payload format of a webhook.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Payload format of a webhook: the channels. Their list (`WebhookFormat::iter()`) and
+/// config names (`as_str`) come from this one definition; the channel conformance
+/// suite (`tests/conformance.rs`) iterates it, so a new channel without its cases fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::EnumIter, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum WebhookFormat {
     /// Standard Webhooks JSON, signed.
     Json,
@@ -195,6 +198,13 @@ pub enum WebhookFormat {
     Template,
     /// E-mail over SMTP with TLS.
     Email,
+}
+
+impl WebhookFormat {
+    /// Its name in the config (`format = "slack"`).
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
 }
 
 /// `format = "email"`: the SMTP server, the addresses, and how often to send a digest.

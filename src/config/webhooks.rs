@@ -26,20 +26,12 @@ impl Checker<'_> {
         let name = self
             .name(&raw.name, at, &key("name"))
             .map(|n| n.get_ref().clone());
+        let formats: Vec<(&str, WebhookFormat)> = {
+            use strum::IntoEnumIterator as _;
+            WebhookFormat::iter().map(|f| (f.as_str(), f)).collect()
+        };
         let format = self
-            .choice(
-                &raw.format,
-                &key("format"),
-                &[
-                    ("json", WebhookFormat::Json),
-                    ("slack", WebhookFormat::Slack),
-                    ("teams", WebhookFormat::Teams),
-                    ("pagerduty", WebhookFormat::PagerDuty),
-                    ("template", WebhookFormat::Template),
-                    ("email", WebhookFormat::Email),
-                ],
-                WebhookFormat::Json,
-            )
+            .choice(&raw.format, &key("format"), &formats, WebhookFormat::Json)
             .unwrap_or(WebhookFormat::Json);
         // PagerDuty has one address; the others are the receiver's.
         let timeout = self.duration(&raw.timeout, &key("timeout"), DEFAULT_WEBHOOK_TIMEOUT);
@@ -241,6 +233,7 @@ impl Checker<'_> {
         let (offset, field, path) = origin;
         let mut environment = minijinja::Environment::new();
         environment.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        environment.set_fuel(Some(crate::notifier::payload::TEMPLATE_FUEL));
         if let Err(e) = environment.add_template_owned("body", source) {
             let place = match (&path, e.line()) {
                 (Some(path), Some(line)) => format!("{}:{line}", path.display()),

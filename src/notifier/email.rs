@@ -5,7 +5,7 @@
 //! channels'.
 
 use lettre::{
-    message::{header::ContentType, Mailbox},
+    message::{Mailbox, SinglePart},
     transport::smtp::{
         authentication::Credentials,
         client::{Certificate, Tls, TlsParameters},
@@ -15,24 +15,53 @@ use lettre::{
 
 use crate::{config::EmailSettings, store::EventRecord};
 
-/// Sends `events` (one, or a job's digest) as one message.
+/// Why a message was not sent: the server's reply code where one came, whether that
+/// refusal is for good (a 5xx reply, or a message that cannot be built), and one line
+/// of text without any secret.
+#[derive(Debug)]
+pub struct MailError {
+    /// The SMTP reply code (`550`, `452`), if the server answered.
+    pub code: Option<u16>,
+    /// True when sending it again cannot help.
+    pub permanent: bool,
+    /// What went wrong, with the server's words.
+    pub text: String,
+}
+
+impl MailError {
+    /// A failure of ours that the same message would meet again.
+    fn permanent(text: String) -> MailError {
+        MailError {
+            code: None,
+            permanent: true,
+            text,
+        }
+    }
+}
+
+/// Sends `events` (one, or a job's digest) as one message. The caller bounds the whole
+/// exchange in time (`notifier::deliver`): lettre's own timeout covers the TCP connect
+/// only.
 ///
 /// # Errors
 /// The message cannot be built, the server cannot be reached, TLS fails, or the server
-/// refuses it: one line, no secret.
-pub async fn send(settings: &EmailSettings, events: &[EventRecord]) -> Result<u16, String> {
+/// refuses it.
+pub async fn send(settings: &EmailSettings, events: &[EventRecord]) -> Result<u16, MailError> {
     if events.is_empty() {
-        return Err("nothing to send".into());
+        return Err(MailError::permanent("nothing to send".into()));
     }
-    let message =
-        message(settings, events).map_err(|e| format!("cannot build the message: {e}"))?;
+    let message = message(settings, events)
+        .map_err(|e| MailError::permanent(format!("cannot build the message: {e}")))?;
     let mut tls = TlsParameters::builder(settings.host.clone());
     for root in &settings.extra_roots {
         tls = tls.add_root_certificate(
-            Certificate::from_der(root.to_vec()).map_err(|e| format!("ca_certificate: {e}"))?,
+            Certificate::from_der(root.to_vec())
+                .map_err(|e| MailError::permanent(format!("ca_certificate: {e}")))?,
         );
     }
-    let tls = tls.build_rustls().map_err(|e| format!("TLS: {e}"))?;
+    let tls = tls
+        .build_rustls()
+        .map_err(|e| MailError::permanent(format!("TLS: {e}")))?;
     let mut transport =
         AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(settings.host.as_str())
             .port(settings.port)
@@ -52,8 +81,52 @@ pub async fn send(settings: &EmailSettings, events: &[EventRecord]) -> Result<u1
         .build()
         .send(message)
         .await
-        .map_err(|e| format!("SMTP {}:{}: {e}", settings.host, settings.port))?;
+        .map_err(|e| MailError {
+            code: e.status().map(u16::from),
+            permanent: e.is_permanent(),
+            text: format!("SMTP {}:{}: {e}", settings.host, settings.port),
+        })?;
     Ok(u16::from(response.code()))
+}
+
+/// A service string as one line of a plain-text message: control characters (CR, LF:
+/// a forged line or header) become spaces.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// Longest subject, in characters: SMTP refuses lines over 998 bytes (RFC 5321
+/// §4.5.3.1.6) and a header is not folded inside a word; the body has the whole text.
+const MAX_SUBJECT_CHARS: usize = 200;
+
+/// A subject: one line, cut at [`MAX_SUBJECT_CHARS`] with an ellipsis.
+fn subject_line(text: &str) -> String {
+    let line = one_line(text);
+    if line.chars().count() <= MAX_SUBJECT_CHARS {
+        return line;
+    }
+    let mut cut: String = line.chars().take(MAX_SUBJECT_CHARS - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// A `Message-ID` unique to this message, in the `from` address's domain (RFC 5322
+/// §3.6.4): large providers refuse mail without one.
+fn message_id(from: &Mailbox, first: &EventRecord) -> String {
+    let nonce: u64 = rand::random();
+    format!(
+        "<iewatch.{}.{nonce:016x}@{}>",
+        first.id,
+        from.email.domain()
+    )
 }
 
 /// The subject and text of `events` of one job.
@@ -65,19 +138,19 @@ fn message(settings: &EmailSettings, events: &[EventRecord]) -> Result<Message, 
         .max()
         .unwrap_or(first.severity);
     let subject = match events {
-        [one] => format!(
+        [one] => subject_line(&format!(
             "[iewatch {}] {}/{}: {}",
             one.severity,
             one.account,
             one.job,
             one.describe()
-        ),
-        many => format!(
+        )),
+        many => subject_line(&format!(
             "[iewatch {worst}] {}/{}: {} changes",
             first.account,
             first.job,
             many.len()
-        ),
+        )),
     };
     let mut text = String::new();
     for event in events {
@@ -85,24 +158,30 @@ fn message(settings: &EmailSettings, events: &[EventRecord]) -> Result<Message, 
             Some(drive) => format!("drive {drive}"),
             None => "job".to_owned(),
         };
-        text.push_str(&format!(
-            "{} UTC  {}/{}  {subject}  {}  [{}]  ({})\n",
+        let line = format!(
+            "{} UTC  {}/{}  {subject}  {}  [{}]  ({})",
             event.observed_at,
             event.account,
             event.job,
             event.describe(),
             event.severity,
             super::payload::webhook_id(event),
-        ));
+        );
+        text.push_str(&one_line(&line));
+        text.push('\n');
     }
     text.push_str("\n-- \niewatch: `iewatch history JOB` shows the whole timeline.\n");
     let from: Mailbox = settings.from.parse().map_err(|e| format!("from: {e}"))?;
     let mut builder = Message::builder()
+        .message_id(Some(message_id(&from, first)))
         .from(from)
-        .subject(subject)
-        .header(ContentType::TEXT_PLAIN);
+        .subject(subject);
     for to in &settings.to {
         builder = builder.to(to.parse().map_err(|e| format!("to {to:?}: {e}"))?);
     }
-    builder.body(text).map_err(|e| e.to_string())
+    // A MIME part: lettre writes `MIME-Version: 1.0` (RFC 2045's MUST) and the charset
+    // only for one; `Date` it adds itself.
+    builder
+        .singlepart(SinglePart::plain(text))
+        .map_err(|e| e.to_string())
 }

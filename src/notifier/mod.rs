@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 pub use routing::route;
 
 use crate::{
-    config::{EmailSettings, Webhook, WebhookFormat},
+    config::{Webhook, WebhookFormat},
     http_client::{self, HttpsClient, USER_AGENT},
     store::{Attempt, EventRecord, OutboxItem, Store},
     telemetry::Telemetry,
@@ -154,8 +154,12 @@ async fn forward_wakes(
 pub struct TestDelivery {
     /// What was sent (`job.state_changed Transferring → Faulted`, `resolve`).
     pub what: String,
-    /// The HTTP status, if one came back.
+    /// `HTTP` or `SMTP`: what the status is a code of.
+    pub protocol: &'static str,
+    /// The receiver's code, if one came back.
     pub status: Option<u16>,
+    /// What the daemon would do with this outcome: delivered, transient or permanent.
+    pub class: &'static str,
     /// How long the attempt took.
     pub latency: Duration,
     /// Why it failed, if it did.
@@ -172,7 +176,9 @@ pub async fn notify_test(webhook: &Webhook) -> Vec<TestDelivery> {
         Err(e) => {
             return vec![TestDelivery {
                 what: "TLS set-up".into(),
+                protocol: "HTTP",
                 status: None,
+                class: "permanent: the daemon cannot send either",
                 latency: Duration::ZERO,
                 error: Some(e.to_string()),
             }]
@@ -206,20 +212,37 @@ pub async fn notify_test(webhook: &Webhook) -> Vec<TestDelivery> {
             event,
         };
         let started = std::time::Instant::now();
-        let sent = send(&client, webhook, &item).await;
+        let sent = deliver(&client, webhook, std::slice::from_ref(&item.event)).await;
         let what = format!(
             "{} → {}",
             item.event.event_type,
             item.event.to.as_deref().unwrap_or("-")
         );
-        let (status, error) = match sent {
-            Sent::Ok(status) => (Some(status), None),
-            Sent::Gone => (Some(410), Some("410 Gone: the endpoint is disabled".into())),
-            Sent::Retry { status, error, .. } => (status, Some(error)),
+        let (status, error, class) = match sent {
+            Sent::Ok(status) => (Some(status), None, "delivered"),
+            Sent::Gone => (
+                Some(410),
+                Some("410 Gone: the endpoint is disabled".into()),
+                "permanent: the daemon disables this webhook",
+            ),
+            Sent::Refused { status, error } => (
+                status,
+                Some(error),
+                "permanent: the daemon gives it up at once",
+            ),
+            Sent::Retry { status, error, .. } => {
+                (status, Some(error), "transient: the daemon retries it")
+            }
         };
         outcomes.push(TestDelivery {
             what,
+            protocol: if webhook.email.is_some() {
+                "SMTP"
+            } else {
+                "HTTP"
+            },
             status,
+            class,
             latency: started.elapsed(),
             error,
         });
@@ -227,14 +250,48 @@ pub async fn notify_test(webhook: &Webhook) -> Vec<TestDelivery> {
     outcomes
 }
 
-/// An SMTP outcome as a delivery outcome: every refusal is retried (a full mailbox or a
-/// greylisting server is temporary), within `give_up_after`.
-fn mailed(sent: Result<u16, String>) -> Sent {
+/// An SMTP outcome as a delivery outcome: a 5xx reply is a permanent refusal (an
+/// unknown mailbox does not appear by retrying), everything else (4xx: a full mailbox,
+/// greylisting; no answer; TLS) is retried within `give_up_after`.
+fn mailed(sent: Result<u16, email::MailError>) -> Sent {
     match sent {
         Ok(code) => Sent::Ok(code),
-        Err(error) => Sent::Retry {
+        Err(e) if e.permanent => Sent::Refused {
+            status: e.code,
+            error: e.text,
+        },
+        Err(e) => Sent::Retry {
+            status: e.code,
+            error: e.text,
+            retry_after: None,
+        },
+    }
+}
+
+/// Every attempt of every channel goes through here, the one place that bounds it: the
+/// whole attempt (connect, TLS, SMTP greeting, request or DATA, the response) must end
+/// within the webhook's `timeout`. Past it the attempt is dropped, its connection with
+/// it, and counted as a transient failure; so a receiver that accepts and never answers
+/// costs a lane one timeout per retry, never the lane.
+async fn deliver(client: &HttpsClient, webhook: &Webhook, events: &[EventRecord]) -> Sent {
+    let attempt = async {
+        match (&webhook.email, events) {
+            (Some(settings), _) => mailed(email::send(settings, events).await),
+            (None, [event]) => post(client, webhook, event).await,
+            (None, _) => Sent::Refused {
+                status: None,
+                error: "only e-mail sends several events in one message".into(),
+            },
+        }
+    };
+    match tokio::time::timeout(webhook.timeout, attempt).await {
+        Ok(sent) => sent,
+        Err(_) => Sent::Retry {
             status: None,
-            error,
+            error: format!(
+                "no complete answer within {} (the webhook's timeout)",
+                humantime::format_duration(webhook.timeout)
+            ),
             retry_after: None,
         },
     }
@@ -243,26 +300,18 @@ fn mailed(sent: Result<u16, String>) -> Sent {
 /// The outcome of one attempt at `item`, with the retry time and give-up rule applied;
 /// true when the endpoint said 410 Gone.
 async fn attempt(client: &HttpsClient, webhook: &Webhook, item: &OutboxItem) -> (Attempt, bool) {
-    outcome_of(send(client, webhook, item).await, webhook, item)
+    let sent = deliver(client, webhook, std::slice::from_ref(&item.event)).await;
+    outcome_of(sent, webhook, item)
 }
 
 /// One e-mail for a job's pending deliveries (`digest_every`): the same outcome for all,
 /// its retry and give-up times counted from the oldest.
-async fn attempt_digest(
-    settings: &EmailSettings,
-    webhook: &Webhook,
-    items: &[OutboxItem],
-) -> Attempt {
+async fn attempt_digest(client: &HttpsClient, webhook: &Webhook, items: &[OutboxItem]) -> Attempt {
     let Some(oldest) = items.first() else {
         return Attempt::Delivered { status: 0 };
     };
     let events: Vec<EventRecord> = items.iter().map(|i| i.event.clone()).collect();
-    outcome_of(
-        mailed(email::send(settings, &events).await),
-        webhook,
-        oldest,
-    )
-    .0
+    outcome_of(deliver(client, webhook, &events).await, webhook, oldest).0
 }
 
 /// A sent (or not) request as the outcome to record, with the retry time and give-up
@@ -278,6 +327,13 @@ fn outcome_of(sent: Sent, webhook: &Webhook, item: &OutboxItem) -> (Attempt, boo
                 },
                 true,
             )
+        }
+        Sent::Refused { status, error } => {
+            tracing::warn!(webhook = %webhook.name, event = item.event.id, "delivery refused for good, not retried: {}", crate::telemetry::printable(&error));
+            Attempt::Failed {
+                status,
+                error: format!("refused (not retried): {error}"),
+            }
         }
         Sent::Retry {
             status,
@@ -295,7 +351,7 @@ fn outcome_of(sent: Sent, webhook: &Webhook, item: &OutboxItem) -> (Attempt, boo
                 .unwrap_or(now)
                 .checked_add(webhook.give_up_after);
             if deadline.is_some_and(|deadline| next_at > deadline) {
-                tracing::warn!(webhook = %webhook.name, event = item.event.id, "giving up delivery: {error}");
+                tracing::warn!(webhook = %webhook.name, event = item.event.id, "giving up delivery: {}", crate::telemetry::printable(&error));
                 Attempt::Failed {
                     status,
                     error: format!(
@@ -304,7 +360,7 @@ fn outcome_of(sent: Sent, webhook: &Webhook, item: &OutboxItem) -> (Attempt, boo
                     ),
                 }
             } else {
-                tracing::debug!(webhook = %webhook.name, event = item.event.id, "delivery failed, will retry: {error}");
+                tracing::debug!(webhook = %webhook.name, event = item.event.id, "delivery failed, will retry: {}", crate::telemetry::printable(&error));
                 Attempt::Retry {
                     status,
                     error,
@@ -326,9 +382,15 @@ fn backoff(webhook: &Webhook, attempts_before: u32) -> Duration {
         .mul_f64(rand::thread_rng().gen_range(0.8..1.2))
 }
 
+/// The receiver's word on one attempt, in every channel's terms.
 enum Sent {
+    /// Accepted, with the HTTP or SMTP code.
     Ok(u16),
+    /// 410 Gone: the endpoint is disabled.
     Gone,
+    /// Refused for good (an SMTP 5xx, PagerDuty's 400): given up at once, the lane goes on.
+    Refused { status: Option<u16>, error: String },
+    /// Not delivered this time (no answer, an SMTP 4xx, 429, a 5xx): retried.
     Retry {
         status: Option<u16>,
         error: String,
@@ -338,7 +400,7 @@ enum Sent {
 
 /// The body of `event` in the webhook's format and its Content-Type; None when the
 /// channel does not take the event (PagerDuty gets triggers and resolves only).
-fn body(webhook: &Webhook, event: &EventRecord) -> Result<Option<(Vec<u8>, String)>, String> {
+async fn body(webhook: &Webhook, event: &EventRecord) -> Result<Option<(Vec<u8>, String)>, String> {
     let json = |body: Vec<u8>| Ok(Some((body, "application/json".to_owned())));
     match webhook.format {
         WebhookFormat::Json => json(payload::json_body(event)),
@@ -354,26 +416,25 @@ fn body(webhook: &Webhook, event: &EventRecord) -> Result<Option<(Vec<u8>, Strin
                 .template
                 .as_ref()
                 .ok_or_else(|| "no template".to_owned())?;
-            let body = payload::template_body(&template.environment, event)?;
+            let body = payload::render_template(&template.environment, event).await?;
             Ok(Some((body, template.content_type.clone())))
         }
     }
 }
 
-async fn send(client: &HttpsClient, webhook: &Webhook, item: &OutboxItem) -> Sent {
-    if let Some(settings) = &webhook.email {
-        return mailed(email::send(settings, std::slice::from_ref(&item.event)).await);
-    }
-    let (body, content_type) = match body(webhook, &item.event) {
+/// POSTs `event` in the webhook's HTTP format; only [`deliver`] calls it.
+async fn post(client: &HttpsClient, webhook: &Webhook, event: &EventRecord) -> Sent {
+    let (body, content_type) = match body(webhook, event).await {
         Ok(Some(body)) => body,
         // Routing sends a channel only what it takes; an event queued before a format
         // change is done with, not retried forever.
         Ok(None) => return Sent::Ok(0),
+        // A template that fails, runs out of fuel or renders too much fails the same way
+        // every time: given up at once (redeliverable once the template is mended).
         Err(error) => {
-            return Sent::Retry {
+            return Sent::Refused {
                 status: None,
                 error,
-                retry_after: None,
             }
         }
     };
@@ -381,7 +442,7 @@ async fn send(client: &HttpsClient, webhook: &Webhook, item: &OutboxItem) -> Sen
         .header(header::CONTENT_TYPE, content_type)
         .header(header::USER_AGENT, USER_AGENT);
     if webhook.format == WebhookFormat::Json {
-        let id = payload::webhook_id(&item.event);
+        let id = payload::webhook_id(event);
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -409,6 +470,14 @@ async fn send(client: &HttpsClient, webhook: &Webhook, item: &OutboxItem) -> Sen
     match http_client::send_for_status(client, request, webhook.timeout, RESPONSE_READ).await {
         Ok((status, _)) if status.is_success() => Sent::Ok(status.as_u16()),
         Ok((http::StatusCode::GONE, _)) => Sent::Gone,
+        // PagerDuty's 400 is an event it will never take ("invalid event"): retrying it
+        // would hold the job's later alerts behind it until give_up_after.
+        Ok((http::StatusCode::BAD_REQUEST, _)) if webhook.format == WebhookFormat::PagerDuty => {
+            Sent::Refused {
+                status: Some(400),
+                error: "HTTP 400 Bad Request: PagerDuty refuses this event".into(),
+            }
+        }
         Ok((status, headers)) => Sent::Retry {
             status: Some(status.as_u16()),
             error: format!("HTTP {status}"),

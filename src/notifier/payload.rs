@@ -97,6 +97,50 @@ pub fn signature(key: &[u8], id: &str, timestamp: u64, body: &[u8]) -> String {
     )
 }
 
+/// A string from outside for Slack's (and Mattermost's) `text`: `&`, `<` and `>` are the
+/// three characters its markup gives meaning to (`<!channel>` pages everyone,
+/// `<https://x|label>` hides a link target), escaped as Slack documents; line breaks
+/// and other control characters become spaces, so one event is one line.
+pub fn slack_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A string from outside for an Adaptive Card TextBlock or fact, which Teams renders as
+/// Markdown: the characters that make emphasis, links, code and HTML are
+/// backslash-escaped everywhere (so `[x](https://evil)` stays text, not a link), and a
+/// list or heading marker at the start; control characters become spaces.
+pub fn markdown_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    let digits = text.chars().take_while(char::is_ascii_digit).count();
+    for (i, c) in text.chars().enumerate() {
+        let list_marker = (i == 0 && matches!(c, '-' | '+'))
+            || (i == digits && digits > 0 && matches!(c, '.' | ')'));
+        match c {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '#' | '!' | '|' | '~' | '<' | '>' => {
+                out.push('\\');
+                out.push(c);
+            }
+            _ if list_marker => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// One readable line for Slack-compatible endpoints.
 pub fn slack_body(event: &EventRecord) -> Vec<u8> {
     let marker = match event.severity {
@@ -108,7 +152,10 @@ pub fn slack_body(event: &EventRecord) -> Vec<u8> {
         Some(drive) => format!("{}/{} drive {drive}", event.account, event.job),
         None => format!("{}/{}", event.account, event.job),
     };
-    let text = format!("{marker} {subject}: {}", event.describe());
+    let text = format!(
+        "{marker} {}",
+        slack_escaped(&format!("{subject}: {}", event.describe()))
+    );
     serde_json::to_vec(&json!({ "text": text })).unwrap_or_default()
 }
 
@@ -131,14 +178,14 @@ pub fn teams_body(event: &EventRecord) -> Vec<u8> {
     };
     let job = event.details.as_ref().and_then(|d| d.get("job"));
     let text = |v: Option<&Value>| match v {
-        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::String(s)) => Some(markdown_escaped(s)),
         Some(Value::Number(n)) => Some(n.to_string()),
         _ => None,
     };
-    let mut facts =
-        vec![json!({"title": "Job", "value": format!("{}/{}", event.account, event.job)})];
+    let job_name = markdown_escaped(&format!("{}/{}", event.account, event.job));
+    let mut facts = vec![json!({"title": "Job", "value": job_name})];
     if let Some(drive) = &event.drive_id {
-        facts.push(json!({"title": "Drive", "value": drive.as_str()}));
+        facts.push(json!({"title": "Drive", "value": markdown_escaped(drive.as_str())}));
     }
     for (title, key) in [("State", "state"), ("Type", "type"), ("SKU", "sku")] {
         if let Some(value) = text(job.and_then(|j| j.get(key))) {
@@ -155,7 +202,7 @@ pub fn teams_body(event: &EventRecord) -> Vec<u8> {
         "type": "AdaptiveCard",
         "version": ADAPTIVE_CARD_VERSION,
         "body": [
-            {"type": "TextBlock", "text": format!("{}/{}: {}", event.account, event.job, event.describe()),
+            {"type": "TextBlock", "text": format!("{job_name}: {}", markdown_escaped(&event.describe())),
              "weight": "Bolder", "size": "Medium", "color": color, "wrap": true},
             {"type": "TextBlock", "text": event.event_type.as_str(), "isSubtle": true, "spacing": "None"},
             {"type": "FactSet", "facts": facts},
@@ -229,6 +276,27 @@ pub fn pagerduty_action(
     })
 }
 
+/// Longest `dedup_key` PagerDuty takes.
+const MAX_DEDUP_KEY: usize = 255;
+
+/// The incident key of a job's condition: `iewatch/ACCOUNT/JOB/CONDITION`, or, past
+/// PagerDuty's 255 characters, its first 238 and a stable hash of the whole (the same
+/// key for every event of that incident, so a resolve still finds its trigger).
+pub fn dedup_key(account: &str, job: &str, condition: &str) -> String {
+    let key = format!("iewatch/{account}/{job}/{condition}");
+    if key.len() <= MAX_DEDUP_KEY {
+        return key;
+    }
+    use sha2::Digest as _;
+    let digest = Sha256::digest(key.as_bytes());
+    let tail: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let mut cut = MAX_DEDUP_KEY - tail.len() - 1;
+    while !key.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}#{tail}", &key[..cut])
+}
+
 /// The Events API v2 body of `event`, or None when PagerDuty does not take it.
 pub fn pagerduty_body(event: &EventRecord, routing_key: &[u8]) -> Option<Vec<u8>> {
     let (action, condition) = pagerduty_action(
@@ -238,7 +306,7 @@ pub fn pagerduty_body(event: &EventRecord, routing_key: &[u8]) -> Option<Vec<u8>
         event.to.as_deref(),
     )?;
     let routing_key = String::from_utf8_lossy(routing_key);
-    let dedup_key = format!("iewatch/{}/{}/{condition}", event.account, event.job);
+    let dedup_key = dedup_key(&event.account, &event.job, &condition);
     let body = match action {
         PagerDutyAction::Resolve => json!({
             "routing_key": routing_key,
@@ -282,6 +350,31 @@ pub fn pagerduty_body(event: &EventRecord, routing_key: &[u8]) -> Option<Vec<u8>
     serde_json::to_vec(&body).ok()
 }
 
+/// Most a template may render: past it the delivery fails with a clear error rather
+/// than POSTing megabytes.
+pub const MAX_TEMPLATE_OUTPUT: usize = 256 * 1024;
+
+/// Most work one render may do (minijinja's fuel: about one unit per instruction), so
+/// that a template looping for long fails instead of burning a core; an ordinary alert
+/// template uses a few hundred.
+pub const TEMPLATE_FUEL: u64 = 1_000_000;
+
+/// [`template_body`] off the async runtime's workers (a blocking thread), so that a
+/// slow template holds up no poll, page or other lane; its fuel bounds the work and
+/// the caller's deadline the wait.
+///
+/// # Errors
+/// As [`template_body`]; also a render that panicked.
+pub async fn render_template(
+    environment: &std::sync::Arc<minijinja::Environment<'static>>,
+    event: &EventRecord,
+) -> Result<Vec<u8>, String> {
+    let (environment, event) = (environment.clone(), event.clone());
+    tokio::task::spawn_blocking(move || template_body(&environment, &event))
+        .await
+        .map_err(|e| format!("template: the render failed: {e}"))?
+}
+
 /// A body from the webhook's own template. The template sees the event's fields
 /// (`type`, `severity`, `account`, `job`, `drive_id`, `from`, `to`, `text`, `timestamp`,
 /// `id`) and `data`, the Standard Webhooks payload's `data`; `tojson` escapes a value for
@@ -310,8 +403,14 @@ pub fn template_body(
     let template = environment
         .get_template("body")
         .map_err(|e| format!("template: {e}"))?;
-    template
+    let body = template
         .render(minijinja::Value::from_serialize(&context))
-        .map(String::into_bytes)
-        .map_err(|e| format!("template: {e}"))
+        .map_err(|e| format!("template: {e}"))?;
+    if body.len() > MAX_TEMPLATE_OUTPUT {
+        return Err(format!(
+            "template: rendered {} bytes; at most {MAX_TEMPLATE_OUTPUT} are sent",
+            body.len()
+        ));
+    }
+    Ok(body.into_bytes())
 }

@@ -49,6 +49,46 @@ struct Lanes {
     shutdown: CancellationToken,
     /// Cancelled when the endpoint answered 410 Gone.
     gone: CancellationToken,
+    /// The attempts under way, for the liveness probe.
+    in_flight: InFlight,
+}
+
+/// When each lane's attempt under way started (ms since the epoch), so that a lane held
+/// past its deadline is a liveness failure naming the webhook and the job, never a
+/// silent one. Every attempt is bounded by the webhook's timeout (`super::deliver`);
+/// this sees the ones that are not because something blocked the runtime.
+#[derive(Clone, Default)]
+struct InFlight(Arc<std::sync::Mutex<std::collections::HashMap<JobId, u64>>>);
+
+impl InFlight {
+    fn start(&self, job: JobId) -> u64 {
+        let now = now_ms().max(1);
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(job, now);
+        now
+    }
+
+    fn end(&self, job: JobId, started: u64) {
+        let mut lanes = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if lanes.get(&job) == Some(&started) {
+            lanes.remove(&job);
+        }
+    }
+
+    /// The lane whose attempt has been under way longest, and since when.
+    fn oldest(&self) -> Option<(JobId, u64)> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .min_by_key(|(_, started)| **started)
+            .map(|(job, started)| (*job, *started))
+    }
 }
 
 /// Runs one webhook's lanes until `shutdown`; lanes in flight finish their delivery.
@@ -70,6 +110,7 @@ pub(super) async fn run(
         telemetry,
         shutdown,
         gone: CancellationToken::new(),
+        in_flight: InFlight::default(),
     };
     let probe = format!("webhook {}", lanes.webhook.name);
     let round = register_probe(&lanes, &probe);
@@ -109,22 +150,35 @@ pub(super) async fn run(
     Ok(())
 }
 
-/// The worker's liveness probe: a round (reading the outbox, starting lanes) must end
-/// within its webhook's timeout plus slack; waiting between rounds is not being stuck.
-/// Returns when the round under way started (0: waiting), which the worker keeps.
+/// The worker's liveness probe: a round (reading the outbox, starting lanes) and every
+/// lane's attempt must end within the webhook's timeout plus slack; waiting between
+/// rounds or for a retry is not being stuck. Returns when the round under way started
+/// (0: waiting), which the worker keeps.
 fn register_probe(lanes: &Lanes, probe: &str) -> Arc<AtomicU64> {
     let round = Arc::new(AtomicU64::new(now_ms()));
     let allowance = lanes.webhook.timeout + LIVENESS_SLACK;
     let (started, name) = (round.clone(), lanes.webhook.name.clone());
+    let in_flight = lanes.in_flight.clone();
     lanes.telemetry.set_probe(
         probe,
         Arc::new(move || {
             let started = started.load(Ordering::Relaxed);
             let since = now_ms().saturating_sub(started);
-            (started != 0 && Duration::from_millis(since) > allowance).then(|| {
-                format!(
+            if started != 0 && Duration::from_millis(since) > allowance {
+                return Some(format!(
                     "webhook {name} has been stuck in one round for {}s",
                     since / 1000
+                ));
+            }
+            let (job, started) = in_flight.oldest()?;
+            let since = now_ms().saturating_sub(started);
+            (Duration::from_millis(since) > allowance).then(|| {
+                format!(
+                    "webhook {name}: a delivery of job #{} has been under way for {}s \
+                     (its timeout is {}s)",
+                    job.0,
+                    since / 1000,
+                    allowance.saturating_sub(LIVENESS_SLACK).as_secs()
                 )
             })
         }),
@@ -200,7 +254,9 @@ impl Lanes {
                     stop = true;
                     break;
                 }
+                let started = self.in_flight.start(job);
                 let (outcome, gone) = attempt(&self.client, &self.webhook, item).await;
+                self.in_flight.end(job, started);
                 self.telemetry.delivery(match outcome {
                     Attempt::Delivered { .. } => "delivered",
                     Attempt::Retry { .. } => "retry",
@@ -254,7 +310,9 @@ impl Lanes {
             if self.past_lease().await {
                 break;
             }
-            let outcome = super::attempt_digest(settings, &self.webhook, &items).await;
+            let started = self.in_flight.start(job);
+            let outcome = super::attempt_digest(&self.client, &self.webhook, &items).await;
+            self.in_flight.end(job, started);
             self.telemetry.delivery(match outcome {
                 Attempt::Delivered { .. } => "delivered",
                 Attempt::Retry { .. } => "retry",

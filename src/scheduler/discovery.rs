@@ -35,7 +35,7 @@ impl Discovery {
             let names = match self.source.list_jobs().await {
                 Some(Ok(names)) => names,
                 Some(Err(e)) => {
-                    tracing::warn!(account = %self.account, "cannot list jobs: {e}");
+                    tracing::warn!(account = %self.account, "cannot list jobs: {}", crate::telemetry::printable(&e.to_string()));
                     continue;
                 }
                 // A source that cannot list jobs has nothing to discover.
@@ -57,7 +57,7 @@ impl Discovery {
             self.policy.clone(),
             self.store_bitlocker_keys,
         );
-        tracing::info!(account = %self.account, job = %name, "discovered; now watching it");
+        tracing::info!(account = %self.account, job = %crate::telemetry::printable(name.as_str()), "discovered; now watching it");
         shared.telemetry.job_watched();
         queue.add(watched);
         self.known.insert(name);

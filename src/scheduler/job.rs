@@ -19,6 +19,7 @@ use crate::{
     notifier,
     source::{ChangeRule, JobTarget, Observation, PollOutcome, Source, SourceError},
     store::{Failed, JobId, Observed, StoreError},
+    telemetry::printable,
 };
 
 /// Every interval is stretched or shrunk by up to this fraction.
@@ -387,6 +388,7 @@ impl WatchedJob {
     /// A refused credential is said once per failure streak, with what to check for
     /// the account's kind; other failures are a warning each.
     fn log_failure(&mut self, error: &SourceError, message: &str, failures: u32) {
+        let message = printable(message);
         if !error.is_auth_refused() {
             tracing::warn!(account = %self.account, job = %self.name, failures, "poll failed: {message}");
         } else if !self.auth_error_logged {
@@ -405,8 +407,10 @@ impl WatchedJob {
         for event in events {
             shared.telemetry.event(event.event_type);
             let change = event.describe();
+            let change = printable(&change);
             match &event.drive_id {
                 Some(drive) => {
+                    let drive = printable(drive.as_str());
                     tracing::info!(account = %self.account, job = %self.name, drive = %drive, severity = %event.severity, "{change}")
                 }
                 None => {

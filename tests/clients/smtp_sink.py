@@ -3,8 +3,12 @@ required (`starttls`) or TLS from the first byte (`tls`), AUTH required over TLS
 user, each accepted message written to OUTDIR as NNN.eml. Prints "ready" once it listens;
 runs until killed.
 
-Arguments: mode, port, certificate PEM, key PEM, user, password, outdir.
+Arguments: mode, port, certificate PEM, key PEM, user, password, outdir, and optionally
+a behaviour: `accept` (the default), `refuse-first` (550 5.7.1 to the first message, then
+250), `defer-first` (451 4.3.0 to the first, then 250), `silent-data` (takes DATA and never
+answers it: a relay that hangs mid-conversation).
 """
+import asyncio
 import itertools
 import pathlib
 import ssl
@@ -15,12 +19,21 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 mode, port, cert, key, user, password, outdir = sys.argv[1:8]
+behaviour = sys.argv[8] if len(sys.argv) > 8 else "accept"
 out = pathlib.Path(outdir)
 counter = itertools.count(1)
+answered = itertools.count(0)
 
 
 class Sink:
     async def handle_DATA(self, server, session, envelope):
+        first = next(answered) == 0
+        if behaviour == "silent-data":
+            await asyncio.sleep(3600)
+        if behaviour == "refuse-first" and first:
+            return "550 5.7.1 Message refused by policy"
+        if behaviour == "defer-first" and first:
+            return "451 4.3.0 Try again later"
         name = out / f"{next(counter):03}.eml"
         name.write_bytes(envelope.original_content or envelope.content)
         return "250 OK"

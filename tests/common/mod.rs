@@ -6,6 +6,7 @@
 
 pub mod postgres;
 pub mod prerequisites;
+pub mod smtp;
 
 #[allow(unused_imports)] // Each test binary uses what it needs of these.
 pub use prerequisites::{not_run, Recordings};

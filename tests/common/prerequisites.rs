@@ -66,10 +66,7 @@ impl Recordings {
                 dir.display()
             ),
         );
-        let test = std::thread::current()
-            .name()
-            .unwrap_or("a test")
-            .to_owned();
+        let test = std::thread::current().name().unwrap_or("a test").to_owned();
         let _ = writeln!(std::io::stderr(), "not run (no recordings): {test}");
         None
     }
