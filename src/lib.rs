@@ -69,6 +69,7 @@ pub mod http_client;
 pub mod http_server;
 pub mod leadership;
 pub mod model;
+pub mod moment;
 pub mod notifier;
 pub mod report;
 pub mod scheduler;

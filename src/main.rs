@@ -357,7 +357,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let what = match until {
                 Some(until) => format!(
                     "muted until {} (events are still recorded)",
-                    humantime::format_rfc3339_seconds(until)
+                    iewatch::moment::rfc3339_seconds(until)
                 ),
                 None => "no longer muted".to_owned(),
             };
@@ -608,7 +608,7 @@ async fn prune(
     outln!(
         "{verb} {events} event(s) of {} job(s) that ended before {}",
         pruned.len(),
-        humantime::format_rfc3339_seconds(cutoff)
+        iewatch::moment::rfc3339_seconds(cutoff)
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -37,7 +37,7 @@ pub fn relative(timestamp: &str, now: SystemTime) -> String {
 pub fn short_time(timestamp: &str) -> String {
     match parse_timestamp(timestamp) {
         Some(at) => {
-            let text = humantime::format_rfc3339_seconds(at).to_string();
+            let text = crate::moment::rfc3339_seconds(at);
             text.get(..16).unwrap_or(&text).replace('T', " ")
         }
         None => timestamp.to_owned(),

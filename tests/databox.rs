@@ -955,3 +955,67 @@ fn a_document_without_details_gives_state_and_sku_only() {
     assert_eq!(job.percent_complete, None);
     assert_eq!(document.redacted()["sku"]["name"], "DataBoxDisk");
 }
+
+/// Times no RFC 3339 text can hold once made UTC (before 1970, after 9999), and a stage
+/// waiting since the year 9999: refused as unknown times, never a panic of the poll
+/// worker (which took the whole daemon into a restart loop), and the clocks run on them.
+#[test]
+fn times_at_the_ends_of_the_calendar_are_unknown_not_a_poison_pill() {
+    use iewatch::decide::clocks::{tick, ClockInput, ClockSettings, Clocks};
+    for (created, stage_time) in [
+        ("1970-01-01T00:30:00+01:00", "1970-01-01T00:00:00+00:01"),
+        ("9999-12-31T23:30:00-01:00", "9999-12-30T00:00:00Z"),
+        ("0001-01-01T00:00:00+00:00", "9999-12-31T23:59:59-14:00"),
+    ] {
+        let body = order(
+            "DataBoxCustomerDisk",
+            serde_json::json!({
+                "status": "DataCopy",
+                "startTime": created,
+                "details": {
+                    "jobStages": [{"stageName": "DataCopy",
+                                   "stageStatus": "WaitingForCustomerAction",
+                                   "stageTime": stage_time}],
+                    "delayInformation": [{"stageName": "DataCopy", "status": "Active",
+                                          "errorCode": "HighDemandDelay",
+                                          "startTime": stage_time}],
+                },
+            }),
+        );
+        let observation = match interpret_databox(response(200, body)).unwrap() {
+            PollOutcome::Modified(observation) => observation,
+            PollOutcome::NotModified => panic!("a 200 is a document"),
+        };
+        let snapshot = &observation.snapshot;
+        if let Some(at) = observation.created_at {
+            assert!(at >= std::time::UNIX_EPOCH, "{created}: {at:?}");
+        }
+        let events = detect_changes(None, snapshot);
+        assert!(!events.is_empty(), "{created}: first sight is recorded");
+        let settings = ClockSettings::default();
+        let (_, clocks) = tick(
+            &Clocks::default(),
+            &ClockInput {
+                now: std::time::SystemTime::now(),
+                job: Some(snapshot),
+                created_at: observation.created_at,
+                terminal_since: None,
+                polls_failing: false,
+                acked_at: None,
+                settings: &settings,
+            },
+        );
+        // Stored and read back as the daemon does.
+        let stored = serde_json::to_string(&clocks).unwrap();
+        let _: Clocks = serde_json::from_str(&stored).unwrap();
+    }
+    // Resource Manager's systemData goes through the same reader.
+    let arm = include_str!("fixtures/arm-get-job-2021-01-01.json");
+    let mut value: serde_json::Value = serde_json::from_str(arm).unwrap();
+    value["systemData"] = serde_json::json!({"createdAt": "1970-01-01T00:00:00+00:01"});
+    let outcome = iewatch::source::arm::interpret(response(200, value.to_string().into_bytes()));
+    match outcome.unwrap() {
+        PollOutcome::Modified(observation) => assert_eq!(observation.created_at, None),
+        PollOutcome::NotModified => panic!("a 200 is a document"),
+    }
+}

@@ -90,12 +90,12 @@ fn secs(at: SystemTime) -> u64 {
 }
 
 fn time(secs: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(secs)
+    crate::moment::from_unix_secs(secs)
 }
 
 /// RFC 3339 UTC, seconds.
 pub fn rfc3339(secs: u64) -> String {
-    humantime::format_rfc3339_seconds(time(secs)).to_string()
+    crate::moment::rfc3339_seconds(time(secs))
 }
 
 /// What the time-driven rules remember of a job (`jobs.clocks`, JSON).

@@ -75,7 +75,7 @@ pub fn json_body(event: &EventRecord) -> Vec<u8> {
 
 fn rfc3339(sqlite_time: &str) -> String {
     parse_timestamp(sqlite_time)
-        .map(|t| humantime::format_rfc3339_millis(t).to_string())
+        .map(crate::moment::rfc3339_millis)
         .unwrap_or_else(|| sqlite_time.to_owned())
 }
 

@@ -383,7 +383,9 @@ pub fn utc_time(text: &str) -> Option<String> {
     } else {
         local.checked_add(shift)?
     };
-    Some(humantime::format_rfc3339_seconds(utc).to_string())
+    // 1970-01-01T00:30:00+01:00 is before the epoch, 9999-12-31T23:30:00-01:00 after
+    // year 9999: neither can be kept as RFC 3339 text, so neither is a time.
+    Some(crate::moment::rfc3339_seconds(crate::moment::bounded(utc)?))
 }
 
 /// Replaces every string that carries a SAS signature by `[redacted]`.
@@ -506,7 +508,7 @@ fn action_required(details: &Details, error: Option<&ErrorInfo>) -> Option<Actio
         .then(|| {
             let since = humantime::parse_rfc3339(since.as_deref()?).ok()?;
             let at = since.checked_add(ACTION_AUTO_COMPLETE)?;
-            Some(humantime::format_rfc3339_seconds(at).to_string())
+            Some(crate::moment::rfc3339_seconds(at))
         })
         .flatten();
     Some(ActionRequired {
