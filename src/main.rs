@@ -594,8 +594,12 @@ async fn prune(
     let pruned = store.prune(cutoff, dry_run).await?;
     store.close().await;
     for job in &pruned {
+        let kept = match job.kept {
+            0 => String::new(),
+            n => format!("; {n} alert(s) not delivered yet are kept"),
+        };
         outln!(
-            "{}/{}  ended {}  {} event(s), {} deliveries",
+            "{}/{}  ended {}  {} event(s), {} deliveries{kept}",
             job.account,
             job.name,
             job.ended_at,

@@ -178,7 +178,8 @@ async fn the_commands_read_postgres_exactly_as_they_read_sqlite() {
     let status = cli(&["status", "--json"], on_postgres);
     assert!(status.contains("\"muted_until\": \"2"), "{status}");
 
-    // `prune` finds and removes the same on both (the lifecycle ended months ago).
+    // `prune` finds and removes the same on both (the lifecycle ended months ago), all but
+    // the alert queued again above, which is not delivered yet.
     let jobs_of = |text: String| -> Vec<String> {
         text.lines()
             .filter(|l| l.starts_with("prod/"))
@@ -192,14 +193,16 @@ async fn the_commands_read_postgres_exactly_as_they_read_sqlite() {
         let (a, b) = (cli(args, on_sqlite), cli(args, on_postgres));
         assert_eq!(jobs_of(a.clone()).len(), 1, "{args:?}: {a}");
         assert!(
-            a.contains("prod/MySampleJob") && a.contains(" 33 event(s)"),
+            a.contains("prod/MySampleJob")
+                && a.contains(" 32 event(s)")
+                && a.contains("1 alert(s) not delivered yet are kept"),
             "{a}"
         );
         assert_eq!(jobs_of(a), jobs_of(b), "{args:?} differs");
     }
-    assert!(event_list(&postgres, "MySampleJob").await.is_empty());
-    assert!(event_list(&sqlite, "MySampleJob").await.is_empty());
-    assert!(pending(cli(&["deliveries", "--json"], on_postgres)).is_empty());
+    assert_eq!(event_list(&postgres, "MySampleJob").await.len(), 1);
+    assert_eq!(event_list(&sqlite, "MySampleJob").await.len(), 1);
+    assert_eq!(pending(cli(&["deliveries", "--json"], on_postgres)), [3]);
     let kept = cli(&["status", "--json"], on_postgres);
     assert!(
         kept.contains("\"Completed\""),

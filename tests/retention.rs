@@ -69,6 +69,33 @@ async fn prune_removes_only_the_history_of_jobs_that_ended_before_the_retention(
         .await
         .unwrap();
     assert_eq!(auto_vacuum, 2, "a new database frees pages incrementally");
+    // Of the old job's 32 alerts, 25 were delivered, one failed long ago, one failed
+    // yesterday (still redeliverable) and the last 5 are pending: the endpoint is down.
+    let old_job = store.load_job("prod", "EndedLongAgo").await.unwrap().id.0;
+    for (sql, range) in [
+        (
+            "delivered_at = '2025-01-01 00:00:00.000'",
+            "e.id <= (SELECT MIN(id) FROM events WHERE job_id = $1) + 24",
+        ),
+        (
+            "failed_at = '2025-01-01 00:00:00.000'",
+            "e.id = (SELECT MIN(id) FROM events WHERE job_id = $1) + 25",
+        ),
+        (
+            "failed_at = $2",
+            "e.id = (SELECT MIN(id) FROM events WHERE job_id = $1) + 26",
+        ),
+    ] {
+        sqlx::query(&format!(
+            "UPDATE deliveries SET {sql} WHERE event_id IN
+                (SELECT e.id FROM events e WHERE e.job_id = $1 AND {range})"
+        ))
+        .bind(old_job)
+        .bind(iewatch::store::timestamp(SystemTime::now() - DAY))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
     store.close().await;
     let (events, deliveries) = (count(&db, "events").await, count(&db, "deliveries").await);
     assert_eq!(events, 3 * 32);
@@ -84,13 +111,16 @@ async fn prune_removes_only_the_history_of_jobs_that_ended_before_the_retention(
     ]);
     assert!(ok, "{said}");
     assert!(said.contains("prod/EndedLongAgo"), "{said}");
-    assert!(said.contains("32 event(s), 32 deliveries"), "{said}");
+    assert!(
+        said.contains("26 event(s), 26 deliveries; 6 alert(s) not delivered yet are kept"),
+        "{said}"
+    );
     assert!(
         !said.contains("EndedRecently") && !said.contains("StillRunning"),
         "{said}"
     );
     assert!(
-        said.contains("would remove 32 event(s) of 1 job(s)"),
+        said.contains("would remove 26 event(s) of 1 job(s)"),
         "{said}"
     );
     assert_eq!(
@@ -101,9 +131,9 @@ async fn prune_removes_only_the_history_of_jobs_that_ended_before_the_retention(
 
     let (ok, said) = iewatch(&["prune", "--retention", "400d", "--database", path]);
     assert!(ok, "{said}");
-    assert!(said.contains("removed 32 event(s) of 1 job(s)"), "{said}");
-    assert_eq!(count(&db, "events").await, events - 32);
-    assert_eq!(count(&db, "deliveries").await, deliveries - 32);
+    assert!(said.contains("removed 26 event(s) of 1 job(s)"), "{said}");
+    assert_eq!(count(&db, "events").await, events - 26);
+    assert_eq!(count(&db, "deliveries").await, deliveries - 26);
     let store = Store::open_existing(&db).await.unwrap();
     let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
         .fetch_one(store.pool())
@@ -118,11 +148,11 @@ async fn prune_removes_only_the_history_of_jobs_that_ended_before_the_retention(
         "its current state stays"
     );
     assert_eq!(old.drives.len(), 2);
-    assert!(store
-        .history("EndedLongAgo", None)
-        .await
-        .unwrap()
-        .is_empty());
+    assert_eq!(
+        store.history("EndedLongAgo", None).await.unwrap().len(),
+        6,
+        "the undelivered alerts keep their events"
+    );
     assert_eq!(
         store.history("EndedRecently", None).await.unwrap().len(),
         32
@@ -135,6 +165,43 @@ async fn prune_removes_only_the_history_of_jobs_that_ended_before_the_retention(
         said.contains("removed 0 event(s) of 0 job(s)"),
         "idempotent: {said}"
     );
+
+    // The endpoint is back: the old job's five pending alerts still go out, in order.
+    let receiver = common::Receiver::start(|_| common::Reply::Status(200)).await;
+    let hooks = common::webhooks(
+        dir.path(),
+        &format!(
+            "[[webhook]]\nname = \"ops\"\nurl = \"{}\"\n",
+            receiver.url()
+        ),
+    );
+    let store = Store::open_existing(&db).await.unwrap();
+    let notifier = common::start_notifier(&store, hooks);
+    notifier.waker.wake();
+    let ids = |r: &common::Received| r.header("webhook-id").to_owned();
+    // The two younger jobs' 64 alerts are pending too.
+    let sent = common::wait_until(Duration::from_secs(20), || {
+        receiver
+            .received()
+            .iter()
+            .filter(|r| r.answered == Some(200))
+            .count()
+            >= 5 + 64
+    })
+    .await;
+    notifier.stop().await;
+    let delivered: Vec<String> = receiver.received().iter().map(ids).collect();
+    assert!(sent, "{} delivered", delivered.len());
+    let old: Vec<String> = store
+        .history("EndedLongAgo", None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| format!("iewatch-evt-{}", e.id))
+        .collect();
+    let pending_sent = delivered.iter().filter(|id| old.contains(id)).count();
+    assert_eq!(pending_sent, 5, "{delivered:?} vs {old:?}");
+    store.close().await;
 }
 
 #[test]

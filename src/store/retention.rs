@@ -8,6 +8,12 @@ use serde::Serialize;
 
 use super::{timestamp, Store, StoreError};
 
+/// An event of `e` that may go: none of its deliveries is pending, and none failed at
+/// or after the cutoff (`$CUTOFF`): an alert never delivered is never pruned, and a
+/// failed one stays redeliverable for as long as the history would have.
+const REMOVABLE: &str = "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id
+     AND d.delivered_at IS NULL AND (d.failed_at IS NULL OR d.failed_at >= $CUTOFF))";
+
 /// Events deleted per transaction.
 const PRUNE_BATCH: i64 = 500;
 /// Free pages handed back to the file system after each batch.
@@ -26,6 +32,9 @@ pub struct Pruned {
     pub events: i64,
     /// Their deliveries.
     pub deliveries: i64,
+    /// Deliveries kept although the job ended long ago: pending, or failed since the
+    /// cutoff (with their events).
+    pub kept: i64,
 }
 
 impl Store {
@@ -39,23 +48,33 @@ impl Store {
         cutoff: SystemTime,
         dry_run: bool,
     ) -> Result<Vec<Pruned>, StoreError> {
-        let jobs: Vec<(i64, String, String, String, i64, i64)> = sqlx::query_as(
+        let removable = REMOVABLE.replace("$CUTOFF", "$1");
+        let jobs: Vec<(i64, String, String, String, i64, i64, i64)> = sqlx::query_as(&format!(
             "SELECT j.id, j.account, j.name, j.terminal_since,
-                    (SELECT COUNT(*) FROM events e WHERE e.job_id = j.id),
-                    (SELECT COUNT(*) FROM deliveries d WHERE d.job_id = j.id)
+                    (SELECT COUNT(*) FROM events e WHERE e.job_id = j.id AND {removable}),
+                    (SELECT COUNT(*) FROM deliveries d2 JOIN events e ON e.id = d2.event_id
+                      WHERE e.job_id = j.id AND {removable}),
+                    (SELECT COUNT(*) FROM deliveries d3 WHERE d3.job_id = j.id
+                      AND d3.delivered_at IS NULL
+                      AND (d3.failed_at IS NULL OR d3.failed_at >= $1))
              FROM jobs j WHERE j.terminal_since IS NOT NULL AND j.terminal_since < $1
-             ORDER BY j.terminal_since",
-        )
+             ORDER BY j.terminal_since"
+        ))
         .bind(timestamp(cutoff))
         .fetch_all(&self.pool)
         .await?;
         let mut report = Vec::new();
-        for (id, account, name, ended_at, events, deliveries) in jobs {
+        for (id, account, name, ended_at, events, deliveries, kept) in jobs {
             if events == 0 && deliveries == 0 {
                 continue;
             }
+            if kept > 0 {
+                tracing::info!(
+                    "retention keeps {kept} alert(s) of {account}/{name} that are not delivered yet"
+                );
+            }
             if !dry_run {
-                self.prune_job(id).await?;
+                self.prune_job(id, cutoff).await?;
             }
             report.push(Pruned {
                 account,
@@ -63,36 +82,47 @@ impl Store {
                 ended_at,
                 events,
                 deliveries,
+                kept,
             });
         }
         Ok(report)
     }
 
-    async fn prune_job(&self, job: i64) -> Result<(), StoreError> {
+    async fn prune_job(&self, job: i64, cutoff: SystemTime) -> Result<(), StoreError> {
+        let removable = REMOVABLE.replace("$CUTOFF", "$3");
+        let cutoff = timestamp(cutoff);
         loop {
             let mut tx = self.pool.begin().await?;
-            sqlx::query(
+            sqlx::query(&format!(
                 "DELETE FROM deliveries WHERE event_id IN
-                    (SELECT id FROM events WHERE job_id = $1 ORDER BY id LIMIT $2)",
-            )
+                    (SELECT e.id FROM events e WHERE e.job_id = $1 AND {removable}
+                     ORDER BY e.id LIMIT $2)"
+            ))
             .bind(job)
             .bind(PRUNE_BATCH)
+            .bind(&cutoff)
             .execute(&mut *tx)
             .await?;
-            let removed = sqlx::query(
+            let removed = sqlx::query(&format!(
                 "DELETE FROM events WHERE id IN
-                    (SELECT id FROM events WHERE job_id = $1 ORDER BY id LIMIT $2)",
-            )
+                    (SELECT e.id FROM events e WHERE e.job_id = $1 AND {removable}
+                     ORDER BY e.id LIMIT $2)"
+            ))
             .bind(job)
             .bind(PRUNE_BATCH)
+            .bind(&cutoff)
             .execute(&mut *tx)
             .await?
             .rows_affected();
             if removed == 0 {
-                sqlx::query("DELETE FROM outbox_lanes WHERE job_id = $1")
-                    .bind(job)
-                    .execute(&mut *tx)
-                    .await?;
+                // A lane goes only with the last of its job's deliveries.
+                sqlx::query(
+                    "DELETE FROM outbox_lanes WHERE job_id = $1
+                     AND NOT EXISTS (SELECT 1 FROM deliveries WHERE job_id = $1)",
+                )
+                .bind(job)
+                .execute(&mut *tx)
+                .await?;
             }
             tx.commit().await?;
             // A no-op on a database created before incremental vacuum (see README);
