@@ -179,7 +179,8 @@ async fn the_commands_read_postgres_exactly_as_they_read_sqlite() {
     assert!(status.contains("\"muted_until\": \"2"), "{status}");
 
     // `prune` finds and removes the same on both (the lifecycle ended months ago), all but
-    // the alert queued again above, which is not delivered yet.
+    // the alert queued again above, which is not delivered yet, and the newest event
+    // (whose id must never be handed out again).
     let jobs_of = |text: String| -> Vec<String> {
         text.lines()
             .filter(|l| l.starts_with("prod/"))
@@ -194,14 +195,14 @@ async fn the_commands_read_postgres_exactly_as_they_read_sqlite() {
         assert_eq!(jobs_of(a.clone()).len(), 1, "{args:?}: {a}");
         assert!(
             a.contains("prod/MySampleJob")
-                && a.contains(" 32 event(s)")
+                && a.contains(" 31 event(s)")
                 && a.contains("1 alert(s) not delivered yet are kept"),
             "{a}"
         );
         assert_eq!(jobs_of(a), jobs_of(b), "{args:?} differs");
     }
-    assert_eq!(event_list(&postgres, "MySampleJob").await.len(), 1);
-    assert_eq!(event_list(&sqlite, "MySampleJob").await.len(), 1);
+    assert_eq!(event_list(&postgres, "MySampleJob").await.len(), 2);
+    assert_eq!(event_list(&sqlite, "MySampleJob").await.len(), 2);
     assert_eq!(pending(cli(&["deliveries", "--json"], on_postgres)), [3]);
     let kept = cli(&["status", "--json"], on_postgres);
     assert!(

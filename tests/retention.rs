@@ -204,6 +204,40 @@ async fn prune_removes_only_the_history_of_jobs_that_ended_before_the_retention(
     store.close().await;
 }
 
+/// Webhook ids are unique for the life of the database: after the newest events are
+/// pruned, the next alert does not get an id (and a webhook-id) that was sent before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_id_is_never_handed_out_twice_after_a_prune() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("iewatch.db");
+    let store = Store::open(&db).await.unwrap();
+    job(&store, "EndedLongAgo", Some(500 * DAY)).await;
+    let newest: i64 = sqlx::query_scalar("SELECT MAX(id) FROM events")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE deliveries SET delivered_at = '2025-01-01 00:00:00.000'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    store
+        .prune(SystemTime::now() - 400 * DAY, false)
+        .await
+        .unwrap();
+    job(&store, "Next", None).await;
+    let first_new: i64 = sqlx::query_scalar(
+        "SELECT MIN(e.id) FROM events e JOIN jobs j ON j.id = e.job_id WHERE j.name = 'Next'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert!(
+        first_new > newest,
+        "{first_new} was handed out before (up to {newest})"
+    );
+    store.close().await;
+}
+
 #[test]
 fn retention_comes_from_the_config_and_its_mistakes_are_named() {
     let dir = tempfile::tempdir().unwrap();

@@ -11,8 +11,13 @@ use super::{timestamp, Store, StoreError};
 /// An event of `e` that may go: none of its deliveries is pending, and none failed at
 /// or after the cutoff (`$CUTOFF`): an alert never delivered is never pruned, and a
 /// failed one stays redeliverable for as long as the history would have.
+///
+/// The newest event of the database never goes: SQLite gives a new row the largest id
+/// plus one, so removing the newest rows would hand their ids (and `webhook-id`s) out
+/// again, and receivers that drop duplicates by webhook-id would drop real alerts.
 const REMOVABLE: &str = "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id
-     AND d.delivered_at IS NULL AND (d.failed_at IS NULL OR d.failed_at >= $CUTOFF))";
+     AND d.delivered_at IS NULL AND (d.failed_at IS NULL OR d.failed_at >= $CUTOFF))
+     AND e.id < (SELECT MAX(id) FROM events)";
 
 /// Events deleted per transaction.
 const PRUNE_BATCH: i64 = 500;
