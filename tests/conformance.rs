@@ -64,7 +64,7 @@ fn hook(dir: &Path, format: WebhookFormat, target: &str, timeout: &str) -> Vec<W
         WebhookFormat::Slack | WebhookFormat::Teams => format!("url = \"{target}\"\n"),
         WebhookFormat::PagerDuty => format!("url = \"{target}\"\nrouting_key = \"R0UTINGKEY\"\n"),
         WebhookFormat::Template => format!(
-            "url = \"{target}\"\ntemplate = '{{\"text\": {{{{ text|tojson }}}}, \"to\": {{{{ to|tojson }}}}}}'\n"
+            "url = \"{target}\"\ntemplate = '{{\"text\": {{{{ text|tojson }}}}, \"to\": {{{{ to|tojson }}}}, \"md\": {{{{ to|markdown|tojson }}}}, \"sl\": {{{{ to|slack|tojson }}}}}}'\n"
         ),
         WebhookFormat::Email => {
             std::fs::write(dir.join("smtp-password"), "s3cret\n").unwrap();
@@ -516,8 +516,21 @@ fn assert_body_is_safe(format: WebhookFormat, body: &serde_json::Value) {
             let summary = body["payload"]["summary"].as_str().unwrap();
             assert!(summary.chars().count() <= 1024);
         }
-        // The template chose tojson: the value arrives whole and JSON-escaped.
-        WebhookFormat::Template => assert_eq!(body["to"], HOSTILE),
+        // The template chose tojson: the value arrives whole and JSON-escaped; the
+        // markdown and slack filters escape as the built-in formats do.
+        WebhookFormat::Template => {
+            assert_eq!(body["to"], HOSTILE);
+            let markdown = body["md"].as_str().unwrap();
+            assert!(
+                markdown.contains("\\[Re-authenticate\\]\\(https"),
+                "{markdown}"
+            );
+            let slack = body["sl"].as_str().unwrap();
+            assert!(
+                slack.contains("&lt;!channel&gt;") && !slack.contains("<!"),
+                "{slack}"
+            );
+        }
         WebhookFormat::Email => unreachable!("e-mail is read from the SMTP sink"),
     }
 }

@@ -234,6 +234,14 @@ impl Checker<'_> {
         let mut environment = minijinja::Environment::new();
         environment.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
         environment.set_fuel(Some(crate::notifier::payload::TEMPLATE_FUEL));
+        // The escaping the built-in formats use, for templates that target the same
+        // markups (Discord's Markdown, Google Chat's and Mattermost's `<url|text>`).
+        environment.add_filter("markdown", |text: String| {
+            crate::notifier::payload::markdown_escaped(&text)
+        });
+        environment.add_filter("slack", |text: String| {
+            crate::notifier::payload::slack_escaped(&text)
+        });
         if let Err(e) = environment.add_template_owned("body", source) {
             let place = match (&path, e.line()) {
                 (Some(path), Some(line)) => format!("{}:{line}", path.display()),
