@@ -149,7 +149,8 @@ enum Command {
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
-    /// Stop the reminders of what is wrong with a job now; recorded in its history.
+    /// Stop the reminders of what is wrong with a job now and resolve its PagerDuty
+    /// `errors` incident; recorded in its history.
     Ack {
         /// The job (`name` or `account/name`).
         job: String,
@@ -330,6 +331,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let matched = store
                 .acknowledge(&job, note.as_deref(), SystemTime::now())
                 .await?;
+            // An open PagerDuty incident is resolved now, not at the next safety re-read.
+            iewatch::notifier::nudge::nudge_daemon(&store).await;
             job_answer(&job, matched, "acknowledged; its current reminders stop")
         }
         Command::Mute {

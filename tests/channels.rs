@@ -257,6 +257,151 @@ async fn pagerduty_triggers_and_resolves_with_stable_dedup_keys_and_resolves_pas
         .contains("polls failing: HTTP 500"));
 }
 
+/// Records `events` of `job` with `memory`, routed to `hooks`.
+async fn record(
+    store: &Store,
+    job: iewatch::store::JobId,
+    hooks: &[iewatch::config::Webhook],
+    memory: &Memory,
+    events: &[Event],
+) {
+    let outbox = route(hooks, &JobName::from("Order1"), events);
+    store
+        .record_bookkeeping(job, memory, events, &outbox, std::time::SystemTime::now())
+        .await
+        .unwrap();
+}
+
+/// What PagerDuty was sent and took, as `action condition`.
+fn incident_requests(receiver: &Receiver) -> Vec<String> {
+    answered(receiver)
+        .iter()
+        .map(|b| {
+            let key = b["dedup_key"].as_str().unwrap();
+            let condition = key.strip_prefix("iewatch/prod/Order1/").unwrap();
+            format!("{} {condition}", b["event_action"].as_str().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn pagerduty_incidents_are_state_closed_when_the_job_moves_on_or_ends_kept_until_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = flaky(1, 202).await;
+    let hooks = webhooks(
+        dir.path(),
+        &format!(
+            "[[webhook]]\nname = \"pd\"\nurl = \"{}\"\nformat = \"pagerduty\"\nrouting_key = \"R0UTINGKEY\"\nretry_initial = \"20ms\"\nretry_max = \"50ms\"\n",
+            receiver.url()
+        ),
+    );
+    let store = Store::open(&dir.path().join("iewatch.db")).await.unwrap();
+    let job = store.load_job("prod", "Order1").await.unwrap().id;
+    let all_sent = |n: usize| {
+        let receiver = &receiver;
+        async move {
+            common::wait_until(Duration::from_secs(20), || answered(receiver).len() >= n).await
+        }
+    };
+
+    // A Data Box order waits for the customer, stalls and has a drive with errors.
+    let notifier = start_notifier(&store, hooks.clone());
+    let opening = [
+        event(
+            EventType::JobActionRequired,
+            None,
+            Some("DataCopy: unlock"),
+            Severity::Warning,
+        ),
+        event(
+            EventType::JobStalled,
+            None,
+            Some("DataCopy for 3d"),
+            Severity::Warning,
+        ),
+        event(
+            EventType::DriveCopyStatusChanged,
+            Some("D1"),
+            Some("CompletedWithErrors"),
+            Severity::Error,
+        ),
+    ];
+    record(&store, job, &hooks, &Memory::default(), &opening).await;
+    notifier.waker.wake();
+    assert!(all_sent(3).await, "{:?}", incident_requests(&receiver));
+    notifier.stop().await;
+    assert_eq!(
+        store.open_incidents("pd", job).await.unwrap(),
+        ["action_required", "errors", "stalled"]
+    );
+
+    // After a restart: it resumes, a poll recovers that never failed, and it completes
+    // while its errors still need someone (the reminders' condition).
+    let mut memory = Memory::default();
+    memory.clocks.reminder = Some(iewatch::decide::clocks::Reminder {
+        condition: "completed_with_errors".into(),
+        since: 1,
+        count: 0,
+        last: 1,
+    });
+    let closing = [
+        event(
+            EventType::JobResumed,
+            None,
+            Some("moving again"),
+            Severity::Info,
+        ),
+        event(EventType::JobPollRecovered, None, None, Severity::Info),
+        event(
+            EventType::JobStateChanged,
+            None,
+            Some("Completed"),
+            Severity::Info,
+        ),
+    ];
+    record(&store, job, &hooks, &memory, &closing).await;
+    let notifier = start_notifier(&store, hooks.clone());
+    notifier.waker.wake();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while store.outbox_backlog().await.unwrap() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closing events were not sent"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        store.open_incidents("pd", job).await.unwrap(),
+        ["errors"],
+        "errors stay open while someone is needed"
+    );
+
+    // `iewatch ack` resolves it.
+    assert_eq!(
+        store
+            .acknowledge("Order1", Some("on it"), std::time::SystemTime::now())
+            .await
+            .unwrap(),
+        1
+    );
+    notifier.waker.wake();
+    assert!(all_sent(6).await, "{:?}", incident_requests(&receiver));
+    notifier.stop().await;
+    assert_eq!(
+        incident_requests(&receiver),
+        [
+            "trigger action_required",
+            "trigger stalled",
+            "trigger errors",
+            "resolve stalled",
+            "resolve action_required",
+            "resolve errors",
+        ],
+        "no resolve of a key never triggered (polls_failing), none left open"
+    );
+    assert!(store.open_incidents("pd", job).await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn a_template_renders_each_event_with_its_content_type() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,6 +6,7 @@
 //! an endpoint that is down for hours loses nothing.
 
 pub mod email;
+pub mod incidents;
 pub mod nudge;
 pub mod payload;
 pub mod routing;
@@ -28,10 +29,18 @@ pub use routing::route;
 use crate::{
     config::{Webhook, WebhookFormat},
     http_client::{self, HttpsClient, USER_AGENT},
-    store::{Attempt, EventRecord, OutboxItem, Store},
+    store::{Attempt, EventRecord, JobId, OutboxItem, Store},
     telemetry::Telemetry,
     tls,
 };
+
+/// The Content-Type of every built-in format's body.
+const JSON: &str = "application/json";
+
+/// The webhook's PagerDuty routing key (empty for other formats: never sent there).
+fn routing_key(webhook: &Webhook) -> &[u8] {
+    webhook.routing_key.as_ref().map_or(&[][..], |k| k.expose())
+}
 
 /// Response bodies are read (so that the connection can be reused) up to this size;
 /// past it the rest is dropped with the connection.
@@ -199,24 +208,41 @@ pub async fn notify_test(webhook: &Webhook) -> Vec<TestDelivery> {
             serde_json::json!({"job": {"type": "Import", "state": to, "percent_complete": 40}}),
         ),
     };
-    let mut events = vec![event(0, "Faulted", crate::model::Severity::Error)];
+    let faulted = event(0, "Faulted", crate::model::Severity::Error);
+    let mut tries = vec![(faulted, None)];
     if webhook.format == WebhookFormat::PagerDuty {
-        events.push(event(0, "Completed", crate::model::Severity::Info));
+        use incidents::PagerDutyAction::{Resolve, Trigger};
+        tries = vec![
+            (tries[0].0.clone(), Some(Trigger)),
+            (
+                event(0, "Completed", crate::model::Severity::Info),
+                Some(Resolve),
+            ),
+        ];
     }
     let mut outcomes = Vec::new();
-    for event in events {
-        let item = OutboxItem {
-            id: 0,
-            attempts: 0,
-            first_attempt_at: None,
-            event,
-        };
+    for (event, action) in tries {
         let started = std::time::Instant::now();
-        let sent = deliver(&client, webhook, std::slice::from_ref(&item.event)).await;
+        let sent = match action {
+            None => deliver(&client, webhook, std::slice::from_ref(&event)).await,
+            Some(action) => {
+                let body =
+                    incidents::pagerduty_body(&event, routing_key(webhook), action, "errors");
+                bounded(
+                    webhook,
+                    post_body(&client, webhook, &event, body, JSON.into()),
+                )
+                .await
+            }
+        };
         let what = format!(
-            "{} → {}",
-            item.event.event_type,
-            item.event.to.as_deref().unwrap_or("-")
+            "{} → {}{}",
+            event.event_type,
+            event.to.as_deref().unwrap_or("-"),
+            action.map_or(String::new(), |a| format!(
+                " ({})",
+                format!("{a:?}").to_lowercase()
+            ))
         );
         let (status, error, class) = match sent {
             Sent::Ok(status) => (Some(status), None, "delivered"),
@@ -274,7 +300,7 @@ fn mailed(sent: Result<u16, email::MailError>) -> Sent {
 /// it, and counted as a transient failure; so a receiver that accepts and never answers
 /// costs a lane one timeout per retry, never the lane.
 async fn deliver(client: &HttpsClient, webhook: &Webhook, events: &[EventRecord]) -> Sent {
-    let attempt = async {
+    bounded(webhook, async {
         match (&webhook.email, events) {
             (Some(settings), _) => mailed(email::send(settings, events).await),
             (None, [event]) => post(client, webhook, event).await,
@@ -283,7 +309,13 @@ async fn deliver(client: &HttpsClient, webhook: &Webhook, events: &[EventRecord]
                 error: "only e-mail sends several events in one message".into(),
             },
         }
-    };
+    })
+    .await
+}
+
+/// The deadline of [`deliver`], for the attempts that are not one event's one message
+/// (PagerDuty's steps of an incident, `notify-test`).
+async fn bounded(webhook: &Webhook, attempt: impl std::future::Future<Output = Sent>) -> Sent {
     match tokio::time::timeout(webhook.timeout, attempt).await {
         Ok(sent) => sent,
         Err(_) => Sent::Retry {
@@ -297,11 +329,84 @@ async fn deliver(client: &HttpsClient, webhook: &Webhook, events: &[EventRecord]
     }
 }
 
-/// The outcome of one attempt at `item`, with the retry time and give-up rule applied;
-/// true when the endpoint said 410 Gone.
-async fn attempt(client: &HttpsClient, webhook: &Webhook, item: &OutboxItem) -> (Attempt, bool) {
-    let sent = deliver(client, webhook, std::slice::from_ref(&item.event)).await;
+/// The outcome of one attempt at `item` of `job`'s lane, with the retry time and
+/// give-up rule applied; true when the endpoint said 410 Gone.
+async fn attempt(
+    client: &HttpsClient,
+    webhook: &Webhook,
+    store: &Store,
+    job: JobId,
+    item: &OutboxItem,
+) -> (Attempt, bool) {
+    let sent = if webhook.format == WebhookFormat::PagerDuty {
+        incident_steps(client, webhook, store, job, &item.event).await
+    } else {
+        deliver(client, webhook, std::slice::from_ref(&item.event)).await
+    };
     outcome_of(sent, webhook, item)
+}
+
+/// PagerDuty: the triggers and resolves `event` makes of the job's open incidents, each
+/// bounded like any attempt and remembered once PagerDuty took it; so a retry after a
+/// failure (or a crash) sends only what is left.
+async fn incident_steps(
+    client: &HttpsClient,
+    webhook: &Webhook,
+    store: &Store,
+    job: JobId,
+    event: &EventRecord,
+) -> Sent {
+    use incidents::PagerDutyAction;
+    let Some(incident) = incidents::incident_of(
+        event.event_type,
+        event.severity,
+        event.drive_id.as_ref().map(|d| d.as_str()),
+        event.to.as_deref(),
+    ) else {
+        // Queued before a format change: done with, not retried forever.
+        return Sent::Ok(0);
+    };
+    let store_failed = |e: crate::store::StoreError| Sent::Retry {
+        status: None,
+        error: format!("cannot read or record the open incidents: {e}"),
+        retry_after: None,
+    };
+    let open = match store.open_incidents(&webhook.name, job).await {
+        Ok(open) => open,
+        Err(e) => return store_failed(e),
+    };
+    let needs_someone = match incident {
+        incidents::Incident::Ended { .. } => match store.needs_someone(job).await {
+            Ok(needs) => needs,
+            Err(e) => return store_failed(e),
+        },
+        _ => false,
+    };
+    // Nothing open to close answers 0: nothing was sent, nothing is owed.
+    let mut answer = Sent::Ok(0);
+    for (action, condition) in incidents::steps(&incident, &open, needs_someone) {
+        let body = incidents::pagerduty_body(event, routing_key(webhook), action, &condition);
+        answer = bounded(
+            webhook,
+            post_body(client, webhook, event, body, JSON.into()),
+        )
+        .await;
+        if !matches!(answer, Sent::Ok(_)) {
+            return answer;
+        }
+        let remembered = match action {
+            PagerDutyAction::Trigger => {
+                store
+                    .incident_opened(&webhook.name, job, &condition, SystemTime::now())
+                    .await
+            }
+            PagerDutyAction::Resolve => store.incident_closed(&webhook.name, job, &condition).await,
+        };
+        if let Err(e) = remembered {
+            return store_failed(e);
+        }
+    }
+    answer
 }
 
 /// One e-mail for a job's pending deliveries (`digest_every`): the same outcome for all,
@@ -401,14 +506,13 @@ enum Sent {
 /// The body of `event` in the webhook's format and its Content-Type; None when the
 /// channel does not take the event (PagerDuty gets triggers and resolves only).
 async fn body(webhook: &Webhook, event: &EventRecord) -> Result<Option<(Vec<u8>, String)>, String> {
-    let json = |body: Vec<u8>| Ok(Some((body, "application/json".to_owned())));
+    let json = |body: Vec<u8>| Ok(Some((body, JSON.to_owned())));
     match webhook.format {
         WebhookFormat::Json => json(payload::json_body(event)),
         WebhookFormat::Slack => json(payload::slack_body(event)),
         WebhookFormat::Teams => json(payload::teams_body(event)),
         WebhookFormat::PagerDuty => {
-            let key = webhook.routing_key.as_ref().map_or(&[][..], |k| k.expose());
-            Ok(payload::pagerduty_body(event, key).map(|b| (b, "application/json".to_owned())))
+            Err("PagerDuty events are sent by their lane, against the open incidents".into())
         }
         WebhookFormat::Email => Err("e-mail goes by SMTP, not as a body".into()),
         WebhookFormat::Template => {
@@ -438,6 +542,17 @@ async fn post(client: &HttpsClient, webhook: &Webhook, event: &EventRecord) -> S
             }
         }
     };
+    post_body(client, webhook, event, body, content_type).await
+}
+
+/// POSTs `body` made of `event`; only [`post`] and PagerDuty's steps call it.
+async fn post_body(
+    client: &HttpsClient,
+    webhook: &Webhook,
+    event: &EventRecord,
+    body: Vec<u8>,
+    content_type: String,
+) -> Sent {
     let mut request = Request::post(webhook.url.uri().clone())
         .header(header::CONTENT_TYPE, content_type)
         .header(header::USER_AGENT, USER_AGENT);

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use sha2::Sha256;
 
 use crate::{
-    events::{EventType, PayloadShape},
+    events::PayloadShape,
     model::Severity,
     store::{parse_timestamp, EventRecord},
 };
@@ -73,7 +73,7 @@ pub fn json_body(event: &EventRecord) -> Vec<u8> {
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
-fn rfc3339(sqlite_time: &str) -> String {
+pub(super) fn rfc3339(sqlite_time: &str) -> String {
     parse_timestamp(sqlite_time)
         .map(crate::moment::rfc3339_millis)
         .unwrap_or_else(|| sqlite_time.to_owned())
@@ -227,127 +227,6 @@ pub fn teams_body(event: &EventRecord) -> Vec<u8> {
         }],
     });
     serde_json::to_vec(&message).unwrap_or_default()
-}
-
-/// What a PagerDuty event does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PagerDutyAction {
-    /// Opens (or adds to) the incident of its dedup key.
-    Trigger,
-    /// Closes it.
-    Resolve,
-}
-
-/// Which events PagerDuty gets, and on which incident: errors, failing polls, actions
-/// required and stalls trigger; recovery, a resumed job or drive, a stage moving on and
-/// completion resolve. The condition names the incident within the job (its dedup key).
-pub fn pagerduty_action(
-    event_type: EventType,
-    severity: Severity,
-    drive: Option<&str>,
-    to: Option<&str>,
-) -> Option<(PagerDutyAction, String)> {
-    use PagerDutyAction::{Resolve, Trigger};
-    let drive_stall = || format!("drive_stalled:{}", drive.unwrap_or_default());
-    Some(match event_type {
-        EventType::JobPollFailing => (Trigger, "polls_failing".into()),
-        EventType::JobPollRecovered => (Resolve, "polls_failing".into()),
-        EventType::JobActionRequired => (Trigger, "action_required".into()),
-        EventType::JobStalled => (Trigger, "stalled".into()),
-        EventType::JobResumed => (Resolve, "stalled".into()),
-        EventType::DriveStalled => (Trigger, drive_stall()),
-        EventType::DriveResumed => (Resolve, drive_stall()),
-        EventType::JobStateChanged if severity < Severity::Error => {
-            // Completion closes the job's error incident; any other move closes a
-            // stage's wait for the customer.
-            let terminal = to.is_some_and(|s| crate::model::JobState::new(s).is_terminal());
-            (
-                Resolve,
-                if terminal {
-                    "errors"
-                } else {
-                    "action_required"
-                }
-                .into(),
-            )
-        }
-        _ if severity == Severity::Error => (Trigger, "errors".into()),
-        _ => return None,
-    })
-}
-
-/// Longest `dedup_key` PagerDuty takes.
-const MAX_DEDUP_KEY: usize = 255;
-
-/// The incident key of a job's condition: `iewatch/ACCOUNT/JOB/CONDITION`, or, past
-/// PagerDuty's 255 characters, its first 238 and a stable hash of the whole (the same
-/// key for every event of that incident, so a resolve still finds its trigger).
-pub fn dedup_key(account: &str, job: &str, condition: &str) -> String {
-    let key = format!("iewatch/{account}/{job}/{condition}");
-    if key.len() <= MAX_DEDUP_KEY {
-        return key;
-    }
-    use sha2::Digest as _;
-    let digest = Sha256::digest(key.as_bytes());
-    let tail: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    let mut cut = MAX_DEDUP_KEY - tail.len() - 1;
-    while !key.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}#{tail}", &key[..cut])
-}
-
-/// The Events API v2 body of `event`, or None when PagerDuty does not take it.
-pub fn pagerduty_body(event: &EventRecord, routing_key: &[u8]) -> Option<Vec<u8>> {
-    let (action, condition) = pagerduty_action(
-        event.event_type,
-        event.severity,
-        event.drive_id.as_ref().map(|d| d.as_str()),
-        event.to.as_deref(),
-    )?;
-    let routing_key = String::from_utf8_lossy(routing_key);
-    let dedup_key = dedup_key(&event.account, &event.job, &condition);
-    let body = match action {
-        PagerDutyAction::Resolve => json!({
-            "routing_key": routing_key,
-            "event_action": "resolve",
-            "dedup_key": dedup_key,
-        }),
-        PagerDutyAction::Trigger => {
-            let severity = match event.severity {
-                Severity::Error => "error",
-                Severity::Warning => "warning",
-                Severity::Info => "info",
-            };
-            // PagerDuty takes at most 1024 characters of summary.
-            let summary: String = format!("{}/{}: {}", event.account, event.job, event.describe())
-                .chars()
-                .take(1024)
-                .collect();
-            json!({
-                "routing_key": routing_key,
-                "event_action": "trigger",
-                "dedup_key": dedup_key,
-                "payload": {
-                    "summary": summary,
-                    "source": format!("iewatch/{}", event.account),
-                    "severity": severity,
-                    "timestamp": rfc3339(&event.observed_at),
-                    "component": event.job,
-                    "group": event.account,
-                    "class": event.event_type.as_str(),
-                    "custom_details": {
-                        "event_id": event.id,
-                        "drive_id": event.drive_id,
-                        "from": event.from,
-                        "to": event.to,
-                        "job": event.details.as_ref().and_then(|d| d.get("job")),
-                    },
-                },
-            })
-        }
-    };
-    serde_json::to_vec(&body).ok()
 }
 
 /// Most a template may render: past it the delivery fails with a clear error rather

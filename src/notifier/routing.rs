@@ -43,14 +43,14 @@ fn channel_takes(webhook: &Webhook, event: &Event) -> (bool, bool) {
     if webhook.format != WebhookFormat::PagerDuty {
         return (true, false);
     }
-    match super::payload::pagerduty_action(
+    match super::incidents::incident_of(
         event.event_type,
         event.severity,
         event.drive_id.as_ref().map(|d| d.as_str()),
         event.to_text().as_deref(),
     ) {
         None => (false, false),
-        Some((action, _)) => (true, action == super::payload::PagerDutyAction::Resolve),
+        Some(incident) => (true, incident.only_closes()),
     }
 }
 

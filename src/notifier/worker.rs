@@ -255,7 +255,8 @@ impl Lanes {
                     break;
                 }
                 let started = self.in_flight.start(job);
-                let (outcome, gone) = attempt(&self.client, &self.webhook, item).await;
+                let (outcome, gone) =
+                    attempt(&self.client, &self.webhook, &self.store, job, item).await;
                 self.in_flight.end(job, started);
                 self.telemetry.delivery(match outcome {
                     Attempt::Delivered { .. } => "delivered",

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use super::{insert_events, parse_timestamp, timestamp, JobId, Store, StoreError};
 use crate::{
-    events::{ChangeValue, Event, EventType},
+    events::{ChangeValue, Event, EventType, OutboxEntry},
     model::Severity,
 };
 
@@ -39,7 +39,8 @@ impl Store {
     }
 
     /// `iewatch ack`: stops the reminders of the job's current condition and records a
-    /// `job.acknowledged` event (not sent anywhere) with the note. Returns how many jobs
+    /// `job.acknowledged` event with the note, sent only to the PagerDuty webhooks with
+    /// the job's `errors` incident open (it resolves it). Returns how many jobs
     /// matched.
     ///
     /// # Errors
@@ -74,7 +75,18 @@ impl Store {
                 severity: Severity::Info,
                 details: Some(serde_json::json!({ "note": note, "condition": condition })),
             };
-            insert_events(&mut tx, self.dialect(), JobId(*id), &[event], &[], &at).await?;
+            // PagerDuty webhooks with the job's `errors` incident open get the ack, which
+            // resolves it: someone has it in hand.
+            let outbox: Vec<OutboxEntry> = sqlx::query_scalar(
+                "SELECT webhook FROM pagerduty_incidents WHERE job_id = $1 AND condition = 'errors'",
+            )
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|webhook| OutboxEntry { event: 0, webhook })
+            .collect();
+            insert_events(&mut tx, self.dialect(), JobId(*id), &[event], &outbox, &at).await?;
             tx.commit().await?;
         }
         Ok(ids.len())

@@ -9,6 +9,7 @@ mod attention;
 mod database;
 mod deliveries;
 mod guard;
+mod incidents;
 pub mod lease;
 mod reads;
 mod resume;
