@@ -1,6 +1,8 @@
 //! webhook_delivery: deliveries per second to a local receiver (target 2,000/s) from an
 //! outbox of 20,000 events over 1,000 jobs, and the change-to-webhook latency (commit to
-//! arrival) p50/p99 for changes arriving one at a time.
+//! arrival) p50/p99 for changes arriving one at a time. Then the same backlog with a
+//! second webhook whose receiver accepts and never answers: the healthy webhook's rate
+//! beside it (target: within 10 % of its rate alone).
 
 mod support;
 
@@ -59,39 +61,132 @@ async fn receiver() -> (std::net::SocketAddr, Arrivals) {
     (addr, arrivals)
 }
 
+/// A receiver that accepts connections, reads nothing and never answers; with the
+/// count of connections it holds.
+async fn silent_receiver() -> (std::net::SocketAddr, Arc<Mutex<usize>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = Arc::new(Mutex::new(0));
+    let count = held.clone();
+    tokio::spawn(async move {
+        let mut streams = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            streams.push(stream);
+            *count.lock().unwrap() += 1;
+        }
+    });
+    (addr, held)
+}
+
+/// The `[[webhook]]`s: `ops` at `addr`, and `silent` at `silent` if given.
+fn webhooks(
+    dir: &std::path::Path,
+    addr: std::net::SocketAddr,
+    silent: Option<std::net::SocketAddr>,
+) -> Vec<iewatch::config::Webhook> {
+    let mut text = format!("[[webhook]]\nname = \"ops\"\nurl = \"http://{addr}/hook\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n");
+    if let Some(silent) = silent {
+        text.push_str(&format!(
+            "[[webhook]]\nname = \"silent\"\nurl = \"http://{silent}/hook\"\ntimeout = \"2s\"\n"
+        ));
+    }
+    Config::parse(&dir.join("w.toml"), &text).unwrap().webhooks
+}
+
+/// A notifier that drained a backlog, still running.
+struct Drained {
+    /// `ops`' deliveries per second.
+    rate: f64,
+    store: Store,
+    arrivals: Arrivals,
+    webhooks: Vec<iewatch::config::Webhook>,
+    waker: Waker,
+    stop: tokio_util::sync::CancellationToken,
+    notifier: tokio::task::JoinHandle<()>,
+}
+
+/// Drains a backlog of [`BACKLOG`] alerts over 1,000 jobs to `ops` (and as many to a
+/// silent receiver when `beside_silent`).
+async fn drain(dir: &std::path::Path, beside_silent: bool) -> Drained {
+    let (addr, arrivals) = receiver().await;
+    let silent = if beside_silent {
+        Some(silent_receiver().await)
+    } else {
+        None
+    };
+    let webhooks = webhooks(dir, addr, silent.as_ref().map(|(addr, _)| *addr));
+    let store = Store::open(&dir.join("iewatch.db")).await.unwrap();
+    let names: &[&str] = if beside_silent {
+        &["ops", "silent"]
+    } else {
+        &["ops"]
+    };
+    support::queue_backlog_for(&store, 1000, BACKLOG, names).await;
+    let (waker, wake) = Waker::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let started = Instant::now();
+    let notifier_task = tokio::spawn(notifier::run(
+        store.clone(),
+        webhooks.clone(),
+        wake,
+        Telemetry::new(),
+        stop.clone(),
+    ));
+    // `ops` is done when every alert arrived (the silent one never is).
+    while (arrivals.lock().unwrap().len() as i64) < BACKLOG {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "backlog not drained"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let rate = BACKLOG as f64 / started.elapsed().as_secs_f64();
+    if let Some((_, held)) = silent {
+        // The silent webhook's lanes were under way all along (64 at once).
+        assert!(
+            *held.lock().unwrap() > 0,
+            "the silent receiver was never tried"
+        );
+    }
+    Drained {
+        rate,
+        store,
+        arrivals,
+        webhooks,
+        waker,
+        stop,
+        notifier: notifier_task,
+    }
+}
+
 fn main() {
     support::block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let (addr, arrivals) = receiver().await;
-        let webhooks = Config::parse(
-            &dir.path().join("w.toml"),
-            &format!("[[webhook]]\nname = \"ops\"\nurl = \"http://{addr}/hook\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"),
-        )
-        .unwrap()
-        .webhooks;
-        let store = Store::open(&dir.path().join("iewatch.db")).await.unwrap();
-
-        // Throughput: a backlog of 20,000 deliveries over 1,000 jobs, then the notifier.
-        support::queue_backlog(&store, 1000, BACKLOG).await;
-        let (waker, wake) = Waker::new();
-        let stop = tokio_util::sync::CancellationToken::new();
-        let started = Instant::now();
-        let notifier_task = tokio::spawn(notifier::run(
-            store.clone(),
-            webhooks.clone(),
-            wake,
-            Telemetry::new(),
-            stop.clone(),
-        ));
-        while store.outbox_backlog().await.unwrap() > 0 {
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "backlog not drained"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        // Best of three each, alternating: one drain's rate varies ±15 % run to run on a
+        // two-core machine, more than the cost measured. The first drain alone is kept
+        // running for the latency part.
+        let dirs: Vec<_> = (0..6).map(|_| tempfile::tempdir().unwrap()).collect();
+        let first = drain(dirs[0].path(), false).await;
+        let (mut rate, mut rate_beside_silent) = (first.rate, 0.0_f64);
+        for (round, dir) in dirs.iter().enumerate().skip(1) {
+            let beside_silent = round % 2 == 1;
+            let drained = drain(dir.path(), beside_silent).await;
+            drained.stop.cancel();
+            let best = if beside_silent {
+                &mut rate_beside_silent
+            } else {
+                &mut rate
+            };
+            *best = best.max(drained.rate);
         }
-        let rate = BACKLOG as f64 / started.elapsed().as_secs_f64();
-        assert!(arrivals.lock().unwrap().len() as i64 >= BACKLOG);
+        let Drained {
+            store,
+            arrivals,
+            webhooks,
+            waker,
+            stop,
+            notifier: notifier_task,
+            ..
+        } = first;
 
         // Latency: one change at a time, commit to arrival.
         let (base, document): (JobSnapshot, _) =
@@ -149,6 +244,16 @@ fn main() {
             "webhook_delivery",
             &[
                 ("webhook_delivery_rate", rate, "deliveries/s"),
+                (
+                    "webhook_delivery_rate_beside_a_silent_receiver",
+                    rate_beside_silent,
+                    "deliveries/s",
+                ),
+                (
+                    "webhook_delivery_silent_neighbour_cost",
+                    (1.0 - rate_beside_silent / rate) * 100.0,
+                    "%",
+                ),
                 (
                     "webhook_delivery_latency_p50",
                     support::percentile_ms(&latencies, 50.0),

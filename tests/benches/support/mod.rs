@@ -197,6 +197,21 @@ pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
 /// Queues `events` pending alerts for webhook `ops`, spread over `jobs` new jobs, as the
 /// daemon leaves its database during an outage: jobs, events, deliveries and their lanes.
 pub async fn queue_backlog(store: &iewatch::store::Store, jobs: i64, events: i64) {
+    queue_backlog_for(store, jobs, events, &["ops"]).await;
+}
+
+/// [`queue_backlog`] with each event queued for every webhook of `webhooks`.
+pub async fn queue_backlog_for(
+    store: &iewatch::store::Store,
+    jobs: i64,
+    events: i64,
+    webhooks: &[&str],
+) {
+    let names = webhooks
+        .iter()
+        .map(|w| format!("SELECT '{w}' AS name"))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
     let mut tx = store.pool().begin().await.unwrap();
     for statement in [
         format!(
@@ -213,9 +228,10 @@ pub async fn queue_backlog(store: &iewatch::store::Store, jobs: i64, events: i64
              FROM n",
             events - 1
         ),
-        "INSERT INTO deliveries (event_id, job_id, webhook, created_at, next_attempt_at)
-         SELECT id, job_id, 'ops', observed_at, observed_at FROM events"
-            .to_owned(),
+        format!(
+            "INSERT INTO deliveries (event_id, job_id, webhook, created_at, next_attempt_at)
+             SELECT id, job_id, w.name, observed_at, observed_at FROM events, ({names}) AS w"
+        ),
         // The lanes the daemon keeps beside its outbox (migrations/0002).
         "INSERT INTO outbox_lanes (webhook, job_id, next_attempt_at)
          SELECT webhook, job_id, MIN(next_attempt_at) FROM deliveries GROUP BY webhook, job_id"
@@ -224,5 +240,8 @@ pub async fn queue_backlog(store: &iewatch::store::Store, jobs: i64, events: i64
         sqlx::query(&statement).execute(&mut *tx).await.unwrap();
     }
     tx.commit().await.unwrap();
-    assert_eq!(store.outbox_backlog().await.unwrap(), events);
+    assert_eq!(
+        store.outbox_backlog().await.unwrap(),
+        events * webhooks.len() as i64
+    );
 }
