@@ -468,6 +468,105 @@ fn check_refuses_a_template_with_a_syntax_error_naming_its_file_and_line() {
     }
 }
 
+/// `check` on `[[webhook]]`s of templates `(file, text, extra keys)`.
+fn check_templates(templates: &[(&str, &str, &str)]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = "[daemon]\ndatabase = \"iewatch.db\"\n".to_owned();
+    for (i, (file, text, extra)) in templates.iter().enumerate() {
+        std::fs::write(dir.path().join(file), text).unwrap();
+        config.push_str(&format!(
+            "\n[[webhook]]\nname = \"w{i}\"\nurl = \"https://chat.example.com/hook\"\nformat = \"template\"\ntemplate_file = \"{file}\"\n{extra}"
+        ));
+    }
+    let path = dir.path().join("iewatch.toml");
+    std::fs::write(&path, &config).unwrap();
+    check(&path)
+}
+
+/// The line of `output` holding `needle`.
+fn line_with(output: &str, needle: &str) -> String {
+    output
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} in {output}"))
+        .to_owned()
+}
+
+#[test]
+fn check_rehearses_every_template_against_a_sample_of_every_event_it_takes() {
+    let (ok, output) = check_templates(&[
+        // A typo: the name is no variable of any event.
+        (
+            "typo.j2",
+            "{\"text\": {{ text|tojson }},\n \"who\": {{ acount|tojson }}}\n",
+            "",
+        ),
+        // Loops far past its fuel.
+        (
+            "loop.j2",
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}\n",
+            "",
+        ),
+        // Past its own cap.
+        ("big.j2", "{{ text * 200 }}\n", "max_body_bytes = 1024\n"),
+    ]);
+    assert!(!ok, "{output}");
+    line_with(&output, "typo.j2:2: `acount` is no variable of any event");
+    assert!(
+        line_with(&output, "loop.j2:1").contains("out of fuel"),
+        "{output}"
+    );
+    let big = line_with(&output, "big.j2");
+    assert!(big.contains("at most 1024 are sent"), "{big}");
+    assert!(
+        big.contains("no alert of this webhook would be delivered"),
+        "{big}"
+    );
+
+    // Only shipping events have a carrier: the other job events would fail, said as a
+    // warning naming them; the escaping filters take missing values.
+    let (ok, output) = check_templates(&[
+        (
+            "partial.j2",
+            "{\"text\": {{ text|tojson }},\n \"carrier\": \"{{ data.carrier }}\"}\n",
+            "events = [\"job.*\"]\n",
+        ),
+        (
+            "good.j2",
+            "{\"text\": {{ (to|markdown ~ drive_id|slack)|tojson }}}\n",
+            "",
+        ),
+    ]);
+    assert!(ok, "{output}");
+    let partial = line_with(&output, "partial.j2:2: undefined value");
+    assert!(partial.starts_with("warning"), "{partial}");
+    assert!(
+        partial.contains("alerts of type job.first_seen"),
+        "{partial}"
+    );
+    assert!(!partial.contains("job.shipping_updated"), "{partial}");
+    assert!(!output.contains("good.j2"), "{output}");
+}
+
+#[test]
+fn the_readmes_ready_templates_pass_their_rehearsal() {
+    let readme = include_str!("../README.md");
+    let blocks: Vec<&str> = readme
+        .split("```jinja\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .collect();
+    assert_eq!(blocks.len(), 3, "Discord, Google Chat, ntfy");
+    let files: Vec<String> = (0..blocks.len()).map(|i| format!("t{i}.j2")).collect();
+    let templates: Vec<(&str, &str, &str)> = files
+        .iter()
+        .zip(&blocks)
+        .map(|(file, text)| (file.as_str(), *text, ""))
+        .collect();
+    let (ok, output) = check_templates(&templates);
+    assert!(ok && !output.contains("warning"), "{output}");
+}
+
 fn notify_test(config: &Path, name: &str) -> (bool, String) {
     common::iewatch_output(&[
         Path::new("notify-test"),

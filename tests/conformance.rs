@@ -15,7 +15,7 @@ use iewatch::{
     decide::Memory,
     events::{ChangeValue, Event, EventType},
     model::{JobName, Severity},
-    notifier::{payload::MAX_TEMPLATE_OUTPUT, route},
+    notifier::{payload::DEFAULT_MAX_BODY, route},
     store::{DeliveryRow, Store},
 };
 use strum::IntoEnumIterator as _;
@@ -403,10 +403,10 @@ async fn a_huge_answer_or_a_huge_alert_is_bounded_and_delivered() {
         })
         .await;
         match format {
-            // This template renders the State twice: past MAX_TEMPLATE_OUTPUT its body is
+            // This template renders the State twice: past DEFAULT_MAX_BODY its body is
             // refused, clearly and for good, and the lane goes on.
             WebhookFormat::Template => {
-                assert!(2 * state.len() > MAX_TEMPLATE_OUTPUT);
+                assert!(2 * state.len() > DEFAULT_MAX_BODY);
                 assert_eq!(rows[0].status, "failed", "{rows:?}");
                 let error = rows[0].last_error.as_deref().unwrap_or_default();
                 assert!(error.contains("at most 262144 are sent"), "{error}");

@@ -107,6 +107,7 @@ pub(super) struct RawWebhook {
     pub(super) template: Option<Spanned<String>>,
     pub(super) template_file: Option<Spanned<PathBuf>>,
     pub(super) content_type: Option<Spanned<String>>,
+    pub(super) max_body_bytes: Option<Spanned<i64>>,
     pub(super) routing_key: Option<Spanned<String>>,
     pub(super) routing_key_file: Option<Spanned<PathBuf>>,
     pub(super) from: Option<Spanned<String>>,

@@ -238,6 +238,10 @@ pub struct WebhookTemplate {
     pub environment: std::sync::Arc<minijinja::Environment<'static>>,
     /// The Content-Type the body is sent with.
     pub content_type: String,
+    /// Most bytes a body may have (`max_body_bytes`).
+    pub max_body: usize,
+    /// The template's file (None: inline), for errors that name file and line.
+    pub origin: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for WebhookTemplate {

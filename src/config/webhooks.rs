@@ -8,12 +8,22 @@ use super::{
     WebhookFormat, WebhookTemplate, WebhookUrl, DEFAULT_GIVE_UP_AFTER, DEFAULT_RETRY_INITIAL,
     DEFAULT_RETRY_MAX, DEFAULT_WEBHOOK_TIMEOUT,
 };
-use crate::model::Severity;
+use crate::{
+    model::Severity,
+    notifier::{
+        payload::DEFAULT_MAX_BODY,
+        rehearsal::{rehearse, Rehearsal, VARIABLES},
+    },
+};
 
 /// Where PagerDuty's Events API v2 takes events.
 pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 /// Largest body template read.
 const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
+/// The bounds of `max_body_bytes`: a body of a few words, up to what a chat or paging
+/// service could take.
+const MIN_MAX_BODY: usize = 1024;
+const MAX_MAX_BODY: usize = 16 * 1024 * 1024;
 
 impl Checker<'_> {
     pub(super) fn resolve_webhook(
@@ -67,8 +77,8 @@ impl Checker<'_> {
             );
         }
         let secret = self.webhook_secret(raw, i);
-        let (template, routing_key) = self.channel_keys(raw, i, at, format);
         let events = self.event_filters(&raw.events, &key("events"));
+        let (template, routing_key) = self.channel_keys(raw, i, at, format, &events);
         let min_severity = self
             .choice(
                 &raw.min_severity,
@@ -131,6 +141,7 @@ impl Checker<'_> {
         i: usize,
         at: usize,
         format: WebhookFormat,
+        events: &[String],
     ) -> (Option<WebhookTemplate>, Option<Secret>) {
         let key = |field: &str| format!("webhook[{i}].{field}");
         let start = |v: &Option<Spanned<String>>| v.as_ref().map(|v| v.span().start);
@@ -142,6 +153,10 @@ impl Checker<'_> {
                 ("template", start(&raw.template)),
                 ("template_file", file_start(&raw.template_file)),
                 ("content_type", start(&raw.content_type)),
+                (
+                    "max_body_bytes",
+                    raw.max_body_bytes.as_ref().map(|v| v.span().start),
+                ),
             ];
             self.only_for(&template_only, &prefix, "format = \"template\" webhooks");
         }
@@ -153,7 +168,7 @@ impl Checker<'_> {
             self.only_for(&pagerduty_only, &prefix, "format = \"pagerduty\" webhooks");
         }
         match format {
-            WebhookFormat::Template => (self.webhook_template(raw, i, at), None),
+            WebhookFormat::Template => (self.webhook_template(raw, i, at, events), None),
             WebhookFormat::PagerDuty => {
                 if raw.routing_key.is_none() && raw.routing_key_file.is_none() {
                     self.problem(
@@ -182,6 +197,7 @@ impl Checker<'_> {
         raw: &RawWebhook,
         i: usize,
         at: usize,
+        events: &[String],
     ) -> Option<WebhookTemplate> {
         let key = |field: &str| format!("webhook[{i}].{field}");
         let (source, origin) = match (&raw.template, &raw.template_file) {
@@ -236,11 +252,20 @@ impl Checker<'_> {
         environment.set_fuel(Some(crate::notifier::payload::TEMPLATE_FUEL));
         // The escaping the built-in formats use, for templates that target the same
         // markups (Discord's Markdown, Google Chat's and Mattermost's `<url|text>`).
-        environment.add_filter("markdown", |text: String| {
-            crate::notifier::payload::markdown_escaped(&text)
+        // Missing values (a `to` of job.poll_recovered, a `drive_id` of a job event) are
+        // empty text, not a failed alert.
+        let text = |value: &minijinja::Value| {
+            if value.is_none() || value.is_undefined() {
+                String::new()
+            } else {
+                value.to_string()
+            }
+        };
+        environment.add_filter("markdown", move |value: minijinja::Value| {
+            crate::notifier::payload::markdown_escaped(&text(&value))
         });
-        environment.add_filter("slack", |text: String| {
-            crate::notifier::payload::slack_escaped(&text)
+        environment.add_filter("slack", move |value: minijinja::Value| {
+            crate::notifier::payload::slack_escaped(&text(&value))
         });
         if let Err(e) = environment.add_template_owned("body", source) {
             let place = match (&path, e.line()) {
@@ -262,10 +287,75 @@ impl Checker<'_> {
             self.problem(at, key("content_type"), "is not a valid header value");
             return None;
         }
+        let max_body = match &raw.max_body_bytes {
+            None => DEFAULT_MAX_BODY,
+            Some(v) => match usize::try_from(*v.get_ref()) {
+                Ok(n) if (MIN_MAX_BODY..=MAX_MAX_BODY).contains(&n) => n,
+                _ => {
+                    self.problem(
+                        v.span().start,
+                        key("max_body_bytes"),
+                        format!("must be between {MIN_MAX_BODY} and {MAX_MAX_BODY}"),
+                    );
+                    return None;
+                }
+            },
+        };
+        let rehearsal = rehearse(&environment, max_body, events);
+        self.report_rehearsal(&rehearsal, (offset, &field), path.as_deref());
         Some(WebhookTemplate {
             environment: std::sync::Arc::new(environment),
             content_type,
+            max_body,
+            origin: path,
         })
+    }
+
+    /// A rehearsal's failures as problems (every event fails: nothing would ever be
+    /// delivered) or warnings (some types fail; a name no event has), with file and line.
+    fn report_rehearsal(
+        &mut self,
+        rehearsal: &Rehearsal,
+        (offset, field): (usize, &str),
+        path: Option<&std::path::Path>,
+    ) {
+        let place = |line: Option<usize>| match (path, line) {
+            (Some(path), Some(line)) => format!("{}:{line}", path.display()),
+            (Some(path), None) => path.display().to_string(),
+            (None, Some(line)) => format!("line {line} of the template"),
+            (None, None) => "the template".to_owned(),
+        };
+        let always = rehearsal.fails_always();
+        for failure in &rehearsal.failures {
+            let types: Vec<&str> = failure.types.iter().map(|t| t.as_str()).collect();
+            let what = if always {
+                "no alert of this webhook would be delivered".to_owned()
+            } else {
+                format!("alerts of type {} would not be delivered", types.join(", "))
+            };
+            let message = format!(
+                "{}: {} rendering a sample {} event: {what}",
+                place(failure.line),
+                failure.message,
+                types.first().copied().unwrap_or("-"),
+            );
+            if always {
+                self.problem(offset, field, message);
+            } else {
+                self.warn(offset, field.to_owned(), message);
+            }
+        }
+        for (name, line) in &rehearsal.unknown {
+            self.problem(
+                offset,
+                field,
+                format!(
+                    "{}: `{name}` is no variable of any event (a typo? the variables: {})",
+                    place(*line),
+                    VARIABLES.join(", ")
+                ),
+            );
+        }
     }
 
     /// `format = "email"`: `url = "smtp://host[:587]"` (STARTTLS, required) or

@@ -229,9 +229,9 @@ pub fn teams_body(event: &EventRecord) -> Vec<u8> {
     serde_json::to_vec(&message).unwrap_or_default()
 }
 
-/// Most a template may render: past it the delivery fails with a clear error rather
-/// than POSTing megabytes.
-pub const MAX_TEMPLATE_OUTPUT: usize = 256 * 1024;
+/// Most a template may render unless its webhook says otherwise (`max_body_bytes`):
+/// past it the delivery fails with a clear error rather than POSTing megabytes.
+pub const DEFAULT_MAX_BODY: usize = 256 * 1024;
 
 /// Most work one render may do (minijinja's fuel: about one unit per instruction), so
 /// that a template looping for long fails instead of burning a core; an ordinary alert
@@ -245,11 +245,11 @@ pub const TEMPLATE_FUEL: u64 = 1_000_000;
 /// # Errors
 /// As [`template_body`]; also a render that panicked.
 pub async fn render_template(
-    environment: &std::sync::Arc<minijinja::Environment<'static>>,
+    template: &crate::config::WebhookTemplate,
     event: &EventRecord,
 ) -> Result<Vec<u8>, String> {
-    let (environment, event) = (environment.clone(), event.clone());
-    tokio::task::spawn_blocking(move || template_body(&environment, &event))
+    let (template, event) = (template.clone(), event.clone());
+    tokio::task::spawn_blocking(move || template_body(&template, &event))
         .await
         .map_err(|e| format!("template: the render failed: {e}"))?
 }
@@ -260,11 +260,42 @@ pub async fn render_template(
 /// JSON bodies.
 ///
 /// # Errors
-/// The template failed at render time (a strict-undefined variable, a filter error).
+/// The template failed at render time (a strict-undefined variable, a filter error, out
+/// of fuel) or rendered more than its cap; the error names the file and line.
 pub fn template_body(
-    environment: &minijinja::Environment<'static>,
+    template: &crate::config::WebhookTemplate,
     event: &EventRecord,
 ) -> Result<Vec<u8>, String> {
+    render(&template.environment, template.max_body, event).map_err(|e| {
+        let place = match (&template.origin, e.line) {
+            (Some(path), Some(line)) => format!(" {}:{line}", path.display()),
+            (Some(path), None) => format!(" {}", path.display()),
+            (None, Some(line)) => format!(" line {line}"),
+            (None, None) => String::new(),
+        };
+        format!("template{place}: {}", e.message)
+    })
+}
+
+/// Why a template gave no body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenderError {
+    /// The template's line, when known.
+    pub line: Option<usize>,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// The body `environment`'s template `body` renders for `event`, at most `max_body`
+/// bytes.
+///
+/// # Errors
+/// The render failed, or gave more than `max_body` bytes.
+pub fn render(
+    environment: &minijinja::Environment<'static>,
+    max_body: usize,
+    event: &EventRecord,
+) -> Result<Vec<u8>, RenderError> {
     let standard: Value = serde_json::from_slice(&json_body(event)).unwrap_or_default();
     let context = json!({
         "id": webhook_id(event),
@@ -279,17 +310,22 @@ pub fn template_body(
         "timestamp": rfc3339(&event.observed_at),
         "data": standard["data"],
     });
-    let template = environment
+    let failed = |e: minijinja::Error| RenderError {
+        line: e.line(),
+        message: match e.detail() {
+            Some(detail) => format!("{} ({detail})", e.kind()),
+            None => e.kind().to_string(),
+        },
+    };
+    let body = environment
         .get_template("body")
-        .map_err(|e| format!("template: {e}"))?;
-    let body = template
-        .render(minijinja::Value::from_serialize(&context))
-        .map_err(|e| format!("template: {e}"))?;
-    if body.len() > MAX_TEMPLATE_OUTPUT {
-        return Err(format!(
-            "template: rendered {} bytes; at most {MAX_TEMPLATE_OUTPUT} are sent",
-            body.len()
-        ));
+        .and_then(|t| t.render(minijinja::Value::from_serialize(&context)))
+        .map_err(failed)?;
+    if body.len() > max_body {
+        return Err(RenderError {
+            line: None,
+            message: format!("the body is longer than max_body_bytes: at most {max_body} are sent"),
+        });
     }
     Ok(body.into_bytes())
 }
