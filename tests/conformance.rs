@@ -6,6 +6,8 @@
 //! file does not compile.
 
 mod common;
+#[path = "conformance/daemon.rs"]
+mod daemon;
 
 use std::{path::Path, time::Duration};
 
@@ -49,9 +51,14 @@ fn transport(format: WebhookFormat) -> Transport {
     }
 }
 
-/// The `[[webhook]]` of `format`, sending to `url` (HTTP) or `port` (SMTP, with the test
-/// CA of `dir`), with quick retries.
+/// The `[[webhook]]` of `format`, parsed (see [`hook_toml`]).
 fn hook(dir: &Path, format: WebhookFormat, target: &str, timeout: &str) -> Vec<Webhook> {
+    webhooks(dir, &hook_toml(dir, format, target, timeout))
+}
+
+/// The `[[webhook]]` of `format` as config text, sending to `url` (HTTP) or `port` (SMTP,
+/// with the test CA of `dir`), with quick retries.
+fn hook_toml(dir: &Path, format: WebhookFormat, target: &str, timeout: &str) -> String {
     let common = format!(
         "[[webhook]]\nname = \"hook\"\ntimeout = \"{timeout}\"\nretry_initial = \"50ms\"\n\
          retry_max = \"100ms\"\nformat = \"{}\"\n",
@@ -77,7 +84,7 @@ fn hook(dir: &Path, format: WebhookFormat, target: &str, timeout: &str) -> Vec<W
             )
         }
     };
-    webhooks(dir, &format!("{common}{specific}"))
+    format!("{common}{specific}")
 }
 
 /// Two error alerts of `job` (PagerDuty triggers both), the first carrying `first_to`.
@@ -108,6 +115,14 @@ async fn queue(
     hooks: &[Webhook],
     events: &[Event],
 ) -> (Store, common::Running) {
+    let store = record(dir, job, hooks, events).await;
+    let notifier = start_notifier(&store, hooks.to_vec());
+    notifier.waker.wake();
+    (store, notifier)
+}
+
+/// Records `events` of `job` in `dir/iewatch.db`, routed to `hooks`.
+async fn record(dir: &Path, job: &str, hooks: &[Webhook], events: &[Event]) -> Store {
     let store = Store::open(&dir.join("iewatch.db")).await.unwrap();
     let stored = store.load_job("prod", job).await.unwrap();
     let outbox = route(hooks, &JobName::from(job), events);
@@ -122,9 +137,7 @@ async fn queue(
         )
         .await
         .unwrap();
-    let notifier = start_notifier(&store, hooks.to_vec());
-    notifier.waker.wake();
-    (store, notifier)
+    store
 }
 
 /// The deliveries, oldest first, once `done` holds for them (bounded: 15 s).
@@ -246,6 +259,8 @@ enum First {
     Accept,
     Refuse,
     Defer,
+    /// Takes the first delivery and never answers it.
+    Hang,
 }
 
 async fn peer(dir: &Path, format: WebhookFormat, first: First, test: &str) -> Option<Peer> {
@@ -264,6 +279,7 @@ async fn peer(dir: &Path, format: WebhookFormat, first: First, test: &str) -> Op
             let receiver = Receiver::start(move |i| match (first, i) {
                 (First::Refuse, 0) => Reply::Status(refuse),
                 (First::Defer, 0) => Reply::Status(503),
+                (First::Hang, 0) => Reply::Hang(Duration::from_secs(120)),
                 _ => Reply::Status(ok),
             })
             .await;
@@ -284,6 +300,7 @@ async fn peer(dir: &Path, format: WebhookFormat, first: First, test: &str) -> Op
                 First::Accept => "accept",
                 First::Refuse => "refuse-first",
                 First::Defer => "defer-first",
+                First::Hang => "silent-first",
             };
             let sink = smtp::start_sink_behaving(dir, "starttls", port, "s3cret", behaviour);
             Some(Peer {

@@ -129,4 +129,3 @@ pub async fn notify_test(webhook: &Webhook) -> Vec<TestDelivery> {
     }
     outcomes
 }
-

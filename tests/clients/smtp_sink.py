@@ -6,7 +6,8 @@ runs until killed.
 Arguments: mode, port, certificate PEM, key PEM, user, password, outdir, and optionally
 a behaviour: `accept` (the default), `refuse-first` (550 5.7.1 to the first message, then
 250), `defer-first` (451 4.3.0 to the first, then 250), `silent-data` (takes DATA and never
-answers it: a relay that hangs mid-conversation).
+answers it: a relay that hangs mid-conversation), `silent-first` (never answers the first
+message's DATA, having written OUTDIR/held; accepts the rest).
 """
 import asyncio
 import itertools
@@ -28,7 +29,8 @@ answered = itertools.count(0)
 class Sink:
     async def handle_DATA(self, server, session, envelope):
         first = next(answered) == 0
-        if behaviour == "silent-data":
+        if behaviour == "silent-data" or (behaviour == "silent-first" and first):
+            (out / "held").write_text("DATA of the first message taken, never answered\n")
             await asyncio.sleep(3600)
         if behaviour == "refuse-first" and first:
             return "550 5.7.1 Message refused by policy"

@@ -85,11 +85,17 @@ fn quoted_printable(body: &str) -> String {
 }
 
 impl SmtpSink {
+    /// True once a `silent-first` sink holds the first message's DATA unanswered.
+    pub fn held(&self) -> bool {
+        self.outdir.join("held").exists()
+    }
+
     /// Every message accepted so far, in order, as its reader sees it.
     pub fn messages(&self) -> Vec<String> {
         let mut names: Vec<PathBuf> = std::fs::read_dir(&self.outdir)
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
+        names.retain(|p| p.extension().is_some_and(|e| e == "eml"));
         names.sort();
         names
             .iter()
@@ -138,7 +144,7 @@ pub fn start_sink(dir: &Path, mode: &str, port: u16, password: &str) -> SmtpSink
 
 /// As [`start_sink`], with a `behaviour` (see smtp_sink.py): `accept`, `refuse-first`
 /// (550 to the first message), `defer-first` (451 to the first), `silent-data` (never
-/// answers DATA).
+/// answers DATA), `silent-first` (never answers the first DATA; see [`SmtpSink::held`]).
 pub fn start_sink_behaving(
     dir: &Path,
     mode: &str,
