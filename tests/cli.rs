@@ -84,3 +84,89 @@ fn man_pages_are_written_for_iewatch_and_each_command_and_render() {
         assert!(text.contains("--for"), "{text}");
     }
 }
+
+/// A database with one job, `JobA`, made by the store as the daemon makes it.
+async fn database_with_a_job(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("iewatch.db");
+    let store = iewatch::store::Store::open(&path).await.unwrap();
+    store.load_job("prod", "JobA").await.unwrap();
+    store.close().await;
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_is_not_a_database_is_refused_at_once_by_the_daemon_and_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = database_with_a_job(dir.path()).await;
+    // A zeroed header, as a failed disk or a careless `dd` leaves it (and no WAL beside
+    // it, which could still hold a good first page).
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[..100].fill(0);
+    std::fs::write(&path, bytes).unwrap();
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("iewatch.db{suffix}")));
+    }
+    let config = dir.path().join("iewatch.toml");
+    std::fs::write(&config, "[daemon]\ndatabase = \"iewatch.db\"\n").unwrap();
+    let db = path.to_str().unwrap();
+    for args in [
+        vec!["run", "-c", config.to_str().unwrap()],
+        vec!["status", "--database", db],
+        vec!["ack", "JobA", "--database", db],
+    ] {
+        let started = std::time::Instant::now();
+        let (ok, said) = iewatch(&args);
+        assert!(!ok, "{args:?}: {said}");
+        assert!(
+            said.contains("iewatch.db") && said.contains("not a SQLite database"),
+            "{args:?}: names the file and what is wrong: {said}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{args:?}: at once, not after the pool's timeout"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_read_beside_a_held_write_lock_and_a_change_says_it_is_locked() {
+    use sqlx::Connection as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = database_with_a_job(dir.path()).await;
+    sqlx::any::install_default_drivers();
+    // Another process's write that does not end (an sqlite3 shell inside BEGIN).
+    let mut holder = sqlx::AnyConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let db = path.to_str().unwrap().to_owned();
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (ok, said) = iewatch(&args);
+            (ok, said, started.elapsed())
+        })
+    };
+    let (ok, said, took) = run(vec!["status".into(), "--database".into(), db.clone()])
+        .await
+        .unwrap();
+    assert!(
+        ok && said.contains("JobA"),
+        "status reads beside it: {said}"
+    );
+    assert!(took < std::time::Duration::from_secs(3), "{took:?}");
+    let (ok, said, took) = run(vec!["ack".into(), "JobA".into(), "--database".into(), db])
+        .await
+        .unwrap();
+    assert!(!ok, "{said}");
+    assert!(said.contains("locked"), "says why: {said}");
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "within seconds: {took:?}"
+    );
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+}

@@ -149,9 +149,11 @@ fn redacted(url: &str) -> String {
 }
 
 /// Opens a pool on `database`: for SQLite with the durability settings of the store
-/// (WAL, a full sync per commit, foreign keys, incremental vacuum), for PostgreSQL with
-/// the password file's content as password.
-pub(super) async fn connect(database: &Database) -> Result<AnyPool, StoreError> {
+/// (WAL, a full sync per commit, foreign keys; incremental vacuum when `creating`), for
+/// PostgreSQL with the password file's content as password. A command's connections
+/// (not `creating`) write nothing by being opened: no PRAGMA that changes the file, so
+/// `status` reads beside a daemon in the middle of a write.
+pub(super) async fn connect(database: &Database, creating: bool) -> Result<AnyPool, StoreError> {
     static DRIVERS: Once = Once::new();
     DRIVERS.call_once(sqlx::any::install_default_drivers);
     let open_error = |reason: String| StoreError::Open {
@@ -167,11 +169,14 @@ pub(super) async fn connect(database: &Database) -> Result<AnyPool, StoreError> 
             // why unchanged polls are batched. Pages freed by `retention` go back to the
             // file system (on a database created with incremental vacuum; README
             // "Retention").
-            let setup = format!(
-                "PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL;
-                 PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {}",
+            let mut setup = format!(
+                "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {};",
                 BUSY_TIMEOUT.as_millis()
             );
+            if creating {
+                setup.push_str(" PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL;");
+            }
+            probe_sqlite(&url, &setup).await.map_err(open_error)?;
             on_every_connection(AnyPoolOptions::new(), setup)
                 .max_connections(SQLITE_CONNECTIONS)
                 // A connection to a local file has nothing to test; the test is a trip
@@ -212,6 +217,41 @@ pub(super) async fn connect(database: &Database) -> Result<AnyPool, StoreError> 
                 .map_err(|e| open_error(e.to_string()))
         }
     }
+}
+
+/// One connection first, set up as the pool's will be, reading the schema: a file that
+/// is not a database (a zeroed header, another file's bytes) is refused at once in
+/// SQLite's words, where the pool would retry it until its timeout.
+async fn probe_sqlite(url: &str, setup: &str) -> Result<(), String> {
+    let probe = async {
+        let mut connection = <sqlx::AnyConnection as sqlx::Connection>::connect(url).await?;
+        connection.execute(setup).await?;
+        sqlx::query("SELECT COUNT(*) FROM sqlite_master")
+            .execute(&mut connection)
+            .await?;
+        sqlx::Connection::close(connection).await
+    };
+    match tokio::time::timeout(BUSY_TIMEOUT * 2, probe).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(match e.as_database_error() {
+            Some(db) if db.message().contains("not a database") => format!(
+                "not a SQLite database (its header is damaged or it is another kind of file): {}",
+                db.message()
+            ),
+            Some(db) if db.message().contains("locked") => locked_message(),
+            _ => e.to_string(),
+        }),
+        Err(_) => Err(locked_message()),
+    }
+}
+
+/// What a database another process holds locked is called.
+fn locked_message() -> String {
+    format!(
+        "locked by another process for over {}s (a write under way that does not end: is \
+         another program holding a transaction open, e.g. an sqlite3 shell?)",
+        BUSY_TIMEOUT.as_secs()
+    )
 }
 
 /// `options` that run `setup` on each new connection.

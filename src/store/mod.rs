@@ -280,7 +280,7 @@ impl Store {
         migrate: bool,
         owner: Option<Arc<Owner>>,
     ) -> Result<Store, StoreError> {
-        let pool = database::connect(database).await?;
+        let pool = database::connect(database, migrate).await?;
         let dialect = database.dialect();
         if migrate {
             match dialect {
