@@ -164,3 +164,27 @@ async fn over_the_wire_truncated_drip_and_nested_bodies_fail_within_the_timeout(
         .unwrap_err();
     assert!(matches!(err, SourceError::Decode(_)), "{err:?}");
 }
+
+#[test]
+fn error_answers_are_scrubbed_of_signatures_and_addresses_like_200_bodies() {
+    let classic = r#"{"odata.error":{"code":"AuthorizationFailure","message":{"lang":"en-US","value":"https://acct.blob.core.windows.net/logs?sv=2019&sig=AbCdEf%3D&se=2026 denied for ops.lead@contoso.com"}}}"#;
+    let arm = r#"{"error":{"code":"Forbidden","message":"sig=AbCdEf%3D refused for ops.lead@contoso.com","details":[{"code":"X","message":"ask admin@contoso.com"}]}}"#;
+    let said = [
+        interpret(response(403, "application/json", classic.into()))
+            .unwrap_err()
+            .to_string(),
+        iewatch::source::arm::interpret(response(403, "application/json", arm.into()))
+            .unwrap_err()
+            .to_string(),
+    ];
+    for text in said {
+        assert!(
+            text.contains("[redacted]") && text.contains("[e-mail]"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("AbCdEf") && !text.contains("contoso.com"),
+            "{text}"
+        );
+    }
+}

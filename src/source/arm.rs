@@ -253,11 +253,7 @@ impl Tokens {
                         .next()
                         .unwrap_or_default()
                         .to_owned();
-                    Box::new(ServiceError {
-                        code: e.error,
-                        message: first_line,
-                        ..ServiceError::default()
-                    })
+                    ServiceError::new(&e.error, &first_line, None, None)
                 });
             let refused = matches!(status, StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED);
             return Err(SourceError::Status {
@@ -488,12 +484,13 @@ fn status_error(response: &http::Response<Bytes>) -> SourceError {
     let error = serde_json::from_slice::<ArmErrorBody>(response.body())
         .ok()
         .map(|b| {
-            Box::new(ServiceError {
-                code: b.error.code,
-                message: b.error.message,
-                extended_code: b.error.details.first().map(|d| d.code.clone()),
-                extended_information: b.error.details.first().map(|d| d.message.clone()),
-            })
+            let detail = b.error.details.first();
+            ServiceError::new(
+                &b.error.code,
+                &b.error.message,
+                detail.map(|d| d.code.as_str()),
+                detail.map(|d| d.message.as_str()),
+            )
         });
     SourceError::Status {
         status: response.status().as_u16(),

@@ -120,7 +120,7 @@ pub fn interpret(response: http::Response<Bytes>) -> Result<PollOutcome, SourceE
         let body = response.body();
         let error = serde_json::from_slice::<ErrorBody>(body)
             .ok()
-            .map(|b| Box::new(flatten(b.error)));
+            .map(|b| flatten(b.error));
         return Err(SourceError::Status {
             status: status.as_u16(),
             error,
@@ -149,17 +149,14 @@ pub fn interpret(response: http::Response<Bytes>) -> Result<PollOutcome, SourceE
     })))
 }
 
-fn flatten(error: super::classic_wire::ODataError) -> ServiceError {
-    ServiceError {
-        code: error.code,
-        message: error.message.value,
-        extended_code: error
-            .azure_values
+fn flatten(error: super::classic_wire::ODataError) -> Box<ServiceError> {
+    let values = &error.azure_values;
+    ServiceError::new(
+        &error.code,
+        &error.message.value,
+        values.iter().find_map(|v| v.extended_code.as_deref()),
+        values
             .iter()
-            .find_map(|v| v.extended_code.clone()),
-        extended_information: error
-            .azure_values
-            .iter()
-            .find_map(|v| v.extended_information.clone()),
-    }
+            .find_map(|v| v.extended_information.as_deref()),
+    )
 }

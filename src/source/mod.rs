@@ -10,6 +10,7 @@ pub mod classic;
 pub mod classic_wire;
 pub mod databox_wire;
 mod document;
+mod scrub;
 
 pub(crate) use document::take_bitlocker_key;
 pub use document::Document;
@@ -88,6 +89,24 @@ pub struct ServiceError {
     pub extended_code: Option<String>,
     /// `ExtendedInformation`, if any.
     pub extended_information: Option<String>,
+}
+
+impl ServiceError {
+    /// The error of a failed request, every field scrubbed of SAS signatures and e-mail
+    /// addresses (see [`scrub`]): the one way a service's error words come in.
+    pub fn new(
+        code: &str,
+        message: &str,
+        extended_code: Option<&str>,
+        extended_information: Option<&str>,
+    ) -> Box<ServiceError> {
+        Box::new(ServiceError {
+            code: scrub::scrubbed(code),
+            message: scrub::scrubbed(message),
+            extended_code: extended_code.map(scrub::scrubbed),
+            extended_information: extended_information.map(scrub::scrubbed),
+        })
+    }
 }
 
 /// Why a poll produced no outcome. Callers branch on the kind: backoff, Retry-After,
