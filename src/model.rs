@@ -71,6 +71,42 @@ string_newtype!(
 );
 
 impl JobState {
+    /// Every state a job of some kind is documented to have: Import/Export's job states
+    /// (states.md) and Data Box's stage names (databox.md §3.1). The vocabulary stays
+    /// open (a new one is watched like any other); this list is what `check` compares a
+    /// configured state name with, to catch a typo or a wrong case.
+    pub const KNOWN: [&'static str; 29] = [
+        "Creating",
+        "Shipping",
+        "Received",
+        "Transferring",
+        "Packaging",
+        "Completed",
+        "Closed",
+        "Faulted",
+        "Canceled",
+        "DeviceOrdered",
+        "DevicePrepared",
+        "Dispatched",
+        "Delivered",
+        "PickedUp",
+        "AtAzureDC",
+        "DataCopy",
+        "CompletedWithErrors",
+        "Cancelled",
+        "Failed_IssueReportedAtCustomer",
+        "Failed_IssueDetectedAtAzureDC",
+        "Aborted",
+        "CompletedWithWarnings",
+        "ReadyToDispatchFromAzureDC",
+        "ReadyToReceiveAtAzureDC",
+        "Created",
+        "ShippedToAzureDC",
+        "AwaitingShipmentDetails",
+        "PreparingToShipFromAzureDC",
+        "ShippedToCustomer",
+    ];
+
     /// Final states: the next thing that happens is deletion. Import/Export's Completed,
     /// Closed and Canceled; Data Box's completed, cancelled, aborted and failed stages
     /// (databox.md §3.5). The two vocabularies share only `Completed`.

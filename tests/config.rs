@@ -666,3 +666,35 @@ fn postgres_database_keys_are_checked_and_their_mistakes_named() {
         "{output}"
     );
 }
+
+#[test]
+fn a_state_name_no_kind_of_job_has_is_a_warning_naming_the_one_meant() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("iewatch.toml");
+    std::fs::write(
+        &config,
+        "[daemon]\ndatabase = \"iewatch.db\"\n\
+         stall_after = { Transfering = \"1d\", datacopy = \"2d\", DataCopy = \"3d\" }\n\
+         poll_interval_by_state = { Shiping = \"1h\", Delivered = \"2h\" }\n",
+    )
+    .unwrap();
+    let (ok, output) = check(&config);
+    assert!(ok, "a warning, not a refusal: {output}");
+    for (key, meant) in [
+        ("daemon.stall_after.Transfering", "Transferring"),
+        ("daemon.stall_after.datacopy", "DataCopy"),
+        ("daemon.poll_interval_by_state.Shiping", "Shipping"),
+    ] {
+        let line = output
+            .lines()
+            .find(|l| l.contains(key))
+            .unwrap_or_else(|| panic!("{key} in {output}"));
+        assert!(
+            line.starts_with("warning") && line.contains(&format!("did you mean {meant:?}")),
+            "{line}"
+        );
+    }
+    for known in ["stall_after.DataCopy", "Delivered"] {
+        assert!(!output.contains(known), "{known}: {output}");
+    }
+}

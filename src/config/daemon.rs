@@ -46,6 +46,7 @@ impl Checker<'_> {
         let mut poll_interval_by_state = BTreeMap::new();
         for (state, value) in &raw.poll_interval_by_state {
             let key = format!("daemon.poll_interval_by_state.{state}");
+            self.warn_unknown_state(value.span().start, &key, state);
             let interval = self.poll_interval(&Some(value.clone()), &key, poll_interval);
             poll_interval_by_state.insert(state.clone(), interval);
         }
@@ -192,6 +193,7 @@ impl Checker<'_> {
         let mut stall_after = defaults.stall_after;
         for (state, value) in &raw.stall_after {
             let key = format!("daemon.stall_after.{state}");
+            self.warn_unknown_state(value.span().start, &key, state);
             match self.switchable(&Some(value.clone()), &key, None) {
                 Some(threshold) => stall_after.insert(state.clone(), threshold),
                 None => stall_after.remove(state),
@@ -279,4 +281,47 @@ impl Checker<'_> {
             token,
         })
     }
+}
+
+impl Checker<'_> {
+    /// A warning for a state name no kind of job has (`Transfering`, `datacopy`): its
+    /// setting would never apply. Said with the name it may have meant.
+    fn warn_unknown_state(&mut self, offset: usize, key: &str, state: &str) {
+        if crate::model::JobState::KNOWN.contains(&state) {
+            return;
+        }
+        let folded = |s: &str| s.to_ascii_lowercase().replace('_', "");
+        let meant = crate::model::JobState::KNOWN
+            .iter()
+            .find(|known| folded(known) == folded(state))
+            .or_else(|| {
+                crate::model::JobState::KNOWN
+                    .iter()
+                    .find(|known| edit_distance(&folded(known), &folded(state)) <= 2)
+            });
+        let hint = meant.map_or_else(String::new, |m| format!(" (did you mean {m:?}?)"));
+        self.warn(
+            offset,
+            key.to_owned(),
+            format!("no kind of job has a state {state:?}: this setting never applies{hint}; states are case-sensitive"),
+        );
+    }
+}
+
+/// Levenshtein distance of two short names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
