@@ -194,7 +194,18 @@ pub fn status_text(jobs: &[JobStatus], now: SystemTime) -> String {
             }),
         ]);
     }
-    table(rows)
+    let mut text = table(rows);
+    for job in jobs {
+        for damage in &job.damaged {
+            text.push_str(&format!(
+                "warning: {}/{}: {}; shown as empty until the daemon's next write repairs it\n",
+                job.account,
+                job.name,
+                crate::telemetry::printable(damage)
+            ));
+        }
+    }
+    text
 }
 
 /// The state, and what in it needs a person: an action the service waits for, a delay.

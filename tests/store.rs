@@ -398,3 +398,67 @@ async fn the_lanes_migration_picks_up_deliveries_queued_by_the_first_release() {
         [1, 2]
     );
 }
+
+#[tokio::test]
+async fn a_hand_edited_memory_row_is_taken_as_empty_said_and_stops_no_other_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("iewatch.db");
+    let store = Store::open(&path).await.unwrap();
+    for name in ["Broken", "Negative", "Huge", "Fine"] {
+        store.load_job("prod", name).await.unwrap();
+    }
+    for (name, clocks, terminal_since) in [
+        ("Broken", "{not json", None),
+        ("Negative", "{\"state_since\":-5}", Some("yesterday-ish")),
+        (
+            "Huge",
+            "{\"state_since\":18446744073709551615,\"eta\":18446744073709551615,\"created\":253402300800}",
+            Some("10000-01-01 00:00:00.000"),
+        ),
+    ] {
+        sqlx::query("UPDATE jobs SET state = 'Transferring', clocks = $1, terminal_since = $2 WHERE name = $3")
+            .bind(clocks)
+            .bind(terminal_since)
+            .bind(name)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    // The daemon's view: each job loads, the damage said, the memory safe.
+    let broken = store.load_job("prod", "Broken").await.unwrap();
+    assert_eq!(broken.memory.clocks, Default::default());
+    assert!(
+        broken.damaged[0].contains("jobs.clocks"),
+        "{:?}",
+        broken.damaged
+    );
+    let negative = store.load_job("prod", "Negative").await.unwrap();
+    assert_eq!(negative.damaged.len(), 2, "{:?}", negative.damaged);
+    assert!(negative.memory.terminal_since.is_none());
+    let huge = store.load_job("prod", "Huge").await.unwrap();
+    assert!(
+        huge.damaged.iter().any(|d| d.contains("terminal_since")),
+        "{:?}",
+        huge.damaged
+    );
+    assert!(store
+        .load_job("prod", "Fine")
+        .await
+        .unwrap()
+        .damaged
+        .is_empty());
+    // `status` shows every job, the damaged ones said, and never panics on huge times.
+    let jobs = store.status().await.unwrap();
+    assert_eq!(jobs.len(), 4);
+    store.close().await;
+    let (ok, said) = common::iewatch_output(&["status", "--database", path.to_str().unwrap()]);
+    assert!(ok, "{said}");
+    for name in ["prod/Broken", "prod/Negative", "prod/Huge", "prod/Fine"] {
+        assert!(said.contains(name), "{name}: {said}");
+    }
+    assert!(said.contains("warning: prod/Broken: jobs.clocks"), "{said}");
+    assert!(!said.contains("warning: prod/Fine"), "{said}");
+    let (ok, said) =
+        common::iewatch_output(&["status", "--json", "--database", path.to_str().unwrap()]);
+    assert!(ok && said.contains("\"damaged\""), "{said}");
+}

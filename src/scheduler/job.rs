@@ -88,6 +88,13 @@ impl WatchedJob {
             .store
             .load_job(&self.account, self.name.as_str())
             .await?;
+        for damage in &stored.damaged {
+            tracing::warn!(
+                account = %self.account, job = %self.name,
+                "{}; taken as empty, the next write repairs it",
+                crate::telemetry::printable(damage)
+            );
+        }
         self.etag = stored.etag;
         self.snapshot = stored.snapshot;
         self.memory = stored.memory;

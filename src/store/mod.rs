@@ -116,6 +116,9 @@ pub struct StoredJob {
     pub snapshot: Option<JobSnapshot>,
     /// The bookkeeping of [`crate::decide`].
     pub memory: Memory,
+    /// Stored values that could not be read back (a hand-edited row) and were taken as
+    /// their safe default: said once, repaired by the job's next write.
+    pub damaged: Vec<String>,
 }
 
 /// One successful poll that changed something, to be written in one transaction.

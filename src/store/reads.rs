@@ -79,6 +79,10 @@ pub struct JobStatus {
     pub acked_at: Option<String>,
     /// Alerts held back until then (`iewatch mute`).
     pub muted_until: Option<String>,
+    /// Stored values that cannot be read back (a hand-edited row), shown as their safe
+    /// default until the daemon's next write of the job repairs them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub damaged: Vec<String>,
 }
 
 /// One recorded event with its job: a line of `history`, the content of a webhook.
@@ -196,14 +200,11 @@ impl Store {
         let mut status: Vec<JobStatus> = jobs
             .into_iter()
             .map(|j| {
-                let notices = match j.11.as_deref() {
-                    None => Notices::default(),
-                    Some(text) => serde_json::from_str(text).map_err(corrupt)?,
-                };
-                let clocks: Clocks = match j.12.as_deref() {
-                    None => Clocks::default(),
-                    Some(text) => serde_json::from_str(text).map_err(corrupt)?,
-                };
+                let mut damaged = Vec::new();
+                let notices: Notices =
+                    super::resume::lenient("jobs.notices", j.11.as_deref(), &mut damaged);
+                let clocks: Clocks =
+                    super::resume::lenient("jobs.clocks", j.12.as_deref(), &mut damaged);
                 let mut drives = by_job.remove(&j.0).unwrap_or_default();
                 for drive in &mut drives {
                     drive.eta = clocks
@@ -217,6 +218,7 @@ impl Store {
                     at: clocks::rfc3339(at),
                 });
                 Ok(JobStatus {
+                    damaged,
                     drives,
                     deadline,
                     eta: clocks.eta.map(clocks::rfc3339),

@@ -4,8 +4,8 @@
 
 use super::{parse_timestamp, JobId, Store, StoreError, StoredJob};
 use crate::{
-    decide::{clocks::Clocks, Memory},
-    model::{CopyStatus, DriveId, DriveSnapshot, DriveState, ETag, JobSnapshot, JobState, Notices},
+    decide::Memory,
+    model::{CopyStatus, DriveId, DriveSnapshot, DriveState, ETag, JobSnapshot, JobState},
 };
 
 /// The columns of `jobs` that [`Store::load_job`] resumes from.
@@ -49,6 +49,7 @@ impl Store {
         .bind(id.0)
         .fetch_one(&self.pool)
         .await?;
+        let mut damaged = Vec::new();
         let snapshot = match row.state {
             None => None,
             Some(state) => {
@@ -74,21 +75,21 @@ impl Store {
                         })
                         .collect(),
                     sku: row.sku,
-                    notices: match row.notices.as_deref() {
-                        None => Notices::default(),
-                        Some(text) => serde_json::from_str(text)
-                            .map_err(|e| StoreError::Corrupt(format!("jobs.notices: {e}")))?,
-                    },
+                    notices: lenient("jobs.notices", row.notices.as_deref(), &mut damaged),
                 })
             }
         };
         let terminal_since = match row.terminal_since.as_deref() {
             None => None,
-            Some(text) => Some(
-                parse_timestamp(text)
-                    .ok_or_else(|| StoreError::Corrupt(format!("jobs.terminal_since: {text:?}")))?,
-            ),
+            Some(text) => {
+                let read = parse_timestamp(text);
+                if read.is_none() {
+                    damaged.push(format!("jobs.terminal_since {:?} is no time", short(text)));
+                }
+                read
+            }
         };
+        let clocks = lenient("jobs.clocks", row.clocks.as_deref(), &mut damaged);
         Ok(StoredJob {
             id: JobId(row.id),
             etag: row.etag.map(ETag::new),
@@ -98,12 +99,35 @@ impl Store {
                 failing_alerted: row.failing_alerted != 0,
                 not_found_alerted: row.not_found_alerted != 0,
                 terminal_since,
-                clocks: match row.clocks.as_deref() {
-                    None => Clocks::default(),
-                    Some(text) => serde_json::from_str(text)
-                        .map_err(|e| StoreError::Corrupt(format!("jobs.clocks: {e}")))?,
-                },
+                clocks,
             },
+            damaged,
         })
     }
+}
+
+/// A JSON column read back, or (a hand-edited row: `{not json`, a negative time) its
+/// safe default, with why in `damaged`. One bad row must not stop a job's watch, nor
+/// `status` for every job: the default is written over it at the job's next write.
+pub(crate) fn lenient<T: serde::de::DeserializeOwned + Default>(
+    column: &str,
+    text: Option<&str>,
+    damaged: &mut Vec<String>,
+) -> T {
+    let Some(text) = text else {
+        return T::default();
+    };
+    serde_json::from_str(text).unwrap_or_else(|e| {
+        damaged.push(format!("{column} {:?} cannot be read ({e})", short(text)));
+        T::default()
+    })
+}
+
+/// The start of a stored value, for a message.
+fn short(text: &str) -> String {
+    let mut cut: String = text.chars().take(60).collect();
+    if cut.len() < text.len() {
+        cut.push('…');
+    }
+    cut
 }
