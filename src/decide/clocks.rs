@@ -411,12 +411,20 @@ fn deadlines(
     events: &mut Vec<Event>,
 ) {
     let found = service_clocks(clocks, job, input.terminal_since.map(secs));
-    // Keys of clocks that no longer apply go: the list stays as short as the clocks.
-    clocks.warned.retain(|k| {
-        found
-            .iter()
-            .any(|c| k.starts_with(&format!("{}:{}:", c.deadline, c.at)))
-    });
+    // A warning is keyed by the deadline it warns about, within a tolerance: a service
+    // time that jitters by minutes between polls is the same deadline. A key that matches
+    // follows the deadline (so a slow drift never repeats a warning); keys of clocks that
+    // no longer apply go, so the list stays as short as the clocks.
+    clocks.warned = std::mem::take(&mut clocks.warned)
+        .into_iter()
+        .filter_map(|key| {
+            let (deadline, at, lead) = parse_key(&key)?;
+            let clock = found
+                .iter()
+                .find(|c| c.deadline == deadline && c.at.abs_diff(at) <= SAME_DEADLINE.as_secs())?;
+            Some(format!("{deadline}:{}:{lead}", clock.at))
+        })
+        .collect();
     for clock in found {
         let key = |lead: u64| format!("{}:{}:{lead}", clock.deadline, clock.at);
         // A clock announced once when it starts has one lead that is always reached.
@@ -459,7 +467,15 @@ fn deadlines(
             None,
             // Words that do not move with the clock, so the history reads the same
             // whenever it was polled: the lead that was reached, or the fixed term.
-            if clock.warn_ahead {
+            if clock.warn_ahead && now >= clock.at {
+                // First seen after it ran out: when, not a lead it never had.
+                let date = rfc3339(clock.at);
+                format!(
+                    "{} passed on {}",
+                    clock.deadline,
+                    &date[..date.len().min(10)]
+                )
+            } else if clock.warn_ahead {
                 format!("{} within {}", clock.deadline, days(nearest))
             } else {
                 format!(
@@ -477,6 +493,18 @@ fn deadlines(
             }),
         ));
     }
+}
+
+/// How far a service deadline may move between polls and still be the one warned of
+/// (a `stageTime` or `createdAt` that jitters): further, it is a new deadline.
+const SAME_DEADLINE: Duration = Duration::from_secs(6 * 3600);
+
+/// A `warned` key's deadline, time and lead (`deletion:1767225600:345600`).
+fn parse_key(key: &str) -> Option<(&str, u64, &str)> {
+    let mut parts = key.splitn(3, ':');
+    let deadline = parts.next()?;
+    let at = parts.next()?.parse().ok()?;
+    Some((deadline, at, parts.next()?))
 }
 
 /// An ETA from the rate since the anchor, once it means something.
@@ -714,6 +742,45 @@ mod tests {
         assert_eq!(fields["at"], rfc3339(T0 + 14 * D));
         assert_eq!(fields["counted_from"], "the service's creation time");
         assert!(fields["consequence"].as_str().unwrap().contains("deletes"));
+    }
+
+    #[test]
+    fn a_creation_time_that_jitters_between_polls_warns_once_per_lead() {
+        let creating = job("AwaitingShipmentDetails");
+        let mut clocks = Clocks::default();
+        let mut warnings = 0;
+        // From day 10 on (the 4d lead reached), every 15 s for an hour, the service's
+        // creation time moves by up to a minute either way.
+        for poll in 0..240_u64 {
+            let jitter = (poll % 3) * 60;
+            let created = move |i: &mut ClockInput<'_>| i.created_at = Some(time(T0 + jitter));
+            let (events, after) = tick_at(&clocks, &creating, 10 * D + poll * 15, created);
+            warnings += events.len();
+            clocks = after;
+        }
+        assert_eq!(warnings, 1, "one 'within 4d', not one per jitter");
+        // A deadline that really moves (a day later) is a new one, warned again.
+        let moved = |i: &mut ClockInput<'_>| i.created_at = Some(time(T0 - D));
+        let (events, _) = tick_at(&clocks, &creating, 10 * D + HOUR, moved);
+        assert_eq!(events.len(), 1, "{events:?}");
+    }
+
+    #[test]
+    fn a_deadline_already_past_on_first_sight_says_when_it_passed() {
+        let creating = job("AwaitingShipmentDetails");
+        let created = |i: &mut ClockInput<'_>| i.created_at = Some(time(T0));
+        let (events, _) = tick_at(&Clocks::default(), &creating, 15 * D, created);
+        assert_eq!(events.len(), 1);
+        let text = events[0]
+            .to
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let date = rfc3339(T0 + 14 * D);
+        assert!(
+            text.contains(&format!("deletion passed on {}", &date[..10])),
+            "{text}"
+        );
     }
 
     #[test]
