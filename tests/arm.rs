@@ -416,3 +416,35 @@ async fn a_certificate_credential_signs_client_assertions_and_an_unregistered_on
         .unwrap();
     assert!(error.contains("invalid_client"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_of_many_pages_is_read_whole_and_one_cut_short_keeps_what_it_read() {
+    let dir = tempfile::tempdir().unwrap();
+    // 300 jobs in pages of two: 150 pages, past the 100 pages the listing once stopped at.
+    let scenario =
+        iewatch::simulator::Scenario::parse("[[job]]\nname = \"order\"\ncount = 300\n").unwrap();
+    let sim = start_simulator(scenario, dir.path()).await;
+    sim.set_time(Some(Duration::ZERO));
+    let config = iewatch::config::Config::parse(
+        &dir.path().join("iewatch.toml"),
+        &format!(
+            "[daemon]\ndatabase = \"iewatch.db\"\n\n{}",
+            sim.arm_account_block("arm")
+                .replace("[[account]]\n", "[[account]]\njobs = \"all\"\n")
+        ),
+    )
+    .unwrap();
+    let source = iewatch::source::Source::for_account(&config.accounts[0], &config.daemon).unwrap();
+    let listing = source.list_jobs().await.unwrap().unwrap();
+    assert_eq!(listing.cut_short, None);
+    assert_eq!(listing.names.len(), 300);
+    // A second page linked elsewhere: the first page's jobs are kept, and why it stopped.
+    sim.set_next_link_origin(Some("https://127.0.0.2:9".into()));
+    let listing = source.list_jobs().await.unwrap().unwrap();
+    assert_eq!(listing.names.len(), 2, "{listing:?}");
+    let why = listing.cut_short.unwrap_or_default();
+    assert!(
+        why.contains("page 2") && why.contains("another origin"),
+        "{why}"
+    );
+}

@@ -32,8 +32,8 @@ impl Discovery {
                 () = shutdown.cancelled() => return,
                 _ = ticker.tick() => {}
             }
-            let names = match self.source.list_jobs().await {
-                Some(Ok(names)) => names,
+            let listing = match self.source.list_jobs().await {
+                Some(Ok(listing)) => listing,
                 Some(Err(e)) => {
                     tracing::warn!(account = %self.account, "cannot list jobs: {}", crate::telemetry::printable(&e.to_string()));
                     continue;
@@ -41,7 +41,15 @@ impl Discovery {
                 // A source that cannot list jobs has nothing to discover.
                 None => return shutdown.cancelled().await,
             };
-            for name in names {
+            if let Some(why) = &listing.cut_short {
+                tracing::warn!(
+                    account = %self.account,
+                    "job list cut short after {} job(s): {}; watching those, the rest at the next listing",
+                    listing.names.len(),
+                    crate::telemetry::printable(why)
+                );
+            }
+            for name in listing.names {
                 if !self.known.contains(&name) {
                     self.watch(name, &queue, &shared);
                 }

@@ -59,14 +59,25 @@ impl ArmProvider {
         }
     }
 }
+/// What a job listing read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The jobs' names, in the service's order.
+    pub names: Vec<JobName>,
+    /// Why the listing stopped before its end, if it did.
+    pub cut_short: Option<String>,
+}
+
 /// A token is renewed this long before it expires, so no request carries a stale one.
 const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// Token lifetimes from the token endpoint are read within these bounds: a peer's
 /// `expires_in` can neither overflow the clock nor make iewatch fetch a token per request.
 const TOKEN_LIFETIME_FLOOR: Duration = Duration::from_secs(360);
 const TOKEN_LIFETIME_CEILING: Duration = Duration::from_secs(86_400);
-/// Most pages of a job list followed (a resource group holds at most a few hundred jobs).
-const MAX_LIST_PAGES: usize = 100;
+/// Most jobs a listing reads (and so the pages it follows: the service gives at least
+/// one a page): far past what a subscription's resource group holds, yet a bound for a
+/// peer that links pages forever.
+const MAX_LISTED_JOBS: usize = 100_000;
 /// Largest token response read.
 const TOKEN_BODY_LIMIT: usize = 64 * 1024;
 
@@ -386,11 +397,55 @@ impl ArmClient {
             .unwrap_or_else(|_| http::Uri::from_static("https://invalid.invalid/"))
     }
 
-    /// The names of every job in the resource group, following `nextLink` pages.
+    /// The names of every job in the resource group, following `nextLink` pages. A
+    /// listing cut short after its first page (a page that fails, a link elsewhere, past
+    /// [`MAX_LISTED_JOBS`]) keeps what it read and says why: those jobs are watched now,
+    /// the rest at the next listing.
     ///
     /// # Errors
-    /// See [`SourceError`].
-    pub async fn list_jobs(&self) -> Result<Vec<JobName>, SourceError> {
+    /// The first page could not be read. See [`SourceError`].
+    pub async fn list_jobs(&self) -> Result<Listing, SourceError> {
+        let mut listing = Listing::default();
+        let mut url = format!(
+            "{}?api-version={}",
+            self.jobs_url,
+            self.provider.api_version()
+        );
+        let origin: http::Uri = url
+            .parse()
+            .map_err(|_| SourceError::Decode("the account's endpoint is not a URL".into()))?;
+        for page in 0..MAX_LISTED_JOBS {
+            let next = match self.list_page(&origin, &url).await {
+                Ok((names, next)) => {
+                    listing.names.extend(names);
+                    next
+                }
+                Err(e) if page == 0 => return Err(e),
+                Err(e) => {
+                    listing.cut_short = Some(format!("page {} failed: {e}", page + 1));
+                    return Ok(listing);
+                }
+            };
+            match next {
+                Some(next) if listing.names.len() < MAX_LISTED_JOBS => url = next,
+                Some(_) => {
+                    listing.cut_short = Some(format!("longer than {MAX_LISTED_JOBS} jobs"));
+                    return Ok(listing);
+                }
+                None => return Ok(listing),
+            }
+        }
+        listing.cut_short = Some(format!("more than {MAX_LISTED_JOBS} pages"));
+        Ok(listing)
+    }
+
+    /// One page of a job list at `url` (which must be on `origin`: the bearer token goes
+    /// nowhere else): its names and the next page's link.
+    async fn list_page(
+        &self,
+        origin: &http::Uri,
+        url: &str,
+    ) -> Result<(Vec<JobName>, Option<String>), SourceError> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Page {
@@ -403,43 +458,28 @@ impl ArmClient {
         struct Named {
             name: String,
         }
-        let mut names = Vec::new();
-        let mut url = format!(
-            "{}?api-version={}",
-            self.jobs_url,
-            self.provider.api_version()
-        );
-        let origin: http::Uri = url
+        let uri: http::Uri = url
             .parse()
-            .map_err(|_| SourceError::Decode("the account's endpoint is not a URL".into()))?;
-        for _ in 0..MAX_LIST_PAGES {
-            let uri: http::Uri = url
-                .parse()
-                .map_err(|_| SourceError::Decode("a nextLink that is not a URL".into()))?;
-            // The bearer token goes only where the account's endpoint is.
-            if !same_origin(&origin, &uri) {
-                return Err(SourceError::Decode(format!(
-                    "refused a nextLink to another origin ({}); the token stays with {}",
-                    origin_of(&uri),
-                    origin_of(&origin)
-                )));
-            }
-            let response = self.send_authorized(&uri).await?;
-            let status = response.status();
-            if !status.is_success() {
-                return Err(status_error(&response));
-            }
-            let page: Page = serde_json::from_slice(response.body())
-                .map_err(|e| SourceError::Decode(format!("job list: {e}")))?;
-            names.extend(page.value.into_iter().map(|j| JobName::new(j.name)));
-            match page.next_link {
-                Some(next) if !next.is_empty() => url = next,
-                _ => return Ok(names),
-            }
+            .map_err(|_| SourceError::Decode("a nextLink that is not a URL".into()))?;
+        if !same_origin(origin, &uri) {
+            return Err(SourceError::Decode(format!(
+                "refused a nextLink to another origin ({}); the token stays with {}",
+                origin_of(&uri),
+                origin_of(origin)
+            )));
         }
-        Err(SourceError::Decode(format!(
-            "job list longer than {MAX_LIST_PAGES} pages"
-        )))
+        let response = self.send_authorized(&uri).await?;
+        if !response.status().is_success() {
+            return Err(status_error(&response));
+        }
+        let page: Page = serde_json::from_slice(response.body())
+            .map_err(|e| SourceError::Decode(format!("job list: {e}")))?;
+        let names = page
+            .value
+            .into_iter()
+            .map(|j| JobName::new(j.name))
+            .collect();
+        Ok((names, page.next_link.filter(|n| !n.is_empty())))
     }
 
     /// Sends an authorized GET, renewing the token once on 401.

@@ -294,7 +294,7 @@ impl Source {
     ///
     /// # Errors
     /// See [`SourceError`].
-    pub async fn list_jobs(&self) -> Option<Result<Vec<JobName>, SourceError>> {
+    pub async fn list_jobs(&self) -> Option<Result<arm::Listing, SourceError>> {
         match self {
             Source::Classic(_) => None,
             Source::Arm(client) => Some(client.list_jobs().await),
