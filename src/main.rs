@@ -160,7 +160,8 @@ enum Command {
         #[command(flatten)]
         db: DatabaseArgs,
     },
-    /// Hold a job's alerts back for a while (its events are still recorded).
+    /// Silence a job's alerts for a while: they are not sent, then or later (its events
+    /// are still recorded, and its reminders pause until the mute ends).
     Mute {
         /// The job (`name` or `account/name`).
         job: String,
@@ -359,7 +360,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let matched = store.mute(&job, until).await?;
             let what = match until {
                 Some(until) => format!(
-                    "muted until {} (events are still recorded)",
+                    "silenced until {}: its alerts until then are not sent, then or later (events are still recorded)",
                     iewatch::moment::rfc3339_seconds(until)
                 ),
                 None => "no longer muted".to_owned(),

@@ -152,7 +152,8 @@ async fn a_muted_job_records_its_events_and_sends_none_until_unmuted() {
         .await
     );
     let said = iewatch(&["mute", "sim/MySampleJob", "--for", "2d"], &db);
-    assert!(said.contains("muted until"), "{said}");
+    assert!(said.contains("silenced until"), "{said}");
+    assert!(said.contains("not sent, then or later"), "{said}");
     assert!(iewatch(&["status"], &db).contains("(muted)"));
 
     sim.set_time(Some(Duration::from_secs(13 * 3600))); // Shipping: two events
@@ -297,6 +298,7 @@ async fn the_eta_of_a_copy_is_in_status_history_payloads_and_metrics() {
                 max_retry_after: Duration::from_secs(3600),
                 clocks: &settings,
                 acked_at: None,
+                muted: false,
             },
         );
         clocks::with_eta(&mut events, &decision.memory.clocks);

@@ -1002,6 +1002,7 @@ fn times_at_the_ends_of_the_calendar_are_unknown_not_a_poison_pill() {
                 terminal_since: None,
                 polls_failing: false,
                 acked_at: None,
+                muted: false,
                 settings: &settings,
             },
         );

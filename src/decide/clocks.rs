@@ -199,6 +199,8 @@ pub struct ClockInput<'a> {
     pub polls_failing: bool,
     /// The last `iewatch ack` of the job.
     pub acked_at: Option<SystemTime>,
+    /// The job is muted: reminders pause (not counted), and go on when the mute ends.
+    pub muted: bool,
     /// The settings.
     pub settings: &'a ClockSettings,
 }
@@ -577,7 +579,7 @@ fn remind(clocks: &mut Clocks, input: &ClockInput<'_>, now: u64, events: &mut Ve
         }),
     };
     let acked = input.acked_at.is_some_and(|at| secs(at) >= reminder.since);
-    if !acked && reminder.is_due(now, input.settings) {
+    if !acked && !input.muted && reminder.is_due(now, input.settings) {
         reminder.count += 1;
         reminder.last = now;
         events.push(Event::notice(
@@ -675,6 +677,7 @@ mod tests {
             terminal_since: None,
             polls_failing: false,
             acked_at: None,
+            muted: false,
             settings: &settings,
         };
         extra(&mut input);
@@ -781,6 +784,36 @@ mod tests {
             text.contains(&format!("deletion passed on {}", &date[..10])),
             "{text}"
         );
+    }
+
+    #[test]
+    fn reminders_pause_while_muted_and_go_on_after() {
+        let stalled = job("CompletedWithErrors");
+        let muted = |i: &mut ClockInput<'_>| {
+            i.terminal_since = Some(time(T0));
+            i.muted = true;
+        };
+        let unmuted = |i: &mut ClockInput<'_>| i.terminal_since = Some(time(T0));
+        // Four days muted: no reminder, none counted.
+        let seen = play(&stalled, &[0, 25, 49, 73, 97], muted);
+        let reminders = |events: &[Event]| {
+            events
+                .iter()
+                .filter(|e| e.event_type == EventType::JobReminder)
+                .count()
+        };
+        assert_eq!(seen.iter().map(|e| reminders(e)).sum::<usize>(), 0);
+        // Unmuted: the first reminder comes at once, as reminder 1.
+        let mut clocks = Clocks::default();
+        for h in [0, 25, 49, 73, 97] {
+            clocks = tick_at(&clocks, &stalled, h * HOUR, muted).1;
+        }
+        let (events, _) = tick_at(&clocks, &stalled, 98 * HOUR, unmuted);
+        let reminder = events
+            .iter()
+            .find(|e| e.event_type == EventType::JobReminder)
+            .expect("a reminder once the mute ends");
+        assert_eq!(reminder.details.as_ref().unwrap()["count"], 1);
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub struct Context<'a> {
     /// The job's last `iewatch ack`, when the caller read it (see
     /// [`clocks::reminder_due`]).
     pub acked_at: Option<SystemTime>,
+    /// The job is muted (`iewatch mute`), when the caller read it: reminders pause.
+    pub muted: bool,
 }
 
 /// When to poll again, with the kind of jitter the caller adds.
@@ -136,6 +138,7 @@ pub fn decide(memory: &Memory, outcome: Outcome<'_>, context: &Context<'_>) -> D
             terminal_since: decision.memory.terminal_since,
             polls_failing: decision.memory.failing_alerted,
             acked_at: context.acked_at,
+            muted: context.muted,
             settings: context.clocks,
         },
     );
@@ -316,6 +319,7 @@ mod tests {
             terminal_since: memory.terminal_since,
             polls_failing: false,
             acked_at: None,
+            muted: false,
             settings: &settings,
         };
         let tracking = Memory {
@@ -333,6 +337,7 @@ mod tests {
                 max_retry_after: 60 * MIN,
                 clocks: &settings,
                 acked_at: None,
+                muted: false,
             },
         );
         decision.memory.clocks = Clocks::default();

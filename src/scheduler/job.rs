@@ -18,7 +18,7 @@ use crate::{
     model::{ETag, JobName, JobSnapshot},
     notifier,
     source::{ChangeRule, JobTarget, Observation, PollOutcome, Source, SourceError},
-    store::{Failed, JobId, Observed, StoreError},
+    store::{Attention, Failed, JobId, Observed, StoreError},
     telemetry::printable,
 };
 
@@ -177,7 +177,7 @@ impl WatchedJob {
         &'a self,
         settings: &'a Settings,
         now: SystemTime,
-        acked_at: Option<SystemTime>,
+        attention: Attention,
     ) -> Context<'a> {
         Context {
             now,
@@ -186,22 +186,23 @@ impl WatchedJob {
             failure_threshold: settings.failure_threshold,
             max_retry_after: settings.max_retry_after,
             clocks: &settings.clocks,
-            acked_at,
+            acked_at: attention.acked_at,
+            muted: attention.is_muted(now),
         }
     }
 
-    /// The job's last `iewatch ack`, read only when a reminder may be due.
-    async fn acked_at(
+    /// The job's last `iewatch ack` and mute, read only when a reminder may be due.
+    async fn attention(
         &self,
         id: JobId,
         shared: &Shared,
         settings: &Settings,
         now: SystemTime,
-    ) -> Option<SystemTime> {
+    ) -> Attention {
         if !clocks::reminder_due(&self.memory.clocks, now, &settings.clocks) {
-            return None;
+            return Attention::default();
         }
-        shared.store.attention(id).await.ok()?.acked_at
+        shared.store.attention(id).await.unwrap_or_default()
     }
 
     /// The deliveries for `events`, none while the job is muted (`iewatch mute`; the
@@ -244,14 +245,14 @@ impl WatchedJob {
             ..
         } = observation;
         let mut events = detect_changes(self.snapshot.as_ref(), &snapshot);
-        let acked_at = self.acked_at(id, shared, settings, now).await;
+        let attention = self.attention(id, shared, settings, now).await;
         let decision = decide(
             &self.memory,
             Outcome::Changed {
                 job: &snapshot,
                 created_at,
             },
-            &self.context(settings, now, acked_at),
+            &self.context(settings, now, attention),
         );
         clocks::with_eta(&mut events, &decision.memory.clocks);
         events.extend(decision.events.iter().cloned());
@@ -316,11 +317,11 @@ impl WatchedJob {
     async fn on_unchanged(&mut self, id: JobId, shared: &Shared, settings: &Settings) -> Duration {
         let now = SystemTime::now();
         tracing::debug!(account = %self.account, job = %self.name, "not modified");
-        let acked_at = self.acked_at(id, shared, settings, now).await;
+        let attention = self.attention(id, shared, settings, now).await;
         let decision = decide(
             &self.memory,
             Outcome::Unchanged,
-            &self.context(settings, now, acked_at),
+            &self.context(settings, now, attention),
         );
         if !decision.must_write(&self.memory) {
             shared.store.note_poll(id, now);
@@ -351,7 +352,7 @@ impl WatchedJob {
     ) -> Duration {
         let now = SystemTime::now();
         let message = error.to_string();
-        let acked_at = self.acked_at(id, shared, settings, now).await;
+        let attention = self.attention(id, shared, settings, now).await;
         let decision = decide(
             &self.memory,
             Outcome::Failed {
@@ -359,7 +360,7 @@ impl WatchedJob {
                 not_found: error.is_not_found(),
                 retry_after: error.retry_after(),
             },
-            &self.context(settings, now, acked_at),
+            &self.context(settings, now, attention),
         );
         self.log_failure(&error, &message, decision.memory.consecutive_failures);
         let outbox = self

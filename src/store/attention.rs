@@ -16,12 +16,12 @@ use crate::{
 pub struct Attention {
     /// The last `iewatch ack`.
     pub acked_at: Option<SystemTime>,
-    /// Alerts are held back until then.
+    /// Alerts are silenced (not sent, then or later) until then.
     pub muted_until: Option<SystemTime>,
 }
 
 impl Attention {
-    /// True while alerts are held back.
+    /// True while alerts are silenced.
     pub fn is_muted(&self, now: SystemTime) -> bool {
         self.muted_until.is_some_and(|until| now < until)
     }

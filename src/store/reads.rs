@@ -77,7 +77,7 @@ pub struct JobStatus {
     pub condition: Option<String>,
     /// The last `iewatch ack` (SQLite timestamp text).
     pub acked_at: Option<String>,
-    /// Alerts held back until then (`iewatch mute`).
+    /// Alerts silenced until then (`iewatch mute`).
     pub muted_until: Option<String>,
     /// Stored values that cannot be read back (a hand-edited row), shown as their safe
     /// default until the daemon's next write of the job repairs them.
