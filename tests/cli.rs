@@ -97,17 +97,16 @@ async fn database_with_a_job(dir: &std::path::Path) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_that_is_not_a_database_is_refused_at_once_by_the_daemon_and_the_commands() {
     let dir = tempfile::tempdir().unwrap();
-    let path = database_with_a_job(dir.path()).await;
-    // A zeroed header, as a failed disk or a careless `dd` leaves it (and no WAL beside
-    // it, which could still hold a good first page).
-    let mut bytes = std::fs::read(&path).unwrap();
+    let good = database_with_a_job(dir.path()).await;
+    // A zeroed header, as a failed disk or a careless `dd` leaves it, in a file of its
+    // own: the pool closed above may still checkpoint into its file after `close`
+    // returns, and would write a good first page back.
+    let path = dir.path().join("damaged.db");
+    let mut bytes = std::fs::read(&good).unwrap();
     bytes[..100].fill(0);
     std::fs::write(&path, bytes).unwrap();
-    for suffix in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(dir.path().join(format!("iewatch.db{suffix}")));
-    }
     let config = dir.path().join("iewatch.toml");
-    std::fs::write(&config, "[daemon]\ndatabase = \"iewatch.db\"\n").unwrap();
+    std::fs::write(&config, "[daemon]\ndatabase = \"damaged.db\"\n").unwrap();
     let db = path.to_str().unwrap();
     for args in [
         vec!["run", "-c", config.to_str().unwrap()],
@@ -118,7 +117,7 @@ async fn a_file_that_is_not_a_database_is_refused_at_once_by_the_daemon_and_the_
         let (ok, said) = iewatch(&args);
         assert!(!ok, "{args:?}: {said}");
         assert!(
-            said.contains("iewatch.db") && said.contains("not a SQLite database"),
+            said.contains("damaged.db") && said.contains("not a SQLite database"),
             "{args:?}: names the file and what is wrong: {said}"
         );
         assert!(

@@ -18,7 +18,7 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -976,19 +976,51 @@ impl Running {
 }
 
 /// Runs `iewatch ARGS`: whether it succeeded, and what it printed (stdout, then stderr).
+/// A command that has not ended after a minute is killed and counts as failed, with
+/// that said, so a hang is a failure with a message instead of a test that never ends.
 pub fn iewatch_output<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
+    use std::io::Read as _;
+    const LIMIT: Duration = Duration::from_secs(60);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
         .args(args)
-        .output()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    (
-        output.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let said = format!(
+        "{}{}",
+        stdout.join().unwrap_or_default(),
+        stderr.join().unwrap_or_default()
+    );
+    match status {
+        Some(status) => (status.success(), said),
+        None => (
+            false,
+            format!("{said}\n[killed: still running after {LIMIT:?}]"),
         ),
-    )
+    }
 }
 
 /// A config for `jobs` of the simulator with `[http]` on a free loopback port (and
