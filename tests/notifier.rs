@@ -132,12 +132,7 @@ async fn an_endpoint_down_for_a_while_gets_every_event_in_order_with_stable_ids(
         let order: Vec<i64> = received
             .iter()
             .filter(|r| r.answered == Some(200) && r.json()["data"]["job"]["name"] == job)
-            .map(|r| {
-                r.header("webhook-id")
-                    .trim_start_matches("iewatch-evt-")
-                    .parse()
-                    .unwrap()
-            })
+            .map(|r| common::event_id_of(r.header("webhook-id")))
             .collect();
         assert_eq!(order.len(), 32);
         assert!(

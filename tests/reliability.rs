@@ -175,12 +175,7 @@ async fn an_endpoint_refusing_connections_for_a_long_stretch_gets_every_alert_in
             .received()
             .iter()
             .filter(|r| r.json()["data"]["job"]["name"] == job)
-            .map(|r| {
-                r.header("webhook-id")
-                    .trim_start_matches("iewatch-evt-")
-                    .parse()
-                    .unwrap()
-            })
+            .map(|r| common::event_id_of(r.header("webhook-id")))
             .collect();
         assert_eq!(order.len(), 32, "{job}");
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{job} out of order");

@@ -13,9 +13,18 @@ use crate::{
     store::{parse_timestamp, EventRecord},
 };
 
-/// The stable `webhook-id` of an event: the same for every retry of it.
+/// The stable `webhook-id` of an event: the same for every retry, restart and failover,
+/// and never given to another event, even after a restore from an older backup rewinds
+/// the event ids: the moment the event was recorded (its digits, to the millisecond)
+/// follows the id, and a rewound id is recorded at another moment.
 pub fn webhook_id(event: &EventRecord) -> String {
-    format!("iewatch-evt-{}", event.id)
+    let recorded: String = event
+        .observed_at
+        .chars()
+        .filter(char::is_ascii_digit)
+        .take(17)
+        .collect();
+    format!("iewatch-evt-{}-{recorded}", event.id)
 }
 
 /// The Standard Webhooks body of DESIGN.md.

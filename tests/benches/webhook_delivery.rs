@@ -46,8 +46,9 @@ async fn receiver() -> (std::net::SocketAddr, Arrivals) {
                             .headers()
                             .get("webhook-id")
                             .and_then(|v| v.to_str().ok())
-                            .unwrap_or_default()
-                            .to_owned();
+                            .unwrap_or_default();
+                        // `iewatch-evt-<id>-<recorded>`: keyed by the event id.
+                        let id = id.rsplit_once('-').map_or(id, |(id, _)| id).to_owned();
                         seen.lock().unwrap().entry(id).or_insert_with(Instant::now);
                         async { Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::new()))) }
                     },

@@ -975,6 +975,16 @@ impl Running {
     }
 }
 
+/// The event id in a `webhook-id` (`iewatch-evt-<id>-<recorded>`).
+pub fn event_id_of(webhook_id: &str) -> i64 {
+    let rest = webhook_id
+        .strip_prefix("iewatch-evt-")
+        .unwrap_or(webhook_id);
+    let id = rest.split_once('-').map_or(rest, |(id, _)| id);
+    id.parse()
+        .unwrap_or_else(|_| panic!("not a webhook-id: {webhook_id}"))
+}
+
 /// Runs `iewatch ARGS`: whether it succeeded, and what it printed (stdout, then stderr).
 /// A command that has not ended after a minute is killed and counts as failed, with
 /// that said, so a hang is a failure with a message instead of a test that never ends.
