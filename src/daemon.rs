@@ -395,7 +395,7 @@ async fn prune_forever(
             () = stopping.cancelled() => return,
             () = tokio::time::sleep(PRUNE_EVERY) => {}
         }
-        let now = std::time::SystemTime::now();
+        let now = crate::wall_clock::now();
         let cutoff = now.checked_sub(retention).unwrap_or(std::time::UNIX_EPOCH);
         match store.prune(cutoff, false).await {
             Ok(pruned) if pruned.is_empty() => {}

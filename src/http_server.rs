@@ -175,7 +175,7 @@ async fn answer(
 /// The status page and its JSON; `role`: leader or standby, on PostgreSQL.
 async fn pages(path: &str, store: &Store, role: Option<String>) -> Response<Full<Bytes>> {
     const HTML: &str = "text/html; charset=utf-8";
-    let now = std::time::SystemTime::now();
+    let now = crate::wall_clock::now();
     let failed = |e: crate::store::StoreError| {
         tracing::warn!("http: cannot read the database: {e}");
         text(

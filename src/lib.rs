@@ -81,6 +81,7 @@ pub mod supervise;
 pub mod systemd;
 pub mod telemetry;
 pub mod tls;
+pub mod wall_clock;
 
 /// `iewatch check --online`: one Get Job per configured job, a line each. Failure if any
 /// job could not be fetched.

@@ -269,7 +269,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = open_database(&db).await?;
             let jobs = store.status().await?;
             print_report(json, &jobs, |jobs| {
-                report::status_text(jobs, SystemTime::now())
+                report::status_text(jobs, iewatch::wall_clock::now())
             })
         }
         Command::History {
@@ -290,7 +290,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Redeliver { id, db } => {
             let store = open_database(&db).await?;
-            if store.redeliver(id, SystemTime::now()).await? {
+            if store.redeliver(id, iewatch::wall_clock::now()).await? {
                 iewatch::notifier::nudge::nudge_daemon(&store).await;
                 outln!("delivery {id} queued again");
                 Ok(ExitCode::SUCCESS)
@@ -330,7 +330,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ack { job, note, db } => {
             let store = open_database(&db).await?;
             let matched = store
-                .acknowledge(&job, note.as_deref(), SystemTime::now())
+                .acknowledge(&job, note.as_deref(), iewatch::wall_clock::now())
                 .await?;
             // An open PagerDuty incident is resolved now, not at the next safety re-read.
             iewatch::notifier::nudge::nudge_daemon(&store).await;
@@ -345,7 +345,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let until = match (duration, off) {
                 (_, true) => None,
                 (Some(d), false) if d <= std::time::Duration::from_secs(366 * 86_400) => {
-                    Some(SystemTime::now() + d)
+                    Some(iewatch::wall_clock::now() + d)
                 }
                 (Some(_), false) => {
                     errln!("--for: at most a year (366d)");
@@ -404,7 +404,7 @@ async fn history(
     }
     // Any --since reaches back at most to 1970: no time arithmetic can overflow on it.
     let since = since.map(|d| {
-        SystemTime::now()
+        iewatch::wall_clock::now()
             .checked_sub(d)
             .unwrap_or(SystemTime::UNIX_EPOCH)
     });
@@ -591,7 +591,7 @@ async fn prune(
             }
         },
     };
-    let cutoff = SystemTime::now()
+    let cutoff = iewatch::wall_clock::now()
         .checked_sub(retention)
         .unwrap_or(std::time::UNIX_EPOCH);
     let store = open_database(db).await?;

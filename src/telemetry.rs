@@ -7,7 +7,7 @@ use std::{
         atomic::{AtomicI64, AtomicU64, Ordering},
         Arc,
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, UNIX_EPOCH},
 };
 
 use prometheus_client::{
@@ -151,7 +151,7 @@ impl Default for Telemetry {
 
 /// Milliseconds since the epoch (liveness bookkeeping).
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
+    crate::wall_clock::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
@@ -334,7 +334,7 @@ impl Telemetry {
         if let Some(percent) = percent {
             self.0.job_percent.get_or_create(&labels).set(percent);
         }
-        let seconds = SystemTime::now()
+        let seconds = crate::wall_clock::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
         self.0.last_success.get_or_create(&labels).set(seconds);

@@ -85,7 +85,7 @@ pub fn default_stall_after() -> BTreeMap<String, Duration> {
 
 /// Seconds since the Unix epoch: how [`Clocks`] keeps times (plain numbers in JSON, so
 /// `sqlite3` users can read them with `datetime(x, 'unixepoch')`).
-fn secs(at: SystemTime) -> u64 {
+pub(super) fn secs(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 

@@ -8,6 +8,7 @@
 //! every outcome.
 
 pub mod clocks;
+mod future;
 
 use std::time::{Duration, SystemTime};
 

@@ -16,7 +16,7 @@ mod worker;
 
 use std::{
     sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, UNIX_EPOCH},
 };
 
 use bytes::Bytes;
@@ -282,7 +282,7 @@ async fn incident_steps(
         let remembered = match action {
             PagerDutyAction::Trigger => {
                 store
-                    .incident_opened(&webhook.name, job, &condition, SystemTime::now())
+                    .incident_opened(&webhook.name, job, &condition, crate::wall_clock::now())
                     .await
             }
             PagerDutyAction::Resolve => store.incident_closed(&webhook.name, job, &condition).await,
@@ -330,7 +330,7 @@ fn outcome_of(sent: Sent, webhook: &Webhook, item: &OutboxItem) -> (Attempt, boo
             error,
             retry_after,
         } => {
-            let now = SystemTime::now();
+            let now = crate::wall_clock::now();
             // A receiver's Retry-After is honoured up to `retry_max`, like our own backoff.
             let delay = retry_after
                 .unwrap_or_else(|| backoff(webhook, item.attempts))
@@ -443,7 +443,7 @@ async fn post_body(
         .header(header::USER_AGENT, USER_AGENT);
     if webhook.format == WebhookFormat::Json {
         let id = payload::webhook_id(event);
-        let timestamp = SystemTime::now()
+        let timestamp = crate::wall_clock::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         request = request

@@ -2,7 +2,7 @@
 //! signature, TLS, the deadline of every attempt), bypassing its filters and the outbox,
 //! and what came of it in the daemon's terms.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::{bounded, deliver, incidents, post_body, routing_key, Sent, JSON};
 use crate::{
@@ -47,7 +47,7 @@ pub async fn notify_test(webhook: &Webhook) -> Vec<TestDelivery> {
             }]
         }
     };
-    let now = crate::store::timestamp(SystemTime::now());
+    let now = crate::store::timestamp(crate::wall_clock::now());
     let event = |id: i64, to: &str, severity| EventRecord {
         id,
         account: "notify-test".into(),

@@ -12,7 +12,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use tokio::{sync::watch, task::JoinSet};
@@ -202,7 +202,7 @@ impl Lanes {
                 return STORE_ERROR_PAUSE;
             }
         };
-        let now = SystemTime::now();
+        let now = crate::wall_clock::now();
         for (job, due) in lanes {
             if running.contains(&job) {
                 continue;
@@ -298,7 +298,7 @@ impl Lanes {
                     break;
                 }
             };
-            let now = SystemTime::now();
+            let now = crate::wall_clock::now();
             let oldest = crate::store::parse_timestamp(&items[0].event.observed_at).unwrap_or(now);
             let due = oldest.checked_add(every).unwrap_or(now);
             if due > now {
@@ -338,7 +338,7 @@ impl Lanes {
         let name = &self.webhook.name;
         match self
             .store
-            .record_lane(name, job, outcomes, SystemTime::now())
+            .record_lane(name, job, outcomes, crate::wall_clock::now())
             .await
         {
             Ok(()) => true,

@@ -51,6 +51,8 @@ pub(super) struct WatchedJob {
     document_hash: Option<u64>,
     /// A refused credential is logged once per failure streak.
     auth_error_logged: bool,
+    /// `memory` had stored times ahead of now brought back, not written yet.
+    repaired: bool,
 }
 
 impl WatchedJob {
@@ -75,6 +77,7 @@ impl WatchedJob {
             memory: Memory::default(),
             document_hash: None,
             auth_error_logged: false,
+            repaired: false,
         }
     }
 
@@ -117,7 +120,8 @@ impl WatchedJob {
 
     /// A job terminal for longer than `stop_after` is no longer polled.
     fn retired(&self, settings: &Settings) -> bool {
-        let Some(terminal_for) = retired_for(&self.memory, SystemTime::now(), settings.stop_after)
+        let Some(terminal_for) =
+            retired_for(&self.memory, crate::wall_clock::now(), settings.stop_after)
         else {
             return false;
         };
@@ -235,7 +239,7 @@ impl WatchedJob {
         shared: &Shared,
         settings: &Settings,
     ) -> Duration {
-        let now = SystemTime::now();
+        let now = self.now();
         let Observation {
             snapshot,
             document,
@@ -277,7 +281,7 @@ impl WatchedJob {
         };
         let news = change_rule.etag() != self.etag.as_ref()
             || document_hash.is_some_and(|h| Some(h) != self.document_hash);
-        if events.is_empty() && !news && !decision.must_write(&self.memory) {
+        if events.is_empty() && !news && !(decision.must_write(&self.memory) || self.repaired) {
             tracing::debug!(account = %self.account, job = %self.name, "unchanged document");
             shared.store.note_poll(id, now);
             self.memory = decision.memory;
@@ -315,7 +319,7 @@ impl WatchedJob {
     }
 
     async fn on_unchanged(&mut self, id: JobId, shared: &Shared, settings: &Settings) -> Duration {
-        let now = SystemTime::now();
+        let now = self.now();
         tracing::debug!(account = %self.account, job = %self.name, "not modified");
         let attention = self.attention(id, shared, settings, now).await;
         let decision = decide(
@@ -323,7 +327,7 @@ impl WatchedJob {
             Outcome::Unchanged,
             &self.context(settings, now, attention),
         );
-        if !decision.must_write(&self.memory) {
+        if !(decision.must_write(&self.memory) || self.repaired) {
             shared.store.note_poll(id, now);
             return self.remember(decision);
         }
@@ -350,7 +354,7 @@ impl WatchedJob {
         shared: &Shared,
         settings: &Settings,
     ) -> Duration {
-        let now = SystemTime::now();
+        let now = self.now();
         let message = error.to_string();
         let attention = self.attention(id, shared, settings, now).await;
         let decision = decide(
@@ -384,6 +388,23 @@ impl WatchedJob {
         self.remember(decision)
     }
 
+    /// iewatch's time now. Stored times of the job's memory later than that are brought
+    /// back to it, said, and written at this poll (see `Memory::clamp_future`).
+    fn now(&mut self) -> SystemTime {
+        let now = crate::wall_clock::now();
+        let moved = self.memory.clamp_future(now);
+        if !moved.is_empty() {
+            tracing::warn!(
+                account = %self.account, job = %self.name,
+                "stored time(s) ahead of now brought back to now: {} (recorded while the \
+                 system clock ran ahead, or edited by hand)",
+                moved.join(", ")
+            );
+            self.repaired = true;
+        }
+        now
+    }
+
     /// Keeps the decided memory and turns its next poll into a delay.
     fn remember(&mut self, decision: Decision) -> Duration {
         self.memory = decision.memory;
@@ -411,7 +432,8 @@ impl WatchedJob {
         }
     }
 
-    fn committed(&self, shared: &Shared, events: &[Event], outbox_rows: usize) {
+    fn committed(&mut self, shared: &Shared, events: &[Event], outbox_rows: usize) {
+        self.repaired = false;
         for event in events {
             shared.telemetry.event(event.event_type);
             let change = event.describe();

@@ -159,7 +159,7 @@ impl Tokens {
     /// SHA-1 thumbprint (`x5t`), as Entra ID's certificate credentials expect.
     fn client_assertion(&self, identity: &Identity) -> Result<String, SourceError> {
         let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-        let now = std::time::SystemTime::now()
+        let now = crate::wall_clock::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let header = serde_json::json!({ "alg": "RS256", "typ": "JWT", "x5t": b64(&identity.sha1_thumbprint()) });

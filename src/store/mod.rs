@@ -451,7 +451,9 @@ impl Store {
     /// Why the database does not take writes.
     pub async fn takes_writes(&self) -> Result<(), String> {
         let (at, error) = self.last_commit.get();
-        let age = SystemTime::now().duration_since(at).unwrap_or_default();
+        let age = crate::wall_clock::now()
+            .duration_since(at)
+            .unwrap_or_default();
         let trusted = if error.is_some() {
             age < Duration::from_secs(1)
         } else {

@@ -135,7 +135,7 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn status(&self) -> Result<Vec<JobStatus>, StoreError> {
-        let now = SystemTime::now()
+        let now = crate::wall_clock::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         // Each table comes back as one JSON array of arrays built by SQLite and parsed

@@ -162,14 +162,14 @@ pub(super) struct LastCommit(Arc<Mutex<(SystemTime, Option<String>)>>);
 
 impl Default for LastCommit {
     fn default() -> Self {
-        Self(Arc::new(Mutex::new((SystemTime::now(), None))))
+        Self(Arc::new(Mutex::new((crate::wall_clock::now(), None))))
     }
 }
 
 impl LastCommit {
     fn record(&self, outcome: Result<(), String>) {
         let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        *last = (SystemTime::now(), outcome.err());
+        *last = (crate::wall_clock::now(), outcome.err());
     }
 
     /// When the last commit ended, and its error if it failed.
@@ -244,7 +244,7 @@ pub(super) fn spawn(
 
 /// Milliseconds since the epoch (the writer's busy mark).
 pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
+    crate::wall_clock::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
@@ -375,7 +375,7 @@ async fn work(
                 "INSERT INTO health (id, checked_at) VALUES (1, $1)
                  ON CONFLICT (id) DO UPDATE SET checked_at = $1",
             )
-            .bind(timestamp(SystemTime::now()))
+            .bind(timestamp(crate::wall_clock::now()))
             .execute(&mut **tx)
             .await?;
             Ok(Done::Written)
