@@ -81,6 +81,10 @@ pub enum EventType {
     /// Someone ran `iewatch ack` on the job.
     #[serde(rename = "job.acknowledged")]
     JobAcknowledged,
+    /// What iewatch remembered of the job could not be read (a hand edit, a damaged
+    /// disk) and was reset to a safe value; the job is watched on.
+    #[serde(rename = "job.memory_reset")]
+    JobMemoryReset,
 }
 
 /// What a webhook payload's `data` carries beside the job, by event type.
@@ -98,7 +102,7 @@ pub enum PayloadShape {
 
 impl EventType {
     /// Every type.
-    pub const ALL: [EventType; 23] = [
+    pub const ALL: [EventType; 24] = [
         EventType::JobFirstSeen,
         EventType::JobStateChanged,
         EventType::JobProgress,
@@ -122,6 +126,7 @@ impl EventType {
         EventType::DriveResumed,
         EventType::JobReminder,
         EventType::JobAcknowledged,
+        EventType::JobMemoryReset,
     ];
 
     /// The dotted name used in the database, payloads and filters.
@@ -150,6 +155,7 @@ impl EventType {
             EventType::DriveResumed => "drive.resumed",
             EventType::JobReminder => "job.reminder",
             EventType::JobAcknowledged => "job.acknowledged",
+            EventType::JobMemoryReset => "job.memory_reset",
         }
     }
 
@@ -178,7 +184,8 @@ impl EventType {
             | EventType::DriveStalled
             | EventType::DriveResumed
             | EventType::JobReminder
-            | EventType::JobAcknowledged => PayloadShape::Fields,
+            | EventType::JobAcknowledged
+            | EventType::JobMemoryReset => PayloadShape::Fields,
             EventType::JobFirstSeen
             | EventType::JobStateChanged
             | EventType::JobProgress
@@ -222,6 +229,7 @@ impl EventType {
             EventType::JobResumed | EventType::DriveResumed => format!("resumed: {to}"),
             EventType::JobReminder => format!("reminder: {to}"),
             EventType::JobAcknowledged => format!("acknowledged: {to}"),
+            EventType::JobMemoryReset => format!("memory reset: {to}"),
         }
     }
 

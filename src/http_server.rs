@@ -147,10 +147,20 @@ async fn answer(
     }
     match path {
         "/healthz" => match unhealthy_reason(store, telemetry).await {
-            None => match telemetry.role() {
-                None => text(StatusCode::OK, "text/plain", "ok\n".into()),
-                Some(role) => text(StatusCode::OK, "text/plain", format!("ok: {role}\n")),
-            },
+            None => {
+                let mut body = match telemetry.role() {
+                    None => "ok\n".to_owned(),
+                    Some(role) => format!("ok: {role}\n"),
+                };
+                // Healthy, but an operator should know: a job's memory was reset.
+                for reset in telemetry.memory_resets() {
+                    body.push_str(&format!(
+                        "memory reset: {}\n",
+                        crate::telemetry::printable(&reset)
+                    ));
+                }
+                text(StatusCode::OK, "text/plain", body)
+            }
             Some(reason) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",

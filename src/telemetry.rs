@@ -128,10 +128,17 @@ struct Inner {
     probes: std::sync::Mutex<std::collections::BTreeMap<String, Probe>>,
     /// Why the process is going down, once it is.
     fatal: std::sync::Mutex<Option<String>>,
+    /// Jobs whose stored memory was reset since the process started, newest last, at
+    /// most [`MEMORY_RESETS_KEPT`]: `/healthz` names them.
+    memory_resets: std::sync::Mutex<std::collections::VecDeque<String>>,
     last_backlog: AtomicI64,
     /// Events recorded plus delivery attempts ended: what can change the outbox backlog.
     outbox_activity: AtomicU64,
 }
+
+/// How many memory resets `/healthz` names (the newest); the rest are in the log and
+/// each job's history.
+pub const MEMORY_RESETS_KEPT: usize = 16;
 
 /// Metrics and liveness, shared by the scheduler, the notifier and the HTTP listener.
 #[derive(Clone)]
@@ -264,6 +271,7 @@ impl Telemetry {
             role: std::sync::Mutex::new(None),
             probes: std::sync::Mutex::new(std::collections::BTreeMap::new()),
             fatal: std::sync::Mutex::new(None),
+            memory_resets: std::sync::Mutex::default(),
             last_backlog: AtomicI64::new(0),
             outbox_activity: AtomicU64::new(0),
         }))
@@ -453,6 +461,32 @@ impl Telemetry {
     /// Marks the process as going down (a part died); `/healthz` says so from now on.
     pub fn set_fatal(&self, reason: &str) {
         *self.0.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_owned());
+    }
+
+    /// Says that `account`/`job`'s stored memory was reset (`what`), for `/healthz`.
+    pub fn memory_reset(&self, account: &str, job: &str, what: &str) {
+        let mut resets = self
+            .0
+            .memory_resets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if resets.len() == MEMORY_RESETS_KEPT {
+            resets.pop_front();
+        }
+        resets.push_back(format!(
+            "{account}/{job} at {}: {what}",
+            crate::moment::rfc3339_seconds(crate::wall_clock::now())
+        ));
+    }
+
+    /// The memory resets since the process started (see [`Telemetry::memory_reset`]).
+    pub fn memory_resets(&self) -> Vec<String> {
+        let resets = self
+            .0
+            .memory_resets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        resets.iter().cloned().collect()
     }
 
     /// The one definition of a live daemon, read by `/healthz` and by the systemd

@@ -462,3 +462,80 @@ async fn a_hand_edited_memory_row_is_taken_as_empty_said_and_stops_no_other_job(
         common::iewatch_output(&["status", "--json", "--database", path.to_str().unwrap()]);
     assert!(ok && said.contains("\"damaged\""), "{said}");
 }
+
+/// The daemon on a database whose memory row of the job was edited by hand: the job's
+/// memory is reset, recorded in its history as `job.memory_reset` and sent, `/healthz`
+/// (still 200) names it, the row is repaired, and the watch goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_memory_row_is_reset_recorded_sent_and_named_by_healthz() {
+    use common::{Receiver, Reply};
+    let dir = tempfile::tempdir().unwrap();
+    let sim = common::start_simulator(common::scenario("import-lifecycle.toml"), dir.path()).await;
+    sim.set_time(Some(std::time::Duration::ZERO));
+    let hook = Receiver::start(|_| Reply::Status(204)).await;
+    let db = dir.path().join("iewatch.db");
+    let store = Store::open(&db).await.unwrap();
+    store.load_job("sim", "MySampleJob").await.unwrap();
+    sqlx::query("UPDATE jobs SET clocks = '{not json' WHERE name = 'MySampleJob'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    store.close().await;
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let config = dir.path().join("iewatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\ndatabase = \"{}\"\npoll_interval = \"100ms\"\n\n[http]\nlisten = \"{addr}\"\n\n{}\n[[job]]\naccount = \"sim\"\nname = \"MySampleJob\"\n\n[[webhook]]\nname = \"ops\"\nurl = \"{}\"\n",
+            db.display(),
+            sim.account_block("sim"),
+            hook.url()
+        ),
+    )
+    .unwrap();
+    let daemon = common::RunningDaemon::start(&config).await;
+    let sent = common::wait_until(std::time::Duration::from_secs(15), || {
+        hook.received()
+            .iter()
+            .any(|r| r.json()["type"] == "job.memory_reset")
+    })
+    .await;
+    let health = common::http_get(&addr, "/healthz").await;
+    let first_seen = common::wait_until(std::time::Duration::from_secs(15), || {
+        hook.received()
+            .iter()
+            .any(|r| r.json()["type"] == "job.first_seen")
+    })
+    .await;
+    daemon.stop().await;
+    assert!(sent, "job.memory_reset sent");
+    let reset = hook
+        .received()
+        .into_iter()
+        .map(|r| r.json())
+        .find(|b| b["type"] == "job.memory_reset")
+        .unwrap();
+    assert_eq!(reset["data"]["severity"], "warning", "{reset}");
+    assert!(
+        reset["data"]["damaged"][0]
+            .as_str()
+            .is_some_and(|d| d.contains("jobs.clocks") && d.contains("{not json")),
+        "{reset}"
+    );
+    let (status, body) = health.expect("/healthz answers");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.starts_with("ok\n")
+            && body.contains("memory reset: sim/MySampleJob at ")
+            && body.contains("jobs.clocks"),
+        "{body}"
+    );
+    assert!(first_seen, "the job is watched on");
+    let events = common::event_list(&db, "MySampleJob").await;
+    assert_eq!(events[0].0, "job.memory_reset", "{events:?}");
+    let (ok, said) = common::iewatch_output(&["status", "--database", db.to_str().unwrap()]);
+    assert!(
+        ok && !said.contains("warning:"),
+        "the row is repaired: {said}"
+    );
+}

@@ -187,6 +187,12 @@ pub fn sample(event_type: EventType) -> EventRecord {
             Some("on it"),
             json!({"note": "on it", "condition": "stalled"}),
         ),
+        EventType::JobMemoryReset => (
+            None,
+            Some("jobs.clocks"),
+            json!({"damaged": ["jobs.clocks \"{not json\" cannot be read"],
+                   "consequence": "stalls, deadlines and reminders count again from now"}),
+        ),
     };
     let mut details = json!({"job": {"type": "Import", "state": "Transferring",
                                      "percent_complete": 40, "sku": "Standard"}});

@@ -8,14 +8,15 @@ use std::{
 };
 
 use rand::Rng as _;
+use serde_json::json;
 
 use super::{Settings, Shared};
 use crate::{
     config::PollPolicy,
     decide::{clocks, decide, retired_for, Context, Decision, Memory, NextPoll, Outcome},
     detect::detect_changes,
-    events::{Event, OutboxEntry},
-    model::{ETag, JobName, JobSnapshot},
+    events::{Event, EventType, OutboxEntry},
+    model::{ETag, JobName, JobSnapshot, Severity},
     notifier,
     source::{ChangeRule, JobTarget, Observation, PollOutcome, Source, SourceError},
     store::{Attention, Failed, JobId, Observed, StoreError},
@@ -53,6 +54,9 @@ pub(super) struct WatchedJob {
     auth_error_logged: bool,
     /// `memory` had stored times ahead of now brought back, not written yet.
     repaired: bool,
+    /// What of the stored row could not be read and was taken as empty, until the reset
+    /// is recorded (`job.memory_reset`).
+    damaged: Vec<String>,
 }
 
 impl WatchedJob {
@@ -78,6 +82,7 @@ impl WatchedJob {
             document_hash: None,
             auth_error_logged: false,
             repaired: false,
+            damaged: Vec::new(),
         }
     }
 
@@ -94,10 +99,11 @@ impl WatchedJob {
         for damage in &stored.damaged {
             tracing::warn!(
                 account = %self.account, job = %self.name,
-                "{}; taken as empty, the next write repairs it",
+                "{}; taken as empty, the job is watched on",
                 crate::telemetry::printable(damage)
             );
         }
+        self.damaged = stored.damaged;
         self.etag = stored.etag;
         self.snapshot = stored.snapshot;
         self.memory = stored.memory;
@@ -148,10 +154,56 @@ impl WatchedJob {
             Ok(id) => id,
             Err(e) => return Some(self.write_failed(&e)),
         };
+        if !self.damaged.is_empty() {
+            self.record_memory_reset(id, shared, settings).await;
+        }
         if self.retired(settings) {
             return None;
         }
         Some(self.poll(id, shared, settings).await)
+    }
+
+    /// Records (and sends) `job.memory_reset` with the safe memory the damaged row was
+    /// taken as, so the reset is in the job's history, its row repaired, and `/healthz`
+    /// names it. A failed write is tried again at the next poll.
+    async fn record_memory_reset(&mut self, id: JobId, shared: &Shared, settings: &Settings) {
+        let now = self.now();
+        let columns: Vec<&str> = self
+            .damaged
+            .iter()
+            .map(|d| d.split(' ').next().unwrap_or_default())
+            .collect();
+        let event = Event::notice(
+            EventType::JobMemoryReset,
+            None,
+            columns.join(", "),
+            Severity::Warning,
+            json!({
+                "damaged": self.damaged,
+                "consequence": "what iewatch remembered there is reset: stalls, deadlines \
+                                and reminders count again from now",
+            }),
+        );
+        let events = [event];
+        let outbox = self.route(id, shared, settings, &events, now).await;
+        let written = shared
+            .store
+            .record_bookkeeping(id, &self.memory, &events, &outbox, now)
+            .await;
+        match written {
+            Ok(_) => {
+                shared.telemetry.memory_reset(
+                    &self.account,
+                    self.name.as_str(),
+                    &self.damaged.join("; "),
+                );
+                self.committed(shared, &events, outbox.len());
+                self.damaged.clear();
+            }
+            Err(e) => {
+                self.write_failed(&e);
+            }
+        }
     }
 
     async fn poll(&mut self, id: JobId, shared: &Shared, settings: &Settings) -> Duration {
