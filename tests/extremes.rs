@@ -1,0 +1,173 @@
+//! No stored value is a poison pill: every time column of every table, and the times in
+//! the JSON columns, set to the extremes an `sqlite3` user or a damaged disk can leave
+//! (year 10000, year 1, before the epoch, text that is no time, empty), then every
+//! command and the daemon. A command may say a value is bad; none may panic, and the
+//! daemon keeps watching.
+
+mod common;
+
+use std::{path::Path, time::Duration};
+
+use common::{Receiver, Reply};
+use iewatch::{events::OutboxEntry, store::Store};
+
+/// Every column that holds a time, by table.
+const TIME_COLUMNS: &[(&str, &[&str])] = &[
+    (
+        "jobs",
+        &[
+            "last_modified",
+            "first_seen_at",
+            "last_polled_at",
+            "last_changed_at",
+            "last_error_at",
+            "terminal_since",
+            "acked_at",
+            "muted_until",
+        ],
+    ),
+    ("drives", &["updated_at"]),
+    ("events", &["observed_at"]),
+    (
+        "deliveries",
+        &[
+            "created_at",
+            "first_attempt_at",
+            "next_attempt_at",
+            "delivered_at",
+            "failed_at",
+        ],
+    ),
+    ("outbox_lanes", &["next_attempt_at"]),
+    ("pagerduty_incidents", &["opened_at"]),
+];
+
+const EXTREMES: &[&str] = &[
+    "10000-01-01 00:00:00.000",
+    "0001-01-01 00:00:00.000",
+    "1969-12-31 23:59:59.999",
+    "not a time",
+    "",
+];
+
+/// The JSON times at their extremes: u64::MAX, a negative number, a float.
+const CLOCKS: &[&str] = &[
+    r#"{"created":18446744073709551615,"state":"Creating","state_since":18446744073709551615,"eta":18446744073709551615,"anchor":[5,18446744073709551615],"reminder":{"condition":"stalled","since":18446744073709551615,"count":4294967295,"last":18446744073709551615},"warned":["deletion:18446744073709551615:345600"]}"#,
+    r#"{"state_since":-1,"created":1.5}"#,
+];
+
+/// Every column of the list set to `value` (and `jobs.clocks` to `clocks`).
+async fn set_everything(db: &Path, value: &str, clocks: &str) {
+    let store = Store::open_existing(db).await.unwrap();
+    for (table, columns) in TIME_COLUMNS {
+        for column in *columns {
+            sqlx::query(&format!("UPDATE {table} SET {column} = $1"))
+                .bind(value)
+                .execute(store.pool())
+                .await
+                .unwrap_or_else(|e| panic!("{table}.{column}: {e}"));
+        }
+    }
+    sqlx::query("UPDATE jobs SET clocks = $1")
+        .bind(clocks)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    store.close().await;
+}
+
+fn every_command(db: &str) -> Vec<Vec<&str>> {
+    vec![
+        vec!["status", "--database", db],
+        vec!["status", "--json", "--database", db],
+        vec!["history", "MySampleJob", "--database", db],
+        vec!["history", "sim/MySampleJob", "--json", "--database", db],
+        vec!["history", "MySampleJob", "--since", "7d", "--database", db],
+        vec!["deliveries", "--database", db],
+        vec!["deliveries", "--failed", "--json", "--database", db],
+        vec!["redeliver", "1", "--database", db],
+        vec!["ack", "MySampleJob", "--note", "x", "--database", db],
+        vec!["mute", "MySampleJob", "--for", "1h", "--database", db],
+        vec!["mute", "MySampleJob", "--off", "--database", db],
+        vec!["prune", "--dry-run", "--retention", "1d", "--database", db],
+        vec!["prune", "--retention", "1d", "--database", db],
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_stored_time_at_its_extremes_panics_no_command_and_stops_no_watch() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = common::start_simulator(common::scenario("import-lifecycle.toml"), dir.path()).await;
+    sim.set_time(Some(Duration::ZERO));
+    let hook = Receiver::start(|_| Reply::Status(204)).await;
+    let db = dir.path().join("iewatch.db");
+    let store = Store::open(&db).await.unwrap();
+    let to_ops = |events: &[iewatch::events::Event]| {
+        (0..events.len())
+            .map(|event| OutboxEntry {
+                event,
+                webhook: "ops".into(),
+            })
+            .collect()
+    };
+    common::record_lifecycle(&store, "MySampleJob", to_ops, false, |i| {
+        std::time::SystemTime::now() - Duration::from_secs(3600 * (40 - i as u64))
+    })
+    .await;
+    let job: i64 = sqlx::query_scalar("SELECT id FROM jobs")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO pagerduty_incidents VALUES ('pd', $1, 'stalled', '2026-01-01 00:00:00.000')",
+    )
+    .bind(job)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    sqlx::query("UPDATE jobs SET account = 'sim'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    store.close().await;
+    let config = dir.path().join("iewatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\ndatabase = \"{}\"\npoll_interval = \"100ms\"\nretention = \"400d\"\n\n{}\n[[job]]\naccount = \"sim\"\nname = \"MySampleJob\"\n\n[[webhook]]\nname = \"ops\"\nurl = \"{}\"\n",
+            db.display(),
+            sim.account_block("sim"),
+            hook.url()
+        ),
+    )
+    .unwrap();
+    let path = db.to_str().unwrap();
+    for (i, value) in EXTREMES.iter().enumerate() {
+        let clocks = CLOCKS[i % CLOCKS.len()];
+        set_everything(&db, value, clocks).await;
+        for args in every_command(path) {
+            let (_, said) = tokio::task::spawn_blocking({
+                let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+                move || common::iewatch_output(&args)
+            })
+            .await
+            .unwrap();
+            assert!(
+                !said.contains("panicked") && !said.contains("[killed"),
+                "{value:?}: {args:?}: {said}"
+            );
+        }
+        set_everything(&db, value, clocks).await;
+        let seen = sim.requests().iter().filter(|r| r.job.is_some()).count();
+        let daemon = common::RunningDaemon::start(&config).await;
+        let polled = common::wait_until(Duration::from_secs(20), || {
+            sim.requests().iter().filter(|r| r.job.is_some()).count() >= seen + 5
+        })
+        .await;
+        assert!(!daemon.task.is_finished(), "{value:?}: the daemon runs on");
+        daemon.stop().await;
+        assert!(polled, "{value:?}: the job is polled");
+        let (ok, said) = common::iewatch_output(&["status", "--database", path]);
+        assert!(ok && said.contains("sim/MySampleJob"), "{value:?}: {said}");
+    }
+}
