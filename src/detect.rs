@@ -1,5 +1,5 @@
 //! The change detector: a pure function from (previous snapshot, new snapshot) to the
-//! ordered events of DESIGN.md. No I/O, no clock: the store and the scheduler decide what
+//! ordered events of [`crate::events`]. No I/O, no clock: the store and the scheduler decide what
 //! to do with its answer, and tests can check it exhaustively.
 
 use serde_json::json;

@@ -1,4 +1,4 @@
-//! The events of DESIGN.md's table: their types, their content, and the filter language
+//! The events of the README's table ("Events and webhooks"): their types, their content, and the filter language
 //! webhooks use to pick them. Produced by the change detector and by `decide`, written
 //! by the store, rendered by the notifier and the reports. This is the one place where
 //! an event type or a severity is spelled as text: everywhere else they are enums.
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{DriveId, Severity};
 
-/// Every event type, in DESIGN.md's order.
+/// Every event type, in the README's order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EventType {
     /// First successful poll of a job.

@@ -1,11 +1,11 @@
 //! iewatch watches Azure Import/Export jobs and Data Box orders: it polls Get Job (with
 //! the stored ETag where the API has one), records every transition and every drive's
-//! progress in SQLite, tells what did not happen (deadlines, stalls), and alerts by
-//! webhook, Teams, PagerDuty, templates or e-mail.
+//! progress in SQLite (or PostgreSQL with a standby), tells what did not happen
+//! (deadlines, stalls), and alerts by webhook, Teams, PagerDuty, templates or e-mail.
 //!
 //! # Layout
 //!
-//! The modules follow the data flow of DESIGN.md, left to right:
+//! The modules follow the data flow of `docs/DESIGN.md`, left to right:
 //!
 //! - [`config`]: the TOML file, checked into a [`config::Config`].
 //! - [`scheduler`]: polls every job on its interval from one deadline heap, with backoff,
@@ -19,8 +19,8 @@
 //! - [`decide`]: a job's bookkeeping (failure streaks, not found, recovery, terminal,
 //!   next poll) and its clocks (deadlines, stalls, reminders, ETA) as one pure function
 //!   of (memory, outcome, now).
-//! - [`store`]: SQLite; one transaction per observation (group-committed) writes job,
-//!   drives, events and the webhook outbox.
+//! - [`store`]: SQLite or PostgreSQL; one transaction per observation (group-committed)
+//!   writes job, drives, events and the webhook outbox.
 //! - [`notifier`]: delivers the outbox to each channel (Standard Webhooks, Slack, Teams,
 //!   PagerDuty, templates, e-mail), retried, in order per job.
 //!

@@ -151,7 +151,7 @@ impl DriveState {
 }
 
 impl CopyStatus {
-    /// DESIGN.md: None, InProgress, Completed are info (and Data Box's NotStarted, its
+    /// The README's severity rules: None, InProgress, Completed are info (and Data Box's NotStarted, its
     /// None); CompletedWithWarnings is a warning; every other value, known or not, is an
     /// error.
     pub fn severity(&self) -> Severity {

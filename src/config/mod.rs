@@ -1,4 +1,4 @@
-//! The config file (DESIGN.md "Config file"): a raw serde layer that rejects unknown keys
+//! The config file (the README's "Configuration"): a raw serde layer that rejects unknown keys
 //! and keeps the position of every value ([`raw`]), resolved by a checker ([`check`], with
 //! [`accounts`] and [`webhooks`]) into the checked [`Config`] ([`types`]) in which
 //! durations are parsed, references hold, files are loaded and secrets are wrapped.

@@ -69,7 +69,7 @@ pub(super) struct RawAccount {
     pub(super) ca_certificate: Option<Spanned<PathBuf>>,
     pub(super) x_ms_version: Option<Spanned<String>>,
     pub(super) store_bitlocker_keys: Option<bool>,
-    // Resource Manager keys (DESIGN.md), recognised so that the message can say why.
+    // Resource Manager keys (the README's "Resource Manager accounts"), recognised so that the message can say why.
     pub(super) resource_group: Option<Spanned<String>>,
     pub(super) tenant_id: Option<Spanned<String>>,
     pub(super) client_id: Option<Spanned<String>>,

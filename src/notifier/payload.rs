@@ -27,7 +27,7 @@ pub fn webhook_id(event: &EventRecord) -> String {
     format!("iewatch-evt-{}-{recorded}", event.id)
 }
 
-/// The Standard Webhooks body of DESIGN.md.
+/// The Standard Webhooks body (the README's "Events and webhooks").
 pub fn json_body(event: &EventRecord) -> Vec<u8> {
     let mut job = event
         .details

@@ -2,7 +2,7 @@
 //! a store write. `max_concurrent_polls` workers take due jobs from one deadline heap (a
 //! slow or broken job holds one worker for at most the request timeout, never the
 //! others). Intervals follow the job's state; failures back off exponentially with
-//! jitter, Retry-After is honoured, and the failure events of DESIGN.md are raised (the
+//! jitter, Retry-After is honoured, and the failure events (`job.poll_failing`, `job.not_found`) are raised (the
 //! rules are [`crate::decide`]'s; [`job`] does the I/O around them). Unchanged polls cost
 //! no transaction: the store batches their times.
 

@@ -1,5 +1,6 @@
-//! SQLite, the daemon's memory: the tables of DESIGN.md, created by the migrations in
-//! `migrations/`, written one transaction per observed change (job row, drive rows,
+//! The database (SQLite, or PostgreSQL with a standby), the daemon's memory: the tables of
+//! the README's "The database", created by the migrations in `migrations/` (and
+//! `migrations/postgres/`), written one transaction per observed change (job row, drive rows,
 //! events and the webhook outbox together) and read by `status`, `history` and the
 //! notifier. Unchanged polls are written in batches, never one transaction each: their
 //! times are noted here and written by the writer task at the daemon's heartbeat.
