@@ -78,13 +78,15 @@ struct TypeLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobLabels {
     account: String,
-    job: String,
+    /// Not `job`: Prometheus sets `job` (and `instance`) on every scraped series and
+    /// would rename ours `exported_job`.
+    job_name: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobStateLabels {
     account: String,
-    job: String,
+    job_name: String,
     state: String,
 }
 
@@ -154,6 +156,13 @@ impl Default for Telemetry {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Seconds since the epoch, for the timestamp gauges.
+fn unix_seconds() -> i64 {
+    crate::wall_clock::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Milliseconds since the epoch (liveness bookkeeping).
@@ -322,12 +331,12 @@ impl Telemetry {
         let (account, job) = (label_value(account), label_value(job));
         let labels = JobLabels {
             account: account.clone(),
-            job: job.clone(),
+            job_name: job.clone(),
         };
         if let Some(previous) = previous.filter(|p| *p != state) {
             self.0.job_state.remove(&JobStateLabels {
                 account: account.clone(),
-                job: job.clone(),
+                job_name: job.clone(),
                 state: label_value(previous),
             });
         }
@@ -335,24 +344,37 @@ impl Telemetry {
             .job_state
             .get_or_create(&JobStateLabels {
                 account,
-                job,
+                job_name: job,
                 state: label_value(state),
             })
             .set(1);
         if let Some(percent) = percent {
             self.0.job_percent.get_or_create(&labels).set(percent);
         }
-        let seconds = crate::wall_clock::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        self.0.last_success.get_or_create(&labels).set(seconds);
+        self.0
+            .last_success
+            .get_or_create(&labels)
+            .set(unix_seconds());
+    }
+
+    /// A successful poll that found the job unchanged (304/412, or equal watched fields):
+    /// its last success moves on like any other's.
+    pub fn job_unchanged(&self, account: &str, job: &str) {
+        let labels = JobLabels {
+            account: label_value(account),
+            job_name: label_value(job),
+        };
+        self.0
+            .last_success
+            .get_or_create(&labels)
+            .set(unix_seconds());
     }
 
     /// The job's ETA (Unix seconds), or none any more.
     pub fn job_eta(&self, account: &str, job: &str, eta: Option<u64>) {
         let labels = JobLabels {
             account: label_value(account),
-            job: label_value(job),
+            job_name: label_value(job),
         };
         match eta.and_then(|e| i64::try_from(e).ok()) {
             Some(eta) => {

@@ -370,7 +370,7 @@ async fn the_eta_of_a_copy_is_in_status_history_payloads_and_metrics() {
     let seconds = memory.clocks.eta.unwrap();
     assert!(
         scrape.contains(&format!(
-            "iewatch_job_eta_timestamp_seconds{{account=\"prod\",job=\"MySampleJob\"}} {seconds}"
+            "iewatch_job_eta_timestamp_seconds{{account=\"prod\",job_name=\"MySampleJob\"}} {seconds}"
         )),
         "{scrape}"
     );

@@ -161,15 +161,17 @@ async fn healthz_and_metrics_are_served_and_parse() {
         "{text}"
     );
     assert_eq!(
-        metrics["iewatch_job_state{account=\"sim\",job=\"MySampleJob\",state=\"Transferring\"}"],
+        metrics
+            ["iewatch_job_state{account=\"sim\",job_name=\"MySampleJob\",state=\"Transferring\"}"],
         1.0
     );
     assert_eq!(
-        metrics["iewatch_job_percent_complete{account=\"sim\",job=\"MySampleJob\"}"],
+        metrics["iewatch_job_percent_complete{account=\"sim\",job_name=\"MySampleJob\"}"],
         15.0
     );
     assert!(
-        metrics["iewatch_job_last_success_timestamp_seconds{account=\"sim\",job=\"MySampleJob\"}"]
+        metrics
+            ["iewatch_job_last_success_timestamp_seconds{account=\"sim\",job_name=\"MySampleJob\"}"]
             > 1.7e9
     );
     assert_eq!(

@@ -373,6 +373,9 @@ impl WatchedJob {
     async fn on_unchanged(&mut self, id: JobId, shared: &Shared, settings: &Settings) -> Duration {
         let now = self.now();
         tracing::debug!(account = %self.account, job = %self.name, "not modified");
+        shared
+            .telemetry
+            .job_unchanged(&self.account, self.name.as_str());
         let attention = self.attention(id, shared, settings, now).await;
         let decision = decide(
             &self.memory,
