@@ -107,11 +107,14 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 
 /// Whether `request` carries `Authorization: Bearer TOKEN` (compared in constant time).
 fn bearer_matches(request: &Request<hyper::body::Incoming>, token: &str) -> bool {
+    // RFC 7235: the scheme is case-insensitive (`bearer`, `BEARER`).
     let Some(given) = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token)
     else {
         return false;
     };
@@ -222,21 +225,14 @@ async fn pages(path: &str, store: &Store, role: Option<String>) -> Response<Full
             ) else {
                 return not_found();
             };
-            let jobs = match store.status().await {
-                Ok(jobs) => jobs,
+            // This job alone: a name may hold `/`, and a page must not read every job.
+            let job = match store.status_of(&account, &name).await {
+                Ok(Some(job)) => job,
+                Ok(None) => return not_found(),
                 Err(e) => return failed(e),
             };
-            let Some(job) = jobs
-                .into_iter()
-                .find(|j| j.account == account && j.name == name)
-            else {
-                return not_found();
-            };
-            let events = match store.history(&name, None).await {
-                Ok(events) => events
-                    .into_iter()
-                    .filter(|e| e.account == account)
-                    .collect::<Vec<_>>(),
+            let events = match store.history_of(&account, &name, None).await {
+                Ok(events) => events,
                 Err(e) => return failed(e),
             };
             if segments[0] == "api" {

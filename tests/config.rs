@@ -616,6 +616,24 @@ fn a_listener_beyond_loopback_wants_a_token_file_and_the_token_file_must_be_read
         !output.contains("t0ken"),
         "the token is never printed: {output}"
     );
+    assert!(
+        output.contains("http.token_file: the token has 5 characters; 16 or more"),
+        "a short token is warned of: {output}"
+    );
+    // A token no client could send: a second line, a space, a non-ASCII letter.
+    for bad in [
+        "first-line-token\nsecond-line\n",
+        "two words token here",
+        "t\u{f6}ken-0123456789abc",
+    ] {
+        std::fs::write(&token, bad).unwrap();
+        let (ok, output) = check(&guarded);
+        assert!(!ok, "{bad:?}: {output}");
+        assert!(
+            output.contains("http.token_file: must be one line of visible ASCII"),
+            "{bad:?}: {output}"
+        );
+    }
 }
 
 #[test]

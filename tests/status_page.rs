@@ -294,6 +294,14 @@ async fn with_a_token_file_every_request_but_healthz_needs_the_bearer_token() {
             "{path}: {}",
             right.0
         );
+        // RFC 7235: the scheme is case-insensitive.
+        let lower = get(
+            &addr,
+            path,
+            &[("Authorization", &format!("bearer {token}"))],
+        )
+        .await;
+        assert_eq!(lower.0, right.0, "{path}: `bearer`");
     }
     assert_eq!(
         get(&addr, "/healthz", &[]).await.0,
@@ -358,4 +366,67 @@ async fn the_grafana_dashboard_parses_and_names_only_metrics_a_scrape_has() {
             "{name} is not in a scrape:\n{scrape}"
         );
     }
+}
+
+/// A job named `acct/Twin` (in account `prod`) and a job `Twin` in account `acct`: each
+/// page, API answer and `history` names its own job, never the other's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_holds_a_slash_addresses_its_own_job_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
+    sim.set_time(Some(Duration::ZERO));
+    let (config, addr) = http_config(dir.path(), &sim, &["MySampleJob"], "");
+    let db = dir.path().join("iewatch.db");
+    let store = iewatch::store::Store::open(&db).await.unwrap();
+    let none = |_: &[iewatch::events::Event]| Vec::new();
+    let slashed = common::record_lifecycle(&store, "acct/Twin", none, false, |_| {
+        std::time::SystemTime::now()
+    })
+    .await
+    .len();
+    // The other one: one event only, in account `acct`.
+    let twin = store.load_job("acct", "Twin").await.unwrap();
+    let first = iewatch::events::Event::notice(
+        iewatch::events::EventType::JobReminder,
+        None,
+        "only the twin".into(),
+        iewatch::model::Severity::Info,
+        serde_json::json!({}),
+    );
+    store
+        .record_bookkeeping(
+            twin.id,
+            &twin.memory,
+            &[first],
+            &[],
+            std::time::SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    store.close().await;
+    let daemon = RunningDaemon::start(&config).await;
+    let (status, _, events) = get(&addr, "/api/v1/jobs/prod/acct%2FTwin/events", &[]).await;
+    let (page_status, _, page) = get(&addr, "/jobs/prod/acct%2FTwin", &[]).await;
+    let (twin_status, _, twin_events) = get(&addr, "/api/v1/jobs/acct/Twin/events", &[]).await;
+    daemon.stop().await;
+    assert_eq!(status, 200);
+    let events: serde_json::Value = serde_json::from_str(&events).unwrap();
+    let events = events.as_array().unwrap();
+    assert_eq!(events.len(), slashed);
+    assert!(events
+        .iter()
+        .all(|e| e["job"] == "acct/Twin" && e["account"] == "prod"));
+    assert_eq!(page_status, 200);
+    assert!(
+        page.contains("acct/Twin") && !page.contains("only the twin"),
+        "{page}"
+    );
+    assert_eq!(twin_status, 200);
+    assert!(twin_events.contains("only the twin"), "{twin_events}");
+    let db = db.display().to_string();
+    let (ok, own) = common::iewatch_output(&["history", "prod/acct/Twin", "--database", &db]);
+    assert!(
+        ok && !own.contains("only the twin") && own.lines().count() == slashed,
+        "{own}"
+    );
 }

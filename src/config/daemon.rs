@@ -265,7 +265,7 @@ impl Checker<'_> {
                 (&None, "http.token".into()),
                 (&raw.token_file, "http.token_file".into()),
             )
-            .map(|(token, _, _)| token);
+            .and_then(|(token, at, key)| self.bearer_token(token, at, &key));
         if token.is_none() && raw.token_file.is_none() && !listen.ip().is_loopback() {
             self.warn(
                 raw.listen.span().start,
@@ -283,7 +283,36 @@ impl Checker<'_> {
     }
 }
 
+/// Shorter bearer tokens are warned about.
+const MIN_TOKEN_CHARS: usize = 16;
+
 impl Checker<'_> {
+    /// A bearer token a client can send: one line of visible ASCII (a second line or a
+    /// non-ASCII byte could never match what an HTTP header carries). Short ones warned.
+    fn bearer_token(&mut self, token: String, at: usize, key: &str) -> Option<String> {
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            self.problem(
+                at,
+                key,
+                "must be one line of visible ASCII (no spaces, no second line): a client \
+                 could never send anything else in its Authorization header",
+            );
+            return None;
+        }
+        if token.len() < MIN_TOKEN_CHARS {
+            self.warn(
+                at,
+                key.to_owned(),
+                format!(
+                    "the token has {} characters; {MIN_TOKEN_CHARS} or more random ones \
+                     (e.g. `openssl rand -hex 32`) keep guessing out",
+                    token.len()
+                ),
+            );
+        }
+        Some(token)
+    }
+
     /// A warning for a state name no kind of job has (`Transfering`, `datacopy`): its
     /// setting would never apply. Said with the name it may have meant.
     fn warn_unknown_state(&mut self, offset: usize, key: &str, state: &str) {

@@ -135,6 +135,24 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn status(&self) -> Result<Vec<JobStatus>, StoreError> {
+        self.statuses(None).await
+    }
+
+    /// One job with its current drives (its page reads it alone, not every job).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn status_of(
+        &self,
+        account: &str,
+        name: &str,
+    ) -> Result<Option<JobStatus>, StoreError> {
+        Ok(self.statuses(Some((account, name))).await?.pop())
+    }
+
+    /// The jobs `only` names (account, name), or every job.
+    async fn statuses(&self, only: Option<(&str, &str)>) -> Result<Vec<JobStatus>, StoreError> {
+        let (account, name) = only.unzip();
         let now = crate::wall_clock::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -168,18 +186,26 @@ impl Store {
         );
         let jobs: String = sqlx::query_scalar(self.dialect().pick(
             "SELECT json_group_array(json_array(id, account, name, job_type, state, percent_complete,
-                    last_changed_at, last_polled_at, last_error, consecutive_failures, sku, notices, clocks, acked_at, muted_until)) FROM jobs",
+                    last_changed_at, last_polled_at, last_error, consecutive_failures, sku, notices, clocks, acked_at, muted_until))
+             FROM jobs WHERE $1 IS NULL OR (account = $1 AND name = $2)",
             "SELECT COALESCE(json_agg(json_build_array(id, account, name, job_type, state, percent_complete,
-                    last_changed_at, last_polled_at, last_error, consecutive_failures, sku, notices, clocks, acked_at, muted_until)), '[]')::text FROM jobs",
+                    last_changed_at, last_polled_at, last_error, consecutive_failures, sku, notices, clocks, acked_at, muted_until)), '[]')::text
+             FROM jobs WHERE $1::text IS NULL OR (account = $1 AND name = $2)",
         ))
+        .bind(account)
+        .bind(name)
         .fetch_one(&self.pool)
         .await?;
         let drives: String = sqlx::query_scalar(self.dialect().pick(
             "SELECT json_group_array(json_array(job_id, position, drive_id, state, copy_status, percent_complete))
-             FROM drives WHERE present = 1",
+             FROM drives WHERE present = 1 AND ($1 IS NULL OR job_id IN
+                 (SELECT id FROM jobs WHERE account = $1 AND name = $2))",
             "SELECT COALESCE(json_agg(json_build_array(job_id, position, drive_id, state, copy_status, percent_complete)), '[]')::text
-             FROM drives WHERE present = 1",
+             FROM drives WHERE present = 1 AND ($1::text IS NULL OR job_id IN
+                 (SELECT id FROM jobs WHERE account = $1 AND name = $2))",
         ))
+        .bind(account)
+        .bind(name)
         .fetch_one(&self.pool)
         .await?;
         let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("status: {e}"));
@@ -254,11 +280,40 @@ impl Store {
         job: &str,
         since: Option<SystemTime>,
     ) -> Result<Vec<EventRecord>, StoreError> {
+        let jobs = self.jobs_named(job).await?;
+        self.events_of(jobs, since).await
+    }
+
+    /// The events of the job `name` of `account` (a name may hold `/`), oldest first,
+    /// observed at or after `since`.
+    ///
+    /// # Errors
+    /// Database errors, or a stored details value that is not JSON.
+    pub async fn history_of(
+        &self,
+        account: &str,
+        name: &str,
+        since: Option<SystemTime>,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let jobs =
+            sqlx::query_as("SELECT id, account, name FROM jobs WHERE account = $1 AND name = $2")
+                .bind(account)
+                .bind(name)
+                .fetch_all(&self.pool)
+                .await?;
+        self.events_of(jobs, since).await
+    }
+
+    /// The events of `jobs` (id, account, name), in id order.
+    async fn events_of(
+        &self,
+        jobs: Vec<(i64, String, String)>,
+        since: Option<SystemTime>,
+    ) -> Result<Vec<EventRecord>, StoreError> {
         let since = since.map(timestamp).unwrap_or_default();
         // The job first, so that each job's events come straight off events_by_job in
         // order; then its events as one JSON array of arrays (see `status`), `details`
         // passed through as text and parsed here.
-        let jobs = self.jobs_named(job).await?;
         type Row = (
             i64,
             EventType,
@@ -313,7 +368,8 @@ impl Store {
     }
 
     /// (id, account, name) of the jobs a command names: `name` (in any account) or
-    /// `account/name`, oldest first.
+    /// `account/name`, oldest first. A name may hold `/` itself: `a/b` is also the job
+    /// named `a/b` in any account.
     ///
     /// # Errors
     /// Database errors.
@@ -325,11 +381,15 @@ impl Store {
             Some((account, name)) => (Some(account), name),
             None => (None, job),
         };
-        Ok(sqlx::query_as(
-            "SELECT id, account, name FROM jobs WHERE name = $1 AND ($2 IS NULL OR account = $2) ORDER BY id",
-        )
+        Ok(sqlx::query_as(self.dialect().pick(
+            "SELECT id, account, name FROM jobs
+             WHERE (name = $1 AND ($2 IS NULL OR account = $2)) OR name = $3 ORDER BY id",
+            "SELECT id, account, name FROM jobs
+             WHERE (name = $1 AND ($2::text IS NULL OR account = $2)) OR name = $3 ORDER BY id",
+        ))
         .bind(name)
         .bind(account)
+        .bind(job)
         .fetch_all(&self.pool)
         .await?)
     }
