@@ -98,12 +98,28 @@ pub async fn serve(
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static(content_type),
     );
+    // Every answer: nothing runs, loads or frames it but its own inline styles and icon;
+    // it is never cached (live data, maybe behind a token) and names no referrer.
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        headers.insert(name, header::HeaderValue::from_static(value));
+    }
     response
 }
+
+/// The pages need their inline styles and the inline icon, nothing else.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; \
+img-src data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 /// Whether `request` carries `Authorization: Bearer TOKEN` (compared in constant time).
 fn bearer_matches(request: &Request<hyper::body::Incoming>, token: &str) -> bool {
@@ -181,12 +197,21 @@ async fn answer(
             let (body, content_type) = crate::telemetry::negotiate_metrics(telemetry, accept);
             text(StatusCode::OK, content_type, body)
         }
-        _ => pages(path, store, telemetry.role()).await,
+        _ => {
+            let refresh = status_page::refresh_asked(request.uri().query());
+            pages(path, store, telemetry.role(), refresh).await
+        }
     }
 }
 
 /// The status page and its JSON; `role`: leader or standby, on PostgreSQL.
-async fn pages(path: &str, store: &Store, role: Option<String>) -> Response<Full<Bytes>> {
+/// `refresh`: the `?refresh=N` the reader asked for.
+async fn pages(
+    path: &str,
+    store: &Store,
+    role: Option<String>,
+    refresh: Option<u32>,
+) -> Response<Full<Bytes>> {
     const HTML: &str = "text/html; charset=utf-8";
     let now = crate::wall_clock::now();
     let failed = |e: crate::store::StoreError| {
@@ -210,7 +235,7 @@ async fn pages(path: &str, store: &Store, role: Option<String>) -> Response<Full
             Ok(jobs) => text(
                 StatusCode::OK,
                 HTML,
-                status_page::index(&jobs, now, role.as_deref()),
+                status_page::index(&jobs, now, role.as_deref(), refresh),
             ),
             Err(e) => failed(e),
         },
@@ -242,7 +267,7 @@ async fn pages(path: &str, store: &Store, role: Option<String>) -> Response<Full
                 Ok(deliveries) => text(
                     StatusCode::OK,
                     HTML,
-                    status_page::job(&job, &events, &deliveries, now),
+                    status_page::job(&job, &events, &deliveries, now, refresh),
                 ),
                 Err(e) => failed(e),
             }

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{path::Path, time::Duration};
 
 use common::{http_config, scenario, start_simulator, RunningDaemon};
 
@@ -31,54 +31,7 @@ async fn get(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String, 
     (status, head.to_owned(), body.to_owned())
 }
 
-/// The headless Chromium to use, if there is one.
-fn chromium() -> Option<&'static str> {
-    let found = ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|b| {
-            Command::new(b)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        });
-    if found.is_none() {
-        common::not_run(
-            "IEWATCH_REQUIRE_CHROMIUM",
-            "the status page in headless Chromium (tests/status_page.rs): chromium is \
-             not installed; install Debian's chromium package",
-        );
-    }
-    found
-}
-
-/// Runs headless Chromium on `url` with `args` (a fresh profile, no network beyond
-/// loopback, no sandbox: it may run as root or as nobody); its stdout.
-fn headless(browser: &str, profile: &Path, url: &str, args: &[&str]) -> String {
-    let output = Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=2000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .arg(url)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{browser}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use common::browser::{chromium, headless};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pages_render_in_chromium_with_every_job_timeline_row_and_a_curve_per_drive() {
@@ -133,7 +86,27 @@ async fn the_pages_render_in_chromium_with_every_job_timeline_row_and_a_curve_pe
     for external in ["<script", "src=\"http", "href=\"http", "@import"] {
         assert!(!index.contains(external), "{external} in the page");
     }
-    assert!(index.contains("http-equiv=\"refresh\""));
+    // No reload unless asked for, and then within bounds; "as of" says how old it is.
+    assert!(!index.contains("http-equiv=\"refresh\""), "{index}");
+    assert!(
+        index.contains("As of ") && index.contains("<main>"),
+        "{index}"
+    );
+    let (_, head, asked) = get(&addr, "/?refresh=5", &[]).await;
+    assert!(asked.contains("content=\"10\""), "at least 10 s: {asked}");
+    for header in [
+        "content-security-policy: default-src 'none'",
+        "x-content-type-options: nosniff",
+        "referrer-policy: no-referrer",
+        "cache-control: no-store",
+        "x-frame-options: DENY",
+    ] {
+        assert!(
+            head.to_ascii_lowercase()
+                .contains(&header.to_ascii_lowercase()),
+            "{header}: {head}"
+        );
+    }
     assert!(index.contains("name=\"viewport\""));
 
     let Some(browser) = chromium() else {
