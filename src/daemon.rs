@@ -119,12 +119,20 @@ pub async fn run(
     let http = match &config.http {
         None => None,
         Some(settings) => Some(
-            crate::http_server::serve(settings, store.clone(), telemetry, &supervisor)
-                .await
-                .map_err(|source| DaemonError::Listen {
-                    addr: settings.listen,
-                    source,
-                })?,
+            crate::http_server::serve(
+                settings,
+                crate::http_server::Stores {
+                    daemon: store.clone(),
+                    pages: Store::open_existing_database(&config.daemon.database).await?,
+                },
+                telemetry,
+                &supervisor,
+            )
+            .await
+            .map_err(|source| DaemonError::Listen {
+                addr: settings.listen,
+                source,
+            })?,
         ),
     };
     let sources = scheduler::Sources::for_config(&config)?;

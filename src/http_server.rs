@@ -30,6 +30,18 @@ async fn unhealthy_reason(store: &Store, telemetry: &Telemetry) -> Option<String
     store.takes_writes().await.err()
 }
 
+/// The listener's two ways into the database: the daemon's own store, whose writer
+/// `/healthz` asks for a proof commit, and a store of its own for the pages and the
+/// metrics' reads, so that however many readers come they wait on their own
+/// connections, never on the writer's or the notifier's.
+#[derive(Clone, Debug)]
+pub struct Stores {
+    /// The daemon's store.
+    pub daemon: Store,
+    /// The pages' store (opened as `iewatch status` opens it: no migration, no lock).
+    pub pages: Store,
+}
+
 /// Binds `addr` and serves, under `supervisor`, until it stops. Returns the bound
 /// address.
 ///
@@ -37,7 +49,7 @@ async fn unhealthy_reason(store: &Store, telemetry: &Telemetry) -> Option<String
 /// The address cannot be bound.
 pub async fn serve(
     settings: &HttpSettings,
-    store: Store,
+    stores: Stores,
     telemetry: Telemetry,
     supervisor: &Supervisor,
 ) -> std::io::Result<SocketAddr> {
@@ -65,18 +77,18 @@ pub async fn serve(
                 drop(stream);
                 continue;
             };
-            let (store, telemetry) = (store.clone(), telemetry.clone());
+            let (stores, telemetry) = (stores.clone(), telemetry.clone());
             let shutdown = shutdown.clone();
             let token = token.clone();
             tokio::spawn(async move {
                 let _slot = slot;
                 let service =
                     hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                        let (store, telemetry, token) =
-                            (store.clone(), telemetry.clone(), token.clone());
+                        let (stores, telemetry, token) =
+                            (stores.clone(), telemetry.clone(), token.clone());
                         async move {
                             Ok::<_, Infallible>(
-                                answer(&request, &store, &telemetry, token.as_deref()).await,
+                                answer(&request, &stores, &telemetry, token.as_deref()).await,
                             )
                         }
                     });
@@ -140,7 +152,7 @@ fn bearer_matches(request: &Request<hyper::body::Incoming>, token: &str) -> bool
 
 async fn answer(
     request: &Request<hyper::body::Incoming>,
-    store: &Store,
+    stores: &Stores,
     telemetry: &Telemetry,
     token: Option<&str>,
 ) -> Response<Full<Bytes>> {
@@ -165,7 +177,7 @@ async fn answer(
         return response;
     }
     match path {
-        "/healthz" => match unhealthy_reason(store, telemetry).await {
+        "/healthz" => match unhealthy_reason(&stores.daemon, telemetry).await {
             None => {
                 let mut body = match telemetry.role() {
                     None => "ok\n".to_owned(),
@@ -187,7 +199,7 @@ async fn answer(
             ),
         },
         "/metrics" => {
-            if let Ok(backlog) = store.outbox_backlog().await {
+            if let Ok(backlog) = stores.pages.outbox_backlog().await {
                 telemetry.set_backlog(backlog);
             }
             let accept = request
@@ -198,20 +210,21 @@ async fn answer(
             text(StatusCode::OK, content_type, body)
         }
         _ => {
-            let refresh = status_page::refresh_asked(request.uri().query());
-            pages(path, store, telemetry.role(), refresh).await
+            let asked = status_page::PageQuery::parse(request.uri().query());
+            pages(path, &stores.pages, telemetry.role(), asked).await
         }
     }
 }
 
 /// The status page and its JSON; `role`: leader or standby, on PostgreSQL.
-/// `refresh`: the `?refresh=N` the reader asked for.
+/// `asked`: what the query string asks for (reload, older events).
 async fn pages(
     path: &str,
     store: &Store,
     role: Option<String>,
-    refresh: Option<u32>,
+    asked: status_page::PageQuery,
 ) -> Response<Full<Bytes>> {
+    let refresh = asked.refresh;
     const HTML: &str = "text/html; charset=utf-8";
     let now = crate::wall_clock::now();
     let failed = |e: crate::store::StoreError| {
@@ -256,19 +269,31 @@ async fn pages(
                 Ok(None) => return not_found(),
                 Err(e) => return failed(e),
             };
-            let events = match store.history_of(&account, &name, None).await {
-                Ok(events) => events,
-                Err(e) => return failed(e),
-            };
             if segments[0] == "api" {
-                return json(&events);
+                return match store.history_of(&account, &name, None).await {
+                    Ok(events) => json(&events),
+                    Err(e) => failed(e),
+                };
             }
-            match store.job_deliveries(&account, &name, 200).await {
-                Ok(deliveries) => text(
-                    StatusCode::OK,
-                    HTML,
-                    status_page::job(&job, &events, &deliveries, now, refresh),
-                ),
+            let limit = status_page::PAGE_EVENTS;
+            let read = tokio::try_join!(
+                store.timeline_page(&account, &name, asked.before, limit),
+                store.chart_events(&account, &name),
+                store.job_deliveries(&account, &name, 200),
+            );
+            match read {
+                Ok((timeline, chart, deliveries)) => {
+                    let shown = status_page::JobPage {
+                        timeline: &timeline,
+                        chart: &chart,
+                        deliveries: &deliveries,
+                    };
+                    text(
+                        StatusCode::OK,
+                        HTML,
+                        status_page::job(&job, &shown, now, refresh),
+                    )
+                }
                 Err(e) => failed(e),
             }
         }

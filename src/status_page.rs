@@ -12,7 +12,7 @@ use std::{fmt::Write as _, time::SystemTime};
 
 use crate::{
     report,
-    store::{parse_timestamp, DeliveryRow, EventRecord, JobStatus},
+    store::{parse_timestamp, DeliveryRow, EventRecord, JobStatus, TimelinePage},
 };
 
 /// The bounds of `?refresh=N` (seconds).
@@ -121,13 +121,33 @@ pub fn needs_person(job: &JobStatus, now: SystemTime) -> Option<String> {
         .then(|| "completed with errors".into())
 }
 
-/// `?refresh=N` of a query string: N seconds within [`REFRESH_SECONDS`], or None.
-pub fn refresh_asked(query: Option<&str>) -> Option<u32> {
-    let value = query?
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("refresh="))?;
-    let seconds: u32 = value.parse().ok()?;
-    Some(seconds.clamp(*REFRESH_SECONDS.start(), *REFRESH_SECONDS.end()))
+/// How many events a job page shows at a time, newest first.
+pub const PAGE_EVENTS: u32 = 200;
+
+/// What a page's query string asks for; anything else in it is ignored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PageQuery {
+    /// `?refresh=N`: reload every N seconds, within [`REFRESH_SECONDS`].
+    pub refresh: Option<u32>,
+    /// `?before=ID`: the timeline's events older than event ID.
+    pub before: Option<i64>,
+}
+
+impl PageQuery {
+    /// Reads `refresh` and `before` from a query string.
+    pub fn parse(query: Option<&str>) -> PageQuery {
+        let value = |key: &str| {
+            query?
+                .split('&')
+                .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+        };
+        PageQuery {
+            refresh: value("refresh")
+                .and_then(|v| v.parse::<u32>().ok())
+                .map(|s| s.clamp(*REFRESH_SECONDS.start(), *REFRESH_SECONDS.end())),
+            before: value("before").and_then(|v| v.parse().ok()),
+        }
+    }
 }
 
 /// A whole page: `nav` (links away) before the main content, and a footer that says
@@ -226,15 +246,23 @@ pub fn index(
     page("iewatch", "", &body, now, refresh)
 }
 
-/// `GET /jobs/{account}/{name}`: one job's drives, copy curves, time per state,
-/// timeline and deliveries. `events` in the order recorded.
-pub fn job(
-    job: &JobStatus,
-    events: &[EventRecord],
-    deliveries: &[DeliveryRow],
-    now: SystemTime,
-    refresh: Option<u32>,
-) -> String {
+/// What a job's page shows besides the job: one page of its timeline, the events its
+/// charts are drawn from (state changes and drive progress, all of them), and the
+/// deliveries of its alerts.
+#[derive(Debug)]
+pub struct JobPage<'a> {
+    /// The timeline's page.
+    pub timeline: &'a TimelinePage,
+    /// Every state change and drive progress event, oldest first.
+    pub chart: &'a [EventRecord],
+    /// The newest deliveries.
+    pub deliveries: &'a [DeliveryRow],
+}
+
+/// `GET /jobs/{account}/{name}`: one job's drives, copy curves, time per state, a page
+/// of its timeline (newest first, a link to older ones) and its deliveries.
+pub fn job(job: &JobStatus, shown: &JobPage<'_>, now: SystemTime, refresh: Option<u32>) -> String {
+    let (events, deliveries) = (&shown.timeline.events, shown.deliveries);
     let title = format!("{}/{}", job.account, job.name);
     let mut body = format!(
         "<h1>{}</h1><p>{} {} {}{}</p>",
@@ -268,15 +296,18 @@ pub fn job(
         );
     }
     body.push_str("</tbody></table><h2>Copy progress</h2>");
-    body.push_str(&progress_chart(job, events, now));
+    body.push_str(&progress_chart(job, shown.chart, now));
 
     body.push_str("<h2>Time in each state</h2>");
-    body.push_str(&time_in_states(events, now));
+    body.push_str(&time_in_states(shown.chart, now));
 
+    let older = shown.timeline.older.map_or_else(String::new, |id| {
+        format!(" <a href=\"?before={id}\">Older events</a>.")
+    });
     let _ = write!(
         body,
-        "<h2>Timeline</h2><p class=\"muted\">{} event(s), newest first; \
-<a href=\"/api/v1/jobs/{}/{}/events\">JSON</a>.</p>\
+        "<h2>Timeline</h2><p class=\"muted\">{} event(s) shown, newest first; \
+<a href=\"/api/v1/jobs/{}/{}/events\">all as JSON</a>.{older}</p>\
 <table><thead><tr><th>When</th><th>Event</th><th>What</th></tr></thead><tbody>",
         events.len(),
         encode_segment(&job.account),

@@ -106,6 +106,41 @@ async fn the_commands_read_postgres_exactly_as_they_read_sqlite() {
     let events = event_list(&postgres, "MySampleJob").await;
     assert_eq!(events.len(), 32, "{events:?}");
     assert_eq!(events, event_list(&sqlite, "MySampleJob").await);
+    // What the status page reads, the same on both.
+    let mut pages = Vec::new();
+    for database in [&sqlite, &postgres] {
+        let store = Store::open_existing_database(database).await.unwrap();
+        let job = store.status_of("prod", "MySampleJob").await.unwrap();
+        let page = store
+            .timeline_page("prod", "MySampleJob", None, 10)
+            .await
+            .unwrap();
+        let older = store
+            .timeline_page("prod", "MySampleJob", page.older, 10)
+            .await
+            .unwrap();
+        let chart = store.chart_events("prod", "MySampleJob").await.unwrap();
+        let ids = |events: &[iewatch::store::EventRecord]| {
+            events
+                .iter()
+                .map(|e| (e.id, e.event_type))
+                .collect::<Vec<_>>()
+        };
+        pages.push((
+            job.map(|j| j.name),
+            ids(&page.events),
+            ids(&older.events),
+            older.older.is_some(),
+            ids(&chart),
+        ));
+        store.close().await;
+    }
+    assert_eq!(pages[0].1.len(), 10);
+    assert!(!pages[0].4.is_empty());
+    assert_eq!(
+        pages[0], pages[1],
+        "the page's reads differ between SQLite and PostgreSQL"
+    );
 
     // The README's queries for PostgreSQL, verbatim.
     let readme =

@@ -403,3 +403,65 @@ async fn a_name_that_holds_a_slash_addresses_its_own_job_everywhere() {
         "{own}"
     );
 }
+
+/// A job with 450 events: its page shows the newest 200, a link to the 200 before them,
+/// and from there to the last 50; no event twice, none left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_timeline_is_shown_a_page_at_a_time_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
+    sim.set_time(Some(Duration::ZERO));
+    let (config, addr) = http_config(dir.path(), &sim, &["MySampleJob"], "");
+    let db = dir.path().join("iewatch.db");
+    let store = iewatch::store::Store::open(&db).await.unwrap();
+    let long = store.load_job("prod", "Long").await.unwrap();
+    let events: Vec<iewatch::events::Event> = (0..450)
+        .map(|i| {
+            iewatch::events::Event::notice(
+                iewatch::events::EventType::JobReminder,
+                None,
+                format!("reminder number {i:03}"),
+                iewatch::model::Severity::Info,
+                serde_json::json!({}),
+            )
+        })
+        .collect();
+    store
+        .record_bookkeeping(
+            long.id,
+            &long.memory,
+            &events,
+            &[],
+            std::time::SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    store.close().await;
+    let daemon = RunningDaemon::start(&config).await;
+    let mut seen = Vec::new();
+    let mut path = "/jobs/prod/Long".to_owned();
+    let mut pages = 0;
+    for _ in 0..5 {
+        pages += 1;
+        let (status, _, page) = get(&addr, &path, &[]).await;
+        assert_eq!(status, 200, "{path}");
+        let rows: Vec<usize> = page
+            .match_indices("reminder number ")
+            .filter_map(|(i, _)| page[i + 16..i + 19].parse().ok())
+            .collect();
+        assert!(
+            rows.windows(2).all(|w| w[0] > w[1]),
+            "newest first: {rows:?}"
+        );
+        seen.extend(rows);
+        let Some(at) = page.find("href=\"?before=") else {
+            break;
+        };
+        let end = page[at + 6..].find('"').unwrap() + at + 6;
+        path = format!("/jobs/prod/Long{}", &page[at + 6..end]);
+    }
+    daemon.stop().await;
+    let expected: Vec<usize> = (0..450).rev().collect();
+    assert_eq!(seen, expected, "every event once");
+    assert_eq!(pages, 3);
+}

@@ -15,6 +15,7 @@ pub mod lease;
 mod reads;
 mod resume;
 mod retention;
+mod timeline;
 pub mod writer;
 
 use std::{
@@ -35,6 +36,7 @@ pub use deliveries::{Attempt, DeliveryRow, OutboxItem};
 pub use guard::beside;
 pub use reads::{DriveStatus, EventRecord, JobStatus, NearDeadline};
 pub use retention::Pruned;
+pub use timeline::TimelinePage;
 
 /// Unchanged polls' times written by one statement.
 const POLL_TIMES_PER_STATEMENT: usize = 1000;

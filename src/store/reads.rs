@@ -119,6 +119,14 @@ impl EventRecord {
     }
 }
 
+/// A value bound after the job's id in [`Store::events_in`].
+pub(super) enum EventParam {
+    /// Text (a timestamp).
+    Text(String),
+    /// A number (an event id, a limit).
+    Int(i64),
+}
+
 /// Parses the `details` column.
 pub(super) fn parse_details(
     details: Option<&str>,
@@ -295,13 +303,23 @@ impl Store {
         name: &str,
         since: Option<SystemTime>,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let jobs =
+        let jobs = self.job_named(account, name).await?;
+        self.events_of(jobs, since).await
+    }
+
+    /// (id, account, name) of the job `name` of `account`, if there is one.
+    pub(super) async fn job_named(
+        &self,
+        account: &str,
+        name: &str,
+    ) -> Result<Vec<(i64, String, String)>, StoreError> {
+        Ok(
             sqlx::query_as("SELECT id, account, name FROM jobs WHERE account = $1 AND name = $2")
                 .bind(account)
                 .bind(name)
                 .fetch_all(&self.pool)
-                .await?;
-        self.events_of(jobs, since).await
+                .await?,
+        )
     }
 
     /// The events of `jobs` (id, account, name), in id order.
@@ -311,6 +329,21 @@ impl Store {
         since: Option<SystemTime>,
     ) -> Result<Vec<EventRecord>, StoreError> {
         let since = since.map(timestamp).unwrap_or_default();
+        let rows = [
+            "(SELECT * FROM events WHERE job_id = $1 AND observed_at >= $2 ORDER BY id)",
+            "(SELECT * FROM events WHERE job_id = $1 AND observed_at >= $2) e",
+        ];
+        self.events_in(jobs, rows, &[EventParam::Text(since)]).await
+    }
+
+    /// The events of `jobs` that `rows` selects (a subquery per dialect, SQLite's in id
+    /// order, with `$1` the job's id and `params` from `$2` on), in id order.
+    pub(super) async fn events_in(
+        &self,
+        jobs: Vec<(i64, String, String)>,
+        rows: [&str; 2],
+        params: &[EventParam],
+    ) -> Result<Vec<EventRecord>, StoreError> {
         // The job first, so that each job's events come straight off events_by_job in
         // order; then its events as one JSON array of arrays (see `status`), `details`
         // passed through as text and parsed here.
@@ -324,20 +357,28 @@ impl Store {
             Severity,
             Option<String>,
         );
+        let sql = match self.dialect() {
+            super::Dialect::Sqlite => format!(
+                "SELECT json_group_array(json_array(id, type, drive_id, from_value, to_value, observed_at,
+                                                    severity, details)) FROM {}",
+                rows[0]
+            ),
+            super::Dialect::Postgres => format!(
+                "SELECT COALESCE(json_agg(json_build_array(id, type, drive_id, from_value, to_value, observed_at,
+                                                           severity, details) ORDER BY id), '[]')::text FROM {}",
+                rows[1]
+            ),
+        };
         let mut entries = Vec::new();
         for (job_id, account, job) in jobs {
-            let json: String = sqlx::query_scalar(self.dialect().pick(
-                "SELECT json_group_array(json_array(id, type, drive_id, from_value, to_value, observed_at,
-                                                    severity, details))
-                 FROM (SELECT * FROM events WHERE job_id = $1 AND observed_at >= $2 ORDER BY id)",
-                "SELECT COALESCE(json_agg(json_build_array(id, type, drive_id, from_value, to_value, observed_at,
-                                                           severity, details) ORDER BY id), '[]')::text
-                 FROM events WHERE job_id = $1 AND observed_at >= $2",
-            ))
-            .bind(job_id)
-            .bind(&since)
-            .fetch_one(&self.pool)
-            .await?;
+            let mut query = sqlx::query_scalar(&sql).bind(job_id);
+            for param in params {
+                query = match param {
+                    EventParam::Text(text) => query.bind(text.clone()),
+                    EventParam::Int(n) => query.bind(*n),
+                };
+            }
+            let json: String = query.fetch_one(&self.pool).await?;
             let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("history: {e}"));
             let rows: Vec<Row> = serde_json::from_str(&json).map_err(corrupt)?;
             for (id, event_type, drive_id, from, to, observed_at, severity, details) in rows {
