@@ -9,7 +9,7 @@ mod common;
 use std::{path::Path, time::Duration};
 
 use common::{Receiver, Reply};
-use iewatch::{events::OutboxEntry, store::Store};
+use iewatch::store::Store;
 
 /// Every column that holds a time, by table.
 const TIME_COLUMNS: &[(&str, &[&str])] = &[
@@ -102,15 +102,7 @@ async fn every_stored_time_at_its_extremes_panics_no_command_and_stops_no_watch(
     let hook = Receiver::start(|_| Reply::Status(204)).await;
     let db = dir.path().join("iewatch.db");
     let store = Store::open(&db).await.unwrap();
-    let to_ops = |events: &[iewatch::events::Event]| {
-        (0..events.len())
-            .map(|event| OutboxEntry {
-                event,
-                webhook: "ops".into(),
-            })
-            .collect()
-    };
-    common::record_lifecycle(&store, "MySampleJob", to_ops, false, |i| {
+    common::record_lifecycle(&store, "MySampleJob", common::to_ops, false, |i| {
         std::time::SystemTime::now() - Duration::from_secs(3600 * (40 - i as u64))
     })
     .await;

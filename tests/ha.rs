@@ -16,23 +16,12 @@ use common::{
     event_list, postgres::Cluster, scenario, start_simulator, wait_for, DaemonProcess, Receiver,
     Reply,
 };
-use iewatch::{
-    events::OutboxEntry,
-    store::{lease, Attempt, Database, Store, StoreError},
-};
+use iewatch::store::{lease, Attempt, Database, Store, StoreError};
 use rand::{Rng as _, SeedableRng as _};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-/// Every event of an observation to the webhook "ops".
-fn to_ops(events: &[iewatch::events::Event]) -> Vec<OutboxEntry> {
-    (0..events.len())
-        .map(|event| OutboxEntry {
-            event,
-            webhook: "ops".into(),
-        })
-        .collect()
-}
+use common::to_ops;
 
 /// `iewatch ARGS -c CONFIG`: its stdout (asserting success).
 fn cli(args: &[&str], config: &Path) -> String {

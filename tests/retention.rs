@@ -9,7 +9,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use iewatch::{decide::Memory, events::OutboxEntry, store::Store};
+use iewatch::{decide::Memory, store::Store};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -30,16 +30,8 @@ async fn count(db: &Path, table: &str) -> i64 {
 /// Records the import lifecycle for `job`, every event queued for a webhook `ops`, and
 /// marks the job ended `ended_ago` ago (None: still running).
 async fn job(store: &Store, name: &str, ended_ago: Option<Duration>) {
-    let to_ops = |events: &[iewatch::events::Event]| {
-        (0..events.len())
-            .map(|event| OutboxEntry {
-                event,
-                webhook: "ops".into(),
-            })
-            .collect()
-    };
     let start = SystemTime::now() - 600 * DAY;
-    common::record_lifecycle(store, name, to_ops, false, |i| {
+    common::record_lifecycle(store, name, common::to_ops, false, |i| {
         start + Duration::from_secs(3600 * i as u64)
     })
     .await;

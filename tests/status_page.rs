@@ -341,6 +341,28 @@ async fn the_grafana_dashboard_parses_and_names_only_metrics_a_scrape_has() {
     }
 }
 
+/// Records one `job.reminder` per text for the job `name` of `account`, in order.
+async fn reminders(store: &iewatch::store::Store, account: &str, name: &str, texts: &[String]) {
+    let job = store.load_job(account, name).await.unwrap();
+    let events: Vec<iewatch::events::Event> = texts
+        .iter()
+        .map(|text| {
+            iewatch::events::Event::notice(
+                iewatch::events::EventType::JobReminder,
+                None,
+                text.clone(),
+                iewatch::model::Severity::Info,
+                serde_json::json!({}),
+            )
+        })
+        .collect();
+    let now = std::time::SystemTime::now();
+    store
+        .record_bookkeeping(job.id, &job.memory, &events, &[], now)
+        .await
+        .unwrap();
+}
+
 /// A job named `acct/Twin` (in account `prod`) and a job `Twin` in account `acct`: each
 /// page, API answer and `history` names its own job, never the other's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,24 +380,7 @@ async fn a_name_that_holds_a_slash_addresses_its_own_job_everywhere() {
     .await
     .len();
     // The other one: one event only, in account `acct`.
-    let twin = store.load_job("acct", "Twin").await.unwrap();
-    let first = iewatch::events::Event::notice(
-        iewatch::events::EventType::JobReminder,
-        None,
-        "only the twin".into(),
-        iewatch::model::Severity::Info,
-        serde_json::json!({}),
-    );
-    store
-        .record_bookkeeping(
-            twin.id,
-            &twin.memory,
-            &[first],
-            &[],
-            std::time::SystemTime::now(),
-        )
-        .await
-        .unwrap();
+    reminders(&store, "acct", "Twin", &["only the twin".to_owned()]).await;
     store.close().await;
     let daemon = RunningDaemon::start(&config).await;
     let (status, _, events) = get(&addr, "/api/v1/jobs/prod/acct%2FTwin/events", &[]).await;
@@ -414,28 +419,10 @@ async fn a_long_timeline_is_shown_a_page_at_a_time_newest_first() {
     let (config, addr) = http_config(dir.path(), &sim, &["MySampleJob"], "");
     let db = dir.path().join("iewatch.db");
     let store = iewatch::store::Store::open(&db).await.unwrap();
-    let long = store.load_job("prod", "Long").await.unwrap();
-    let events: Vec<iewatch::events::Event> = (0..450)
-        .map(|i| {
-            iewatch::events::Event::notice(
-                iewatch::events::EventType::JobReminder,
-                None,
-                format!("reminder number {i:03}"),
-                iewatch::model::Severity::Info,
-                serde_json::json!({}),
-            )
-        })
+    let texts: Vec<String> = (0..450)
+        .map(|i| format!("reminder number {i:03}"))
         .collect();
-    store
-        .record_bookkeeping(
-            long.id,
-            &long.memory,
-            &events,
-            &[],
-            std::time::SystemTime::now(),
-        )
-        .await
-        .unwrap();
+    reminders(&store, "prod", "Long", &texts).await;
     store.close().await;
     let daemon = RunningDaemon::start(&config).await;
     let mut seen = Vec::new();

@@ -16,15 +16,7 @@ use iewatch::{
     store::{Observed, Store},
 };
 
-/// One outbox row per event, to a webhook named "ops".
-fn to_ops(events: &[iewatch::events::Event]) -> Vec<iewatch::events::OutboxEntry> {
-    (0..events.len())
-        .map(|event| iewatch::events::OutboxEntry {
-            event,
-            webhook: "ops".to_owned(),
-        })
-        .collect()
-}
+use common::to_ops;
 
 /// (account, job, drive, state, copy status) of the README's failed-drives query.
 type FailedDrive = (String, String, String, Option<String>, Option<String>);

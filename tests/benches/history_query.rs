@@ -7,16 +7,9 @@ use std::time::{Duration, Instant};
 
 use iewatch::store::{Database, Store};
 
-/// The fill: 10,000 jobs with two drives each, 1,000,000 events over the first 1,000.
-const SQLITE_FILL: [&str; 4] = [
-    "INSERT INTO jobs (account, name, job_type, state, percent_complete, last_polled_at, last_changed_at, first_seen_at)
-     WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000)
-     SELECT 'prod', printf('job-%05d', i), 'Import', 'Transferring', i % 100,
-            '2026-11-24 10:00:00.000', '2026-11-24 09:00:00.000', '2026-11-01 09:00:00.000' FROM n",
-    "INSERT INTO drives (job_id, drive_id, position, state, copy_status, percent_complete, updated_at)
-     SELECT id, 'A' || id, 0, 'Transferring', 'InProgress', 40, '2026-11-24 09:00:00.000' FROM jobs",
-    "INSERT INTO drives (job_id, drive_id, position, state, copy_status, percent_complete, updated_at)
-     SELECT id, 'B' || id, 1, 'Completed', 'Completed', 100, '2026-11-24 09:00:00.000' FROM jobs",
+/// The fill after the jobs' (`support::SQLITE_JOBS_FILL`): 1,000,000 events over the
+/// first 1,000 jobs.
+const SQLITE_EVENTS_FILL: [&str; 1] = [
     "INSERT INTO events (job_id, drive_id, type, from_value, to_value, observed_at, severity, details)
      WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 999999)
      SELECT (i % 1000) + 1, 'A' || ((i % 1000) + 1), 'drive.progress',
@@ -49,7 +42,11 @@ const POSTGRES_FILL: [&str; 5] = [
 fn main() {
     support::block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let sqlite = measure(&Database::File(dir.path().join("iewatch.db")), &SQLITE_FILL).await;
+        let sqlite = measure(
+            &Database::File(dir.path().join("iewatch.db")),
+            &[&support::SQLITE_JOBS_FILL[..], &SQLITE_EVENTS_FILL].concat(),
+        )
+        .await;
         let mut figures = vec![
             ("history_query_history_p50", sqlite[0], "ms"),
             ("history_query_history_max", sqlite[1], "ms"),

@@ -11,17 +11,9 @@ use iewatch::{
     store::Store,
 };
 
-/// 10,000 jobs with two drives each; job 1 has 20,000 events: its state changes, its
-/// drives' progress and reminders, interleaved.
-const FILL: [&str; 4] = [
-    "INSERT INTO jobs (account, name, job_type, state, percent_complete, last_polled_at, last_changed_at, first_seen_at)
-     WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000)
-     SELECT 'prod', printf('job-%05d', i), 'Import', 'Transferring', i % 100,
-            '2026-11-24 10:00:00.000', '2026-11-24 09:00:00.000', '2026-11-01 09:00:00.000' FROM n",
-    "INSERT INTO drives (job_id, drive_id, position, state, copy_status, percent_complete, updated_at)
-     SELECT id, 'A' || id, 0, 'Transferring', 'InProgress', 40, '2026-11-24 09:00:00.000' FROM jobs",
-    "INSERT INTO drives (job_id, drive_id, position, state, copy_status, percent_complete, updated_at)
-     SELECT id, 'B' || id, 1, 'Completed', 'Completed', 100, '2026-11-24 09:00:00.000' FROM jobs",
+/// After the 10,000 jobs of `support::SQLITE_JOBS_FILL`: job 1's 20,000 events, its
+/// state changes, its drives' progress and reminders, interleaved.
+const EVENTS_FILL: [&str; 1] = [
     "INSERT INTO events (job_id, drive_id, type, from_value, to_value, observed_at, severity, details)
      WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 19999)
      SELECT 1, CASE i % 4 WHEN 0 THEN NULL WHEN 3 THEN NULL ELSE 'A1' END,
@@ -37,7 +29,7 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("iewatch.db")).await.unwrap();
         let mut tx = store.pool().begin().await.unwrap();
-        for statement in FILL {
+        for statement in support::SQLITE_JOBS_FILL.iter().chain(&EVENTS_FILL) {
             sqlx::query(statement).execute(&mut *tx).await.unwrap();
         }
         tx.commit().await.unwrap();

@@ -976,6 +976,16 @@ impl Running {
     }
 }
 
+/// One outbox row per event, to a webhook named "ops".
+pub fn to_ops(events: &[iewatch::events::Event]) -> Vec<iewatch::events::OutboxEntry> {
+    (0..events.len())
+        .map(|event| iewatch::events::OutboxEntry {
+            event,
+            webhook: "ops".to_owned(),
+        })
+        .collect()
+}
+
 /// The event id in a `webhook-id` (`iewatch-evt-<id>-<recorded>`).
 pub fn event_id_of(webhook_id: &str) -> i64 {
     let rest = webhook_id

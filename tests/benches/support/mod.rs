@@ -245,3 +245,16 @@ pub async fn queue_backlog_for(
         events * webhooks.len() as i64
     );
 }
+
+/// 10,000 jobs (`job-00001` ...) in `prod` with two drives each (SQLite), for the
+/// benchmarks that read a full database.
+pub const SQLITE_JOBS_FILL: [&str; 3] = [
+    "INSERT INTO jobs (account, name, job_type, state, percent_complete, last_polled_at, last_changed_at, first_seen_at)
+     WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000)
+     SELECT 'prod', printf('job-%05d', i), 'Import', 'Transferring', i % 100,
+            '2026-11-24 10:00:00.000', '2026-11-24 09:00:00.000', '2026-11-01 09:00:00.000' FROM n",
+    "INSERT INTO drives (job_id, drive_id, position, state, copy_status, percent_complete, updated_at)
+     SELECT id, 'A' || id, 0, 'Transferring', 'InProgress', 40, '2026-11-24 09:00:00.000' FROM jobs",
+    "INSERT INTO drives (job_id, drive_id, position, state, copy_status, percent_complete, updated_at)
+     SELECT id, 'B' || id, 1, 'Completed', 'Completed', 100, '2026-11-24 09:00:00.000' FROM jobs",
+];
