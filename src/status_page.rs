@@ -36,13 +36,13 @@ html{background:Canvas;color:CanvasText}
 body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:12px}
 h1{font-size:1.3em;margin:.2em 0}h2{font-size:1.1em;margin:1.2em 0 .4em}
 a{color:inherit}table{border-collapse:collapse;width:100%}
-td,th{padding:4px 6px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top;overflow-wrap:anywhere}
+td,th{padding:4px 6px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top;overflow-wrap:break-word}
 progress{accent-color:var(--ok);width:7em;max-width:40vw;vertical-align:middle;margin-right:.3em}
 .error{color:var(--err)}.warning{color:var(--warn)}.muted{opacity:.7}
 tr.attention td:first-child{border-left:4px solid var(--err)}
 .badge{font-size:.85em;padding:0 .4em;border:1px solid currentColor;border-radius:3px}
 svg{max-width:100%;height:auto}.legend span{margin-right:1em;white-space:nowrap}
-@media (max-width:640px){.wide,progress{display:none}td,th{padding:3px}body{padding:6px}}";
+@media (max-width:640px){.wide,progress{display:none}td,th{padding:3px;overflow-wrap:anywhere}body{padding:6px}}";
 
 /// Escapes text for HTML content and attribute values.
 pub fn escape(text: &str) -> String {

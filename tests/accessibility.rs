@@ -217,4 +217,49 @@ async fn every_page_kind_passes_axe_light_and_dark_fits_a_phone_and_validates() 
         }
     }
     assert!(found.is_empty(), "{}", found.join("\n"));
+    screenshots(browser, &profile, &served);
+}
+
+/// Each page as a desktop browser shows it, light, and the front page dark too, in
+/// `target/status-page/` with the page's HTML (the README's pictures are these).
+fn screenshots(browser: &str, profile: &std::path::Path, served: &[(&str, String)]) {
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/status-page");
+    if std::fs::create_dir_all(&shots).is_err() {
+        return; // A read-only checkout (the tests as another user): nothing to keep.
+    }
+    for (i, (path, html)) in served.iter().enumerate() {
+        let name = match *path {
+            "/" => "front".to_owned(),
+            other => other.trim_start_matches("/jobs/").replace('/', "-"),
+        };
+        let mut kinds = vec![(name.clone(), html.clone())];
+        if i == 0 {
+            kinds.push((
+                format!("{name}-dark"),
+                html.replace("color-scheme:light dark", "color-scheme:dark"),
+            ));
+        }
+        for (name, html) in kinds {
+            let file = shots.join(format!("{name}.html"));
+            let shot = shots.join(format!("{name}.png"));
+            if std::fs::write(&file, &html).is_err() {
+                return;
+            }
+            headless(
+                browser,
+                profile,
+                &format!("file://{}", file.display()),
+                &[
+                    "--window-size=1000,900",
+                    &format!("--screenshot={}", shot.display()),
+                ],
+            );
+            let png = std::fs::read(&shot).unwrap_or_default();
+            assert!(
+                png.starts_with(b"\x89PNG") && png.len() > 5_000,
+                "{name}: {} bytes",
+                png.len()
+            );
+        }
+    }
 }
