@@ -121,10 +121,10 @@ pub async fn run(
         Some(settings) => Some(
             crate::http_server::serve(
                 settings,
-                crate::http_server::Stores {
-                    daemon: store.clone(),
-                    pages: Store::open_existing_database(&config.daemon.database).await?,
-                },
+                crate::http_server::Stores::new(
+                    store.clone(),
+                    Store::open_existing_database(&config.daemon.database).await?,
+                ),
                 telemetry,
                 &supervisor,
             )

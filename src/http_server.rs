@@ -33,13 +33,28 @@ async fn unhealthy_reason(store: &Store, telemetry: &Telemetry) -> Option<String
 /// The listener's two ways into the database: the daemon's own store, whose writer
 /// `/healthz` asks for a proof commit, and a store of its own for the pages and the
 /// metrics' reads, so that however many readers come they wait on their own
-/// connections, never on the writer's or the notifier's.
+/// connections, never on the writer's or the notifier's. Pages are made one at a time.
 #[derive(Clone, Debug)]
 pub struct Stores {
-    /// The daemon's store.
-    pub daemon: Store,
-    /// The pages' store (opened as `iewatch status` opens it: no migration, no lock).
-    pub pages: Store,
+    daemon: Store,
+    pages: Store,
+    /// A page over 10,000 jobs or of a 20,000-event job is tens of milliseconds of a
+    /// core: made one at a time, 50 readers cost the writer one core at most, not all
+    /// of them (benchmark `status_page`). A reader waits its turn, bounded by its
+    /// connection's timeouts.
+    making: Arc<Semaphore>,
+}
+
+impl Stores {
+    /// `daemon`: the daemon's store; `pages`: one opened for reading (as `iewatch
+    /// status` opens it: no migration, no lock).
+    pub fn new(daemon: Store, pages: Store) -> Stores {
+        Stores {
+            daemon,
+            pages,
+            making: Arc::new(Semaphore::new(1)),
+        }
+    }
 }
 
 /// Binds `addr` and serves, under `supervisor`, until it stops. Returns the bound
@@ -211,6 +226,7 @@ async fn answer(
         }
         _ => {
             let asked = status_page::PageQuery::parse(request.uri().query());
+            let _turn = stores.making.acquire().await.ok();
             pages(path, &stores.pages, telemetry.role(), asked).await
         }
     }
