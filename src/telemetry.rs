@@ -158,6 +158,17 @@ impl Default for Telemetry {
     }
 }
 
+/// One job's `iewatch_job_last_success_timestamp_seconds`.
+#[derive(Clone, Debug)]
+pub struct LastSuccess(Gauge);
+
+impl LastSuccess {
+    /// A poll of the job succeeded now.
+    pub fn now(&self) {
+        self.0.set(unix_seconds());
+    }
+}
+
 /// Seconds since the epoch, for the timestamp gauges.
 fn unix_seconds() -> i64 {
     crate::wall_clock::now()
@@ -357,17 +368,15 @@ impl Telemetry {
             .set(unix_seconds());
     }
 
-    /// A successful poll that found the job unchanged (304/412, or equal watched fields):
-    /// its last success moves on like any other's.
-    pub fn job_unchanged(&self, account: &str, job: &str) {
+    /// The job's last-success gauge, for its polls that find it unchanged (304/412, or
+    /// equal watched fields): kept by the job, so such a poll, the most common kind,
+    /// moves it without building labels.
+    pub fn last_success(&self, account: &str, job: &str) -> LastSuccess {
         let labels = JobLabels {
             account: label_value(account),
             job_name: label_value(job),
         };
-        self.0
-            .last_success
-            .get_or_create(&labels)
-            .set(unix_seconds());
+        LastSuccess(self.0.last_success.get_or_create(&labels).clone())
     }
 
     /// The job's ETA (Unix seconds), or none any more.

@@ -57,6 +57,8 @@ pub(super) struct WatchedJob {
     /// What of the stored row could not be read and was taken as empty, until the reset
     /// is recorded (`job.memory_reset`).
     damaged: Vec<String>,
+    /// Its last-success gauge, once an unchanged poll needed it.
+    last_success: Option<crate::telemetry::LastSuccess>,
 }
 
 impl WatchedJob {
@@ -83,6 +85,7 @@ impl WatchedJob {
             auth_error_logged: false,
             repaired: false,
             damaged: Vec::new(),
+            last_success: None,
         }
     }
 
@@ -373,9 +376,13 @@ impl WatchedJob {
     async fn on_unchanged(&mut self, id: JobId, shared: &Shared, settings: &Settings) -> Duration {
         let now = self.now();
         tracing::debug!(account = %self.account, job = %self.name, "not modified");
-        shared
-            .telemetry
-            .job_unchanged(&self.account, self.name.as_str());
+        self.last_success
+            .get_or_insert_with(|| {
+                shared
+                    .telemetry
+                    .last_success(&self.account, self.name.as_str())
+            })
+            .now();
         let attention = self.attention(id, shared, settings, now).await;
         let decision = decide(
             &self.memory,
