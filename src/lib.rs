@@ -24,7 +24,7 @@
 //! - [`notifier`]: delivers the outbox to each channel (Standard Webhooks, Slack, Teams,
 //!   PagerDuty, templates, e-mail), retried, in order per job.
 //!
-//! Around them: [`daemon`] wires the boxes into `iewatch run` (reload, drain) under
+//! Around them: [`cli`] is the command line (`main.rs` only runs it); [`daemon`] wires the boxes into `iewatch run` (reload, drain) under
 //! [`supervise`] (a task that dies takes the process down for a restart), with
 //! [`heartbeat`] petting the watchdog; [`telemetry`] and [`http_server`] expose metrics,
 //! health and the [`status_page`], [`systemd`] speaks the notify protocol, [`report`] prints `status`, `history` and `deliveries`, [`simulator`]
@@ -58,6 +58,7 @@ macro_rules! errln {
     }};
 }
 
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod decide;
@@ -82,48 +83,3 @@ pub mod systemd;
 pub mod telemetry;
 pub mod tls;
 pub mod wall_clock;
-
-/// `iewatch check --online`: one Get Job per configured job, a line each. Failure if any
-/// job could not be fetched.
-pub async fn check_online(config: &config::Config) -> std::process::ExitCode {
-    let mut all_ok = true;
-    // One source (one connection pool, one read of the trust store) per account.
-    let mut sources = std::collections::HashMap::new();
-    for job in &config.jobs {
-        let Some(account) = config.account(&job.account) else {
-            continue;
-        };
-        let source = sources
-            .entry(account.name.as_str())
-            .or_insert_with(|| source::Source::for_account(account, &config.daemon));
-        let line = match source {
-            Err(e) => {
-                all_ok = false;
-                format!("error: {e}")
-            }
-            Ok(source) => match source.get_job(&source.target(&job.name), None).await {
-                Ok(source::PollOutcome::Modified(obs)) => {
-                    let s = &obs.snapshot;
-                    format!(
-                        "{} ({}), {}%, {} drive(s)",
-                        s.state,
-                        s.job_type.as_deref().unwrap_or("?"),
-                        s.percent_complete.map_or("-".into(), |p| p.to_string()),
-                        s.drives.len()
-                    )
-                }
-                Ok(source::PollOutcome::NotModified) => "not modified".to_owned(),
-                Err(e) => {
-                    all_ok = false;
-                    format!("error: {e}")
-                }
-            },
-        };
-        outln!("{}/{}: {line}", job.account, job.name);
-    }
-    if all_ok {
-        std::process::ExitCode::SUCCESS
-    } else {
-        std::process::ExitCode::FAILURE
-    }
-}
