@@ -297,21 +297,6 @@ impl Telemetry {
         }))
     }
 
-    /// The OpenMetrics text exposition (what `prometheus-client` writes).
-    pub fn encode(&self) -> String {
-        let mut text = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.0.registry);
-        text
-    }
-
-    /// The Prometheus text format 0.0.4, for scrapers that ask for it: the OpenMetrics
-    /// exposition with each counter's HELP and TYPE under its sample name (`x_total`), no
-    /// UNIT lines and no `# EOF`.
-    pub fn encode_prometheus(&self) -> String {
-        openmetrics_to_prometheus(&self.encode())
-    }
-
     /// One poll finished with `outcome` after `elapsed`.
     pub fn poll(&self, outcome: &'static str, elapsed: Duration) {
         match self.0.poll_counters.get(outcome) {
@@ -538,133 +523,9 @@ impl Telemetry {
     }
 }
 
-/// See [`Telemetry::encode_prometheus`].
-fn openmetrics_to_prometheus(openmetrics: &str) -> String {
-    let counters: std::collections::HashSet<&str> = openmetrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(openmetrics.len());
-    for line in openmetrics.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
-            let rest = line.strip_prefix(prefix)?;
-            let (name, tail) = rest.split_once(' ')?;
-            counters
-                .contains(name)
-                .then(|| format!("{prefix}{name}_total {tail}"))
-        });
-        match renamed {
-            Some(line) => out.push_str(&line),
-            None => out.push_str(line),
-        }
-        out.push('\n');
-    }
-    out
-}
+mod exposition;
 
-/// The exposition a scrape's `Accept` asks for: OpenMetrics when it names
-/// `application/openmetrics-text`, else the Prometheus text format 0.0.4 (what a plain
-/// `text/plain;version=0.0.4`, `*/*` or no header means). Returns the body and its
-/// Content-Type.
-pub fn negotiate_metrics(telemetry: &Telemetry, accept: Option<&str>) -> (String, &'static str) {
-    // The highest q given to each of the two formats (absent: not asked for).
-    let mut best = (0.0f32, 0.0f32);
-    for range in accept.unwrap_or("").split(',') {
-        let mut parts = range.split(';').map(str::trim);
-        let media = parts.next().unwrap_or("").to_ascii_lowercase();
-        let q = parts
-            .find_map(|p| p.strip_prefix("q="))
-            .and_then(|q| q.parse::<f32>().ok())
-            .filter(|q| q.is_finite())
-            .unwrap_or(1.0);
-        match media.as_str() {
-            "application/openmetrics-text" => best.0 = best.0.max(q),
-            "text/plain" => best.1 = best.1.max(q),
-            _ => {}
-        }
-    }
-    let openmetrics = best.0 > 0.0 && best.0 >= best.1;
-    if openmetrics {
-        (
-            telemetry.encode(),
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )
-    } else {
-        (
-            telemetry.encode_prometheus(),
-            "text/plain; version=0.0.4; charset=utf-8",
-        )
-    }
-}
+pub use exposition::negotiate_metrics;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn metrics_follow_the_accept_header_and_the_text_format_names_counters_whole() {
-        let telemetry = Telemetry::new();
-        telemetry.event(EventType::JobProgress);
-        let kind = |accept: Option<&str>| negotiate_metrics(&telemetry, accept).1;
-        let openmetrics = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-        let plain = "text/plain; version=0.0.4; charset=utf-8";
-        for (accept, expected) in [
-            (None, plain),
-            (Some("*/*"), plain),
-            (Some("text/plain;version=0.0.4"), plain),
-            (Some("application/openmetrics-text"), openmetrics),
-            (
-                Some("application/openmetrics-text;version=1.0.0;q=0.5,text/plain;q=0.3"),
-                openmetrics,
-            ),
-            (
-                Some("application/openmetrics-text;q=0.2, text/plain;q=0.9"),
-                plain,
-            ),
-            (Some("application/openmetrics-text;q=0"), plain),
-            (Some("application/openmetrics-text;q=nonsense"), openmetrics),
-        ] {
-            assert_eq!(kind(accept), expected, "{accept:?}");
-        }
-        let text = telemetry.encode_prometheus();
-        assert!(
-            text.contains("# HELP iewatch_events_total Events recorded by type."),
-            "{text}"
-        );
-        assert!(
-            text.contains("# TYPE iewatch_events_total counter"),
-            "{text}"
-        );
-        assert!(
-            text.contains("iewatch_events_total{type=\"job.progress\"} 1"),
-            "{text}"
-        );
-        assert!(text.contains("# TYPE iewatch_jobs_watched gauge"), "{text}");
-        assert!(!text.contains("# EOF"));
-        assert!(telemetry.encode().trim_end().ends_with("# EOF"));
-    }
-
-    #[test]
-    fn a_hostile_state_cannot_forge_a_series_or_end_the_exposition() {
-        let telemetry = Telemetry::new();
-        telemetry.set_jobs(1, 1);
-        let hostile = "Transferring\"} 1\n# EOF\niewatch_jobs_failing 0\n{x=\"";
-        telemetry.job_seen("prod", "Job\nname", None, hostile, Some(40));
-        let text = telemetry.encode();
-        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
-        assert!(text.trim_end().ends_with("# EOF"), "{text}");
-        let failing: Vec<&str> = text
-            .lines()
-            .filter(|l| l.starts_with("iewatch_jobs_failing"))
-            .collect();
-        assert_eq!(failing, ["iewatch_jobs_failing 1"], "{text}");
-        for line in text.lines().filter(|l| l.starts_with("iewatch_job_state")) {
-            assert_eq!(line.matches('"').count(), 6, "three quoted labels: {line}");
-        }
-        assert_eq!(label_value(&"x".repeat(500)).len(), MAX_LABEL_CHARS);
-    }
-}
+mod tests;

@@ -1,0 +1,24 @@
+//! Unit tests of `store`.
+
+use super::*;
+
+#[test]
+fn details_drop_null_members_but_not_inside_arrays() {
+    let patch = serde_json::json!({
+        "details": {"url": null, "carrier": "FedEx", "drives": [{"copy_status": null}]},
+        "gone": null
+    });
+    assert_eq!(
+        merge_patch(patch),
+        serde_json::json!({"details": {"carrier": "FedEx", "drives": [{"copy_status": null}]}})
+    );
+}
+
+#[test]
+fn timestamps_are_sqlite_text_and_round_trip() {
+    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
+    let text = timestamp(at);
+    assert_eq!(text.len(), "YYYY-MM-DD HH:MM:SS.SSS".len(), "{text}");
+    assert_eq!(&text[10..11], " ");
+    assert_eq!(parse_timestamp(&text), Some(at));
+}
