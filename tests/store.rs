@@ -281,6 +281,57 @@ async fn bitlocker_keys_of_the_sample_are_absent_from_the_file_unless_opted_in()
 }
 
 #[tokio::test]
+async fn a_store_opened_for_reading_starts_no_task_and_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("iewatch.db");
+    let writer = Store::open(&db).await.unwrap();
+    let job = iewatch::store::JobId(1);
+    let recorded = common::record_lifecycle(&writer, "MySampleJob", to_ops, false, |i| {
+        SystemTime::now() - Duration::from_secs(3600 * (40 - i as u64))
+    })
+    .await;
+    assert!(!recorded.is_empty());
+    writer.close().await;
+    drop(writer);
+    let runtime = tokio::runtime::Handle::current().metrics();
+    // A store's tasks end with its last handle; wait (bounded) until they have.
+    let all_ended = || async {
+        for _ in 0..200 {
+            if runtime.num_alive_tasks() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{} task(s) outlived their store", runtime.num_alive_tasks());
+    };
+    all_ended().await;
+
+    // The pool's own tasks are sqlx's; a store that writes adds the writer and its
+    // watcher to them, one opened for reading (`status`, `history`, the page) adds none.
+    let writer = Store::open(&db).await.unwrap();
+    let with_writer = runtime.num_alive_tasks();
+    writer.close().await;
+    drop(writer);
+    all_ended().await;
+    let reader = Store::open_existing(&db).await.unwrap();
+    assert_eq!(reader.status().await.unwrap().len(), 1);
+    let without = runtime.num_alive_tasks();
+    assert!(
+        without + 2 <= with_writer,
+        "a reader runs {without} task(s), a writer {with_writer}"
+    );
+    let refused = reader
+        .record_bookkeeping(job, &Default::default(), &[], &[], SystemTime::now())
+        .await;
+    assert!(
+        matches!(refused, Err(iewatch::store::StoreError::ReadOnly)),
+        "{refused:?}"
+    );
+    assert!(reader.takes_writes().await.is_err());
+    reader.close().await;
+}
+
+#[tokio::test]
 async fn status_on_a_missing_database_is_a_clear_error_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("nothing-here.db");

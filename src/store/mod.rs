@@ -17,14 +17,12 @@ mod resume;
 mod retention;
 mod timeline;
 pub mod writer;
+mod writing;
 
 use std::{
     path::Path,
-    sync::{
-        atomic::{AtomicI64, AtomicU64, Ordering},
-        Arc, Mutex, PoisonError,
-    },
-    time::{Duration, Instant, SystemTime},
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
 };
 
 use sqlx::{migrate::Migrator, AnyPool};
@@ -38,13 +36,8 @@ pub use reads::{DriveStatus, EventRecord, JobStatus, NearDeadline};
 pub use retention::Pruned;
 pub use timeline::TimelinePage;
 
-/// Unchanged polls' times written by one statement.
-const POLL_TIMES_PER_STATEMENT: usize = 1000;
 /// How old the last commit may be for `/healthz` to trust it without a new proof.
 pub const HEALTH_PROOF_AGE: Duration = Duration::from_secs(30);
-/// How long `/healthz` waits for a proof before answering from the last known outcome.
-const PROOF_WAIT: Duration = Duration::from_secs(2);
-use writer::{Change, PollTimes, Write};
 
 use crate::{
     decide::Memory,
@@ -99,6 +92,9 @@ pub enum StoreError {
     /// The write came from a generation of job tasks that a reload replaced.
     #[error("write refused: it comes from a generation of job tasks that a reload replaced")]
     Fenced,
+    /// A write through a store opened for reading (`Store::open_existing_database`).
+    #[error("this database handle was opened for reading and does not write")]
+    ReadOnly,
     /// On PostgreSQL: this daemon no longer holds the leader lease.
     #[error("write refused: this daemon lost the leader lease (another iewatch leads now)")]
     LeaseLost,
@@ -169,24 +165,13 @@ pub struct Failed<'a> {
 pub struct Store {
     pool: AnyPool,
     database: Database,
-    /// On PostgreSQL, the epoch of the lease this daemon holds (0: none); its writes are
-    /// fenced by it (see [`lease`]).
-    epoch: Arc<AtomicI64>,
-    /// Until when that lease is surely still this daemon's, on its own monotonic clock
-    /// (None: not renewed yet since it was taken).
-    lease_until: Arc<Mutex<Option<Instant>>>,
-    writer: tokio::sync::mpsc::Sender<writer::Request>,
-    writer_busy_since_ms: Arc<AtomicU64>,
-    last_commit: writer::LastCommit,
-    poll_times: PollTimes,
+    /// The writer task and what fences its commits; None for a store opened for
+    /// reading, which starts no task (see [`writing`]).
+    writing: Option<writing::Writing>,
     /// The daemon's hold on the file (None for other commands).
     owner: Option<Arc<Owner>>,
     /// The generation of job tasks whose writes this handle carries.
     generation: u64,
-    /// Writes of generations older than this are refused.
-    fence: Arc<AtomicU64>,
-    /// Why the writer task stopped, once it has.
-    writer_stopped: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 /// What `iewatch run` holds of its database: the lock, and the file's identity.
@@ -297,103 +282,22 @@ impl Store {
                 guard::make_private(path);
             }
         }
-        let poll_times = PollTimes::default();
-        let fence = Arc::new(AtomicU64::new(0));
-        let epoch = Arc::new(AtomicI64::new(0));
-        let writer = writer::spawn(
-            pool.clone(),
-            dialect,
-            (fence.clone(), epoch.clone()),
-            owner
+        // Only a store that may write gets the writer task: `status`, `history` and the
+        // status page's readers start none.
+        let writing = migrate.then(|| {
+            let file = owner
                 .as_ref()
                 .zip(database.file())
-                .map(|(o, path)| (path.to_owned(), o.identity)),
-        );
+                .map(|(o, path)| (path.to_owned(), o.identity));
+            writing::Writing::spawn(pool.clone(), dialect, file)
+        });
         Ok(Store {
-            writer: writer.queue,
-            writer_busy_since_ms: writer.busy_since_ms,
-            last_commit: writer.last_commit,
-            writer_stopped: writer.stopped,
             pool,
             database: database.clone(),
-            epoch,
-            lease_until: Arc::default(),
-            poll_times,
+            writing,
             owner,
             generation: 0,
-            fence,
         })
-    }
-
-    /// From now on this store writes as the holder of lease `epoch` (PostgreSQL): every
-    /// write is refused with [`StoreError::LeaseLost`] once another daemon took over.
-    pub fn lead(&self, epoch: i64) {
-        self.epoch.store(epoch, Ordering::SeqCst);
-    }
-
-    /// The lease keeper's word after a renewal: the lease is this daemon's until `until`
-    /// (its own monotonic clock) at least.
-    pub fn lease_held_until(&self, until: Instant) {
-        *self
-            .lease_until
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(until);
-    }
-
-    /// Whether this daemon may still act as the leader: false once its lease may have
-    /// run out without a renewal (a process paused or cut off past it), when a standby
-    /// may already lead. What the database fences (writes) needs no such check; what it
-    /// cannot (an HTTP delivery) does. Always true without a lease.
-    pub fn within_lease(&self) -> bool {
-        self.leading_epoch().is_none()
-            || self
-                .lease_until
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .is_none_or(|until| Instant::now() < until)
-    }
-
-    /// The lease epoch this store writes under, if it leads.
-    pub fn leading_epoch(&self) -> Option<i64> {
-        Some(self.epoch.load(Ordering::SeqCst)).filter(|e| *e != 0)
-    }
-
-    /// In a transaction of the leader's: the lease check of [`lease::check`].
-    pub(crate) async fn fence_lease(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    ) -> Result<(), StoreError> {
-        lease::check(tx, self.epoch.load(Ordering::SeqCst)).await
-    }
-
-    /// A handle whose writes belong to generation `generation` of job tasks, which
-    /// from now on is the only one allowed to write: every older generation's writes are
-    /// refused with [`StoreError::Fenced`]. A reload calls this before starting the new
-    /// generation, so a poll abandoned by the old one can never record a change twice.
-    pub fn fence_for(&self, generation: u64) -> Store {
-        self.fence.fetch_max(generation, Ordering::SeqCst);
-        Store {
-            generation,
-            ..self.clone()
-        }
-    }
-
-    /// Resolves with the reason once the writer task has stopped (it should not while
-    /// any handle lives).
-    pub async fn writer_stopped(&self) -> String {
-        let mut stopped = self.writer_stopped.clone();
-        let reason = match stopped.wait_for(Option::is_some).await {
-            Ok(reason) => reason.clone(),
-            Err(_) => None,
-        };
-        reason.unwrap_or_else(|| "the database writer has stopped".into())
-    }
-
-    /// How long the commit under way has taken, if one is under way (the watchdog's view
-    /// of the writer).
-    pub fn writer_busy_for(&self) -> Option<Duration> {
-        let since = self.writer_busy_since_ms.load(Ordering::Relaxed);
-        (since != 0).then(|| Duration::from_millis(writer::now_ms().saturating_sub(since)))
     }
 
     /// For the daemon's database: checks that the file at its path is still the one it
@@ -426,7 +330,7 @@ impl Store {
     /// Writes the poll times still pending, closes every connection (checkpointing the
     /// WAL) and, for the daemon, gives up the lock or the lease.
     pub async fn close(&self) {
-        if !self.poll_times.is_empty() {
+        if self.poll_times_pending() {
             if let Err(e) = self.flush_poll_times().await {
                 tracing::warn!("last poll times not written: {e}");
             }
@@ -442,188 +346,6 @@ impl Store {
         if let Some(owner) = &self.owner {
             owner.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
         }
-    }
-
-    /// Whether the database takes writes, as the last commit showed. A commit older than
-    /// [`HEALTH_PROOF_AGE`] (or a failed one older than a second) is not trusted: the
-    /// writer is asked to commit the health row, and its outcome is the answer. So an idle
-    /// daemon writes nothing until asked, and however often `/healthz` is asked it adds at
-    /// most one small commit per [`HEALTH_PROOF_AGE`] (one a second while failing).
-    ///
-    /// # Errors
-    /// Why the database does not take writes.
-    pub async fn takes_writes(&self) -> Result<(), String> {
-        let (at, error) = self.last_commit.get();
-        let age = crate::wall_clock::now()
-            .duration_since(at)
-            .unwrap_or_default();
-        let trusted = if error.is_some() {
-            age < Duration::from_secs(1)
-        } else {
-            age < HEALTH_PROOF_AGE
-        };
-        if !trusted {
-            // A writer busy past the deadline is the writer's liveness probe's to report;
-            // here the last known outcome stands.
-            let proof = tokio::time::timeout(PROOF_WAIT, self.ask_writer(writer::Work::Prove));
-            if let Ok(Err(e)) = proof.await {
-                return Err(format!("database not writable: {e}"));
-            }
-        }
-        match self.last_commit.get().1 {
-            Some(error) => Err(format!("database not writable: {error}")),
-            None => Ok(()),
-        }
-    }
-
-    /// Writes a changed observation: job row, drives, events and outbox, atomically.
-    /// Returns the new event ids in order. Concurrent writes are committed together
-    /// (see [`writer`]), each in its own savepoint.
-    ///
-    /// # Errors
-    /// Database errors; nothing of this observation is written then.
-    pub async fn record_observation(&self, observed: Observed<'_>) -> Result<Vec<i64>, StoreError> {
-        let change = Change::Observation {
-            snapshot: Box::new(observed.snapshot.clone()),
-            document: observed.document.to_owned(),
-            etag: observed.etag.cloned(),
-            last_modified: observed.last_modified.map(str::to_owned),
-        };
-        self.submit(
-            observed.job,
-            change,
-            observed.memory,
-            observed.events,
-            observed.outbox,
-            observed.at,
-        )
-        .await
-    }
-
-    /// Writes a failed poll (and its failure events, if any), atomically.
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn record_failure(&self, failed: Failed<'_>) -> Result<Vec<i64>, StoreError> {
-        let change = Change::Failure {
-            error: failed.error.to_owned(),
-        };
-        self.submit(
-            failed.job,
-            change,
-            failed.memory,
-            failed.events,
-            failed.outbox,
-            failed.at,
-        )
-        .await
-    }
-
-    /// Writes a success that brought no new document (304/412) but changed the
-    /// bookkeeping (a failure streak ended), with its events.
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn record_bookkeeping(
-        &self,
-        job: JobId,
-        memory: &Memory,
-        events: &[Event],
-        outbox: &[OutboxEntry],
-        at: SystemTime,
-    ) -> Result<Vec<i64>, StoreError> {
-        self.submit(job, Change::Bookkeeping, memory, events, outbox, at)
-            .await
-    }
-
-    async fn submit(
-        &self,
-        job: JobId,
-        change: Change,
-        memory: &Memory,
-        events: &[Event],
-        outbox: &[OutboxEntry],
-        at: SystemTime,
-    ) -> Result<Vec<i64>, StoreError> {
-        let write = Write {
-            generation: self.generation,
-            job,
-            change,
-            memory: memory.clone(),
-            events: events.to_vec(),
-            outbox: outbox.to_vec(),
-            at,
-        };
-        match self
-            .ask_writer(writer::Work::Write(Box::new(write)))
-            .await?
-        {
-            writer::Done::Events(ids) => Ok(ids),
-            _ => Err(StoreError::Commit("unexpected writer answer".into())),
-        }
-    }
-
-    /// The row id of a job, its row created on first sight (by the writer task).
-    ///
-    /// # Errors
-    /// Database errors.
-    pub(crate) async fn register_job(
-        &self,
-        account: &str,
-        name: &str,
-    ) -> Result<JobId, StoreError> {
-        let work = writer::Work::Register {
-            account: account.to_owned(),
-            name: name.to_owned(),
-        };
-        match self.ask_writer(work).await? {
-            writer::Done::Registered(id) => Ok(id),
-            _ => Err(StoreError::Commit("unexpected writer answer".into())),
-        }
-    }
-
-    async fn ask_writer(&self, work: writer::Work) -> Result<writer::Done, StoreError> {
-        let stopped = || StoreError::Commit("the database writer has stopped".into());
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.writer
-            .send(writer::Request { work, reply })
-            .await
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
-    }
-
-    /// Notes the time of an unchanged poll; [`Store::flush_poll_times`] writes them.
-    pub fn note_poll(&self, job: JobId, at: SystemTime) {
-        self.poll_times.note(job, at);
-    }
-
-    /// Whether times of unchanged polls wait to be written.
-    pub fn poll_times_pending(&self) -> bool {
-        !self.poll_times.is_empty()
-    }
-
-    /// Writes the pending times of unchanged polls, a statement per thousand (through
-    /// the writer); on failure they stay pending.
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn flush_poll_times(&self) -> Result<(), StoreError> {
-        let mut batch = self.poll_times.take();
-        // A statement per chunk keeps the JSON handed to SQLite (and its working set)
-        // small with ten thousand jobs.
-        while !batch.is_empty() {
-            let rest = batch.split_off(batch.len().min(POLL_TIMES_PER_STATEMENT));
-            if let Err(e) = self
-                .ask_writer(writer::Work::PollTimes(batch.clone()))
-                .await
-            {
-                batch.extend(rest);
-                self.poll_times.restore(batch);
-                return Err(e);
-            }
-            batch = rest;
-        }
-        Ok(())
     }
 }
 
