@@ -716,3 +716,29 @@ fn a_state_name_no_kind_of_job_has_is_a_warning_naming_the_one_meant() {
         assert!(!output.contains(known), "{known}: {output}");
     }
 }
+
+#[test]
+fn a_secret_signs_only_json_webhooks_and_elsewhere_is_said_to_do_nothing() {
+    use iewatch::config::Channel;
+    let (dir, _pki) = credentials_dir();
+    let config = Config::load(&write(dir.path(), "json.toml", GOOD)).unwrap();
+    assert!(
+        matches!(&config.webhooks[0].channel, Channel::Json { secret: Some(_) }),
+        "{:?}",
+        config.webhooks[0].channel
+    );
+    assert!(!config.warnings.iter().any(|w| w.to_string().contains("secret")));
+
+    let slack = GOOD.replace(
+        "secret_file = \"ops-secret\"",
+        "format = \"slack\"\nsecret_file = \"ops-secret\"",
+    );
+    let config = Config::load(&write(dir.path(), "slack.toml", &slack)).unwrap();
+    assert!(matches!(config.webhooks[0].channel, Channel::Slack));
+    let said: Vec<String> = config.warnings.iter().map(|w| w.to_string()).collect();
+    assert!(
+        said.iter().any(|w| w.contains("webhook[0].secret")
+            && w.contains("signs only format = \"json\" webhooks; ignored here")),
+        "{said:?}"
+    );
+}

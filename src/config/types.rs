@@ -207,6 +207,45 @@ impl WebhookFormat {
     }
 }
 
+/// A webhook's channel with the settings only it has, as the checker built it: a
+/// PagerDuty channel always has its routing key, a template channel its template, an
+/// e-mail channel its server; a secret exists only where it signs (Standard Webhooks).
+#[derive(Clone, Debug)]
+pub enum Channel {
+    /// Standard Webhooks JSON, signed with the key after `whsec_` when there is one.
+    Json {
+        /// The signing key; unsigned when absent.
+        secret: Option<Secret>,
+    },
+    /// `{"text": ...}` for Slack-compatible endpoints.
+    Slack,
+    /// A Microsoft Teams Workflows message carrying an Adaptive Card.
+    Teams,
+    /// PagerDuty Events API v2: triggers and resolves.
+    PagerDuty {
+        /// The integration's routing key.
+        routing_key: Secret,
+    },
+    /// A body rendered from the webhook's own template.
+    Template(WebhookTemplate),
+    /// E-mail over SMTP with TLS.
+    Email(EmailSettings),
+}
+
+impl Channel {
+    /// Its format, the name the config gives it.
+    pub fn format(&self) -> WebhookFormat {
+        match self {
+            Channel::Json { .. } => WebhookFormat::Json,
+            Channel::Slack => WebhookFormat::Slack,
+            Channel::Teams => WebhookFormat::Teams,
+            Channel::PagerDuty { .. } => WebhookFormat::PagerDuty,
+            Channel::Template(_) => WebhookFormat::Template,
+            Channel::Email(_) => WebhookFormat::Email,
+        }
+    }
+}
+
 /// `format = "email"`: the SMTP server, the addresses, and how often to send a digest.
 #[derive(Clone, Debug)]
 pub struct EmailSettings {
@@ -304,16 +343,8 @@ pub struct Webhook {
     pub name: String,
     /// Where to POST.
     pub url: WebhookUrl,
-    /// Signing key (the bytes after `whsec_`); unsigned when absent.
-    pub secret: Option<Secret>,
-    /// Payload format.
-    pub format: WebhookFormat,
-    /// `format = "template"`: the body template.
-    pub template: Option<WebhookTemplate>,
-    /// `format = "pagerduty"`: the integration's routing key.
-    pub routing_key: Option<Secret>,
-    /// `format = "email"`: the SMTP server and addresses.
-    pub email: Option<EmailSettings>,
+    /// What it sends, with what only that channel needs.
+    pub channel: Channel,
     /// Event types or prefixes (`drive.*`); `*` matches everything.
     pub events: Vec<String>,
     /// Job names; `*` matches every job.

@@ -4,9 +4,9 @@
 use toml::Spanned;
 
 use super::{
-    check::Checker, decode_webhook_secret, raw::RawWebhook, EmailSettings, Secret, Webhook,
-    WebhookFormat, WebhookTemplate, WebhookUrl, DEFAULT_GIVE_UP_AFTER, DEFAULT_RETRY_INITIAL,
-    DEFAULT_RETRY_MAX, DEFAULT_WEBHOOK_TIMEOUT,
+    check::Checker, decode_webhook_secret, raw::RawWebhook, Channel, EmailSettings, Secret,
+    Webhook, WebhookFormat, WebhookTemplate, WebhookUrl, DEFAULT_GIVE_UP_AFTER,
+    DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX, DEFAULT_WEBHOOK_TIMEOUT,
 };
 use crate::{
     model::Severity,
@@ -77,6 +77,22 @@ impl Checker<'_> {
             );
         }
         let secret = self.webhook_secret(raw, i);
+        if format != WebhookFormat::Json {
+            // A secret signs Standard Webhooks only; older configs may carry one on
+            // another channel, where it never did anything: said, not refused.
+            let given = raw
+                .secret
+                .as_ref()
+                .map(|v| v.span().start)
+                .or(raw.secret_file.as_ref().map(|v| v.span().start));
+            if let Some(offset) = given {
+                self.warn(
+                    offset,
+                    key("secret"),
+                    "signs only format = \"json\" webhooks; ignored here".to_owned(),
+                );
+            }
+        }
         let events = self.event_filters(&raw.events, &key("events"));
         let (template, routing_key) = self.channel_keys(raw, i, at, format, &events);
         let min_severity = self
@@ -102,14 +118,21 @@ impl Checker<'_> {
         if secret.is_some() {
             self.warn_if_plain_http(url.as_ref(), raw, &key("url"));
         }
+        // A missing template, routing key or server was a problem already said.
+        let channel = match format {
+            WebhookFormat::Json => Some(Channel::Json { secret }),
+            WebhookFormat::Slack => Some(Channel::Slack),
+            WebhookFormat::Teams => Some(Channel::Teams),
+            WebhookFormat::PagerDuty => {
+                routing_key.map(|routing_key| Channel::PagerDuty { routing_key })
+            }
+            WebhookFormat::Template => template.map(Channel::Template),
+            WebhookFormat::Email => email.map(Channel::Email),
+        };
         Some(Webhook {
             name: name?,
             url: url?,
-            secret,
-            format,
-            template,
-            routing_key,
-            email,
+            channel: channel?,
             events,
             jobs: raw
                 .jobs

@@ -30,7 +30,7 @@ pub use notify_test::{notify_test, TestDelivery};
 pub use routing::route;
 
 use crate::{
-    config::{Webhook, WebhookFormat},
+    config::{Channel, Webhook, WebhookFormat},
     http_client::{self, HttpsClient, USER_AGENT},
     store::{Attempt, EventRecord, JobId, OutboxItem, Store},
     telemetry::Telemetry,
@@ -42,7 +42,10 @@ const JSON: &str = "application/json";
 
 /// The webhook's PagerDuty routing key (empty for other formats: never sent there).
 fn routing_key(webhook: &Webhook) -> &[u8] {
-    webhook.routing_key.as_ref().map_or(&[][..], |k| k.expose())
+    match &webhook.channel {
+        Channel::PagerDuty { routing_key } => routing_key.expose(),
+        _ => &[],
+    }
 }
 
 /// Response bodies are read (so that the connection can be reused) up to this size;
@@ -186,10 +189,10 @@ fn mailed(sent: Result<u16, email::MailError>) -> Sent {
 /// costs a lane one timeout per retry, never the lane.
 async fn deliver(client: &HttpsClient, webhook: &Webhook, events: &[EventRecord]) -> Sent {
     bounded(webhook, async {
-        match (&webhook.email, events) {
-            (Some(settings), _) => mailed(email::send(settings, events).await),
-            (None, [event]) => post(client, webhook, event).await,
-            (None, _) => Sent::Refused {
+        match (&webhook.channel, events) {
+            (Channel::Email(settings), _) => mailed(email::send(settings, events).await),
+            (_, [event]) => post(client, webhook, event).await,
+            (_, _) => Sent::Refused {
                 status: None,
                 error: "only e-mail sends several events in one message".into(),
             },
@@ -223,7 +226,7 @@ async fn attempt(
     job: JobId,
     item: &OutboxItem,
 ) -> (Attempt, bool) {
-    let sent = if webhook.format == WebhookFormat::PagerDuty {
+    let sent = if webhook.channel.format() == WebhookFormat::PagerDuty {
         incident_steps(client, webhook, store, job, &item.event).await
     } else {
         deliver(client, webhook, std::slice::from_ref(&item.event)).await
@@ -392,19 +395,15 @@ enum Sent {
 /// channel does not take the event (PagerDuty gets triggers and resolves only).
 async fn body(webhook: &Webhook, event: &EventRecord) -> Result<Option<(Vec<u8>, String)>, String> {
     let json = |body: Vec<u8>| Ok(Some((body, JSON.to_owned())));
-    match webhook.format {
-        WebhookFormat::Json => json(payload::json_body(event)),
-        WebhookFormat::Slack => json(payload::slack_body(event)),
-        WebhookFormat::Teams => json(payload::teams_body(event)),
-        WebhookFormat::PagerDuty => {
+    match &webhook.channel {
+        Channel::Json { .. } => json(payload::json_body(event)),
+        Channel::Slack => json(payload::slack_body(event)),
+        Channel::Teams => json(payload::teams_body(event)),
+        Channel::PagerDuty { .. } => {
             Err("PagerDuty events are sent by their lane, against the open incidents".into())
         }
-        WebhookFormat::Email => Err("e-mail goes by SMTP, not as a body".into()),
-        WebhookFormat::Template => {
-            let template = webhook
-                .template
-                .as_ref()
-                .ok_or_else(|| "no template".to_owned())?;
+        Channel::Email(_) => Err("e-mail goes by SMTP, not as a body".into()),
+        Channel::Template(template) => {
             let body = payload::render_template(template, event).await?;
             Ok(Some((body, template.content_type.clone())))
         }
@@ -441,7 +440,7 @@ async fn post_body(
     let mut request = Request::post(webhook.url.uri().clone())
         .header(header::CONTENT_TYPE, content_type)
         .header(header::USER_AGENT, USER_AGENT);
-    if webhook.format == WebhookFormat::Json {
+    if let Channel::Json { secret } = &webhook.channel {
         let id = payload::webhook_id(event);
         let timestamp = crate::wall_clock::now()
             .duration_since(UNIX_EPOCH)
@@ -449,7 +448,7 @@ async fn post_body(
         request = request
             .header("webhook-id", &id)
             .header("webhook-timestamp", timestamp);
-        if let Some(secret) = &webhook.secret {
+        if let Some(secret) = secret {
             request = request.header(
                 "webhook-signature",
                 payload::signature(secret.expose(), &id, timestamp, &body),
@@ -472,7 +471,9 @@ async fn post_body(
         Ok((http::StatusCode::GONE, _)) => Sent::Gone,
         // PagerDuty's 400 is an event it will never take ("invalid event"): retrying it
         // would hold the job's later alerts behind it until give_up_after.
-        Ok((http::StatusCode::BAD_REQUEST, _)) if webhook.format == WebhookFormat::PagerDuty => {
+        Ok((http::StatusCode::BAD_REQUEST, _))
+            if webhook.channel.format() == WebhookFormat::PagerDuty =>
+        {
             Sent::Refused {
                 status: Some(400),
                 error: "HTTP 400 Bad Request: PagerDuty refuses this event".into(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{bounded, deliver, incidents, post_body, routing_key, Sent, JSON};
 use crate::{
-    config::{Webhook, WebhookFormat},
+    config::{Channel, Webhook, WebhookFormat},
     http_client,
     store::EventRecord,
     tls,
@@ -64,7 +64,7 @@ pub async fn notify_test(webhook: &Webhook) -> Vec<TestDelivery> {
     };
     let faulted = event(0, "Faulted", crate::model::Severity::Error);
     let mut tries = vec![(faulted, None)];
-    if webhook.format == WebhookFormat::PagerDuty {
+    if webhook.channel.format() == WebhookFormat::PagerDuty {
         use incidents::PagerDutyAction::{Resolve, Trigger};
         tries = vec![
             (tries[0].0.clone(), Some(Trigger)),
@@ -116,7 +116,7 @@ pub async fn notify_test(webhook: &Webhook) -> Vec<TestDelivery> {
         };
         outcomes.push(TestDelivery {
             what,
-            protocol: if webhook.email.is_some() {
+            protocol: if matches!(webhook.channel, Channel::Email(_)) {
                 "SMTP"
             } else {
                 "HTTP"

@@ -40,7 +40,7 @@ pub fn wants(webhook: &Webhook, job: &JobName, event: &Event) -> bool {
 /// what opens or closes an incident; every other channel takes every event its filters
 /// select.
 fn channel_takes(webhook: &Webhook, event: &Event) -> (bool, bool) {
-    if webhook.format != WebhookFormat::PagerDuty {
+    if webhook.channel.format() != WebhookFormat::PagerDuty {
         return (true, false);
     }
     match super::incidents::incident_of(

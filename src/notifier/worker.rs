@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::attempt;
 use crate::{
-    config::Webhook,
+    config::{Channel, Webhook},
     http_client::HttpsClient,
     store::{Attempt, JobId, Store},
     telemetry::{now_ms, Telemetry, LIVENESS_SLACK},
@@ -223,13 +223,10 @@ impl Lanes {
     /// Sends one lane's deliveries in order until it is empty, one must wait for a
     /// retry, the endpoint is gone, or the daemon stops.
     async fn drain(self, job: JobId) -> JobId {
-        if let Some(digest) = self
-            .webhook
-            .email
-            .as_ref()
-            .filter(|e| e.digest_every.is_some())
-        {
-            return self.drain_digest(job, digest).await;
+        if let Channel::Email(digest) = &self.webhook.channel {
+            if digest.digest_every.is_some() {
+                return self.drain_digest(job, digest).await;
+            }
         }
         let name = &self.webhook.name;
         // The head alone first: while an endpoint is down, a retry wave reads one
