@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::Config,
     events::EventType,
-    notifier::payload,
+    payload,
     simulator::{self, Scenario, SimulatorOptions},
     store::Store,
 };

@@ -427,6 +427,40 @@ pub fn filters_match(filters: &[String], event_type: EventType) -> bool {
     })
 }
 
+/// One recorded event with its job: a line of `history`, the content of a webhook.
+#[derive(Clone, Debug, Serialize)]
+pub struct EventRecord {
+    /// Event id (ascending = order observed).
+    pub id: i64,
+    /// Account.
+    pub account: String,
+    /// Job name.
+    pub job: String,
+    /// Event type.
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    /// Drive, for drive events.
+    pub drive_id: Option<DriveId>,
+    /// Old value.
+    pub from: Option<String>,
+    /// New value (or error).
+    pub to: Option<String>,
+    /// When.
+    pub observed_at: String,
+    /// How urgent.
+    pub severity: Severity,
+    /// Job context and extras.
+    pub details: Option<serde_json::Value>,
+}
+
+impl EventRecord {
+    /// The change in words (see [`EventType::describe`]).
+    pub fn describe(&self) -> String {
+        self.event_type
+            .describe(self.from.as_deref(), self.to.as_deref())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

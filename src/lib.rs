@@ -22,7 +22,8 @@
 //! - [`store`]: SQLite or PostgreSQL; one transaction per observation (group-committed)
 //!   writes job, drives, events and the webhook outbox.
 //! - [`notifier`]: delivers the outbox to each channel (Standard Webhooks, Slack, Teams,
-//!   PagerDuty, templates, e-mail), retried, in order per job.
+//!   PagerDuty, templates, e-mail), retried, in order per job; what each body says is
+//!   [`payload`]'s (pure, also used by `check` to rehearse templates).
 //!
 //! Around them: [`cli`] is the command line (`main.rs` only runs it); [`daemon`] wires the boxes into `iewatch run` (reload, drain) under
 //! [`supervise`] (a task that dies takes the process down for a restart), with
@@ -72,6 +73,7 @@ pub mod leadership;
 pub mod model;
 pub mod moment;
 pub mod notifier;
+pub mod payload;
 pub mod report;
 pub mod scheduler;
 pub mod simulator;

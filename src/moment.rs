@@ -46,6 +46,19 @@ pub fn rfc3339_millis(at: SystemTime) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
+/// A timestamp in SQLite's own form (`YYYY-MM-DD HH:MM:SS.SSS`, UTC), so that
+/// `datetime('now', '-1 day')` comparisons work on the text.
+pub fn timestamp(at: SystemTime) -> String {
+    let text = rfc3339_millis(at);
+    text.trim_end_matches('Z').replacen('T', " ", 1)
+}
+
+/// Reads a [`timestamp`] back; None for text that is not one, or a time outside 1970 to
+/// 9999 (a hand-edited row).
+pub fn parse_timestamp(text: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(text).ok().and_then(bounded)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -114,7 +114,7 @@ async fn teams_gets_an_adaptive_card_per_event_in_order_through_an_outage() {
         }
         // In order: each card's title is its event.
         let title = body[0]["text"].as_str().unwrap();
-        let described = iewatch::notifier::payload::markdown_escaped(&event.describe());
+        let described = iewatch::payload::markdown_escaped(&event.describe());
         assert!(title.ends_with(&described), "{title} vs {described}");
         let colour = body[0]["color"].as_str().unwrap();
         let expected = match event.severity {

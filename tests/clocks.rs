@@ -360,7 +360,7 @@ async fn the_eta_of_a_copy_is_in_status_history_payloads_and_metrics() {
         .unwrap();
     store.close().await;
     let body: serde_json::Value =
-        serde_json::from_slice(&iewatch::notifier::payload::json_body(&record)).unwrap();
+        serde_json::from_slice(&iewatch::payload::json_body(&record)).unwrap();
     assert_eq!(body["data"]["eta"], eta.as_str());
     assert_eq!(body["data"]["to"], "30");
 

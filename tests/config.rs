@@ -723,11 +723,17 @@ fn a_secret_signs_only_json_webhooks_and_elsewhere_is_said_to_do_nothing() {
     let (dir, _pki) = credentials_dir();
     let config = Config::load(&write(dir.path(), "json.toml", GOOD)).unwrap();
     assert!(
-        matches!(&config.webhooks[0].channel, Channel::Json { secret: Some(_) }),
+        matches!(
+            &config.webhooks[0].channel,
+            Channel::Json { secret: Some(_) }
+        ),
         "{:?}",
         config.webhooks[0].channel
     );
-    assert!(!config.warnings.iter().any(|w| w.to_string().contains("secret")));
+    assert!(!config
+        .warnings
+        .iter()
+        .any(|w| w.to_string().contains("secret")));
 
     let slack = GOOD.replace(
         "secret_file = \"ops-secret\"",

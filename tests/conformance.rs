@@ -17,7 +17,8 @@ use iewatch::{
     decide::Memory,
     events::{ChangeValue, Event, EventType},
     model::{JobName, Severity},
-    notifier::{payload::DEFAULT_MAX_BODY, route},
+    notifier::route,
+    payload::DEFAULT_MAX_BODY,
     store::{DeliveryRow, Store},
 };
 use strum::IntoEnumIterator as _;

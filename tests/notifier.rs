@@ -12,11 +12,7 @@ use std::{
 
 use common::{start_notifier, webhooks, Receiver, Reply};
 use iewatch::{
-    config::Webhook,
-    events::Event,
-    model::JobName,
-    notifier::{payload, route},
-    store::Store,
+    config::Webhook, events::Event, model::JobName, notifier::route, payload, store::Store,
 };
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

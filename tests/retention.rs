@@ -238,7 +238,7 @@ async fn webhook_ids(store: &Store, job: &str) -> Vec<(i64, String)> {
     let events = store.history(job, None).await.unwrap();
     events
         .iter()
-        .map(|e| (e.id, iewatch::notifier::payload::webhook_id(e)))
+        .map(|e| (e.id, iewatch::payload::webhook_id(e)))
         .collect()
 }
 
@@ -272,7 +272,8 @@ async fn webhook_ids_are_not_reused_after_a_restore_from_an_older_backup() {
     // The restored database is the backup itself, at its own path: the pool closed
     // above may still checkpoint (and remove its WAL) after `close` returns, so the
     // old path is left to it.
-    let store = Store::open_existing(&backup).await.unwrap();
+    // Opened as a daemon would after the restore: to write.
+    let store = Store::open(&backup).await.unwrap();
     assert!(store.history("Lost", None).await.unwrap().is_empty());
     record(&store, "Found", start + 2 * DAY).await;
     let found = webhook_ids(&store, "Found").await;

@@ -8,15 +8,12 @@ use super::{
     check::Checker,
     default_database_path,
     raw::{RawDaemon, RawHttp},
-    DaemonSettings, HttpSettings, LogFormat, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAILURE_THRESHOLD,
-    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONCURRENT_POLLS,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_RETRY_AFTER, DEFAULT_POLL_INTERVAL,
-    DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_STOP_AFTER,
+    ClockSettings, DaemonSettings, HttpSettings, LogFormat, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_FAILURE_THRESHOLD, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONCURRENT_POLLS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_RETRY_AFTER,
+    DEFAULT_POLL_INTERVAL, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_STOP_AFTER,
 };
-use crate::{
-    decide::clocks::ClockSettings,
-    store::{is_postgres_url, Database},
-};
+use super::{is_postgres_url, Database};
 
 /// The leader's lease on PostgreSQL by default: a standby takes over within about this
 /// long (plus a second) of a leader's death.

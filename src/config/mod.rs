@@ -7,6 +7,7 @@
 mod accounts;
 mod check;
 mod daemon;
+mod database;
 mod raw;
 mod types;
 mod webhooks;
@@ -19,7 +20,7 @@ use std::{
 
 use base64::Engine as _;
 
-use crate::store::Database;
+pub use database::{is_postgres_url, Database, Postgres};
 pub use types::*;
 
 /// Where the daemon looks when neither `-c` nor `$IEWATCH_CONFIG` says.

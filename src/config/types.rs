@@ -3,9 +3,9 @@
 
 use std::{collections::BTreeMap, fmt, net::SocketAddr, time::Duration};
 
+use super::Database;
 use crate::{
-    model::{JobName, JobState, Severity},
-    store::Database,
+    model::{JobName, Severity},
     tls::Identity,
 };
 
@@ -70,7 +70,7 @@ pub struct DaemonSettings {
     /// Log line format.
     pub log_format: LogFormat,
     /// Deadlines, stalls and reminders.
-    pub clocks: crate::decide::clocks::ClockSettings,
+    pub clocks: ClockSettings,
     /// Events and deliveries of jobs that ended longer ago than this are pruned.
     pub retention: Option<Duration>,
 }
@@ -373,11 +373,9 @@ impl DaemonSettings {
     }
 }
 
-/// How often a job is polled, following its state: the configured interval while
-/// something happens (Shipping, Received, Transferring, Packaging, Faulted, and Data Box's
-/// stages), three times that while the customer has the next move (Creating; Data Box's
-/// AwaitingShipmentDetails and Delivered), twelve times once terminal.
-/// `[daemon.poll_interval_by_state]` overrides any state.
+/// How often a job is polled: its interval and the explicit per-state ones
+/// (`[daemon.poll_interval_by_state]`); the rule that reads them is
+/// [`crate::decide::poll_interval`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PollPolicy {
     /// The job's interval.
@@ -386,17 +384,58 @@ pub struct PollPolicy {
     pub by_state: std::sync::Arc<BTreeMap<String, Duration>>,
 }
 
-impl PollPolicy {
-    /// The interval to wait after observing `state` (None: never observed yet).
-    pub fn interval(&self, state: Option<&JobState>) -> Duration {
-        let Some(state) = state else { return self.base };
-        if let Some(explicit) = self.by_state.get(state.as_str()) {
-            return *explicit;
-        }
-        match state.as_str() {
-            "Creating" | "AwaitingShipmentDetails" | "Delivered" => self.base.saturating_mul(3),
-            _ if state.is_terminal() => self.base.saturating_mul(12),
-            _ => self.base,
+/// A day, the unit of the clocks' defaults.
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// The settings of the time-driven rules (`[daemon]` keys).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClockSettings {
+    /// Warn this long before a service clock runs out (`deadline_warnings`).
+    pub deadline_warnings: Vec<Duration>,
+    /// A job in a state longer than this is stalled (`stall_after`, per state).
+    pub stall_after: BTreeMap<String, Duration>,
+    /// A copying drive whose percent does not move this long is stalled.
+    pub drive_stall_after: Option<Duration>,
+    /// Remind this often while an error condition holds (None: never).
+    pub remind_every: Option<Duration>,
+    /// At most this many reminders per condition.
+    pub remind_max: u32,
+}
+
+impl Default for ClockSettings {
+    fn default() -> Self {
+        ClockSettings {
+            deadline_warnings: vec![4 * DAY, DAY],
+            stall_after: default_stall_after(),
+            drive_stall_after: Some(DAY),
+            remind_every: Some(DAY),
+            remind_max: 3,
         }
     }
+}
+
+/// How long each state usually lasts at most, from the services' documented timelines
+/// (Import/Export: drives arrive within days and are processed within 7-10 business
+/// days; Data Box: shipping legs of days, a copy of days). States where the customer has
+/// the next move (Creating, AwaitingShipmentDetails, Delivered) and terminal ones have
+/// none: the service clocks cover the first, nothing moves in the last.
+pub fn default_stall_after() -> BTreeMap<String, Duration> {
+    [
+        ("Shipping", 10),
+        ("Received", 7),
+        ("Transferring", 10),
+        ("Packaging", 7),
+        ("DeviceOrdered", 10),
+        ("DevicePrepared", 5),
+        ("Dispatched", 7),
+        ("PickedUp", 7),
+        ("ShippedToAzureDC", 10),
+        ("AtAzureDC", 5),
+        ("DataCopy", 10),
+        ("PreparingToShipFromAzureDC", 5),
+        ("ShippedToCustomer", 10),
+    ]
+    .into_iter()
+    .map(|(state, days)| (state.to_owned(), DAY * days))
+    .collect()
 }

@@ -10,9 +10,9 @@ use super::{
 };
 use crate::{
     model::Severity,
-    notifier::{
-        payload::DEFAULT_MAX_BODY,
+    payload::{
         rehearsal::{rehearse, Rehearsal, VARIABLES},
+        DEFAULT_MAX_BODY,
     },
 };
 
@@ -272,7 +272,7 @@ impl Checker<'_> {
         let (offset, field, path) = origin;
         let mut environment = minijinja::Environment::new();
         environment.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-        environment.set_fuel(Some(crate::notifier::payload::TEMPLATE_FUEL));
+        environment.set_fuel(Some(crate::payload::TEMPLATE_FUEL));
         // The escaping the built-in formats use, for templates that target the same
         // markups (Discord's Markdown, Google Chat's and Mattermost's `<url|text>`).
         // Missing values (a `to` of job.poll_recovered, a `drive_id` of a job event) are
@@ -285,10 +285,10 @@ impl Checker<'_> {
             }
         };
         environment.add_filter("markdown", move |value: minijinja::Value| {
-            crate::notifier::payload::markdown_escaped(&text(&value))
+            crate::payload::markdown_escaped(&text(&value))
         });
         environment.add_filter("slack", move |value: minijinja::Value| {
-            crate::notifier::payload::slack_escaped(&text(&value))
+            crate::payload::slack_escaped(&text(&value))
         });
         if let Err(e) = environment.add_template_owned("body", source) {
             let place = match (&path, e.line()) {

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use crate::{
     config::PollPolicy,
     events::{ChangeValue, Event, EventType},
-    model::{JobSnapshot, Severity},
+    model::{JobSnapshot, JobState, Severity},
 };
 use clocks::{ClockInput, ClockSettings, Clocks};
 
@@ -148,6 +148,25 @@ pub fn decide(memory: &Memory, outcome: Outcome<'_>, context: &Context<'_>) -> D
     decision
 }
 
+/// The interval to wait after observing `state` (None: never observed yet): the
+/// configured interval while something happens (Shipping, Received, Transferring,
+/// Packaging, Faulted, and Data Box's stages), three times that while the customer has
+/// the next move (Creating; Data Box's AwaitingShipmentDetails and Delivered), twelve
+/// times once terminal; an explicit `[daemon.poll_interval_by_state]` entry wins.
+pub fn poll_interval(policy: &PollPolicy, state: Option<&JobState>) -> Duration {
+    let Some(state) = state else {
+        return policy.base;
+    };
+    if let Some(explicit) = policy.by_state.get(state.as_str()) {
+        return *explicit;
+    }
+    match state.as_str() {
+        "Creating" | "AwaitingShipmentDetails" | "Delivered" => policy.base.saturating_mul(3),
+        _ if state.is_terminal() => policy.base.saturating_mul(12),
+        _ => policy.base,
+    }
+}
+
 fn bookkeeping(memory: &Memory, outcome: Outcome<'_>, context: &Context<'_>) -> Decision {
     let recorded_state = context.recorded.map(|j| &j.state);
     match outcome {
@@ -162,13 +181,13 @@ fn bookkeeping(memory: &Memory, outcome: Outcome<'_>, context: &Context<'_>) -> 
             Decision {
                 events: recovery_events(memory),
                 memory: after,
-                next: NextPoll::Interval(context.policy.interval(Some(state))),
+                next: NextPoll::Interval(poll_interval(context.policy, Some(state))),
             }
         }
         Outcome::Unchanged => Decision {
             events: recovery_events(memory),
             memory: recovered(memory),
-            next: NextPoll::Interval(context.policy.interval(recorded_state)),
+            next: NextPoll::Interval(poll_interval(context.policy, recorded_state)),
         },
         Outcome::Failed {
             error,

@@ -165,7 +165,7 @@ fn message(settings: &EmailSettings, events: &[EventRecord]) -> Result<Message, 
             event.job,
             event.describe(),
             event.severity,
-            super::payload::webhook_id(event),
+            crate::payload::webhook_id(event),
         );
         text.push_str(&one_line(&line));
         text.push('\n');

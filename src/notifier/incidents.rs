@@ -8,7 +8,7 @@
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
-use super::payload::rfc3339;
+use crate::payload::rfc3339;
 use crate::{events::EventType, model::Severity, store::EventRecord};
 
 /// What a PagerDuty event does.

@@ -9,9 +9,8 @@ pub mod email;
 pub mod incidents;
 mod notify_test;
 pub mod nudge;
-pub mod payload;
-pub mod rehearsal;
 pub mod routing;
+mod template;
 mod worker;
 
 use std::{
@@ -32,6 +31,7 @@ pub use routing::route;
 use crate::{
     config::{Channel, Webhook, WebhookFormat},
     http_client::{self, HttpsClient, USER_AGENT},
+    payload,
     store::{Attempt, EventRecord, JobId, OutboxItem, Store},
     telemetry::Telemetry,
     tls,
@@ -404,7 +404,7 @@ async fn body(webhook: &Webhook, event: &EventRecord) -> Result<Option<(Vec<u8>,
         }
         Channel::Email(_) => Err("e-mail goes by SMTP, not as a body".into()),
         Channel::Template(template) => {
-            let body = payload::render_template(template, event).await?;
+            let body = template::render_template(template, event).await?;
             Ok(Some((body, template.content_type.clone())))
         }
     }

@@ -3,16 +3,12 @@
 //! connect to it. Both are reached through sqlx's `Any` driver, so every query is written
 //! once; the few that differ by dialect pick their text with [`Dialect::pick`].
 
-use std::{
-    fmt,
-    path::{Path, PathBuf},
-    sync::Once,
-    time::Duration,
-};
+use std::{path::Path, sync::Once, time::Duration};
 
 use sqlx::{any::AnyPoolOptions, AnyPool, Executor as _};
 
 use super::StoreError;
+use crate::config::{Database, Postgres};
 
 /// How long a writer waits for another connection's lock before giving up (SQLite).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,26 +25,6 @@ const POSTGRES_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(5);
 /// Longest password file read.
 const MAX_PASSWORD_FILE: u64 = 4096;
-
-/// Where iewatch keeps its state.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Database {
-    /// A SQLite file.
-    File(PathBuf),
-    /// A PostgreSQL database.
-    Postgres(Postgres),
-}
-
-/// A PostgreSQL database: its URL (TLS options as libpq's `sslmode`, `sslrootcert`,
-/// `sslcert`, `sslkey` parameters) and where its password is kept.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Postgres {
-    /// `postgres://user@host:port/database?sslmode=...`, without a password.
-    pub url: String,
-    /// A file holding the password (a systemd credential, say); None: the URL's
-    /// environment (`PGPASSWORD`, `~/.pgpass`) or no password.
-    pub password_file: Option<PathBuf>,
-}
 
 /// The SQL dialect of a store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,82 +45,15 @@ impl Dialect {
     }
 }
 
+// The dialect is the store's word for a database: an inherent impl here keeps the
+// config from knowing the store.
 impl Database {
-    /// Reads `database` from the config: a `postgres://` or `postgresql://` URL, else a
-    /// file path (relative ones resolved by the caller).
-    pub fn parse(text: &str, password_file: Option<PathBuf>) -> Database {
-        if is_postgres_url(text) {
-            Database::Postgres(Postgres {
-                url: text.to_owned(),
-                password_file,
-            })
-        } else {
-            Database::File(PathBuf::from(text))
-        }
-    }
-
-    /// The SQLite file, if it is one.
-    pub fn file(&self) -> Option<&Path> {
-        match self {
-            Database::File(path) => Some(path),
-            Database::Postgres(_) => None,
-        }
-    }
-
     /// Its dialect.
     pub fn dialect(&self) -> Dialect {
         match self {
             Database::File(_) => Dialect::Sqlite,
             Database::Postgres(_) => Dialect::Postgres,
         }
-    }
-}
-
-/// Whether `text` names a PostgreSQL database.
-pub fn is_postgres_url(text: &str) -> bool {
-    text.starts_with("postgres://") || text.starts_with("postgresql://")
-}
-
-/// Shown in logs and messages: the path, or the URL without any password.
-impl fmt::Display for Database {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Database::File(path) => write!(f, "{}", path.display()),
-            Database::Postgres(pg) => f.write_str(&redacted(&pg.url)),
-        }
-    }
-}
-
-impl fmt::Debug for Database {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Database({self})")
-    }
-}
-
-/// A URL with its password (in the authority or the `password` parameter) replaced.
-fn redacted(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) => {
-            if parsed.password().is_some() {
-                let _ = parsed.set_password(Some("REDACTED"));
-            }
-            let pairs: Vec<(String, String)> = parsed
-                .query_pairs()
-                .map(|(k, v)| {
-                    let v = if k == "password" {
-                        "REDACTED".into()
-                    } else {
-                        v.into_owned()
-                    };
-                    (k.into_owned(), v)
-                })
-                .collect();
-            if pairs.iter().any(|(k, _)| k == "password") {
-                parsed.query_pairs_mut().clear().extend_pairs(pairs);
-            }
-            parsed.to_string()
-        }
-        Err(_) => "postgres://(unparseable URL)".into(),
     }
 }
 

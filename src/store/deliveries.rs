@@ -9,9 +9,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use super::{
-    parse_timestamp,
-    reads::{parse_details, EventRecord},
-    timestamp, JobId, Store, StoreError,
+    parse_timestamp, reads::parse_details, timestamp, EventRecord, JobId, Store, StoreError,
 };
 use crate::{
     events::EventType,

@@ -27,12 +27,14 @@ use std::{
 
 use sqlx::{migrate::Migrator, AnyPool};
 
+pub use crate::config::{is_postgres_url, Database, Postgres};
+pub use crate::events::EventRecord;
 pub use attention::Attention;
 pub(crate) use database::postgres_url;
-pub use database::{is_postgres_url, Database, Dialect, Postgres};
+pub use database::Dialect;
 pub use deliveries::{Attempt, DeliveryRow, OutboxItem};
 pub use guard::beside;
-pub use reads::{DriveStatus, EventRecord, JobStatus, NearDeadline};
+pub use reads::{DriveStatus, JobStatus, NearDeadline};
 pub use retention::Pruned;
 pub use timeline::TimelinePage;
 
@@ -181,20 +183,7 @@ struct Owner {
     identity: guard::FileIdentity,
 }
 
-/// A timestamp in SQLite's own form (`YYYY-MM-DD HH:MM:SS.SSS`, UTC), so that
-/// `datetime('now', '-1 day')` comparisons work on the text.
-pub fn timestamp(at: SystemTime) -> String {
-    let text = crate::moment::rfc3339_millis(at);
-    text.trim_end_matches('Z').replacen('T', " ", 1)
-}
-
-/// Reads a [`timestamp`] back; None for text that is not one, or a time outside 1970 to
-/// 9999 (a hand-edited row).
-pub fn parse_timestamp(text: &str) -> Option<SystemTime> {
-    humantime::parse_rfc3339_weak(text)
-        .ok()
-        .and_then(crate::moment::bounded)
-}
+pub use crate::moment::{parse_timestamp, timestamp};
 
 impl Store {
     /// Opens (creating with mode 0600 if needed) and migrates a SQLite database.

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::{timestamp, Store, StoreError};
 use crate::{
     decide::clocks::{self, Clocks},
-    events::EventType,
+    events::{EventRecord, EventType},
     model::{DriveId, Notices, Severity},
 };
 
@@ -83,40 +83,6 @@ pub struct JobStatus {
     /// default until the daemon's next write of the job repairs them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub damaged: Vec<String>,
-}
-
-/// One recorded event with its job: a line of `history`, the content of a webhook.
-#[derive(Clone, Debug, Serialize)]
-pub struct EventRecord {
-    /// Event id (ascending = order observed).
-    pub id: i64,
-    /// Account.
-    pub account: String,
-    /// Job name.
-    pub job: String,
-    /// Event type.
-    #[serde(rename = "type")]
-    pub event_type: EventType,
-    /// Drive, for drive events.
-    pub drive_id: Option<DriveId>,
-    /// Old value.
-    pub from: Option<String>,
-    /// New value (or error).
-    pub to: Option<String>,
-    /// When.
-    pub observed_at: String,
-    /// How urgent.
-    pub severity: Severity,
-    /// Job context and extras.
-    pub details: Option<serde_json::Value>,
-}
-
-impl EventRecord {
-    /// The change in words (see [`EventType::describe`]).
-    pub fn describe(&self) -> String {
-        self.event_type
-            .describe(self.from.as_deref(), self.to.as_deref())
-    }
 }
 
 /// A value bound after the job's id in [`Store::events_in`].

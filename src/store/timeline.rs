@@ -2,10 +2,7 @@
 //! ones on request) and the events its charts are drawn from. A job with 20,000 events
 //! costs its page one page of rows, not the whole history.
 
-use super::{
-    reads::{EventParam, EventRecord},
-    Store, StoreError,
-};
+use super::{reads::EventParam, EventRecord, Store, StoreError};
 
 /// One page of a job's timeline.
 #[derive(Debug, Default)]

@@ -22,7 +22,6 @@ use crate::{
     model::{DriveSnapshot, JobSnapshot, Severity},
 };
 
-const DAY: Duration = Duration::from_secs(86_400);
 /// A job still waiting for its shipment details is deleted this long after creation.
 pub const UNSHIPPED_DELETION: Duration = Duration::from_secs(14 * 86_400);
 /// A completed job is purged this long after it completed.
@@ -34,58 +33,7 @@ pub const ETA_MIN_POINTS: i64 = 5;
 /// ...over at least this long.
 pub const ETA_MIN_ELAPSED: Duration = Duration::from_secs(600);
 
-/// The settings of the time-driven rules (`[daemon]` keys).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClockSettings {
-    /// Warn this long before a service clock runs out (`deadline_warnings`).
-    pub deadline_warnings: Vec<Duration>,
-    /// A job in a state longer than this is stalled (`stall_after`, per state).
-    pub stall_after: BTreeMap<String, Duration>,
-    /// A copying drive whose percent does not move this long is stalled.
-    pub drive_stall_after: Option<Duration>,
-    /// Remind this often while an error condition holds (None: never).
-    pub remind_every: Option<Duration>,
-    /// At most this many reminders per condition.
-    pub remind_max: u32,
-}
-
-impl Default for ClockSettings {
-    fn default() -> Self {
-        ClockSettings {
-            deadline_warnings: vec![4 * DAY, DAY],
-            stall_after: default_stall_after(),
-            drive_stall_after: Some(DAY),
-            remind_every: Some(DAY),
-            remind_max: 3,
-        }
-    }
-}
-
-/// How long each state usually lasts at most, from the services' documented timelines
-/// (Import/Export: drives arrive within days and are processed within 7-10 business
-/// days; Data Box: shipping legs of days, a copy of days). States where the customer has
-/// the next move (Creating, AwaitingShipmentDetails, Delivered) and terminal ones have
-/// none: the service clocks cover the first, nothing moves in the last.
-pub fn default_stall_after() -> BTreeMap<String, Duration> {
-    [
-        ("Shipping", 10),
-        ("Received", 7),
-        ("Transferring", 10),
-        ("Packaging", 7),
-        ("DeviceOrdered", 10),
-        ("DevicePrepared", 5),
-        ("Dispatched", 7),
-        ("PickedUp", 7),
-        ("ShippedToAzureDC", 10),
-        ("AtAzureDC", 5),
-        ("DataCopy", 10),
-        ("PreparingToShipFromAzureDC", 5),
-        ("ShippedToCustomer", 10),
-    ]
-    .into_iter()
-    .map(|(state, days)| (state.to_owned(), DAY * days))
-    .collect()
-}
+pub use crate::config::ClockSettings;
 
 /// Seconds since the Unix epoch: how [`Clocks`] keeps times (plain numbers in JSON, so
 /// `sqlite3` users can read them with `datetime(x, 'unixepoch')`).

@@ -7,12 +7,12 @@
 use serde_json::{json, Value};
 
 use crate::{
+    events::EventRecord,
     events::{filters_match, EventType},
     model::Severity,
-    store::EventRecord,
 };
 
-/// What the template sees (see [`super::payload::template_body`]).
+/// What the template sees (see [`super::render`]).
 pub const VARIABLES: [&str; 11] = [
     "id",
     "type",
@@ -71,7 +71,7 @@ pub fn rehearse(
             continue;
         }
         rehearsal.rehearsed += 1;
-        let Err(e) = super::payload::render(environment, max_body, &sample(event_type)) else {
+        let Err(e) = super::render(environment, max_body, &sample(event_type)) else {
             continue;
         };
         let (line, message) = (e.line, e.message);

@@ -2,16 +2,14 @@
 //! `{"text": ...}` line. Built from the outbox row alone; never carries a BitLocker key
 //! (none is ever in an event).
 
+pub mod rehearsal;
+
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Map, Value};
 use sha2::Sha256;
 
-use crate::{
-    events::PayloadShape,
-    model::Severity,
-    store::{parse_timestamp, EventRecord},
-};
+use crate::{events::EventRecord, events::PayloadShape, model::Severity, moment::parse_timestamp};
 
 /// The stable `webhook-id` of an event: the same for every retry, restart and failover,
 /// and never given to another event, even after a restore from an older backup rewinds
@@ -82,7 +80,7 @@ pub fn json_body(event: &EventRecord) -> Vec<u8> {
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
-pub(super) fn rfc3339(sqlite_time: &str) -> String {
+pub(crate) fn rfc3339(sqlite_time: &str) -> String {
     parse_timestamp(sqlite_time)
         .map(crate::moment::rfc3339_millis)
         .unwrap_or_else(|| sqlite_time.to_owned())
@@ -246,45 +244,6 @@ pub const DEFAULT_MAX_BODY: usize = 256 * 1024;
 /// that a template looping for long fails instead of burning a core; an ordinary alert
 /// template uses a few hundred.
 pub const TEMPLATE_FUEL: u64 = 1_000_000;
-
-/// [`template_body`] off the async runtime's workers (a blocking thread), so that a
-/// slow template holds up no poll, page or other lane; its fuel bounds the work and
-/// the caller's deadline the wait.
-///
-/// # Errors
-/// As [`template_body`]; also a render that panicked.
-pub async fn render_template(
-    template: &crate::config::WebhookTemplate,
-    event: &EventRecord,
-) -> Result<Vec<u8>, String> {
-    let (template, event) = (template.clone(), event.clone());
-    tokio::task::spawn_blocking(move || template_body(&template, &event))
-        .await
-        .map_err(|e| format!("template: the render failed: {e}"))?
-}
-
-/// A body from the webhook's own template. The template sees the event's fields
-/// (`type`, `severity`, `account`, `job`, `drive_id`, `from`, `to`, `text`, `timestamp`,
-/// `id`) and `data`, the Standard Webhooks payload's `data`; `tojson` escapes a value for
-/// JSON bodies.
-///
-/// # Errors
-/// The template failed at render time (a strict-undefined variable, a filter error, out
-/// of fuel) or rendered more than its cap; the error names the file and line.
-pub fn template_body(
-    template: &crate::config::WebhookTemplate,
-    event: &EventRecord,
-) -> Result<Vec<u8>, String> {
-    render(&template.environment, template.max_body, event).map_err(|e| {
-        let place = match (&template.origin, e.line) {
-            (Some(path), Some(line)) => format!(" {}:{line}", path.display()),
-            (Some(path), None) => format!(" {}", path.display()),
-            (None, Some(line)) => format!(" line {line}"),
-            (None, None) => String::new(),
-        };
-        format!("template{place}: {}", e.message)
-    })
-}
 
 /// Why a template gave no body.
 #[derive(Clone, Debug, PartialEq, Eq)]
