@@ -6,84 +6,97 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use strum::IntoEnumIterator as _;
 
 use crate::model::{DriveId, Severity};
 
 /// Every event type, in the README's order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+// The dotted names are spelled here once: strum derives `as_str`, `parse` and the list
+// (`EventType::iter()`); serde and SQL go through them (`spelled_as_text!`).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::EnumIter,
+    strum::IntoStaticStr,
+    strum::EnumString,
+)]
 pub enum EventType {
     /// First successful poll of a job.
-    #[serde(rename = "job.first_seen")]
+    #[strum(to_string = "job.first_seen")]
     JobFirstSeen,
     /// `Properties.State` changed.
-    #[serde(rename = "job.state_changed")]
+    #[strum(to_string = "job.state_changed")]
     JobStateChanged,
     /// `Properties.PercentComplete` changed.
-    #[serde(rename = "job.progress")]
+    #[strum(to_string = "job.progress")]
     JobProgress,
     /// `CancelRequested` became true.
-    #[serde(rename = "job.cancel_requested")]
+    #[strum(to_string = "job.cancel_requested")]
     JobCancelRequested,
     /// A DriveId appeared in `DriveList`.
-    #[serde(rename = "drive.added")]
+    #[strum(to_string = "drive.added")]
     DriveAdded,
     /// A DriveId left `DriveList`.
-    #[serde(rename = "drive.removed")]
+    #[strum(to_string = "drive.removed")]
     DriveRemoved,
     /// A drive's `State` changed.
-    #[serde(rename = "drive.state_changed")]
+    #[strum(to_string = "drive.state_changed")]
     DriveStateChanged,
     /// A drive's `CopyStatus` changed.
-    #[serde(rename = "drive.copy_status_changed")]
+    #[strum(to_string = "drive.copy_status_changed")]
     DriveCopyStatusChanged,
     /// A drive's `PercentComplete` changed.
-    #[serde(rename = "drive.progress")]
+    #[strum(to_string = "drive.progress")]
     DriveProgress,
     /// Polls have failed `failure_threshold` times in a row.
-    #[serde(rename = "job.poll_failing")]
+    #[strum(to_string = "job.poll_failing")]
     JobPollFailing,
     /// A poll succeeded after `job.poll_failing`.
-    #[serde(rename = "job.poll_recovered")]
+    #[strum(to_string = "job.poll_recovered")]
     JobPollRecovered,
     /// The service answered 404.
-    #[serde(rename = "job.not_found")]
+    #[strum(to_string = "job.not_found")]
     JobNotFound,
     /// A carrier or tracking number appeared or changed.
-    #[serde(rename = "job.shipping_updated")]
+    #[strum(to_string = "job.shipping_updated")]
     JobShippingUpdated,
     /// Data Box: a stage waits for the customer.
-    #[serde(rename = "job.action_required")]
+    #[strum(to_string = "job.action_required")]
     JobActionRequired,
     /// Data Box: a delay notice became active.
-    #[serde(rename = "job.delayed")]
+    #[strum(to_string = "job.delayed")]
     JobDelayed,
     /// Data Box: an active delay notice was resolved.
-    #[serde(rename = "job.delay_resolved")]
+    #[strum(to_string = "job.delay_resolved")]
     JobDelayResolved,
     /// A service clock is about to run out.
-    #[serde(rename = "job.deadline")]
+    #[strum(to_string = "job.deadline")]
     JobDeadline,
     /// The job stayed in a state longer than the state allows.
-    #[serde(rename = "job.stalled")]
+    #[strum(to_string = "job.stalled")]
     JobStalled,
     /// A stalled job moved on.
-    #[serde(rename = "job.resumed")]
+    #[strum(to_string = "job.resumed")]
     JobResumed,
     /// A copying drive's percent did not move for the threshold.
-    #[serde(rename = "drive.stalled")]
+    #[strum(to_string = "drive.stalled")]
     DriveStalled,
     /// A stalled drive moved again (or stopped copying).
-    #[serde(rename = "drive.resumed")]
+    #[strum(to_string = "drive.resumed")]
     DriveResumed,
     /// An error condition still holds.
-    #[serde(rename = "job.reminder")]
+    #[strum(to_string = "job.reminder")]
     JobReminder,
     /// Someone ran `iewatch ack` on the job.
-    #[serde(rename = "job.acknowledged")]
+    #[strum(to_string = "job.acknowledged")]
     JobAcknowledged,
     /// What iewatch remembered of the job could not be read (a hand edit, a damaged
     /// disk) and was reset to a safe value; the job is watched on.
-    #[serde(rename = "job.memory_reset")]
+    #[strum(to_string = "job.memory_reset")]
     JobMemoryReset,
 }
 
@@ -101,67 +114,14 @@ pub enum PayloadShape {
 }
 
 impl EventType {
-    /// Every type.
-    pub const ALL: [EventType; 24] = [
-        EventType::JobFirstSeen,
-        EventType::JobStateChanged,
-        EventType::JobProgress,
-        EventType::JobCancelRequested,
-        EventType::DriveAdded,
-        EventType::DriveRemoved,
-        EventType::DriveStateChanged,
-        EventType::DriveCopyStatusChanged,
-        EventType::DriveProgress,
-        EventType::JobPollFailing,
-        EventType::JobPollRecovered,
-        EventType::JobNotFound,
-        EventType::JobShippingUpdated,
-        EventType::JobActionRequired,
-        EventType::JobDelayed,
-        EventType::JobDelayResolved,
-        EventType::JobDeadline,
-        EventType::JobStalled,
-        EventType::JobResumed,
-        EventType::DriveStalled,
-        EventType::DriveResumed,
-        EventType::JobReminder,
-        EventType::JobAcknowledged,
-        EventType::JobMemoryReset,
-    ];
-
     /// The dotted name used in the database, payloads and filters.
     pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::JobFirstSeen => "job.first_seen",
-            EventType::JobStateChanged => "job.state_changed",
-            EventType::JobProgress => "job.progress",
-            EventType::JobCancelRequested => "job.cancel_requested",
-            EventType::DriveAdded => "drive.added",
-            EventType::DriveRemoved => "drive.removed",
-            EventType::DriveStateChanged => "drive.state_changed",
-            EventType::DriveCopyStatusChanged => "drive.copy_status_changed",
-            EventType::DriveProgress => "drive.progress",
-            EventType::JobPollFailing => "job.poll_failing",
-            EventType::JobPollRecovered => "job.poll_recovered",
-            EventType::JobNotFound => "job.not_found",
-            EventType::JobShippingUpdated => "job.shipping_updated",
-            EventType::JobActionRequired => "job.action_required",
-            EventType::JobDelayed => "job.delayed",
-            EventType::JobDelayResolved => "job.delay_resolved",
-            EventType::JobDeadline => "job.deadline",
-            EventType::JobStalled => "job.stalled",
-            EventType::JobResumed => "job.resumed",
-            EventType::DriveStalled => "drive.stalled",
-            EventType::DriveResumed => "drive.resumed",
-            EventType::JobReminder => "job.reminder",
-            EventType::JobAcknowledged => "job.acknowledged",
-            EventType::JobMemoryReset => "job.memory_reset",
-        }
+        self.into()
     }
 
     /// Parses the dotted name.
     pub fn parse(name: &str) -> Option<EventType> {
-        Self::ALL.into_iter().find(|t| t.as_str() == name)
+        name.parse().ok()
     }
 
     /// Progress events are the ones `progress_step` thins out.
@@ -248,10 +208,24 @@ impl fmt::Display for EventType {
     }
 }
 
-/// Stores enums as the TEXT they are spelled as, and refuses unknown text on the way
-/// back with an error rather than a panic (a hand-edited database is outside input).
-macro_rules! sqlite_text {
+/// Stores and serialises enums as the text they are spelled as (their `as_str`), and
+/// refuses unknown text on the way back with an error rather than a panic (a hand-edited
+/// database or a payload is outside input).
+macro_rules! spelled_as_text {
     ($name:ty, $parse:expr, $what:literal) => {
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+                let parse: fn(&str) -> Option<$name> = $parse;
+                parse(&text)
+                    .ok_or_else(|| serde::de::Error::custom(format!("unknown {} {text:?}", $what)))
+            }
+        }
         impl sqlx::Type<sqlx::Any> for $name {
             fn type_info() -> sqlx::any::AnyTypeInfo {
                 <str as sqlx::Type<sqlx::Any>>::type_info()
@@ -280,8 +254,8 @@ macro_rules! sqlite_text {
     };
 }
 
-sqlite_text!(EventType, EventType::parse, "event type");
-sqlite_text!(Severity, Severity::parse, "severity");
+spelled_as_text!(EventType, EventType::parse, "event type");
+spelled_as_text!(Severity, Severity::parse, "severity");
 
 /// An event's old or new value, typed until it is rendered.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -410,11 +384,9 @@ pub struct OutboxEntry {
 pub fn is_known_filter(filter: &str) -> bool {
     filter == "*"
         || EventType::parse(filter).is_some()
-        || filter.strip_suffix('*').is_some_and(|prefix| {
-            EventType::ALL
-                .iter()
-                .any(|t| t.as_str().starts_with(prefix))
-        })
+        || filter
+            .strip_suffix('*')
+            .is_some_and(|prefix| EventType::iter().any(|t| t.as_str().starts_with(prefix)))
 }
 
 /// True when `event_type` matches any of `filters` (see [`is_known_filter`]).
@@ -467,7 +439,7 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_match_serde() {
-        for t in EventType::ALL {
+        for t in EventType::iter() {
             assert_eq!(EventType::parse(t.as_str()), Some(t));
             assert_eq!(
                 serde_json::to_value(t).unwrap(),
@@ -501,7 +473,7 @@ mod tests {
             EventType::JobProgress.describe(None, Some("40")),
             "progress - → 40%"
         );
-        for t in EventType::ALL {
+        for t in EventType::iter() {
             assert!(!t.describe(Some("a"), Some("b")).is_empty());
         }
     }

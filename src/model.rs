@@ -70,72 +70,95 @@ string_newtype!(
     CopyStatus
 );
 
-impl JobState {
-    /// Every state a job of some kind is documented to have: Import/Export's job states
-    /// (states.md) and Data Box's stage names (databox.md §3.1). The vocabulary stays
-    /// open (a new one is watched like any other); this list is what `check` compares a
-    /// configured state name with, to catch a typo or a wrong case.
-    pub const KNOWN: [&'static str; 29] = [
-        "Creating",
-        "Shipping",
-        "Received",
-        "Transferring",
-        "Packaging",
-        "Completed",
-        "Closed",
-        "Faulted",
-        "Canceled",
-        "DeviceOrdered",
-        "DevicePrepared",
-        "Dispatched",
-        "Delivered",
-        "PickedUp",
-        "AtAzureDC",
-        "DataCopy",
-        "CompletedWithErrors",
-        "Cancelled",
-        "Failed_IssueReportedAtCustomer",
-        "Failed_IssueDetectedAtAzureDC",
-        "Aborted",
-        "CompletedWithWarnings",
-        "ReadyToDispatchFromAzureDC",
-        "ReadyToReceiveAtAzureDC",
-        "Created",
-        "ShippedToAzureDC",
-        "AwaitingShipmentDetails",
-        "PreparingToShipFromAzureDC",
-        "ShippedToCustomer",
-    ];
+/// Where a job stands in its life, whatever its API calls the state: what the poll
+/// interval, the service clocks and the status page read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// The customer has the next move (create and ship the job, send the device back).
+    CustomerMove,
+    /// The service or a carrier is moving it; also every state not documented.
+    InProgress,
+    /// Completed, with or without errors or warnings (the service purges it 90 days on).
+    Completed,
+    /// Ended otherwise: closed, cancelled, aborted, failed.
+    Ended,
+}
 
-    /// Final states: the next thing that happens is deletion. Import/Export's Completed,
-    /// Closed and Canceled; Data Box's completed, cancelled, aborted and failed stages
-    /// (databox.md §3.5). The two vocabularies share only `Completed`.
+/// Every documented job state, its phase and how entering it is flagged: the one table
+/// of job states. Import/Export's job states (states.md) and Data Box's stage names
+/// (databox.md §3.1, §3.5); the two vocabularies share only `Completed`.
+const STATES: [(&str, Phase, Severity); 29] = {
+    use Phase::{Completed, CustomerMove, Ended, InProgress};
+    use Severity::{Error, Info, Warning};
+    [
+        ("Creating", CustomerMove, Info),
+        ("Shipping", InProgress, Info),
+        ("Received", InProgress, Info),
+        ("Transferring", InProgress, Info),
+        ("Packaging", InProgress, Info),
+        ("Completed", Completed, Info),
+        ("Closed", Ended, Warning),
+        ("Faulted", InProgress, Error),
+        ("Canceled", Ended, Info),
+        ("DeviceOrdered", InProgress, Info),
+        ("DevicePrepared", InProgress, Info),
+        ("Dispatched", InProgress, Info),
+        ("Delivered", CustomerMove, Info),
+        ("PickedUp", InProgress, Info),
+        ("AtAzureDC", InProgress, Info),
+        ("DataCopy", InProgress, Info),
+        ("CompletedWithErrors", Completed, Error),
+        ("Cancelled", Ended, Info),
+        ("Failed_IssueReportedAtCustomer", Ended, Error),
+        ("Failed_IssueDetectedAtAzureDC", Ended, Error),
+        ("Aborted", Ended, Error),
+        ("CompletedWithWarnings", Completed, Warning),
+        ("ReadyToDispatchFromAzureDC", InProgress, Info),
+        ("ReadyToReceiveAtAzureDC", InProgress, Info),
+        ("Created", InProgress, Info),
+        ("ShippedToAzureDC", InProgress, Info),
+        ("AwaitingShipmentDetails", CustomerMove, Info),
+        ("PreparingToShipFromAzureDC", InProgress, Info),
+        ("ShippedToCustomer", InProgress, Info),
+    ]
+};
+
+impl JobState {
+    /// Every state a job of some kind is documented to have. The vocabulary stays open
+    /// (a new one is watched like any other); this list is what `check` compares a
+    /// configured state name with, to catch a typo or a wrong case.
+    pub const KNOWN: [&'static str; STATES.len()] = {
+        let mut names = [""; STATES.len()];
+        let mut i = 0;
+        while i < STATES.len() {
+            names[i] = STATES[i].0;
+            i += 1;
+        }
+        names
+    };
+
+    /// Its row of the table, if it is a documented state.
+    fn known(&self) -> Option<(Phase, Severity)> {
+        STATES
+            .iter()
+            .find(|(name, _, _)| *name == self.as_str())
+            .map(|(_, phase, severity)| (*phase, *severity))
+    }
+
+    /// Where the job stands; an undocumented state is taken as in progress.
+    pub fn phase(&self) -> Phase {
+        self.known().map_or(Phase::InProgress, |(phase, _)| phase)
+    }
+
+    /// Final states: the next thing that happens is deletion.
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self.as_str(),
-            "Completed"
-                | "Closed"
-                | "Canceled"
-                | "CompletedWithErrors"
-                | "CompletedWithWarnings"
-                | "Cancelled"
-                | "Aborted"
-                | "Failed_IssueReportedAtCustomer"
-                | "Failed_IssueDetectedAtAzureDC"
-        )
+        matches!(self.phase(), Phase::Completed | Phase::Ended)
     }
 
     /// How a transition into this state should be flagged.
     pub fn severity(&self) -> Severity {
-        match self.as_str() {
-            "Faulted"
-            | "CompletedWithErrors"
-            | "Aborted"
-            | "Failed_IssueReportedAtCustomer"
-            | "Failed_IssueDetectedAtAzureDC" => Severity::Error,
-            "Closed" | "CompletedWithWarnings" => Severity::Warning,
-            _ => Severity::Info,
-        }
+        self.known()
+            .map_or(Severity::Info, |(_, severity)| severity)
     }
 }
 
@@ -164,8 +187,22 @@ impl CopyStatus {
 }
 
 /// How urgent an event is; ordered so that filters can say "at least warning".
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+// Spelled once, lowercase, by strum; serde and SQL go through `as_str`/`parse`
+// (`events::spelled_as_text!`).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    strum::EnumIter,
+    strum::IntoStaticStr,
+    strum::EnumString,
+)]
+#[strum(serialize_all = "lowercase")]
 pub enum Severity {
     /// Normal progress.
     Info,
@@ -176,26 +213,14 @@ pub enum Severity {
 }
 
 impl Severity {
-    /// Every severity, lowest first.
-    pub const ALL: [Severity; 3] = [Severity::Info, Severity::Warning, Severity::Error];
-
     /// The lowercase name used in the database, payloads and config.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Error => "error",
-        }
+        self.into()
     }
 
     /// Parses the lowercase name.
     pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "info" => Some(Severity::Info),
-            "warning" => Some(Severity::Warning),
-            "error" => Some(Severity::Error),
-            _ => None,
-        }
+        value.parse().ok()
     }
 }
 

@@ -11,8 +11,9 @@
 use std::{fmt::Write as _, time::SystemTime};
 
 use crate::{
+    events::{EventRecord, EventType},
     report,
-    store::{parse_timestamp, DeliveryRow, EventRecord, JobStatus, TimelinePage},
+    store::{parse_timestamp, DeliveryRow, JobStatus, TimelinePage},
 };
 
 /// The bounds of `?refresh=N` (seconds).
@@ -411,7 +412,7 @@ fn progress_chart(job: &JobStatus, events: &[EventRecord], now: SystemTime) -> S
                     .as_ref()
                     .is_some_and(|d| d.as_str() == drive.drive_id)
             })
-            .filter(|e| e.event_type.as_str() == "drive.progress")
+            .filter(|e| e.event_type == EventType::DriveProgress)
             .filter_map(|e| {
                 Some((
                     seconds(&e.observed_at)?,
@@ -459,8 +460,8 @@ fn time_in_states(events: &[EventRecord], now: SystemTime) -> String {
         .iter()
         .filter(|e| {
             matches!(
-                e.event_type.as_str(),
-                "job.first_seen" | "job.state_changed"
+                e.event_type,
+                EventType::JobFirstSeen | EventType::JobStateChanged
             )
         })
         .filter_map(|e| Some((seconds(&e.observed_at)?, e.to.as_deref()?)))

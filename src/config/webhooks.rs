@@ -99,7 +99,9 @@ impl Checker<'_> {
             .choice(
                 &raw.min_severity,
                 &key("min_severity"),
-                &Severity::ALL.map(|s| (s.as_str(), s)),
+                &<Severity as strum::IntoEnumIterator>::iter()
+                    .map(|s| (s.as_str(), s))
+                    .collect::<Vec<_>>(),
                 Severity::Info,
             )
             .unwrap_or(Severity::Info);

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use crate::{
     config::PollPolicy,
     events::{ChangeValue, Event, EventType},
-    model::{JobSnapshot, JobState, Severity},
+    model::{JobSnapshot, JobState, Phase, Severity},
 };
 use clocks::{ClockInput, ClockSettings, Clocks};
 
@@ -160,10 +160,10 @@ pub fn poll_interval(policy: &PollPolicy, state: Option<&JobState>) -> Duration 
     if let Some(explicit) = policy.by_state.get(state.as_str()) {
         return *explicit;
     }
-    match state.as_str() {
-        "Creating" | "AwaitingShipmentDetails" | "Delivered" => policy.base.saturating_mul(3),
-        _ if state.is_terminal() => policy.base.saturating_mul(12),
-        _ => policy.base,
+    match state.phase() {
+        Phase::CustomerMove => policy.base.saturating_mul(3),
+        Phase::Completed | Phase::Ended => policy.base.saturating_mul(12),
+        Phase::InProgress => policy.base,
     }
 }
 

@@ -66,7 +66,7 @@ pub fn rehearse(
     filters: &[String],
 ) -> Rehearsal {
     let mut rehearsal = Rehearsal::default();
-    for event_type in EventType::ALL {
+    for event_type in <EventType as strum::IntoEnumIterator>::iter() {
         if !filters_match(filters, event_type) {
             continue;
         }

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     events::{Event, EventType},
-    model::{JobSnapshot, Severity},
+    model::{JobSnapshot, Phase, Severity},
 };
 
 /// One service clock that applies to the job now.
@@ -64,7 +64,7 @@ fn service_clocks(
             warn_ahead: true,
         });
     }
-    if let (true, Some(since)) = (state.starts_with("Completed"), terminal_since) {
+    if let (Phase::Completed, Some(since)) = (job.state.phase(), terminal_since) {
         found.push(ServiceClock {
             deadline: "purge",
             at: since.saturating_add(COMPLETED_PURGE.as_secs()),
