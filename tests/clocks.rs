@@ -249,7 +249,6 @@ async fn the_eta_of_a_copy_is_in_status_history_payloads_and_metrics() {
     use iewatch::{
         config::PollPolicy,
         decide::{clocks, decide, Context, Memory, Outcome},
-        detect::detect_changes,
         model::{DriveSnapshot, JobSnapshot},
         store::{Observed, Store},
     };
@@ -283,12 +282,12 @@ async fn the_eta_of_a_copy_is_in_status_history_payloads_and_metrics() {
     for (offset, percent) in [(0, 10), (3600, 30)] {
         let now = start + Duration::from_secs(offset);
         let job = at(percent);
-        let mut events = detect_changes(previous.as_ref(), &job);
         let decision = decide(
             &memory,
             Outcome::Changed {
                 job: &job,
                 created_at: None,
+                news: true,
             },
             &Context {
                 now,
@@ -299,10 +298,10 @@ async fn the_eta_of_a_copy_is_in_status_history_payloads_and_metrics() {
                 clocks: &settings,
                 acked_at: None,
                 muted: false,
+                repaired: false,
             },
         );
-        clocks::with_eta(&mut events, &decision.memory.clocks);
-        events.extend(decision.events.clone());
+        let events = decision.events.clone();
         store
             .record_observation(Observed {
                 job: stored.id,

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::{
     config::PollPolicy,
+    detect::detect_changes,
     events::{ChangeValue, Event, EventType},
     model::{JobSnapshot, JobState, Phase, Severity},
 };
@@ -57,6 +58,9 @@ pub enum Outcome<'a> {
         job: &'a JobSnapshot,
         /// The service's creation time, if the document gives one.
         created_at: Option<SystemTime>,
+        /// The document is news even if no watched field moved (a new ETag or text):
+        /// it is written.
+        news: bool,
     },
     /// 304/412, or a document with nothing new.
     Unchanged,
@@ -91,6 +95,9 @@ pub struct Context<'a> {
     pub acked_at: Option<SystemTime>,
     /// The job is muted (`iewatch mute`), when the caller read it: reminders pause.
     pub muted: bool,
+    /// The memory was repaired when it was read (a damaged or future value): it is
+    /// written at this poll whatever happens.
+    pub repaired: bool,
 }
 
 /// When to poll again, with the kind of jitter the caller adds.
@@ -104,31 +111,37 @@ pub enum NextPoll {
     Exactly(Duration),
 }
 
-/// The answer of [`decide`].
+/// The answer of [`decide`]: everything one poll changes, for the caller to write and
+/// send as it is.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
-    /// Bookkeeping events to record (failing, not found, recovered).
+    /// Every event of this poll, in order: the changes found in the document (a copy's
+    /// with its ETA), then bookkeeping (failing, not found, recovered), then the clocks.
     pub events: Vec<Event>,
     /// The memory after this poll.
     pub memory: Memory,
     /// When to poll again.
     pub next: NextPoll,
+    /// Whether this poll must be written (events, news, a changed or repaired memory);
+    /// else only its time is noted.
+    pub write: bool,
 }
 
-impl Decision {
-    /// True when the memory or the events must be written even if the document brought
-    /// nothing new.
-    pub fn must_write(&self, before: &Memory) -> bool {
-        !self.events.is_empty() || self.memory != *before
-    }
-}
-
-/// Applies every bookkeeping rule to one poll's outcome, then the time-driven ones.
+/// One pure step per poll: the changes between the recorded job and the new one, every
+/// bookkeeping rule, then the time-driven ones.
 pub fn decide(memory: &Memory, outcome: Outcome<'_>, context: &Context<'_>) -> Decision {
     let mut decision = bookkeeping(memory, outcome, context);
-    let (job, created_at) = match outcome {
-        Outcome::Changed { job, created_at } => (Some(job), created_at),
-        _ => (context.recorded, None),
+    let (job, created_at, news) = match outcome {
+        Outcome::Changed {
+            job,
+            created_at,
+            news,
+        } => (Some(job), created_at, news),
+        _ => (context.recorded, None, false),
+    };
+    let mut detected = match outcome {
+        Outcome::Changed { job, .. } => detect_changes(context.recorded, job),
+        _ => Vec::new(),
     };
     let (events, clocks) = clocks::tick(
         &memory.clocks,
@@ -145,6 +158,11 @@ pub fn decide(memory: &Memory, outcome: Outcome<'_>, context: &Context<'_>) -> D
     );
     decision.events.extend(events);
     decision.memory.clocks = clocks;
+    clocks::with_eta(&mut detected, &decision.memory.clocks);
+    detected.append(&mut decision.events);
+    decision.events = detected;
+    decision.write =
+        !decision.events.is_empty() || news || decision.memory != *memory || context.repaired;
     decision
 }
 
@@ -182,12 +200,14 @@ fn bookkeeping(memory: &Memory, outcome: Outcome<'_>, context: &Context<'_>) -> 
                 events: recovery_events(memory),
                 memory: after,
                 next: NextPoll::Interval(poll_interval(context.policy, Some(state))),
+                write: false,
             }
         }
         Outcome::Unchanged => Decision {
             events: recovery_events(memory),
             memory: recovered(memory),
             next: NextPoll::Interval(poll_interval(context.policy, recorded_state)),
+            write: false,
         },
         Outcome::Failed {
             error,
@@ -280,6 +300,8 @@ fn failed(
         events,
         memory: after,
         next,
+        // Decided by `decide`, once every rule has run.
+        write: false,
     }
 }
 

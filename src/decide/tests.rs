@@ -64,6 +64,7 @@ fn run(memory: &Memory, outcome: Outcome<'_>, recorded: Option<&str>) -> Decisio
             clocks: &settings,
             acked_at: None,
             muted: false,
+            repaired: false,
         },
     );
     decision.memory.clocks = Clocks::default();
@@ -159,6 +160,7 @@ fn recovery_ends_the_streak_and_is_announced_only_after_failing() {
     let changed = Outcome::Changed {
         job: &state,
         created_at: None,
+        news: false,
     };
     let rows = [
         (failing(4, true, false), changed, true, true),
@@ -176,7 +178,7 @@ fn recovery_ends_the_streak_and_is_announced_only_after_failing() {
         };
         assert_eq!(types(&decision), expected, "{before:?} {outcome:?}");
         assert_eq!(decision.memory, Memory::default(), "{before:?}");
-        assert_eq!(decision.must_write(&before), must_write, "{before:?}");
+        assert_eq!(decision.write, must_write, "{before:?}");
     }
 }
 
@@ -189,6 +191,7 @@ fn terminal_since_is_set_once_kept_and_cleared() {
         Outcome::Changed {
             job: &completed,
             created_at: None,
+            news: false,
         },
         None,
     );
@@ -202,6 +205,7 @@ fn terminal_since_is_set_once_kept_and_cleared() {
         Outcome::Changed {
             job: &completed,
             created_at: None,
+            news: false,
         },
         None,
     );
@@ -215,6 +219,7 @@ fn terminal_since_is_set_once_kept_and_cleared() {
         Outcome::Changed {
             job: &transferring,
             created_at: None,
+            news: false,
         },
         None,
     );
@@ -261,6 +266,7 @@ fn next_poll_follows_state_backoff_retry_after_and_not_found() {
             Outcome::Changed {
                 job: &completed,
                 created_at: None,
+                news: false,
             },
             Some("Transferring"),
             NextPoll::Interval(60 * MIN),
@@ -330,5 +336,45 @@ fn jobs_retire_after_stop_after_in_a_terminal_state() {
         retired_for(&memory, at(0) - week, week),
         None,
         "a clock that went back does not retire"
+    );
+}
+
+/// One step per poll: the changes found come first, in the one list of events, and a
+/// document is written when it is news even if nothing in it moved.
+#[test]
+fn one_step_finds_the_changes_orders_the_events_and_says_whether_to_write() {
+    let (was, now) = (job("Shipping"), job("Received"));
+    let changed = |news| Outcome::Changed {
+        job: &now,
+        created_at: None,
+        news,
+    };
+    let decision = run(&failing(4, true, false), changed(false), Some("Shipping"));
+    assert_eq!(
+        types(&decision),
+        [
+            (EventType::JobStateChanged, Severity::Info),
+            (EventType::JobPollRecovered, Severity::Info),
+        ],
+        "the change, then the recovery"
+    );
+    assert!(decision.write);
+
+    let same = Outcome::Changed {
+        job: &was,
+        created_at: None,
+        news: false,
+    };
+    let quiet = run(&Memory::default(), same, Some("Shipping"));
+    assert!(quiet.events.is_empty() && !quiet.write, "{quiet:?}");
+    let news = Outcome::Changed {
+        job: &was,
+        created_at: None,
+        news: true,
+    };
+    let tagged = run(&Memory::default(), news, Some("Shipping"));
+    assert!(
+        tagged.events.is_empty() && tagged.write,
+        "a new ETag is written"
     );
 }

@@ -14,7 +14,6 @@ use super::{Settings, Shared};
 use crate::{
     config::PollPolicy,
     decide::{clocks, decide, retired_for, Context, Decision, Memory, NextPoll, Outcome},
-    detect::detect_changes,
     events::{Event, EventType, OutboxEntry},
     model::{ETag, JobName, JobSnapshot, Severity},
     notifier,
@@ -247,6 +246,7 @@ impl WatchedJob {
             clocks: &settings.clocks,
             acked_at: attention.acked_at,
             muted: attention.is_muted(now),
+            repaired: self.repaired,
         }
     }
 
@@ -303,25 +303,6 @@ impl WatchedJob {
             created_at,
             ..
         } = observation;
-        let mut events = detect_changes(self.snapshot.as_ref(), &snapshot);
-        let attention = self.attention(id, shared, settings, now).await;
-        let decision = decide(
-            &self.memory,
-            Outcome::Changed {
-                job: &snapshot,
-                created_at,
-            },
-            &self.context(settings, now, attention),
-        );
-        clocks::with_eta(&mut events, &decision.memory.clocks);
-        events.extend(decision.events.iter().cloned());
-        shared.telemetry.job_seen(
-            &self.account,
-            self.name.as_str(),
-            self.snapshot.as_ref().map(|s| s.state.as_str()),
-            snapshot.state.as_str(),
-            snapshot.percent_complete,
-        );
         // With an ETag, a new tag or a new document text is news even when the watched
         // fields are equal. Without one (Resource Manager), only the watched fields
         // count: other fields (bytes copied, ...) move on every poll and must not cost a
@@ -336,14 +317,33 @@ impl WatchedJob {
         };
         let news = change_rule.etag() != self.etag.as_ref()
             || document_hash.is_some_and(|h| Some(h) != self.document_hash);
-        if events.is_empty() && !news && !(decision.must_write(&self.memory) || self.repaired) {
+        let attention = self.attention(id, shared, settings, now).await;
+        let decision = decide(
+            &self.memory,
+            Outcome::Changed {
+                job: &snapshot,
+                created_at,
+                news,
+            },
+            &self.context(settings, now, attention),
+        );
+        shared.telemetry.job_seen(
+            &self.account,
+            self.name.as_str(),
+            self.snapshot.as_ref().map(|s| s.state.as_str()),
+            snapshot.state.as_str(),
+            snapshot.percent_complete,
+        );
+        if !decision.write {
             tracing::debug!(account = %self.account, job = %self.name, "unchanged document");
             shared.store.note_poll(id, now);
             self.memory = decision.memory;
             return with_jitter(decision.next);
         }
         let text = text.unwrap_or_else(|| document.render(self.store_bitlocker_keys));
-        let outbox = self.route(id, shared, settings, &events, now).await;
+        let outbox = self
+            .route(id, shared, settings, &decision.events, now)
+            .await;
         let written = shared
             .store
             .record_observation(Observed {
@@ -353,7 +353,7 @@ impl WatchedJob {
                 etag: change_rule.etag(),
                 last_modified: last_modified.as_deref(),
                 memory: &decision.memory,
-                events: &events,
+                events: &decision.events,
                 outbox: &outbox,
                 at: now,
             })
@@ -361,7 +361,7 @@ impl WatchedJob {
         if let Err(e) = written {
             return self.write_failed(&e);
         }
-        self.committed(shared, &events, outbox.len());
+        self.committed(shared, &decision.events, outbox.len());
         shared.telemetry.job_eta(
             &self.account,
             self.name.as_str(),
@@ -389,7 +389,7 @@ impl WatchedJob {
             Outcome::Unchanged,
             &self.context(settings, now, attention),
         );
-        if !(decision.must_write(&self.memory) || self.repaired) {
+        if !decision.write {
             shared.store.note_poll(id, now);
             return self.remember(decision);
         }
