@@ -8,7 +8,9 @@ mod accounts;
 mod check;
 mod daemon;
 mod database;
+mod email;
 mod raw;
+mod template;
 mod types;
 mod webhooks;
 

@@ -8,22 +8,10 @@ use super::{
     Webhook, WebhookFormat, WebhookTemplate, WebhookUrl, DEFAULT_GIVE_UP_AFTER,
     DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX, DEFAULT_WEBHOOK_TIMEOUT,
 };
-use crate::{
-    model::Severity,
-    payload::{
-        rehearsal::{rehearse, Rehearsal, VARIABLES},
-        DEFAULT_MAX_BODY,
-    },
-};
+use crate::model::Severity;
 
 /// Where PagerDuty's Events API v2 takes events.
 pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
-/// Largest body template read.
-const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
-/// The bounds of `max_body_bytes`: a body of a few words, up to what a chat or paging
-/// service could take.
-const MIN_MAX_BODY: usize = 1024;
-const MAX_MAX_BODY: usize = 16 * 1024 * 1024;
 
 impl Checker<'_> {
     pub(super) fn resolve_webhook(
@@ -43,56 +31,9 @@ impl Checker<'_> {
         let format = self
             .choice(&raw.format, &key("format"), &formats, WebhookFormat::Json)
             .unwrap_or(WebhookFormat::Json);
-        // PagerDuty has one address; the others are the receiver's.
         let timeout = self.duration(&raw.timeout, &key("timeout"), DEFAULT_WEBHOOK_TIMEOUT);
-        let (url, email) = match (&raw.url, format) {
-            (None, WebhookFormat::PagerDuty) => (
-                Some(WebhookUrl::new(http::Uri::from_static(
-                    PAGERDUTY_EVENTS_URL,
-                ))),
-                None,
-            ),
-            (_, WebhookFormat::Email) => match self.email_settings(raw, i, at, timeout) {
-                Some((url, email)) => (Some(url), Some(email)),
-                None => (None, None),
-            },
-            _ => (self.webhook_url(&raw.url, at, &key("url")), None),
-        };
-        if format != WebhookFormat::Email {
-            let start = |v: &Option<Spanned<String>>| v.as_ref().map(|v| v.span().start);
-            let file = |v: &Option<Spanned<std::path::PathBuf>>| v.as_ref().map(|v| v.span().start);
-            let email_only = [
-                ("from", start(&raw.from)),
-                ("to", raw.to.as_ref().map(|v| v.span().start)),
-                ("username", start(&raw.username)),
-                ("password", start(&raw.password)),
-                ("password_file", file(&raw.password_file)),
-                ("ca_certificate", file(&raw.ca_certificate)),
-                ("digest_every", start(&raw.digest_every)),
-            ];
-            self.only_for(
-                &email_only,
-                &format!("webhook[{i}]"),
-                "format = \"email\" webhooks",
-            );
-        }
-        let secret = self.webhook_secret(raw, i);
-        if format != WebhookFormat::Json {
-            // A secret signs Standard Webhooks only; older configs may carry one on
-            // another channel, where it never did anything: said, not refused.
-            let given = raw
-                .secret
-                .as_ref()
-                .map(|v| v.span().start)
-                .or(raw.secret_file.as_ref().map(|v| v.span().start));
-            if let Some(offset) = given {
-                self.warn(
-                    offset,
-                    key("secret"),
-                    "signs only format = \"json\" webhooks; ignored here".to_owned(),
-                );
-            }
-        }
+        let (url, email) = self.webhook_address(raw, (i, at), format, timeout);
+        let secret = self.signing_secret(raw, i, format);
         let events = self.event_filters(&raw.events, &key("events"));
         let (template, routing_key) = self.channel_keys(raw, i, at, format, &events);
         let min_severity = self
@@ -120,17 +61,7 @@ impl Checker<'_> {
         if secret.is_some() {
             self.warn_if_plain_http(url.as_ref(), raw, &key("url"));
         }
-        // A missing template, routing key or server was a problem already said.
-        let channel = match format {
-            WebhookFormat::Json => Some(Channel::Json { secret }),
-            WebhookFormat::Slack => Some(Channel::Slack),
-            WebhookFormat::Teams => Some(Channel::Teams),
-            WebhookFormat::PagerDuty => {
-                routing_key.map(|routing_key| Channel::PagerDuty { routing_key })
-            }
-            WebhookFormat::Template => template.map(Channel::Template),
-            WebhookFormat::Email => email.map(Channel::Email),
-        };
+        let channel = channel_of(format, secret, (template, routing_key, email));
         Some(Webhook {
             name: name?,
             url: url?,
@@ -156,6 +87,77 @@ impl Checker<'_> {
             ),
             retry_max: self.duration(&raw.retry_max, &key("retry_max"), DEFAULT_RETRY_MAX),
         })
+    }
+
+    /// Where a webhook sends: PagerDuty's one address, an SMTP server with its settings,
+    /// or the receiver's URL; the e-mail keys are refused on other formats.
+    fn webhook_address(
+        &mut self,
+        raw: &RawWebhook,
+        (i, at): (usize, usize),
+        format: WebhookFormat,
+        timeout: std::time::Duration,
+    ) -> (Option<WebhookUrl>, Option<EmailSettings>) {
+        if format != WebhookFormat::Email {
+            let start = |v: &Option<Spanned<String>>| v.as_ref().map(|v| v.span().start);
+            let file = |v: &Option<Spanned<std::path::PathBuf>>| v.as_ref().map(|v| v.span().start);
+            let email_only = [
+                ("from", start(&raw.from)),
+                ("to", raw.to.as_ref().map(|v| v.span().start)),
+                ("username", start(&raw.username)),
+                ("password", start(&raw.password)),
+                ("password_file", file(&raw.password_file)),
+                ("ca_certificate", file(&raw.ca_certificate)),
+                ("digest_every", start(&raw.digest_every)),
+            ];
+            self.only_for(
+                &email_only,
+                &format!("webhook[{i}]"),
+                "format = \"email\" webhooks",
+            );
+        }
+        match (&raw.url, format) {
+            (None, WebhookFormat::PagerDuty) => (
+                Some(WebhookUrl::new(http::Uri::from_static(
+                    PAGERDUTY_EVENTS_URL,
+                ))),
+                None,
+            ),
+            (_, WebhookFormat::Email) => match self.email_settings(raw, i, at, timeout) {
+                Some((url, email)) => (Some(url), Some(email)),
+                None => (None, None),
+            },
+            _ => (
+                self.webhook_url(&raw.url, at, &format!("webhook[{i}].url")),
+                None,
+            ),
+        }
+    }
+
+    /// `secret` or `secret_file`: it signs Standard Webhooks only. Older configs may
+    /// carry one on another channel, where it never did anything: said, not refused.
+    fn signing_secret(
+        &mut self,
+        raw: &RawWebhook,
+        i: usize,
+        format: WebhookFormat,
+    ) -> Option<Secret> {
+        let secret = self.webhook_secret(raw, i);
+        if format != WebhookFormat::Json {
+            let given = raw
+                .secret
+                .as_ref()
+                .map(|v| v.span().start)
+                .or(raw.secret_file.as_ref().map(|v| v.span().start));
+            if let Some(offset) = given {
+                self.warn(
+                    offset,
+                    format!("webhook[{i}].secret"),
+                    "signs only format = \"json\" webhooks; ignored here".to_owned(),
+                );
+            }
+        }
+        secret
     }
 
     /// The keys of one format: a template and its content type, or PagerDuty's routing
@@ -213,280 +215,6 @@ impl Checker<'_> {
             }
             _ => (None, None),
         }
-    }
-
-    /// `template` or `template_file`, compiled now so that a syntax error is a config
-    /// problem with its file and line, not a failed delivery.
-    fn webhook_template(
-        &mut self,
-        raw: &RawWebhook,
-        i: usize,
-        at: usize,
-        events: &[String],
-    ) -> Option<WebhookTemplate> {
-        let key = |field: &str| format!("webhook[{i}].{field}");
-        let (source, origin) = match (&raw.template, &raw.template_file) {
-            (Some(_), Some(file)) => {
-                self.problem(
-                    file.span().start,
-                    key("template_file"),
-                    "give template or template_file, not both",
-                );
-                return None;
-            }
-            (None, None) => {
-                self.problem(
-                    at,
-                    key("template_file"),
-                    "is required for format = \"template\" (or template)",
-                );
-                return None;
-            }
-            (Some(inline), None) => (
-                inline.get_ref().clone(),
-                (inline.span().start, key("template"), None),
-            ),
-            (None, Some(file)) => {
-                let path = self.relative_path(file.get_ref());
-                match std::fs::read_to_string(&path) {
-                    Ok(text) if text.len() <= MAX_TEMPLATE_BYTES => {
-                        (text, (file.span().start, key("template_file"), Some(path)))
-                    }
-                    Ok(_) => {
-                        self.problem(
-                            file.span().start,
-                            key("template_file"),
-                            format!("{}: larger than {MAX_TEMPLATE_BYTES} bytes", path.display()),
-                        );
-                        return None;
-                    }
-                    Err(e) => {
-                        self.problem(
-                            file.span().start,
-                            key("template_file"),
-                            format!("{}: {e}", path.display()),
-                        );
-                        return None;
-                    }
-                }
-            }
-        };
-        let (offset, field, path) = origin;
-        let mut environment = minijinja::Environment::new();
-        environment.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-        environment.set_fuel(Some(crate::payload::TEMPLATE_FUEL));
-        // The escaping the built-in formats use, for templates that target the same
-        // markups (Discord's Markdown, Google Chat's and Mattermost's `<url|text>`).
-        // Missing values (a `to` of job.poll_recovered, a `drive_id` of a job event) are
-        // empty text, not a failed alert.
-        let text = |value: &minijinja::Value| {
-            if value.is_none() || value.is_undefined() {
-                String::new()
-            } else {
-                value.to_string()
-            }
-        };
-        environment.add_filter("markdown", move |value: minijinja::Value| {
-            crate::payload::markdown_escaped(&text(&value))
-        });
-        environment.add_filter("slack", move |value: minijinja::Value| {
-            crate::payload::slack_escaped(&text(&value))
-        });
-        if let Err(e) = environment.add_template_owned("body", source) {
-            let place = match (&path, e.line()) {
-                (Some(path), Some(line)) => format!("{}:{line}", path.display()),
-                (Some(path), None) => path.display().to_string(),
-                (None, Some(line)) => format!("line {line} of the template"),
-                (None, None) => "the template".to_owned(),
-            };
-            let detail = e.detail().unwrap_or("syntax error");
-            self.problem(offset, field, format!("{place}: {} ({detail})", e.kind()));
-            return None;
-        }
-        let content_type = raw
-            .content_type
-            .as_ref()
-            .map_or_else(|| "application/json".to_owned(), |c| c.get_ref().clone());
-        if http::HeaderValue::from_str(&content_type).is_err() {
-            let at = raw.content_type.as_ref().map_or(offset, |c| c.span().start);
-            self.problem(at, key("content_type"), "is not a valid header value");
-            return None;
-        }
-        let max_body = match &raw.max_body_bytes {
-            None => DEFAULT_MAX_BODY,
-            Some(v) => match usize::try_from(*v.get_ref()) {
-                Ok(n) if (MIN_MAX_BODY..=MAX_MAX_BODY).contains(&n) => n,
-                _ => {
-                    self.problem(
-                        v.span().start,
-                        key("max_body_bytes"),
-                        format!("must be between {MIN_MAX_BODY} and {MAX_MAX_BODY}"),
-                    );
-                    return None;
-                }
-            },
-        };
-        let rehearsal = rehearse(&environment, max_body, events);
-        self.report_rehearsal(&rehearsal, (offset, &field), path.as_deref());
-        Some(WebhookTemplate {
-            environment: std::sync::Arc::new(environment),
-            content_type,
-            max_body,
-            origin: path,
-        })
-    }
-
-    /// A rehearsal's failures as problems (every event fails: nothing would ever be
-    /// delivered) or warnings (some types fail; a name no event has), with file and line.
-    fn report_rehearsal(
-        &mut self,
-        rehearsal: &Rehearsal,
-        (offset, field): (usize, &str),
-        path: Option<&std::path::Path>,
-    ) {
-        let place = |line: Option<usize>| match (path, line) {
-            (Some(path), Some(line)) => format!("{}:{line}", path.display()),
-            (Some(path), None) => path.display().to_string(),
-            (None, Some(line)) => format!("line {line} of the template"),
-            (None, None) => "the template".to_owned(),
-        };
-        let always = rehearsal.fails_always();
-        for failure in &rehearsal.failures {
-            let types: Vec<&str> = failure.types.iter().map(|t| t.as_str()).collect();
-            let what = if always {
-                "no alert of this webhook would be delivered".to_owned()
-            } else {
-                format!("alerts of type {} would not be delivered", types.join(", "))
-            };
-            let message = format!(
-                "{}: {} rendering a sample {} event: {what}",
-                place(failure.line),
-                failure.message,
-                types.first().copied().unwrap_or("-"),
-            );
-            if always {
-                self.problem(offset, field, message);
-            } else {
-                self.warn(offset, field.to_owned(), message);
-            }
-        }
-        for (name, line) in &rehearsal.unknown {
-            self.problem(
-                offset,
-                field,
-                format!(
-                    "{}: `{name}` is no variable of any event (a typo? the variables: {})",
-                    place(*line),
-                    VARIABLES.join(", ")
-                ),
-            );
-        }
-    }
-
-    /// `format = "email"`: `url = "smtp://host[:587]"` (STARTTLS, required) or
-    /// `"smtps://host[:465]"` (implicit TLS), `from`, `to`, optional `username` with
-    /// `password`/`password_file`, `ca_certificate`, `digest_every`.
-    fn email_settings(
-        &mut self,
-        raw: &RawWebhook,
-        i: usize,
-        at: usize,
-        timeout: std::time::Duration,
-    ) -> Option<(WebhookUrl, EmailSettings)> {
-        let key = |field: &str| format!("webhook[{i}].{field}");
-        let value = self.required(&raw.url, at, &key("url"))?;
-        let parsed = value.get_ref().parse::<http::Uri>().ok();
-        let (implicit_tls, default_port) = match parsed.as_ref().and_then(|u| u.scheme_str()) {
-            Some("smtp") => (false, 587),
-            Some("smtps") => (true, 465),
-            _ => {
-                self.problem(
-                    value.span().start,
-                    key("url"),
-                    "is not smtp://HOST[:PORT] (STARTTLS) or smtps://HOST[:PORT] (implicit TLS); \
-                     mail is never sent in clear",
-                );
-                return None;
-            }
-        };
-        let uri = parsed?;
-        let host = uri.host().filter(|h| !h.is_empty())?.to_owned();
-        let port = uri.port_u16().unwrap_or(default_port);
-        let from = self
-            .required(&raw.from, at, &key("from"))
-            .map(|f| f.get_ref().clone());
-        let addressed = |text: &str| text.parse::<lettre::message::Mailbox>().is_ok();
-        if let Some(from) = raw.from.as_ref().filter(|f| !addressed(f.get_ref())) {
-            self.problem(
-                from.span().start,
-                key("from"),
-                format!("{:?} is not an e-mail address", from.get_ref()),
-            );
-        }
-        let to = match &raw.to {
-            Some(list) if !list.get_ref().is_empty() => {
-                for address in list.get_ref().iter().filter(|a| !addressed(a)) {
-                    self.problem(
-                        list.span().start,
-                        key("to"),
-                        format!("{address:?} is not an e-mail address"),
-                    );
-                }
-                Some(list.get_ref().clone())
-            }
-            _ => {
-                self.problem(
-                    at,
-                    key("to"),
-                    "is required: a list of one or more addresses",
-                );
-                None
-            }
-        };
-        let credentials = match (
-            &raw.username,
-            raw.password.is_some() || raw.password_file.is_some(),
-        ) {
-            (None, false) => Some(None),
-            (Some(user), true) => self
-                .secret(
-                    (&raw.password, key("password")),
-                    (&raw.password_file, key("password_file")),
-                )
-                .map(|(text, _, _)| Some((user.get_ref().clone(), Secret::new(text.into_bytes())))),
-            (Some(user), false) => {
-                self.problem(
-                    user.span().start,
-                    key("password_file"),
-                    "is required with username (or password)",
-                );
-                None
-            }
-            (None, true) => {
-                self.problem(at, key("username"), "is required with a password");
-                None
-            }
-        };
-        let extra_roots = self.extra_roots(&raw.ca_certificate, &key("ca_certificate"));
-        let digest_every = raw.digest_every.as_ref().map(|_| {
-            self.duration(
-                &raw.digest_every,
-                &key("digest_every"),
-                std::time::Duration::from_secs(3600),
-            )
-        });
-        let settings = EmailSettings {
-            host,
-            port,
-            implicit_tls,
-            from: from?,
-            to: to?,
-            credentials: credentials?,
-            extra_roots: extra_roots?,
-            digest_every,
-            timeout,
-        };
-        Some((WebhookUrl::new(uri), settings))
     }
 
     /// An `http://` or `https://` URL with a host and a valid port, and no credentials
@@ -586,5 +314,28 @@ fn port_is_valid(authority: &str) -> bool {
         Some(colon) => authority[host_end + colon + 1..]
             .parse::<u16>()
             .is_ok_and(|port| port > 0),
+    }
+}
+
+/// The channel the checked keys make; None when its template, routing key or server was
+/// missing or wrong (a problem already said).
+fn channel_of(
+    format: WebhookFormat,
+    secret: Option<Secret>,
+    (template, routing_key, email): (
+        Option<WebhookTemplate>,
+        Option<Secret>,
+        Option<EmailSettings>,
+    ),
+) -> Option<Channel> {
+    match format {
+        WebhookFormat::Json => Some(Channel::Json { secret }),
+        WebhookFormat::Slack => Some(Channel::Slack),
+        WebhookFormat::Teams => Some(Channel::Teams),
+        WebhookFormat::PagerDuty => {
+            routing_key.map(|routing_key| Channel::PagerDuty { routing_key })
+        }
+        WebhookFormat::Template => template.map(Channel::Template),
+        WebhookFormat::Email => email.map(Channel::Email),
     }
 }
