@@ -90,6 +90,8 @@ struct Daemon {
 /// # Errors
 /// The database cannot be opened (or another daemon holds it), jobs cannot be started,
 /// the listener cannot bind, or a part of the daemon died ([`DaemonError::Died`]).
+// Long: the wiring of every part in the order they must start (store, telemetry,
+// listener, lease, jobs), which reads best as one sequence.
 pub async fn run(
     config_path: PathBuf,
     config: Config,

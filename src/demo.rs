@@ -213,6 +213,8 @@ async fn start_sink(
     Ok(addr)
 }
 
+// Long: the sink checks what a receiver must (signature, id, timestamp) and prints the
+// alert; one request, top to bottom.
 async fn receive(
     request: Request<hyper::body::Incoming>,
     seen: &Mutex<Vec<String>>,

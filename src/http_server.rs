@@ -234,6 +234,7 @@ async fn answer(
 
 /// The status page and its JSON; `role`: leader or standby, on PostgreSQL.
 /// `asked`: what the query string asks for (reload, older events).
+// Long: one match over the page routes, each arm a read and a render.
 async fn pages(
     path: &str,
     store: &Store,

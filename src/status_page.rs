@@ -262,6 +262,7 @@ pub struct JobPage<'a> {
 
 /// `GET /jobs/{account}/{name}`: one job's drives, copy curves, time per state, a page
 /// of its timeline (newest first, a link to older ones) and its deliveries.
+// Long: the page top to bottom, in the order it reads; each part is a call of its own.
 pub fn job(job: &JobStatus, shown: &JobPage<'_>, now: SystemTime, refresh: Option<u32>) -> String {
     let (events, deliveries) = (&shown.timeline.events, shown.deliveries);
     let title = format!("{}/{}", job.account, job.name);

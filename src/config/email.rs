@@ -7,6 +7,8 @@ impl Checker<'_> {
     /// `format = "email"`: `url = "smtp://host[:587]"` (STARTTLS, required) or
     /// `"smtps://host[:465]"` (implicit TLS), `from`, `to`, optional `username` with
     /// `password`/`password_file`, `ca_certificate`, `digest_every`.
+    // Long: one check per e-mail key, in the order the README lists them; each is
+    // two or three lines and says its own problem.
     pub(super) fn email_settings(
         &mut self,
         raw: &RawWebhook,

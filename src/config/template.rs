@@ -18,6 +18,8 @@ const MAX_MAX_BODY: usize = 16 * 1024 * 1024;
 impl Checker<'_> {
     /// `template` or `template_file`, compiled now so that a syntax error is a config
     /// problem with its file and line, not a failed delivery.
+    // Long: read, compile, content type, size cap and rehearsal, each a problem with its
+    // own key and line; they are checked in order because each needs the one before.
     pub(super) fn webhook_template(
         &mut self,
         raw: &RawWebhook,

@@ -33,6 +33,8 @@ pub struct TestDelivery {
 /// timeout), bypassing its filters and the outbox: a job `iewatch-test` of account
 /// `notify-test` going Transferring → Faulted (an error); PagerDuty also gets the
 /// resolve of that incident, so that no test incident stays open.
+// Long: the sample event, then each attempt and its one line of outcome; PagerDuty's
+// trigger-then-resolve is the only branch.
 pub async fn notify_test(webhook: &Webhook) -> Vec<TestDelivery> {
     let client = match tls::client_config(tls::root_store(&[], true), None) {
         Ok(config) => http_client::build_client(config, Duration::from_secs(10), false),

@@ -17,7 +17,7 @@ use crate::{
     events::{Event, EventType, OutboxEntry},
     model::{ETag, JobName, JobSnapshot, Severity},
     notifier,
-    source::{ChangeRule, JobTarget, Observation, PollOutcome, Source, SourceError},
+    source::{ChangeRule, Document, JobTarget, Observation, PollOutcome, Source, SourceError},
     store::{Attention, Failed, JobId, Observed, StoreError},
     telemetry::printable,
 };
@@ -303,20 +303,7 @@ impl WatchedJob {
             created_at,
             ..
         } = observation;
-        // With an ETag, a new tag or a new document text is news even when the watched
-        // fields are equal. Without one (Resource Manager), only the watched fields
-        // count: other fields (bytes copied, ...) move on every poll and must not cost a
-        // transaction each time, nor a serialisation.
-        let (text, document_hash) = match &change_rule {
-            ChangeRule::ETag(_) => {
-                let text = document.render(self.store_bitlocker_keys);
-                let hash = text_hash(&text);
-                (Some(text), Some(hash))
-            }
-            ChangeRule::WatchedFields => (None, None),
-        };
-        let news = change_rule.etag() != self.etag.as_ref()
-            || document_hash.is_some_and(|h| Some(h) != self.document_hash);
+        let (text, document_hash, news) = self.news_of(&change_rule, &document);
         let attention = self.attention(id, shared, settings, now).await;
         let decision = decide(
             &self.memory,
@@ -371,6 +358,29 @@ impl WatchedJob {
         self.snapshot = Some(snapshot);
         self.document_hash = document_hash;
         self.remember(decision)
+    }
+
+    /// The document's text and hash when the API has ETags, and whether it is news. With
+    /// an ETag, a new tag or a new document text is news even when the watched fields
+    /// are equal. Without one (Resource Manager), only the watched fields count: other
+    /// fields (bytes copied, ...) move on every poll and must not cost a transaction
+    /// each time, nor a serialisation.
+    fn news_of(
+        &self,
+        change_rule: &ChangeRule,
+        document: &Document,
+    ) -> (Option<String>, Option<u64>, bool) {
+        let (text, document_hash) = match change_rule {
+            ChangeRule::ETag(_) => {
+                let text = document.render(self.store_bitlocker_keys);
+                let hash = text_hash(&text);
+                (Some(text), Some(hash))
+            }
+            ChangeRule::WatchedFields => (None, None),
+        };
+        let news = change_rule.etag() != self.etag.as_ref()
+            || document_hash.is_some_and(|h| Some(h) != self.document_hash);
+        (text, document_hash, news)
     }
 
     async fn on_unchanged(&mut self, id: JobId, shared: &Shared, settings: &Settings) -> Duration {

@@ -221,6 +221,7 @@ pub fn resource(
 /// `properties.details`: the contact, address and key fields always (as newer
 /// api-versions send them even without `$expand`), stages, progress, packages and the
 /// SAS keys only with `$expand=details`.
+// Long: the document's shape, field by field, as the service sends it (databox.md).
 fn details(job: &Job, sku: &str, order: &OrderState, expand: bool) -> Value {
     let mut details = Map::new();
     details.insert(

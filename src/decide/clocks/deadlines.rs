@@ -122,49 +122,55 @@ pub(super) fn deadlines(
             continue;
         };
         clocks.warned.extend(reached.iter().map(|l| key(*l)));
-        let counted_from = match (clock.deadline, clocks.created_by_service) {
-            ("deletion" | "cancellation", true) => Some("the service's creation time"),
-            ("deletion" | "cancellation", false) => {
-                Some("iewatch's first sighting (the service gives no creation time)")
-            }
-            _ => None,
-        };
-        let severity = if clock.warn_ahead {
-            Severity::Warning
-        } else {
-            Severity::Info
-        };
-        events.push(Event::notice(
-            EventType::JobDeadline,
-            None,
-            // Words that do not move with the clock, so the history reads the same
-            // whenever it was polled: the lead that was reached, or the fixed term.
-            if clock.warn_ahead && now >= clock.at {
-                // First seen after it ran out: when, not a lead it never had.
-                let date = rfc3339(clock.at);
-                format!(
-                    "{} passed on {}",
-                    clock.deadline,
-                    &date[..date.len().min(10)]
-                )
-            } else if clock.warn_ahead {
-                format!("{} within {}", clock.deadline, days(nearest))
-            } else {
-                format!(
-                    "{} {} after completion",
-                    clock.deadline,
-                    days(COMPLETED_PURGE.as_secs())
-                )
-            },
-            severity,
-            json!({
-                "deadline": clock.deadline,
-                "at": rfc3339(clock.at),
-                "consequence": clock.consequence,
-                "counted_from": counted_from,
-            }),
-        ));
+        events.push(warning(&clock, nearest, now, clocks.created_by_service));
     }
+}
+
+/// The `job.deadline` event of `clock` once its lead `nearest` was reached: in words
+/// that do not move with the clock, so the history reads the same whenever it was polled.
+fn warning(clock: &ServiceClock, nearest: u64, now: u64, created_by_service: bool) -> Event {
+    let counted_from = match (clock.deadline, created_by_service) {
+        ("deletion" | "cancellation", true) => Some("the service's creation time"),
+        ("deletion" | "cancellation", false) => {
+            Some("iewatch's first sighting (the service gives no creation time)")
+        }
+        _ => None,
+    };
+    let severity = if clock.warn_ahead {
+        Severity::Warning
+    } else {
+        Severity::Info
+    };
+    Event::notice(
+        EventType::JobDeadline,
+        None,
+        // Words that do not move with the clock, so the history reads the same
+        // whenever it was polled: the lead that was reached, or the fixed term.
+        if clock.warn_ahead && now >= clock.at {
+            // First seen after it ran out: when, not a lead it never had.
+            let date = rfc3339(clock.at);
+            format!(
+                "{} passed on {}",
+                clock.deadline,
+                &date[..date.len().min(10)]
+            )
+        } else if clock.warn_ahead {
+            format!("{} within {}", clock.deadline, days(nearest))
+        } else {
+            format!(
+                "{} {} after completion",
+                clock.deadline,
+                days(COMPLETED_PURGE.as_secs())
+            )
+        },
+        severity,
+        json!({
+            "deadline": clock.deadline,
+            "at": rfc3339(clock.at),
+            "consequence": clock.consequence,
+            "counted_from": counted_from,
+        }),
+    )
 }
 
 /// How far a service deadline may move between polls and still be the one warned of

@@ -52,6 +52,7 @@ pub(super) fn openid_configuration(
 }
 
 /// The client-credentials grant: checks the form against the scenario's credentials.
+// Long: the grant's checks in the order Entra ID makes them, each with its error code.
 pub(super) async fn token(
     state: &SimState,
     tenant: &str,
