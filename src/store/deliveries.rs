@@ -186,8 +186,7 @@ impl Store {
         job: JobId,
         until: SystemTime,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        self.fence_lease(&mut tx).await?;
+        let mut tx = self.begin_fenced().await?;
         sqlx::query(
             "UPDATE outbox_lanes SET next_attempt_at = $1 WHERE webhook = $2 AND job_id = $3",
         )
@@ -227,63 +226,8 @@ impl Store {
         at: SystemTime,
     ) -> Result<(), StoreError> {
         let now = timestamp(at);
-        let mut tx = self.pool.begin().await?;
-        self.fence_lease(&mut tx).await?;
-        for (id, attempt) in attempts {
-            let (delivered, failed, next, status, error) = match attempt {
-                Attempt::Delivered { status } => (Some(&now), None, None, Some(*status), None),
-                Attempt::Retry {
-                    status,
-                    error,
-                    next_at,
-                } => (
-                    None,
-                    None,
-                    Some(timestamp(*next_at)),
-                    *status,
-                    Some(error.as_str()),
-                ),
-                Attempt::Failed { status, error } => {
-                    (None, Some(&now), None, *status, Some(error.as_str()))
-                }
-            };
-            sqlx::query(
-                "UPDATE deliveries SET attempts = attempts + 1, delivered_at = $1, failed_at = $2,
-                    next_attempt_at = COALESCE($3, next_attempt_at), last_status = $4, last_error = $5,
-                    first_attempt_at = COALESCE(first_attempt_at, $7)
-                 WHERE id = $6",
-            )
-            .bind(delivered)
-            .bind(failed)
-            .bind(next)
-            .bind(status.map(i64::from))
-            .bind(error)
-            .bind(id)
-            .bind(&now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let retry_at = match attempts.last() {
-            Some((_, Attempt::Retry { next_at, .. })) => timestamp(*next_at),
-            _ => now,
-        };
-        sqlx::query(
-            "UPDATE outbox_lanes SET next_attempt_at = $3 WHERE webhook = $1 AND job_id = $2",
-        )
-        .bind(webhook)
-        .bind(job.0)
-        .bind(&retry_at)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "DELETE FROM outbox_lanes WHERE webhook = $1 AND job_id = $2 AND NOT EXISTS
-                (SELECT 1 FROM deliveries WHERE webhook = $1 AND job_id = $2
-                 AND delivered_at IS NULL AND failed_at IS NULL)",
-        )
-        .bind(webhook)
-        .bind(job.0)
-        .execute(&mut *tx)
-        .await?;
+        let mut tx = self.begin_fenced().await?;
+        record_attempts(&mut tx, (webhook, job), attempts, &now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -405,4 +349,67 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// A lane's attempts and its next due time (or its end), in the caller's transaction.
+async fn record_attempts(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    (webhook, job): (&str, JobId),
+    attempts: &[(i64, Attempt)],
+    now: &str,
+) -> Result<(), StoreError> {
+    for (id, attempt) in attempts {
+        let (delivered, failed, next, status, error) = match attempt {
+            Attempt::Delivered { status } => (Some(now), None, None, Some(*status), None),
+            Attempt::Retry {
+                status,
+                error,
+                next_at,
+            } => (
+                None,
+                None,
+                Some(timestamp(*next_at)),
+                *status,
+                Some(error.as_str()),
+            ),
+            Attempt::Failed { status, error } => {
+                (None, Some(now), None, *status, Some(error.as_str()))
+            }
+        };
+        sqlx::query(
+            "UPDATE deliveries SET attempts = attempts + 1, delivered_at = $1, failed_at = $2,
+                next_attempt_at = COALESCE($3, next_attempt_at), last_status = $4, last_error = $5,
+                first_attempt_at = COALESCE(first_attempt_at, $7)
+             WHERE id = $6",
+        )
+        .bind(delivered)
+        .bind(failed)
+        .bind(next)
+        .bind(status.map(i64::from))
+        .bind(error)
+        .bind(id)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let retry_at = match attempts.last() {
+        Some((_, Attempt::Retry { next_at, .. })) => timestamp(*next_at),
+        _ => now.to_owned(),
+    };
+    sqlx::query("UPDATE outbox_lanes SET next_attempt_at = $3 WHERE webhook = $1 AND job_id = $2")
+        .bind(webhook)
+        .bind(job.0)
+        .bind(&retry_at)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "DELETE FROM outbox_lanes WHERE webhook = $1 AND job_id = $2 AND NOT EXISTS
+            (SELECT 1 FROM deliveries WHERE webhook = $1 AND job_id = $2
+             AND delivered_at IS NULL AND failed_at IS NULL)",
+    )
+    .bind(webhook)
+    .bind(job.0)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

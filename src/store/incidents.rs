@@ -45,8 +45,7 @@ impl Store {
         condition: &str,
         at: SystemTime,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        self.fence_lease(&mut tx).await?;
+        let mut tx = self.begin_fenced().await?;
         sqlx::query(
             "INSERT INTO pagerduty_incidents (webhook, job_id, condition, opened_at)
              VALUES ($1, $2, $3, $4) ON CONFLICT (webhook, job_id, condition) DO NOTHING",
@@ -71,8 +70,7 @@ impl Store {
         job: JobId,
         condition: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        self.fence_lease(&mut tx).await?;
+        let mut tx = self.begin_fenced().await?;
         sqlx::query(
             "DELETE FROM pagerduty_incidents WHERE webhook = $1 AND job_id = $2 AND condition = $3",
         )

@@ -113,12 +113,20 @@ impl Store {
             .filter(|e| *e != 0)
     }
 
-    /// In a transaction of the leader's: the lease check of [`lease::check`].
-    pub(crate) async fn fence_lease(
+    /// A transaction whose writes commit only while this daemon holds the lease (on
+    /// PostgreSQL: [`lease::check`] is its first statement): for the notifier's writes,
+    /// which the group-commit writer does not carry. (A closure taking the transaction
+    /// would be tidier, but an async closure's future cannot yet be proven `Send` for a
+    /// spawned lane.)
+    ///
+    /// # Errors
+    /// [`StoreError::LeaseLost`], or the database's.
+    pub(super) async fn begin_fenced(
         &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    ) -> Result<(), StoreError> {
-        lease::check(tx, self.leading_epoch().unwrap_or(0)).await
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        lease::check(&mut tx, self.leading_epoch().unwrap_or(0)).await?;
+        Ok(tx)
     }
 
     /// A handle whose writes belong to generation `generation` of job tasks, which
