@@ -15,7 +15,7 @@ use super::{
     service::{full, ResetConnection, ResponseBody},
     RequestRecord, SimState,
 };
-use crate::source::{arm_wire::ArmErrorBody, classic_wire::Job};
+use iewatch_core::source::{arm_wire::ArmErrorBody, classic_wire::Job};
 
 mod entra;
 

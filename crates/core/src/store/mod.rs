@@ -48,9 +48,9 @@ use crate::{
 };
 
 /// The SQLite schema, embedded in the binary; every way of opening the database runs it.
-pub static MIGRATOR: Migrator = sqlx::migrate!();
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 /// The same tables on PostgreSQL, plus the leader lease.
-pub static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+pub static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");
 
 /// Why the database could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]

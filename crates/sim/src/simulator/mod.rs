@@ -29,14 +29,15 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 pub use certs::CertPaths;
 pub use scenario::{FaultKind, Scenario};
 
-use crate::tls::{self, Identity};
+use iewatch_core::tls::{self, Identity};
 use scenario::{FaultWindow, Timeline};
 
 /// The shipped import lifecycle, built in so that `simulate` and `demo` need no file.
-pub const IMPORT_LIFECYCLE: &str = include_str!("../../config/scenarios/import-lifecycle.toml");
+pub const IMPORT_LIFECYCLE: &str =
+    include_str!("../../../../config/scenarios/import-lifecycle.toml");
 /// The shipped customer-disk order (today's portal), built in for `demo --databox`.
 pub const DATABOX_CUSTOMER_DISK: &str =
-    include_str!("../../config/scenarios/databox-customer-disk.toml");
+    include_str!("../../../../config/scenarios/databox-customer-disk.toml");
 
 /// A stalled response never comes within any sane client timeout.
 const STALL: Duration = Duration::from_secs(3600);

@@ -12,7 +12,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 
-use crate::source::classic_wire::Drive;
+use iewatch_core::source::classic_wire::Drive;
 
 use super::{
     scenario::{service_json, FaultKind, Version, MANY_DRIVES},

@@ -17,13 +17,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    config::Config,
-    events::EventType,
-    payload,
-    simulator::{self, Scenario, SimulatorOptions},
-    store::Store,
-};
+use iewatch_core::{config::Config, events::EventType, payload, store::Store};
+
+use crate::simulator::{self, Scenario, SimulatorOptions};
 
 const DEMO_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// Longest the demo may run before it gives up (it normally takes well under a minute).
@@ -105,8 +101,8 @@ pub async fn run(demo: Demo) -> anyhow::Result<()> {
     let config = Config::load(&config_path).map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
     let database = config.daemon.database.clone();
 
-    crate::outln!("iewatch demo: {}.", demo.headline());
-    crate::outln!(
+    iewatch_core::outln!("iewatch demo: {}.", demo.headline());
+    iewatch_core::outln!(
         "simulator {}, webhook sink http://{sink}, database {}\n",
         sim.endpoint(),
         database
@@ -114,7 +110,7 @@ pub async fn run(demo: Demo) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
-    let daemon = tokio::spawn(crate::daemon::run(
+    let daemon = tokio::spawn(iewatch_core::daemon::run(
         config_path,
         config,
         shutdown.clone(),
@@ -132,13 +128,13 @@ pub async fn run(demo: Demo) -> anyhow::Result<()> {
     let store = Store::open_existing_database(&database).await?;
     let history = store.history(job, None).await?;
     store.close().await;
-    crate::outln!(
+    iewatch_core::outln!(
         "\nTimeline of demo/{job} ({} events, {} alerts delivered):\n",
         history.len(),
         seen.lock().map_or(0, |s| s.len())
     );
-    crate::out!("{}", crate::report::history_text(&history));
-    crate::outln!("\nTry it on the kept database:  sqlite3 {} 'SELECT type, from_value, to_value FROM events'", database);
+    iewatch_core::out!("{}", iewatch_core::report::history_text(&history));
+    iewatch_core::outln!("\nTry it on the kept database:  sqlite3 {} 'SELECT type, from_value, to_value FROM events'", database);
     Ok(())
 }
 
@@ -146,8 +142,8 @@ pub async fn run(demo: Demo) -> anyhow::Result<()> {
 /// out; or until the daemon stops or the deadline passes.
 async fn wait_for_the_end(
     sim: &simulator::RunningSimulator,
-    daemon: &tokio::task::JoinHandle<Result<(), crate::daemon::DaemonError>>,
-    database: &crate::store::Database,
+    daemon: &tokio::task::JoinHandle<Result<(), iewatch_core::daemon::DaemonError>>,
+    database: &iewatch_core::store::Database,
     job: &str,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -190,7 +186,7 @@ async fn start_sink(
 ) -> anyhow::Result<std::net::SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let key = crate::config::decode_webhook_secret(DEMO_SECRET).context("demo secret")?;
+    let key = iewatch_core::config::decode_webhook_secret(DEMO_SECRET).context("demo secret")?;
     tokio::spawn(async move {
         loop {
             let stream = tokio::select! {
@@ -286,7 +282,7 @@ async fn receive(
                         )
                     },
                 );
-            crate::outln!(
+            iewatch_core::outln!(
                 "ALERT {:<7} {:<26} {subject:<15} {change}  ({verified})",
                 data["severity"].as_str().unwrap_or("?"),
                 alert["type"].as_str().unwrap_or("?")

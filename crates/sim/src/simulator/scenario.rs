@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 pub use super::documents::service_json;
 use super::documents::{apply_step, initial_document, version};
-use crate::source::classic_wire::Job;
+use iewatch_core::source::classic_wire::Job;
 
 /// Default subscription of a scenario: the spec's sample.
 pub const DEFAULT_SUBSCRIPTION: &str = "afb1a4eb-bc88-4ce1-b1af-dfec80067464";

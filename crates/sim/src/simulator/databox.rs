@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use serde_json::{json, Map, Value};
 
 use super::{documents::fnv, scenario::Step};
-use crate::{model::JobState, source::classic_wire::Job};
+use iewatch_core::{model::JobState, source::classic_wire::Job};
 
 /// Bytes on one simulated disk (a multiple of 100, so percentages come out exact).
 const DISK_BYTES: i64 = 4_000_000_000_000;

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 use super::scenario::{ScenarioError, ScenarioJob, Step, Version, DEFAULT_STORAGE_ACCOUNT};
-use crate::source::classic_wire::{
+use iewatch_core::source::classic_wire::{
     Drive, Job, Package, Properties, ReturnAddress, ShippingInformation,
 };
 
@@ -45,8 +45,8 @@ pub(super) fn initial_document(spec: &ScenarioJob, name: &str, subscription: &st
         drive_list: (!spec.drives.is_empty()).then(|| {
             spec.drives.iter().map(|d| new_drive(&d.id, d.state.clone(), &spec.job_type)).collect()
         }),
-        export: (spec.job_type == "Export").then(|| crate::source::classic_wire::Export {
-            blob_list: Some(crate::source::classic_wire::BlobList {
+        export: (spec.job_type == "Export").then(|| iewatch_core::source::classic_wire::Export {
+            blob_list: Some(iewatch_core::source::classic_wire::BlobList {
                 blob_path: vec![],
                 blob_path_prefix: vec!["/backups/".into()],
             }),
@@ -65,7 +65,7 @@ pub(super) fn new_drive(id: &str, state: Option<String>, job_type: &str) -> Driv
         drive_id: id.to_owned(),
         // Import drives carry their key from Put Job; export keys appear when shipped back.
         bit_locker_key: (job_type != "Export")
-            .then(|| crate::model::BitLockerKey::new(fake_key(id))),
+            .then(|| iewatch_core::model::BitLockerKey::new(fake_key(id))),
         manifest_file: Some("\\DriveManifest.xml".into()),
         manifest_hash: Some(format!("{:032X}", fnv(id) as u128 * 0x9E37_79B9)),
         state: Some(state.unwrap_or_else(|| default_state.to_owned())),
@@ -151,7 +151,8 @@ pub(super) fn apply_step(
                 if let Some(state) = &step.state {
                     drive.state = Some(state.clone());
                     if state == "ShippedBack" && drive.bit_locker_key.is_none() {
-                        drive.bit_locker_key = Some(crate::model::BitLockerKey::new(fake_key(id)));
+                        drive.bit_locker_key =
+                            Some(iewatch_core::model::BitLockerKey::new(fake_key(id)));
                     }
                 }
                 if let Some(status) = &step.copy_status {

@@ -15,7 +15,7 @@ use super::{
     scenario::{service_json, FaultKind, Version},
     RequestRecord, SimState,
 };
-use crate::source::classic_wire::ErrorBody;
+use iewatch_core::source::classic_wire::ErrorBody;
 
 pub(crate) type ResponseBody = BoxBody<Bytes, std::io::Error>;
 
