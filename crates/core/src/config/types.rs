@@ -232,20 +232,6 @@ pub enum Channel {
     Email(EmailSettings),
 }
 
-impl Channel {
-    /// Its format, the name the config gives it.
-    pub fn format(&self) -> WebhookFormat {
-        match self {
-            Channel::Json { .. } => WebhookFormat::Json,
-            Channel::Slack => WebhookFormat::Slack,
-            Channel::Teams => WebhookFormat::Teams,
-            Channel::PagerDuty { .. } => WebhookFormat::PagerDuty,
-            Channel::Template(_) => WebhookFormat::Template,
-            Channel::Email(_) => WebhookFormat::Email,
-        }
-    }
-}
-
 /// `format = "email"`: the SMTP server, the addresses, and how often to send a digest.
 #[derive(Clone, Debug)]
 pub struct EmailSettings {

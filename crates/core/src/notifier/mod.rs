@@ -29,7 +29,7 @@ pub use notify_test::{notify_test, TestDelivery};
 pub use routing::route;
 
 use crate::{
-    config::{Channel, Webhook, WebhookFormat},
+    config::{Channel, Webhook},
     http_client::{self, HttpsClient, USER_AGENT},
     payload,
     store::{Attempt, EventRecord, JobId, OutboxItem, Store},
@@ -39,14 +39,6 @@ use crate::{
 
 /// The Content-Type of every built-in format's body.
 const JSON: &str = "application/json";
-
-/// The webhook's PagerDuty routing key (empty for other formats: never sent there).
-fn routing_key(webhook: &Webhook) -> &[u8] {
-    match &webhook.channel {
-        Channel::PagerDuty { routing_key } => routing_key.expose(),
-        _ => &[],
-    }
-}
 
 /// Response bodies are read (so that the connection can be reused) up to this size;
 /// past it the rest is dropped with the connection.
@@ -226,10 +218,12 @@ async fn attempt(
     job: JobId,
     item: &OutboxItem,
 ) -> (Attempt, bool) {
-    let sent = if webhook.channel.format() == WebhookFormat::PagerDuty {
-        incident_steps(client, webhook, store, job, &item.event).await
-    } else {
-        deliver(client, webhook, std::slice::from_ref(&item.event)).await
+    let sent = match &webhook.channel {
+        Channel::PagerDuty { routing_key } => {
+            let to = (webhook, routing_key.expose());
+            incident_steps(client, to, store, job, &item.event).await
+        }
+        _ => deliver(client, webhook, std::slice::from_ref(&item.event)).await,
     };
     outcome_of(sent, webhook, item)
 }
@@ -239,7 +233,7 @@ async fn attempt(
 /// failure (or a crash) sends only what is left.
 async fn incident_steps(
     client: &HttpsClient,
-    webhook: &Webhook,
+    (webhook, routing_key): (&Webhook, &[u8]),
     store: &Store,
     job: JobId,
     event: &EventRecord,
@@ -273,7 +267,7 @@ async fn incident_steps(
     // Nothing open to close answers 0: nothing was sent, nothing is owed.
     let mut answer = Sent::Ok(0);
     for (action, condition) in incidents::steps(&incident, &open, needs_someone) {
-        let body = incidents::pagerduty_body(event, routing_key(webhook), action, &condition);
+        let body = incidents::pagerduty_body(event, routing_key, action, &condition);
         answer = bounded(
             webhook,
             post_body(client, webhook, event, body, JSON.into()),
@@ -472,7 +466,7 @@ async fn post_body(
         // PagerDuty's 400 is an event it will never take ("invalid event"): retrying it
         // would hold the job's later alerts behind it until give_up_after.
         Ok((http::StatusCode::BAD_REQUEST, _))
-            if webhook.channel.format() == WebhookFormat::PagerDuty =>
+            if matches!(webhook.channel, Channel::PagerDuty { .. }) =>
         {
             Sent::Refused {
                 status: Some(400),

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use super::{bounded, deliver, incidents, post_body, routing_key, Sent, JSON};
+use super::{bounded, deliver, incidents, post_body, Sent, JSON};
 use crate::{
-    config::{Channel, Webhook, WebhookFormat},
+    config::{Channel, Webhook},
     http_client,
     store::EventRecord,
     tls,
@@ -66,7 +66,11 @@ pub async fn notify_test(webhook: &Webhook) -> Vec<TestDelivery> {
     };
     let faulted = event(0, "Faulted", crate::model::Severity::Error);
     let mut tries = vec![(faulted, None)];
-    if webhook.channel.format() == WebhookFormat::PagerDuty {
+    let routing_key = match &webhook.channel {
+        Channel::PagerDuty { routing_key } => Some(routing_key.expose()),
+        _ => None,
+    };
+    if routing_key.is_some() {
         use incidents::PagerDutyAction::{Resolve, Trigger};
         tries = vec![
             (tries[0].0.clone(), Some(Trigger)),
@@ -79,11 +83,10 @@ pub async fn notify_test(webhook: &Webhook) -> Vec<TestDelivery> {
     let mut outcomes = Vec::new();
     for (event, action) in tries {
         let started = std::time::Instant::now();
-        let sent = match action {
+        let sent = match action.zip(routing_key) {
             None => deliver(&client, webhook, std::slice::from_ref(&event)).await,
-            Some(action) => {
-                let body =
-                    incidents::pagerduty_body(&event, routing_key(webhook), action, "errors");
+            Some((action, routing_key)) => {
+                let body = incidents::pagerduty_body(&event, routing_key, action, "errors");
                 bounded(
                     webhook,
                     post_body(&client, webhook, &event, body, JSON.into()),

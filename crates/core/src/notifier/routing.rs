@@ -3,7 +3,7 @@
 //! what will be sent.
 
 use crate::{
-    config::{Webhook, WebhookFormat},
+    config::{Channel, Webhook},
     events::{filters_match, ChangeValue, Event, OutboxEntry},
     model::JobName,
 };
@@ -40,7 +40,7 @@ pub fn wants(webhook: &Webhook, job: &JobName, event: &Event) -> bool {
 /// what opens or closes an incident; every other channel takes every event its filters
 /// select.
 fn channel_takes(webhook: &Webhook, event: &Event) -> (bool, bool) {
-    if webhook.channel.format() != WebhookFormat::PagerDuty {
+    if !matches!(webhook.channel, Channel::PagerDuty { .. }) {
         return (true, false);
     }
     match super::incidents::incident_of(
