@@ -106,7 +106,7 @@ pub(super) async fn check(path: &Path, online: bool) -> anyhow::Result<ExitCode>
     for warning in &config.warnings {
         outln!("warning: {warning}");
     }
-    if let Err(e) = Store::open_database(&config.daemon.database).await {
+    if let Err(e) = Store::prepare(&config.daemon.database).await {
         outln!("{}: daemon.database: {e}", path.display());
         outln!("1 problem(s) found");
         return Ok(ExitCode::FAILURE);

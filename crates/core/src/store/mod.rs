@@ -176,6 +176,17 @@ pub struct Store {
     generation: u64,
 }
 
+/// What a way of opening the database may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    /// Read (and the manual changes of commands): no migration, no writer.
+    Read,
+    /// Create and migrate, then only read (`check`).
+    Migrate,
+    /// Migrate and write through the group-commit writer.
+    Write,
+}
+
 /// What `iewatch run` holds of its database: the lock, and the file's identity.
 #[derive(Debug)]
 struct Owner {
@@ -202,7 +213,23 @@ impl Store {
         if let Some(path) = database.file() {
             guard::create_private_file(path)?;
         }
-        Self::connect(database, true, None).await
+        Self::connect(database, Access::Write, None).await
+    }
+
+    /// Creates and migrates `database` as [`Store::open_database`] would, and closes it:
+    /// `iewatch check` proves the daemon could open it, without starting a writer.
+    ///
+    /// # Errors
+    /// As [`Store::open_database`].
+    pub async fn prepare(database: &Database) -> Result<(), StoreError> {
+        if let Some(path) = database.file() {
+            guard::create_private_file(path)?;
+        }
+        Self::connect(database, Access::Migrate, None)
+            .await?
+            .close()
+            .await;
+        Ok(())
     }
 
     /// Opens the database for `iewatch run`: as [`Store::open_database`]; a SQLite file
@@ -215,7 +242,7 @@ impl Store {
     /// [`Store::open_database`].
     pub async fn open_for_daemon(database: &Database) -> Result<Store, StoreError> {
         let Some(path) = database.file() else {
-            return Self::connect(database, true, None).await;
+            return Self::connect(database, Access::Write, None).await;
         };
         guard::create_private_file(path)?;
         let lock = guard::WriterLock::acquire(path)?;
@@ -227,7 +254,7 @@ impl Store {
             lock: Mutex::new(Some(lock)),
             identity,
         };
-        Self::connect(database, true, Some(Arc::new(owner))).await
+        Self::connect(database, Access::Write, Some(Arc::new(owner))).await
     }
 
     /// Opens an existing SQLite database for reading or a manual change.
@@ -252,14 +279,15 @@ impl Store {
                 });
             }
         }
-        Self::connect(database, false, None).await
+        Self::connect(database, Access::Read, None).await
     }
 
     async fn connect(
         database: &Database,
-        migrate: bool,
+        access: Access,
         owner: Option<Arc<Owner>>,
     ) -> Result<Store, StoreError> {
+        let migrate = access != Access::Read;
         let pool = database::connect(database, migrate).await?;
         let dialect = database.dialect();
         if migrate {
@@ -271,9 +299,9 @@ impl Store {
                 guard::make_private(path);
             }
         }
-        // Only a store that may write gets the writer task: `status`, `history` and the
-        // status page's readers start none.
-        let writing = migrate.then(|| {
+        // Only a store that writes gets the writer task: `check`, `status`, `history` and
+        // the status page's readers start none.
+        let writing = (access == Access::Write).then(|| {
             let file = owner
                 .as_ref()
                 .zip(database.file())
