@@ -192,19 +192,13 @@ impl WatchedJob {
             .store
             .record_bookkeeping(id, &self.memory, &events, &outbox, now)
             .await;
-        match written {
-            Ok(_) => {
-                shared.telemetry.memory_reset(
-                    &self.account,
-                    self.name.as_str(),
-                    &self.damaged.join("; "),
-                );
-                self.committed(shared, &events, outbox.len());
-                self.damaged.clear();
-            }
-            Err(e) => {
-                self.write_failed(&e);
-            }
+        if self.settle(written, shared, &events, outbox.len()).is_ok() {
+            shared.telemetry.memory_reset(
+                &self.account,
+                self.name.as_str(),
+                &self.damaged.join("; "),
+            );
+            self.damaged.clear();
         }
     }
 
@@ -345,10 +339,9 @@ impl WatchedJob {
                 at: now,
             })
             .await;
-        if let Err(e) = written {
-            return self.write_failed(&e);
+        if let Err(retry) = self.settle(written, shared, &decision.events, outbox.len()) {
+            return retry;
         }
-        self.committed(shared, &decision.events, outbox.len());
         shared.telemetry.job_eta(
             &self.account,
             self.name.as_str(),
@@ -410,12 +403,9 @@ impl WatchedJob {
             .store
             .record_bookkeeping(id, &decision.memory, &decision.events, &outbox, now)
             .await;
-        match written {
-            Ok(_) => {
-                self.committed(shared, &decision.events, outbox.len());
-                self.remember(decision)
-            }
-            Err(e) => self.write_failed(&e),
+        match self.settle(written, shared, &decision.events, outbox.len()) {
+            Ok(()) => self.remember(decision),
+            Err(retry) => retry,
         }
     }
 
@@ -453,11 +443,10 @@ impl WatchedJob {
                 at: now,
             })
             .await;
-        if let Err(e) = written {
-            return self.write_failed(&e);
+        match self.settle(written, shared, &decision.events, outbox.len()) {
+            Ok(()) => self.remember(decision),
+            Err(retry) => retry,
         }
-        self.committed(shared, &decision.events, outbox.len());
-        self.remember(decision)
     }
 
     /// iewatch's time now. Stored times of the job's memory later than that are brought
@@ -501,6 +490,24 @@ impl WatchedJob {
             self.auth_error_logged = true;
         } else {
             tracing::debug!(account = %self.account, job = %self.name, failures, "credentials still refused: {message}");
+        }
+    }
+
+    /// The outcome of a write: committed, its events are counted and logged; refused,
+    /// the error is said and the poll retried after the delay returned.
+    fn settle(
+        &mut self,
+        written: Result<Vec<i64>, StoreError>,
+        shared: &Shared,
+        events: &[Event],
+        outbox_rows: usize,
+    ) -> Result<(), Duration> {
+        match written {
+            Ok(_) => {
+                self.committed(shared, events, outbox_rows);
+                Ok(())
+            }
+            Err(e) => Err(self.write_failed(&e)),
         }
     }
 
