@@ -5,8 +5,8 @@ mod common;
 
 use std::{path::Path, time::Duration};
 
-use common::{event_list, scenario, start_simulator, wait_for, RunningDaemon};
-use iewatch::{detect::detect_changes, model::JobSnapshot, source::arm_wire::ArmJob};
+use common::{arm::play_by_events, event_list, scenario, start_simulator, wait_for, RunningDaemon};
+use iewatch::source::arm_wire::ArmJob;
 
 #[test]
 fn the_public_getjob_example_parses_to_the_values_it_shows() {
@@ -72,46 +72,6 @@ fn arm_config(
     let path = dir.join("iewatch.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// Steps through the versions in `range`, waiting after each until the events it brings
-/// are recorded (ARM has no ETag to wait on).
-async fn play_by_events(
-    sim: &iewatch::simulator::RunningSimulator,
-    db: &Path,
-    range: std::ops::Range<usize>,
-    before_each: impl Fn(usize),
-) {
-    let timeline = scenario("import-lifecycle.toml")
-        .compile()
-        .unwrap()
-        .remove(0);
-    let snapshots: Vec<JobSnapshot> = timeline
-        .versions
-        .iter()
-        .map(|v| v.job.clone().unwrap().into_snapshot())
-        .collect();
-    for i in range {
-        before_each(i);
-        sim.set_time(Some(timeline.versions[i].since));
-        // The changes, and the one notice of the purge clock once the job completed.
-        let completed = snapshots[..=i]
-            .iter()
-            .any(|s| s.state.as_str() == "Completed");
-        let expected: usize = (0..=i)
-            .map(|k| detect_changes(k.checked_sub(1).map(|p| &snapshots[p]), &snapshots[k]).len())
-            .sum::<usize>()
-            + usize::from(completed);
-        let reached = wait_for(Duration::from_secs(20), || async {
-            event_list(db, "MySampleJob").await.len() == expected
-        })
-        .await;
-        assert!(
-            reached,
-            "version {i}: expected {expected} events, have {}",
-            event_list(db, "MySampleJob").await.len()
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -434,7 +394,12 @@ async fn a_listing_of_many_pages_is_read_whole_and_one_cut_short_keeps_what_it_r
         ),
     )
     .unwrap();
-    let source = iewatch::source::Source::for_account(&config.accounts[0], &config.daemon).unwrap();
+    let source = iewatch::source::Source::for_account(
+        &config.accounts[0],
+        &config.daemon,
+        &iewatch::identity::TokenCaches::new(iewatch::identity::Env::from_pairs(&[])),
+    )
+    .unwrap();
     let listing = source.list_jobs().await.unwrap().unwrap();
     assert_eq!(listing.cut_short, None);
     assert_eq!(listing.names.len(), 300);

@@ -145,3 +145,107 @@ fn simulate_answers_the_official_data_box_management_client() {
         "the client's own default: {answer}"
     );
 }
+
+/// The `export` groups `simulate` printed, by the words of their `# ...:` heading.
+fn identity_groups(printed: &str) -> Vec<(String, Vec<(String, String)>)> {
+    let mut groups: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    let after = &printed[printed
+        .find("# Secret-less identities")
+        .expect("simulate prints the identity variables")..];
+    for line in after.lines().skip(1) {
+        if let Some(heading) = line.strip_prefix("# ") {
+            groups.push((heading.to_owned(), Vec::new()));
+        } else if let Some((name, value)) =
+            line.strip_prefix("export ").and_then(|l| l.split_once('='))
+        {
+            let group = groups.last_mut().expect("a heading first");
+            group
+                .1
+                .push((name.to_owned(), value.trim_matches('\'').to_owned()));
+        }
+    }
+    groups
+}
+
+#[test]
+fn azure_identity_gets_tokens_from_every_identity_simulate_prints() {
+    if !azure_clients_present(
+        "azure_identity_gets_tokens_from_every_identity_simulate_prints",
+        "azure.identity",
+        "azure-identity",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut simulator, printed) = common::spawn_simulate(dir.path(), common::free_port(), None);
+    let block = &printed[printed.find("kind = \"arm\"").unwrap()..];
+    let value = |key: &str| common::block_value(block, key);
+    let groups = identity_groups(&printed);
+    let group = |words: &str| {
+        groups
+            .iter()
+            .find(|(heading, _)| heading.contains(words))
+            .unwrap_or_else(|| panic!("no {words} group in {printed}"))
+            .1
+            .clone()
+    };
+    let cases = [
+        ("imds", group("IMDS"), None),
+        (
+            "user_assigned",
+            group("IMDS"),
+            Some("iewatch-sim-user-identity"),
+        ),
+        ("app_service", group("App Service"), None),
+        ("workload", group("workload identity"), None),
+    ];
+    let mut answers = Vec::new();
+    for (mode, variables, client_id) in cases {
+        let mut command = Command::new("python3");
+        command
+            .arg(format!(
+                "{}/tests/clients/azure_identity_managed.py",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .args([
+                mode.to_owned(),
+                value("endpoint"),
+                value("ca_certificate"),
+                value("subscription_id"),
+                value("resource_group"),
+                "MySampleJob".to_owned(),
+            ])
+            .args(client_id)
+            .env("REQUESTS_CA_BUNDLE", value("ca_certificate"));
+        for name in [
+            "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+            "IDENTITY_ENDPOINT",
+            "IDENTITY_HEADER",
+            "IMDS_ENDPOINT",
+            "MSI_ENDPOINT",
+            "MSI_SECRET",
+            "AZURE_AUTHORITY_HOST",
+            "AZURE_TENANT_ID",
+            "AZURE_CLIENT_ID",
+            "AZURE_CLIENT_SECRET",
+            "AZURE_FEDERATED_TOKEN_FILE",
+        ] {
+            command.env_remove(name);
+        }
+        command.envs(variables);
+        answers.push((mode, command.output().unwrap()));
+    }
+    let _ = simulator.kill();
+    let _ = simulator.wait();
+    for (mode, output) in answers {
+        assert!(
+            output.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(answer["status"], 200, "{mode}: {answer}");
+        let expires_in = answer["expires_in"].as_i64().unwrap();
+        assert!((3000..=3600).contains(&expires_in), "{mode}: {answer}");
+    }
+}

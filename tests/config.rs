@@ -87,7 +87,7 @@ fn the_example_config_parses_and_check_says_ok() {
     let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.accounts.len(), 3);
     assert!(
-        matches!(&config.accounts[1].kind, iewatch::config::AccountKind::Arm(arm) if matches!(&arm.credential, iewatch::config::ArmCredential::Secret(s) if s.expose() == b"an-app-registration-secret"))
+        matches!(&config.accounts[1].kind, iewatch::config::AccountKind::Arm(arm) if matches!(&arm.credential, iewatch::config::ArmCredential::Secret { secret, .. } if secret.expose() == b"an-app-registration-secret"))
     );
     assert!(matches!(
         &config.accounts[2].kind,
@@ -747,4 +747,68 @@ fn a_secret_signs_only_json_webhooks_and_elsewhere_is_said_to_do_nothing() {
             && w.contains("signs only format = \"json\" webhooks; ignored here")),
         "{said:?}"
     );
+}
+
+#[test]
+fn each_credential_takes_its_own_keys_and_names_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let account = |keys: &str| {
+        format!(
+            "[[account]]\nname = \"arm\"\nkind = \"arm\"\nsubscription_id = \"s\"\nresource_group = \"rg\"\n{keys}\n"
+        )
+    };
+    for good in [
+        "credential = \"managed_identity\"",
+        "credential = \"managed_identity\"\nmanaged_identity_client_id = \"0000-id\"",
+        "credential = \"managed_identity\"\nmanaged_identity_resource_id = \"/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/iewatch\"",
+        "credential = \"workload_identity\"",
+        "credential = \"workload_identity\"\ntenant_id = \"t\"\nclient_id = \"c\"",
+        "credential = \"azure_cli\"\ntenant_id = \"t\"",
+        "credential = \"default\"\nmanaged_identity_object_id = \"o\"",
+        "credential = \"client_secret\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s3cret-value\"",
+    ] {
+        let path = write(dir.path(), "good.toml", &account(good));
+        let (ok, output) = check(&path);
+        assert!(ok, "{good}:\n{output}");
+    }
+    for (bad, expected) in [
+        ("", "account[0].credential: is required: client_secret"),
+        (
+            "credential = \"managed\"",
+            "account[0].credential: \"managed\" is not \"client_secret\", \"client_certificate\", \"managed_identity\", \"workload_identity\", \"azure_cli\" or \"default\"",
+        ),
+        (
+            "credential = \"managed_identity\"\ntenant_id = \"t\"\nclient_secret = \"x\"",
+            "account[0].tenant_id: only for other credentials than \"managed_identity\"",
+        ),
+        (
+            "credential = \"managed_identity\"\nclient_secret = \"x\"",
+            "account[0].client_secret: only for other credentials than \"managed_identity\"",
+        ),
+        (
+            "credential = \"azure_cli\"\nclient_id = \"c\"",
+            "account[0].client_id: only for other credentials than \"azure_cli\"",
+        ),
+        (
+            "credential = \"workload_identity\"\nmanaged_identity_client_id = \"c\"",
+            "account[0].managed_identity_client_id: only for other credentials than \"workload_identity\"",
+        ),
+        (
+            "credential = \"managed_identity\"\nmanaged_identity_client_id = \"a\"\nmanaged_identity_object_id = \"b\"",
+            "give one of managed_identity_client_id, managed_identity_object_id and managed_identity_resource_id",
+        ),
+        (
+            "credential = \"managed_identity\"\nmanaged_identity_client_id = \"two words\"",
+            "is not an identity's id",
+        ),
+        (
+            "credential = \"client_secret\"\ntenant_id = \"t\"\nclient_id = \"c\"",
+            "account[0].client_secret: is required (client_secret or client_secret_file)",
+        ),
+    ] {
+        let path = write(dir.path(), "bad.toml", &account(bad));
+        let (ok, output) = check(&path);
+        assert!(!ok, "{bad}:\n{output}");
+        assert!(output.contains(expected), "{bad}: missing {expected:?} in:\n{output}");
+    }
 }

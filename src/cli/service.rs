@@ -123,14 +123,15 @@ pub(super) async fn check(path: &Path, online: bool) -> anyhow::Result<ExitCode>
 async fn check_online(config: &Config) -> ExitCode {
     let mut all_ok = true;
     // One source (one connection pool, one read of the trust store) per account.
-    let mut sources = std::collections::HashMap::new();
+    let mut sources = std::collections::BTreeMap::new();
+    let caches = crate::identity::TokenCaches::new(crate::identity::Env::process());
     for job in &config.jobs {
         let Some(account) = config.account(&job.account) else {
             continue;
         };
         let source = sources
             .entry(account.name.as_str())
-            .or_insert_with(|| Source::for_account(account, &config.daemon));
+            .or_insert_with(|| Source::for_account(account, &config.daemon, &caches));
         let line = match source {
             Err(e) => {
                 all_ok = false;
@@ -155,6 +156,13 @@ async fn check_online(config: &Config) -> ExitCode {
             },
         };
         outln!("{}/{}: {line}", job.account, job.name);
+    }
+    // Which identity each Resource Manager account's tokens came from (the default
+    // chain's choice is known once it has answered).
+    for (account, source) in &sources {
+        if let Ok(Source::Arm(client)) = source {
+            outln!("{account}: credential: {}", client.credential());
+        }
     }
     if all_ok {
         ExitCode::SUCCESS
@@ -238,6 +246,17 @@ pub(super) async fn simulate(
         sim.arm_account_block("sim-arm"),
         sim.databox_account_block("sim-databox")
     );
+    outln!("\n# Secret-less identities: export one group, then use the sim-identity block.");
+    for (what, variables) in sim.identity_environments() {
+        outln!("# {what}:");
+        for (name, value) in variables {
+            outln!("export {name}={}", shell_quoted(&value));
+        }
+    }
+    outln!(
+        "\n{}",
+        sim.identity_account_block("sim-identity", "default")
+    );
     let shutdown = CancellationToken::new();
     let (reload_tx, _reload_rx) = tokio::sync::mpsc::channel(1);
     let signals = forward_signals(shutdown.clone(), reload_tx)?;
@@ -245,6 +264,17 @@ pub(super) async fn simulate(
     signals.abort();
     sim.stop().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `value` as one shell word: as it is when it holds nothing a shell reads, else in
+/// single quotes.
+fn shell_quoted(value: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:@%+=,".contains(c);
+    if !value.is_empty() && value.chars().all(plain) {
+        value.to_owned()
+    } else {
+        format!("'{}'", value.replace('\'', "'\\''"))
+    }
 }
 
 /// `iewatch demo [--databox]`: simulator, daemon and webhook sink, one lifecycle.

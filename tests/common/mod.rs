@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod arm;
 pub mod browser;
 pub mod postgres;
 pub mod prerequisites;
@@ -260,8 +261,8 @@ pub fn respond(
 }
 
 /// `iewatch simulate` as a process with its Resource Manager listener on `arm_port`
-/// (playing `scenario`, or the built-in one), and the account blocks it printed (read
-/// until the last, `kind = "databox"`, is complete).
+/// (playing `scenario`, or the built-in one), and what it printed: the account blocks,
+/// the identity variables and, last, the `sim-identity` block.
 pub fn spawn_simulate(
     certs: &Path,
     arm_port: u16,
@@ -289,9 +290,10 @@ pub fn spawn_simulate(
         .unwrap();
     let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut printed = String::new();
-    for line in stdout.lines().take(60) {
+    for line in stdout.lines().take(120) {
         let line = line.unwrap();
-        let done = line.starts_with("ca_certificate") && printed.contains("kind = \"databox\"");
+        let done =
+            line.starts_with("ca_certificate") && printed.contains("name = \"sim-identity\"");
         printed.push_str(&line);
         printed.push('\n');
         if done {
@@ -1000,10 +1002,19 @@ pub fn event_id_of(webhook_id: &str) -> i64 {
 /// A command that has not ended after a minute is killed and counts as failed, with
 /// that said, so a hang is a failure with a message instead of a test that never ends.
 pub fn iewatch_output<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String) {
+    iewatch_output_with(args, &[])
+}
+
+/// [`iewatch_output`] with `variables` added to its environment.
+pub fn iewatch_output_with<S: AsRef<std::ffi::OsStr>>(
+    args: &[S],
+    variables: &[(&str, String)],
+) -> (bool, String) {
     use std::io::Read as _;
     const LIMIT: Duration = Duration::from_secs(60);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_iewatch"))
         .args(args)
+        .envs(variables.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -72,6 +72,7 @@ pub mod events;
 pub mod heartbeat;
 pub mod http_client;
 pub mod http_server;
+pub mod identity;
 pub mod leadership;
 pub mod model;
 pub mod moment;

@@ -92,7 +92,7 @@ struct JobStateLabels {
 
 /// Every poll outcome: "modified", "not_modified" and the kinds of
 /// [`crate::source::SourceError::kind`].
-const POLL_OUTCOMES: [&str; 12] = [
+const POLL_OUTCOMES: [&str; 13] = [
     "modified",
     "not_modified",
     "timeout",
@@ -105,6 +105,7 @@ const POLL_OUTCOMES: [&str; 12] = [
     "server_error",
     "http_status",
     "decode",
+    "credential",
 ];
 
 struct Inner {

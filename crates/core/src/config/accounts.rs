@@ -2,18 +2,14 @@
 //! accounts (Entra ID app registration).
 
 use super::{
-    check::Checker, raw::RawAccount, Account, AccountKind, ArmAccount, ArmCredential, ArmProvider,
-    ClassicAccount, Secret, DEFAULT_ARM_ENDPOINT, DEFAULT_AUTHORITY, DEFAULT_CLASSIC_ENDPOINT,
-    SUPPORTED_VERSIONS,
+    check::Checker, raw::RawAccount, Account, AccountKind, ArmAccount, ArmProvider, ClassicAccount,
+    DEFAULT_ARM_ENDPOINT, DEFAULT_AUTHORITY, DEFAULT_CLASSIC_ENDPOINT, SUPPORTED_VERSIONS,
 };
 use crate::tls::Identity;
 use toml::Spanned;
 
-/// Longest client secret accepted (Entra ID's are about 40 characters).
-const MAX_CLIENT_SECRET_BYTES: usize = 1024;
-
 /// Where a value stands in the file, if it was given.
-fn position<T>(value: &Option<Spanned<T>>) -> Option<usize> {
+pub(super) fn position<T>(value: &Option<Spanned<T>>) -> Option<usize> {
     value.as_ref().map(|v| v.span().start)
 }
 
@@ -64,6 +60,19 @@ impl Checker<'_> {
             ("client_certificate", position(&raw.client_certificate)),
             ("authority", position(&raw.authority)),
             ("jobs", position(&raw.jobs)),
+            ("credential", position(&raw.credential)),
+            (
+                "managed_identity_client_id",
+                position(&raw.managed_identity_client_id),
+            ),
+            (
+                "managed_identity_object_id",
+                position(&raw.managed_identity_object_id),
+            ),
+            (
+                "managed_identity_resource_id",
+                position(&raw.managed_identity_resource_id),
+            ),
         ];
         self.only_for(
             &arm_only,
@@ -97,8 +106,7 @@ impl Checker<'_> {
         })
     }
 
-    /// `kind = "arm"` and `kind = "databox"`: Resource Manager with Entra ID client
-    /// credentials.
+    /// `kind = "arm"` and `kind = "databox"`: Resource Manager with Entra ID tokens.
     fn resolve_arm_account(
         &mut self,
         i: usize,
@@ -134,8 +142,6 @@ impl Checker<'_> {
                 format!("{v:?}: the only value is \"all\" (watch every job of the resource group)")
             }) == Some(true);
         let resource_group = self.required_text(&raw.resource_group, at, &key("resource_group"));
-        let tenant_id = self.required_text(&raw.tenant_id, at, &key("tenant_id"));
-        let client_id = self.required_text(&raw.client_id, at, &key("client_id"));
         let credential = self.arm_credential(i, raw, at);
         let endpoint = self.https_base(&raw.endpoint, DEFAULT_ARM_ENDPOINT, &key("endpoint"));
         let authority = self.https_base(&raw.authority, DEFAULT_AUTHORITY, &key("authority"));
@@ -146,8 +152,6 @@ impl Checker<'_> {
             store_bitlocker_keys: raw.store_bitlocker_keys.unwrap_or(false),
             kind: AccountKind::Arm(ArmAccount {
                 resource_group: resource_group?,
-                tenant_id: tenant_id?,
-                client_id: client_id?,
                 credential: credential?,
                 endpoint: endpoint?,
                 authority: authority?,
@@ -156,70 +160,6 @@ impl Checker<'_> {
                 provider,
             }),
         })
-    }
-
-    /// The app registration's credential: one of client_secret, client_secret_file
-    /// (by the one rule for secrets) and client_certificate (an RSA key that can sign).
-    fn arm_credential(&mut self, i: usize, raw: &RawAccount, at: usize) -> Option<ArmCredential> {
-        let key = |field: &str| format!("account[{i}].{field}");
-        if let Some(cert) = &raw.client_certificate {
-            if raw.client_secret.is_some() || raw.client_secret_file.is_some() {
-                self.problem(
-                    at,
-                    key("client_secret"),
-                    "give one of client_secret, client_secret_file and client_certificate",
-                );
-                return None;
-            }
-            let path = self.relative_path(cert.get_ref());
-            let checked = Identity::load(&path, None)
-                .map_err(|e| e.to_string())
-                .and_then(|identity| {
-                    identity
-                        .sign_rs256(b"probe")
-                        .map(|_| identity)
-                        .map_err(|e| e.to_string())
-                });
-            return match checked {
-                Ok(identity) => {
-                    self.warn_if_exposed(
-                        cert.span().start,
-                        key("client_certificate"),
-                        &path,
-                        "private key file",
-                    );
-                    Some(ArmCredential::Certificate(identity))
-                }
-                Err(e) => {
-                    self.problem(cert.span().start, key("client_certificate"), e);
-                    None
-                }
-            };
-        }
-        if raw.client_secret.is_none() && raw.client_secret_file.is_none() {
-            self.problem(
-                at,
-                key("client_secret"),
-                "is required (client_secret, client_secret_file or client_certificate)",
-            );
-            return None;
-        }
-        let (text, at, key) = self.secret(
-            (&raw.client_secret, key("client_secret")),
-            (&raw.client_secret_file, key("client_secret_file")),
-        )?;
-        // Checked before it is ever sent: a file holding something else (a certificate,
-        // a config, several lines) would otherwise go to the token endpoint.
-        if text.len() > MAX_CLIENT_SECRET_BYTES || !text.bytes().all(|b| b.is_ascii_graphic()) {
-            self.problem(
-                at,
-                key,
-                "does not look like a client secret: one line of printable ASCII without \
-                 spaces, at most 1024 characters (value not shown)",
-            );
-            return None;
-        }
-        Some(ArmCredential::Secret(Secret::new(text.into_bytes())))
     }
 
     /// The classic account's management certificate and its key (PEM).

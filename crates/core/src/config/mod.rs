@@ -6,6 +6,7 @@
 
 mod accounts;
 mod check;
+mod credential;
 mod daemon;
 mod database;
 mod email;

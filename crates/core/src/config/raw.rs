@@ -78,6 +78,10 @@ pub(super) struct RawAccount {
     pub(super) client_certificate: Option<Spanned<PathBuf>>,
     pub(super) authority: Option<Spanned<String>>,
     pub(super) jobs: Option<Spanned<String>>,
+    pub(super) credential: Option<Spanned<String>>,
+    pub(super) managed_identity_client_id: Option<Spanned<String>>,
+    pub(super) managed_identity_object_id: Option<Spanned<String>>,
+    pub(super) managed_identity_resource_id: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -112,25 +112,81 @@ pub enum AccountKind {
     Arm(ArmAccount),
 }
 
-/// An app registration's credential.
+/// How a Resource Manager account gets its Entra ID tokens: an app registration's secret
+/// or certificate, or an identity Azure gives without any secret.
 #[derive(Clone, Debug)]
 pub enum ArmCredential {
-    /// A client secret.
-    Secret(Secret),
+    /// An app registration's client secret.
+    Secret {
+        /// The app registration.
+        app: AppRegistration,
+        /// The secret.
+        secret: Secret,
+    },
     /// A certificate (and its RSA key) registered with the app: signed client assertions.
-    Certificate(Identity),
+    Certificate {
+        /// The app registration.
+        app: AppRegistration,
+        /// The certificate and key.
+        identity: Identity,
+    },
+    /// The managed identity of the VM, app or Arc server iewatch runs on.
+    ManagedIdentity(ManagedIdentityId),
+    /// A federated workload identity (AKS): `AZURE_CLIENT_ID`, `AZURE_TENANT_ID`,
+    /// `AZURE_FEDERATED_TOKEN_FILE`, `AZURE_AUTHORITY_HOST`; the config may name the
+    /// tenant and client instead.
+    WorkloadIdentity {
+        /// Overrides `AZURE_TENANT_ID`.
+        tenant_id: Option<String>,
+        /// Overrides `AZURE_CLIENT_ID`.
+        client_id: Option<String>,
+    },
+    /// The signed-in Azure CLI (`az account get-access-token`): for trying iewatch on a
+    /// laptop.
+    AzureCli {
+        /// `--tenant`, if given.
+        tenant_id: Option<String>,
+    },
+    /// The first of environment, workload identity, managed identity and Azure CLI that
+    /// answers.
+    Default {
+        /// The managed identity to ask for when the chain reaches it.
+        managed_identity: ManagedIdentityId,
+        /// The tenant for the Azure CLI and workload identity, if given.
+        tenant_id: Option<String>,
+    },
 }
 
-/// A Resource Manager account: an app registration allowed to read the resource group.
+/// An Entra ID app registration: its tenant and client (application) id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AppRegistration {
+    /// Entra ID tenant.
+    pub tenant_id: String,
+    /// The application (client) id.
+    pub client_id: String,
+}
+
+/// Which managed identity to ask for: the system-assigned one, or a user-assigned one
+/// named one of three ways.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ManagedIdentityId {
+    /// The machine's or app's own identity.
+    #[default]
+    SystemAssigned,
+    /// A user-assigned identity by its client id.
+    ClientId(String),
+    /// A user-assigned identity by its object (principal) id.
+    ObjectId(String),
+    /// A user-assigned identity by its Resource Manager id.
+    ResourceId(String),
+}
+
+/// A Resource Manager account: an identity allowed to read the resource group.
 #[derive(Clone, Debug)]
 pub struct ArmAccount {
     /// The resource group holding the jobs.
     pub resource_group: String,
-    /// Entra ID tenant.
-    pub tenant_id: String,
-    /// The app registration's client id.
-    pub client_id: String,
-    /// How the app registration proves itself.
+    /// Where its tokens come from.
     pub credential: ArmCredential,
     /// Resource Manager base URL, `https://...`, no trailing slash.
     pub endpoint: String,

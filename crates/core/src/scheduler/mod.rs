@@ -77,8 +77,9 @@ impl Sources {
     /// The first account whose source cannot be built.
     pub fn for_config(config: &Config) -> Result<Sources, SchedulerError> {
         let mut sources = HashMap::new();
+        let caches = crate::identity::TokenCaches::new(crate::identity::Env::process());
         for account in &config.accounts {
-            let source = Source::for_account(account, &config.daemon)?;
+            let source = Source::for_account(account, &config.daemon, &caches)?;
             sources.insert(account.name.clone(), Arc::new(source));
         }
         Ok(Sources(sources))

@@ -22,6 +22,7 @@ use super::{
 use crate::{
     config::{ArmAccount, ArmProvider},
     http_client::{self, HttpsClient, USER_AGENT},
+    identity::{TokenCache, TokenCaches},
     model::JobName,
     tls,
 };
@@ -102,10 +103,12 @@ fn same_origin(a: &http::Uri, b: &http::Uri) -> bool {
 #[derive(Clone)]
 pub struct ArmClient {
     http: HttpsClient,
-    tokens: std::sync::Arc<Tokens>,
+    tokens: std::sync::Arc<TokenCache>,
     jobs_url: String,
     provider: ArmProvider,
     timeout: Duration,
+    /// Named in the role advice of a 403.
+    scope_words: String,
 }
 
 impl std::fmt::Debug for ArmClient {
@@ -117,30 +120,22 @@ impl std::fmt::Debug for ArmClient {
 }
 
 impl ArmClient {
-    /// A client for `account`.
+    /// A client for `account`, its tokens from `caches` (shared with every account of
+    /// the same credential).
     ///
     /// # Errors
     /// The TLS configuration cannot be built.
     pub fn new(
         subscription_id: &str,
         account: &ArmAccount,
-        timeout: Duration,
-        connect_timeout: Duration,
+        caches: &TokenCaches,
+        (timeout, connect_timeout): (Duration, Duration),
     ) -> Result<Self, tls::TlsError> {
         let config = tls::client_config(tls::root_store(&account.extra_roots, true), None)?;
-        let token_url = format!(
-            "{}/{}/oauth2/v2.0/token",
-            account.authority,
-            encode_path_segment(&account.tenant_id)
-        );
+        let scope = format!("{}/.default", account.endpoint);
         Ok(ArmClient {
             http: http_client::build_client(config, connect_timeout, true),
-            tokens: std::sync::Arc::new(Tokens::new(
-                token_url,
-                account.client_id.clone(),
-                format!("{}/.default", account.endpoint),
-                account.credential.clone(),
-            )),
+            tokens: caches.for_account(account, &scope, timeout, connect_timeout)?,
             jobs_url: format!(
                 "{}/subscriptions/{}/resourceGroups/{}/providers/{}/jobs",
                 account.endpoint,
@@ -150,6 +145,10 @@ impl ArmClient {
             ),
             provider: account.provider,
             timeout,
+            scope_words: format!(
+                "resource group {} of subscription {subscription_id}",
+                account.resource_group
+            ),
         })
     }
 
@@ -239,7 +238,7 @@ impl ArmClient {
         }
         let response = self.send_authorized(&uri).await?;
         if !response.status().is_success() {
-            return Err(status_error(&response));
+            return Err(self.with_role_advice(status_error(&response)));
         }
         let page: Page = serde_json::from_slice(response.body())
             .map_err(|e| SourceError::Decode(format!("job list: {e}")))?;
@@ -262,7 +261,7 @@ impl ArmClient {
     }
 
     async fn send_once(&self, uri: &http::Uri) -> Result<http::Response<Bytes>, SourceError> {
-        let token = self.tokens.get(&self.http, self.timeout).await?;
+        let token = self.tokens.get().await?;
         let request = Request::builder()
             .method(Method::GET)
             .uri(uri.clone())
@@ -280,9 +279,45 @@ impl ArmClient {
     /// See [`SourceError`]; a refused credential is a 401 [`SourceError::Status`].
     pub async fn get_job(&self, uri: &http::Uri) -> Result<PollOutcome, SourceError> {
         let response = self.send_authorized(uri).await?;
-        match self.provider {
+        let outcome = match self.provider {
             ArmProvider::ImportExport => interpret(response),
             ArmProvider::DataBox => interpret_databox(response),
+        };
+        outcome.map_err(|e| self.with_role_advice(e))
+    }
+
+    /// The credential the tokens come from (for the default chain, the one it settled
+    /// on).
+    pub fn credential(&self) -> String {
+        self.tokens.describe()
+    }
+
+    /// A 403 says which identity lacks which role where: the step that fixes it.
+    fn with_role_advice(&self, error: SourceError) -> SourceError {
+        let SourceError::Status {
+            status: 403,
+            error: Some(mut service),
+            retry_after,
+            request_id,
+        } = error
+        else {
+            return error;
+        };
+        let role = match self.provider {
+            ArmProvider::ImportExport => "Reader",
+            ArmProvider::DataBox => "Reader (or a role with Microsoft.DataBox/jobs/read)",
+        };
+        service.message = format!(
+            "{} (iewatch: grant {role} on {} to {})",
+            service.message,
+            self.scope_words,
+            self.tokens.describe()
+        );
+        SourceError::Status {
+            status: 403,
+            error: Some(service),
+            retry_after,
+            request_id,
         }
     }
 }
@@ -382,10 +417,6 @@ fn observed(
         created_at,
     }))
 }
-
-mod tokens;
-
-use tokens::Tokens;
 
 #[cfg(test)]
 mod tests;

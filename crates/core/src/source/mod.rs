@@ -143,6 +143,9 @@ pub enum SourceError {
     /// A 200 whose body is not a job document.
     #[error("cannot decode response: {0}")]
     Decode(String),
+    /// No token: the identity was refused, is not there, or its endpoint failed.
+    #[error("no token from {0}")]
+    Credential(#[from] crate::identity::TokenError),
 }
 
 fn describe(error: &Option<Box<ServiceError>>) -> String {
@@ -181,7 +184,7 @@ impl SourceError {
                 status: 401 | 403,
                 ..
             } | SourceError::Tls(_)
-        )
+        ) || matches!(self, SourceError::Credential(e) if e.failure != crate::identity::Failure::Transient)
     }
 
     /// A short label for metrics and logs.
@@ -201,6 +204,7 @@ impl SourceError {
             } => "server_error",
             SourceError::Status { .. } => "http_status",
             SourceError::Decode(_) => "decode",
+            SourceError::Credential(_) => "credential",
         }
     }
 }
@@ -243,6 +247,7 @@ impl Source {
     pub fn for_account(
         account: &Account,
         daemon: &DaemonSettings,
+        caches: &crate::identity::TokenCaches,
     ) -> Result<Source, SourceSetupError> {
         let (subscription, timeout, connect) = (
             &account.subscription_id,
@@ -255,7 +260,7 @@ impl Source {
                     .map(Source::Classic)
             }
             AccountKind::Arm(arm) => {
-                arm::ArmClient::new(subscription, arm, timeout, connect).map(Source::Arm)
+                arm::ArmClient::new(subscription, arm, caches, (timeout, connect)).map(Source::Arm)
             }
         };
         built.map_err(|e| SourceSetupError {
@@ -265,14 +270,17 @@ impl Source {
     }
 
     /// What to check when the service refuses this source's credentials.
-    pub fn credential_advice(&self) -> &'static str {
+    pub fn credential_advice(&self) -> String {
         match self {
             Source::Classic(_) => {
                 "check that the management certificate is uploaded to the subscription and valid"
+                    .into()
             }
-            Source::Arm(_) => {
-                "check the account's tenant_id, client_id and client secret or certificate, and that the app registration may read the jobs of the resource group (Reader; for Data Box a custom role with only Microsoft.DataBox/jobs/read)"
-            }
+            Source::Arm(client) => format!(
+                "check {} and that it may read the jobs of the resource group (Reader; for \
+                 Data Box a custom role with only Microsoft.DataBox/jobs/read)",
+                client.credential()
+            ),
         }
     }
 

@@ -376,14 +376,15 @@ fn check_request(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let expiry = token.and_then(|t| {
+    let issued = token.and_then(|t| {
         state
             .tokens
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(t)
-            .copied()
+            .cloned()
     });
+    let expiry = issued.as_ref().map(|(expiry, _)| *expiry);
     match expiry {
         None => {
             return Some(arm_error(
@@ -400,6 +401,22 @@ fn check_request(
             ))
         }
         Some(_) => {}
+    }
+    let principal = issued.map(|(_, principal)| principal).unwrap_or_default();
+    if state
+        .identity
+        .without_role
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&principal)
+    {
+        return Some(arm_error(
+            StatusCode::FORBIDDEN,
+            "AuthorizationFailed",
+            &format!(
+                "The client '{principal}' with object id '{principal}' does not have authorization to perform action 'Microsoft.ImportExport/jobs/read' over scope '/subscriptions/{subscription}/resourceGroups/{resource_group}' or the scope is invalid. If access was recently granted, please refresh your credentials."
+            ),
+        ));
     }
     if subscription != state.subscription {
         return Some(arm_error(

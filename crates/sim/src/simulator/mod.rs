@@ -8,6 +8,7 @@ pub mod certs;
 pub mod databox;
 mod documents;
 mod faults;
+pub mod identity;
 pub mod scenario;
 mod service;
 
@@ -128,8 +129,10 @@ pub(crate) struct SimState {
     subscription: String,
     resource_group: String,
     arm_credentials: scenario::ArmCredentials,
-    /// Bearer tokens issued by the token endpoint, with their expiry.
-    tokens: Mutex<HashMap<String, Instant>>,
+    /// Bearer tokens issued by the token endpoints, with their expiry and principal.
+    tokens: Mutex<HashMap<String, (Instant, String)>>,
+    /// Managed and workload identities.
+    identity: identity::IdentityState,
     /// Certificates (DER) registered as the app's certificate credentials.
     client_certificates: Mutex<Vec<Vec<u8>>>,
     jobs: HashMap<String, JobEntry>,
@@ -148,7 +151,11 @@ fn job_key(account: &str, job: &str) -> String {
 }
 
 impl SimState {
-    fn new(scenario: &Scenario, shutdown: CancellationToken) -> Result<SimState, SimulatorError> {
+    fn new(
+        scenario: &Scenario,
+        shutdown: CancellationToken,
+        dir: &std::path::Path,
+    ) -> Result<SimState, SimulatorError> {
         let timelines = scenario.compile()?;
         let mut accounts: Vec<String> = timelines.iter().map(|t| t.account.clone()).collect();
         accounts.sort();
@@ -158,6 +165,7 @@ impl SimState {
             resource_group: scenario.resource_group.clone(),
             arm_credentials: scenario.arm.clone(),
             tokens: Mutex::new(HashMap::new()),
+            identity: identity::IdentityState::new(dir),
             client_certificates: Mutex::new(Vec::new()),
             jobs: timelines
                 .into_iter()
@@ -264,6 +272,8 @@ pub struct RunningSimulator {
     pub addr: SocketAddr,
     /// The bound address of the Resource Manager side (token endpoint and ARM API).
     pub arm_addr: SocketAddr,
+    /// The bound address of the managed identity endpoints (plain HTTP, as Azure's).
+    pub identity_addr: SocketAddr,
     /// The certificates.
     pub certs: CertPaths,
     state: Arc<SimState>,
@@ -358,7 +368,7 @@ impl RunningSimulator {
             .unwrap_or_else(|p| p.into_inner())
             .values_mut()
         {
-            *expiry = now;
+            expiry.0 = now;
         }
     }
 
@@ -434,8 +444,13 @@ pub async fn start(options: SimulatorOptions) -> Result<RunningSimulator, Simula
         .arm_listen
         .unwrap_or_else(|| SocketAddr::new(options.listen.ip(), 0));
     let (arm_listener, arm_addr) = bind(arm_listen).await?;
+    let (identity_listener, identity_addr) = bind(SocketAddr::new(options.listen.ip(), 0)).await?;
     let shutdown = CancellationToken::new();
-    let state = Arc::new(SimState::new(&options.scenario, shutdown.clone())?);
+    let state = Arc::new(SimState::new(
+        &options.scenario,
+        shutdown.clone(),
+        &options.certs_dir,
+    )?);
     let tracker = TaskTracker::new();
     tracker.spawn(accept_loop(
         listener,
@@ -451,9 +466,15 @@ pub async fn start(options: SimulatorOptions) -> Result<RunningSimulator, Simula
         state.clone(),
         tracker.clone(),
     ));
+    tracker.spawn(identity::serve(
+        identity_listener,
+        state.clone(),
+        tracker.clone(),
+    ));
     Ok(RunningSimulator {
         addr,
         arm_addr,
+        identity_addr,
         certs,
         state,
         tracker,

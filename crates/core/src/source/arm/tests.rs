@@ -1,8 +1,6 @@
 //! Unit tests of `arm`.
 
-use super::tokens::{renew_at, TOKEN_LIFETIME_CEILING};
 use super::*;
-use std::time::Instant;
 
 #[test]
 fn next_links_are_followed_on_the_same_origin_only() {
@@ -23,21 +21,4 @@ fn next_links_are_followed_on_the_same_origin_only() {
     ] {
         assert!(!same_origin(&base, &other.parse().unwrap()), "{other}");
     }
-}
-
-#[test]
-fn any_token_lifetime_gives_a_renewal_time_within_bounds() {
-    let now = Instant::now();
-    for seconds in [0, 1, 3600, u64::MAX] {
-        let at = renew_at(now, Duration::from_secs(seconds));
-        assert!(at > now, "{seconds}: renewed after it was fetched");
-        assert!(
-            at <= now + TOKEN_LIFETIME_CEILING,
-            "{seconds}: renewed within a day"
-        );
-    }
-    assert_eq!(
-        renew_at(now, Duration::from_secs(3600)),
-        now + Duration::from_secs(3300)
-    );
 }

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use super::json_response;
 use crate::simulator::{
+    identity::WORKLOAD_CLIENT_ID,
     service::{percent_decode, ResponseBody},
     SimState,
 };
@@ -113,11 +114,29 @@ pub(super) async fn token(
     let client_id = field("client_id").or(basic.as_ref().map(|(id, _)| id.as_str()));
     let client_known = client_id == Some(credentials.client_id.as_str());
     let secret = field("client_secret").or(basic.as_ref().map(|(_, s)| s.as_str()));
+    // Workload identity: the cluster's current service-account token, for the identity
+    // that trusts it.
+    let federated = client_id == Some(WORKLOAD_CLIENT_ID)
+        && field("client_assertion").is_some_and(|a| {
+            *state
+                .identity
+                .federated
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                == a
+        });
     let proven = match field("client_assertion") {
+        _ if federated => true,
         Some(assertion) => assertion_valid(state, assertion, tenant),
         None => secret == Some(credentials.client_secret.as_str()),
     };
-    if !(client_known && proven) {
+    if client_id == Some(WORKLOAD_CLIENT_ID) && !federated {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "invalid_client", "error_description": "AADSTS700024: Client assertion is not within its valid time range, or is not the current token of the service account."}),
+        );
+    }
+    if !((client_known || federated) && proven) {
         return json_response(
             StatusCode::UNAUTHORIZED,
             &json!({"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID."}),
@@ -130,7 +149,13 @@ pub(super) async fn token(
         .tokens
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(token.clone(), Instant::now() + lifetime);
+        .insert(
+            token.clone(),
+            (
+                Instant::now() + lifetime,
+                client_id.unwrap_or_default().to_owned(),
+            ),
+        );
     json_response(
         StatusCode::OK,
         &json!({"token_type": "Bearer", "expires_in": credentials.token_lifetime, "ext_expires_in": credentials.token_lifetime, "access_token": token}),
