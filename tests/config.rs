@@ -779,19 +779,19 @@ fn each_credential_takes_its_own_keys_and_names_the_others() {
         ),
         (
             "credential = \"managed_identity\"\ntenant_id = \"t\"\nclient_secret = \"x\"",
-            "account[0].tenant_id: only for other credentials than \"managed_identity\"",
+            "account[0].tenant_id: is not used by credential = \"managed_identity\"",
         ),
         (
             "credential = \"managed_identity\"\nclient_secret = \"x\"",
-            "account[0].client_secret: only for other credentials than \"managed_identity\"",
+            "account[0].client_secret: is not used by credential = \"managed_identity\"",
         ),
         (
             "credential = \"azure_cli\"\nclient_id = \"c\"",
-            "account[0].client_id: only for other credentials than \"azure_cli\"",
+            "account[0].client_id: is not used by credential = \"azure_cli\"",
         ),
         (
             "credential = \"workload_identity\"\nmanaged_identity_client_id = \"c\"",
-            "account[0].managed_identity_client_id: only for other credentials than \"workload_identity\"",
+            "account[0].managed_identity_client_id: is not used by credential = \"workload_identity\"",
         ),
         (
             "credential = \"managed_identity\"\nmanaged_identity_client_id = \"a\"\nmanaged_identity_object_id = \"b\"",

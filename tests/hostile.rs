@@ -219,7 +219,8 @@ async fn a_refused_secret_is_logged_once_names_the_app_registration_and_backs_of
         .collect();
     assert_eq!(refused.len(), 1, "once per streak:\n{log}");
     assert!(
-        refused[0].contains("client_id") && refused[0].contains("may read the jobs"),
+        refused[0].contains("check app registration iewatch-sim-client (client secret)")
+            && refused[0].contains("may read the jobs"),
         "{}",
         refused[0]
     );

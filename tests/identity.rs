@@ -191,22 +191,7 @@ async fn a_workload_identity_rereads_its_rotated_token_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_azure_cli_credential_runs_az_for_a_lifecycle() {
     let (dir, sim, config) = started("azure_cli", "").await;
-    // A stand-in `az` printing a token the simulator issued to the signed-in user.
-    let token = sim.issue_token("someone@example.com", 3600);
-    let bin = dir.path().join("bin");
-    std::fs::create_dir(&bin).unwrap();
-    let expires_on = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
-    write_script(
-        &bin.join("az"),
-        &format!(
-            "#!/bin/sh\ncase \"$*\" in *'--resource {}'*) ;; *) echo \"unexpected: $*\" >&2; exit 2;; esac\necho '{{\"accessToken\": \"{token}\", \"expires_on\": {expires_on}, \"tokenType\": \"Bearer\"}}'\n",
-            sim.arm_endpoint()
-        ),
-    );
+    let bin = stand_in_az(&sim, dir.path());
     let _daemon = daemon(&config, dir.path(), &[("PATH", bin.display().to_string())]);
     watch_lifecycle(&sim, dir.path(), |_| {}).await;
 }
@@ -240,6 +225,27 @@ async fn an_az_that_hangs_is_stopped_after_10_s_and_said() {
     let _daemon = daemon(&config, dir.path(), &[("PATH", path)]);
     let error = poll_failing_error(dir.path()).await;
     assert!(error.contains("did not finish within 10 s"), "{error}");
+}
+
+/// A directory holding a stand-in `az` that prints a token the simulator issued to a
+/// signed-in user, as `az account get-access-token` does for the simulator's resource.
+fn stand_in_az(sim: &RunningSimulator, dir: &Path) -> std::path::PathBuf {
+    let token = sim.issue_token("someone@example.com", 3600);
+    let bin = dir.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let expires_on = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    write_script(
+        &bin.join("az"),
+        &format!(
+            "#!/bin/sh\ncase \"$*\" in *'--resource {}'*) ;; *) echo \"unexpected: $*\" >&2; exit 2;; esac\necho '{{\"accessToken\": \"{token}\", \"expires_on\": {expires_on}, \"tokenType\": \"Bearer\"}}'\n",
+            sim.arm_endpoint()
+        ),
+    );
+    bin
 }
 
 fn write_script(path: &Path, text: &str) {
@@ -280,6 +286,22 @@ async fn the_default_chain_settles_on_the_first_identity_that_answers_and_says_w
     assert!(
         output.contains("arm: credential: default chain: managed identity (IMDS, system-assigned)"),
         "{output}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_chain_passes_a_vm_without_an_identity_on_to_the_azure_cli() {
+    let (dir, sim, config) = started("default", "").await;
+    sim.set_identity_fault(Some(IdentityFault::NotAssigned));
+    let bin = stand_in_az(&sim, dir.path());
+    let mut variables = environment(&sim, "IMDS");
+    variables.push(("PATH", bin.display().to_string()));
+    let _daemon = daemon(&config, dir.path(), &variables);
+    watch_lifecycle(&sim, dir.path(), |_| {}).await;
+    assert!(
+        log(dir.path()).contains("the default credential chain uses Azure CLI"),
+        "{}",
+        log(dir.path())
     );
 }
 

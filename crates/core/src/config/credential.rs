@@ -108,9 +108,14 @@ impl Checker<'_> {
             .into_iter()
             .filter(|(field, at)| at.is_some() && !kind.takes(field))
             .collect();
+        for (field, offset) in &refused {
+            self.problem(
+                offset.unwrap_or(at),
+                format!("account[{i}].{field}"),
+                format!("is not used by credential = {:?}", kind.name()),
+            );
+        }
         if !refused.is_empty() {
-            let what = format!("other credentials than {:?}", kind.name());
-            self.only_for(&refused, &format!("account[{i}]"), &what);
             return None;
         }
         let tenant_id = raw.tenant_id.as_ref().map(|t| t.get_ref().clone());

@@ -218,7 +218,15 @@ impl Provider {
                             }
                             return Ok(fetched);
                         }
-                        Err(e) if e.failure == Failure::Unavailable => skipped.push(e.to_string()),
+                        // No identity assigned (IMDS's 400) is "not here" to a chain,
+                        // as the Azure SDKs take it: the next candidate may answer.
+                        Err(e)
+                            if e.failure == Failure::Unavailable
+                                || (e.failure == Failure::Refused
+                                    && matches!(candidate, Single::Managed(_))) =>
+                        {
+                            skipped.push(e.to_string());
+                        }
                         Err(e) => {
                             return Err(TokenError::new("default chain", e.failure, e.to_string()))
                         }

@@ -44,6 +44,8 @@ pub enum IdentityFault {
     GoneUntil(Duration),
     /// Success, with this `expires_in` (and the matching `expires_on`, when a number).
     ExpiresIn(String),
+    /// 400 "Identity not found": no identity is assigned to this VM or app.
+    NotAssigned,
 }
 
 /// The identity side's state.
@@ -197,6 +199,13 @@ async fn handle(
                 StatusCode::GONE,
                 "unknown",
                 "IMDS is being updated; try again.",
+            );
+        }
+        Some(IdentityFault::NotAssigned) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "Identity not found",
             );
         }
         _ => {}
