@@ -752,9 +752,13 @@ fn a_secret_signs_only_json_webhooks_and_elsewhere_is_said_to_do_nothing() {
 #[test]
 fn each_credential_takes_its_own_keys_and_names_the_others() {
     let dir = tempfile::tempdir().unwrap();
+    // The database in the test's own directory: `check` opens it, and the checkout may
+    // not be writable (the tests also run as nobody).
+    let database = dir.path().join("iewatch.db");
     let account = |keys: &str| {
         format!(
-            "[[account]]\nname = \"arm\"\nkind = \"arm\"\nsubscription_id = \"s\"\nresource_group = \"rg\"\n{keys}\n"
+            "[daemon]\ndatabase = \"{}\"\n\n[[account]]\nname = \"arm\"\nkind = \"arm\"\nsubscription_id = \"s\"\nresource_group = \"rg\"\n{keys}\n",
+            database.display()
         )
     };
     for good in [

@@ -163,6 +163,48 @@ async fn a_user_assigned_identity_by_client_id_and_by_resource_id_watches_a_life
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_export_and_a_data_box_account_of_one_identity_share_its_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_simulator(scenario("databox-listing.toml"), dir.path()).await;
+    let databox = sim
+        .identity_account_block("portal", "managed_identity")
+        .replace("kind = \"arm\"", "kind = \"databox\"");
+    let text = format!(
+        "[daemon]\ndatabase = \"{}\"\npoll_interval = \"100ms\"\nrequest_timeout = \"1s\"\n\n{}\njobs = \"all\"\n\n{databox}jobs = \"all\"\n",
+        dir.path().join("iewatch.db").display(),
+        sim.identity_account_block("arm", "managed_identity"),
+    );
+    let config = dir.path().join("iewatch.toml");
+    std::fs::write(&config, text).unwrap();
+    let _daemon = daemon(&config, dir.path(), &environment(&sim, "IMDS"));
+    watching(dir.path()).await;
+    // Every job of both providers seen (three orders, one Import/Export job), and polled
+    // on: many requests with tokens, one token.
+    let db = dir.path().join("iewatch.db");
+    let all_seen = wait_for(Duration::from_secs(20), || async {
+        let Ok(store) = iewatch::store::Store::open_existing(&db).await else {
+            return false;
+        };
+        let jobs = store.status().await.map(|s| s.len()).unwrap_or(0);
+        store.close().await;
+        jobs == 4
+    })
+    .await;
+    assert!(all_seen, "{}", log(dir.path()));
+    let polls = sim.requests().len();
+    assert!(
+        common::wait_until(Duration::from_secs(10), || sim.requests().len()
+            > polls + 20)
+        .await
+    );
+    assert_eq!(
+        sim.identity_requests(),
+        1,
+        "one token for both accounts of the identity"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_service_identity_watches_a_lifecycle() {
     let (dir, sim, config) = started("managed_identity", "").await;
     let _daemon = daemon(&config, dir.path(), &environment(&sim, "App Service"));

@@ -8,7 +8,10 @@
 use std::{
     collections::HashSet,
     path::{Path, PathBuf},
-    sync::{atomic::Ordering, Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant, SystemTime},
 };
 
@@ -27,8 +30,9 @@ use super::{
 pub const SYSTEM_ASSIGNED: &str = "iewatch-sim-system-identity";
 /// The Arc-enabled server's principal.
 pub const ARC_SERVER: &str = "iewatch-sim-arc-server";
-/// The one user-assigned identity: its client id, object id, and resource name.
+/// The one user-assigned identity's client id (also its principal in role checks).
 pub const USER_ASSIGNED_CLIENT_ID: &str = "iewatch-sim-user-identity";
+/// The same identity's object (principal) id.
 pub const USER_ASSIGNED_OBJECT_ID: &str = "5d6e3c3a-0000-4000-8000-00000000a1a1";
 const USER_ASSIGNED_NAME: &str = "iewatch-sim-user-identity";
 /// The workload identity's client id (a user-assigned identity with a federated
@@ -62,6 +66,8 @@ pub(crate) struct IdentityState {
     pub(crate) fault: Mutex<Option<IdentityFault>>,
     /// Principals without a role on the resource group: their calls get 403.
     pub(crate) without_role: Mutex<HashSet<String>>,
+    /// Requests the identity endpoints answered (a token cache is seen working here).
+    requests: AtomicU64,
 }
 
 /// `bytes` random bytes in hex: each `RandomState` is freshly keyed by the OS.
@@ -90,6 +96,7 @@ impl IdentityState {
             arc_key: Mutex::new(None),
             fault: Mutex::new(None),
             without_role: Mutex::new(HashSet::new()),
+            requests: AtomicU64::new(0),
         };
         state.rotate_federated_token();
         state
@@ -186,6 +193,7 @@ async fn handle(
     state: &SimState,
     request: &Request<hyper::body::Incoming>,
 ) -> Response<ResponseBody> {
+    state.identity.requests.fetch_add(1, Ordering::Relaxed);
     let fault = lock(&state.identity.fault).clone();
     match fault {
         Some(IdentityFault::Hang) => {
@@ -474,6 +482,11 @@ impl super::RunningSimulator {
             ),
         );
         token
+    }
+
+    /// How many requests the identity endpoints (IMDS, App Service, Arc) have had.
+    pub fn identity_requests(&self) -> u64 {
+        self.state.identity.requests.load(Ordering::Relaxed)
     }
 
     /// Makes the identity endpoints hang, answer 410, or give odd lifetimes (None: as
