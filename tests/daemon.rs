@@ -171,9 +171,12 @@ async fn the_fault_storm_records_every_real_change_and_the_daemon_stays_up() {
         &["StormJob", "CalmJob"],
         &extra.replace("request_timeout = \"5s\"", ""),
     );
+    // Every state polled every 100 ms: the walk through 33 fault windows waits on polls,
+    // and at the 1 s default (×3, ×12 in some states) it took a minute.
     let config_text = std::fs::read_to_string(&config)
         .unwrap()
-        .replace("request_timeout = \"5s\"", "request_timeout = \"500ms\"");
+        .replace("request_timeout = \"5s\"", "request_timeout = \"500ms\"")
+        .replace("poll_interval = \"1s\"", "poll_interval = \"100ms\"");
     std::fs::write(&config, config_text).unwrap();
     let db = dir.path().join("iewatch.db");
     let daemon = RunningDaemon::start(&config).await;
