@@ -68,6 +68,7 @@ pub mod config;
 pub mod daemon;
 pub mod decide;
 pub mod detect;
+pub mod errorlog;
 pub mod events;
 pub mod heartbeat;
 pub mod http_client;
