@@ -242,6 +242,17 @@ pub(crate) fn oauth_error(body: &[u8]) -> String {
     })
 }
 
+/// The `error` code of an OAuth2 error body, if it is one.
+pub(crate) fn oauth_code(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct OAuthError {
+        error: String,
+    }
+    serde_json::from_slice::<OAuthError>(body)
+        .ok()
+        .map(|e| first_line(&e.error))
+}
+
 /// A token response of any of Azure's shapes: `expires_in` as a number or a string
 /// (IMDS, Arc), or only `expires_on` in Unix seconds (App Service).
 pub(crate) fn parse_token(body: &[u8]) -> Result<Fetched, String> {

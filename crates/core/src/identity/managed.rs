@@ -10,7 +10,8 @@ use http::{header, HeaderValue, Method, Request, StatusCode};
 use http_body_util::Full;
 
 use super::{
-    entra::oauth_error, entra::parse_token, resource_of, Env, Failure, Fetched, TokenError,
+    entra::oauth_code, entra::oauth_error, entra::parse_token, resource_of, Env, Failure, Fetched,
+    TokenError,
 };
 use crate::{
     config::ManagedIdentityId,
@@ -54,7 +55,7 @@ pub fn imds_retry_wait(status: Option<u16>, retry: u32) -> Duration {
 
 /// Where this machine's managed identity answers.
 #[derive(Debug, PartialEq, Eq)]
-enum Endpoint {
+pub(super) enum Endpoint {
     Imds { base: String, overridden: bool },
     AppService { endpoint: String, header: String },
     Arc { endpoint: String },
@@ -107,7 +108,8 @@ impl Endpoint {
 }
 
 /// One attempt's failure: final, or worth another try after the schedule's wait.
-enum Attempt {
+#[derive(Debug)]
+pub(super) enum Attempt {
     Final(Failure, String),
     Retry(Option<u16>, String),
 }
@@ -304,8 +306,9 @@ async fn get(
         })
 }
 
-/// What a refusal means, with what to check; 404, 410, 429 and 5xx are retried.
-fn classify(
+/// What a refusal means, with what to check, by the documented error codes; 404, 410,
+/// 429 and 5xx are retried.
+pub(super) fn classify(
     endpoint: &Endpoint,
     status: StatusCode,
     body: &[u8],
@@ -314,21 +317,53 @@ fn classify(
     let said = format!("HTTP {}{}", status.as_u16(), oauth_error(body));
     let code = status.as_u16();
     match code {
-        404 | 429 | 500..=599 => Attempt::Retry(Some(code), said),
-        410 => Attempt::Retry(Some(code), format!("{said} (IMDS is updating; back within 70 s)")),
-        400 if *id == ManagedIdentityId::SystemAssigned => Attempt::Final(Failure::Refused, format!(
-            "{said}: no system-assigned identity is enabled here (turn it on, or name a user-assigned one with managed_identity_client_id)"
-        )),
-        400 => Attempt::Final(Failure::Refused, format!(
-            "{said}: the user-assigned identity named is not assigned to this {}",
-            if matches!(endpoint, Endpoint::Imds { .. }) { "VM" } else { "app" }
-        )),
-        403 if String::from_utf8_lossy(body).contains("unreachable") => Attempt::Final(
-            Failure::Unavailable,
-            format!("{said}: IMDS is unreachable from here (a proxy answered)"),
-        ),
-        _ => Attempt::Final(Failure::Refused, said),
+        404 | 429 | 500..=599 => return Attempt::Retry(Some(code), said),
+        410 => {
+            return Attempt::Retry(
+                Some(code),
+                format!("{said} (IMDS is updating; back within 70 s)"),
+            )
+        }
+        _ => {}
     }
+    let host = if matches!(endpoint, Endpoint::Imds { .. }) {
+        "VM"
+    } else {
+        "app"
+    };
+    let advice = match (code, oauth_code(body).as_deref()) {
+        (_, Some("invalid_resource")) => "the resource asked for is not known to the tenant: \
+            check the account's endpoint (a sovereign cloud has its own)"
+            .to_owned(),
+        (_, Some("bad_request_102")) => "IMDS wants its Metadata header: is a proxy rewriting \
+            requests to 169.254.169.254?"
+            .to_owned(),
+        (_, Some("unknown_source")) => "IMDS does not know where the request came from: is it \
+            going through a proxy? (IMDS must be reached directly)"
+            .to_owned(),
+        (_, Some("unauthorized_client")) => format!("this {host} has no managed identity enabled"),
+        (_, Some("access_denied")) => {
+            "the identity may not get tokens (disabled, or being deleted?)".to_owned()
+        }
+        (403, _) if String::from_utf8_lossy(body).contains("unreachable") => {
+            return Attempt::Final(
+                Failure::Unavailable,
+                format!("{said}: IMDS is unreachable from here (a proxy answered)"),
+            )
+        }
+        (400, _) if *id == ManagedIdentityId::SystemAssigned => format!(
+            "no system-assigned identity is enabled on this {host} (turn it on, or name a \
+             user-assigned one with managed_identity_client_id)"
+        ),
+        (400, _) => format!("the user-assigned identity named is not assigned to this {host}"),
+        (401 | 403, _) if matches!(endpoint, Endpoint::AppService { .. }) => {
+            "the X-IDENTITY-HEADER was refused (it comes from IDENTITY_HEADER, which the \
+             platform sets and rotates)"
+                .to_owned()
+        }
+        _ => return Attempt::Final(Failure::Refused, said),
+    };
+    Attempt::Final(Failure::Refused, format!("{said}: {advice}"))
 }
 
 /// The key an Arc challenge asks for: the file its `WWW-Authenticate: Basic realm=`

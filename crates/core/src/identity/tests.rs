@@ -160,3 +160,106 @@ fn the_managed_identity_is_found_where_the_sdks_find_it() {
     ])
     .contains("Service Fabric"));
 }
+
+#[test]
+fn each_documented_managed_identity_error_says_what_to_check() {
+    use crate::config::ManagedIdentityId::{ClientId, SystemAssigned};
+    use managed::{classify, Attempt, Endpoint};
+    let imds = Endpoint::Imds {
+        base: "http://169.254.169.254".into(),
+        overridden: false,
+    };
+    let app = Endpoint::AppService {
+        endpoint: "http://localhost:4141/msi/token".into(),
+        header: "h".into(),
+    };
+    let body = |code: &str| format!(r#"{{"error":"{code}","error_description":"said"}}"#);
+    let cases = [
+        (
+            &imds,
+            400,
+            body("invalid_resource"),
+            SystemAssigned,
+            "not known to the tenant",
+        ),
+        (
+            &imds,
+            400,
+            body("bad_request_102"),
+            SystemAssigned,
+            "Metadata header",
+        ),
+        (
+            &imds,
+            401,
+            body("unknown_source"),
+            SystemAssigned,
+            "through a proxy",
+        ),
+        (
+            &imds,
+            400,
+            body("unauthorized_client"),
+            SystemAssigned,
+            "this VM has no managed identity",
+        ),
+        (
+            &imds,
+            403,
+            body("access_denied"),
+            SystemAssigned,
+            "may not get tokens",
+        ),
+        (
+            &imds,
+            400,
+            body("invalid_request"),
+            SystemAssigned,
+            "no system-assigned identity is enabled on this VM",
+        ),
+        (
+            &app,
+            400,
+            body("invalid_request"),
+            ClientId("c".into()),
+            "not assigned to this app",
+        ),
+        (
+            &app,
+            401,
+            body("unauthorized"),
+            SystemAssigned,
+            "X-IDENTITY-HEADER was refused",
+        ),
+    ];
+    for (endpoint, status, body, id, expected) in cases {
+        let status = http::StatusCode::from_u16(status).unwrap();
+        match classify(endpoint, status, body.as_bytes(), &id) {
+            Attempt::Final(Failure::Refused, message) => {
+                assert!(message.contains(expected), "{message}");
+                assert!(
+                    message.contains("said"),
+                    "the service's words are kept: {message}"
+                );
+            }
+            other => panic!("{status} {body}: {other:?}"),
+        }
+    }
+    for retried in [404, 410, 429, 500, 503] {
+        let status = http::StatusCode::from_u16(retried).unwrap();
+        assert!(matches!(
+            classify(&imds, status, b"", &SystemAssigned),
+            Attempt::Retry(Some(s), _) if s == retried
+        ));
+    }
+    let proxy = classify(
+        &imds,
+        http::StatusCode::FORBIDDEN,
+        b"A socket operation was attempted to an unreachable network",
+        &SystemAssigned,
+    );
+    assert!(
+        matches!(proxy, Attempt::Final(Failure::Unavailable, _)),
+        "{proxy:?}"
+    );
+}
