@@ -1,5 +1,6 @@
 //! What the command line gives operators beyond the commands: shell completions and man
-//! pages, both generated from the one CLI definition.
+//! pages, both generated from the one CLI definition; and `errors`, which reads a
+//! downloaded error log.
 
 mod common;
 
@@ -22,6 +23,7 @@ fn completions_name_every_command_for_each_shell() {
             "ack",
             "mute",
             "demo",
+            "errors",
         ] {
             assert!(script.contains(command), "{shell}: {command} missing");
         }
@@ -168,4 +170,43 @@ async fn commands_read_beside_a_held_write_lock_and_a_change_says_it_is_locked()
         "within seconds: {took:?}"
     );
     sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+}
+
+#[test]
+fn errors_reads_a_downloaded_copy_log_into_totals_meanings_and_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("copylog.xml");
+    std::fs::write(
+        &log,
+        r#"<ErroredEntity Path="photos\a?.jpg"><Category>UploadErrorCloudHttp</Category><ErrorCode>400</ErrorCode><ErrorMessage>The specifed resource name contains invalid characters.</ErrorMessage><Type>File</Type></ErroredEntity><ErroredEntity Path="photos\b.jpg"><Category>UploadErrorCloudHttp</Category><ErrorCode>409</ErrorCode><ErrorMessage>There is currently a lease on the blob and no lease ID was specified in the request.</ErrorMessage><Type>File</Type></ErroredEntity><ErroredEntity Path="iso\c.iso"><Category>UploadErrorDataValidationError</Category><ErrorCode>1</ErrorCode><ErrorMessage>CRC mismatch</ErrorMessage><Type>File</Type></ErroredEntity><CopyLog Summary="Summary"><DriveLogVersion>2021-08-01</DriveLogVersion><DriveId>ZDH7Q2LP</DriveId><Status>Failed</Status><TotalFiles_Blobs>72</TotalFiles_Blobs><FilesErrored>3</FilesErrored></CopyLog>"#,
+    )
+    .unwrap();
+    let path = log.display().to_string();
+    let (ok, text) = iewatch(&["errors", "--file", &path]);
+    assert!(ok, "{text}");
+    for expected in [
+        "drive ZDH7Q2LP (copy log 2021-08-01)",
+        "files: 3 of 72 failed",
+        "2 UploadErrorCloudHttp — Azure Storage refused the upload",
+        "1 UploadErrorDataValidationError — the data read at upload does not match",
+        "photos\\a?.jpg: UploadErrorCloudHttp 400: The specifed resource name contains invalid characters.",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    let (ok, json) = iewatch(&["errors", "--file", &path, "--json"]);
+    assert!(ok, "{json}");
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["failed"], 3);
+    assert_eq!(json["entries"][1]["error_code"], "409");
+    assert_eq!(json["totals"][0]["code"], "UploadErrorCloudHttp");
+    assert_eq!(json["totals"][0]["count"], 2);
+
+    let html = dir.path().join("login.html");
+    std::fs::write(&html, "<html><body>Sign in</body></html>").unwrap();
+    let (ok, said) = iewatch(&["errors", "--file", &html.display().to_string()]);
+    assert!(!ok);
+    assert!(
+        said.contains("not an Import/Export or Data Box log"),
+        "{said}"
+    );
 }

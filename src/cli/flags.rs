@@ -139,6 +139,20 @@ pub enum Command {
         #[command(flatten)]
         db: DatabaseArgs,
     },
+    /// What failed, from an error log downloaded from the storage account (a drive's
+    /// ErrorLogUri, a Data Box copy log): totals by code with their meaning, and the
+    /// first failed files.
+    Errors {
+        /// The log (XML: a DriveLog, or a copy log).
+        #[arg(long, value_name = "LOG")]
+        file: std::path::PathBuf,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+        /// Every failed entry, not only the first 50.
+        #[arg(long)]
+        all: bool,
+    },
     /// Silence a job's alerts for a while: they are not sent, then or later (its events
     /// are still recorded, and its reminders pause until the mute ends).
     Mute {

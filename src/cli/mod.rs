@@ -11,6 +11,7 @@
 
 mod database;
 mod docs;
+mod errors;
 pub mod flags;
 mod logging;
 mod service;
@@ -77,6 +78,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             db,
             off: _,
         } => database::mute(&job, duration, &db).await,
+        Command::Errors { file, json, all } => errors::errors(&file, json, all),
         Command::Completions { shell } => docs::completions(shell),
         Command::Man { dir } => docs::man(&dir),
     }

@@ -1,0 +1,148 @@
+//! `iewatch errors --file LOG`: what failed, from an error log an operator downloaded (a
+//! drive's `ErrorLogUri`, a Data Box copy log): the totals by code with what each code
+//! means, and the failed files, as text or JSON.
+
+use std::{path::Path, process::ExitCode};
+
+use crate::errorlog::{self, meaning, Limits, Summary};
+
+/// Most entries `--all` lists: a bound, far above any real log's.
+const ALL_ENTRIES: usize = 1_000_000;
+
+/// Reads `path` and prints its summary.
+pub(super) fn errors(path: &Path, json: bool, all: bool) -> anyhow::Result<ExitCode> {
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) => {
+            errln!("cannot open {}: {e}", path.display());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let limits = Limits {
+        max_entries: if all {
+            ALL_ENTRIES
+        } else {
+            Limits::default().max_entries
+        },
+        ..Limits::default()
+    };
+    let summary = match errorlog::summarise(std::io::BufReader::new(file), limits) {
+        Ok(summary) => summary,
+        Err(e) => {
+            errln!("{}: {e}", path.display());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&as_json(&summary))?);
+    } else {
+        print_text(&summary);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `code — meaning`, or the code alone when its meaning is not documented.
+fn explained(code: &str) -> String {
+    match meaning(code) {
+        Some(m) => format!("{code} — {m}"),
+        None => code.to_owned(),
+    }
+}
+
+fn print_text(s: &Summary) {
+    let what = match (s.format, &s.version) {
+        (Some(errorlog::Format::DriveLog), Some(v)) => format!("drive log {v}"),
+        (Some(errorlog::Format::CopyLog), Some(v)) => format!("copy log {v}"),
+        (Some(errorlog::Format::DriveLog), None) => "drive log".to_owned(),
+        (Some(errorlog::Format::CopyLog), None) => "copy log".to_owned(),
+        (None, _) => "an empty log".to_owned(),
+    };
+    let drive = s.drive_id.as_deref().unwrap_or("?");
+    outln!("drive {drive} ({what})");
+    if let Some(status) = &s.status {
+        outln!("status: {}", explained(status));
+    }
+    if let (Some(total), Some(errored)) = (s.files_total, s.files_errored) {
+        outln!("files: {errored} of {total} failed");
+    }
+    let failed = s.entries_total();
+    let bytes = if s.bytes_failed > 0 {
+        format!(" ({} bytes)", s.bytes_failed)
+    } else {
+        String::new()
+    };
+    outln!("{failed} entries failed{bytes}:");
+    for (code, count) in &s.totals {
+        outln!("  {count} {}", explained(code));
+    }
+    for (category, count) in &s.summary_counts {
+        outln!("  the log's summary: {count} {}", explained(category));
+    }
+    if !s.entries.is_empty() {
+        outln!(
+            "{}:",
+            if (s.entries.len() as u64) < failed {
+                format!("first {}", s.entries.len())
+            } else {
+                "each".to_owned()
+            }
+        );
+    }
+    for e in &s.entries {
+        let mut line = format!("  {}", e.path);
+        if let Some(file) = &e.file_path {
+            line.push_str(&format!(" (from {file})"));
+        }
+        line.push_str(&format!(": {}", e.code));
+        if let Some(code) = &e.error_code {
+            line.push_str(&format!(" {code}"));
+        }
+        if let Some(message) = &e.message {
+            line.push_str(&format!(": {message}"));
+        }
+        if let Some(part) = &e.part {
+            line.push_str(&format!("; {part}"));
+        }
+        outln!("{line}");
+    }
+    if s.cut_short {
+        outln!("the log is longer than iewatch reads (256 MiB): the counts cover what was read");
+    }
+}
+
+fn as_json(s: &Summary) -> serde_json::Value {
+    let totals: Vec<_> = s
+        .totals
+        .iter()
+        .map(|(code, count)| serde_json::json!({"code": code, "count": count, "meaning": meaning(code)}))
+        .collect();
+    let entries: Vec<_> = s
+        .entries
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "path": e.path, "file_path": e.file_path, "code": e.code,
+                "meaning": meaning(&e.code), "error_code": e.error_code,
+                "message": e.message, "part": e.part,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "format": s.format.map(|f| match f {
+            errorlog::Format::DriveLog => "DriveLog",
+            errorlog::Format::CopyLog => "CopyLog",
+        }),
+        "version": s.version,
+        "drive_id": s.drive_id,
+        "status": s.status,
+        "status_meaning": s.status.as_deref().and_then(meaning),
+        "failed": s.entries_total(),
+        "totals": totals,
+        "summary_counts": s.summary_counts,
+        "files_total": s.files_total,
+        "files_errored": s.files_errored,
+        "bytes_failed": s.bytes_failed,
+        "entries": entries,
+        "cut_short": s.cut_short,
+    })
+}
