@@ -217,19 +217,7 @@ fn azure_identity_gets_tokens_from_every_identity_simulate_prints() {
             ])
             .args(client_id)
             .env("REQUESTS_CA_BUNDLE", value("ca_certificate"));
-        for name in [
-            "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-            "IDENTITY_ENDPOINT",
-            "IDENTITY_HEADER",
-            "IMDS_ENDPOINT",
-            "MSI_ENDPOINT",
-            "MSI_SECRET",
-            "AZURE_AUTHORITY_HOST",
-            "AZURE_TENANT_ID",
-            "AZURE_CLIENT_ID",
-            "AZURE_CLIENT_SECRET",
-            "AZURE_FEDERATED_TOKEN_FILE",
-        ] {
+        for name in common::IDENTITY_VARIABLES {
             command.env_remove(name);
         }
         command.envs(variables);

@@ -14,24 +14,6 @@ use iewatch::simulator::{
     RunningSimulator,
 };
 
-/// Every variable an Azure SDK reads to find an identity: removed from the daemon's
-/// environment, so that the machine running the tests cannot lend it one.
-const IDENTITY_VARIABLES: [&str; 13] = [
-    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-    "IDENTITY_ENDPOINT",
-    "IDENTITY_HEADER",
-    "IDENTITY_SERVER_THUMBPRINT",
-    "IMDS_ENDPOINT",
-    "MSI_ENDPOINT",
-    "MSI_SECRET",
-    "AZURE_AUTHORITY_HOST",
-    "AZURE_TENANT_ID",
-    "AZURE_CLIENT_ID",
-    "AZURE_CLIENT_SECRET",
-    "AZURE_CLIENT_CERTIFICATE_PATH",
-    "AZURE_FEDERATED_TOKEN_FILE",
-];
-
 /// A config watching `MySampleJob` through `sim`'s Resource Manager with `credential`
 /// (and `extra` account keys).
 fn config(dir: &Path, sim: &RunningSimulator, credential: &str, extra: &str) -> std::path::PathBuf {
@@ -56,7 +38,7 @@ fn environment(sim: &RunningSimulator, kind: &str) -> Vec<(&'static str, String)
 
 /// Every identity variable empty (as good as unset) but `variables`.
 fn only(variables: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
-    let mut all: Vec<(&str, String)> = IDENTITY_VARIABLES
+    let mut all: Vec<(&str, String)> = common::IDENTITY_VARIABLES
         .iter()
         .filter(|name| !variables.iter().any(|(given, _)| given == *name))
         .map(|name| (*name, String::new()))
@@ -91,6 +73,17 @@ fn log(dir: &Path) -> String {
 async fn wait_for_log(dir: &Path, wanted: &str, within: Duration) {
     let seen = common::wait_until(within, || log(dir).contains(wanted)).await;
     assert!(seen, "the log never said {wanted:?}:\n{}", log(dir));
+}
+
+/// Waits until the daemon has recorded the job's first events (it got a token and polled).
+async fn first_events_recorded(dir: &Path) {
+    watching(dir).await;
+    let db = dir.join("iewatch.db");
+    let recorded = wait_for(Duration::from_secs(20), || async {
+        !event_list(&db, "MySampleJob").await.is_empty()
+    })
+    .await;
+    assert!(recorded, "{}", log(dir));
 }
 
 /// The whole lifecycle, with the events the client-secret account gives.
@@ -143,7 +136,7 @@ async fn a_vms_system_assigned_identity_watches_a_lifecycle() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_user_assigned_identity_by_client_id_and_by_resource_id_watches_a_lifecycle() {
+async fn a_user_assigned_identity_by_client_id_watches_a_lifecycle_and_one_not_assigned_is_named() {
     let extra = format!("managed_identity_client_id = \"{USER_ASSIGNED_CLIENT_ID}\"\n");
     let (dir, sim, config) = started("managed_identity", &extra).await;
     // Only the user-assigned identity may read: the system-assigned one would be refused.
@@ -359,13 +352,7 @@ async fn an_imds_that_hangs_is_said_at_each_attempt_and_retried() {
     )
     .await;
     sim.set_identity_fault(None);
-    watching(dir.path()).await;
-    let db = dir.path().join("iewatch.db");
-    let recovered = wait_for(Duration::from_secs(20), || async {
-        !event_list(&db, "MySampleJob").await.is_empty()
-    })
-    .await;
-    assert!(recovered, "{}", log(dir.path()));
+    first_events_recorded(dir.path()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,15 +373,9 @@ async fn an_imds_answering_410_for_a_minute_is_waited_out_without_a_failure() {
     );
     // A simulated minute passes: the next attempt on the schedule gets a token.
     sim.set_time(Some(Duration::from_secs(61)));
-    watching(dir.path()).await;
-    let db = dir.path().join("iewatch.db");
-    let recovered = wait_for(Duration::from_secs(20), || async {
-        !event_list(&db, "MySampleJob").await.is_empty()
-    })
-    .await;
-    assert!(recovered, "{}", log(dir.path()));
+    first_events_recorded(dir.path()).await;
     assert!(
-        !event_list(&db, "MySampleJob")
+        !event_list(&dir.path().join("iewatch.db"), "MySampleJob")
             .await
             .iter()
             .any(|e| e.0 == "job.poll_failing"),
@@ -414,13 +395,7 @@ async fn token_lifetimes_of_zero_or_ten_years_are_bounded_and_said() {
             Duration::from_secs(20),
         )
         .await;
-        watching(dir.path()).await;
-        let db = dir.path().join("iewatch.db");
-        let watched = wait_for(Duration::from_secs(20), || async {
-            !event_list(&db, "MySampleJob").await.is_empty()
-        })
-        .await;
-        assert!(watched, "{}", log(dir.path()));
+        first_events_recorded(dir.path()).await;
     }
 }
 

@@ -50,12 +50,14 @@ fn explained(code: &str) -> String {
 }
 
 fn print_text(s: &Summary) {
-    let what = match (s.format, &s.version) {
-        (Some(errorlog::Format::DriveLog), Some(v)) => format!("drive log {v}"),
-        (Some(errorlog::Format::CopyLog), Some(v)) => format!("copy log {v}"),
-        (Some(errorlog::Format::DriveLog), None) => "drive log".to_owned(),
-        (Some(errorlog::Format::CopyLog), None) => "copy log".to_owned(),
-        (None, _) => "an empty log".to_owned(),
+    let kind = match s.format {
+        Some(errorlog::Format::DriveLog) => "drive log",
+        Some(errorlog::Format::CopyLog) => "copy log",
+        None => "an empty log",
+    };
+    let what = match &s.version {
+        Some(version) => format!("{kind} {version}"),
+        None => kind.to_owned(),
     };
     let drive = s.drive_id.as_deref().unwrap_or("?");
     outln!("drive {drive} ({what})");

@@ -38,6 +38,24 @@ use tokio::net::TcpListener;
 /// The subscription of the spec's sample.
 pub const SAMPLE_SUBSCRIPTION: &str = "afb1a4eb-bc88-4ce1-b1af-dfec80067464";
 
+/// Every variable an Azure SDK reads to find an identity: removed from the daemon's
+/// environment, so that the machine running the tests cannot lend it one.
+pub const IDENTITY_VARIABLES: [&str; 13] = [
+    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "IDENTITY_SERVER_THUMBPRINT",
+    "IMDS_ENDPOINT",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+    "AZURE_AUTHORITY_HOST",
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_FEDERATED_TOKEN_FILE",
+];
+
 /// The spec's sample Get Job response body.
 pub const SAMPLE_JOB: &str = include_str!("../fixtures/get-job-sample.json");
 

@@ -10,7 +10,7 @@ use http::{header, Method, Request, StatusCode};
 use http_body_util::Full;
 use serde::Deserialize;
 
-use super::{first_line, Failure, Fetched, TokenError};
+use super::{first_line, read_small_file, Failure, Fetched, TokenError};
 use crate::{
     config::Secret,
     http_client::{self, HttpsClient, USER_AGENT},
@@ -105,7 +105,6 @@ impl ClientCredentials {
 
     /// The federated token, read now: the kubelet rewrites the file as it rotates.
     fn federated_token(&self, path: &std::path::Path) -> Result<String, TokenError> {
-        use std::io::Read as _;
         let unreadable = |e: std::io::Error| {
             self.error(
                 Failure::Transient,
@@ -116,14 +115,7 @@ impl ClientCredentials {
                 ),
             )
         };
-        let mut text = String::new();
-        std::fs::File::open(path)
-            .map_err(unreadable)?
-            .take(FEDERATED_TOKEN_LIMIT + 1)
-            .read_to_string(&mut text)
-            .map_err(unreadable)?;
-        let token = text.trim();
-        if token.is_empty() || text.len() as u64 > FEDERATED_TOKEN_LIMIT {
+        let Some(token) = read_small_file(path, FEDERATED_TOKEN_LIMIT).map_err(unreadable)? else {
             return Err(self.error(
                 Failure::Transient,
                 format!(
@@ -131,7 +123,7 @@ impl ClientCredentials {
                     path.display()
                 ),
             ));
-        }
+        };
         if !token.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(self.error(
                 Failure::Transient,
@@ -141,7 +133,7 @@ impl ClientCredentials {
                 ),
             ));
         }
-        Ok(token.to_owned())
+        Ok(token)
     }
 
     /// A JWT signed with the certificate's key (RS256), naming the certificate by its

@@ -10,8 +10,8 @@ use http::{header, HeaderValue, Method, Request, StatusCode};
 use http_body_util::Full;
 
 use super::{
-    entra::oauth_code, entra::oauth_error, entra::parse_token, resource_of, Env, Failure, Fetched,
-    TokenError,
+    entra::oauth_code, entra::oauth_error, entra::parse_token, read_small_file, resource_of, Env,
+    Failure, Fetched, TokenError,
 };
 use crate::{
     config::ManagedIdentityId,
@@ -369,7 +369,6 @@ pub(super) fn classify(
 /// The key an Arc challenge asks for: the file its `WWW-Authenticate: Basic realm=`
 /// names, read only if it is a `.key` file of at most 4 KiB directly in `key_dir`.
 pub(crate) fn arc_key(response: &http::Response<Bytes>, key_dir: &Path) -> Result<String, String> {
-    use std::io::Read as _;
     let realm = response
         .headers()
         .get(header::WWW_AUTHENTICATE)
@@ -392,16 +391,7 @@ pub(crate) fn arc_key(response: &http::Response<Bytes>, key_dir: &Path) -> Resul
              himds group)"
         )
     };
-    let mut key = String::new();
-    std::fs::File::open(named)
+    read_small_file(named, ARC_KEY_LIMIT)
         .map_err(unreadable)?
-        .take(ARC_KEY_LIMIT + 1)
-        .read_to_string(&mut key)
-        .map_err(unreadable)?;
-    if key.len() as u64 > ARC_KEY_LIMIT || key.trim().is_empty() {
-        return Err(format!(
-            "the Arc key file {realm} is empty or larger than 4 KiB"
-        ));
-    }
-    Ok(key.trim().to_owned())
+        .ok_or_else(|| format!("the Arc key file {realm} is empty or larger than 4 KiB"))
 }

@@ -159,6 +159,21 @@ pub(crate) fn resource_of(scope: &str) -> &str {
     scope.strip_suffix("/.default").unwrap_or(scope)
 }
 
+/// A small file an identity is proven by (a federated token, Arc's key), read now and
+/// trimmed: `None` when it is empty or longer than `limit` bytes, never more read.
+pub(crate) fn read_small_file(
+    path: &std::path::Path,
+    limit: u64,
+) -> std::io::Result<Option<String>> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_string(&mut text)?;
+    let trimmed = text.trim();
+    Ok((text.len() as u64 <= limit && !trimmed.is_empty()).then(|| trimmed.to_owned()))
+}
+
 /// The first line of an endpoint's words, bounded and printable: for messages.
 pub(crate) fn first_line(text: &str) -> String {
     let line = text.lines().next().unwrap_or_default();

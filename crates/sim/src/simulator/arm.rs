@@ -21,7 +21,8 @@ mod entra;
 
 use entra::{openid_configuration, token};
 
-fn json_response(status: StatusCode, body: &Value) -> Response<ResponseBody> {
+/// A JSON answer, as every Azure endpoint of the simulator gives one.
+pub(super) fn json_response(status: StatusCode, body: &Value) -> Response<ResponseBody> {
     let mut response = Response::new(full(serde_json::to_vec(body).unwrap_or_default()));
     *response.status_mut() = status;
     response.headers_mut().insert(

@@ -22,7 +22,8 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
 use super::{
-    service::{full, percent_decode, ResponseBody},
+    arm::json_response,
+    service::{percent_decode, ResponseBody},
     SimState, STALL,
 };
 
@@ -158,18 +159,8 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<SimState>, tracker: 
     }
 }
 
-fn answer(status: StatusCode, body: &Value) -> Response<ResponseBody> {
-    let mut response = Response::new(full(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    response
-}
-
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response<ResponseBody> {
-    answer(
+    json_response(
         status,
         &json!({"error": error, "error_description": description}),
     )
@@ -411,7 +402,7 @@ fn issue(state: &SimState, resource: &str, principal: &str, imds: bool) -> Respo
     } else {
         body["client_id"] = Value::String(principal.to_owned());
     }
-    answer(StatusCode::OK, &body)
+    json_response(StatusCode::OK, &body)
 }
 
 impl super::RunningSimulator {
