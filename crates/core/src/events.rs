@@ -88,6 +88,10 @@ pub enum EventType {
     /// A stalled drive moved again (or stopped copying).
     #[strum(to_string = "drive.resumed")]
     DriveResumed,
+    /// A drive (Data Box: a destination account) ended with errors: what its error log
+    /// says failed, or why the log could not be read.
+    #[strum(to_string = "drive.errors")]
+    DriveErrors,
     /// An error condition still holds.
     #[strum(to_string = "job.reminder")]
     JobReminder,
@@ -143,6 +147,7 @@ impl EventType {
             | EventType::JobResumed
             | EventType::DriveStalled
             | EventType::DriveResumed
+            | EventType::DriveErrors
             | EventType::JobReminder
             | EventType::JobAcknowledged
             | EventType::JobMemoryReset => PayloadShape::Fields,
@@ -187,6 +192,7 @@ impl EventType {
             EventType::JobDeadline => format!("deadline: {to}"),
             EventType::JobStalled | EventType::DriveStalled => format!("stalled: {to}"),
             EventType::JobResumed | EventType::DriveResumed => format!("resumed: {to}"),
+            EventType::DriveErrors => format!("errors: {to}"),
             EventType::JobReminder => format!("reminder: {to}"),
             EventType::JobAcknowledged => format!("acknowledged: {to}"),
             EventType::JobMemoryReset => format!("memory reset: {to}"),

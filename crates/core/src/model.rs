@@ -316,12 +316,56 @@ pub struct Notices {
     /// The service's delay notices (Data Box `delayInformation`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub delays: Vec<Delay>,
+    /// Error logs of drives or destination accounts that ended with errors, for the
+    /// error-log reader (see [`crate::errorlog`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error_logs: Vec<ErrorLogRef>,
+}
+
+/// Where the service put the error log of one drive (or Data Box destination account)
+/// that ended with errors. Only ever made for a unit that ended with errors.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorLogRef {
+    /// The drive's serial number, or the Data Box destination account's name.
+    pub owner: String,
+    /// The log as the service gave it, any SAS removed: an absolute blob URL, or a
+    /// Data Box link relative to `account`'s blob endpoint.
+    pub link: String,
+    /// The storage account a relative link is in (Data Box `accountName`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+}
+
+impl ErrorLogRef {
+    /// A reference whose link is kept without its query (a SAS is never stored).
+    pub fn new(owner: &str, link: &str, account: Option<&str>) -> ErrorLogRef {
+        let link = link.split(['?', '#']).next().unwrap_or_default().trim();
+        ErrorLogRef {
+            owner: owner.to_owned(),
+            link: link.to_owned(),
+            account: account.map(str::to_owned),
+        }
+    }
+}
+
+/// True for a drive that ended with errors: `CompletedMoreInfo`, or a copy status that
+/// says errors or warnings (`CompletedWithErrors`, `CompletedWithWarnings`, `Failed`).
+pub fn ended_with_errors(state: Option<&str>, copy_status: Option<&str>) -> bool {
+    let state_says = state.is_some_and(|s| s.eq_ignore_ascii_case("CompletedMoreInfo"));
+    let copy_says = copy_status.is_some_and(|c| {
+        let c = c.to_ascii_lowercase();
+        c.contains("error") || c.contains("warning") || c == "failed"
+    });
+    state_says || copy_says
 }
 
 impl Notices {
     /// True when there is nothing to say.
     pub fn is_empty(&self) -> bool {
-        self.packages.is_empty() && self.action.is_none() && self.delays.is_empty()
+        self.packages.is_empty()
+            && self.action.is_none()
+            && self.delays.is_empty()
+            && self.error_logs.is_empty()
     }
 }
 

@@ -9,7 +9,11 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Map, Value};
 use sha2::Sha256;
 
-use crate::{events::EventRecord, events::PayloadShape, model::Severity, moment::parse_timestamp};
+use crate::{
+    events::{EventRecord, EventType, PayloadShape},
+    model::Severity,
+    moment::parse_timestamp,
+};
 
 /// The stable `webhook-id` of an event: the same for every retry, restart and failover,
 /// and never given to another event, even after a restore from an older backup rewinds
@@ -166,6 +170,41 @@ pub fn slack_body(event: &EventRecord) -> Vec<u8> {
     serde_json::to_vec(&json!({ "text": text })).unwrap_or_default()
 }
 
+/// What a `drive.errors` event adds to a message, as (title, text) pairs: the counts by
+/// code with their meaning, the first failed entries, and the log (or why it was not
+/// read). Empty for other events. Every channel shows these.
+pub fn error_facts(event: &EventRecord) -> Vec<(String, String)> {
+    if event.event_type != EventType::DriveErrors {
+        return Vec::new();
+    }
+    let Some(fields) = event.details.as_ref().and_then(|d| d.get("details")) else {
+        return Vec::new();
+    };
+    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
+    let mut facts = Vec::new();
+    if let Some(error) = text(fields, "error") {
+        facts.push(("Not read".to_owned(), error));
+    }
+    for total in fields.get("totals").and_then(Value::as_array).into_iter().flatten().take(8) {
+        let count = total.get("count").and_then(Value::as_u64).unwrap_or(0);
+        let code = text(total, "code").unwrap_or_default();
+        let line = match text(total, "meaning") {
+            Some(meaning) => format!("{count} × {code}: {meaning}"),
+            None => format!("{count} × {code}"),
+        };
+        facts.push(("Failed".to_owned(), line));
+    }
+    for entry in fields.get("first").and_then(Value::as_array).into_iter().flatten().take(5) {
+        let path = text(entry, "file_path").or_else(|| text(entry, "path")).unwrap_or_default();
+        let code = text(entry, "code").unwrap_or_default();
+        facts.push(("File".to_owned(), format!("{path} ({code})")));
+    }
+    if let Some(log) = text(fields, "log") {
+        facts.push(("Log".to_owned(), log));
+    }
+    facts
+}
+
 /// Parses a JSON body back (tests, the demo's sink).
 pub fn parse(body: &[u8]) -> Option<Value> {
     serde_json::from_slice(body).ok()
@@ -201,6 +240,9 @@ pub fn teams_body(event: &EventRecord) -> Vec<u8> {
     }
     if let Some(percent) = text(job.and_then(|j| j.get("percent_complete"))) {
         facts.push(json!({"title": "Progress", "value": format!("{percent}%")}));
+    }
+    for (title, value) in error_facts(event) {
+        facts.push(json!({"title": title, "value": markdown_escaped(&value)}));
     }
     facts.push(json!({"title": "Severity", "value": event.severity.as_str()}));
     facts.push(json!({"title": "Observed", "value": rfc3339(&event.observed_at)}));

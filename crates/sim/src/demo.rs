@@ -253,6 +253,7 @@ async fn receive(
                 .map_or("job".to_owned(), |d| format!("drive {d}"));
             // Shipping, action and delay payloads carry fields rather than from/to.
             let fields: Vec<&str> = [
+                "summary",
                 "package",
                 "carrier",
                 "tracking",

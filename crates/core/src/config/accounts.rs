@@ -92,10 +92,12 @@ impl Checker<'_> {
             .map(str::to_owned);
         let identity = self.management_certificate(raw, i, at);
         let extra_roots = self.extra_roots(&raw.ca_certificate, &key("ca_certificate"));
+        let error_logs = self.error_log_settings(i, raw, false);
         Some(Account {
             name: name?,
             subscription_id: subscription_id?,
             store_bitlocker_keys: raw.store_bitlocker_keys.unwrap_or(false),
+            error_logs: error_logs?,
             kind: AccountKind::Classic(ClassicAccount {
                 storage_account: storage_account?,
                 endpoint: endpoint?,
@@ -146,10 +148,12 @@ impl Checker<'_> {
         let endpoint = self.https_base(&raw.endpoint, DEFAULT_ARM_ENDPOINT, &key("endpoint"));
         let authority = self.https_base(&raw.authority, DEFAULT_AUTHORITY, &key("authority"));
         let extra_roots = self.extra_roots(&raw.ca_certificate, &key("ca_certificate"));
+        let error_logs = self.error_log_settings(i, raw, true);
         Some(Account {
             name: name?,
             subscription_id: subscription_id?,
             store_bitlocker_keys: raw.store_bitlocker_keys.unwrap_or(false),
+            error_logs: error_logs?,
             kind: AccountKind::Arm(ArmAccount {
                 resource_group: resource_group?,
                 credential: credential?,

@@ -10,6 +10,7 @@ mod credential;
 mod daemon;
 mod database;
 mod email;
+mod error_logs;
 mod raw;
 mod template;
 mod types;
@@ -24,6 +25,7 @@ use std::{
 use base64::Engine as _;
 
 pub use database::{is_postgres_url, Database, Postgres};
+pub use error_logs::DEFAULT_BLOB_ENDPOINT;
 pub use types::*;
 
 /// Where the daemon looks when neither `-c` nor `$IEWATCH_CONFIG` says.

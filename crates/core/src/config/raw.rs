@@ -82,6 +82,10 @@ pub(super) struct RawAccount {
     pub(super) managed_identity_client_id: Option<Spanned<String>>,
     pub(super) managed_identity_object_id: Option<Spanned<String>>,
     pub(super) managed_identity_resource_id: Option<Spanned<String>>,
+    // Reading the error logs (any kind of account).
+    pub(super) error_log_sas_file: Option<Spanned<PathBuf>>,
+    pub(super) storage_key_file: Option<Spanned<PathBuf>>,
+    pub(super) blob_endpoint: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

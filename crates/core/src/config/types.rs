@@ -101,6 +101,31 @@ pub struct Account {
     pub store_bitlocker_keys: bool,
     /// The API and its credentials.
     pub kind: AccountKind,
+    /// How the error logs of its jobs are read.
+    pub error_logs: ErrorLogSettings,
+}
+
+/// How the error logs of an account's jobs are read.
+#[derive(Clone, Debug)]
+pub struct ErrorLogSettings {
+    /// What authorises the reads.
+    pub credential: ErrorLogCredential,
+    /// A Data Box destination account's blob endpoint, `{account}` standing for its name.
+    pub blob_endpoint: String,
+}
+
+/// What authorises reading an error log.
+#[derive(Clone, Debug)]
+pub enum ErrorLogCredential {
+    /// The account's own Entra ID credential, for Storage (Resource Manager accounts).
+    AccountToken,
+    /// A SAS with read permission (`error_log_sas_file`), without its leading `?`.
+    Sas(Secret),
+    /// The storage account's key (`storage_key_file`), decoded.
+    AccountKey(Secret),
+    /// Nothing can read them (a classic account with neither file): each log is
+    /// reported as unreadable, saying what to set.
+    Nothing,
 }
 
 /// Which API an account is watched through.

@@ -7,7 +7,9 @@
 //! Lenient where the documented samples are (stray spaces in attributes), strict in what
 //! it reports: a code it does not know is reported as given, without a made-up meaning.
 
+mod fetch;
 mod meanings;
+mod report;
 #[cfg(test)]
 mod tests;
 
@@ -15,7 +17,9 @@ use std::{collections::BTreeMap, io::BufRead};
 
 use quick_xml::events::{BytesStart, Event};
 
+pub use fetch::{account_of, read_log, shared_key_signature, Access, FetchError, STORAGE_SCOPE, STORAGE_VERSION};
 pub use meanings::meaning;
+pub use report::{CodeCount, FailedEntry, Report, FIRST_IN_EVENT};
 
 /// How much of a log is read and kept.
 #[derive(Clone, Copy, Debug)]

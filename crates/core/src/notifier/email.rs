@@ -169,6 +169,10 @@ fn message(settings: &EmailSettings, events: &[EventRecord]) -> Result<Message, 
         );
         text.push_str(&one_line(&line));
         text.push('\n');
+        for (title, value) in crate::payload::error_facts(event) {
+            text.push_str(&one_line(&format!("    {title}: {value}")));
+            text.push('\n');
+        }
     }
     text.push_str("\n-- \niewatch: `iewatch history JOB` shows the whole timeline.\n");
     let from: Mailbox = settings.from.parse().map_err(|e| format!("from: {e}"))?;

@@ -187,6 +187,7 @@ pub fn pagerduty_body(
                         "from": event.from,
                         "to": event.to,
                         "job": event.details.as_ref().and_then(|d| d.get("job")),
+                        "details": event.details.as_ref().and_then(|d| d.get("details")),
                     },
                 },
             })

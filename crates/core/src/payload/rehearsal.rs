@@ -188,6 +188,17 @@ pub fn sample(event_type: EventType) -> EventRecord {
             Some("on it"),
             json!({"note": "on it", "condition": "stalled"}),
         ),
+        EventType::DriveErrors => (
+            None,
+            Some("3 files failed: 2 FileNameInvalid, 1 Corrupted; first: \\photos\\a?.jpg (FileNameInvalid)"),
+            json!({"summary": "3 files failed: 2 FileNameInvalid, 1 Corrupted; first: \\photos\\a?.jpg (FileNameInvalid)",
+                   "log": "https://acct.blob.core.windows.net/waimportexport/waies/SampleJob_D1_error.xml",
+                   "format": "DriveLog 2014-11-01", "status": "CompletedWithErrors", "failed": 3,
+                   "totals": [{"code": "FileNameInvalid", "count": 2, "meaning": "the file name is not valid"},
+                              {"code": "Corrupted", "count": 1, "meaning": "the content does not match its hash"}],
+                   "first": [{"path": "photos/a?.jpg", "file_path": "\\photos\\a?.jpg",
+                              "code": "FileNameInvalid", "meaning": "the file name is not valid"}]}),
+        ),
         EventType::JobMemoryReset => (
             None,
             Some("jobs.clocks"),

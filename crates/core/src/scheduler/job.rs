@@ -222,6 +222,16 @@ impl WatchedJob {
         if was_failing != self.is_failing() {
             shared.telemetry.failing_changed(self.is_failing());
         }
+        if let Some(snapshot) = &self.snapshot {
+            if !snapshot.notices.error_logs.is_empty() {
+                settings.error_logs.offer(
+                    shared,
+                    (id, &self.account, &self.name),
+                    &snapshot.notices.error_logs,
+                    &settings.webhooks,
+                );
+            }
+        }
         delay
     }
 

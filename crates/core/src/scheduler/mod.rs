@@ -7,6 +7,7 @@
 //! no transaction: the store batches their times.
 
 mod discovery;
+mod error_logs;
 mod job;
 
 use std::{
@@ -29,6 +30,7 @@ use crate::{
     telemetry::{Telemetry, LIVENESS_SLACK},
 };
 use discovery::Discovery;
+use error_logs::ErrorLogReader;
 use job::WatchedJob;
 
 /// The first poll of each job is spread over this much time (or its interval if shorter)
@@ -54,7 +56,9 @@ struct Settings {
     /// Deadlines, stalls, reminders.
     clocks: crate::decide::clocks::ClockSettings,
     /// The webhooks new events are routed to.
-    webhooks: Vec<Webhook>,
+    webhooks: Arc<Vec<Webhook>>,
+    /// Reads the error logs of drives that ended with errors.
+    error_logs: Arc<ErrorLogReader>,
 }
 
 /// Why the job tasks could not be started.
@@ -68,7 +72,7 @@ pub enum SchedulerError {
 /// Every account's source (its client and connection pool), by account name. Built
 /// before a generation starts, and before a reload stops the running one, so a config
 /// whose sources cannot be built is refused while the old generation still runs.
-pub struct Sources(HashMap<String, Arc<Source>>);
+pub struct Sources(HashMap<String, Arc<Source>>, Arc<ErrorLogReader>);
 
 impl Sources {
     /// Builds the source of every account of `config`.
@@ -82,7 +86,8 @@ impl Sources {
             let source = Source::for_account(account, &config.daemon, &caches)?;
             sources.insert(account.name.clone(), Arc::new(source));
         }
-        Ok(Sources(sources))
+        let reader = ErrorLogReader::for_config(config, &caches);
+        Ok(Sources(sources, Arc::new(reader)))
     }
 }
 
@@ -98,13 +103,14 @@ pub fn spawn_jobs(
     shared: &Shared,
     supervisor: &Supervisor,
 ) -> usize {
-    let sources = &sources.0;
+    let (sources, error_logs) = (&sources.0, sources.1.clone());
     let settings = Arc::new(Settings {
         failure_threshold: config.daemon.failure_threshold,
         stop_after: config.daemon.stop_after,
         max_retry_after: config.daemon.max_retry_after,
         clocks: config.daemon.clocks.clone(),
-        webhooks: config.webhooks.clone(),
+        webhooks: Arc::new(config.webhooks.clone()),
+        error_logs,
     });
     let queue = Arc::new(DueQueue::new());
     let mut count = 0;

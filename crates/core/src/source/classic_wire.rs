@@ -313,6 +313,17 @@ impl Job {
         // Serialising a derived struct with string keys cannot fail.
         let document = Document::new(serde_json::to_value(&self).unwrap_or_default());
         let p = self.properties;
+        let closed = p.state.eq_ignore_ascii_case("Closed");
+        let error_logs = self
+            .drive_list
+            .iter()
+            .flatten()
+            .filter(|d| closed || model::ended_with_errors(d.state.as_deref(), d.copy_status.as_deref()))
+            .filter_map(|d| {
+                let uri = d.error_log_uri.as_deref().filter(|u| !u.trim().is_empty())?;
+                Some(model::ErrorLogRef::new(&d.drive_id, uri, None))
+            })
+            .collect();
         let drives = self.drive_list.unwrap_or_default().into_iter().map(|d| {
             let snapshot =
                 DriveSnapshot::new(d.drive_id, d.state, d.copy_status, d.percent_complete);
@@ -331,6 +342,7 @@ impl Job {
                 model::Package::new(kind, p.carrier_name, p.tracking_number, None)
             })
             .collect();
+        job.notices.error_logs = error_logs;
         document.split(job, drives, ("/DriveList", "BitLockerKey"))
     }
 

@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use super::Document;
 use crate::model::{
-    ActionRequired, Delay, DriveSnapshot, JobSnapshot, Notices, Package, PackageKind,
+    self, ActionRequired, Delay, DriveSnapshot, ErrorLogRef, JobSnapshot, Notices, Package,
+    PackageKind,
 };
 
 /// How long a copy that waits for the customer waits before the service completes the
@@ -154,6 +155,54 @@ pub struct Details {
     /// The disks the collections above name (stored instead of the collections).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disk_serials: Vec<String>,
+    /// Where each destination account's (or disk's) copy log is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copy_log_details: Vec<CopyLogDetails>,
+}
+
+/// One `copyLogDetails` entry (any of its four discriminated shapes): a link relative to
+/// the destination account's blob endpoint (`databoxcopylog/...xml`), or a list of them
+/// (Data Box Heavy).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyLogDetails {
+    /// `DataBox`, `DataBoxDisk`, `DataBoxHeavy` or `DataBoxCustomerDisk`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_log_details_type: Option<String>,
+    /// The destination account (DataBox, Heavy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_name: Option<String>,
+    /// The copy log (DataBox: a string; Heavy: an array of strings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_log_link: Option<Value>,
+    /// Data Box Disk: the disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_serial_number: Option<String>,
+    /// CustomerDisk: the disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_number: Option<String>,
+    /// Disk and CustomerDisk: the error log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_log_link: Option<String>,
+}
+
+impl CopyLogDetails {
+    /// The unit (account or disk) and each of its log links.
+    fn links(&self) -> Option<(&str, Vec<&str>)> {
+        let owner = self
+            .account_name
+            .as_deref()
+            .or(self.disk_serial_number.as_deref())
+            .or(self.serial_number.as_deref())?;
+        let mut links: Vec<&str> = match &self.copy_log_link {
+            Some(Value::String(link)) => vec![link.as_str()],
+            Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        links.extend(self.error_log_link.as_deref());
+        links.retain(|l| !l.trim().is_empty());
+        Some((owner, links))
+    }
 }
 
 /// One entry of `jobStages`.
@@ -452,9 +501,51 @@ impl DataBoxJob {
             packages: packages(&details),
             action: action_required(&details, p.error.as_ref()),
             delays: delays(&details.job_stages),
+            error_logs: error_logs(job.state.as_str(), &details),
         };
         (job, document)
     }
+}
+
+/// The copy logs of the units that ended with errors: every unit once the order's
+/// status says errors or warnings, otherwise the units whose progress counts failed
+/// files or whose copy status says so. A link that is a URL is kept as one; a relative
+/// one is tied to its account.
+fn error_logs(status: &str, details: &Details) -> Vec<ErrorLogRef> {
+    let order_says = model::ended_with_errors(None, Some(status));
+    let unit_says = |owner: &str| {
+        details.copy_progress.iter().any(|unit| {
+            unit.unit_id() == Some(owner)
+                && (unit.files_errored_out.is_some_and(|n| n > 0)
+                    || model::ended_with_errors(
+                        None,
+                        unit.copy_status.as_deref().or(unit.status.as_deref()),
+                    ))
+        })
+    };
+    let mut logs = Vec::new();
+    for entry in &details.copy_log_details {
+        let Some((owner, links)) = entry.links() else {
+            continue;
+        };
+        if !(order_says || unit_says(owner)) {
+            continue;
+        }
+        // Disk entries name no account: the unit's progress does.
+        let account = entry.account_name.as_deref().or_else(|| {
+            details
+                .copy_progress
+                .iter()
+                .find(|unit| unit.unit_id() == Some(owner))
+                .and_then(|unit| unit.storage_account_name.as_deref())
+        });
+        logs.extend(
+            links
+                .into_iter()
+                .map(|link| ErrorLogRef::new(owner, link, account)),
+        );
+    }
+    logs
 }
 
 /// Byte-weighted over the units whose totals are known; where the service gives only

@@ -9,6 +9,7 @@
 mod attention;
 mod database;
 mod deliveries;
+mod error_logs;
 mod guard;
 mod incidents;
 pub mod lease;
@@ -33,6 +34,7 @@ pub use attention::Attention;
 pub(crate) use database::postgres_url;
 pub use database::Dialect;
 pub use deliveries::{Attempt, DeliveryRow, OutboxItem};
+pub use error_logs::StoredErrorLog;
 pub use guard::beside;
 pub use reads::{DriveStatus, JobStatus, NearDeadline};
 pub use retention::Pruned;

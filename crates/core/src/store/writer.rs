@@ -41,8 +41,9 @@ pub(super) struct Write {
     pub(super) generation: u64,
     pub(super) job: JobId,
     pub(super) change: Change,
-    /// The job's bookkeeping, written as handed (the rules live in `decide`).
-    pub(super) memory: Memory,
+    /// The job's bookkeeping, written as handed (the rules live in `decide`); none for
+    /// a write that is not a poll's (an error log read).
+    pub(super) memory: Option<Memory>,
     pub(super) events: Vec<Event>,
     pub(super) outbox: Vec<OutboxEntry>,
     pub(super) at: SystemTime,
@@ -62,6 +63,14 @@ pub(super) enum Change {
     Failure { error: String },
     /// Only the bookkeeping (a success without a document after failures).
     Bookkeeping,
+    /// A drive's error log, read or found unreadable: its row, and its events only if
+    /// the log had no row yet (each log is reported once).
+    ErrorLog {
+        log: String,
+        drive: String,
+        readable: bool,
+        report: String,
+    },
 }
 
 /// What the writer is asked to do.
@@ -433,6 +442,28 @@ async fn apply(
             .execute(&mut **tx)
             .await?;
         }
+        Change::ErrorLog {
+            log,
+            drive,
+            readable,
+            report,
+        } => {
+            let added = sqlx::query(
+                "INSERT INTO error_logs (job_id, log, drive_id, read_at, readable, report)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (job_id, log) DO NOTHING",
+            )
+            .bind(job.0)
+            .bind(log)
+            .bind(drive)
+            .bind(&now)
+            .bind(i64::from(*readable))
+            .bind(report)
+            .execute(&mut **tx)
+            .await?;
+            if added.rows_affected() == 0 {
+                return Ok(Vec::new());
+            }
+        }
         Change::Bookkeeping => {
             sqlx::query(
                 "UPDATE jobs SET last_error = NULL, last_error_at = NULL, last_polled_at = $1 WHERE id = $2",
@@ -443,7 +474,9 @@ async fn apply(
             .await?;
         }
     }
-    write_memory(tx, job, &write.memory).await?;
+    if let Some(memory) = &write.memory {
+        write_memory(tx, job, memory).await?;
+    }
     insert_events(tx, dialect, job, &write.events, &write.outbox, &now).await
 }
 

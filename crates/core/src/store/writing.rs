@@ -215,7 +215,7 @@ impl Store {
         self.submit(
             observed.job,
             change,
-            observed.memory,
+            Some(observed.memory),
             observed.events,
             observed.outbox,
             observed.at,
@@ -234,7 +234,7 @@ impl Store {
         self.submit(
             failed.job,
             change,
-            failed.memory,
+            Some(failed.memory),
             failed.events,
             failed.outbox,
             failed.at,
@@ -255,15 +255,15 @@ impl Store {
         outbox: &[OutboxEntry],
         at: SystemTime,
     ) -> Result<Vec<i64>, StoreError> {
-        self.submit(job, Change::Bookkeeping, memory, events, outbox, at)
+        self.submit(job, Change::Bookkeeping, Some(memory), events, outbox, at)
             .await
     }
 
-    async fn submit(
+    pub(super) async fn submit(
         &self,
         job: JobId,
         change: Change,
-        memory: &Memory,
+        memory: Option<&Memory>,
         events: &[Event],
         outbox: &[OutboxEntry],
         at: SystemTime,
@@ -272,7 +272,7 @@ impl Store {
             generation: self.generation,
             job,
             change,
-            memory: memory.clone(),
+            memory: memory.cloned(),
             events: events.to_vec(),
             outbox: outbox.to_vec(),
             at,

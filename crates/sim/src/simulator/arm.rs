@@ -528,6 +528,9 @@ fn arm_document(state: &SimState, job: &Job) -> Value {
                 if let Some(status) = &d.copy_status {
                     object.insert("copyStatus".into(), status.clone().into());
                 }
+                if let Some(log) = &d.error_log_uri {
+                    object.insert("errorLogUri".into(), log.clone().into());
+                }
                 if let Some(percent) = d.percent_complete {
                     object.insert("percentComplete".into(), percent.into());
                     object.insert("bytesSucceeded".into(), (percent * 40_000_000_000).into());

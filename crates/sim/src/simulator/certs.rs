@@ -23,6 +23,8 @@ pub struct CertPaths {
     pub server: PathBuf,
     /// Management certificate and key (one PEM file): the account's `certificate`.
     pub client: PathBuf,
+    /// The simulated storage account's key: a classic account's `storage_key_file`.
+    pub storage_key: PathBuf,
 }
 
 impl CertPaths {
@@ -33,6 +35,7 @@ impl CertPaths {
             ca_key: dir.join("ca-key.pem"),
             server: dir.join("server.pem"),
             client: dir.join("management.pem"),
+            storage_key: dir.join("storage.key"),
         }
     }
 }
@@ -151,6 +154,9 @@ pub fn write_private(path: &Path, contents: &str) -> Result<(), CertError> {
 /// The directory cannot be written or existing files cannot be read.
 pub fn ensure_certificates(dir: &Path, extra_name: Option<&str>) -> Result<CertPaths, CertError> {
     let paths = CertPaths::in_dir(dir);
+    if paths.ca.exists() && !paths.storage_key.exists() {
+        write_private(&paths.storage_key, super::blobs::ACCOUNT_KEY)?;
+    }
     if paths.ca.exists() && paths.ca_key.exists() && paths.server.exists() && paths.client.exists()
     {
         return Ok(paths);
@@ -176,5 +182,6 @@ pub fn ensure_certificates(dir: &Path, extra_name: Option<&str>) -> Result<CertP
     write_private(&paths.ca_key, &ca.key_pem())?;
     write_private(&paths.server, &format!("{server_cert}{server_key}"))?;
     write_private(&paths.client, &format!("{client_cert}{client_key}"))?;
+    write_private(&paths.storage_key, super::blobs::ACCOUNT_KEY)?;
     Ok(paths)
 }

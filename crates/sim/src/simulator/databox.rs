@@ -320,7 +320,7 @@ fn details(job: &Job, sku: &str, order: &OrderState, expand: bool) -> Value {
     }
     details.insert("returnPackage".into(), package(&order.return_tracking));
     details.insert("actions".into(), json!(order.actions));
-    details.insert("copyLogDetails".into(), json!([]));
+    details.insert("copyLogDetails".into(), copy_log_details(job, sku).into());
     let sas = |container: &str| {
         format!(
             "https://sim{:08x}.blob.core.windows.net/{container}/{}.txt?sv=2016-05-31&sr=b&sig=Tz0aFakeSignature%2BForTests%3D&st=2026-01-05T09%3A00%3A00Z&se=2026-12-31T09%3A00%3A00Z&sp=r",
@@ -389,6 +389,40 @@ fn lifecycle(sku: &str, order: &OrderState, current: &str) -> Vec<StageRecord> {
     stages
 }
 
+fn with_errors(drive: &iewatch_core::source::classic_wire::Drive) -> bool {
+    drive.copy_status.as_deref() == Some("CompletedWithErrors")
+}
+
+/// `copyLogDetails` in the SKU's shape, for the units whose copy ended with errors: links
+/// relative to the destination account's blob endpoint, as the service gives them.
+fn copy_log_details(job: &Job, sku: &str) -> Vec<Value> {
+    let drives = job.drive_list.as_deref().unwrap_or_default();
+    drives
+        .iter()
+        .filter(|d| with_errors(d))
+        .map(|d| {
+            let link = |kind: &str| {
+                format!(
+                    "databoxcopylog/{}_{}_{kind}_{:08x}.xml",
+                    job.name,
+                    d.drive_id,
+                    fnv(&d.drive_id) & 0xffff_ffff
+                )
+            };
+            match sku {
+                "DataBox" => json!({"copyLogDetailsType": sku, "accountName": d.drive_id,
+                                    "copyLogLink": link("CopyLog")}),
+                "DataBoxHeavy" => json!({"copyLogDetailsType": sku, "accountName": d.drive_id,
+                                         "copyLogLink": [link("CopyLog")], "copyVerboseLogLink": []}),
+                "DataBoxDisk" => json!({"copyLogDetailsType": sku, "diskSerialNumber": d.drive_id,
+                                        "errorLogLink": link("error"), "verboseLogLink": ""}),
+                _ => json!({"copyLogDetailsType": "DataBoxCustomerDisk", "serialNumber": d.drive_id,
+                            "errorLogLink": link("error"), "verboseLogLink": ""}),
+            }
+        })
+        .collect()
+}
+
 /// `copyProgress` in the SKU's shape, for the units the copy has reached.
 fn copy_progress(job: &Job, sku: &str) -> Vec<Value> {
     let drives = job.drive_list.as_deref().unwrap_or_default();
@@ -400,6 +434,7 @@ fn copy_progress(job: &Job, sku: &str) -> Vec<Value> {
             match sku {
                 "DataBoxDisk" => json!({
                     "serialNumber": d.drive_id,
+                    "storageAccountName": "simdest",
                     "bytesCopied": DISK_BYTES / 100 * percent,
                     "percentComplete": percent,
                     "status": d.copy_status.as_deref().unwrap_or("InProgress"),
@@ -414,7 +449,7 @@ fn copy_progress(job: &Job, sku: &str) -> Vec<Value> {
                     "filesProcessed": percent * 1000,
                     "totalFilesToProcess": 100_000,
                     "invalidFilesProcessed": 0,
-                    "filesErroredOut": 0,
+                    "filesErroredOut": if with_errors(d) { 3 } else { 0 },
                     "directoriesErroredOut": 0,
                     "isEnumerationInProgress": false,
                 }),
@@ -428,7 +463,7 @@ fn copy_progress(job: &Job, sku: &str) -> Vec<Value> {
                     "totalBytesToProcess": DISK_BYTES,
                     "filesProcessed": percent * 500,
                     "totalFilesToProcess": 50_000,
-                    "filesErroredOut": if d.copy_status.as_deref() == Some("CompletedWithErrors") { 12 } else { 0 },
+                    "filesErroredOut": if with_errors(d) { 3 } else { 0 },
                     "isEnumerationInProgress": false,
                 }),
             }

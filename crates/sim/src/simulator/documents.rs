@@ -95,6 +95,7 @@ pub(super) fn apply_step(
     job: Option<Job>,
     step: &Step,
     job_type: &str,
+    blob_host: Option<&str>,
 ) -> Result<Option<Job>, ScenarioError> {
     let Some(mut job) = job else { return Ok(None) };
     if step.delete {
@@ -157,9 +158,14 @@ pub(super) fn apply_step(
                 }
                 if let Some(status) = &step.copy_status {
                     drive.copy_status = Some(status.clone());
+                    let account = DEFAULT_STORAGE_ACCOUNT;
+                    let base = blob_host.map_or_else(
+                        || format!("https://{account}.blob.core.windows.net"),
+                        |host| format!("https://{host}/{account}"),
+                    );
                     drive.error_log_uri = Some(format!(
-                        "https://{}.blob.core.windows.net/waimportexport/waies/{}_{}_error.xml",
-                        DEFAULT_STORAGE_ACCOUNT, job.name, id
+                        "{base}/waimportexport/waies/{}_{}_error.xml",
+                        job.name, id
                     ));
                 }
                 if let Some(percent) = step.percent_complete {

@@ -8,6 +8,7 @@ pub mod certs;
 pub mod databox;
 mod documents;
 mod faults;
+pub mod blobs;
 pub mod identity;
 pub mod scenario;
 mod service;
@@ -144,6 +145,8 @@ pub(crate) struct SimState {
     shutdown: CancellationToken,
     /// When set, list pages name this origin in `nextLink` (a hostile service, in tests).
     next_link_origin: Mutex<Option<String>>,
+    /// The blob endpoint's faults and reads.
+    blobs: blobs::BlobState,
 }
 
 fn job_key(account: &str, job: &str) -> String {
@@ -157,6 +160,7 @@ impl SimState {
         dir: &std::path::Path,
     ) -> Result<SimState, SimulatorError> {
         let timelines = scenario.compile()?;
+
         let mut accounts: Vec<String> = timelines.iter().map(|t| t.account.clone()).collect();
         accounts.sort();
         accounts.dedup();
@@ -190,6 +194,7 @@ impl SimState {
             counter: AtomicU64::new(0),
             shutdown,
             next_link_origin: Mutex::new(None),
+            blobs: blobs::BlobState::default(),
         })
     }
 
@@ -274,6 +279,8 @@ pub struct RunningSimulator {
     pub arm_addr: SocketAddr,
     /// The bound address of the managed identity endpoints (plain HTTP, as Azure's).
     pub identity_addr: SocketAddr,
+    /// The bound address of the blob endpoint serving error logs.
+    pub blob_addr: SocketAddr,
     /// The certificates.
     pub certs: CertPaths,
     state: Arc<SimState>,
@@ -299,11 +306,13 @@ impl RunningSimulator {
             .first()
             .map_or(scenario::DEFAULT_STORAGE_ACCOUNT, String::as_str);
         format!(
-            "[[account]]\nname = \"{name}\"\nsubscription_id = \"{}\"\nstorage_account = \"{account}\"\nendpoint = \"{}\"\ncertificate = \"{}\"\nca_certificate = \"{}\"\n",
+            "[[account]]\nname = \"{name}\"\nsubscription_id = \"{}\"\nstorage_account = \"{account}\"\nendpoint = \"{}\"\ncertificate = \"{}\"\nca_certificate = \"{}\"\nstorage_key_file = \"{}\"\nblob_endpoint = \"{}\"\n",
             self.state.subscription,
             self.endpoint(),
             self.certs.client.display(),
-            self.certs.ca.display()
+            self.certs.ca.display(),
+            self.certs.storage_key.display(),
+            self.blob_endpoint(),
         )
     }
 
@@ -326,7 +335,7 @@ impl RunningSimulator {
     fn resource_manager_block(&self, name: &str, kind: &str) -> String {
         let c = &self.state.arm_credentials;
         format!(
-            "[[account]]\nname = \"{name}\"\nkind = \"{kind}\"\nsubscription_id = \"{}\"\nresource_group = \"{}\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\nendpoint = \"{}\"\nauthority = \"{}\"\nca_certificate = \"{}\"\n",
+            "[[account]]\nname = \"{name}\"\nkind = \"{kind}\"\nsubscription_id = \"{}\"\nresource_group = \"{}\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\nendpoint = \"{}\"\nauthority = \"{}\"\nca_certificate = \"{}\"\nblob_endpoint = \"{}\"\n",
             self.state.subscription,
             self.state.resource_group,
             c.tenant_id,
@@ -334,7 +343,8 @@ impl RunningSimulator {
             c.client_secret,
             self.arm_endpoint(),
             self.arm_endpoint(),
-            self.certs.ca.display()
+            self.certs.ca.display(),
+            self.blob_endpoint(),
         )
     }
 
@@ -445,9 +455,12 @@ pub async fn start(options: SimulatorOptions) -> Result<RunningSimulator, Simula
         .unwrap_or_else(|| SocketAddr::new(options.listen.ip(), 0));
     let (arm_listener, arm_addr) = bind(arm_listen).await?;
     let (identity_listener, identity_addr) = bind(SocketAddr::new(options.listen.ip(), 0)).await?;
+    let (blob_listener, blob_addr) = bind(SocketAddr::new(options.listen.ip(), 0)).await?;
     let shutdown = CancellationToken::new();
+    let mut scenario = options.scenario.clone();
+    scenario.blob_host = Some(blob_addr.to_string());
     let state = Arc::new(SimState::new(
-        &options.scenario,
+        &scenario,
         shutdown.clone(),
         &options.certs_dir,
     )?);
@@ -471,10 +484,20 @@ pub async fn start(options: SimulatorOptions) -> Result<RunningSimulator, Simula
         state.clone(),
         tracker.clone(),
     ));
+    let blob_acceptor =
+        tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(&server_identity)?));
+    tracker.spawn(accept_loop(
+        blob_listener,
+        blob_acceptor,
+        Api::Blob,
+        state.clone(),
+        tracker.clone(),
+    ));
     Ok(RunningSimulator {
         addr,
         arm_addr,
         identity_addr,
+        blob_addr,
         certs,
         state,
         tracker,
@@ -496,6 +519,7 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), SimulatorEr
 enum Api {
     Classic,
     Arm,
+    Blob,
 }
 
 async fn accept_loop(
@@ -539,6 +563,7 @@ async fn accept_loop(
                     match api {
                         Api::Classic => service::handle(&state, request).await,
                         Api::Arm => arm::handle(&state, request).await,
+                        Api::Blob => Ok(blobs::handle(&state, request).await),
                     }
                 }
             });

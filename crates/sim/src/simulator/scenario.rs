@@ -76,6 +76,10 @@ pub struct Scenario {
     /// Fault windows.
     #[serde(default, rename = "fault")]
     pub faults: Vec<Fault>,
+    /// Where drives' error logs are (`host:port` of the simulator's blob endpoint, set
+    /// when it starts); none: Azure's own host names.
+    #[serde(skip)]
+    pub blob_host: Option<String>,
 }
 
 fn default_resource_group() -> String {
@@ -388,11 +392,11 @@ impl Scenario {
         let mut timelines = Vec::new();
         for job in &self.jobs {
             match job.count {
-                None => timelines.push(compile_job(job, &job.name, &self.subscription_id, epoch)?),
+                None => timelines.push(compile_job(job, &job.name, (&self.subscription_id, self.blob_host.as_deref()), epoch)?),
                 Some(count) => {
                     for i in 1..=count {
                         let name = format!("{}-{i:05}", job.name);
-                        timelines.push(compile_job(job, &name, &self.subscription_id, epoch)?);
+                        timelines.push(compile_job(job, &name, (&self.subscription_id, self.blob_host.as_deref()), epoch)?);
                     }
                 }
             }
@@ -433,7 +437,7 @@ pub fn offset(text: &str) -> Result<Duration, ScenarioError> {
 fn compile_job(
     spec: &ScenarioJob,
     name: &str,
-    subscription: &str,
+    (subscription, blob_host): (&str, Option<&str>),
     epoch: SystemTime,
 ) -> Result<Timeline, ScenarioError> {
     let mut steps = spec
@@ -476,7 +480,7 @@ fn compile_job(
         }
         if exists {
             for (_, step) in steps.iter().filter(|(t, _)| *t == at) {
-                job = apply_step(job, step, &spec.job_type)?;
+                job = apply_step(job, step, &spec.job_type, blob_host)?;
                 if let Some(order) = &mut order {
                     order.apply(step, epoch + at);
                 }

@@ -1,0 +1,108 @@
+//! The error logs read for drives that ended with errors (`error_logs`): written with
+//! their `drive.errors` event, once per log; read by the reader (what is done), by
+//! `iewatch errors`, `status --json` and the job page.
+
+use std::{collections::HashSet, time::SystemTime};
+
+use super::{resume::lenient, writer::Change, JobId, Store, StoreError};
+use crate::{
+    errorlog::Report,
+    events::{Event, OutboxEntry},
+};
+
+/// One log's report as stored.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StoredErrorLog {
+    /// The drive, or the Data Box destination account.
+    pub drive_id: String,
+    /// When it was read.
+    pub read_at: String,
+    /// The report (an unreadable stored value reads as an empty report naming why).
+    pub report: Report,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    drive_id: String,
+    log: String,
+    read_at: String,
+    report: String,
+}
+
+impl Store {
+    /// Records a drive's error log `report` and its `drive.errors` event (with the
+    /// event's deliveries), unless the log was recorded before: then nothing is written
+    /// and no event id is returned.
+    ///
+    /// # Errors
+    /// Database errors; nothing is written then.
+    pub async fn record_error_log(
+        &self,
+        job: JobId,
+        report: &Report,
+        drive_id: &str,
+        event: &Event,
+        outbox: &[OutboxEntry],
+        at: SystemTime,
+    ) -> Result<Vec<i64>, StoreError> {
+        let change = Change::ErrorLog {
+            log: report.log.clone(),
+            drive: drive_id.to_owned(),
+            readable: report.error.is_none(),
+            report: serde_json::to_string(report).unwrap_or_default(),
+        };
+        self.submit(job, change, None, std::slice::from_ref(event), outbox, at)
+            .await
+    }
+
+    /// The logs of `job` already recorded.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn error_logs_recorded(&self, job: JobId) -> Result<HashSet<String>, StoreError> {
+        let logs: Vec<String> = sqlx::query_scalar("SELECT log FROM error_logs WHERE job_id = $1")
+            .bind(job.0)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(logs.into_iter().collect())
+    }
+
+    /// Every recorded log of the job `account`/`name`, in the order read.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn error_logs_of(
+        &self,
+        account: &str,
+        name: &str,
+    ) -> Result<Vec<StoredErrorLog>, StoreError> {
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT e.drive_id, e.log, e.read_at, e.report FROM error_logs e
+             JOIN jobs j ON j.id = e.job_id
+             WHERE j.account = $1 AND j.name = $2 ORDER BY e.read_at, e.drive_id",
+        )
+        .bind(account)
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let mut damaged = Vec::new();
+                let mut report: Report =
+                    lenient("error_logs.report", Some(&row.report), &mut damaged);
+                if report.log.is_empty() {
+                    report.log = row.log;
+                }
+                if let Some(why) = damaged.pop() {
+                    report.error.get_or_insert(why);
+                }
+                StoredErrorLog {
+                    drive_id: row.drive_id,
+                    read_at: row.read_at,
+                    report,
+                }
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,13 @@
+-- What the error logs of drives (Data Box: destination accounts) that ended with errors
+-- said (issue 34): one row per job × log, written in the transaction of its
+-- `drive.errors` event, so each log is read and reported once, across restarts and
+-- failover. `report` is the bounded summary (errorlog::Report as JSON).
+CREATE TABLE error_logs (
+    job_id    BIGINT  NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    log       TEXT    NOT NULL,
+    drive_id  TEXT    NOT NULL,
+    read_at   TEXT    NOT NULL,
+    readable  BIGINT  NOT NULL,
+    report    TEXT    NOT NULL,
+    PRIMARY KEY (job_id, log)
+);
