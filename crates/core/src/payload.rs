@@ -185,7 +185,13 @@ pub fn error_facts(event: &EventRecord) -> Vec<(String, String)> {
     if let Some(error) = text(fields, "error") {
         facts.push(("Not read".to_owned(), error));
     }
-    for total in fields.get("totals").and_then(Value::as_array).into_iter().flatten().take(8) {
+    for total in fields
+        .get("totals")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .take(8)
+    {
         let count = total.get("count").and_then(Value::as_u64).unwrap_or(0);
         let code = text(total, "code").unwrap_or_default();
         let line = match text(total, "meaning") {
@@ -194,8 +200,16 @@ pub fn error_facts(event: &EventRecord) -> Vec<(String, String)> {
         };
         facts.push(("Failed".to_owned(), line));
     }
-    for entry in fields.get("first").and_then(Value::as_array).into_iter().flatten().take(5) {
-        let path = text(entry, "file_path").or_else(|| text(entry, "path")).unwrap_or_default();
+    for entry in fields
+        .get("first")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .take(5)
+    {
+        let path = text(entry, "file_path")
+            .or_else(|| text(entry, "path"))
+            .unwrap_or_default();
         let code = text(entry, "code").unwrap_or_default();
         facts.push(("File".to_owned(), format!("{path} ({code})")));
     }

@@ -36,7 +36,9 @@ impl Checker<'_> {
             }
             (Some(Ok((text, at))), None) => {
                 let sas = text.trim_start_matches('?');
-                if !sas.split('&').any(|p| p.starts_with("sig=")) || sas.contains(char::is_whitespace) {
+                if !sas.split('&').any(|p| p.starts_with("sig="))
+                    || sas.contains(char::is_whitespace)
+                {
                     self.problem(
                         at,
                         key("error_log_sas_file"),
@@ -48,7 +50,9 @@ impl Checker<'_> {
             }
             (None, Some(Ok((text, at)))) => {
                 match base64::engine::general_purpose::STANDARD.decode(text.as_bytes()) {
-                    Ok(bytes) if !bytes.is_empty() => ErrorLogCredential::AccountKey(Secret::new(bytes)),
+                    Ok(bytes) if !bytes.is_empty() => {
+                        ErrorLogCredential::AccountKey(Secret::new(bytes))
+                    }
                     _ => {
                         self.problem(
                             at,
@@ -93,12 +97,16 @@ impl Checker<'_> {
         let path = value.as_ref()?;
         let at = path.span().start;
         let file = self.relative_path(path.get_ref());
-        let read = std::fs::read(&file).map_err(|e| format!("cannot read: {e}")).and_then(|bytes| {
-            if bytes.len() > MAX_SECRET_FILE {
-                return Err(format!("is larger than {MAX_SECRET_FILE} bytes: not a SAS or key"));
-            }
-            String::from_utf8(bytes).map_err(|_| "is not text".to_owned())
-        });
+        let read = std::fs::read(&file)
+            .map_err(|e| format!("cannot read: {e}"))
+            .and_then(|bytes| {
+                if bytes.len() > MAX_SECRET_FILE {
+                    return Err(format!(
+                        "is larger than {MAX_SECRET_FILE} bytes: not a SAS or key"
+                    ));
+                }
+                String::from_utf8(bytes).map_err(|_| "is not text".to_owned())
+            });
         Some(match read {
             Ok(text) if text.trim().is_empty() => {
                 self.problem(at, key.to_owned(), "the file is empty");

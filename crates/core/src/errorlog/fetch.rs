@@ -165,7 +165,9 @@ async fn read(
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => {
-                let Ok(data) = frame.into_data() else { continue };
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
                 // A closed queue means the parser has read all it wants.
                 if sender.send(data).await.is_err() {
                     break;
@@ -208,9 +210,8 @@ async fn authorised(url: &str, access: &Access) -> Result<Request<Full<Bytes>>, 
             request = request.header(header::AUTHORIZATION, cache.get().await?);
         }
         Access::SharedKey { key } => {
-            let account = account_of(&uri).ok_or_else(|| {
-                FetchError::NoAccess(format!("no storage account name in {url}"))
-            })?;
+            let account = account_of(&uri)
+                .ok_or_else(|| FetchError::NoAccess(format!("no storage account name in {url}")))?;
             let signature = shared_key_signature(key, &account, &uri, &date);
             request = request.header(
                 header::AUTHORIZATION,
@@ -231,7 +232,10 @@ async fn authorised(url: &str, access: &Access) -> Result<Request<Full<Bytes>>, 
 pub fn account_of(uri: &http::Uri) -> Option<String> {
     let host = uri.host()?;
     let is_address = host.parse::<std::net::IpAddr>().is_ok()
-        || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok()
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok()
         || host == "localhost";
     let name = if is_address {
         uri.path().trim_start_matches('/').split('/').next()?
@@ -271,12 +275,27 @@ pub fn shared_key_signature(key: &[u8], account: &str, uri: &http::Uri, date: &s
 }
 
 /// A refusal in the words of its fix.
-fn refusal(status: StatusCode, headers: &http::HeaderMap, url: &str, access: &Access) -> FetchError {
+fn refusal(
+    status: StatusCode,
+    headers: &http::HeaderMap,
+    url: &str,
+    access: &Access,
+) -> FetchError {
     let code = headers
         .get("x-ms-error-code")
         .and_then(|v| v.to_str().ok())
-        .map(|c| crate::telemetry::printable(c).chars().take(80).collect::<String>())
-        .unwrap_or_else(|| status.canonical_reason().unwrap_or("refused").replace(' ', ""));
+        .map(|c| {
+            crate::telemetry::printable(c)
+                .chars()
+                .take(80)
+                .collect::<String>()
+        })
+        .unwrap_or_else(|| {
+            status
+                .canonical_reason()
+                .unwrap_or("refused")
+                .replace(' ', "")
+        });
     if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
         return FetchError::Transient(format!("{} {code}", status.as_u16()));
     }

@@ -17,7 +17,9 @@ use std::{collections::BTreeMap, io::BufRead};
 
 use quick_xml::events::{BytesStart, Event};
 
-pub use fetch::{account_of, read_log, shared_key_signature, Access, FetchError, STORAGE_SCOPE, STORAGE_VERSION};
+pub use fetch::{
+    account_of, read_log, shared_key_signature, Access, FetchError, STORAGE_SCOPE, STORAGE_VERSION,
+};
 pub use meanings::meaning;
 pub use report::{CodeCount, FailedEntry, Report, FIRST_IN_EVENT};
 

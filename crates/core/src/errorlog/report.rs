@@ -100,9 +100,17 @@ impl Report {
             log: log.to_owned(),
             format,
             status: summary.status.clone(),
-            failed: summary.files_errored.unwrap_or(0).max(summary.entries_total()),
+            failed: summary
+                .files_errored
+                .unwrap_or(0)
+                .max(summary.entries_total()),
             totals,
-            first: summary.entries.iter().take(first).map(failed_entry).collect(),
+            first: summary
+                .entries
+                .iter()
+                .take(first)
+                .map(failed_entry)
+                .collect(),
             files_total: summary.files_total,
             bytes_failed: summary.bytes_failed,
             cut_short: summary.cut_short,

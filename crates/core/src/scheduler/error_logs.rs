@@ -82,7 +82,12 @@ impl ErrorLogReader {
         let accounts = config
             .accounts
             .iter()
-            .map(|account| (account.name.clone(), Arc::new(account_logs(account, config, caches))))
+            .map(|account| {
+                (
+                    account.name.clone(),
+                    Arc::new(account_logs(account, config, caches)),
+                )
+            })
             .collect();
         ErrorLogReader {
             accounts,
@@ -192,7 +197,9 @@ impl ReadTask {
             };
             let mut state = self.lock();
             state.loaded.insert(job);
-            state.done.extend(recorded.into_iter().map(|log| (job, log)));
+            state
+                .done
+                .extend(recorded.into_iter().map(|log| (job, log)));
         }
         self.lock().done.contains(&self.key)
     }
@@ -204,17 +211,14 @@ impl ReadTask {
             Err(why) => return Some(Report::unreadable(&self.key.1, why)),
         };
         let Some(client) = &self.access.client else {
-            return Some(Report::unreadable(url, &format!("{:?}", self.access.access)));
+            return Some(Report::unreadable(
+                url,
+                &format!("{:?}", self.access.access),
+            ));
         };
         let started = Instant::now();
-        let read = errorlog::read_log(
-            client,
-            url,
-            &self.access.access,
-            self.limits,
-            self.deadline,
-        )
-        .await;
+        let read =
+            errorlog::read_log(client, url, &self.access.access, self.limits, self.deadline).await;
         match read {
             Ok(summary) => {
                 tracing::info!(account = %self.account, log = %url, "error log read in {} ms: {} entries", started.elapsed().as_millis(), summary.entries_total());
@@ -266,7 +270,14 @@ impl ReadTask {
         }
         let written = shared
             .store
-            .record_error_log(recording.job, &report, &recording.owner, &events[0], &outbox, now)
+            .record_error_log(
+                recording.job,
+                &report,
+                &recording.owner,
+                &events[0],
+                &outbox,
+                now,
+            )
             .await;
         match written {
             Ok(ids) => {
@@ -293,7 +304,10 @@ impl ReadTask {
 /// A failure in the words the report keeps.
 fn describe(error: &FetchError) -> String {
     let text = error.to_string();
-    crate::telemetry::printable(&text).chars().take(500).collect()
+    crate::telemetry::printable(&text)
+        .chars()
+        .take(500)
+        .collect()
 }
 
 /// The log's URL: absolute links as given (they must be on the account's blob
@@ -313,10 +327,14 @@ fn resolve(log: &ErrorLogRef, blob_endpoint: &str) -> Result<String, String> {
         return Ok(link.to_owned());
     }
     let Some(account) = log.account.as_deref().filter(|a| !a.is_empty()) else {
-        return Err(format!("not read: {link:?} is relative and names no storage account"));
+        return Err(format!(
+            "not read: {link:?} is relative and names no storage account"
+        ));
     };
     if !account.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(format!("not read: {account:?} is not a storage account name"));
+        return Err(format!(
+            "not read: {account:?} is not a storage account name"
+        ));
     }
     Ok(format!(
         "{}/{}",

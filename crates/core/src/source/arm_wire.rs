@@ -137,7 +137,8 @@ impl ArmJob {
             .iter()
             .flatten()
             .filter(|d| {
-                closed || crate::model::ended_with_errors(d.state.as_deref(), d.copy_status.as_deref())
+                closed
+                    || crate::model::ended_with_errors(d.state.as_deref(), d.copy_status.as_deref())
             })
             .filter_map(|d| {
                 let uri = d.other.get("errorLogUri")?.as_str()?;

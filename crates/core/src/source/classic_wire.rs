@@ -318,9 +318,14 @@ impl Job {
             .drive_list
             .iter()
             .flatten()
-            .filter(|d| closed || model::ended_with_errors(d.state.as_deref(), d.copy_status.as_deref()))
+            .filter(|d| {
+                closed || model::ended_with_errors(d.state.as_deref(), d.copy_status.as_deref())
+            })
             .filter_map(|d| {
-                let uri = d.error_log_uri.as_deref().filter(|u| !u.trim().is_empty())?;
+                let uri = d
+                    .error_log_uri
+                    .as_deref()
+                    .filter(|u| !u.trim().is_empty())?;
                 Some(model::ErrorLogRef::new(&d.drive_id, uri, None))
             })
             .collect();

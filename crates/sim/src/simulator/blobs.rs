@@ -20,9 +20,11 @@ use super::{
 };
 
 /// The account key of the simulated storage account (base64, as the portal shows it).
-pub const ACCOUNT_KEY: &str = "c2ltdWxhdGVkLXN0b3JhZ2UtYWNjb3VudC1rZXktZm9yLWlld2F0Y2gtdGVzdHMhIQ==";
+pub const ACCOUNT_KEY: &str =
+    "c2ltdWxhdGVkLXN0b3JhZ2UtYWNjb3VudC1rZXktZm9yLWlld2F0Y2gtdGVzdHMhIQ==";
 /// The SAS the simulator accepts (read, on every container).
-pub const SAS: &str = "sv=2021-08-06&sr=c&sp=rl&se=2030-01-01T00%3A00%3A00Z&sig=c2ltdWxhdGVkLXNhcw%3D%3D";
+pub const SAS: &str =
+    "sv=2021-08-06&sr=c&sp=rl&se=2030-01-01T00%3A00%3A00Z&sig=c2ltdWxhdGVkLXNhcw%3D%3D";
 
 /// How the blob endpoint misbehaves, for tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,10 +119,10 @@ fn authorised(state: &SimState, request: &Request<hyper::body::Incoming>) -> boo
             iewatch_core::errorlog::shared_key_signature(&key, account, request.uri(), date);
         return !expected.is_empty() && expected == signature;
     }
-    request
-        .uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|p| SAS.split('&').any(|s| s == p && s.starts_with("sig="))))
+    request.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|p| SAS.split('&').any(|s| s == p && s.starts_with("sig=")))
+    })
 }
 
 /// Serves one blob request.
@@ -145,7 +147,11 @@ pub(crate) async fn handle(
         }
         Some(BlobFault::Refuse(status, code)) => {
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::FORBIDDEN);
-            return answer(status, code, "<?xml version=\"1.0\"?><Error><Code>refused</Code></Error>");
+            return answer(
+                status,
+                code,
+                "<?xml version=\"1.0\"?><Error><Code>refused</Code></Error>",
+            );
         }
         Some(BlobFault::BusyFor(_)) => {
             return answer(StatusCode::SERVICE_UNAVAILABLE, "ServerBusy", "");
@@ -253,4 +259,3 @@ impl super::RunningSimulator {
         lock(&self.state.blobs.reads).clone()
     }
 }
-

@@ -4,11 +4,11 @@
 //! demo run against it in-process through [`start`].
 
 mod arm;
+pub mod blobs;
 pub mod certs;
 pub mod databox;
 mod documents;
 mod faults;
-pub mod blobs;
 pub mod identity;
 pub mod scenario;
 mod service;

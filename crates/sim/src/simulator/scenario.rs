@@ -392,11 +392,21 @@ impl Scenario {
         let mut timelines = Vec::new();
         for job in &self.jobs {
             match job.count {
-                None => timelines.push(compile_job(job, &job.name, (&self.subscription_id, self.blob_host.as_deref()), epoch)?),
+                None => timelines.push(compile_job(
+                    job,
+                    &job.name,
+                    (&self.subscription_id, self.blob_host.as_deref()),
+                    epoch,
+                )?),
                 Some(count) => {
                     for i in 1..=count {
                         let name = format!("{}-{i:05}", job.name);
-                        timelines.push(compile_job(job, &name, (&self.subscription_id, self.blob_host.as_deref()), epoch)?);
+                        timelines.push(compile_job(
+                            job,
+                            &name,
+                            (&self.subscription_id, self.blob_host.as_deref()),
+                            epoch,
+                        )?);
                     }
                 }
             }
