@@ -153,7 +153,7 @@ pub(super) async fn prune(
 
 /// The database `--database` names, else the config's. A `postgres://` URL takes the
 /// config's password file only when the config names the same URL.
-async fn open(args: &DatabaseArgs) -> anyhow::Result<Store> {
+pub(super) async fn open(args: &DatabaseArgs) -> anyhow::Result<Store> {
     let configured = config::database_of(&args.config.config);
     let database = match &args.database {
         None => configured,

@@ -148,3 +148,130 @@ fn as_json(s: &Summary) -> serde_json::Value {
         "cut_short": s.cut_short,
     })
 }
+
+/// `iewatch errors JOB`: the reports recorded for the job's drives; with `--all`, each
+/// log read again from the storage account and every failed entry listed.
+pub(super) async fn job_errors(
+    job: &str,
+    db: &super::flags::DatabaseArgs,
+    json: bool,
+    all: bool,
+) -> anyhow::Result<ExitCode> {
+    let store = super::database::open(db).await?;
+    if !store.has_job(job).await? {
+        errln!("no job named {job:?} in {}", store.database());
+        return Ok(ExitCode::FAILURE);
+    }
+    let logs = store.error_logs(job).await?;
+    if logs.is_empty() {
+        outln!("{job}: no error log recorded (no drive has ended with errors, or its log is still being read)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !all {
+        if json {
+            outln!("{}", serde_json::to_string_pretty(&logs)?);
+        } else {
+            for log in &logs {
+                print_report(log);
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    reread_all(&logs, db, json).await
+}
+
+fn print_report(log: &crate::store::StoredErrorLog) {
+    let r = &log.report;
+    outln!(
+        "{}/{} drive {}: {}",
+        log.account,
+        log.job,
+        log.drive_id,
+        r.headline()
+    );
+    outln!("  log: {} (read {} UTC)", r.log, log.read_at);
+    if let Some(status) = &r.status {
+        outln!("  status: {}", explained(status));
+    }
+    for total in &r.totals {
+        outln!("  {} × {}", total.count, explained(&total.code));
+    }
+    if !r.first.is_empty() {
+        let shown = r.first.len() as u64;
+        outln!(
+            "  {}:",
+            if shown < r.failed {
+                format!("first {shown} of {} (--all lists every one)", r.failed)
+            } else {
+                "failed".to_owned()
+            }
+        );
+    }
+    for entry in &r.first {
+        let detail = entry
+            .detail
+            .as_deref()
+            .map_or_else(String::new, |d| format!(" ({d})"));
+        match &entry.file_path {
+            Some(file) => outln!("    {file} → {}: {}{detail}", entry.path, entry.code),
+            None => outln!("    {}: {}{detail}", entry.path, entry.code),
+        }
+    }
+}
+
+/// Reads each recorded log again, with every entry kept.
+async fn reread_all(
+    logs: &[crate::store::StoredErrorLog],
+    db: &super::flags::DatabaseArgs,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let Ok(config) = super::service::load_config(&db.config.config, false) else {
+        errln!("--all reads the logs again with the config's credentials: fix the config first");
+        return Ok(ExitCode::FAILURE);
+    };
+    let caches = crate::identity::TokenCaches::new(crate::identity::Env::process());
+    let limits = Limits {
+        max_entries: ALL_ENTRIES,
+        ..Limits::default()
+    };
+    let timeouts = (config.daemon.request_timeout, config.daemon.connect_timeout);
+    let mut failed = false;
+    let mut read = Vec::new();
+    for log in logs {
+        let Some(account) = config.account(&log.account) else {
+            errln!(
+                "{}: account {} is not in the config",
+                log.report.log,
+                log.account
+            );
+            failed = true;
+            continue;
+        };
+        let reader = errorlog::AccountLogs::for_account(account, timeouts, &caches);
+        let deadline = config.daemon.request_timeout.saturating_mul(10);
+        match reader.read(&log.report.log, limits, deadline).await {
+            Ok(summary) => read.push((log, summary)),
+            Err(e) => {
+                errln!("{}: {e}", log.report.log);
+                failed = true;
+            }
+        }
+    }
+    if json {
+        let all: Vec<_> = read
+            .iter()
+            .map(|(log, s)| serde_json::json!({"account": log.account, "job": log.job, "drive_id": log.drive_id, "log": log.report.log, "summary": as_json(s)}))
+            .collect();
+        outln!("{}", serde_json::to_string_pretty(&all)?);
+    } else {
+        for (log, summary) in &read {
+            outln!("{}/{} — {}", log.account, log.job, log.report.log);
+            print_text(summary);
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -139,19 +139,25 @@ pub enum Command {
         #[command(flatten)]
         db: DatabaseArgs,
     },
-    /// What failed, from an error log downloaded from the storage account (a drive's
-    /// ErrorLogUri, a Data Box copy log): totals by code with their meaning, and the
-    /// first failed files.
+    /// What failed in a job's drives, from the error logs iewatch read when they ended
+    /// with errors (or from a log downloaded by hand): totals by code with their meaning,
+    /// and the failed files.
     Errors {
-        /// The log (XML: a DriveLog, or a copy log).
+        /// The job (`name` or `account/name`) whose recorded error logs to show.
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        job: Option<String>,
+        /// A log downloaded by hand (XML: a DriveLog, or a copy log).
         #[arg(long, value_name = "LOG")]
-        file: std::path::PathBuf,
+        file: Option<std::path::PathBuf>,
         /// JSON for scripts.
         #[arg(long)]
         json: bool,
-        /// Every failed entry, not only the first 50.
+        /// Every failed entry, not only the first 50 (a job's logs are read again from
+        /// the storage account, with the config's credentials).
         #[arg(long)]
         all: bool,
+        #[command(flatten)]
+        db: DatabaseArgs,
     },
     /// Silence a job's alerts for a while: they are not sent, then or later (its events
     /// are still recorded, and its reminders pause until the mute ends).

@@ -78,7 +78,17 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             db,
             off: _,
         } => database::mute(&job, duration, &db).await,
-        Command::Errors { file, json, all } => errors::errors(&file, json, all),
+        Command::Errors {
+            job,
+            file,
+            json,
+            all,
+            db,
+        } => match (job, file) {
+            (_, Some(file)) => errors::errors(&file, json, all),
+            (Some(job), None) => errors::job_errors(&job, &db, json, all).await,
+            (None, None) => Ok(ExitCode::FAILURE),
+        },
         Command::Completions { shell } => docs::completions(shell),
         Command::Man { dir } => docs::man(&dir),
     }

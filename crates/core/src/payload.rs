@@ -211,7 +211,11 @@ pub fn error_facts(event: &EventRecord) -> Vec<(String, String)> {
             .or_else(|| text(entry, "path"))
             .unwrap_or_default();
         let code = text(entry, "code").unwrap_or_default();
-        facts.push(("File".to_owned(), format!("{path} ({code})")));
+        let line = match text(entry, "detail") {
+            Some(detail) => format!("{path} ({code}: {detail})"),
+            None => format!("{path} ({code})"),
+        };
+        facts.push(("File".to_owned(), line));
     }
     if let Some(log) = text(fields, "log") {
         facts.push(("Log".to_owned(), log));

@@ -135,6 +135,9 @@ pub async fn run(demo: Demo) -> anyhow::Result<()> {
     );
     iewatch_core::out!("{}", iewatch_core::report::history_text(&history));
     iewatch_core::outln!("\nTry it on the kept database:  sqlite3 {} 'SELECT type, from_value, to_value FROM events'", database);
+    iewatch_core::outln!(
+        "What failed on the drives:    iewatch errors {job} --database {database}"
+    );
     Ok(())
 }
 
@@ -253,7 +256,6 @@ async fn receive(
                 .map_or("job".to_owned(), |d| format!("drive {d}"));
             // Shipping, action and delay payloads carry fields rather than from/to.
             let fields: Vec<&str> = [
-                "summary",
                 "package",
                 "carrier",
                 "tracking",
@@ -268,6 +270,8 @@ async fn receive(
             .filter_map(|k| data[*k].as_str())
             .collect();
             let fields = (!fields.is_empty()).then(|| fields.join(" "));
+            // A drive.errors event says it all in its summary.
+            let fields = data["summary"].as_str().map(str::to_owned).or(fields);
             let change = alert["type"]
                 .as_str()
                 .and_then(EventType::parse)

@@ -43,12 +43,12 @@ pub enum Access {
 
 impl std::fmt::Debug for Access {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Access::Bearer(_) => "Bearer",
-            Access::Sas(_) => "Sas",
-            Access::SharedKey { .. } => "SharedKey",
-            Access::Missing(_) => "Missing",
-        })
+        match self {
+            Access::Bearer(_) => f.write_str("Bearer"),
+            Access::Sas(_) => f.write_str("Sas"),
+            Access::SharedKey { .. } => f.write_str("SharedKey"),
+            Access::Missing(why) => f.write_str(why),
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! Lenient where the documented samples are (stray spaces in attributes), strict in what
 //! it reports: a code it does not know is reported as given, without a made-up meaning.
 
+mod access;
 mod fetch;
 mod meanings;
 mod report;
@@ -17,6 +18,7 @@ use std::{collections::BTreeMap, io::BufRead};
 
 use quick_xml::events::{BytesStart, Event};
 
+pub use access::AccountLogs;
 pub use fetch::{
     account_of, read_log, shared_key_signature, Access, FetchError, STORAGE_SCOPE, STORAGE_VERSION,
 };

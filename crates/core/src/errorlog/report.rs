@@ -34,6 +34,10 @@ pub struct FailedEntry {
     /// The documented meaning, or the log's own message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meaning: Option<String>,
+    /// The copy log's own words: its numeric code and message (`400: The specified blob
+    /// name is invalid.`), or the failing part of a blob (`PageRange Corrupted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// A drive's (or destination account's) error log, as an event and a stored row carry it.
@@ -172,7 +176,14 @@ impl Report {
 }
 
 fn failed_entry(entry: &Entry) -> FailedEntry {
+    let said = match (&entry.error_code, &entry.message) {
+        (Some(code), Some(message)) => Some(format!("{code}: {message}")),
+        (Some(code), None) => Some(code.clone()),
+        (None, Some(message)) => Some(message.clone()),
+        (None, None) => None,
+    };
     FailedEntry {
+        detail: said.or_else(|| entry.part.clone()),
         path: entry.path.clone(),
         file_path: entry.file_path.clone(),
         code: entry.code.clone(),

@@ -15,15 +15,13 @@ use tokio::sync::Semaphore;
 
 use super::Shared;
 use crate::{
-    config::{Account, AccountKind, Config, ErrorLogCredential, Webhook},
-    errorlog::{self, Access, FetchError, Limits, Report, STORAGE_SCOPE},
+    config::{Config, Webhook},
+    errorlog::{self, AccountLogs, FetchError, Limits, Report},
     events::{Event, EventType},
-    http_client::{self, HttpsClient},
     identity::TokenCaches,
     model::{DriveId, ErrorLogRef, JobName, Severity},
     notifier,
     store::JobId,
-    tls,
 };
 
 /// Tries of a log that keeps failing transiently before it is reported unreadable.
@@ -32,14 +30,6 @@ pub const MAX_TRIES: u32 = 5;
 const CONCURRENT_READS: usize = 4;
 /// The first wait after a transient failure; doubles per failure.
 const FIRST_RETRY: Duration = Duration::from_secs(30);
-
-/// How one account's logs are read.
-struct AccountLogs {
-    /// None when no TLS configuration could be built (said in `access`).
-    client: Option<HttpsClient>,
-    access: Access,
-    blob_endpoint: String,
-}
 
 /// A log's progress in this process.
 #[derive(Default)]
@@ -83,10 +73,9 @@ impl ErrorLogReader {
             .accounts
             .iter()
             .map(|account| {
-                (
-                    account.name.clone(),
-                    Arc::new(account_logs(account, config, caches)),
-                )
+                let timeouts = (config.daemon.request_timeout, config.daemon.connect_timeout);
+                let logs = AccountLogs::for_account(account, timeouts, caches);
+                (account.name.clone(), Arc::new(logs))
             })
             .collect();
         ErrorLogReader {
@@ -112,7 +101,7 @@ impl ErrorLogReader {
             return;
         };
         for log in logs {
-            let url = resolve(log, &access.blob_endpoint);
+            let url = access.resolve(log);
             let key = (job, url.clone().unwrap_or_else(|_| log.link.clone()));
             {
                 let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -210,15 +199,8 @@ impl ReadTask {
             Ok(url) => url,
             Err(why) => return Some(Report::unreadable(&self.key.1, why)),
         };
-        let Some(client) = &self.access.client else {
-            return Some(Report::unreadable(
-                url,
-                &format!("{:?}", self.access.access),
-            ));
-        };
         let started = Instant::now();
-        let read =
-            errorlog::read_log(client, url, &self.access.access, self.limits, self.deadline).await;
+        let read = self.access.read(url, self.limits, self.deadline).await;
         match read {
             Ok(summary) => {
                 tracing::info!(account = %self.account, log = %url, "error log read in {} ms: {} entries", started.elapsed().as_millis(), summary.entries_total());
@@ -308,79 +290,4 @@ fn describe(error: &FetchError) -> String {
         .chars()
         .take(500)
         .collect()
-}
-
-/// The log's URL: absolute links as given (they must be on the account's blob
-/// endpoint, so no credential is ever sent elsewhere), relative ones on the endpoint of
-/// the account they name.
-fn resolve(log: &ErrorLogRef, blob_endpoint: &str) -> Result<String, String> {
-    let link = log.link.trim();
-    if link.starts_with("https://") || link.starts_with("http://") {
-        let uri: http::Uri = link.parse().map_err(|_| format!("{link:?} is no URL"))?;
-        let account = errorlog::account_of(&uri).unwrap_or_default();
-        let endpoint = blob_endpoint.replace("{account}", &account);
-        if account.is_empty() || !link.starts_with(&format!("{endpoint}/")) {
-            return Err(format!(
-                "not read: {link} is not on the blob endpoint {blob_endpoint}, and no credential is sent elsewhere (set blob_endpoint on the account if the service is right)"
-            ));
-        }
-        return Ok(link.to_owned());
-    }
-    let Some(account) = log.account.as_deref().filter(|a| !a.is_empty()) else {
-        return Err(format!(
-            "not read: {link:?} is relative and names no storage account"
-        ));
-    };
-    if !account.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(format!(
-            "not read: {account:?} is not a storage account name"
-        ));
-    }
-    Ok(format!(
-        "{}/{}",
-        blob_endpoint.replace("{account}", account),
-        link.trim_start_matches('/')
-    ))
-}
-
-fn account_logs(account: &Account, config: &Config, caches: &TokenCaches) -> AccountLogs {
-    let (timeout, connect) = (config.daemon.request_timeout, config.daemon.connect_timeout);
-    let roots = match &account.kind {
-        AccountKind::Classic(classic) => &classic.extra_roots,
-        AccountKind::Arm(arm) => &arm.extra_roots,
-    };
-    let client = match tls::client_config(tls::root_store(roots, true), None) {
-        Ok(tls) => http_client::build_client(tls, connect, true),
-        Err(e) => {
-            return AccountLogs {
-                client: None,
-                access: Access::Missing(format!("no TLS configuration: {e}")),
-                blob_endpoint: account.error_logs.blob_endpoint.clone(),
-            }
-        }
-    };
-    let access = match (&account.error_logs.credential, &account.kind) {
-        (ErrorLogCredential::Sas(sas), _) => {
-            Access::Sas(String::from_utf8_lossy(sas.expose()).into_owned())
-        }
-        (ErrorLogCredential::AccountKey(key), _) => Access::SharedKey {
-            key: key.expose().to_vec(),
-        },
-        (ErrorLogCredential::AccountToken, AccountKind::Arm(arm)) => {
-            match caches.for_account(arm, STORAGE_SCOPE, timeout, connect) {
-                Ok(cache) => Access::Bearer(cache),
-                Err(e) => Access::Missing(format!("no TLS configuration for tokens: {e}")),
-            }
-        }
-        _ => Access::Missing(format!(
-            "account {} is a classic account: its logs are read with a SAS or the storage \
-             account's key; set error_log_sas_file or storage_key_file",
-            account.name
-        )),
-    };
-    AccountLogs {
-        client: Some(client),
-        access,
-        blob_endpoint: account.error_logs.blob_endpoint.clone(),
-    }
 }

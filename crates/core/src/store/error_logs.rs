@@ -13,6 +13,10 @@ use crate::{
 /// One log's report as stored.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct StoredErrorLog {
+    /// The job's account.
+    pub account: String,
+    /// The job.
+    pub job: String,
     /// The drive, or the Data Box destination account.
     pub drive_id: String,
     /// When it was read.
@@ -67,27 +71,22 @@ impl Store {
         Ok(logs.into_iter().collect())
     }
 
-    /// Every recorded log of the job `account`/`name`, in the order read.
+    /// Every recorded log of the jobs `job` names (`name` or `account/name`), in the
+    /// order read.
     ///
     /// # Errors
     /// Database errors.
-    pub async fn error_logs_of(
-        &self,
-        account: &str,
-        name: &str,
-    ) -> Result<Vec<StoredErrorLog>, StoreError> {
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT e.drive_id, e.log, e.read_at, e.report FROM error_logs e
-             JOIN jobs j ON j.id = e.job_id
-             WHERE j.account = $1 AND j.name = $2 ORDER BY e.read_at, e.drive_id",
-        )
-        .bind(account)
-        .bind(name)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| {
+    pub async fn error_logs(&self, job: &str) -> Result<Vec<StoredErrorLog>, StoreError> {
+        let mut logs = Vec::new();
+        for (id, account, name) in self.jobs_named(job).await? {
+            let rows: Vec<Row> = sqlx::query_as(
+                "SELECT drive_id, log, read_at, report FROM error_logs
+                 WHERE job_id = $1 ORDER BY read_at, drive_id",
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+            logs.extend(rows.into_iter().map(|row| {
                 let mut damaged = Vec::new();
                 let mut report: Report =
                     lenient("error_logs.report", Some(&row.report), &mut damaged);
@@ -98,11 +97,14 @@ impl Store {
                     report.error.get_or_insert(why);
                 }
                 StoredErrorLog {
+                    account: account.clone(),
+                    job: name.clone(),
                     drive_id: row.drive_id,
                     read_at: row.read_at,
                     report,
                 }
-            })
-            .collect())
+            }));
+        }
+        Ok(logs)
     }
 }

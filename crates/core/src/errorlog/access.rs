@@ -1,0 +1,127 @@
+//! How one account's error logs are reached: its blob endpoint, the client (its trust
+//! roots), and what authorises reads — built once from the checked config, for the
+//! daemon's reader and for `iewatch errors --all`.
+
+use std::time::Duration;
+
+use super::{read_log, Access, FetchError, Limits, Summary, STORAGE_SCOPE};
+use crate::{
+    config::{Account, AccountKind, ErrorLogCredential},
+    http_client::{self, HttpsClient},
+    identity::TokenCaches,
+    model::ErrorLogRef,
+    tls,
+};
+
+/// What reads one account's logs.
+pub struct AccountLogs {
+    /// None when no TLS configuration could be built (said in `access`).
+    client: Option<HttpsClient>,
+    access: Access,
+    blob_endpoint: String,
+}
+
+impl AccountLogs {
+    /// The reader of `account`'s logs; a Storage token comes from `caches`, shared with
+    /// the account's sources.
+    pub fn for_account(
+        account: &Account,
+        (timeout, connect): (Duration, Duration),
+        caches: &TokenCaches,
+    ) -> AccountLogs {
+        let blob_endpoint = account.error_logs.blob_endpoint.clone();
+        let roots = match &account.kind {
+            AccountKind::Classic(classic) => &classic.extra_roots,
+            AccountKind::Arm(arm) => &arm.extra_roots,
+        };
+        let client = match tls::client_config(tls::root_store(roots, true), None) {
+            Ok(tls) => http_client::build_client(tls, connect, true),
+            Err(e) => {
+                return AccountLogs {
+                    client: None,
+                    access: Access::Missing(format!("no TLS configuration: {e}")),
+                    blob_endpoint,
+                }
+            }
+        };
+        let access = match (&account.error_logs.credential, &account.kind) {
+            (ErrorLogCredential::Sas(sas), _) => {
+                Access::Sas(String::from_utf8_lossy(sas.expose()).into_owned())
+            }
+            (ErrorLogCredential::AccountKey(key), _) => Access::SharedKey {
+                key: key.expose().to_vec(),
+            },
+            (ErrorLogCredential::AccountToken, AccountKind::Arm(arm)) => {
+                match caches.for_account(arm, STORAGE_SCOPE, timeout, connect) {
+                    Ok(cache) => Access::Bearer(cache),
+                    Err(e) => Access::Missing(format!("no TLS configuration for tokens: {e}")),
+                }
+            }
+            _ => Access::Missing(format!(
+                "account {} is a classic account: its logs are read with a SAS or the storage \
+                 account's key; set error_log_sas_file or storage_key_file",
+                account.name
+            )),
+        };
+        AccountLogs {
+            client: Some(client),
+            access,
+            blob_endpoint,
+        }
+    }
+
+    /// The log's URL: absolute links as given (they must be on the account's blob
+    /// endpoint, so no credential is ever sent elsewhere), relative ones on the endpoint
+    /// of the storage account they name.
+    ///
+    /// # Errors
+    /// Why the link is not read, in words for the report.
+    pub fn resolve(&self, log: &ErrorLogRef) -> Result<String, String> {
+        let link = log.link.trim();
+        let blob_endpoint = &self.blob_endpoint;
+        if link.starts_with("https://") || link.starts_with("http://") {
+            let uri: http::Uri = link.parse().map_err(|_| format!("{link:?} is no URL"))?;
+            let account = super::account_of(&uri).unwrap_or_default();
+            let endpoint = blob_endpoint.replace("{account}", &account);
+            if account.is_empty() || !link.starts_with(&format!("{endpoint}/")) {
+                return Err(format!(
+                    "not read: {link} is not on the blob endpoint {blob_endpoint}, and no \
+                     credential is sent elsewhere (set blob_endpoint on the account if the \
+                     service is right)"
+                ));
+            }
+            return Ok(link.to_owned());
+        }
+        let Some(account) = log.account.as_deref().filter(|a| !a.is_empty()) else {
+            return Err(format!(
+                "not read: {link:?} is relative and names no storage account"
+            ));
+        };
+        if !account.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(format!(
+                "not read: {account:?} is not a storage account name"
+            ));
+        }
+        Ok(format!(
+            "{}/{}",
+            blob_endpoint.replace("{account}", account),
+            link.trim_start_matches('/')
+        ))
+    }
+
+    /// Reads and summarises the log at `url` (from [`AccountLogs::resolve`]).
+    ///
+    /// # Errors
+    /// See [`FetchError`].
+    pub async fn read(
+        &self,
+        url: &str,
+        limits: Limits,
+        deadline: Duration,
+    ) -> Result<Summary, FetchError> {
+        let Some(client) = &self.client else {
+            return Err(FetchError::NoAccess(format!("{:?}", self.access)));
+        };
+        read_log(client, url, &self.access, limits, deadline).await
+    }
+}
