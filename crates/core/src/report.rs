@@ -196,6 +196,15 @@ pub fn status_text(jobs: &[JobStatus], now: SystemTime) -> String {
     }
     let mut text = table(rows);
     for job in jobs {
+        for log in &job.error_logs {
+            text.push_str(&format!(
+                "errors: {}/{} drive {}: {}\n",
+                job.account,
+                job.name,
+                crate::telemetry::printable(&log.drive_id),
+                crate::telemetry::printable(&log.report.headline())
+            ));
+        }
         for damage in &job.damaged {
             text.push_str(&format!(
                 "warning: {}/{}: {}; shown as empty until the daemon's next write repairs it\n",

@@ -297,7 +297,9 @@ pub fn job(job: &JobStatus, shown: &JobPage<'_>, now: SystemTime, refresh: Optio
             eta(drive.eta.as_deref()),
         );
     }
-    body.push_str("</tbody></table><h2>Copy progress</h2>");
+    body.push_str("</tbody></table>");
+    body.push_str(&what_failed(job));
+    body.push_str("<h2>Copy progress</h2>");
     body.push_str(&progress_chart(job, shown.chart, now));
 
     body.push_str("<h2>Time in each state</h2>");
@@ -363,6 +365,48 @@ pub fn job(job: &JobStatus, shown: &JobPage<'_>, now: SystemTime, refresh: Optio
 }
 
 /// Seconds since the epoch of a time (0 before it).
+/// A table per drive whose error log was read: the failed files with what their code
+/// means, or why the log could not be read.
+fn what_failed(job: &JobStatus) -> String {
+    if job.error_logs.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("<h2>What failed</h2>");
+    for log in &job.error_logs {
+        let r = &log.report;
+        let _ = write!(
+            out,
+            "<table><caption>Drive {}: {}</caption>",
+            escape(&log.drive_id),
+            escape(&r.headline())
+        );
+        out.push_str("<thead><tr><th>File on the drive</th><th>In Azure</th><th>Code</th><th class=\"wide\">What it means</th></tr></thead><tbody>");
+        for entry in &r.first {
+            let meaning = match (&entry.meaning, &entry.detail) {
+                (Some(m), Some(d)) => format!("{m} ({d})"),
+                (Some(m), None) => m.clone(),
+                (None, Some(d)) => d.clone(),
+                (None, None) => String::new(),
+            };
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(entry.file_path.as_deref().unwrap_or("")),
+                escape(&entry.path),
+                escape(&entry.code),
+                escape(&meaning),
+            );
+        }
+        let _ = write!(
+            out,
+            "</tbody></table><p class=\"muted\">Log: {} &middot; <code>iewatch errors {} --all</code> lists every entry.</p>",
+            escape(&r.log),
+            escape(&format!("{}/{}", job.account, job.name)),
+        );
+    }
+    out
+}
+
 fn unix_seconds(at: SystemTime) -> f64 {
     at.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())

@@ -2,7 +2,10 @@
 //! their `drive.errors` event, once per log; read by the reader (what is done), by
 //! `iewatch errors`, `status --json` and the job page.
 
-use std::{collections::HashSet, time::SystemTime};
+use std::{
+    collections::{HashMap, HashSet},
+    time::SystemTime,
+};
 
 use super::{resume::lenient, writer::Change, JobId, Store, StoreError};
 use crate::{
@@ -86,25 +89,66 @@ impl Store {
             .bind(id)
             .fetch_all(&self.pool)
             .await?;
-            logs.extend(rows.into_iter().map(|row| {
-                let mut damaged = Vec::new();
-                let mut report: Report =
-                    lenient("error_logs.report", Some(&row.report), &mut damaged);
-                if report.log.is_empty() {
-                    report.log = row.log;
-                }
-                if let Some(why) = damaged.pop() {
-                    report.error.get_or_insert(why);
-                }
-                StoredErrorLog {
-                    account: account.clone(),
-                    job: name.clone(),
-                    drive_id: row.drive_id,
-                    read_at: row.read_at,
-                    report,
-                }
-            }));
+            logs.extend(
+                rows.into_iter()
+                    .map(|row| stored((account.clone(), name.clone()), row)),
+            );
         }
         Ok(logs)
+    }
+
+    /// The recorded logs by job id, of the job `only` names or of every job.
+    pub(super) async fn error_logs_by_job(
+        &self,
+        only: Option<(&str, &str)>,
+    ) -> Result<HashMap<i64, Vec<StoredErrorLog>>, StoreError> {
+        let (account, name) = only.unzip();
+        let rows: Vec<(i64, String, String, String, String, String, String)> =
+            sqlx::query_as(self.dialect().pick(
+                "SELECT e.job_id, j.account, j.name, e.drive_id, e.log, e.read_at, e.report
+                 FROM error_logs e JOIN jobs j ON j.id = e.job_id
+                 WHERE $1 IS NULL OR (j.account = $1 AND j.name = $2)
+                 ORDER BY e.read_at, e.drive_id",
+                "SELECT e.job_id, j.account, j.name, e.drive_id, e.log, e.read_at, e.report
+                 FROM error_logs e JOIN jobs j ON j.id = e.job_id
+                 WHERE $1::text IS NULL OR (j.account = $1 AND j.name = $2)
+                 ORDER BY e.read_at, e.drive_id",
+            ))
+            .bind(account)
+            .bind(name)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut by_job: HashMap<i64, Vec<StoredErrorLog>> = HashMap::new();
+        for (id, account, job, drive_id, log, read_at, report) in rows {
+            by_job.entry(id).or_default().push(stored(
+                (account, job),
+                Row {
+                    drive_id,
+                    log,
+                    read_at,
+                    report,
+                },
+            ));
+        }
+        Ok(by_job)
+    }
+}
+
+/// A row read back; an unreadable report reads as an empty one naming why.
+fn stored((account, job): (String, String), row: Row) -> StoredErrorLog {
+    let mut damaged = Vec::new();
+    let mut report: Report = lenient("error_logs.report", Some(&row.report), &mut damaged);
+    if report.log.is_empty() {
+        report.log = row.log;
+    }
+    if let Some(why) = damaged.pop() {
+        report.error.get_or_insert(why);
+    }
+    StoredErrorLog {
+        account,
+        job,
+        drive_id: row.drive_id,
+        read_at: row.read_at,
+        report,
     }
 }

@@ -83,6 +83,9 @@ pub struct JobStatus {
     /// default until the daemon's next write of the job repairs them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub damaged: Vec<String>,
+    /// What the error logs of drives that ended with errors said (`drive.errors`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub error_logs: Vec<super::StoredErrorLog>,
 }
 
 /// A value bound after the job's id in [`Store::events_in`].
@@ -199,6 +202,7 @@ impl Store {
                 eta: None,
             });
         }
+        let mut logs = self.error_logs_by_job(only).await?;
         let mut status: Vec<JobStatus> = jobs
             .into_iter()
             .map(|j| {
@@ -220,6 +224,7 @@ impl Store {
                     at: clocks::rfc3339(at),
                 });
                 Ok(JobStatus {
+                    error_logs: logs.remove(&j.0).unwrap_or_default(),
                     damaged,
                     drives,
                     deadline,
