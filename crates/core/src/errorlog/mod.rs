@@ -194,6 +194,14 @@ pub fn summarise(input: impl BufRead, limits: Limits) -> Result<Summary, ErrorLo
                 push_text(&mut cursor.text, &resolved, limits);
             }
             Event::DocType(_) => return Err(ErrorLogError::DocType),
+            // A log that stops inside an element (a download cut off, a truncated file)
+            // is broken, not short: its totals would silently miss the rest.
+            Event::Eof if !cursor.path.is_empty() && !reader.get_ref().cut => {
+                return Err(ErrorLogError::Malformed {
+                    position: reader.buffer_position(),
+                    reason: format!("the log ends inside <{}>", cursor.path.join("><")),
+                })
+            }
             Event::Eof => break,
             Event::Comment(_) | Event::Decl(_) | Event::PI(_) => {}
         }

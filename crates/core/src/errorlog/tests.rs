@@ -228,3 +228,18 @@ fn stray_spaces_and_control_characters_in_values_are_taken_in_stride() {
     assert_eq!(s.totals.get("FileNotFound"), Some(&1));
     assert_eq!(s.entries[0].path, "ab");
 }
+
+#[test]
+fn a_log_that_stops_inside_an_element_is_broken_not_short() {
+    let cut = "<DriveLog Version=\"2014-11-01\"><DriveId>D1</DriveId><Blob Status=\"FileNotFound\"><BlobPath>a</BlobPath></Blob>";
+    match summarise(cut.as_bytes(), Limits::default()) {
+        Err(ErrorLogError::Malformed { reason, .. }) => {
+            assert_eq!(reason, "the log ends inside <DriveLog>")
+        }
+        other => panic!("{other:?}"),
+    }
+    // A copy log is a fragment: it may end between entries.
+    let fragment =
+        "<ErroredEntity Path=\"a\"><Category>UploadErrorWin32</Category></ErroredEntity>";
+    assert_eq!(read(fragment).entries_total(), 1);
+}

@@ -45,6 +45,34 @@ pub enum BlobFault {
     BusyFor(u32),
 }
 
+impl BlobFault {
+    /// One of each fault, for suites that must cover every one: a new variant without an
+    /// example here fails to compile.
+    pub fn examples() -> Vec<BlobFault> {
+        let every = [
+            BlobFault::Hang,
+            BlobFault::Refuse(403, "AuthorizationPermissionMismatch".into()),
+            BlobFault::Huge,
+            BlobFault::Bomb,
+            BlobFault::Malformed,
+            BlobFault::Html,
+            BlobFault::BusyFor(2),
+        ];
+        for fault in &every {
+            match fault {
+                BlobFault::Hang
+                | BlobFault::Refuse(..)
+                | BlobFault::Huge
+                | BlobFault::Bomb
+                | BlobFault::Malformed
+                | BlobFault::Html
+                | BlobFault::BusyFor(_) => {}
+            }
+        }
+        every.to_vec()
+    }
+}
+
 /// The blob endpoint's state.
 #[derive(Default)]
 pub(crate) struct BlobState {
@@ -208,7 +236,13 @@ pub(crate) async fn handle(
 fn huge() -> Response<ResponseBody> {
     const CHUNK: usize = 64 * 1024;
     let entry = b"<ErroredEntity Path=\"a\\b.txt\"><Category>UploadErrorWin32</Category><ErrorCode>5</ErrorCode></ErroredEntity>\n";
-    let chunk: Vec<u8> = entry.iter().copied().cycle().take(CHUNK).collect();
+    // Whole entries per chunk, so the log stays well-formed across chunks.
+    let chunk: Vec<u8> = entry
+        .iter()
+        .copied()
+        .cycle()
+        .take(CHUNK / entry.len() * entry.len())
+        .collect();
     let body = Generated {
         chunk: Bytes::from(chunk),
         remaining: (1usize << 30) / CHUNK,

@@ -381,7 +381,12 @@ fn issue(state: &SimState, resource: &str, principal: &str, imds: bool) -> Respo
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let n = state.counter.fetch_add(1, Ordering::Relaxed);
-    let token = format!("sim-mi-token-{n:08}");
+    let token = super::mint_token(
+        &state.arm_credentials.tenant_id,
+        resource,
+        lifetime,
+        &format!("sim-mi-token-{n:08}"),
+    );
     lock(&state.tokens).insert(
         token.clone(),
         (
@@ -464,7 +469,12 @@ impl super::RunningSimulator {
     /// (the Azure CLI) would hold.
     pub fn issue_token(&self, principal: &str, lifetime: u64) -> String {
         let n = self.state.counter.fetch_add(1, Ordering::Relaxed);
-        let token = format!("sim-user-token-{n:08}");
+        let token = super::mint_token(
+            &self.state.arm_credentials.tenant_id,
+            "https://management.azure.com",
+            lifetime,
+            &format!("sim-user-token-{n:08}"),
+        );
         lock(&self.state.tokens).insert(
             token.clone(),
             (

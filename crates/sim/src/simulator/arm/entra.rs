@@ -143,7 +143,15 @@ pub(super) async fn token(
         );
     }
     let n = state.counter.fetch_add(1, Ordering::Relaxed);
-    let token = format!("sim-token-{n:08}");
+    let resource = field("scope")
+        .and_then(|s| s.split(' ').find(|s| s.ends_with("/.default")))
+        .unwrap_or_default();
+    let token = super::super::mint_token(
+        tenant,
+        resource,
+        credentials.token_lifetime,
+        &format!("sim-token-{n:08}"),
+    );
     let lifetime = Duration::from_secs(credentials.token_lifetime);
     state
         .tokens
