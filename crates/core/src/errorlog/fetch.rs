@@ -304,19 +304,30 @@ fn refusal(
         .ok()
         .and_then(|u| account_of(&u))
         .unwrap_or_else(|| "the storage account".into());
+    // 400 InvalidAuthenticationInfo is how Storage (and Azurite) answer a signature made
+    // with a key of the wrong shape: the same fix as a 403.
+    let refused = matches!(status.as_u16(), 401 | 403)
+        || (status == StatusCode::BAD_REQUEST && code == "InvalidAuthenticationInfo");
     let advice = match (status.as_u16(), code.as_str(), access) {
-        (403, "AuthorizationPermissionMismatch", _) | (403, "AuthorizationFailure", Access::Bearer(_)) => format!(
+        (403, "AuthorizationPermissionMismatch", _)
+        | (403, "AuthorizationFailure", Access::Bearer(_)) => format!(
             "grant Storage Blob Data Reader on storage account {account} to {}",
             access.describe()
         ),
-        (403, _, Access::Sas(_)) => {
-            "the SAS in error_log_sas_file was refused: it needs read (r) permission on the log's container and an unexpired se=".into()
-        }
-        (403, _, Access::SharedKey { .. }) => format!(
-            "the key in storage_key_file was refused: is it a current key of storage account {account}?"
+        (404, _, _) => "the log is not there: deleted (logs go with the job after 90 days), \
+                        or the account moved"
+            .into(),
+        (_, _, Access::Sas(_)) if refused => "the SAS in error_log_sas_file was refused: it \
+            needs read (r) permission on the log's container and an unexpired se="
+            .into(),
+        (_, _, Access::SharedKey { .. }) if refused => format!(
+            "the key in storage_key_file was refused: is it a current key of storage account \
+             {account}?"
         ),
-        (403 | 401, _, _) => format!("{} was refused by storage account {account}", access.describe()),
-        (404, _, _) => "the log is not there: deleted (logs go with the job after 90 days), or the account moved".into(),
+        _ if refused => format!(
+            "{} was refused by storage account {account}",
+            access.describe()
+        ),
         _ => format!("storage account {account} refused the read"),
     };
     FetchError::Refused {

@@ -481,7 +481,10 @@ pub async fn start(options: SimulatorOptions) -> Result<RunningSimulator, Simula
     let (blob_listener, blob_addr) = bind(SocketAddr::new(options.listen.ip(), 0)).await?;
     let shutdown = CancellationToken::new();
     let mut scenario = options.scenario.clone();
-    scenario.blob_host = Some(blob_addr.to_string());
+    // A scenario may point its logs at another blob service (Azurite, in tests).
+    if scenario.blob_host.is_none() {
+        scenario.blob_host = Some(blob_addr.to_string());
+    }
     let state = Arc::new(SimState::new(
         &scenario,
         shutdown.clone(),
