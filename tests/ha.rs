@@ -78,6 +78,30 @@ async fn the_commands_read_postgres_exactly_as_they_read_sqlite() {
             .record_lane("ops", job, &delivered, start + Duration::from_secs(7200))
             .await
             .unwrap();
+        // A drive's error log, recorded once however often it is offered.
+        let log = r#"<DriveLog Version="2014-11-01"><DriveId>9WM3NZFS</DriveId><Blob Status="FileNameInvalid"><BlobPath>p/a?.jpg</BlobPath><FilePath>\p\a?.jpg</FilePath></Blob><Status>CompletedWithErrors</Status></DriveLog>"#;
+        let summary =
+            iewatch::errorlog::summarise(log.as_bytes(), iewatch::errorlog::Limits::default())
+                .unwrap();
+        let url = "https://xttest.blob.core.windows.net/waimportexport/waies/MySampleJob_9WM3NZFS_error.xml";
+        let report = iewatch::errorlog::Report::read(url, &summary, 50);
+        let event = iewatch::events::Event::notice(
+            iewatch::events::EventType::DriveErrors,
+            Some(&iewatch::model::DriveId::new("9WM3NZFS".to_owned())),
+            report.headline(),
+            iewatch::model::Severity::Warning,
+            serde_json::json!(report),
+        );
+        let at = start + Duration::from_secs(600 * 32);
+        let mut written = Vec::new();
+        for _ in 0..2 {
+            let ids = store
+                .record_error_log(job, &report, "9WM3NZFS", &event, &[], at)
+                .await
+                .unwrap();
+            written.push(ids.len());
+        }
+        assert_eq!(written, [1, 0], "{name}: one event per log");
         store.close().await;
         configs.push(database_config(dir.path(), name, database));
     }
@@ -87,13 +111,14 @@ async fn the_commands_read_postgres_exactly_as_they_read_sqlite() {
         &["history", "MySampleJob", "--json"],
         &["history", "prod/MySampleJob"],
         &["deliveries", "--json"],
+        &["errors", "MySampleJob", "--json"],
     ] {
         let (a, b) = (cli(args, on_sqlite), cli(args, on_postgres));
         assert!(a.len() > 100, "{args:?}: {a}");
         assert_eq!(a, b, "{args:?} differs between SQLite and PostgreSQL");
     }
     let events = event_list(&postgres, "MySampleJob").await;
-    assert_eq!(events.len(), 32, "{events:?}");
+    assert_eq!(events.len(), 33, "{events:?}");
     assert_eq!(events, event_list(&sqlite, "MySampleJob").await);
     // What the status page reads, the same on both.
     let mut pages = Vec::new();
@@ -219,7 +244,7 @@ async fn the_commands_read_postgres_exactly_as_they_read_sqlite() {
         assert_eq!(jobs_of(a.clone()).len(), 1, "{args:?}: {a}");
         assert!(
             a.contains("prod/MySampleJob")
-                && a.contains(" 31 event(s)")
+                && a.contains(" 32 event(s)")
                 && a.contains("1 alert(s) not delivered yet are kept"),
             "{a}"
         );
