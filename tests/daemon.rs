@@ -37,10 +37,7 @@ async fn the_import_lifecycle_yields_exactly_the_expected_events_in_order() {
         .await
     );
     daemon.stop().await;
-    assert_eq!(
-        event_list(&db, "MySampleJob").await,
-        common::expected(common::IMPORT_EVENTS)
-    );
+    common::assert_import_lifecycle(&db, "MySampleJob").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,10 +91,7 @@ async fn after_a_restart_the_stored_etag_is_sent_and_nothing_is_recorded_twice()
     )
     .await;
     daemon.stop().await;
-    assert_eq!(
-        event_list(&db, "MySampleJob").await,
-        common::expected(common::IMPORT_EVENTS)
-    );
+    common::assert_import_lifecycle(&db, "MySampleJob").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

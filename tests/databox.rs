@@ -468,6 +468,14 @@ async fn a_customer_disk_import_end_to_end() {
                 "error"
             ),
             ("drive.progress", other, Some("100"), "info"),
+            // What failed, from the disk's copy log (read within milliseconds, while the
+            // next version waits for two polls).
+            (
+                "drive.errors",
+                other,
+                Some("3 files failed: 3 UploadErrorCloudHttp; first: photos/a?.jpg (UploadErrorCloudHttp)"),
+                "warning"
+            ),
             (
                 "job.state_changed",
                 None,

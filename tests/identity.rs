@@ -91,10 +91,7 @@ async fn watch_lifecycle(sim: &RunningSimulator, dir: &Path, mid_run: impl Fn(us
     watching(dir).await;
     let db = dir.join("iewatch.db");
     play_by_events(sim, &db, 0..10, mid_run).await;
-    assert_eq!(
-        event_list(&db, "MySampleJob").await,
-        common::expected(common::IMPORT_EVENTS)
-    );
+    common::assert_import_lifecycle(&db, "MySampleJob").await;
 }
 
 /// The error of the first `job.poll_failing` event, once there is one.
@@ -263,7 +260,8 @@ async fn an_az_that_hangs_is_stopped_after_10_s_and_said() {
 }
 
 /// A directory holding a stand-in `az` that prints a token the simulator issued to a
-/// signed-in user, as `az account get-access-token` does for the simulator's resource.
+/// signed-in user, as `az account get-access-token` does for the simulator's resource
+/// (and for Storage, whose token reads the drive's error log).
 fn stand_in_az(sim: &RunningSimulator, dir: &Path) -> std::path::PathBuf {
     let token = sim.issue_token("someone@example.com", 3600);
     let bin = dir.join("bin");
@@ -276,7 +274,7 @@ fn stand_in_az(sim: &RunningSimulator, dir: &Path) -> std::path::PathBuf {
     write_script(
         &bin.join("az"),
         &format!(
-            "#!/bin/sh\ncase \"$*\" in *'--resource {}'*) ;; *) echo \"unexpected: $*\" >&2; exit 2;; esac\necho '{{\"accessToken\": \"{token}\", \"expires_on\": {expires_on}, \"tokenType\": \"Bearer\"}}'\n",
+            "#!/bin/sh\ncase \"$*\" in *'--resource {}'*|*'--resource https://storage.azure.com'*) ;; *) echo \"unexpected: $*\" >&2; exit 2;; esac\necho '{{\"accessToken\": \"{token}\", \"expires_on\": {expires_on}, \"tokenType\": \"Bearer\"}}'\n",
             sim.arm_endpoint()
         ),
     );

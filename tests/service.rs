@@ -293,9 +293,20 @@ async fn the_demo_runs_to_completion_and_prints_the_completed_with_errors_alert(
         alert.contains("error") && alert.contains("drive 9WM3NZFS") && alert.contains("signed ✓"),
         "{alert}"
     );
+    // And what failed on that drive, from its error log.
+    assert!(
+        stdout.lines().any(|l| l.starts_with("ALERT")
+            && l.contains("drive.errors")
+            && l.contains(&format!("errors: {}", common::IMPORT_REPORT))),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("What failed on the drives:    iewatch errors MySampleJob --database"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("BAD SIGNATURE"), "{stdout}");
     assert!(
-        stdout.contains("Timeline of demo/MySampleJob (33 events, 33 alerts delivered)"),
+        stdout.contains("Timeline of demo/MySampleJob (34 events, 34 alerts delivered)"),
         "{stdout}"
     );
 }
@@ -311,6 +322,10 @@ async fn the_databox_demo_follows_a_portal_order_to_completion() {
             "InProgress → CompletedWithErrors",
         ),
         ("job.state_changed", "ShippedToCustomer → Completed"),
+        (
+            "drive.errors",
+            "errors: 3 files failed: 3 UploadErrorCloudHttp; first: photos/a?.jpg",
+        ),
     ] {
         assert!(
             stdout.lines().any(|l| l.starts_with("ALERT")
@@ -322,7 +337,7 @@ async fn the_databox_demo_follows_a_portal_order_to_completion() {
     }
     assert!(!stdout.contains("BAD SIGNATURE"), "{stdout}");
     assert!(
-        stdout.contains("Timeline of demo/portal-import-01 (26 events, 26 alerts delivered)"),
+        stdout.contains("Timeline of demo/portal-import-01 (27 events, 27 alerts delivered)"),
         "{stdout}"
     );
 }

@@ -31,10 +31,15 @@ pub async fn play_by_events(
         let completed = snapshots[..=i]
             .iter()
             .any(|s| s.state.as_str() == "Completed");
+        // And one report once a drive has ended with errors (read or not, never silent).
+        let reported = snapshots[..=i]
+            .iter()
+            .any(|s| !s.notices.error_logs.is_empty());
         let expected: usize = (0..=i)
             .map(|k| detect_changes(k.checked_sub(1).map(|p| &snapshots[p]), &snapshots[k]).len())
             .sum::<usize>()
-            + usize::from(completed);
+            + usize::from(completed)
+            + usize::from(reported);
         let reached = wait_for(Duration::from_secs(20), || async {
             event_list(db, "MySampleJob").await.len() == expected
         })

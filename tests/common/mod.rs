@@ -486,6 +486,46 @@ pub async fn wait_for_etag(
 /// (type, drive, from, to) of one event.
 pub type EventRow = (String, Option<String>, Option<String>, Option<String>);
 
+/// What the import lifecycle's drive 9WM3NZFS reports once it ends with errors, from
+/// the simulator's error log.
+pub const IMPORT_REPORT: &str =
+    "3 files failed: 2 FileNameInvalid, 1 Corrupted; first: \\photos\\a?.jpg (FileNameInvalid)";
+
+/// The events of `job` with its `drive.errors` reports set apart. The error-log reader
+/// records a report off the poll path, right after its drive ends with errors, so where
+/// it falls among the changes that follow depends on timing; whether it is there, and
+/// once, does not.
+pub async fn changes_and_reports(
+    db: &(impl DbRef + ?Sized),
+    job: &str,
+) -> (Vec<EventRow>, Vec<EventRow>) {
+    event_list(db, job)
+        .await
+        .into_iter()
+        .partition(|e| e.0 != "drive.errors")
+}
+
+/// The import lifecycle was recorded whole: every change once and in order, and one
+/// report of what failed on drive 9WM3NZFS.
+pub async fn assert_import_lifecycle(db: &(impl DbRef + ?Sized), job: &str) {
+    let (changes, reports) = changes_and_reports(db, job).await;
+    assert_eq!(
+        changes,
+        expected(IMPORT_EVENTS),
+        "every change exactly once"
+    );
+    assert_eq!(
+        reports,
+        [(
+            "drive.errors".to_owned(),
+            Some("9WM3NZFS".to_owned()),
+            None,
+            Some(IMPORT_REPORT.to_owned())
+        )],
+        "one report of the drive's error log"
+    );
+}
+
 /// (type, drive, from, to) of every event of a job, in order.
 pub async fn event_list(db: &(impl DbRef + ?Sized), job: &str) -> Vec<EventRow> {
     event_columns(db, job, "e.type, e.drive_id, e.from_value, e.to_value").await

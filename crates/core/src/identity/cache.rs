@@ -49,7 +49,7 @@ enum Cached {
 
 /// The tokens of one credential for one scope.
 pub struct TokenCache {
-    provider: Provider,
+    provider: std::sync::Arc<Provider>,
     scope: String,
     http: HttpsClient,
     timeout: Duration,
@@ -69,7 +69,7 @@ impl std::fmt::Debug for TokenCache {
 
 impl TokenCache {
     pub(super) fn new(
-        provider: Provider,
+        provider: std::sync::Arc<Provider>,
         scope: String,
         http: HttpsClient,
         timeout: Duration,

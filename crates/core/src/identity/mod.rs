@@ -113,6 +113,9 @@ impl Env {
 pub struct TokenCaches {
     env: Env,
     caches: std::sync::Mutex<HashMap<String, Arc<TokenCache>>>,
+    /// One provider per credential, whatever the scope: the default chain settles once
+    /// (and says so once) for Resource Manager's tokens and Storage's alike.
+    providers: std::sync::Mutex<HashMap<String, Arc<Provider>>>,
 }
 
 impl TokenCaches {
@@ -121,6 +124,7 @@ impl TokenCaches {
         TokenCaches {
             env,
             caches: std::sync::Mutex::new(HashMap::new()),
+            providers: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -138,6 +142,13 @@ impl TokenCaches {
         connect_timeout: Duration,
     ) -> Result<Arc<TokenCache>, tls::TlsError> {
         let provider = Provider::for_account(account, &self.env);
+        let provider = self
+            .providers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(provider.key().to_owned())
+            .or_insert_with(|| Arc::new(provider))
+            .clone();
         let key = format!("{}\u{0}{scope}", provider.key());
         let mut caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(cache) = caches.get(&key) {

@@ -457,11 +457,12 @@ impl super::RunningSimulator {
     /// (`managed_identity`, `workload_identity`, `azure_cli`, `default`).
     pub fn identity_account_block(&self, name: &str, credential: &str) -> String {
         format!(
-            "[[account]]\nname = \"{name}\"\nkind = \"arm\"\nsubscription_id = \"{}\"\nresource_group = \"{}\"\ncredential = \"{credential}\"\nendpoint = \"{}\"\nca_certificate = \"{}\"\n",
+            "[[account]]\nname = \"{name}\"\nkind = \"arm\"\nsubscription_id = \"{}\"\nresource_group = \"{}\"\ncredential = \"{credential}\"\nendpoint = \"{}\"\nca_certificate = \"{}\"\nblob_endpoint = \"{}\"\n",
             self.state.subscription,
             self.state.resource_group,
             self.arm_endpoint(),
-            self.certs.ca.display()
+            self.certs.ca.display(),
+            self.blob_endpoint(),
         )
     }
 
