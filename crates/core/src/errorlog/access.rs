@@ -125,3 +125,54 @@ impl AccountLogs {
         read_log(client, url, &self.access, limits, deadline).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logs(blob_endpoint: &str) -> AccountLogs {
+        AccountLogs {
+            client: None,
+            access: Access::Missing("test".into()),
+            blob_endpoint: blob_endpoint.into(),
+        }
+    }
+
+    #[test]
+    fn links_resolve_on_the_account_endpoint_and_nowhere_else() {
+        let azure = logs(crate::config::DEFAULT_BLOB_ENDPOINT);
+        let relative = ErrorLogRef::new("acct", "databoxcopylog/o_s_CopyLog_1.xml", Some("acct"));
+        assert_eq!(
+            azure.resolve(&relative).unwrap(),
+            "https://acct.blob.core.windows.net/databoxcopylog/o_s_CopyLog_1.xml"
+        );
+        let absolute = ErrorLogRef::new(
+            "D1",
+            "https://acct.blob.core.windows.net/waimportexport/waies/j_D1_error.xml?sv=1&sig=x",
+            None,
+        );
+        assert!(!absolute.link.contains("sig="), "a SAS is never kept");
+        assert!(azure.resolve(&absolute).is_ok());
+        for hostile in [
+            "https://acct.blob.core.windows.net.attacker.example/c/b.xml",
+            "https://attacker.example/acct/c/b.xml",
+            "http://acct.blob.core.windows.net/c/b.xml",
+        ] {
+            let refused = azure.resolve(&ErrorLogRef::new("D1", hostile, None));
+            assert!(refused.is_err(), "{hostile} must not be read");
+        }
+        let no_account = ErrorLogRef::new("D1", "databoxcopylog/x.xml", None);
+        assert!(azure
+            .resolve(&no_account)
+            .unwrap_err()
+            .contains("names no storage account"));
+        let odd = ErrorLogRef::new("D1", "c/x.xml", Some("acct.evil"));
+        assert!(azure
+            .resolve(&odd)
+            .unwrap_err()
+            .contains("not a storage account name"));
+        let local = logs("https://127.0.0.1:10000/{account}");
+        let path_style = ErrorLogRef::new("D1", "https://127.0.0.1:10000/acct/c/x.xml", None);
+        assert!(local.resolve(&path_style).is_ok());
+    }
+}

@@ -192,3 +192,36 @@ fn failed_entry(entry: &Entry) -> FailedEntry {
             .or_else(|| entry.message.clone()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_headline_says_counts_codes_and_the_first_file() {
+        let log = r#"<DriveLog Version="2014-11-01"><DriveId>D1</DriveId>
+            <Blob Status="FileNameInvalid"><BlobPath>p/a?.jpg</BlobPath><FilePath>\p\a?.jpg</FilePath><Length>10</Length></Blob>
+            <Blob Status="FileNameInvalid"><BlobPath>p/b*.jpg</BlobPath><FilePath>\p\b*.jpg</FilePath><Length>5</Length></Blob>
+            <Blob Status="Corrupted"><BlobPath>v/c.mp4</BlobPath><FilePath>\v\c.mp4</FilePath></Blob>
+            <Status>CompletedWithErrors</Status></DriveLog>"#;
+        let summary = crate::errorlog::summarise(log.as_bytes(), Default::default()).unwrap();
+        let report = Report::read("https://a.blob.core.windows.net/c/l.xml", &summary, 50);
+        assert_eq!(
+            report.headline(),
+            r"3 files failed: 2 FileNameInvalid, 1 Corrupted; first: \p\a?.jpg (FileNameInvalid)"
+        );
+        assert_eq!((report.bytes_failed, report.first.len()), (15, 3));
+        assert_eq!(report.clone().with_first(1).first.len(), 1);
+        assert_eq!(
+            report.totals[0].meaning.as_deref(),
+            Some("the file name is not valid")
+        );
+        let unread = Report::unreadable("https://a/c/l.xml", "404 BlobNotFound: gone");
+        assert_eq!(unread.headline(), "log not read: 404 BlobNotFound: gone");
+        let one = Report {
+            failed: 1,
+            ..Report::default()
+        };
+        assert_eq!(one.headline(), "1 file failed");
+    }
+}

@@ -149,29 +149,6 @@ pub(crate) struct SimState {
     blobs: blobs::BlobState,
 }
 
-/// A token shaped as Entra ID's are (an unsigned JWT with a v1 issuer, the resource as
-/// its audience, and its lifetime), so that Storage emulators that read tokens (Azurite's
-/// `--oauth basic`) take it. `tag` ends it, to find a leaked token in a log.
-pub(crate) fn mint_token(tenant: &str, resource: &str, lifetime: u64, tag: &str) -> String {
-    use base64::Engine as _;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let encode = |v: &serde_json::Value| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
-    };
-    let header = encode(&serde_json::json!({"typ": "JWT", "alg": "none"}));
-    let audience = resource.trim_end_matches("/.default");
-    let payload = encode(&serde_json::json!({
-        "iss": format!("https://sts.windows.net/{tenant}/"),
-        "aud": audience,
-        "iat": now.saturating_sub(60),
-        "nbf": now.saturating_sub(60),
-        "exp": now.saturating_add(lifetime),
-    }));
-    format!("{header}.{payload}.{tag}")
-}
-
 fn job_key(account: &str, job: &str) -> String {
     format!("{account}/{job}")
 }

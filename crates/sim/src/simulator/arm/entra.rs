@@ -146,7 +146,7 @@ pub(super) async fn token(
     let resource = field("scope")
         .and_then(|s| s.split(' ').find(|s| s.ends_with("/.default")))
         .unwrap_or_default();
-    let token = super::super::mint_token(
+    let token = super::super::identity::mint_token(
         tenant,
         resource,
         credentials.token_lifetime,
