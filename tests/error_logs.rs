@@ -70,16 +70,51 @@ async fn watch_until_reported(
     errors_event(&db, job).await.remove(0)
 }
 
+/// A simulator past the moment a drive of `scenario` ended with errors, a webhook
+/// receiver for `drive.errors`, and a config watching `job` through the account block
+/// `block` gives.
+struct Watch {
+    dir: tempfile::TempDir,
+    sim: RunningSimulator,
+    hook: Receiver,
+    config: std::path::PathBuf,
+}
+
+impl Watch {
+    async fn start(scenario: &str, block: fn(&RunningSimulator) -> String, job: &str) -> Watch {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = start_simulator(common::scenario(scenario), dir.path()).await;
+        sim.set_time(Some(AFTER_ERRORS));
+        let hook = Receiver::start(|_| Reply::Status(204)).await;
+        let config = config(dir.path(), &block(&sim), job, &hook);
+        Watch {
+            dir,
+            sim,
+            hook,
+            config,
+        }
+    }
+
+    /// Runs the daemon until `job`'s report is recorded and delivered.
+    async fn report(&self, job: &str) -> common::EventRow {
+        watch_until_reported(self.dir.path(), &self.config, job, &self.hook).await
+    }
+
+    fn payload(&self) -> serde_json::Value {
+        self.hook.seen.lock().unwrap()[0].json()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_classic_drive_that_ends_with_errors_says_what_failed_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = start_simulator(common::scenario("import-lifecycle.toml"), dir.path()).await;
-    sim.set_time(Some(AFTER_ERRORS));
-    let hook = Receiver::start(|_| Reply::Status(204)).await;
-    let config = config(dir.path(), &sim.account_block("sim"), "MySampleJob", &hook);
-
-    let (kind, drive, _, to) =
-        watch_until_reported(dir.path(), &config, "MySampleJob", &hook).await;
+    let watch = Watch::start(
+        "import-lifecycle.toml",
+        |sim| sim.account_block("sim"),
+        "MySampleJob",
+    )
+    .await;
+    let (dir, sim, config) = (&watch.dir, &watch.sim, &watch.config);
+    let (kind, drive, _, to) = watch.report("MySampleJob").await;
     assert_eq!(
         (kind.as_str(), drive.as_deref()),
         ("drive.errors", Some("9WM3NZFS"))
@@ -89,7 +124,7 @@ async fn a_classic_drive_that_ends_with_errors_says_what_failed_once() {
     assert_eq!(sim.blob_reads().len(), 1, "{:?}", sim.blob_reads());
 
     // The payload carries the report: counts with meanings, the first files, the log.
-    let payload = hook.seen.lock().unwrap()[0].json();
+    let payload = watch.payload();
     let data = &payload["data"];
     assert_eq!(data["failed"], 3);
     assert_eq!(data["totals"][0]["code"], "FileNameInvalid");
@@ -137,41 +172,33 @@ async fn a_classic_drive_that_ends_with_errors_says_what_failed_once() {
         )),
         "{status}"
     );
-    sim.stop().await;
+    watch.sim.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resource_manager_drive_is_read_with_a_storage_token_of_the_account_identity() {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = start_simulator(common::scenario("import-lifecycle.toml"), dir.path()).await;
-    sim.set_time(Some(AFTER_ERRORS));
-    let hook = Receiver::start(|_| Reply::Status(204)).await;
-    let config = config(
-        dir.path(),
-        &sim.arm_account_block("sim"),
+    let watch = Watch::start(
+        "import-lifecycle.toml",
+        |sim| sim.arm_account_block("sim"),
         "MySampleJob",
-        &hook,
-    );
-    let (_, drive, _, to) = watch_until_reported(dir.path(), &config, "MySampleJob", &hook).await;
+    )
+    .await;
+    let (_, drive, _, to) = watch.report("MySampleJob").await;
     assert_eq!(drive.as_deref(), Some("9WM3NZFS"));
     assert_eq!(to.as_deref(), Some(CLASSIC_HEADLINE));
-    sim.stop().await;
+    watch.sim.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_box_disk_log_is_found_on_its_destination_account() {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = start_simulator(common::scenario("databox-customer-disk.toml"), dir.path()).await;
-    sim.set_time(Some(AFTER_ERRORS));
-    let hook = Receiver::start(|_| Reply::Status(204)).await;
-    let config = config(
-        dir.path(),
-        &sim.databox_account_block("sim"),
+    let watch = Watch::start(
+        "databox-customer-disk.toml",
+        |sim| sim.databox_account_block("sim"),
         "portal-import-01",
-        &hook,
-    );
-    let (_, drive, _, to) =
-        watch_until_reported(dir.path(), &config, "portal-import-01", &hook).await;
+    )
+    .await;
+    let (_, drive, _, to) = watch.report("portal-import-01").await;
+    let (sim, hook) = (&watch.sim, &watch.hook);
     assert_eq!(drive.as_deref(), Some("ZDH7Q2LP"));
     let to = to.unwrap();
     assert!(
@@ -189,37 +216,31 @@ async fn a_data_box_disk_log_is_found_on_its_destination_account() {
         payload["data"]["first"][1]["detail"],
         "413: The blob is larger than the maximum size."
     );
-    sim.stop().await;
+    watch.sim.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_that_cannot_be_read_is_reported_with_the_fix() {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = start_simulator(common::scenario("import-lifecycle.toml"), dir.path()).await;
-    sim.set_time(Some(AFTER_ERRORS));
-    sim.set_blob_fault(Some(BlobFault::Refuse(
-        403,
-        "AuthorizationPermissionMismatch".into(),
-    )));
-    let hook = Receiver::start(|_| Reply::Status(204)).await;
-    let config = config(
-        dir.path(),
-        &sim.arm_account_block("sim"),
+    let watch = Watch::start(
+        "import-lifecycle.toml",
+        |sim| sim.arm_account_block("sim"),
         "MySampleJob",
-        &hook,
-    );
-    let (_, _, _, to) = watch_until_reported(dir.path(), &config, "MySampleJob", &hook).await;
+    )
+    .await;
+    let refusal = BlobFault::Refuse(403, "AuthorizationPermissionMismatch".into());
+    watch.sim.set_blob_fault(Some(refusal));
+    let (_, _, _, to) = watch.report("MySampleJob").await;
     let to = to.unwrap();
     assert!(
         to.starts_with("log not read: 403 AuthorizationPermissionMismatch: grant Storage Blob Data Reader on storage account xttest to "),
         "{to}"
     );
-    let payload = hook.seen.lock().unwrap()[0].json();
-    assert!(payload["data"]["error"]
-        .as_str()
-        .unwrap()
-        .contains("Storage Blob Data Reader"));
-    sim.stop().await;
+    let error = watch.payload()["data"]["error"].clone();
+    assert!(
+        error.as_str().unwrap().contains("Storage Blob Data Reader"),
+        "{error}"
+    );
+    watch.sim.stop().await;
 }
 
 /// The ARM account's reader, built from the config the simulator prints.

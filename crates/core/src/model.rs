@@ -348,6 +348,19 @@ impl ErrorLogRef {
     }
 }
 
+/// The error log of a drive of an Import/Export job in `job_state`, when the drive (or
+/// the job: `Closed`) ended with errors and the service gave the log's URI.
+pub fn drive_error_log(
+    job_state: &str,
+    drive_id: &str,
+    (state, copy_status): (Option<&str>, Option<&str>),
+    uri: Option<&str>,
+) -> Option<ErrorLogRef> {
+    let ended = job_state.eq_ignore_ascii_case("Closed") || ended_with_errors(state, copy_status);
+    let uri = uri.filter(|u| !u.trim().is_empty())?;
+    ended.then(|| ErrorLogRef::new(drive_id, uri, None))
+}
+
 /// True for a drive that ended with errors: `CompletedMoreInfo`, or a copy status that
 /// says errors or warnings (`CompletedWithErrors`, `CompletedWithWarnings`, `Failed`).
 pub fn ended_with_errors(state: Option<&str>, copy_status: Option<&str>) -> bool {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::Document;
-use crate::model::{BitLockerKey, DriveSnapshot, ErrorLogRef, JobSnapshot, Package, PackageKind};
+use crate::model::{BitLockerKey, DriveSnapshot, JobSnapshot, Package, PackageKind};
 
 /// A job resource.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -131,18 +131,14 @@ impl ArmJob {
         // Serialising a derived struct with string keys cannot fail.
         let document = Document::new(serde_json::to_value(&self).unwrap_or_default());
         let p = self.properties;
-        let closed = p.state.eq_ignore_ascii_case("Closed");
         let error_logs = p
             .drive_list
             .iter()
             .flatten()
-            .filter(|d| {
-                closed
-                    || crate::model::ended_with_errors(d.state.as_deref(), d.copy_status.as_deref())
-            })
             .filter_map(|d| {
-                let uri = d.other.get("errorLogUri")?.as_str()?;
-                (!uri.trim().is_empty()).then(|| ErrorLogRef::new(&d.drive_id, uri, None))
+                let uri = d.other.get("errorLogUri").and_then(Value::as_str);
+                let states = (d.state.as_deref(), d.copy_status.as_deref());
+                crate::model::drive_error_log(&p.state, &d.drive_id, states, uri)
             })
             .collect();
         let drives = p.drive_list.unwrap_or_default().into_iter().map(|d| {

@@ -313,20 +313,14 @@ impl Job {
         // Serialising a derived struct with string keys cannot fail.
         let document = Document::new(serde_json::to_value(&self).unwrap_or_default());
         let p = self.properties;
-        let closed = p.state.eq_ignore_ascii_case("Closed");
         let error_logs = self
             .drive_list
             .iter()
             .flatten()
-            .filter(|d| {
-                closed || model::ended_with_errors(d.state.as_deref(), d.copy_status.as_deref())
-            })
             .filter_map(|d| {
-                let uri = d
-                    .error_log_uri
-                    .as_deref()
-                    .filter(|u| !u.trim().is_empty())?;
-                Some(model::ErrorLogRef::new(&d.drive_id, uri, None))
+                let states = (d.state.as_deref(), d.copy_status.as_deref());
+                let uri = d.error_log_uri.as_deref();
+                model::drive_error_log(&p.state, &d.drive_id, states, uri)
             })
             .collect();
         let drives = self.drive_list.unwrap_or_default().into_iter().map(|d| {
