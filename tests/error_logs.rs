@@ -143,7 +143,7 @@ async fn a_classic_drive_that_ends_with_errors_says_what_failed_once() {
 
     // A restart reads nothing again and reports nothing again.
     let polls_before = sim.requests().len();
-    let daemon = RunningDaemon::start(&config).await;
+    let daemon = RunningDaemon::start(config).await;
     let db = dir.path().join("iewatch.db");
     assert!(
         common::wait_until(Duration::from_secs(10), || sim.requests().len()
