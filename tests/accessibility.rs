@@ -198,6 +198,13 @@ async fn every_page_kind_passes_axe_light_and_dark_fits_a_phone_and_validates() 
                 .any(|(_, html)| html.contains("class=\"event warning\"")),
         "error and warning rows are on the pages checked"
     );
+    assert!(
+        served
+            .iter()
+            .any(|(_, html)| html.contains("<h2>What failed</h2>")
+                && html.contains("<caption>Drive 9WM3NZFS: 3 files failed")),
+        "the table of what failed is on the pages checked"
+    );
     daemon.stop().await;
 
     let profile = dir.path().join("chromium");

@@ -39,7 +39,7 @@ h1{font-size:1.3em;margin:.2em 0}h2{font-size:1.1em;margin:1.2em 0 .4em}
 a{color:inherit}table{border-collapse:collapse;width:100%}
 td,th{padding:4px 6px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top;overflow-wrap:break-word}
 progress{accent-color:var(--ok);width:7em;max-width:40vw;vertical-align:middle;margin-right:.3em}
-.error{color:var(--err)}.warning{color:var(--warn)}.muted{opacity:.7}
+.error{color:var(--err)}.warning{color:var(--warn)}.muted{opacity:.7}.log,caption{overflow-wrap:anywhere;text-align:left}
 tr.attention td:first-child{border-left:4px solid var(--err)}
 .badge{font-size:.85em;padding:0 .4em;border:1px solid currentColor;border-radius:3px}
 svg{max-width:100%;height:auto}.legend span{margin-right:1em;white-space:nowrap}
@@ -380,7 +380,7 @@ fn what_failed(job: &JobStatus) -> String {
             escape(&log.drive_id),
             escape(&r.headline())
         );
-        out.push_str("<thead><tr><th>File on the drive</th><th>In Azure</th><th>Code</th><th class=\"wide\">What it means</th></tr></thead><tbody>");
+        out.push_str("<thead><tr><th>File on the drive</th><th class=\"wide\">In Azure</th><th>Code</th><th class=\"wide\">What it means</th></tr></thead><tbody>");
         for entry in &r.first {
             let meaning = match (&entry.meaning, &entry.detail) {
                 (Some(m), Some(d)) => format!("{m} ({d})"),
@@ -390,7 +390,7 @@ fn what_failed(job: &JobStatus) -> String {
             };
             let _ = write!(
                 out,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td class=\"wide\">{}</td><td>{}</td><td class=\"wide\">{}</td></tr>",
                 escape(entry.file_path.as_deref().unwrap_or("")),
                 escape(&entry.path),
                 escape(&entry.code),
@@ -399,7 +399,7 @@ fn what_failed(job: &JobStatus) -> String {
         }
         let _ = write!(
             out,
-            "</tbody></table><p class=\"muted\">Log: {} &middot; <code>iewatch errors {} --all</code> lists every entry.</p>",
+            "</tbody></table><p class=\"muted log\">Log: {} &middot; <code>iewatch errors {} --all</code> lists every entry.</p>",
             escape(&r.log),
             escape(&format!("{}/{}", job.account, job.name)),
         );
