@@ -21,10 +21,8 @@ use common::{prerequisites::not_run, start_simulator, Receiver, Reply, RunningDa
 use hmac::{Hmac, Mac as _};
 use http_body_util::Full;
 use iewatch::{
-    config::Config,
     errorlog::{AccountLogs, FetchError, Limits, STORAGE_VERSION},
     http_client::{self, HttpsClient},
-    identity::{Env, TokenCaches},
     tls,
 };
 use iewatch_sim::simulator::certs::CertificateAuthority;
@@ -290,28 +288,14 @@ impl Azurite {
     }
 }
 
+/// The reader of `block`'s account, with a management certificate for a classic one.
 fn reader_from(dir: &Path, block: &str) -> AccountLogs {
     if !dir.join("management.pem").exists() {
         let ca = CertificateAuthority::generate("management").unwrap();
         let (cert, key) = ca.issue_client("management").unwrap();
         std::fs::write(dir.join("management.pem"), format!("{cert}{key}")).unwrap();
     }
-    let path = dir.join("reader.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[daemon]\ndatabase = \"{}\"\n\n{block}",
-            dir.join("x.db").display()
-        ),
-    )
-    .unwrap();
-    let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    let caches = TokenCaches::new(Env::from_pairs(&[]));
-    AccountLogs::for_account(
-        &config.accounts[0],
-        (Duration::from_secs(10), Duration::from_secs(5)),
-        &caches,
-    )
+    common::account_logs(dir, block)
 }
 
 const DRIVE_LOG_2014: &str = r#"<?xml version="1.0" encoding="utf-8"?>

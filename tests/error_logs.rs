@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{event_list, start_simulator, wait_for, Receiver, Reply, RunningDaemon};
 use iewatch::{
-    config::Config,
-    errorlog::{AccountLogs, FetchError, Limits},
-    identity::{Env, TokenCaches},
+    errorlog::{FetchError, Limits},
     model::ErrorLogRef,
 };
 use iewatch_sim::simulator::{blobs::BlobFault, RunningSimulator};
@@ -243,24 +241,6 @@ async fn a_log_that_cannot_be_read_is_reported_with_the_fix() {
     watch.sim.stop().await;
 }
 
-/// The ARM account's reader, built from the config the simulator prints.
-fn reader(sim: &RunningSimulator, dir: &std::path::Path, block: &str) -> AccountLogs {
-    let text = format!(
-        "[daemon]\ndatabase = \"{}\"\n\n{block}",
-        dir.join("x.db").display()
-    );
-    let path = dir.join("reader.toml");
-    std::fs::write(&path, text).unwrap();
-    let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    let caches = TokenCaches::new(Env::from_pairs(&[]));
-    let _ = sim;
-    AccountLogs::for_account(
-        &config.accounts[0],
-        (Duration::from_secs(3), Duration::from_secs(2)),
-        &caches,
-    )
-}
-
 fn small_limits() -> Limits {
     Limits {
         max_bytes: 8 * 1024 * 1024,
@@ -272,7 +252,7 @@ fn small_limits() -> Limits {
 async fn every_blob_fault_gets_an_answer_in_bounded_time() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_simulator(common::scenario("import-lifecycle.toml"), dir.path()).await;
-    let logs = reader(&sim, dir.path(), &sim.arm_account_block("sim"));
+    let logs = common::account_logs(dir.path(), &sim.arm_account_block("sim"));
     let log = ErrorLogRef::new(
         "D1",
         &format!(
@@ -382,7 +362,7 @@ async fn a_wrong_key_or_sas_is_refused_with_what_to_check() {
                 dir.path().join("sas").display()
             ),
         );
-        let logs = reader(&sim, dir.path(), &block);
+        let logs = common::account_logs(dir.path(), &block);
         let read = logs
             .read(&url, small_limits(), Duration::from_secs(3))
             .await;
@@ -409,7 +389,7 @@ async fn a_wrong_key_or_sas_is_refused_with_what_to_check() {
         &sim.certs.storage_key.display().to_string(),
         &dir.path().join("key").display().to_string(),
     );
-    match reader(&sim, dir.path(), &block)
+    match common::account_logs(dir.path(), &block)
         .read(&url, small_limits(), Duration::from_secs(3))
         .await
     {

@@ -1333,3 +1333,18 @@ impl Notifications {
         assert!(seen, "no {wanted} (x{times}) in {:?}", self.messages());
     }
 }
+
+/// The error-log reader of the one account `block` (an `[[account]]` block) configures,
+/// as the daemon builds it; its config file is written into `dir`.
+pub fn account_logs(dir: &Path, block: &str) -> iewatch::errorlog::AccountLogs {
+    let path = dir.join("reader.toml");
+    let text = format!(
+        "[daemon]\ndatabase = \"{}\"\n\n{block}",
+        dir.join("x.db").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    let config = iewatch::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let caches = iewatch::identity::TokenCaches::new(iewatch::identity::Env::from_pairs(&[]));
+    let timeouts = (Duration::from_secs(10), Duration::from_secs(5));
+    iewatch::errorlog::AccountLogs::for_account(&config.accounts[0], timeouts, &caches)
+}

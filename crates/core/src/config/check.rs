@@ -401,7 +401,7 @@ impl Checker<'_> {
             }
             (None, Some(path)) => {
                 let at = path.span().start;
-                match std::fs::read_to_string(self.relative_path(path.get_ref())) {
+                match read_secret_file(&self.relative_path(path.get_ref())) {
                     Ok(text) if text.trim().is_empty() => {
                         self.problem(at, file_key, "the file is empty");
                         None
@@ -411,8 +411,8 @@ impl Checker<'_> {
                         self.warn_if_exposed(at, file_key.clone(), &file, "secret file");
                         Some((text.trim().to_owned(), at, file_key))
                     }
-                    Err(e) => {
-                        self.problem(at, file_key, format!("cannot read: {e}"));
+                    Err(message) => {
+                        self.problem(at, file_key, message);
                         None
                     }
                 }
@@ -497,4 +497,23 @@ pub(super) fn readable_by_others(path: &Path) -> bool {
 #[cfg(not(unix))]
 pub(super) fn readable_by_others(_path: &Path) -> bool {
     false
+}
+
+/// Most bytes a secret file may hold: a secret, a SAS or a key is far smaller, and a file
+/// that is not one (a log, a device) is refused without being read whole.
+const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+/// A secret file's text, read at most [`MAX_SECRET_FILE`] bytes far.
+fn read_secret_file(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_SECRET_FILE + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_SECRET_FILE {
+        return Err(format!(
+            "is larger than {MAX_SECRET_FILE} bytes: not a secret"
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| "cannot read: the file is not UTF-8 text".to_owned())
 }

@@ -22,8 +22,8 @@ impl Checker<'_> {
         has_token: bool,
     ) -> Option<ErrorLogSettings> {
         let key = |field: &str| format!("account[{i}].{field}");
-        let sas = self.secret_file(&raw.error_log_sas_file, &key("error_log_sas_file"));
-        let storage_key = self.secret_file(&raw.storage_key_file, &key("storage_key_file"));
+        let sas = self.secret_file(&raw.error_log_sas_file, key("error_log_sas_file"));
+        let storage_key = self.secret_file(&raw.storage_key_file, key("storage_key_file"));
         let credential = match (sas, storage_key) {
             (Some(Err(())), _) | (_, Some(Err(()))) => return None,
             (Some(Ok(_)), Some(Ok((_, at)))) => {
@@ -87,39 +87,25 @@ impl Checker<'_> {
         })
     }
 
-    /// A small secret file's trimmed text and where its key stands; `Err` once the
-    /// problem is said.
+    /// A secret file's trimmed text and where its key stands, by the rule every secret
+    /// follows ([`Checker::secret`]); `Err` once the problem is said.
     fn secret_file(
         &mut self,
         value: &Option<toml::Spanned<std::path::PathBuf>>,
-        key: &str,
+        key: String,
     ) -> Option<Result<(String, usize), ()>> {
-        let path = value.as_ref()?;
-        let at = path.span().start;
-        let file = self.relative_path(path.get_ref());
-        let read = std::fs::read(&file)
-            .map_err(|e| format!("cannot read: {e}"))
-            .and_then(|bytes| {
-                if bytes.len() > MAX_SECRET_FILE {
-                    return Err(format!(
-                        "is larger than {MAX_SECRET_FILE} bytes: not a SAS or key"
-                    ));
-                }
-                String::from_utf8(bytes).map_err(|_| "is not text".to_owned())
-            });
-        Some(match read {
-            Ok(text) if text.trim().is_empty() => {
-                self.problem(at, key.to_owned(), "the file is empty");
+        value.as_ref()?;
+        Some(match self.secret((&None, key.clone()), (value, key)) {
+            Some((text, at, _)) if text.len() <= MAX_SECRET_FILE => Ok((text, at)),
+            Some((_, at, key)) => {
+                self.problem(
+                    at,
+                    key,
+                    format!("is longer than {MAX_SECRET_FILE} bytes: not a SAS or key"),
+                );
                 Err(())
             }
-            Ok(text) => {
-                self.warn_if_exposed(at, key.to_owned(), &file, "secret file");
-                Ok((text.trim().to_owned(), at))
-            }
-            Err(message) => {
-                self.problem(at, key.to_owned(), message);
-                Err(())
-            }
+            None => Err(()),
         })
     }
 }

@@ -119,10 +119,11 @@ impl AccountLogs {
         limits: Limits,
         deadline: Duration,
     ) -> Result<Summary, FetchError> {
-        let Some(client) = &self.client else {
-            return Err(FetchError::NoAccess(format!("{:?}", self.access)));
-        };
-        read_log(client, url, &self.access, limits, deadline).await
+        match &self.client {
+            Some(client) => read_log(client, url, &self.access, limits, deadline).await,
+            // No client only with `Access::Missing`: its reason is the answer.
+            None => Err(FetchError::NoAccess(self.access.describe())),
+        }
     }
 }
 

@@ -43,12 +43,13 @@ pub enum Access {
 
 impl std::fmt::Debug for Access {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Access::Bearer(_) => f.write_str("Bearer"),
-            Access::Sas(_) => f.write_str("Sas"),
-            Access::SharedKey { .. } => f.write_str("SharedKey"),
-            Access::Missing(why) => f.write_str(why),
-        }
+        // Never the SAS or the key.
+        f.write_str(match self {
+            Access::Bearer(_) => "Bearer",
+            Access::Sas(_) => "Sas",
+            Access::SharedKey { .. } => "SharedKey",
+            Access::Missing(_) => "Missing",
+        })
     }
 }
 
@@ -59,7 +60,7 @@ impl Access {
             Access::Bearer(cache) => cache.describe(),
             Access::Sas(_) => "the SAS in error_log_sas_file".into(),
             Access::SharedKey { .. } => "the account key in storage_key_file".into(),
-            Access::Missing(_) => "no credential".into(),
+            Access::Missing(why) => why.clone(),
         }
     }
 }

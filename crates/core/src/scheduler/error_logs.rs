@@ -20,7 +20,6 @@ use crate::{
     events::{Event, EventType},
     identity::TokenCaches,
     model::{DriveId, ErrorLogRef, JobName, Severity},
-    notifier,
     store::JobId,
 };
 
@@ -242,14 +241,8 @@ impl ReadTask {
             fields,
         );
         let events = [event];
-        let mut outbox = notifier::route(&recording.webhooks, &recording.name, &events);
-        if !outbox.is_empty() {
-            if let Ok(attention) = shared.store.attention(recording.job).await {
-                if attention.is_muted(now) {
-                    outbox.clear();
-                }
-            }
-        }
+        let job = (recording.job, self.account.as_str(), &recording.name);
+        let outbox = super::deliveries_for(shared, job, &recording.webhooks, &events, now).await;
         let written = shared
             .store
             .record_error_log(

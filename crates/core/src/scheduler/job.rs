@@ -16,7 +16,6 @@ use crate::{
     decide::{clocks, decide, retired_for, Context, Decision, Memory, NextPoll, Outcome},
     events::{Event, EventType, OutboxEntry},
     model::{ETag, JobName, JobSnapshot, Severity},
-    notifier,
     source::{ChangeRule, Document, JobTarget, Observation, PollOutcome, Source, SourceError},
     store::{Attention, Failed, JobId, Observed, StoreError},
     telemetry::printable,
@@ -268,8 +267,7 @@ impl WatchedJob {
         shared.store.attention(id).await.unwrap_or_default()
     }
 
-    /// The deliveries for `events`, none while the job is muted (`iewatch mute`; the
-    /// events are still recorded). The mute is read only when a channel wants one.
+    /// The deliveries for `events` (see [`super::deliveries_for`]).
     async fn route(
         &self,
         id: JobId,
@@ -278,17 +276,8 @@ impl WatchedJob {
         events: &[Event],
         now: SystemTime,
     ) -> Vec<OutboxEntry> {
-        let outbox = notifier::route(&settings.webhooks, &self.name, events);
-        if outbox.is_empty() {
-            return outbox;
-        }
-        if let Ok(attention) = shared.store.attention(id).await {
-            if attention.is_muted(now) {
-                tracing::info!(account = %self.account, job = %self.name, "muted: {} event(s) recorded, not sent", events.len());
-                return Vec::new();
-            }
-        }
-        outbox
+        let job = (id, self.account.as_str(), &self.name);
+        super::deliveries_for(shared, job, &settings.webhooks, events, now).await
     }
 
     async fn on_document(

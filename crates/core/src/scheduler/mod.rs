@@ -61,6 +61,30 @@ struct Settings {
     error_logs: Arc<ErrorLogReader>,
 }
 
+/// The deliveries for `events` of `job` (row id, account, name): one per webhook that
+/// routes each, none while the job is muted (`iewatch mute`; the events are still
+/// recorded). The mute is read only when a channel wants one. Polls and the error-log
+/// reader both route through here.
+async fn deliveries_for(
+    shared: &Shared,
+    (id, account, name): (crate::store::JobId, &str, &crate::model::JobName),
+    webhooks: &[Webhook],
+    events: &[crate::events::Event],
+    now: std::time::SystemTime,
+) -> Vec<crate::events::OutboxEntry> {
+    let outbox = crate::notifier::route(webhooks, name, events);
+    if outbox.is_empty() {
+        return outbox;
+    }
+    if let Ok(attention) = shared.store.attention(id).await {
+        if attention.is_muted(now) {
+            tracing::info!(account = %account, job = %name, "muted: {} event(s) recorded, not sent", events.len());
+            return Vec::new();
+        }
+    }
+    outbox
+}
+
 /// Why the job tasks could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
