@@ -161,8 +161,19 @@ pub fn decide(memory: &Memory, outcome: Outcome<'_>, context: &Context<'_>) -> D
     clocks::with_eta(&mut detected, &decision.memory.clocks);
     detected.append(&mut decision.events);
     decision.events = detected;
-    decision.write =
-        !decision.events.is_empty() || news || decision.memory != *memory || context.repaired;
+    // New error-log links are written even with no event: the error-log reader works from
+    // the recorded snapshot, and a Resource Manager document (no ETag) that only gained
+    // an `errorLogUri` would otherwise never be recorded.
+    let new_logs = job.is_some_and(|job| {
+        context
+            .recorded
+            .is_none_or(|recorded| recorded.notices.error_logs != job.notices.error_logs)
+    });
+    decision.write = !decision.events.is_empty()
+        || news
+        || new_logs
+        || decision.memory != *memory
+        || context.repaired;
     decision
 }
 

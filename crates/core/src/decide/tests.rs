@@ -378,3 +378,25 @@ fn one_step_finds_the_changes_orders_the_events_and_says_whether_to_write() {
         "a new ETag is written"
     );
 }
+
+/// A drive's error log that appears without any watched field moving (Resource Manager
+/// has no ETag to say the document changed) is still written, so that it is read.
+#[test]
+fn a_new_error_log_link_alone_is_written() {
+    let was = job("Transferring");
+    let mut now = job("Transferring");
+    now.notices.error_logs = vec![crate::model::ErrorLogRef::new(
+        "D1",
+        "https://acct.blob.core.windows.net/waimportexport/waies/j_D1_error.xml",
+        None,
+    )];
+    let quiet = |job| Outcome::Changed {
+        job,
+        created_at: None,
+        news: false,
+    };
+    let found = run(&Memory::default(), quiet(&now), Some("Transferring"));
+    assert!(found.events.is_empty() && found.write, "{found:?}");
+    let same = run(&Memory::default(), quiet(&was), Some("Transferring"));
+    assert!(!same.write, "{same:?}");
+}
