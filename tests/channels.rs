@@ -13,7 +13,7 @@ use iewatch::{
     events::{ChangeValue, Event, EventType},
     model::{DriveId, JobName, Severity},
     notifier::route,
-    store::Store,
+    store::Writer,
 };
 
 /// Fails the first `n` requests with 503, then answers 200 (PagerDuty: 202).
@@ -44,7 +44,7 @@ async fn deliver_lifecycle(
     expected: usize,
 ) -> Vec<Event> {
     let hooks = webhooks(dir, hook);
-    let store = Store::open(&dir.join("iewatch.db")).await.unwrap();
+    let store = Writer::open_file(&dir.join("iewatch.db")).await.unwrap();
     let notifier = start_notifier(&store, hooks.clone());
     let name = JobName::from("MySampleJob");
     let events = common::record_lifecycle(
@@ -159,7 +159,9 @@ async fn pagerduty_triggers_and_resolves_with_stable_dedup_keys_and_resolves_pas
             receiver.url()
         ),
     );
-    let store = Store::open(&dir.path().join("iewatch.db")).await.unwrap();
+    let store = Writer::open_file(&dir.path().join("iewatch.db"))
+        .await
+        .unwrap();
     let job = store.load_job("prod", "JobA").await.unwrap();
     let sequence = [
         event(
@@ -216,7 +218,7 @@ async fn pagerduty_triggers_and_resolves_with_stable_dedup_keys_and_resolves_pas
             &Memory::default(),
             &sequence,
             &outbox,
-            std::time::SystemTime::now(),
+            std::time::SystemTime::now().into(),
         )
         .await
         .unwrap();
@@ -259,7 +261,7 @@ async fn pagerduty_triggers_and_resolves_with_stable_dedup_keys_and_resolves_pas
 
 /// Records `events` of `job` with `memory`, routed to `hooks`.
 async fn record(
-    store: &Store,
+    store: &Writer,
     job: iewatch::store::JobId,
     hooks: &[iewatch::config::Webhook],
     memory: &Memory,
@@ -267,7 +269,13 @@ async fn record(
 ) {
     let outbox = route(hooks, &JobName::from("Order1"), events);
     store
-        .record_bookkeeping(job, memory, events, &outbox, std::time::SystemTime::now())
+        .record_bookkeeping(
+            job,
+            memory,
+            events,
+            &outbox,
+            std::time::SystemTime::now().into(),
+        )
         .await
         .unwrap();
 }
@@ -295,7 +303,9 @@ async fn pagerduty_incidents_are_state_closed_when_the_job_moves_on_or_ends_kept
             receiver.url()
         ),
     );
-    let store = Store::open(&dir.path().join("iewatch.db")).await.unwrap();
+    let store = Writer::open_file(&dir.path().join("iewatch.db"))
+        .await
+        .unwrap();
     let job = store.load_job("prod", "Order1").await.unwrap().id;
     let all_sent = |n: usize| {
         let receiver = &receiver;
@@ -340,9 +350,9 @@ async fn pagerduty_incidents_are_state_closed_when_the_job_moves_on_or_ends_kept
     let mut memory = Memory::default();
     memory.clocks.reminder = Some(iewatch::decide::clocks::Reminder {
         condition: "completed_with_errors".into(),
-        since: 1,
+        since: iewatch::moment::Moment::from_unix_secs(1),
         count: 0,
-        last: 1,
+        last: iewatch::moment::Moment::from_unix_secs(1),
     });
     let closing = [
         event(
@@ -379,7 +389,7 @@ async fn pagerduty_incidents_are_state_closed_when_the_job_moves_on_or_ends_kept
     // `iewatch ack` resolves it.
     assert_eq!(
         store
-            .acknowledge("Order1", Some("on it"), std::time::SystemTime::now())
+            .acknowledge("Order1", Some("on it"), std::time::SystemTime::now().into())
             .await
             .unwrap(),
         1

@@ -90,7 +90,7 @@ fn man_pages_are_written_for_iewatch_and_each_command_and_render() {
 /// A database with one job, `JobA`, made by the store as the daemon makes it.
 async fn database_with_a_job(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("iewatch.db");
-    let store = iewatch::store::Store::open(&path).await.unwrap();
+    let store = iewatch::store::Writer::open_file(&path).await.unwrap();
     store.load_job("prod", "JobA").await.unwrap();
     store.close().await;
     path

@@ -250,11 +250,11 @@ async fn the_eta_of_a_copy_is_in_status_history_payloads_and_metrics() {
         config::PollPolicy,
         decide::{clocks, decide, Context, Memory, Outcome},
         model::{DriveSnapshot, JobSnapshot},
-        store::{Observed, Store},
+        store::{Observed, Store, Writer},
     };
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("iewatch.db");
-    let store = Store::open(&db).await.unwrap();
+    let store = Writer::open_file(&db).await.unwrap();
     let stored = store.load_job("prod", "MySampleJob").await.unwrap();
     let at = |percent| {
         let mut job = JobSnapshot::assemble(
@@ -280,7 +280,7 @@ async fn the_eta_of_a_copy_is_in_status_history_payloads_and_metrics() {
     let (mut previous, mut memory): (Option<JobSnapshot>, Memory) = (None, Memory::default());
     let mut last_events = Vec::new();
     for (offset, percent) in [(0, 10), (3600, 30)] {
-        let now = start + Duration::from_secs(offset);
+        let now: iewatch::moment::Moment = (start + Duration::from_secs(offset)).into();
         let job = at(percent);
         let decision = decide(
             &memory,
@@ -366,7 +366,7 @@ async fn the_eta_of_a_copy_is_in_status_history_payloads_and_metrics() {
     let telemetry = iewatch::telemetry::Telemetry::new();
     telemetry.job_eta("prod", "MySampleJob", memory.clocks.eta);
     let scrape = telemetry.encode();
-    let seconds = memory.clocks.eta.unwrap();
+    let seconds = memory.clocks.eta.unwrap().unix_secs();
     assert!(
         scrape.contains(&format!(
             "iewatch_job_eta_timestamp_seconds{{account=\"prod\",job_name=\"MySampleJob\"}} {seconds}"

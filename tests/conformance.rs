@@ -19,7 +19,7 @@ use iewatch::{
     model::{JobName, Severity},
     notifier::route,
     payload::DEFAULT_MAX_BODY,
-    store::{DeliveryRow, Store},
+    store::{DeliveryRow, Store, Writer},
 };
 use strum::IntoEnumIterator as _;
 use tokio::{
@@ -115,7 +115,7 @@ async fn queue(
     job: &str,
     hooks: &[Webhook],
     events: &[Event],
-) -> (Store, common::Running) {
+) -> (Writer, common::Running) {
     let store = record(dir, job, hooks, events).await;
     let notifier = start_notifier(&store, hooks.to_vec());
     notifier.waker.wake();
@@ -123,8 +123,8 @@ async fn queue(
 }
 
 /// Records `events` of `job` in `dir/iewatch.db`, routed to `hooks`.
-async fn record(dir: &Path, job: &str, hooks: &[Webhook], events: &[Event]) -> Store {
-    let store = Store::open(&dir.join("iewatch.db")).await.unwrap();
+async fn record(dir: &Path, job: &str, hooks: &[Webhook], events: &[Event]) -> Writer {
+    let store = Writer::open_file(&dir.join("iewatch.db")).await.unwrap();
     let stored = store.load_job("prod", job).await.unwrap();
     let outbox = route(hooks, &JobName::from(job), events);
     assert_eq!(outbox.len(), events.len(), "every alert is routed");
@@ -134,7 +134,7 @@ async fn record(dir: &Path, job: &str, hooks: &[Webhook], events: &[Event]) -> S
             &Memory::default(),
             events,
             &outbox,
-            std::time::SystemTime::now(),
+            std::time::SystemTime::now().into(),
         )
         .await
         .unwrap();

@@ -996,7 +996,7 @@ fn times_at_the_ends_of_the_calendar_are_unknown_not_a_poison_pill() {
         };
         let snapshot = &observation.snapshot;
         if let Some(at) = observation.created_at {
-            assert!(at >= std::time::UNIX_EPOCH, "{created}: {at:?}");
+            assert!(at >= iewatch::moment::Moment::EPOCH, "{created}: {at:?}");
         }
         let events = detect_changes(None, snapshot);
         assert!(!events.is_empty(), "{created}: first sight is recorded");
@@ -1004,7 +1004,7 @@ fn times_at_the_ends_of_the_calendar_are_unknown_not_a_poison_pill() {
         let (_, clocks) = tick(
             &Clocks::default(),
             &ClockInput {
-                now: std::time::SystemTime::now(),
+                now: std::time::SystemTime::now().into(),
                 job: Some(snapshot),
                 created_at: observation.created_at,
                 terminal_since: None,

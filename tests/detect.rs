@@ -477,8 +477,8 @@ fn an_action_required_is_announced_once_as_an_error_even_on_first_sight() {
         code: Some("SsemUserCopyErrorWaitingForAction".into()),
         message: Some("Review the copy logs.".into()),
         actions: vec!["MoveToCleanUpDevice".into()],
-        since: Some("2026-01-10T09:00:00Z".into()),
-        auto_complete_at: Some("2026-01-24T09:00:00Z".into()),
+        since: iewatch::moment::Moment::parse("2026-01-10T09:00:00Z"),
+        auto_complete_at: iewatch::moment::Moment::parse("2026-01-24T09:00:00Z"),
     };
     let waiting = with_notices(
         "DataCopy",
@@ -519,7 +519,7 @@ fn a_delay_is_announced_when_active_and_when_resolved() {
         code: "HighDemandDelay".into(),
         description: Some("High demand.".into()),
         status: status.into(),
-        started_at: Some("2026-01-07T15:00:00Z".into()),
+        started_at: iewatch::moment::Moment::parse("2026-01-07T15:00:00Z"),
     };
     let state = |delays: Vec<Delay>| {
         with_notices(

@@ -11,7 +11,7 @@ use common::{
     smtp::{pki, smtp_server_present, start_sink},
     start_notifier, webhooks,
 };
-use iewatch::{model::JobName, notifier::route, store::Store};
+use iewatch::{model::JobName, notifier::route, store::Writer};
 
 fn email_hook(dir: &Path, scheme: &str, port: u16, extra: &str) -> Vec<iewatch::config::Webhook> {
     std::fs::write(dir.join("smtp-password"), "s3cret\n").unwrap();
@@ -28,8 +28,8 @@ fn email_hook(dir: &Path, scheme: &str, port: u16, extra: &str) -> Vec<iewatch::
 async fn record(
     dir: &Path,
     hooks: &[iewatch::config::Webhook],
-) -> (Store, Vec<iewatch::events::Event>) {
-    let store = Store::open(&dir.join("iewatch.db")).await.unwrap();
+) -> (Writer, Vec<iewatch::events::Event>) {
+    let store = Writer::open_file(&dir.join("iewatch.db")).await.unwrap();
     let name = JobName::from("MySampleJob");
     let events = common::record_lifecycle(
         &store,

@@ -9,7 +9,7 @@ mod common;
 use std::{path::Path, time::Duration};
 
 use common::{Receiver, Reply};
-use iewatch::store::Store;
+use iewatch::store::{Store, Writer};
 
 /// Every column that holds a time, by table.
 const TIME_COLUMNS: &[(&str, &[&str])] = &[
@@ -40,6 +40,7 @@ const TIME_COLUMNS: &[(&str, &[&str])] = &[
     ),
     ("outbox_lanes", &["next_attempt_at"]),
     ("pagerduty_incidents", &["opened_at"]),
+    ("error_logs", &["read_at"]),
 ];
 
 const EXTREMES: &[&str] = &[
@@ -56,7 +57,12 @@ const CLOCKS: &[&str] = &[
     r#"{"state_since":-1,"created":1.5}"#,
 ];
 
-/// Every column of the list set to `value` (and `jobs.clocks` to `clocks`).
+/// The times in `jobs.notices` (a stage waiting since, its auto-completion, a delay's
+/// start) at their extremes: year 10000, no time at all, a number.
+const NOTICES: &str = r#"{"action":{"stage":"DataCopy","status":"WaitingForCustomerAction","code":null,"message":null,"actions":[],"since":"10000-01-01T00:00:00Z","auto_complete_at":"not a time"},"delays":[{"stage":"DataCopy","code":"HighDemandDelay","description":null,"status":"Active","started_at":-1}]}"#;
+
+/// Every column of the list set to `value` (and `jobs.clocks` to `clocks`, the notices
+/// to [`NOTICES`]).
 async fn set_everything(db: &Path, value: &str, clocks: &str) {
     let store = Store::open_existing(db).await.unwrap();
     for (table, columns) in TIME_COLUMNS {
@@ -68,8 +74,9 @@ async fn set_everything(db: &Path, value: &str, clocks: &str) {
                 .unwrap_or_else(|e| panic!("{table}.{column}: {e}"));
         }
     }
-    sqlx::query("UPDATE jobs SET clocks = $1")
+    sqlx::query("UPDATE jobs SET clocks = $1, notices = $2")
         .bind(clocks)
+        .bind(NOTICES)
         .execute(store.pool())
         .await
         .unwrap();
@@ -84,6 +91,8 @@ fn every_command(db: &str) -> Vec<Vec<&str>> {
         vec!["history", "sim/MySampleJob", "--json", "--database", db],
         vec!["history", "MySampleJob", "--since", "7d", "--database", db],
         vec!["deliveries", "--database", db],
+        vec!["errors", "MySampleJob", "--database", db],
+        vec!["errors", "MySampleJob", "--json", "--database", db],
         vec!["deliveries", "--failed", "--json", "--database", db],
         vec!["redeliver", "1", "--database", db],
         vec!["ack", "MySampleJob", "--note", "x", "--database", db],
@@ -101,7 +110,7 @@ async fn every_stored_time_at_its_extremes_panics_no_command_and_stops_no_watch(
     sim.set_time(Some(Duration::ZERO));
     let hook = Receiver::start(|_| Reply::Status(204)).await;
     let db = dir.path().join("iewatch.db");
-    let store = Store::open(&db).await.unwrap();
+    let store = Writer::open_file(&db).await.unwrap();
     common::record_lifecycle(&store, "MySampleJob", common::to_ops, false, |i| {
         std::time::SystemTime::now() - Duration::from_secs(3600 * (40 - i as u64))
     })
@@ -112,6 +121,13 @@ async fn every_stored_time_at_its_extremes_panics_no_command_and_stops_no_watch(
         .unwrap();
     sqlx::query(
         "INSERT INTO pagerduty_incidents VALUES ('pd', $1, 'stalled', '2026-01-01 00:00:00.000')",
+    )
+    .bind(job)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO error_logs VALUES ($1, 'https://a.blob.core.windows.net/w/l.xml', 'D1', '2026-01-01 00:00:00.000', 1, '{}')",
     )
     .bind(job)
     .execute(store.pool())

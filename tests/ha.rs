@@ -16,7 +16,7 @@ use common::{
     event_list, postgres::Cluster, scenario, start_simulator, wait_for, DaemonProcess, Receiver,
     Reply,
 };
-use iewatch::store::{lease, Attempt, Database, Store, StoreError};
+use iewatch::store::{lease, Attempt, Database, Store, StoreError, Writer};
 use rand::{Rng as _, SeedableRng as _};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -54,7 +54,7 @@ async fn the_commands_read_postgres_exactly_as_they_read_sqlite() {
     let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_000);
     let mut configs = Vec::new();
     for (name, database) in [("sqlite.toml", &sqlite), ("postgres.toml", &postgres)] {
-        let store = Store::open_database(database).await.unwrap();
+        let store = Writer::open(database).await.unwrap();
         common::record_lifecycle(&store, "MySampleJob", to_ops, false, |i| {
             start + Duration::from_secs(600 * i as u64)
         })
@@ -62,11 +62,17 @@ async fn the_commands_read_postgres_exactly_as_they_read_sqlite() {
         // Every alert delivered, as a notifier would record it.
         let job = store.load_job("prod", "MySampleJob").await.unwrap().id;
         let ended = iewatch::decide::Memory {
-            terminal_since: Some(start + Duration::from_secs(600 * 31)),
+            terminal_since: Some((start + Duration::from_secs(600 * 31)).into()),
             ..Default::default()
         };
         store
-            .record_bookkeeping(job, &ended, &[], &[], start + Duration::from_secs(600 * 31))
+            .record_bookkeeping(
+                job,
+                &ended,
+                &[],
+                &[],
+                (start + Duration::from_secs(600 * 31)).into(),
+            )
             .await
             .unwrap();
         let lane = store.lane_deliveries("ops", job, 100).await.unwrap();
@@ -75,7 +81,12 @@ async fn the_commands_read_postgres_exactly_as_they_read_sqlite() {
             .map(|item| (item.id, Attempt::Delivered { status: 204 }))
             .collect();
         store
-            .record_lane("ops", job, &delivered, start + Duration::from_secs(7200))
+            .record_lane(
+                "ops",
+                job,
+                &delivered,
+                (start + Duration::from_secs(7200)).into(),
+            )
             .await
             .unwrap();
         // A drive's error log, recorded once however often it is offered.
@@ -96,7 +107,7 @@ async fn the_commands_read_postgres_exactly_as_they_read_sqlite() {
         let mut written = Vec::new();
         for _ in 0..2 {
             let ids = store
-                .record_error_log(job, &report, "9WM3NZFS", &event, &[], at)
+                .record_error_log(job, &report, "9WM3NZFS", &event, &[], at.into())
                 .await
                 .unwrap();
             written.push(ids.len());
@@ -338,8 +349,8 @@ async fn a_leader_that_lost_its_lease_writes_nothing_and_learns_it() {
     };
     let database = cluster.create_database("fencing").await;
     let lease_time = Duration::from_secs(3);
-    let old = Store::open_for_daemon(&database).await.unwrap();
-    let new = Store::open_for_daemon(&database).await.unwrap();
+    let old = Writer::open(&database).await.unwrap();
+    let new = Writer::open(&database).await.unwrap();
 
     let first = lease::try_acquire(old.pool(), "old:1", lease_time)
         .await
@@ -388,7 +399,9 @@ async fn a_leader_that_lost_its_lease_writes_nothing_and_learns_it() {
     let refused = common::record_first_sight(&old, job, &snapshot, to_ops).await;
     assert!(matches!(refused, Err(StoreError::LeaseLost)), "{refused:?}");
     assert!(old.writer_stopped().await.contains("lost the leader lease"));
-    let lane = old.record_lane("ops", job, &[], SystemTime::now()).await;
+    let lane = old
+        .record_lane("ops", job, &[], SystemTime::now().into())
+        .await;
     assert!(matches!(lane, Err(StoreError::LeaseLost)), "{lane:?}");
     let lost = tokio::time::timeout(
         Duration::from_secs(5),
@@ -412,7 +425,7 @@ async fn a_leader_that_lost_its_lease_writes_nothing_and_learns_it() {
         .fetch_one(&mut *frozen)
         .await
         .unwrap();
-    let third = Store::open_for_daemon(&database).await.unwrap();
+    let third = Writer::open(&database).await.unwrap();
     let asked = Instant::now();
     let mut epoch = None;
     while epoch.is_none() && asked.elapsed() < Duration::from_secs(12) {
@@ -463,7 +476,7 @@ async fn a_leader_that_lost_its_lease_writes_nothing_and_learns_it() {
     )
     .unwrap()
     .webhooks;
-    let notify = |store: &Store| {
+    let notify = |store: &Writer| {
         let (waker, wake) = iewatch::notifier::Waker::new();
         let stop = tokio_util::sync::CancellationToken::new();
         let task = tokio::spawn(iewatch::notifier::run(

@@ -263,19 +263,22 @@ async fn an_existing_database_and_its_wal_are_made_private() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("iewatch.db");
-    let store = iewatch::store::Store::open(&db).await.unwrap();
+    let store = iewatch::store::Writer::open_file(&db).await.unwrap();
     store.load_job("prod", "J").await.unwrap();
     for suffix in ["", "-wal", "-shm"] {
         let path = dir.path().join(format!("iewatch.db{suffix}"));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     }
-    let reopened = iewatch::store::Store::open(&db).await.unwrap();
+    // Opened again (as `check` and `run` open it: created if missing, then migrated) while
+    // the first handle keeps the WAL alive.
+    iewatch::store::Store::prepare(&iewatch::store::Database::File(db.clone()))
+        .await
+        .unwrap();
     for suffix in ["", "-wal", "-shm"] {
         let path = dir.path().join(format!("iewatch.db{suffix}"));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{}", path.display());
     }
-    reopened.close().await;
     store.close().await;
 }
 
@@ -284,7 +287,7 @@ async fn status_and_history_never_print_raw_control_characters_from_the_service(
     use iewatch::model::JobSnapshot;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("iewatch.db");
-    let store = iewatch::store::Store::open(&db).await.unwrap();
+    let store = iewatch::store::Writer::open_file(&db).await.unwrap();
     let job = store.load_job("prod", "MySampleJob").await.unwrap();
     let snapshot = JobSnapshot::assemble(None, "Evil\u{1b}[2J\u{7}".into(), Some(5), None);
     common::record_first_sight(&store, job.id, &snapshot, |_| Vec::new())

@@ -12,7 +12,12 @@ use std::{
 
 use common::{start_notifier, webhooks, Receiver, Reply};
 use iewatch::{
-    config::Webhook, events::Event, model::JobName, notifier::route, payload, store::Store,
+    config::Webhook,
+    events::Event,
+    model::JobName,
+    notifier::route,
+    payload,
+    store::{Store, Writer},
 };
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -41,7 +46,7 @@ fn signatures_match_the_standard_webhooks_test_vector() {
 }
 
 /// Records the import lifecycle (32 events) for `job`, routed to `hooks`.
-async fn record_lifecycle(store: &Store, job: &str, hooks: &[Webhook]) -> Vec<Event> {
+async fn record_lifecycle(store: &Writer, job: &str, hooks: &[Webhook]) -> Vec<Event> {
     let name = JobName::from(job);
     common::record_lifecycle(
         store,
@@ -76,7 +81,9 @@ async fn an_endpoint_down_for_a_while_gets_every_event_in_order_with_stable_ids(
         dir.path(),
         &format!("[[webhook]]\nname = \"ops\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\nretry_initial = \"20ms\"\nretry_max = \"100ms\"\n", receiver.url()),
     );
-    let store = Store::open(&dir.path().join("iewatch.db")).await.unwrap();
+    let store = Writer::open_file(&dir.path().join("iewatch.db"))
+        .await
+        .unwrap();
     let notifier = start_notifier(&store, hooks.clone());
     let a = record_lifecycle(&store, "JobA", &hooks).await;
     let b = record_lifecycle(&store, "JobB", &hooks).await;
@@ -188,7 +195,9 @@ url = "http://127.0.0.1:9/d"
 events = ["job.state_changed", "job.first_seen"]
 "#,
     );
-    let store = Store::open(&dir.path().join("iewatch.db")).await.unwrap();
+    let store = Writer::open_file(&dir.path().join("iewatch.db"))
+        .await
+        .unwrap();
     let events = record_lifecycle(&store, "MySampleJob", &hooks).await;
     let outbox = route(&hooks, &JobName::from("MySampleJob"), &events);
     let picked = |hook: &str| -> Vec<String> {
@@ -226,7 +235,9 @@ async fn slack_format_renders_one_readable_line() {
         dir.path(),
         &format!("[[webhook]]\nname = \"slack\"\nurl = \"{}\"\nformat = \"slack\"\nmin_severity = \"warning\"\n", receiver.url()),
     );
-    let store = Store::open(&dir.path().join("iewatch.db")).await.unwrap();
+    let store = Writer::open_file(&dir.path().join("iewatch.db"))
+        .await
+        .unwrap();
     let notifier = start_notifier(&store, hooks.clone());
     record_lifecycle(&store, "MySampleJob", &hooks).await;
     notifier.waker.wake();
@@ -271,7 +282,7 @@ async fn gone_disables_the_endpoint_and_given_up_deliveries_can_be_redelivered()
         ),
     );
     let db = dir.path().join("iewatch.db");
-    let store = Store::open(&db).await.unwrap();
+    let store = Writer::open_file(&db).await.unwrap();
     let notifier = start_notifier(&store, hooks.clone());
     record_lifecycle(&store, "MySampleJob", &hooks).await;
     notifier.waker.wake();

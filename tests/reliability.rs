@@ -122,7 +122,7 @@ async fn an_endpoint_refusing_connections_for_a_long_stretch_gets_every_alert_in
     )
     .unwrap()
     .webhooks;
-    let store = iewatch::store::Store::open(&dir.path().join("iewatch.db"))
+    let store = iewatch::store::Writer::open_file(&dir.path().join("iewatch.db"))
         .await
         .unwrap();
     let (waker, wake) = iewatch::notifier::Waker::new();

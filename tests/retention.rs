@@ -9,7 +9,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use iewatch::{decide::Memory, store::Store};
+use iewatch::{
+    decide::Memory,
+    store::{Store, Writer},
+};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -29,7 +32,7 @@ async fn count(db: &Path, table: &str) -> i64 {
 
 /// Records the import lifecycle for `job`, every event queued for a webhook `ops`, and
 /// marks the job ended `ended_ago` ago (None: still running).
-async fn job(store: &Store, name: &str, ended_ago: Option<Duration>) {
+async fn job(store: &Writer, name: &str, ended_ago: Option<Duration>) {
     let start = SystemTime::now() - 600 * DAY;
     common::record_lifecycle(store, name, common::to_ops, false, |i| {
         start + Duration::from_secs(3600 * i as u64)
@@ -38,11 +41,11 @@ async fn job(store: &Store, name: &str, ended_ago: Option<Duration>) {
     if let Some(ago) = ended_ago {
         let id = store.load_job("prod", name).await.unwrap().id;
         let memory = Memory {
-            terminal_since: Some(SystemTime::now() - ago),
+            terminal_since: Some((SystemTime::now() - ago).into()),
             ..Memory::default()
         };
         store
-            .record_bookkeeping(id, &memory, &[], &[], SystemTime::now())
+            .record_bookkeeping(id, &memory, &[], &[], SystemTime::now().into())
             .await
             .unwrap();
     }
@@ -52,7 +55,7 @@ async fn job(store: &Store, name: &str, ended_ago: Option<Duration>) {
 async fn prune_removes_only_the_history_of_jobs_that_ended_before_the_retention() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("iewatch.db");
-    let store = Store::open(&db).await.unwrap();
+    let store = Writer::open_file(&db).await.unwrap();
     job(&store, "EndedLongAgo", Some(500 * DAY)).await;
     job(&store, "EndedRecently", Some(10 * DAY)).await;
     job(&store, "StillRunning", None).await;
@@ -83,7 +86,7 @@ async fn prune_removes_only_the_history_of_jobs_that_ended_before_the_retention(
                 (SELECT e.id FROM events e WHERE e.job_id = $1 AND {range})"
         ))
         .bind(old_job)
-        .bind(iewatch::store::timestamp(SystemTime::now() - DAY))
+        .bind(iewatch::moment::Moment::from_system(SystemTime::now() - DAY).sql_text())
         .execute(store.pool())
         .await
         .unwrap();
@@ -167,7 +170,7 @@ async fn prune_removes_only_the_history_of_jobs_that_ended_before_the_retention(
             receiver.url()
         ),
     );
-    let store = Store::open_existing(&db).await.unwrap();
+    let store = Writer::open_file(&db).await.unwrap();
     let notifier = common::start_notifier(&store, hooks);
     notifier.waker.wake();
     let ids = |r: &common::Received| r.header("webhook-id").to_owned();
@@ -205,7 +208,7 @@ async fn prune_removes_only_the_history_of_jobs_that_ended_before_the_retention(
 async fn an_event_id_is_never_handed_out_twice_after_a_prune() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("iewatch.db");
-    let store = Store::open(&db).await.unwrap();
+    let store = Writer::open_file(&db).await.unwrap();
     job(&store, "EndedLongAgo", Some(500 * DAY)).await;
     let newest: i64 = sqlx::query_scalar("SELECT MAX(id) FROM events")
         .fetch_one(store.pool())
@@ -216,7 +219,7 @@ async fn an_event_id_is_never_handed_out_twice_after_a_prune() {
         .await
         .unwrap();
     store
-        .prune(SystemTime::now() - 400 * DAY, false)
+        .prune((SystemTime::now() - 400 * DAY).into(), false)
         .await
         .unwrap();
     job(&store, "Next", None).await;
@@ -249,9 +252,9 @@ async fn webhook_ids_are_not_reused_after_a_restore_from_an_older_backup() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("iewatch.db");
     let backup = dir.path().join("backup.db");
-    let store = Store::open(&db).await.unwrap();
+    let store = Writer::open_file(&db).await.unwrap();
     let start = SystemTime::now() - 10 * DAY;
-    async fn record(store: &Store, name: &str, from: SystemTime) {
+    async fn record(store: &Writer, name: &str, from: SystemTime) {
         common::record_lifecycle(
             store,
             name,
@@ -273,7 +276,7 @@ async fn webhook_ids_are_not_reused_after_a_restore_from_an_older_backup() {
     // above may still checkpoint (and remove its WAL) after `close` returns, so the
     // old path is left to it.
     // Opened as a daemon would after the restore: to write.
-    let store = Store::open(&backup).await.unwrap();
+    let store = Writer::open_file(&backup).await.unwrap();
     assert!(store.history("Lost", None).await.unwrap().is_empty());
     record(&store, "Found", start + 2 * DAY).await;
     let found = webhook_ids(&store, "Found").await;

@@ -342,7 +342,7 @@ async fn the_grafana_dashboard_parses_and_names_only_metrics_a_scrape_has() {
 }
 
 /// Records one `job.reminder` per text for the job `name` of `account`, in order.
-async fn reminders(store: &iewatch::store::Store, account: &str, name: &str, texts: &[String]) {
+async fn reminders(store: &iewatch::store::Writer, account: &str, name: &str, texts: &[String]) {
     let job = store.load_job(account, name).await.unwrap();
     let events: Vec<iewatch::events::Event> = texts
         .iter()
@@ -356,7 +356,7 @@ async fn reminders(store: &iewatch::store::Store, account: &str, name: &str, tex
             )
         })
         .collect();
-    let now = std::time::SystemTime::now();
+    let now: iewatch::moment::Moment = std::time::SystemTime::now().into();
     store
         .record_bookkeeping(job.id, &job.memory, &events, &[], now)
         .await
@@ -372,7 +372,7 @@ async fn a_name_that_holds_a_slash_addresses_its_own_job_everywhere() {
     sim.set_time(Some(Duration::ZERO));
     let (config, addr) = http_config(dir.path(), &sim, &["MySampleJob"], "");
     let db = dir.path().join("iewatch.db");
-    let store = iewatch::store::Store::open(&db).await.unwrap();
+    let store = iewatch::store::Writer::open_file(&db).await.unwrap();
     let none = |_: &[iewatch::events::Event]| Vec::new();
     let slashed = common::record_lifecycle(&store, "acct/Twin", none, false, |_| {
         std::time::SystemTime::now()
@@ -418,7 +418,7 @@ async fn a_long_timeline_is_shown_a_page_at_a_time_newest_first() {
     sim.set_time(Some(Duration::ZERO));
     let (config, addr) = http_config(dir.path(), &sim, &["MySampleJob"], "");
     let db = dir.path().join("iewatch.db");
-    let store = iewatch::store::Store::open(&db).await.unwrap();
+    let store = iewatch::store::Writer::open_file(&db).await.unwrap();
     let texts: Vec<String> = (0..450)
         .map(|i| format!("reminder number {i:03}"))
         .collect();

@@ -13,7 +13,7 @@ use iewatch::{
     detect::detect_changes,
     model::JobSnapshot,
     source::classic_wire::Job,
-    store::{Observed, Store},
+    store::{Observed, Store, Writer},
 };
 
 use common::to_ops;
@@ -27,7 +27,7 @@ use common::iewatch_cli as iewatch;
 async fn migrate_reopen_record_and_read_back_through_status_history_and_sql() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("state").join("iewatch.db");
-    let store = Store::open(&db).await.unwrap();
+    let store = Writer::open_file(&db).await.unwrap();
     store.close().await;
     #[cfg(unix)]
     {
@@ -37,7 +37,7 @@ async fn migrate_reopen_record_and_read_back_through_status_history_and_sql() {
             0o600
         );
     }
-    let store = Store::open(&db).await.unwrap(); // reopening re-runs no migration
+    let store = Writer::open_file(&db).await.unwrap(); // reopening re-runs no migration
     let start = SystemTime::now() - Duration::from_secs(86_400);
     let recorded = common::record_lifecycle(&store, "MySampleJob", to_ops, false, |i| {
         start + Duration::from_secs(3600 * i as u64)
@@ -182,7 +182,7 @@ async fn migrate_reopen_record_and_read_back_through_status_history_and_sql() {
 async fn a_reader_with_its_own_connection_sees_consistent_data_while_a_writer_records() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("iewatch.db");
-    let writer = Store::open(&db).await.unwrap();
+    let writer = Writer::open_file(&db).await.unwrap();
     let reader = Store::open_existing(&db).await.unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     let reading = {
@@ -241,7 +241,7 @@ async fn bitlocker_keys_of_the_sample_are_absent_from_the_file_unless_opted_in()
     for opted_in in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("iewatch.db");
-        let store = Store::open(&db).await.unwrap();
+        let store = Writer::open_file(&db).await.unwrap();
         let job = store.load_job("prod", "MySampleJob").await.unwrap();
         let (snapshot, document) = sample.clone().into_parts();
         let events = detect_changes(None, &snapshot);
@@ -255,7 +255,7 @@ async fn bitlocker_keys_of_the_sample_are_absent_from_the_file_unless_opted_in()
                 memory: &Default::default(),
                 events: &events,
                 outbox: &[],
-                at: SystemTime::now(),
+                at: SystemTime::now().into(),
             })
             .await
             .unwrap();
@@ -281,11 +281,10 @@ async fn bitlocker_keys_of_the_sample_are_absent_from_the_file_unless_opted_in()
 }
 
 #[tokio::test]
-async fn a_store_opened_for_reading_starts_no_task_and_refuses_writes() {
+async fn a_store_opened_for_reading_starts_no_task() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("iewatch.db");
-    let writer = Store::open(&db).await.unwrap();
-    let job = iewatch::store::JobId(1);
+    let writer = Writer::open_file(&db).await.unwrap();
     let recorded = common::record_lifecycle(&writer, "MySampleJob", to_ops, false, |i| {
         SystemTime::now() - Duration::from_secs(3600 * (40 - i as u64))
     })
@@ -308,7 +307,7 @@ async fn a_store_opened_for_reading_starts_no_task_and_refuses_writes() {
 
     // The pool's own tasks are sqlx's; a store that writes adds the writer and its
     // watcher to them, one opened for reading (`status`, `history`, the page) adds none.
-    let writer = Store::open(&db).await.unwrap();
+    let writer = Writer::open_file(&db).await.unwrap();
     let with_writer = runtime.num_alive_tasks();
     writer.close().await;
     drop(writer);
@@ -326,14 +325,6 @@ async fn a_store_opened_for_reading_starts_no_task_and_refuses_writes() {
         "a reader runs {} task(s), a writer {with_writer}",
         runtime.num_alive_tasks()
     );
-    let refused = reader
-        .record_bookkeeping(job, &Default::default(), &[], &[], SystemTime::now())
-        .await;
-    assert!(
-        matches!(refused, Err(iewatch::store::StoreError::ReadOnly)),
-        "{refused:?}"
-    );
-    assert!(reader.takes_writes().await.is_err());
     reader.close().await;
 }
 
@@ -358,7 +349,9 @@ async fn status_on_a_missing_database_is_a_clear_error_and_creates_nothing() {
 #[tokio::test]
 async fn concurrent_writes_share_commits_and_a_bad_one_fails_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("iewatch.db")).await.unwrap();
+    let store = Writer::open_file(&dir.path().join("iewatch.db"))
+        .await
+        .unwrap();
     let snapshot: JobSnapshot =
         serde_json::from_str::<iewatch::source::classic_wire::Job>(common::SAMPLE_JOB)
             .unwrap()
@@ -429,12 +422,12 @@ async fn the_lanes_migration_picks_up_deliveries_queued_by_the_first_release() {
     }
     pool.close().await;
 
-    let store = Store::open(&db).await.unwrap();
+    let store = Writer::open_file(&db).await.unwrap();
     let lanes = store.lanes("ops", 10).await.unwrap();
     assert_eq!(lanes.len(), 1, "one lane: job A; job B has nothing pending");
     assert_eq!(lanes[0].0, iewatch::store::JobId(1));
     assert_eq!(
-        iewatch::store::timestamp(lanes[0].1),
+        lanes[0].1.sql_text(),
         "2026-01-01 00:05:00.000",
         "due when its oldest pending delivery is"
     );
@@ -452,7 +445,7 @@ async fn the_lanes_migration_picks_up_deliveries_queued_by_the_first_release() {
 async fn a_hand_edited_memory_row_is_taken_as_empty_said_and_stops_no_other_job() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("iewatch.db");
-    let store = Store::open(&path).await.unwrap();
+    let store = Writer::open_file(&path).await.unwrap();
     for name in ["Broken", "Negative", "Huge", "Fine"] {
         store.load_job("prod", name).await.unwrap();
     }
@@ -523,7 +516,7 @@ async fn a_damaged_memory_row_is_reset_recorded_sent_and_named_by_healthz() {
     sim.set_time(Some(std::time::Duration::ZERO));
     let hook = Receiver::start(|_| Reply::Status(204)).await;
     let db = dir.path().join("iewatch.db");
-    let store = Store::open(&db).await.unwrap();
+    let store = Writer::open_file(&db).await.unwrap();
     store.load_job("sim", "MySampleJob").await.unwrap();
     sqlx::query("UPDATE jobs SET clocks = '{not json' WHERE name = 'MySampleJob'")
         .execute(store.pool())

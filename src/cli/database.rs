@@ -35,11 +35,7 @@ pub(super) async fn history(
         return Ok(ExitCode::FAILURE);
     }
     // Any --since reaches back at most to 1970: no time arithmetic can overflow on it.
-    let since = since.map(|d| {
-        wall_clock::now()
-            .checked_sub(d)
-            .unwrap_or(std::time::UNIX_EPOCH)
-    });
+    let since = since.map(|d| wall_clock::now().saturating_sub(d));
     let entries = store.history(job, since).await?;
     print_report(json, &entries, |entries| report::history_text(entries))
 }
@@ -87,13 +83,13 @@ pub(super) async fn mute(
     duration: Option<Duration>,
     db: &DatabaseArgs,
 ) -> anyhow::Result<ExitCode> {
-    let until = duration.map(|d| wall_clock::now() + d);
+    let until = duration.map(|d| wall_clock::now().saturating_add(d));
     let store = open(db).await?;
     let matched = store.mute(job, until).await?;
     let what = match until {
         Some(until) => format!(
             "silenced until {}: its alerts until then are not sent, then or later (events are still recorded)",
-            crate::moment::rfc3339_seconds(until)
+            until.rfc3339_seconds()
         ),
         None => "no longer muted".to_owned(),
     };
@@ -121,9 +117,7 @@ pub(super) async fn prune(
             }
         },
     };
-    let cutoff = wall_clock::now()
-        .checked_sub(retention)
-        .unwrap_or(std::time::UNIX_EPOCH);
+    let cutoff = wall_clock::now().saturating_sub(retention);
     let store = open(db).await?;
     let pruned = store.prune(cutoff, dry_run).await?;
     store.close().await;
@@ -136,7 +130,7 @@ pub(super) async fn prune(
             "{}/{}  ended {}  {} event(s), {} deliveries{kept}",
             job.account,
             job.name,
-            job.ended_at,
+            job.ended_at.sql_text(),
             job.events,
             job.deliveries
         );
@@ -146,7 +140,7 @@ pub(super) async fn prune(
     outln!(
         "{verb} {events} event(s) of {} job(s) that ended before {}",
         pruned.len(),
-        crate::moment::rfc3339_seconds(cutoff)
+        cutoff.rfc3339_seconds()
     );
     Ok(ExitCode::SUCCESS)
 }

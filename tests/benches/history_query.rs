@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use iewatch::store::{Database, Store};
+use iewatch::store::{Database, Writer};
 
 /// The fill after the jobs' (`support::SQLITE_JOBS_FILL`): 1,000,000 events over the
 /// first 1,000 jobs.
@@ -70,7 +70,7 @@ fn main() {
 /// Fills `database` with `fill` and times `history` (50 jobs of 1,000 events) and
 /// `status` (10 reads of 10,000 jobs): p50 and max of each, in that order.
 async fn measure(database: &Database, fill: &[&str]) -> [f64; 4] {
-    let store = Store::open_database(database).await.unwrap();
+    let store = Writer::open(database).await.unwrap();
     let filled = Instant::now();
     let mut tx = store.pool().begin().await.unwrap();
     for statement in fill {

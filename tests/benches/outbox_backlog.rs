@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use iewatch::{
     config::Config,
     notifier::{self, Waker},
-    store::Store,
+    store::Writer,
     telemetry::Telemetry,
 };
 
@@ -54,8 +54,8 @@ async fn receiver(addr: SocketAddr) -> Arc<AtomicUsize> {
 
 /// A database with `BACKLOG` pending alerts spread over `jobs` jobs, as the daemon
 /// leaves it: events, deliveries and their lanes.
-async fn backlog(dir: &std::path::Path, jobs: i64) -> Store {
-    let store = Store::open(&dir.join(format!("backlog-{jobs}.db")))
+async fn backlog(dir: &std::path::Path, jobs: i64) -> Writer {
+    let store = Writer::open_file(&dir.join(format!("backlog-{jobs}.db")))
         .await
         .unwrap();
     support::queue_backlog(&store, jobs, BACKLOG).await;
@@ -64,7 +64,7 @@ async fn backlog(dir: &std::path::Path, jobs: i64) -> Store {
 
 /// While the endpoint refuses connections: the notifier's CPU time for the first retry
 /// wave (every lane tried once), and its share of a core in the quiet after it.
-async fn cpu_while_down(store: &Store, webhooks: &[iewatch::config::Webhook]) -> (f64, f64) {
+async fn cpu_while_down(store: &Writer, webhooks: &[iewatch::config::Webhook]) -> (f64, f64) {
     let lanes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox_lanes")
         .fetch_one(store.pool())
         .await

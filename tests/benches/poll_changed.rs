@@ -14,7 +14,7 @@ use iewatch::{
     model::{JobName, JobSnapshot},
     notifier::route,
     source::classic_wire::Job,
-    store::{Database, Dialect, Observed, Store},
+    store::{Database, Dialect, Observed, Writer},
 };
 
 const MEASURE: Duration = Duration::from_secs(5);
@@ -51,7 +51,7 @@ fn main() {
 /// (changes/s, events/s) with `jobs` jobs changing concurrently.
 async fn measure(database: &Database, jobs: usize) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_database(database).await.unwrap();
+    let store = Writer::open(database).await.unwrap();
     if store.dialect() == Dialect::Postgres {
         // As a leader writes: every commit checks the lease first.
         let lease = iewatch::store::lease::try_acquire(store.pool(), "bench", MEASURE * 4);
@@ -103,7 +103,7 @@ async fn measure(database: &Database, jobs: usize) -> (f64, f64) {
                         memory: &Default::default(),
                         events: &events,
                         outbox: &outbox,
-                        at: SystemTime::now(),
+                        at: SystemTime::now().into(),
                     })
                     .await
                     .unwrap();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use iewatch::{
     status_page::{self, JobPage, PAGE_EVENTS},
-    store::Store,
+    store::{Store, Writer},
 };
 
 /// After the 10,000 jobs of `support::SQLITE_JOBS_FILL`: job 1's 20,000 events, its
@@ -29,13 +29,15 @@ const EVENTS_FILL: [&str; 1] = [
 fn main() {
     support::block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("iewatch.db")).await.unwrap();
+        let store = Writer::open_file(&dir.path().join("iewatch.db"))
+            .await
+            .unwrap();
         let mut tx = store.pool().begin().await.unwrap();
         for statement in support::SQLITE_JOBS_FILL.iter().chain(&EVENTS_FILL) {
             sqlx::query(statement).execute(&mut *tx).await.unwrap();
         }
         tx.commit().await.unwrap();
-        let now = SystemTime::now();
+        let now = SystemTime::now().into();
         let mut job_page = Vec::new();
         let mut size = 0;
         for _ in 0..30 {
@@ -116,7 +118,7 @@ fn main() {
 /// A change recorded every 20 ms, its time to commit measured: 10 s alone, then 30 s
 /// while 50 clients read `/` and the long job's page through the real listener as fast
 /// as it answers. Both sorted.
-async fn commits_beside_readers(store: &Store) -> (Vec<Duration>, Vec<Duration>) {
+async fn commits_beside_readers(store: &Writer) -> (Vec<Duration>, Vec<Duration>) {
     use http_body_util::BodyExt as _;
     let settings = iewatch::config::HttpSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -152,7 +154,7 @@ async fn commits_beside_readers(store: &Store) -> (Vec<Duration>, Vec<Duration>)
                 );
                 let started = Instant::now();
                 store
-                    .record_bookkeeping(id, &memory, &[event], &[], SystemTime::now())
+                    .record_bookkeeping(id, &memory, &[event], &[], SystemTime::now().into())
                     .await
                     .unwrap();
                 took.push(started.elapsed());

@@ -22,7 +22,7 @@ use iewatch::{
     model::{JobName, JobSnapshot},
     notifier::{self, route, Waker},
     source::classic_wire::Job,
-    store::{Observed, Store},
+    store::{Observed, Writer},
     telemetry::Telemetry,
 };
 
@@ -98,7 +98,7 @@ fn webhooks(
 struct Drained {
     /// `ops`' deliveries per second.
     rate: f64,
-    store: Store,
+    store: Writer,
     arrivals: Arrivals,
     webhooks: Vec<iewatch::config::Webhook>,
     waker: Waker,
@@ -116,7 +116,7 @@ async fn drain(dir: &std::path::Path, beside_silent: bool) -> Drained {
         None
     };
     let webhooks = webhooks(dir, addr, silent.as_ref().map(|(addr, _)| *addr));
-    let store = Store::open(&dir.join("iewatch.db")).await.unwrap();
+    let store = Writer::open_file(&dir.join("iewatch.db")).await.unwrap();
     let names: &[&str] = if beside_silent {
         &["ops", "silent"]
     } else {
@@ -212,7 +212,7 @@ fn main() {
                     memory: &Default::default(),
                     events: &events,
                     outbox: &outbox,
-                    at: SystemTime::now(),
+                    at: SystemTime::now().into(),
                 })
                 .await
                 .unwrap();

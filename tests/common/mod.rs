@@ -717,7 +717,7 @@ impl Receiver {
 /// Records `snapshot` as the first sight of `job` (its events, with deliveries from
 /// `outbox`), the document left empty.
 pub async fn record_first_sight(
-    store: &iewatch::store::Store,
+    store: &iewatch::store::Writer,
     job: iewatch::store::JobId,
     snapshot: &iewatch::model::JobSnapshot,
     outbox: impl Fn(&[iewatch::events::Event]) -> Vec<iewatch::events::OutboxEntry>,
@@ -733,7 +733,7 @@ pub async fn record_first_sight(
             memory: &Default::default(),
             events: &events,
             outbox: &outbox(&events),
-            at: std::time::SystemTime::now(),
+            at: std::time::SystemTime::now().into(),
         })
         .await
 }
@@ -742,7 +742,7 @@ pub async fn record_first_sight(
 /// one observation per version: `outbox` routes each observation's events, `at(i)` is
 /// the time of the i-th observation. Returns all events in order.
 pub async fn record_lifecycle(
-    store: &iewatch::store::Store,
+    store: &iewatch::store::Writer,
     job: &str,
     outbox: impl Fn(&[iewatch::events::Event]) -> Vec<iewatch::events::OutboxEntry>,
     store_bitlocker_keys: bool,
@@ -766,7 +766,7 @@ pub async fn record_lifecycle(
                 memory: &Default::default(),
                 events: &events,
                 outbox: &outbox(&events),
-                at: at(i),
+                at: at(i).into(),
             })
             .await
             .unwrap();
@@ -1010,7 +1010,7 @@ pub struct Running {
 
 /// Starts the notifier for `hooks` on `store`.
 pub fn start_notifier(
-    store: &iewatch::store::Store,
+    store: &iewatch::store::Writer,
     hooks: Vec<iewatch::config::Webhook>,
 ) -> Running {
     let (waker, wake) = iewatch::notifier::Waker::new();

@@ -19,7 +19,7 @@ use crate::{
     leadership,
     notifier::{self, Waker},
     scheduler::{self, Shared},
-    store::Store,
+    store::{Store, Writer},
     supervise::{Deaths, Supervisor},
     systemd::Systemd,
     telemetry::{Telemetry, LIVENESS_SLACK},
@@ -100,7 +100,7 @@ pub async fn run(
     mut started: Option<tokio::sync::oneshot::Sender<Started>>,
 ) -> Result<(), DaemonError> {
     let systemd = Systemd::from_env();
-    let store = Store::open_for_daemon(&config.daemon.database).await?;
+    let store = Writer::open(&config.daemon.database).await?;
     let telemetry = Telemetry::new();
     let (supervisor, mut deaths) = Supervisor::new();
     let (waker, wake) = Waker::new();
@@ -369,7 +369,7 @@ fn start_generation(
     supervisor.spawn(
         "retention",
         prune_forever(
-            shared.store.clone(),
+            shared.store.store().clone(),
             config.daemon.retention,
             supervisor.stopping().clone(),
         ),
@@ -406,7 +406,7 @@ async fn prune_forever(
             () = tokio::time::sleep(PRUNE_EVERY) => {}
         }
         let now = crate::wall_clock::now();
-        let cutoff = now.checked_sub(retention).unwrap_or(std::time::UNIX_EPOCH);
+        let cutoff = now.saturating_sub(retention);
         match store.prune(cutoff, false).await {
             Ok(pruned) if pruned.is_empty() => {}
             Ok(pruned) => {

@@ -423,8 +423,9 @@ pub struct EventRecord {
     pub from: Option<String>,
     /// New value (or error).
     pub to: Option<String>,
-    /// When.
-    pub observed_at: String,
+    /// When iewatch saw it (SQLite's text in JSON, as the column).
+    #[serde(with = "crate::moment::sql_text")]
+    pub observed_at: crate::moment::Moment,
     /// How urgent.
     pub severity: Severity,
     /// Job context and extras.

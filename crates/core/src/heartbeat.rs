@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{store::Store, systemd::Systemd, telemetry::Telemetry};
+use crate::{store::Writer, systemd::Systemd, telemetry::Telemetry};
 
 /// What the heartbeat hands the run loop.
 #[derive(Debug)]
@@ -36,7 +36,7 @@ pub struct Heartbeat {
 /// The thread cannot be started.
 pub fn start(
     interval: Duration,
-    store: Store,
+    store: Writer,
     telemetry: Telemetry,
     systemd: Systemd,
     beats: tokio::sync::mpsc::Sender<Beat>,

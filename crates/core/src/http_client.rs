@@ -212,8 +212,7 @@ pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
             .map_or(RETRY_AFTER_CEILING, Duration::from_secs)
     } else {
         let when = httpdate::parse_http_date(value).ok()?;
-        when.duration_since(crate::wall_clock::now())
-            .unwrap_or(Duration::ZERO)
+        crate::moment::Moment::from_system(when).since(crate::wall_clock::now())
     };
     Some(delay.min(RETRY_AFTER_CEILING))
 }
@@ -227,7 +226,9 @@ mod tests {
         let mut headers = http::HeaderMap::new();
         headers.insert(http::header::RETRY_AFTER, "2".parse().unwrap());
         assert_eq!(retry_after(&headers), Some(Duration::from_secs(2)));
-        let soon = crate::wall_clock::now() + Duration::from_secs(120);
+        let soon = crate::wall_clock::now()
+            .saturating_add(Duration::from_secs(120))
+            .to_system();
         headers.insert(
             http::header::RETRY_AFTER,
             httpdate::fmt_http_date(soon).parse().unwrap(),

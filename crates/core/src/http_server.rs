@@ -11,7 +11,11 @@
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use crate::{
-    config::HttpSettings, status_page, store::Store, supervise::Supervisor, telemetry::Telemetry,
+    config::HttpSettings,
+    status_page,
+    store::{Store, Writer},
+    supervise::Supervisor,
+    telemetry::Telemetry,
 };
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -20,7 +24,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::Semaphore};
 
 /// Why the daemon is not healthy, if it is not.
-async fn unhealthy_reason(store: &Store, telemetry: &Telemetry) -> Option<String> {
+async fn unhealthy_reason(store: &Writer, telemetry: &Telemetry) -> Option<String> {
     if let Some(stuck) = telemetry.liveness_problem() {
         return Some(stuck);
     }
@@ -36,7 +40,7 @@ async fn unhealthy_reason(store: &Store, telemetry: &Telemetry) -> Option<String
 /// connections, never on the writer's or the notifier's. Pages are made one at a time.
 #[derive(Clone, Debug)]
 pub struct Stores {
-    daemon: Store,
+    daemon: Writer,
     pages: Store,
     /// A page over 10,000 jobs or of a 20,000-event job is tens of milliseconds of a
     /// core: made one at a time, 50 readers cost the writer one core at most, not all
@@ -48,7 +52,7 @@ pub struct Stores {
 impl Stores {
     /// `daemon`: the daemon's store; `pages`: one opened for reading (as `iewatch
     /// status` opens it: no migration, no lock).
-    pub fn new(daemon: Store, pages: Store) -> Stores {
+    pub fn new(daemon: Writer, pages: Store) -> Stores {
         Stores {
             daemon,
             pages,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    store::{lease, Store},
+    store::{lease, Writer},
     systemd::Systemd,
     telemetry::Telemetry,
 };
@@ -33,7 +33,7 @@ pub fn holder_name() -> String {
 /// reports).
 /// A database that cannot be reached is reported and tried again.
 pub async fn stand_by(
-    store: &Store,
+    store: &Writer,
     lease_time: Duration,
     telemetry: &Telemetry,
     systemd: &Systemd,
@@ -73,7 +73,7 @@ pub async fn stand_by(
 /// at the row without a lock first, and tries to take it only when the lease has run
 /// out: a standby asking every second must not queue on the row that the leader's
 /// renewals and writes lock.
-async fn try_to_lead(store: &Store, me: &str, lease_time: Duration) -> Result<i64, String> {
+async fn try_to_lead(store: &Writer, me: &str, lease_time: Duration) -> Result<i64, String> {
     let seen = lease::holder(store.pool()).await;
     if seen.is_err() || matches!(&seen, Ok(Some(h)) if h.live) {
         return Err(standby_line(seen));
@@ -102,7 +102,7 @@ fn standby_line(seen: Result<Option<lease::Holder>, crate::store::StoreError>) -
 /// Returns why it was lost: another daemon took over, or no renewal succeeded for a whole
 /// lease (the database unreachable, or this process paused), after which a standby may
 /// already lead.
-pub async fn hold(store: Store, epoch: i64, lease_time: Duration) -> String {
+pub async fn hold(store: Writer, epoch: i64, lease_time: Duration) -> String {
     let every = lease_time / 5;
     let mut valid_until = Instant::now() + lease_time;
     store.lease_held_until(valid_until);

@@ -6,6 +6,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::moment::Moment;
+
 macro_rules! string_newtype {
     ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
@@ -449,10 +451,12 @@ pub struct ActionRequired {
     pub message: Option<String>,
     /// What the customer may do (`MoveToCleanUpDevice`, `Resume`, ...).
     pub actions: Vec<String>,
-    /// When the stage began waiting, RFC 3339 UTC.
-    pub since: Option<String>,
-    /// When the service goes on by itself, RFC 3339 UTC, where it has such a clock.
-    pub auto_complete_at: Option<String>,
+    /// When the stage began waiting (RFC 3339 in JSON).
+    #[serde(default, with = "crate::moment::rfc3339_opt")]
+    pub since: Option<Moment>,
+    /// When the service goes on by itself, where it has such a clock.
+    #[serde(default, with = "crate::moment::rfc3339_opt")]
+    pub auto_complete_at: Option<Moment>,
 }
 
 /// One delay notice of a stage.
@@ -466,8 +470,9 @@ pub struct Delay {
     pub description: Option<String>,
     /// `Active` or `Resolved` as sent.
     pub status: String,
-    /// When it began, RFC 3339 UTC, as the key of the notice.
-    pub started_at: Option<String>,
+    /// When it began (RFC 3339 in JSON), as the key of the notice.
+    #[serde(default, with = "crate::moment::rfc3339_opt")]
+    pub started_at: Option<Moment>,
 }
 
 impl Delay {

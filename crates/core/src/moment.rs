@@ -1,81 +1,223 @@
-//! Bounded times: every time iewatch writes as text, and every count of seconds it turns
-//! into a time, passes through here. RFC 3339 text exists for the years 0000 to 9999
-//! only, and humantime's formatter panics outside 1970-01-01 to 9999-12-31 (as
-//! `SystemTime + Duration` does on overflow), so a service's odd timestamp or a
-//! hand-edited row could otherwise stop a poll worker or a command. Times from outside
-//! that fall outside [`EARLIEST`, `LATEST`] are refused ([`bounded`]); times of our own
-//! making are clamped ([`clamp`]).
+//! [`Moment`], iewatch's one time type: a UTC instant between 1970-01-01 and
+//! 9999-12-30T00:00:00Z, bounded by construction. Every time from outside (a service's
+//! timestamp, a stored row, a JSON column, the system clock) becomes a `Moment` where it
+//! enters, by a conversion that refuses ([`Moment::parse`]) or clamps
+//! ([`Moment::from_unix_secs`], [`Moment::from_system`]) what lies outside; inside, only
+//! saturating arithmetic. So no odd timestamp or hand-edited row can panic a formatter or
+//! overflow an addition and stop a poll worker or a command. Built on `jiff::Timestamp`
+//! (parsing RFC 3339 with any offset, exact arithmetic); the text forms are ours.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    fmt,
+    time::{Duration, SystemTime},
+};
 
-/// The earliest time iewatch keeps: the Unix epoch.
-pub const EARLIEST: SystemTime = UNIX_EPOCH;
+use jiff::{civil::DateTime, tz::Offset, SignedDuration, Timestamp};
 
-/// Seconds from the epoch to 9999-12-31T23:59:59Z, the last second RFC 3339 can write.
-pub const LATEST_SECS: u64 = 253_402_300_799;
+mod serde_forms;
 
-/// The latest time iewatch keeps: 9999-12-31T23:59:59Z.
-pub fn latest() -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(LATEST_SECS)
+pub use serde_forms::{
+    rfc3339, rfc3339_opt, sql_text, sql_text_opt, unix_secs, unix_secs_mark, unix_secs_opt,
+};
+
+/// Seconds from the epoch to 9999-12-30T00:00:00Z: RFC 3339 text ends with the year 9999,
+/// and `jiff` keeps the last day free so that any offset can be applied.
+const LATEST_SECS: i64 = 253_402_128_000;
+
+/// A UTC instant in 1970 to 9999 (see the module's doc).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Moment(Timestamp);
+
+impl Moment {
+    /// The earliest moment: the Unix epoch.
+    pub const EPOCH: Moment = Moment(Timestamp::UNIX_EPOCH);
+    /// The latest moment: 9999-12-30T00:00:00Z.
+    pub const LATEST: Moment = Moment(Timestamp::constant(LATEST_SECS, 0));
+
+    /// iewatch's time now (the daemon's steady wall clock, see [`crate::wall_clock`]).
+    pub fn now() -> Moment {
+        crate::wall_clock::now()
+    }
+
+    /// `ts` if it lies in 1970 to 9999; None otherwise.
+    fn bounded(ts: Timestamp) -> Option<Moment> {
+        let at = Moment(ts);
+        (Moment::EPOCH..=Moment::LATEST).contains(&at).then_some(at)
+    }
+
+    /// `ts` moved into 1970 to 9999.
+    fn clamped(ts: Timestamp) -> Moment {
+        Moment(ts).clamp(Moment::EPOCH, Moment::LATEST)
+    }
+
+    /// A system time (the OS clock, a file's mtime), clamped into 1970 to 9999.
+    pub fn from_system(at: SystemTime) -> Moment {
+        match Timestamp::try_from(at) {
+            Ok(ts) => Moment::clamped(ts),
+            Err(_) if at < SystemTime::UNIX_EPOCH => Moment::EPOCH,
+            Err(_) => Moment::LATEST,
+        }
+    }
+
+    /// The same instant as a `SystemTime`, for the OS and for libraries that take one.
+    pub fn to_system(self) -> SystemTime {
+        // Every instant of 1970 to 9999 is a SystemTime on the platforms iewatch runs on.
+        SystemTime::try_from(self.0).unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+
+    /// `secs` seconds after the epoch, clamped (a stored `u64::MAX` is the year 9999, a
+    /// negative number the epoch).
+    pub fn from_unix_secs(secs: i64) -> Moment {
+        Moment::clamped(Timestamp::constant(secs.clamp(0, LATEST_SECS), 0))
+    }
+
+    /// Whole seconds since the epoch (never negative).
+    pub fn unix_secs(self) -> i64 {
+        self.0.as_second()
+    }
+
+    /// Milliseconds since the epoch (never negative).
+    pub fn unix_millis(self) -> i64 {
+        self.0.as_millisecond()
+    }
+
+    /// Reads a time: RFC 3339 with `Z` or any offset (`2026-05-01T10:00:00+02:00`), or
+    /// without one (`2026-05-01T10:00:00`, SQLite's `2026-05-01 10:00:00.000`), then UTC.
+    /// None for text that is not a time or a time outside 1970 to 9999.
+    pub fn parse(text: &str) -> Option<Moment> {
+        let text = text.trim();
+        if let Ok(ts) = text.parse::<Timestamp>() {
+            return Moment::bounded(ts);
+        }
+        let civil: DateTime = text.parse().ok()?;
+        Moment::bounded(Offset::UTC.to_timestamp(civil).ok()?)
+    }
+
+    /// A service's timestamp: ISO 8601 with `Z` or an offset (`+05:30`, seven-digit
+    /// fractions), to the second. None for text without an offset (whose zone nobody
+    /// knows), the year-0001 sentinel, anything outside 1970 to 9999, nonsense, or text
+    /// longer than any timestamp.
+    pub fn from_service(text: &str) -> Option<Moment> {
+        let text = text.trim();
+        if text.len() > 64 {
+            return None;
+        }
+        let ts: Timestamp = text.parse().ok()?;
+        Moment::bounded(Timestamp::from_second(ts.as_second()).ok()?)
+    }
+
+    /// `self + by`, at most [`Moment::LATEST`].
+    #[must_use]
+    pub fn saturating_add(self, by: Duration) -> Moment {
+        let by = SignedDuration::try_from(by).unwrap_or(SignedDuration::MAX);
+        self.0
+            .checked_add(by)
+            .map_or(Moment::LATEST, Moment::clamped)
+    }
+
+    /// `self - by`, at least [`Moment::EPOCH`].
+    #[must_use]
+    pub fn saturating_sub(self, by: Duration) -> Moment {
+        let by = SignedDuration::try_from(by).unwrap_or(SignedDuration::MAX);
+        self.0
+            .checked_sub(by)
+            .map_or(Moment::EPOCH, Moment::clamped)
+    }
+
+    /// How long after `earlier` this is; zero if `earlier` is later.
+    pub fn since(self, earlier: Moment) -> Duration {
+        self.checked_since(earlier).unwrap_or_default()
+    }
+
+    /// How long after `earlier` this is; None if `earlier` is later.
+    pub fn checked_since(self, earlier: Moment) -> Option<Duration> {
+        Duration::try_from(self.0.duration_since(earlier.0)).ok()
+    }
+
+    /// Its UTC date and time of day.
+    fn civil(self) -> DateTime {
+        Offset::UTC.to_datetime(self.0)
+    }
+
+    /// RFC 3339 UTC to the second: `2026-05-01T10:00:00Z`.
+    pub fn rfc3339_seconds(self) -> String {
+        let c = self.civil();
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            c.year(),
+            c.month(),
+            c.day(),
+            c.hour(),
+            c.minute(),
+            c.second()
+        )
+    }
+
+    /// RFC 3339 UTC to the millisecond: `2026-05-01T10:00:00.250Z`.
+    pub fn rfc3339_millis(self) -> String {
+        let mut text = self.sql_text().replacen(' ', "T", 1);
+        text.push('Z');
+        text
+    }
+
+    /// SQLite's own form (`2026-05-01 10:00:00.250`, UTC), the form of every time column,
+    /// so that `datetime('now', '-1 day')` comparisons work on the text.
+    pub fn sql_text(self) -> String {
+        let c = self.civil();
+        format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}",
+            c.year(),
+            c.month(),
+            c.day(),
+            c.hour(),
+            c.minute(),
+            c.second(),
+            c.subsec_nanosecond() / 1_000_000
+        )
+    }
 }
 
-/// `at` if it can be written as RFC 3339 text (1970 to 9999); None otherwise.
-pub fn bounded(at: SystemTime) -> Option<SystemTime> {
-    (at >= EARLIEST && at <= latest()).then_some(at)
+impl Default for Moment {
+    /// The epoch: the "not yet" of a stored time that was never set.
+    fn default() -> Moment {
+        Moment::EPOCH
+    }
 }
 
-/// `at` moved into 1970 to 9999.
-pub fn clamp(at: SystemTime) -> SystemTime {
-    at.clamp(EARLIEST, latest())
+impl fmt::Display for Moment {
+    /// RFC 3339 UTC to the second.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.rfc3339_seconds())
+    }
 }
 
-/// The time `secs` seconds after the epoch, at most [`latest`] (a stored u64::MAX is
-/// the year 9999, not a panic).
-pub fn from_unix_secs(secs: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(secs.min(LATEST_SECS))
+impl fmt::Debug for Moment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.rfc3339_millis())
+    }
 }
 
-/// RFC 3339 UTC to the second, `at` clamped first.
-pub fn rfc3339_seconds(at: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(clamp(at)).to_string()
+impl From<SystemTime> for Moment {
+    fn from(at: SystemTime) -> Moment {
+        Moment::from_system(at)
+    }
 }
 
-/// RFC 3339 UTC to the millisecond, `at` clamped first.
-pub fn rfc3339_millis(at: SystemTime) -> String {
-    let at = clamp(at).min(latest() + Duration::from_millis(999));
-    humantime::format_rfc3339_millis(at).to_string()
+impl sqlx::Type<sqlx::Any> for Moment {
+    fn type_info() -> sqlx::any::AnyTypeInfo {
+        <String as sqlx::Type<sqlx::Any>>::type_info()
+    }
 }
 
-/// A timestamp in SQLite's own form (`YYYY-MM-DD HH:MM:SS.SSS`, UTC), so that
-/// `datetime('now', '-1 day')` comparisons work on the text.
-pub fn timestamp(at: SystemTime) -> String {
-    let text = rfc3339_millis(at);
-    text.trim_end_matches('Z').replacen('T', " ", 1)
-}
-
-/// Reads a [`timestamp`] back; None for text that is not one, or a time outside 1970 to
-/// 9999 (a hand-edited row).
-pub fn parse_timestamp(text: &str) -> Option<SystemTime> {
-    humantime::parse_rfc3339_weak(text).ok().and_then(bounded)
+impl<'q> sqlx::Encode<'q, sqlx::Any> for Moment {
+    /// Bound as [`Moment::sql_text`], the form of every time column.
+    fn encode_by_ref(
+        &self,
+        buf: &mut <sqlx::Any as sqlx::Database>::ArgumentBuffer<'q>,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <String as sqlx::Encode<'q, sqlx::Any>>::encode(self.sql_text(), buf)
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_extremes_are_written_not_panicked_on() {
-        let before = UNIX_EPOCH - Duration::from_secs(1800);
-        assert_eq!(rfc3339_seconds(before), "1970-01-01T00:00:00Z");
-        let after = UNIX_EPOCH + Duration::from_secs(LATEST_SECS + 86_400);
-        assert_eq!(rfc3339_seconds(after), "9999-12-31T23:59:59Z");
-        assert_eq!(rfc3339_millis(after), "9999-12-31T23:59:59.000Z");
-        assert_eq!(
-            rfc3339_seconds(from_unix_secs(u64::MAX)),
-            "9999-12-31T23:59:59Z"
-        );
-        assert_eq!(bounded(before), None);
-        assert_eq!(bounded(after), None);
-        assert_eq!(bounded(UNIX_EPOCH), Some(UNIX_EPOCH));
-    }
-}
+mod tests;

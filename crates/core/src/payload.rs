@@ -12,7 +12,6 @@ use sha2::Sha256;
 use crate::{
     events::{EventRecord, EventType, PayloadShape},
     model::Severity,
-    moment::parse_timestamp,
 };
 
 /// The stable `webhook-id` of an event: the same for every retry, restart and failover,
@@ -22,6 +21,7 @@ use crate::{
 pub fn webhook_id(event: &EventRecord) -> String {
     let recorded: String = event
         .observed_at
+        .sql_text()
         .chars()
         .filter(char::is_ascii_digit)
         .take(17)
@@ -84,10 +84,8 @@ pub fn json_body(event: &EventRecord) -> Vec<u8> {
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
-pub(crate) fn rfc3339(sqlite_time: &str) -> String {
-    parse_timestamp(sqlite_time)
-        .map(crate::moment::rfc3339_millis)
-        .unwrap_or_else(|| sqlite_time.to_owned())
+pub(crate) fn rfc3339(at: &crate::moment::Moment) -> String {
+    at.rfc3339_millis()
 }
 
 /// `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`.

@@ -1,18 +1,17 @@
 //! What people read: `status`, `history` and `deliveries` as aligned text or JSON.
 
-use std::time::SystemTime;
-
 use crate::{
     model::Severity,
-    store::{parse_timestamp, DeliveryRow, EventRecord, JobStatus},
+    moment::Moment,
+    store::{DeliveryRow, EventRecord, JobStatus},
 };
 
 /// "just now", "42 s ago", "3 min ago", "5 h ago", "2 d ago", or "-".
-pub fn ago(timestamp: Option<&str>, now: SystemTime) -> String {
-    let Some(at) = timestamp.and_then(parse_timestamp) else {
+pub fn ago(at: Option<Moment>, now: Moment) -> String {
+    let Some(at) = at else {
         return "-".into();
     };
-    let secs = now.duration_since(at).map_or(0, |d| d.as_secs());
+    let secs = now.since(at).as_secs();
     match secs {
         0..=4 => "just now".into(),
         5..=59 => format!("{secs} s ago"),
@@ -22,26 +21,19 @@ pub fn ago(timestamp: Option<&str>, now: SystemTime) -> String {
     }
 }
 
-/// "in 3 d", "in 5 h", ... for a future timestamp, as [`ago`] for a past one.
-pub fn relative(timestamp: &str, now: SystemTime) -> String {
-    let Some(at) = parse_timestamp(timestamp) else {
-        return "-".into();
-    };
-    match at.duration_since(now) {
-        Ok(ahead) if ahead.as_secs() >= 5 => format!("in {}", span(ahead)),
-        _ => ago(Some(timestamp), now),
+/// "in 3 d", "in 5 h", ... for a future time, as [`ago`] for a past one.
+pub fn relative(at: Moment, now: Moment) -> String {
+    match at.checked_since(now) {
+        Some(ahead) if ahead.as_secs() >= 5 => format!("in {}", span(ahead)),
+        _ => ago(Some(at), now),
     }
 }
 
-/// A stored timestamp as `2026-11-25 20:13` (UTC), or the text as it is.
-pub fn short_time(timestamp: &str) -> String {
-    match parse_timestamp(timestamp) {
-        Some(at) => {
-            let text = crate::moment::rfc3339_seconds(at);
-            text.get(..16).unwrap_or(&text).replace('T', " ")
-        }
-        None => timestamp.to_owned(),
-    }
+/// A time as `2026-11-25 20:13` (UTC).
+pub fn short_time(at: Moment) -> String {
+    let mut text = at.sql_text();
+    text.truncate(16);
+    text
 }
 
 /// A duration in its two largest units: "3 d 4 h", "5 h 2 min", "42 min", "12 s".
@@ -152,7 +144,7 @@ fn table(rows: Vec<Vec<String>>) -> String {
 }
 
 /// One aligned line per job, with a header.
-pub fn status_text(jobs: &[JobStatus], now: SystemTime) -> String {
+pub fn status_text(jobs: &[JobStatus], now: Moment) -> String {
     if jobs.is_empty() {
         return "no jobs recorded yet\n".into();
     }
@@ -179,11 +171,14 @@ pub fn status_text(jobs: &[JobStatus], now: SystemTime) -> String {
             match (job.percent_complete, &job.eta) {
                 (None, _) => "-".into(),
                 (Some(p), None) => format!("{p}%"),
-                (Some(p), Some(eta)) => format!("{p}% (ETA {})", eta.trim_end_matches(":00Z")),
+                (Some(p), Some(eta)) => {
+                    let eta = eta.rfc3339_seconds();
+                    format!("{p}% (ETA {})", eta.trim_end_matches(":00Z"))
+                }
             },
             drives_summary(job),
-            ago(job.last_changed_at.as_deref(), now),
-            ago(job.last_polled_at.as_deref(), now),
+            ago(job.last_changed_at, now),
+            ago(job.last_polled_at, now),
             job.last_error.clone().map_or("-".into(), |e| {
                 let e: String = e.chars().take(80).collect();
                 if job.consecutive_failures > 1 {
@@ -218,7 +213,7 @@ pub fn status_text(jobs: &[JobStatus], now: SystemTime) -> String {
 }
 
 /// The state, and what in it needs a person: an action the service waits for, a delay.
-fn state_cell(job: &JobStatus, now: SystemTime) -> String {
+fn state_cell(job: &JobStatus, now: Moment) -> String {
     let mut cell = job.state.clone().unwrap_or_else(|| "(not seen yet)".into());
     if job.notices.action.is_some() {
         cell.push_str(" (action required)");
@@ -229,8 +224,7 @@ fn state_cell(job: &JobStatus, now: SystemTime) -> String {
     if job.stalled {
         cell.push_str(" (stalled)");
     }
-    let muted = job.muted_until.as_deref().and_then(parse_timestamp);
-    if muted.is_some_and(|until| until > now) {
+    if job.muted_until.is_some_and(|until| until > now) {
         cell.push_str(" (muted)");
     }
     cell
@@ -245,7 +239,7 @@ pub fn history_text(entries: &[EventRecord]) -> String {
         .iter()
         .map(|e| {
             vec![
-                e.observed_at.clone(),
+                e.observed_at.sql_text(),
                 format!("{}/{}", e.account, e.job),
                 e.drive_id
                     .as_ref()
@@ -288,8 +282,8 @@ pub fn deliveries_text(rows: &[DeliveryRow]) -> String {
             d.status.to_owned(),
             d.attempts.to_string(),
             d.finished_at
-                .clone()
-                .or_else(|| d.next_attempt_at.clone().map(|n| format!("next {n}")))
+                .map(Moment::sql_text)
+                .or_else(|| d.next_attempt_at.map(|n| format!("next {}", n.sql_text())))
                 .unwrap_or_default(),
             d.last_error.clone().unwrap_or_else(|| "-".into()),
         ]);

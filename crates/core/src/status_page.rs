@@ -8,12 +8,13 @@
 //! takes a screen reader's place away. Every string that came from the service or the
 //! database is escaped: service strings are hostile input.
 
-use std::{fmt::Write as _, time::SystemTime};
+use std::fmt::Write as _;
 
 use crate::{
     events::{EventRecord, EventType},
+    moment::Moment,
     report,
-    store::{parse_timestamp, DeliveryRow, JobStatus, TimelinePage},
+    store::{DeliveryRow, JobStatus, TimelinePage},
 };
 
 /// The bounds of `?refresh=N` (seconds).
@@ -98,7 +99,7 @@ pub fn decode_segment(segment: &str) -> Option<String> {
 }
 
 /// Why a job needs a person now, if it does; the most urgent reason.
-pub fn needs_person(job: &JobStatus, now: SystemTime) -> Option<String> {
+pub fn needs_person(job: &JobStatus, now: Moment) -> Option<String> {
     if job.consecutive_failures > 0 {
         return Some(format!("polls failing ({})", job.consecutive_failures));
     }
@@ -115,7 +116,7 @@ pub fn needs_person(job: &JobStatus, now: SystemTime) -> Option<String> {
         return Some(format!(
             "{} {}",
             deadline.kind,
-            report::relative(&deadline.at, now)
+            report::relative(deadline.at, now)
         ));
     }
     (job.condition.as_deref() == Some("completed_with_errors"))
@@ -153,11 +154,11 @@ impl PageQuery {
 
 /// A whole page: `nav` (links away) before the main content, and a footer that says
 /// when the page was made and how to have it reload itself.
-fn page(title: &str, nav: &str, main: &str, now: SystemTime, refresh: Option<u32>) -> String {
+fn page(title: &str, nav: &str, main: &str, now: Moment, refresh: Option<u32>) -> String {
     let reload = refresh.map_or_else(String::new, |s| {
         format!("<meta http-equiv=\"refresh\" content=\"{s}\">")
     });
-    let made = crate::moment::rfc3339_seconds(now);
+    let made = now.rfc3339_seconds();
     let made = made.get(11..16).unwrap_or_default();
     let footer = match refresh {
         Some(s) => format!("As of {made} UTC; reloads every {s} s (<a href=\"?\">stop</a>)."),
@@ -193,18 +194,13 @@ fn job_link(job: &JobStatus) -> String {
     )
 }
 
-fn eta(eta: Option<&str>) -> String {
+fn eta(eta: Option<Moment>) -> String {
     eta.map_or_else(String::new, |at| escape(&report::short_time(at)))
 }
 
 /// `GET /`: every job, the ones that need a person first; on PostgreSQL also whether
 /// this instance leads or stands by (`role`).
-pub fn index(
-    jobs: &[JobStatus],
-    now: SystemTime,
-    role: Option<&str>,
-    refresh: Option<u32>,
-) -> String {
+pub fn index(jobs: &[JobStatus], now: Moment, role: Option<&str>, refresh: Option<u32>) -> String {
     let mut rows: Vec<(Option<String>, &JobStatus)> =
         jobs.iter().map(|j| (needs_person(j, now), j)).collect();
     // Attention first, then by account and name (the store's order).
@@ -231,8 +227,8 @@ pub fn index(
             escape(job.state.as_deref().unwrap_or("not yet polled")),
             bar(job.percent_complete),
             escape(&report::drives_summary(job)),
-            escape(&report::ago(job.last_changed_at.as_deref(), now)),
-            eta(job.eta.as_deref()),
+            escape(&report::ago(job.last_changed_at, now)),
+            eta(job.eta),
             attention.as_deref().map(escape).unwrap_or_default(),
         );
     }
@@ -263,7 +259,7 @@ pub struct JobPage<'a> {
 /// `GET /jobs/{account}/{name}`: one job's drives, copy curves, time per state, a page
 /// of its timeline (newest first, a link to older ones) and its deliveries.
 // Long: the page top to bottom, in the order it reads; each part is a call of its own.
-pub fn job(job: &JobStatus, shown: &JobPage<'_>, now: SystemTime, refresh: Option<u32>) -> String {
+pub fn job(job: &JobStatus, shown: &JobPage<'_>, now: Moment, refresh: Option<u32>) -> String {
     let (events, deliveries) = (&shown.timeline.events, shown.deliveries);
     let title = format!("{}/{}", job.account, job.name);
     let mut body = format!(
@@ -273,7 +269,6 @@ pub fn job(job: &JobStatus, shown: &JobPage<'_>, now: SystemTime, refresh: Optio
         job.job_type.as_deref().map(escape).unwrap_or_default(),
         bar(job.percent_complete),
         job.eta
-            .as_deref()
             .map(|at| format!(" &middot; ETA {}", eta(Some(at))))
             .unwrap_or_default(),
     );
@@ -294,7 +289,7 @@ pub fn job(job: &JobStatus, shown: &JobPage<'_>, now: SystemTime, refresh: Optio
             escape(drive.state.as_deref().unwrap_or("")),
             escape(drive.copy_status.as_deref().unwrap_or("")),
             bar(drive.percent_complete),
-            eta(drive.eta.as_deref()),
+            eta(drive.eta),
         );
     }
     body.push_str("</tbody></table>");
@@ -327,7 +322,7 @@ pub fn job(job: &JobStatus, shown: &JobPage<'_>, now: SystemTime, refresh: Optio
             body,
             "<tr class=\"event {}\"><td>{}</td><td>{}</td><td>{drive}{}</td></tr>",
             event.severity.as_str(),
-            escape(&report::short_time(&event.observed_at)),
+            escape(&report::short_time(event.observed_at)),
             escape(event.event_type.as_str()),
             escape(&event.describe()),
         );
@@ -364,7 +359,6 @@ pub fn job(job: &JobStatus, shown: &JobPage<'_>, now: SystemTime, refresh: Optio
     page(&title, nav, &body, now, refresh)
 }
 
-/// Seconds since the epoch of a time (0 before it).
 /// A table per drive whose error log was read: the failed files with what their code
 /// means, or why the log could not be read.
 fn what_failed(job: &JobStatus) -> String {
@@ -407,26 +401,22 @@ fn what_failed(job: &JobStatus) -> String {
     out
 }
 
-fn unix_seconds(at: SystemTime) -> f64 {
-    at.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// Seconds since the epoch of a stored timestamp.
-fn seconds(timestamp: &str) -> Option<f64> {
-    parse_timestamp(timestamp).map(unix_seconds)
+/// Seconds since the epoch, for a chart's x axis.
+fn seconds(at: Moment) -> f64 {
+    // Exact to the millisecond for any Moment (below 2^53).
+    at.unix_millis() as f64 / 1000.0
 }
 
 /// One step curve per drive of the job (percent over time, from its recorded changes),
 /// each an SVG path, over the time from the job's first event to now.
-fn progress_chart(job: &JobStatus, events: &[EventRecord], now: SystemTime) -> String {
+fn progress_chart(job: &JobStatus, events: &[EventRecord], now: Moment) -> String {
     if job.drives.is_empty() {
         return "<p class=\"muted\">no drives</p>".into();
     }
-    let end = unix_seconds(now);
+    let end = seconds(now);
     let start = events
         .first()
-        .and_then(|e| seconds(&e.observed_at))
+        .map(|e| seconds(e.observed_at))
         .unwrap_or(end)
         .min(end);
     let span = (end - start).max(1.0);
@@ -460,7 +450,7 @@ fn progress_chart(job: &JobStatus, events: &[EventRecord], now: SystemTime) -> S
             .filter(|e| e.event_type == EventType::DriveProgress)
             .filter_map(|e| {
                 Some((
-                    seconds(&e.observed_at)?,
+                    seconds(e.observed_at),
                     e.to.as_deref()?.parse::<f64>().ok()?,
                 ))
             })
@@ -491,7 +481,7 @@ fn progress_chart(job: &JobStatus, events: &[EventRecord], now: SystemTime) -> S
         "<text x=\"0\" y=\"{0}\" font-size=\"11\" fill=\"currentColor\">{1}</text>\
 <text x=\"{CHART_WIDTH}\" y=\"{0}\" font-size=\"11\" text-anchor=\"end\" fill=\"currentColor\">now</text></svg>",
         CHART_HEIGHT + 16.0,
-        escape(&events.first().map(|e| report::short_time(&e.observed_at)).unwrap_or_default()),
+        escape(&events.first().map(|e| report::short_time(e.observed_at)).unwrap_or_default()),
     );
     legend.push_str("</p>");
     svg + &legend
@@ -499,8 +489,8 @@ fn progress_chart(job: &JobStatus, events: &[EventRecord], now: SystemTime) -> S
 
 /// How long the job was in each state, from its recorded state changes (the current
 /// state until now), as a table in the order the states came.
-fn time_in_states(events: &[EventRecord], now: SystemTime) -> String {
-    let end = unix_seconds(now);
+fn time_in_states(events: &[EventRecord], now: Moment) -> String {
+    let end = seconds(now);
     let changes: Vec<(f64, &str)> = events
         .iter()
         .filter(|e| {
@@ -509,7 +499,7 @@ fn time_in_states(events: &[EventRecord], now: SystemTime) -> String {
                 EventType::JobFirstSeen | EventType::JobStateChanged
             )
         })
-        .filter_map(|e| Some((seconds(&e.observed_at)?, e.to.as_deref()?)))
+        .filter_map(|e| Some((seconds(e.observed_at), e.to.as_deref()?)))
         .collect();
     if changes.is_empty() {
         return "<p class=\"muted\">no state seen yet</p>".into();

@@ -7,7 +7,7 @@ use std::{
         atomic::{AtomicI64, AtomicU64, Ordering},
         Arc,
     },
-    time::{Duration, UNIX_EPOCH},
+    time::Duration,
 };
 
 use prometheus_client::{
@@ -172,16 +172,12 @@ impl LastSuccess {
 
 /// Seconds since the epoch, for the timestamp gauges.
 fn unix_seconds() -> i64 {
-    crate::wall_clock::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    crate::wall_clock::now().unix_secs()
 }
 
 /// Milliseconds since the epoch (liveness bookkeeping).
 pub(crate) fn now_ms() -> u64 {
-    crate::wall_clock::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    u64::try_from(crate::wall_clock::now().unix_millis()).unwrap_or(0)
 }
 
 impl Telemetry {
@@ -366,14 +362,14 @@ impl Telemetry {
     }
 
     /// The job's ETA (Unix seconds), or none any more.
-    pub fn job_eta(&self, account: &str, job: &str, eta: Option<u64>) {
+    pub fn job_eta(&self, account: &str, job: &str, eta: Option<crate::moment::Moment>) {
         let labels = JobLabels {
             account: label_value(account),
             job_name: label_value(job),
         };
-        match eta.and_then(|e| i64::try_from(e).ok()) {
+        match eta {
             Some(eta) => {
-                self.0.job_eta.get_or_create(&labels).set(eta);
+                self.0.job_eta.get_or_create(&labels).set(eta.unix_secs());
             }
             None => {
                 self.0.job_eta.remove(&labels);
@@ -492,7 +488,7 @@ impl Telemetry {
         }
         resets.push_back(format!(
             "{account}/{job} at {}: {what}",
-            crate::moment::rfc3339_seconds(crate::wall_clock::now())
+            crate::wall_clock::now().rfc3339_seconds()
         ));
     }
 

@@ -102,7 +102,7 @@ static CLOCK: Mutex<SteadyClock> = Mutex::new(SteadyClock::new());
 
 /// iewatch's time now (see the module's words); said in the log when a step of the
 /// system clock is seen, undone or taken.
-pub fn now() -> SystemTime {
+pub fn now() -> crate::moment::Moment {
     let mono = Instant::now();
     let wall = SystemTime::now();
     let (at, reading) = CLOCK
@@ -127,7 +127,7 @@ pub fn now() -> SystemTime {
             step_words(by)
         ),
     }
-    at
+    crate::moment::Moment::from_system(at)
 }
 
 /// "forward by 30days" / "back by 2h".

@@ -3,9 +3,10 @@
 //! a deadline counted from it comes late. Such times are brought back to now, and the
 //! caller says which, so the log shows what was repaired.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use super::{clocks::secs, Memory};
+use super::Memory;
+use crate::moment::Moment;
 
 /// How far ahead a stored time may be and still be taken as it is (a clock slewed back
 /// by a few seconds is no reason to touch anything).
@@ -15,17 +16,18 @@ impl Memory {
     /// Brings every stored time later than `now` (beyond [`TOLERANCE`]) back to `now`;
     /// the names of the fields it changed. ETAs, deadlines and the service's own
     /// creation time are predictions or facts from outside, not ours to move.
-    pub fn clamp_future(&mut self, now: SystemTime) -> Vec<&'static str> {
+    pub fn clamp_future(&mut self, now: Moment) -> Vec<&'static str> {
         let mut moved = Vec::new();
-        if self.terminal_since.is_some_and(|at| at > now + TOLERANCE) {
+        let limit = now.saturating_add(TOLERANCE);
+        if self.terminal_since.is_some_and(|at| at > limit) {
             self.terminal_since = Some(now);
             moved.push("terminal_since");
         }
-        let now_secs = secs(now);
-        let limit = now_secs.saturating_add(TOLERANCE.as_secs());
-        let mut clamp = |at: &mut u64, name: &'static str| {
+        // Clocks keep whole seconds.
+        let now = Moment::from_unix_secs(now.unix_secs());
+        let mut clamp = |at: &mut Moment, name: &'static str| {
             if *at > limit {
-                *at = now_secs;
+                *at = now;
                 if !moved.contains(&name) {
                     moved.push(name);
                 }
@@ -62,29 +64,28 @@ mod tests {
 
     #[test]
     fn times_ahead_of_now_come_back_to_now_and_are_named() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let month = 30 * 86_400;
-        let n = secs(now);
+        let at = |offset: i64| Moment::from_unix_secs(1_800_000_000 + offset);
+        let (now, month) = (at(0), 30 * 86_400);
         let mut memory = Memory {
-            terminal_since: Some(now + Duration::from_secs(month)),
+            terminal_since: Some(at(month)),
             clocks: Clocks {
-                created: Some(n + month),
-                state_since: n + month,
-                anchor: Some((10, n - 5)),
-                eta: Some(n + 2 * month),
+                created: Some(at(month)),
+                state_since: at(month),
+                anchor: Some((10, at(-5))),
+                eta: Some(at(2 * month)),
                 drives: [(
                     "D1".to_owned(),
                     DriveClock {
-                        since: n + 30,
+                        since: at(30),
                         ..DriveClock::default()
                     },
                 )]
                 .into(),
                 reminder: Some(Reminder {
                     condition: "stalled".into(),
-                    since: n - 100,
+                    since: at(-100),
                     count: 1,
-                    last: u64::MAX,
+                    last: Moment::LATEST,
                 }),
                 ..Clocks::default()
             },
@@ -101,13 +102,13 @@ mod tests {
             ]
         );
         assert_eq!(memory.terminal_since, Some(now));
-        assert_eq!(memory.clocks.state_since, n);
-        assert_eq!(memory.clocks.anchor, Some((10, n - 5)), "the past stays");
-        assert_eq!(memory.clocks.drives["D1"].since, n + 30, "within tolerance");
-        assert_eq!(memory.clocks.eta, Some(n + 2 * month), "a prediction");
+        assert_eq!(memory.clocks.state_since, now);
+        assert_eq!(memory.clocks.anchor, Some((10, at(-5))), "the past stays");
+        assert_eq!(memory.clocks.drives["D1"].since, at(30), "within tolerance");
+        assert_eq!(memory.clocks.eta, Some(at(2 * month)), "a prediction");
         assert!(memory.clamp_future(now).is_empty(), "once");
         let mut by_service = Memory::default();
-        by_service.clocks.created = Some(n + month);
+        by_service.clocks.created = Some(at(month));
         by_service.clocks.created_by_service = true;
         assert!(by_service.clamp_future(now).is_empty());
     }

@@ -10,13 +10,14 @@
 pub mod clocks;
 mod future;
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::{
     config::PollPolicy,
     detect::detect_changes,
     events::{ChangeValue, Event, EventType},
     model::{JobSnapshot, JobState, Phase, Severity},
+    moment::Moment,
 };
 use clocks::{ClockInput, ClockSettings, Clocks};
 
@@ -37,7 +38,7 @@ pub struct Memory {
     /// `job.not_found` was sent and no success followed.
     pub not_found_alerted: bool,
     /// When the job was first seen in a terminal state (None: not terminal).
-    pub terminal_since: Option<SystemTime>,
+    pub terminal_since: Option<Moment>,
     /// The time-driven rules' memory (`jobs.clocks`).
     pub clocks: Clocks,
 }
@@ -57,7 +58,7 @@ pub enum Outcome<'a> {
         /// The job in it.
         job: &'a JobSnapshot,
         /// The service's creation time, if the document gives one.
-        created_at: Option<SystemTime>,
+        created_at: Option<Moment>,
         /// The document is news even if no watched field moved (a new ETag or text):
         /// it is written.
         news: bool,
@@ -79,7 +80,7 @@ pub enum Outcome<'a> {
 #[derive(Clone, Copy, Debug)]
 pub struct Context<'a> {
     /// Now.
-    pub now: SystemTime,
+    pub now: Moment,
     /// The job last recorded, before this poll.
     pub recorded: Option<&'a JobSnapshot>,
     /// The job's intervals.
@@ -92,7 +93,7 @@ pub struct Context<'a> {
     pub clocks: &'a ClockSettings,
     /// The job's last `iewatch ack`, when the caller read it (see
     /// [`clocks::reminder_due`]).
-    pub acked_at: Option<SystemTime>,
+    pub acked_at: Option<Moment>,
     /// The job is muted (`iewatch mute`), when the caller read it: reminders pause.
     pub muted: bool,
     /// The memory was repaired when it was read (a damaged or future value): it is
@@ -318,10 +319,8 @@ fn failed(
 
 /// How long a job has been terminal, once that is longer than `stop_after`: such a job
 /// is no longer polled.
-pub fn retired_for(memory: &Memory, now: SystemTime, stop_after: Duration) -> Option<Duration> {
-    let terminal_for = now
-        .duration_since(memory.terminal_since?)
-        .unwrap_or_default();
+pub fn retired_for(memory: &Memory, now: Moment, stop_after: Duration) -> Option<Duration> {
+    let terminal_for = now.since(memory.terminal_since?);
     (terminal_for >= stop_after).then_some(terminal_for)
 }
 

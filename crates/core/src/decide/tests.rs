@@ -13,8 +13,8 @@ fn policy() -> PollPolicy {
     }
 }
 
-fn at(secs: u64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+fn at(secs: u64) -> Moment {
+    Moment::from_unix_secs(1_800_000_000 + i64::try_from(secs).unwrap_or(0))
 }
 
 fn failing(failures: u32, failing_alerted: bool, not_found_alerted: bool) -> Memory {
@@ -197,7 +197,7 @@ fn terminal_since_is_set_once_kept_and_cleared() {
     );
     assert_eq!(first.memory.terminal_since, Some(at(0)));
     let earlier = Memory {
-        terminal_since: Some(at(0) - Duration::from_secs(99)),
+        terminal_since: Some(at(0).saturating_sub(Duration::from_secs(99))),
         ..Memory::default()
     };
     let kept = run(
@@ -330,10 +330,16 @@ fn jobs_retire_after_stop_after_in_a_terminal_state() {
         ..Memory::default()
     };
     assert_eq!(retired_for(&memory, at(0), week), None);
-    assert_eq!(retired_for(&memory, at(0) + week, week), Some(week));
-    assert_eq!(retired_for(&Memory::default(), at(0) + week, week), None);
     assert_eq!(
-        retired_for(&memory, at(0) - week, week),
+        retired_for(&memory, at(0).saturating_add(week), week),
+        Some(week)
+    );
+    assert_eq!(
+        retired_for(&Memory::default(), at(0).saturating_add(week), week),
+        None
+    );
+    assert_eq!(
+        retired_for(&memory, at(0).saturating_sub(week), week),
         None,
         "a clock that went back does not retire"
     );

@@ -201,7 +201,7 @@ async fn authorised(url: &str, access: &Access) -> Result<Request<Full<Bytes>>, 
     let uri: http::Uri = target
         .parse()
         .map_err(|_| FetchError::NoAccess(format!("{url} is no URL")))?;
-    let date = httpdate::fmt_http_date(crate::wall_clock::now());
+    let date = httpdate::fmt_http_date(crate::wall_clock::now().to_system());
     let mut request = Request::get(uri.clone())
         .header(header::USER_AGENT, http_client::USER_AGENT)
         .header("x-ms-date", &date)

@@ -130,9 +130,7 @@ fn parse_cli_token(stdout: &[u8]) -> Result<Fetched, String> {
         _ => None,
     }
     .ok_or("the Azure CLI gave no expires_on: use Azure CLI 2.54.0 or later")?;
-    let now = crate::wall_clock::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::wall_clock::now().unix_secs().unsigned_abs();
     Ok(Fetched {
         access_token: token.access_token,
         lifetime: Some(expires_on.saturating_sub(now)),

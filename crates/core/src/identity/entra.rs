@@ -140,9 +140,7 @@ impl ClientCredentials {
     /// SHA-1 thumbprint (`x5t`), as Entra ID's certificate credentials expect.
     fn client_assertion(&self, identity: &Identity) -> Result<String, TokenError> {
         let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-        let now = crate::wall_clock::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = crate::wall_clock::now().unix_secs();
         let header = serde_json::json!({ "alg": "RS256", "typ": "JWT", "x5t": b64(&identity.sha1_thumbprint()) });
         let claims = serde_json::json!({
             "aud": self.token_url,
@@ -151,7 +149,7 @@ impl ClientCredentials {
             "jti": format!("{:032x}", rand::random::<u128>()),
             "nbf": now,
             "iat": now,
-            "exp": now + ASSERTION_LIFETIME_SECS,
+            "exp": now.saturating_add_unsigned(ASSERTION_LIFETIME_SECS),
         });
         let signing_input = format!(
             "{}.{}",
@@ -268,10 +266,7 @@ pub(crate) fn parse_token(body: &[u8]) -> Result<Fetched, String> {
     }
     let lifetime = token.expires_in.as_ref().and_then(number).or_else(|| {
         let on = token.expires_on.as_ref().and_then(number)?;
-        let now = crate::wall_clock::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()?
-            .as_secs();
+        let now = crate::wall_clock::now().unix_secs().unsigned_abs();
         Some(on.saturating_sub(now))
     });
     Ok(Fetched {

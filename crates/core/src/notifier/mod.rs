@@ -13,10 +13,7 @@ pub mod routing;
 mod template;
 mod worker;
 
-use std::{
-    sync::Arc,
-    time::{Duration, UNIX_EPOCH},
-};
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{header, Request};
@@ -32,7 +29,7 @@ use crate::{
     config::{Channel, Webhook},
     http_client::{self, HttpsClient, USER_AGENT},
     payload,
-    store::{Attempt, EventRecord, JobId, OutboxItem, Store},
+    store::{Attempt, EventRecord, JobId, OutboxItem, Writer},
     telemetry::Telemetry,
     tls,
 };
@@ -63,7 +60,7 @@ impl Waker {
 
 /// Runs one worker per webhook until `shutdown`; in-flight attempts finish first.
 pub async fn run(
-    store: Store,
+    store: Writer,
     webhooks: Vec<Webhook>,
     wake: watch::Receiver<u64>,
     telemetry: Telemetry,
@@ -214,7 +211,7 @@ async fn bounded(webhook: &Webhook, attempt: impl std::future::Future<Output = S
 async fn attempt(
     client: &HttpsClient,
     webhook: &Webhook,
-    store: &Store,
+    store: &Writer,
     job: JobId,
     item: &OutboxItem,
 ) -> (Attempt, bool) {
@@ -234,7 +231,7 @@ async fn attempt(
 async fn incident_steps(
     client: &HttpsClient,
     (webhook, routing_key): (&Webhook, &[u8]),
-    store: &Store,
+    store: &Writer,
     job: JobId,
     event: &EventRecord,
 ) -> Sent {
@@ -332,12 +329,12 @@ fn outcome_of(sent: Sent, webhook: &Webhook, item: &OutboxItem) -> (Attempt, boo
             let delay = retry_after
                 .unwrap_or_else(|| backoff(webhook, item.attempts))
                 .min(webhook.retry_max);
-            let next_at = now.checked_add(delay).unwrap_or(now);
+            let next_at = now.saturating_add(delay);
             let deadline = item
                 .first_attempt_at
                 .unwrap_or(now)
-                .checked_add(webhook.give_up_after);
-            if deadline.is_some_and(|deadline| next_at > deadline) {
+                .saturating_add(webhook.give_up_after);
+            if next_at > deadline {
                 tracing::warn!(webhook = %webhook.name, event = item.event.id, "giving up delivery: {}", crate::telemetry::printable(&error));
                 Attempt::Failed {
                     status,
@@ -436,16 +433,14 @@ async fn post_body(
         .header(header::USER_AGENT, USER_AGENT);
     if let Channel::Json { secret } = &webhook.channel {
         let id = payload::webhook_id(event);
-        let timestamp = crate::wall_clock::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let timestamp = crate::wall_clock::now().unix_secs();
         request = request
             .header("webhook-id", &id)
             .header("webhook-timestamp", timestamp);
         if let Some(secret) = secret {
             request = request.header(
                 "webhook-signature",
-                payload::signature(secret.expose(), &id, timestamp, &body),
+                payload::signature(secret.expose(), &id, timestamp.unsigned_abs(), &body),
             );
         }
     }

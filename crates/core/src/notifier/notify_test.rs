@@ -49,7 +49,7 @@ pub async fn notify_test(webhook: &Webhook) -> Vec<TestDelivery> {
             }]
         }
     };
-    let now = crate::store::timestamp(crate::wall_clock::now());
+    let now = crate::wall_clock::now();
     let event = |id: i64, to: &str, severity| EventRecord {
         id,
         account: "notify-test".into(),
@@ -58,7 +58,7 @@ pub async fn notify_test(webhook: &Webhook) -> Vec<TestDelivery> {
         drive_id: None,
         from: Some("Transferring".into()),
         to: Some(to.into()),
-        observed_at: now.clone(),
+        observed_at: now,
         severity,
         details: Some(
             serde_json::json!({"job": {"type": "Import", "state": to, "percent_complete": 40}}),

@@ -22,7 +22,7 @@ use super::attempt;
 use crate::{
     config::{Channel, Webhook},
     http_client::HttpsClient,
-    store::{Attempt, JobId, Store},
+    store::{Attempt, JobId, Writer},
     telemetry::{now_ms, Telemetry, LIVENESS_SLACK},
 };
 
@@ -42,7 +42,7 @@ const STORE_ERROR_PAUSE: Duration = Duration::from_secs(2);
 /// What every lane of one webhook shares.
 #[derive(Clone)]
 struct Lanes {
-    store: Store,
+    store: Writer,
     webhook: Arc<Webhook>,
     client: HttpsClient,
     telemetry: Telemetry,
@@ -96,7 +96,7 @@ impl InFlight {
 /// # Errors
 /// A lane task panicked (a bug): the worker stops so that the supervisor sees it.
 pub(super) async fn run(
-    store: Store,
+    store: Writer,
     webhook: Webhook,
     client: HttpsClient,
     mut wake: watch::Receiver<u64>,
@@ -207,7 +207,7 @@ impl Lanes {
             if running.contains(&job) {
                 continue;
             }
-            if let Ok(wait) = due.duration_since(now) {
+            if let Some(wait) = due.checked_since(now).filter(|w| !w.is_zero()) {
                 // Sorted by due time: every later lane waits at least this long.
                 return wait.min(IDLE_RECHECK);
             }
@@ -296,8 +296,7 @@ impl Lanes {
                 }
             };
             let now = crate::wall_clock::now();
-            let oldest = crate::store::parse_timestamp(&items[0].event.observed_at).unwrap_or(now);
-            let due = oldest.checked_add(every).unwrap_or(now);
+            let due = items[0].event.observed_at.saturating_add(every);
             if due > now {
                 if let Err(e) = self.store.postpone_lane(name, job, due).await {
                     tracing::error!(webhook = %name, "cannot postpone a digest: {e}");

@@ -219,7 +219,7 @@ pub fn sample(event_type: EventType) -> EventRecord {
         drive_id: drive.then(|| "D1".into()),
         from: from.map(str::to_owned),
         to: to.map(str::to_owned),
-        observed_at: "2026-12-04 08:00:00.000".into(),
+        observed_at: crate::moment::Moment::from_unix_secs(1_796_371_200),
         severity: Severity::Warning,
         details: Some(details),
     }

@@ -4,7 +4,7 @@
 
 use std::{
     sync::Arc,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use rand::Rng as _;
@@ -16,6 +16,7 @@ use crate::{
     decide::{clocks, decide, retired_for, Context, Decision, Memory, NextPoll, Outcome},
     events::{Event, EventType, OutboxEntry},
     model::{ETag, JobName, JobSnapshot, Severity},
+    moment::Moment,
     source::{ChangeRule, Document, JobTarget, Observation, PollOutcome, Source, SourceError},
     store::{Attention, Failed, JobId, Observed, StoreError},
     telemetry::printable,
@@ -237,7 +238,7 @@ impl WatchedJob {
     fn context<'a>(
         &'a self,
         settings: &'a Settings,
-        now: SystemTime,
+        now: Moment,
         attention: Attention,
     ) -> Context<'a> {
         Context {
@@ -259,7 +260,7 @@ impl WatchedJob {
         id: JobId,
         shared: &Shared,
         settings: &Settings,
-        now: SystemTime,
+        now: Moment,
     ) -> Attention {
         if !clocks::reminder_due(&self.memory.clocks, now, &settings.clocks) {
             return Attention::default();
@@ -274,7 +275,7 @@ impl WatchedJob {
         shared: &Shared,
         settings: &Settings,
         events: &[Event],
-        now: SystemTime,
+        now: Moment,
     ) -> Vec<OutboxEntry> {
         let job = (id, self.account.as_str(), &self.name);
         super::deliveries_for(shared, job, &settings.webhooks, events, now).await
@@ -450,7 +451,7 @@ impl WatchedJob {
 
     /// iewatch's time now. Stored times of the job's memory later than that are brought
     /// back to it, said, and written at this poll (see `Memory::clamp_future`).
-    fn now(&mut self) -> SystemTime {
+    fn now(&mut self) -> Moment {
         let now = crate::wall_clock::now();
         let moved = self.memory.clamp_future(now);
         if !moved.is_empty() {

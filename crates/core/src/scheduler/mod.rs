@@ -25,7 +25,7 @@ use crate::{
     config::{Config, Webhook},
     notifier::Waker,
     source::Source,
-    store::Store,
+    store::Writer,
     supervise::Supervisor,
     telemetry::{Telemetry, LIVENESS_SLACK},
 };
@@ -41,7 +41,7 @@ const FIRST_POLL_SPREAD: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Shared {
     /// The database.
-    pub store: Store,
+    pub store: Writer,
     /// Metrics and liveness.
     pub telemetry: Telemetry,
     /// Wakes the notifier after commits with outbox rows.
@@ -70,7 +70,7 @@ async fn deliveries_for(
     (id, account, name): (crate::store::JobId, &str, &crate::model::JobName),
     webhooks: &[Webhook],
     events: &[crate::events::Event],
-    now: std::time::SystemTime,
+    now: crate::moment::Moment,
 ) -> Vec<crate::events::OutboxEntry> {
     let outbox = crate::notifier::route(webhooks, name, events);
     if outbox.is_empty() {

@@ -399,7 +399,7 @@ type Parts = (
     crate::model::JobSnapshot,
     super::Document,
     JobNames,
-    Option<std::time::SystemTime>,
+    Option<crate::moment::Moment>,
 );
 
 fn observed(

@@ -15,6 +15,7 @@ use crate::model::{
     self, ActionRequired, Delay, DriveSnapshot, ErrorLogRef, JobSnapshot, Notices, Package,
     PackageKind,
 };
+use crate::moment::Moment;
 
 /// How long a copy that waits for the customer waits before the service completes the
 /// order by itself (databox.md §3.5, "completes automatically after 14 days").
@@ -401,42 +402,6 @@ fn percent_of(done: i64, total: i64) -> i64 {
     i64::try_from(percent.clamp(0, 100)).unwrap_or(100)
 }
 
-/// An ISO 8601 time with any offset (`+05:30`, `Z`, seven-digit fractions) as RFC 3339
-/// UTC; none for the year-0001 sentinel and for anything unreadable.
-pub fn utc_time(text: &str) -> Option<String> {
-    let text = text.trim();
-    if text.len() > 64 {
-        return None;
-    }
-    let time_start = text.find('T')?;
-    let (local, offset_seconds) = match text.strip_suffix('Z') {
-        Some(local) => (local, 0i64),
-        None => {
-            let sign_at = text[time_start..]
-                .rfind(['+', '-'])
-                .map(|i| i + time_start)?;
-            let (local, offset) = text.split_at(sign_at);
-            let sign = if offset.starts_with('-') { -1 } else { 1 };
-            let (hours, minutes) = offset[1..].split_once(':')?;
-            let (hours, minutes): (i64, i64) = (hours.parse().ok()?, minutes.parse().ok()?);
-            if hours > 23 || minutes > 59 {
-                return None;
-            }
-            (local, sign * (hours * 3600 + minutes * 60))
-        }
-    };
-    let local = humantime::parse_rfc3339_weak(local).ok()?;
-    let shift = Duration::from_secs(offset_seconds.unsigned_abs());
-    let utc = if offset_seconds >= 0 {
-        local.checked_sub(shift)?
-    } else {
-        local.checked_add(shift)?
-    };
-    // 1970-01-01T00:30:00+01:00 is before the epoch, 9999-12-31T23:30:00-01:00 after
-    // year 9999: neither can be kept as RFC 3339 text, so neither is a time.
-    Some(crate::moment::rfc3339_seconds(crate::moment::bounded(utc)?))
-}
-
 /// Replaces every string that carries a SAS signature by `[redacted]`.
 fn scrub_signatures(value: &mut Value) {
     match value {
@@ -594,13 +559,9 @@ fn action_required(details: &Details, error: Option<&ErrorInfo>) -> Option<Actio
             .is_some_and(|status| status.starts_with("WaitingForCustomerAction"))
     })?;
     let status = stage.stage_status.clone().unwrap_or_default();
-    let since = stage.stage_time.as_deref().and_then(utc_time);
+    let since = stage.stage_time.as_deref().and_then(Moment::from_service);
     let auto_complete_at = (stage.stage_name == "DataCopy" && status == "WaitingForCustomerAction")
-        .then(|| {
-            let since = humantime::parse_rfc3339(since.as_deref()?).ok()?;
-            let at = since.checked_add(ACTION_AUTO_COMPLETE)?;
-            Some(crate::moment::rfc3339_seconds(at))
-        })
+        .then(|| since.map(|since| since.saturating_add(ACTION_AUTO_COMPLETE)))
         .flatten();
     Some(ActionRequired {
         stage: stage.stage_name.clone(),
@@ -622,61 +583,11 @@ fn delays(stages: &[Stage]) -> Vec<Delay> {
                 code: d.error_code.clone().unwrap_or_default(),
                 description: d.description.clone(),
                 status: d.status.clone().unwrap_or_else(|| "Active".into()),
-                started_at: d.start_time.as_deref().and_then(utc_time),
+                started_at: d.start_time.as_deref().and_then(Moment::from_service),
             })
         })
         .collect()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_with_offsets_become_utc_and_sentinels_none() {
-        assert_eq!(
-            utc_time("2020-08-07T10:50:36.3341513+05:30").as_deref(),
-            Some("2020-08-07T05:20:36Z")
-        );
-        assert_eq!(
-            utc_time("2020-03-06T14:34:26.6154788+00:00").as_deref(),
-            Some("2020-03-06T14:34:26Z")
-        );
-        assert_eq!(
-            utc_time("2022-01-01T00:00:00-08:00").as_deref(),
-            Some("2022-01-01T08:00:00Z")
-        );
-        assert_eq!(
-            utc_time("2025-05-26T10:00:00Z").as_deref(),
-            Some("2025-05-26T10:00:00Z")
-        );
-        for bad in [
-            "0001-01-01T00:00:00+00:00",
-            "0001-01-01T05:30:00+05:30",
-            "yesterday",
-            "2020-03-06T14:34:26+99:00",
-            "",
-        ] {
-            assert_eq!(utc_time(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn percentages_never_overflow_and_stay_within_bounds() {
-        assert_eq!(percent_of(1, 3), 33);
-        assert_eq!(percent_of(i64::MAX, i64::MAX), 100);
-        assert_eq!(percent_of(i64::MAX, 1), 100);
-        assert_eq!(percent_of(5, 0), 0);
-        let unit = |done, total| CopyProgress {
-            bytes_processed: Some(done),
-            total_bytes_to_process: Some(total),
-            ..CopyProgress::default()
-        };
-        assert_eq!(
-            job_percent(&[unit(i64::MAX, i64::MAX), unit(0, i64::MAX)]),
-            Some(50)
-        );
-        assert_eq!(job_percent(&[unit(1, 4), unit(3, 4)]), Some(50));
-        assert_eq!(job_percent(&[]), None);
-    }
-}
+mod tests;

@@ -54,7 +54,7 @@ pub struct Observation {
     pub request_id: Option<String>,
     /// When the service says the job was created (Resource Manager's `systemData`,
     /// Data Box's `startTime`); the classic API gives none.
-    pub created_at: Option<std::time::SystemTime>,
+    pub created_at: Option<crate::moment::Moment>,
 }
 
 /// How a source tells whether a 200 brought anything new.
@@ -378,9 +378,8 @@ pub(crate) fn require_json(response: &http::Response<bytes::Bytes>) -> Result<()
 }
 
 /// A service timestamp with any offset as a time (None for sentinels and nonsense).
-pub(crate) fn service_time(text: Option<&str>) -> Option<std::time::SystemTime> {
-    let utc = databox_wire::utc_time(text?)?;
-    humantime::parse_rfc3339(&utc).ok()
+pub(crate) fn service_time(text: Option<&str>) -> Option<crate::moment::Moment> {
+    crate::moment::Moment::from_service(text?)
 }
 
 pub(crate) fn header_string(headers: &http::HeaderMap, name: &str) -> Option<String> {

@@ -3,9 +3,9 @@
 //! are still recorded). The commands write these; the daemon reads them only when it is
 //! about to remind or alert, so a quiet job costs no read.
 
-use std::time::SystemTime;
+use crate::moment::Moment;
 
-use super::{insert_events, parse_timestamp, timestamp, JobId, Store, StoreError};
+use super::{insert_events, JobId, Store, StoreError};
 use crate::{
     events::{ChangeValue, Event, EventType, OutboxEntry},
     model::Severity,
@@ -15,14 +15,14 @@ use crate::{
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Attention {
     /// The last `iewatch ack`.
-    pub acked_at: Option<SystemTime>,
+    pub acked_at: Option<Moment>,
     /// Alerts are silenced (not sent, then or later) until then.
-    pub muted_until: Option<SystemTime>,
+    pub muted_until: Option<Moment>,
 }
 
 impl Attention {
     /// True while alerts are silenced.
-    pub fn is_muted(&self, now: SystemTime) -> bool {
+    pub fn is_muted(&self, now: Moment) -> bool {
         self.muted_until.is_some_and(|until| now < until)
     }
 }
@@ -49,10 +49,10 @@ impl Store {
         &self,
         job: &str,
         note: Option<&str>,
-        now: SystemTime,
+        now: Moment,
     ) -> Result<usize, StoreError> {
         let ids = self.job_ids(job).await?;
-        let at = timestamp(now);
+        let at = now.sql_text();
         for id in &ids {
             let mut tx = self.pool.begin().await?;
             let condition: Option<String> = sqlx::query_scalar(self.dialect().pick(
@@ -97,11 +97,11 @@ impl Store {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn mute(&self, job: &str, until: Option<SystemTime>) -> Result<usize, StoreError> {
+    pub async fn mute(&self, job: &str, until: Option<Moment>) -> Result<usize, StoreError> {
         let ids = self.job_ids(job).await?;
         for id in &ids {
             sqlx::query("UPDATE jobs SET muted_until = $1 WHERE id = $2")
-                .bind(until.map(timestamp))
+                .bind(until.map(Moment::sql_text))
                 .bind(id)
                 .execute(&self.pool)
                 .await?;
@@ -121,7 +121,7 @@ impl Store {
                 .await?;
         let read = |column: &str, text: Option<String>| {
             text.map(|t| {
-                parse_timestamp(&t)
+                Moment::parse(&t)
                     .ok_or_else(|| StoreError::Corrupt(format!("jobs.{column}: {t:?}")))
             })
             .transpose()

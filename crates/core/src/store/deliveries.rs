@@ -4,13 +4,11 @@
 //! its oldest one may be tried. Every query here is an index range: a backlog costs its
 //! own size to drain and nothing to wait on.
 
-use std::time::SystemTime;
+use crate::moment::Moment;
 
 use serde::Serialize;
 
-use super::{
-    parse_timestamp, reads::parse_details, timestamp, EventRecord, JobId, Store, StoreError,
-};
+use super::{reads::parse_details, EventRecord, JobId, Store, StoreError, Writer};
 use crate::{
     events::EventType,
     model::{DriveId, Severity},
@@ -25,7 +23,7 @@ pub struct OutboxItem {
     pub attempts: u32,
     /// The first attempt, if any: `give_up_after` counts from here, so that events
     /// queued behind a failing one of the same job get their own full retry window.
-    pub first_attempt_at: Option<SystemTime>,
+    pub first_attempt_at: Option<Moment>,
     /// The event; its id is the stable `webhook-id`.
     pub event: EventRecord,
 }
@@ -45,7 +43,7 @@ pub enum Attempt {
         /// What went wrong.
         error: String,
         /// When to try again.
-        next_at: SystemTime,
+        next_at: Moment,
     },
     /// Given up (give_up_after passed, or 410 Gone).
     Failed {
@@ -73,12 +71,15 @@ pub struct DeliveryRow {
     pub attempts: i64,
     /// pending, delivered or failed.
     pub status: &'static str,
-    /// Queued at.
-    pub created_at: String,
+    /// Queued at (SQLite's text in JSON, as the column).
+    #[serde(with = "crate::moment::sql_text")]
+    pub created_at: Moment,
     /// Next attempt (pending only).
-    pub next_attempt_at: Option<String>,
+    #[serde(with = "crate::moment::sql_text_opt")]
+    pub next_attempt_at: Option<Moment>,
     /// Delivered or failed at.
-    pub finished_at: Option<String>,
+    #[serde(with = "crate::moment::sql_text_opt")]
+    pub finished_at: Option<Moment>,
     /// Last HTTP status.
     pub last_status: Option<i64>,
     /// Last error.
@@ -95,7 +96,7 @@ impl Store {
         &self,
         webhook: &str,
         limit: u32,
-    ) -> Result<Vec<(JobId, SystemTime)>, StoreError> {
+    ) -> Result<Vec<(JobId, Moment)>, StoreError> {
         let rows: Vec<(i64, String)> = sqlx::query_as(
             "SELECT job_id, next_attempt_at FROM outbox_lanes WHERE webhook = $1
              ORDER BY next_attempt_at LIMIT $2",
@@ -104,14 +105,12 @@ impl Store {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|(job, at)| {
-                let at = parse_timestamp(&at).ok_or_else(|| {
-                    StoreError::Corrupt(format!("outbox_lanes.next_attempt_at: {at:?}"))
-                })?;
-                Ok((JobId(job), at))
-            })
-            .collect()
+        // An unreadable time (a hand edit) makes the lane due now: its next write
+        // repairs it, and the alerts behind it are not held up.
+        Ok(rows
+            .into_iter()
+            .map(|(job, at)| (JobId(job), Moment::parse(&at).unwrap_or_default()))
+            .collect())
     }
 
     /// The oldest `limit` pending deliveries of one lane, in event order.
@@ -158,7 +157,7 @@ impl Store {
                 Ok(OutboxItem {
                     id: r.delivery_id,
                     attempts: u32::try_from(r.attempts).unwrap_or(0),
-                    first_attempt_at: r.first_attempt_at.as_deref().and_then(parse_timestamp),
+                    first_attempt_at: r.first_attempt_at.as_deref().and_then(Moment::parse),
                     event: EventRecord {
                         id: r.id,
                         account: r.account,
@@ -167,36 +166,13 @@ impl Store {
                         drive_id: r.drive_id.map(DriveId::new),
                         from: r.from_value,
                         to: r.to_value,
-                        observed_at: r.observed_at,
+                        observed_at: Moment::parse(&r.observed_at).unwrap_or_default(),
                         severity: r.severity,
                         details: parse_details(r.details.as_deref())?,
                     },
                 })
             })
             .collect()
-    }
-
-    /// Makes a lane wait until `until` (an e-mail digest not yet due).
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn postpone_lane(
-        &self,
-        webhook: &str,
-        job: JobId,
-        until: SystemTime,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.begin_fenced().await?;
-        sqlx::query(
-            "UPDATE outbox_lanes SET next_attempt_at = $1 WHERE webhook = $2 AND job_id = $3",
-        )
-        .bind(timestamp(until))
-        .bind(webhook)
-        .bind(job.0)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     /// Pending deliveries over all webhooks (metrics, status line).
@@ -211,33 +187,12 @@ impl Store {
         .await?)
     }
 
-    /// Records the outcomes of a lane's attempts, in order, in one transaction, and
-    /// moves the lane on: due again at once while it has pending deliveries and the last
-    /// attempt did not ask to wait, due at the retry time if it did, gone when empty.
-    ///
-    /// # Errors
-    /// Database errors; none of the outcomes is recorded then (the deliveries are sent
-    /// again: at-least-once, under the same webhook-id).
-    pub async fn record_lane(
-        &self,
-        webhook: &str,
-        job: JobId,
-        attempts: &[(i64, Attempt)],
-        at: SystemTime,
-    ) -> Result<(), StoreError> {
-        let now = timestamp(at);
-        let mut tx = self.begin_fenced().await?;
-        record_attempts(&mut tx, (webhook, job), attempts, &now).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// Puts a delivery back in the queue, due now. Returns false if there is no such id.
     ///
     /// # Errors
     /// Database errors.
-    pub async fn redeliver(&self, id: i64, now: SystemTime) -> Result<bool, StoreError> {
-        let now = timestamp(now);
+    pub async fn redeliver(&self, id: i64, now: Moment) -> Result<bool, StoreError> {
+        let now = now.sql_text();
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE deliveries SET delivered_at = NULL, failed_at = NULL, attempts = 0,
@@ -340,14 +295,65 @@ impl Store {
                     event_type: r.event_type,
                     attempts: r.attempts,
                     status,
-                    created_at: r.created_at,
-                    next_attempt_at: (status == "pending").then_some(r.next_attempt_at),
-                    finished_at: r.delivered_at.or(r.failed_at),
+                    created_at: Moment::parse(&r.created_at).unwrap_or_default(),
+                    next_attempt_at: (status == "pending")
+                        .then(|| Moment::parse(&r.next_attempt_at).unwrap_or_default()),
+                    finished_at: r
+                        .delivered_at
+                        .or(r.failed_at)
+                        .as_deref()
+                        .and_then(Moment::parse),
                     last_status: r.last_status,
                     last_error: r.last_error,
                 }
             })
             .collect())
+    }
+}
+
+impl Writer {
+    /// Makes a lane wait until `until` (an e-mail digest not yet due).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn postpone_lane(
+        &self,
+        webhook: &str,
+        job: JobId,
+        until: Moment,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_fenced().await?;
+        sqlx::query(
+            "UPDATE outbox_lanes SET next_attempt_at = $1 WHERE webhook = $2 AND job_id = $3",
+        )
+        .bind(until.sql_text())
+        .bind(webhook)
+        .bind(job.0)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records the outcomes of a lane's attempts, in order, in one transaction, and
+    /// moves the lane on: due again at once while it has pending deliveries and the last
+    /// attempt did not ask to wait, due at the retry time if it did, gone when empty.
+    ///
+    /// # Errors
+    /// Database errors; none of the outcomes is recorded then (the deliveries are sent
+    /// again: at-least-once, under the same webhook-id).
+    pub async fn record_lane(
+        &self,
+        webhook: &str,
+        job: JobId,
+        attempts: &[(i64, Attempt)],
+        at: Moment,
+    ) -> Result<(), StoreError> {
+        let now = at.sql_text();
+        let mut tx = self.begin_fenced().await?;
+        record_attempts(&mut tx, (webhook, job), attempts, &now).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
 
@@ -368,7 +374,7 @@ async fn record_attempts(
             } => (
                 None,
                 None,
-                Some(timestamp(*next_at)),
+                Some(next_at.sql_text()),
                 *status,
                 Some(error.as_str()),
             ),
@@ -393,7 +399,7 @@ async fn record_attempts(
         .await?;
     }
     let retry_at = match attempts.last() {
-        Some((_, Attempt::Retry { next_at, .. })) => timestamp(*next_at),
+        Some((_, Attempt::Retry { next_at, .. })) => next_at.sql_text(),
         _ => now.to_owned(),
     };
     sqlx::query("UPDATE outbox_lanes SET next_attempt_at = $3 WHERE webhook = $1 AND job_id = $2")

@@ -2,15 +2,13 @@
 //! their `drive.errors` event, once per log; read by the reader (what is done), by
 //! `iewatch errors`, `status --json` and the job page.
 
-use std::{
-    collections::{HashMap, HashSet},
-    time::SystemTime,
-};
+use std::collections::{HashMap, HashSet};
 
-use super::{resume::lenient, writer::Change, JobId, Store, StoreError};
+use super::{resume::lenient, writer::Change, JobId, Store, StoreError, Writer};
 use crate::{
     errorlog::Report,
     events::{Event, OutboxEntry},
+    moment::Moment,
 };
 
 /// One log's report as stored.
@@ -22,8 +20,9 @@ pub struct StoredErrorLog {
     pub job: String,
     /// The drive, or the Data Box destination account.
     pub drive_id: String,
-    /// When it was read.
-    pub read_at: String,
+    /// When it was read (SQLite's text in JSON, as the column).
+    #[serde(with = "crate::moment::sql_text")]
+    pub read_at: Moment,
     /// The report (an unreadable stored value reads as an empty report naming why).
     pub report: Report,
 }
@@ -37,31 +36,6 @@ struct Row {
 }
 
 impl Store {
-    /// Records a drive's error log `report` and its `drive.errors` event (with the
-    /// event's deliveries), unless the log was recorded before: then nothing is written
-    /// and no event id is returned.
-    ///
-    /// # Errors
-    /// Database errors; nothing is written then.
-    pub async fn record_error_log(
-        &self,
-        job: JobId,
-        report: &Report,
-        drive_id: &str,
-        event: &Event,
-        outbox: &[OutboxEntry],
-        at: SystemTime,
-    ) -> Result<Vec<i64>, StoreError> {
-        let change = Change::ErrorLog {
-            log: report.log.clone(),
-            drive: drive_id.to_owned(),
-            readable: report.error.is_none(),
-            report: serde_json::to_string(report).unwrap_or_default(),
-        };
-        self.submit(job, change, None, std::slice::from_ref(event), outbox, at)
-            .await
-    }
-
     /// The logs of `job` already recorded.
     ///
     /// # Errors
@@ -134,6 +108,33 @@ impl Store {
     }
 }
 
+impl Writer {
+    /// Records a drive's error log `report` and its `drive.errors` event (with the
+    /// event's deliveries), unless the log was recorded before: then nothing is written
+    /// and no event id is returned.
+    ///
+    /// # Errors
+    /// Database errors; nothing is written then.
+    pub async fn record_error_log(
+        &self,
+        job: JobId,
+        report: &Report,
+        drive_id: &str,
+        event: &Event,
+        outbox: &[OutboxEntry],
+        at: Moment,
+    ) -> Result<Vec<i64>, StoreError> {
+        let change = Change::ErrorLog {
+            log: report.log.clone(),
+            drive: drive_id.to_owned(),
+            readable: report.error.is_none(),
+            report: serde_json::to_string(report).unwrap_or_default(),
+        };
+        self.submit(job, change, None, std::slice::from_ref(event), outbox, at)
+            .await
+    }
+}
+
 /// A row read back; an unreadable report reads as an empty one naming why.
 fn stored((account, job): (String, String), row: Row) -> StoredErrorLog {
     let mut damaged = Vec::new();
@@ -148,7 +149,7 @@ fn stored((account, job): (String, String), row: Row) -> StoredErrorLog {
         account,
         job,
         drive_id: row.drive_id,
-        read_at: row.read_at,
+        read_at: Moment::parse(&row.read_at).unwrap_or_default(),
         report,
     }
 }

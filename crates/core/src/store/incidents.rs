@@ -4,9 +4,9 @@
 //! a resolve never names a key that was never triggered, and an incident opened before a
 //! restart or a failover is still closed after it.
 
-use std::time::SystemTime;
+use crate::moment::Moment;
 
-use super::{timestamp, JobId, Store, StoreError};
+use super::{JobId, Store, StoreError, Writer};
 use crate::decide::clocks::Clocks;
 
 /// The condition of a job that completed with errors (the reminders' and the status
@@ -33,6 +33,31 @@ impl Store {
         .await?)
     }
 
+    /// True while `job` completed with errors and nobody acknowledged it since (the rule
+    /// the reminders and the status page use). Unreadable clocks count as true: an
+    /// incident left open is closed by `iewatch ack`; one closed wrongly is not seen.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn needs_someone(&self, job: JobId) -> Result<bool, StoreError> {
+        let clocks: Option<String> = sqlx::query_scalar("SELECT clocks FROM jobs WHERE id = $1")
+            .bind(job.0)
+            .fetch_optional(&self.pool)
+            .await?
+            .flatten();
+        let Some(text) = clocks else {
+            return Ok(false);
+        };
+        Ok(match serde_json::from_str::<Clocks>(&text) {
+            Ok(clocks) => clocks
+                .reminder
+                .is_some_and(|r| r.condition == COMPLETED_WITH_ERRORS),
+            Err(_) => true,
+        })
+    }
+}
+
+impl Writer {
     /// Remembers that PagerDuty took a trigger of `condition` (a second trigger of an
     /// open incident changes nothing).
     ///
@@ -43,7 +68,7 @@ impl Store {
         webhook: &str,
         job: JobId,
         condition: &str,
-        at: SystemTime,
+        at: Moment,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_fenced().await?;
         sqlx::query(
@@ -53,7 +78,7 @@ impl Store {
         .bind(webhook)
         .bind(job.0)
         .bind(condition)
-        .bind(timestamp(at))
+        .bind(at.sql_text())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -81,28 +106,5 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(())
-    }
-
-    /// True while `job` completed with errors and nobody acknowledged it since (the rule
-    /// the reminders and the status page use). Unreadable clocks count as true: an
-    /// incident left open is closed by `iewatch ack`; one closed wrongly is not seen.
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn needs_someone(&self, job: JobId) -> Result<bool, StoreError> {
-        let clocks: Option<String> = sqlx::query_scalar("SELECT clocks FROM jobs WHERE id = $1")
-            .bind(job.0)
-            .fetch_optional(&self.pool)
-            .await?
-            .flatten();
-        let Some(text) = clocks else {
-            return Ok(false);
-        };
-        Ok(match serde_json::from_str::<Clocks>(&text) {
-            Ok(clocks) => clocks
-                .reminder
-                .is_some_and(|r| r.condition == COMPLETED_WITH_ERRORS),
-            Err(_) => true,
-        })
     }
 }

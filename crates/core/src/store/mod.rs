@@ -20,11 +20,7 @@ mod timeline;
 pub mod writer;
 mod writing;
 
-use std::{
-    path::Path,
-    sync::{Arc, Mutex},
-    time::{Duration, SystemTime},
-};
+use std::{path::Path, time::Duration};
 
 use sqlx::{migrate::Migrator, AnyPool};
 
@@ -39,6 +35,7 @@ pub use guard::beside;
 pub use reads::{DriveStatus, JobStatus, NearDeadline};
 pub use retention::Pruned;
 pub use timeline::TimelinePage;
+pub use writing::Writer;
 
 /// How old the last commit may be for `/healthz` to trust it without a new proof.
 pub const HEALTH_PROOF_AGE: Duration = Duration::from_secs(30);
@@ -47,6 +44,7 @@ use crate::{
     decide::Memory,
     events::{Event, OutboxEntry},
     model::{DriveId, ETag, JobSnapshot},
+    moment::Moment,
 };
 
 /// The SQLite schema, embedded in the binary; every way of opening the database runs it.
@@ -96,9 +94,6 @@ pub enum StoreError {
     /// The write came from a generation of job tasks that a reload replaced.
     #[error("write refused: it comes from a generation of job tasks that a reload replaced")]
     Fenced,
-    /// A write through a store opened for reading (`Store::open_existing_database`).
-    #[error("this database handle was opened for reading and does not write")]
-    ReadOnly,
     /// On PostgreSQL: this daemon no longer holds the leader lease.
     #[error("write refused: this daemon lost the leader lease (another iewatch leads now)")]
     LeaseLost,
@@ -144,7 +139,7 @@ pub struct Observed<'a> {
     /// Every delivery to queue for them.
     pub outbox: &'a [OutboxEntry],
     /// When it was observed.
-    pub at: SystemTime,
+    pub at: Moment,
 }
 
 /// One failed poll, to be written in one transaction.
@@ -161,102 +156,30 @@ pub struct Failed<'a> {
     /// Deliveries to queue for them.
     pub outbox: &'a [OutboxEntry],
     /// When.
-    pub at: SystemTime,
+    pub at: Moment,
 }
 
-/// The database handle; cheap to clone.
+/// The database, for reading and for an operator's manual changes (`ack`, `mute`,
+/// `redeliver`, `prune`); cheap to clone. It starts no task and takes no lock: the
+/// daemon's writes go through a [`Writer`], which only `iewatch run` opens.
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
     database: Database,
-    /// The writer task and what fences its commits; None for a store opened for
-    /// reading, which starts no task (see [`writing`]).
-    writing: Option<writing::Writing>,
-    /// The daemon's hold on the file (None for other commands).
-    owner: Option<Arc<Owner>>,
-    /// The generation of job tasks whose writes this handle carries.
-    generation: u64,
 }
-
-/// What a way of opening the database may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Access {
-    /// Read (and the manual changes of commands): no migration, no writer.
-    Read,
-    /// Create and migrate, then only read (`check`).
-    Migrate,
-    /// Migrate and write through the group-commit writer.
-    Write,
-}
-
-/// What `iewatch run` holds of its database: the lock, and the file's identity.
-#[derive(Debug)]
-struct Owner {
-    lock: Mutex<Option<guard::WriterLock>>,
-    identity: guard::FileIdentity,
-}
-
-pub use crate::moment::{parse_timestamp, timestamp};
 
 impl Store {
-    /// Opens (creating with mode 0600 if needed) and migrates a SQLite database.
-    ///
-    /// # Errors
-    /// The file cannot be created or opened, or a migration fails.
-    pub async fn open(path: &Path) -> Result<Store, StoreError> {
-        Self::open_database(&Database::File(path.to_owned())).await
-    }
-
-    /// Opens and migrates `database` (a SQLite file is created, mode 0600, if needed).
-    ///
-    /// # Errors
-    /// It cannot be created, opened or reached, or a migration fails.
-    pub async fn open_database(database: &Database) -> Result<Store, StoreError> {
-        if let Some(path) = database.file() {
-            guard::create_private_file(path)?;
-        }
-        Self::connect(database, Access::Write, None).await
-    }
-
-    /// Creates and migrates `database` as [`Store::open_database`] would, and closes it:
+    /// Creates and migrates `database` as [`Writer::open`] would, and closes it:
     /// `iewatch check` proves the daemon could open it, without starting a writer.
     ///
     /// # Errors
-    /// As [`Store::open_database`].
+    /// As [`Writer::open`].
     pub async fn prepare(database: &Database) -> Result<(), StoreError> {
         if let Some(path) = database.file() {
             guard::create_private_file(path)?;
         }
-        Self::connect(database, Access::Migrate, None)
-            .await?
-            .close()
-            .await;
+        Self::connect(database, true).await?.close().await;
         Ok(())
-    }
-
-    /// Opens the database for `iewatch run`: as [`Store::open_database`]; a SQLite file
-    /// after taking the one lock a database has, and remembering which file it is (see
-    /// [`Store::check_identity`]). On PostgreSQL several daemons may open one database;
-    /// which of them writes is the lease's to say ([`Store::lead`]).
-    ///
-    /// # Errors
-    /// [`StoreError::InUse`] when another daemon runs on the file; else as
-    /// [`Store::open_database`].
-    pub async fn open_for_daemon(database: &Database) -> Result<Store, StoreError> {
-        let Some(path) = database.file() else {
-            return Self::connect(database, Access::Write, None).await;
-        };
-        guard::create_private_file(path)?;
-        let lock = guard::WriterLock::acquire(path)?;
-        let identity = guard::FileIdentity::of(path).map_err(|e| StoreError::Open {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let owner = Owner {
-            lock: Mutex::new(Some(lock)),
-            identity,
-        };
-        Self::connect(database, Access::Write, Some(Arc::new(owner))).await
     }
 
     /// Opens an existing SQLite database for reading or a manual change.
@@ -281,19 +204,14 @@ impl Store {
                 });
             }
         }
-        Self::connect(database, Access::Read, None).await
+        Self::connect(database, false).await
     }
 
-    async fn connect(
-        database: &Database,
-        access: Access,
-        owner: Option<Arc<Owner>>,
-    ) -> Result<Store, StoreError> {
-        let migrate = access != Access::Read;
+    /// Connects to `database`, migrating it first if `migrate`.
+    pub(super) async fn connect(database: &Database, migrate: bool) -> Result<Store, StoreError> {
         let pool = database::connect(database, migrate).await?;
-        let dialect = database.dialect();
         if migrate {
-            match dialect {
+            match database.dialect() {
                 Dialect::Sqlite => MIGRATOR.run(&pool).await?,
                 Dialect::Postgres => POSTGRES_MIGRATOR.run(&pool).await?,
             }
@@ -301,34 +219,10 @@ impl Store {
                 guard::make_private(path);
             }
         }
-        // Only a store that writes gets the writer task: `check`, `status`, `history` and
-        // the status page's readers start none.
-        let writing = (access == Access::Write).then(|| {
-            let file = owner
-                .as_ref()
-                .zip(database.file())
-                .map(|(o, path)| (path.to_owned(), o.identity));
-            writing::Writing::spawn(pool.clone(), dialect, file)
-        });
         Ok(Store {
             pool,
             database: database.clone(),
-            writing,
-            owner,
-            generation: 0,
         })
-    }
-
-    /// For the daemon's database: checks that the file at its path is still the one it
-    /// opened (not deleted, not replaced).
-    ///
-    /// # Errors
-    /// [`StoreError::Replaced`].
-    pub fn check_identity(&self) -> Result<(), StoreError> {
-        match (&self.owner, self.database.file()) {
-            (Some(owner), Some(path)) => guard::check_identity(path, owner.identity),
-            _ => Ok(()),
-        }
     }
 
     /// The database.
@@ -346,25 +240,9 @@ impl Store {
         &self.pool
     }
 
-    /// Writes the poll times still pending, closes every connection (checkpointing the
-    /// WAL) and, for the daemon, gives up the lock or the lease.
+    /// Closes every connection (checkpointing the WAL).
     pub async fn close(&self) {
-        if self.poll_times_pending() {
-            if let Err(e) = self.flush_poll_times().await {
-                tracing::warn!("last poll times not written: {e}");
-            }
-        }
-        if let Some(epoch) = self.leading_epoch() {
-            if let Err(e) = lease::release(&self.pool, epoch).await {
-                tracing::warn!(
-                    "the lease was not given up (a standby takes over when it expires): {e}"
-                );
-            }
-        }
         self.pool.close().await;
-        if let Some(owner) = &self.owner {
-            owner.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
-        }
     }
 }
 

@@ -1,13 +1,13 @@
 //! What `status` and `history` read: one row per job with its drives, and one job's
 //! events in order.
 
-use std::time::SystemTime;
+use crate::moment::Moment;
 
 use serde::Serialize;
 
-use super::{timestamp, Store, StoreError};
+use super::{Store, StoreError};
 use crate::{
-    decide::clocks::{self, Clocks},
+    decide::clocks::Clocks,
     events::{EventRecord, EventType},
     model::{DriveId, Notices, Severity},
 };
@@ -23,9 +23,12 @@ pub struct DriveStatus {
     pub copy_status: Option<String>,
     /// Percent copied.
     pub percent_complete: Option<i64>,
-    /// When its copy should finish at the observed rate (RFC 3339).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub eta: Option<String>,
+    /// When its copy should finish at the observed rate (RFC 3339 in JSON).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "crate::moment::rfc3339_opt"
+    )]
+    pub eta: Option<Moment>,
 }
 
 /// A service deadline near enough to have been warned of.
@@ -33,8 +36,9 @@ pub struct DriveStatus {
 pub struct NearDeadline {
     /// `deletion`, `auto_completion` or `cancellation`.
     pub kind: String,
-    /// When it runs out (RFC 3339).
-    pub at: String,
+    /// When it runs out (RFC 3339 in JSON).
+    #[serde(with = "crate::moment::rfc3339")]
+    pub at: Moment,
 }
 
 /// One job as `status` shows it.
@@ -52,10 +56,12 @@ pub struct JobStatus {
     pub percent_complete: Option<i64>,
     /// Drives currently listed.
     pub drives: Vec<DriveStatus>,
-    /// Last change (SQLite timestamp text).
-    pub last_changed_at: Option<String>,
+    /// Last change (SQLite's text in JSON, as the column).
+    #[serde(with = "crate::moment::sql_text_opt")]
+    pub last_changed_at: Option<Moment>,
     /// Last poll.
-    pub last_polled_at: Option<String>,
+    #[serde(with = "crate::moment::sql_text_opt")]
+    pub last_polled_at: Option<Moment>,
     /// Current error, if the last poll failed.
     pub last_error: Option<String>,
     /// Failed polls in a row.
@@ -66,8 +72,9 @@ pub struct JobStatus {
     /// Packages, an action the service waits for, delays.
     #[serde(skip_serializing_if = "Notices::is_empty")]
     pub notices: Notices,
-    /// When the copy should finish at the observed rate (RFC 3339).
-    pub eta: Option<String>,
+    /// When the copy should finish at the observed rate (RFC 3339 in JSON).
+    #[serde(with = "crate::moment::rfc3339_opt")]
+    pub eta: Option<Moment>,
     /// The job has stayed in its state longer than the state allows.
     pub stalled: bool,
     /// A service deadline warned of (`job.deadline`) that has not passed yet.
@@ -75,10 +82,12 @@ pub struct JobStatus {
     /// The error condition being reminded of (`polls_failing`, `action_required`,
     /// `stalled`, `completed_with_errors`), if any.
     pub condition: Option<String>,
-    /// The last `iewatch ack` (SQLite timestamp text).
-    pub acked_at: Option<String>,
+    /// The last `iewatch ack` (SQLite's text in JSON).
+    #[serde(with = "crate::moment::sql_text_opt")]
+    pub acked_at: Option<Moment>,
     /// Alerts silenced until then (`iewatch mute`).
-    pub muted_until: Option<String>,
+    #[serde(with = "crate::moment::sql_text_opt")]
+    pub muted_until: Option<Moment>,
     /// Stored values that cannot be read back (a hand-edited row), shown as their safe
     /// default until the daemon's next write of the job repairs them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -132,9 +141,7 @@ impl Store {
     // 10,000 jobs) and every column decoded at this boundary with its own error.
     async fn statuses(&self, only: Option<(&str, &str)>) -> Result<Vec<JobStatus>, StoreError> {
         let (account, name) = only.unzip();
-        let now = crate::wall_clock::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = crate::wall_clock::now();
         // Each table comes back as one JSON array of arrays built by SQLite and parsed
         // once: decoding 30,000 rows one by one through the driver, or building keyed
         // objects in SQL, costs several times more (tests/benches/history_query.rs).
@@ -213,33 +220,29 @@ impl Store {
                     super::resume::lenient("jobs.clocks", j.12.as_deref(), &mut damaged);
                 let mut drives = by_job.remove(&j.0).unwrap_or_default();
                 for drive in &mut drives {
-                    drive.eta = clocks
-                        .drives
-                        .get(&drive.drive_id)
-                        .and_then(|d| d.eta)
-                        .map(clocks::rfc3339);
+                    drive.eta = clocks.drives.get(&drive.drive_id).and_then(|d| d.eta);
                 }
                 let deadline = clocks.near_deadline(now).map(|(kind, at)| NearDeadline {
                     kind: kind.to_owned(),
-                    at: clocks::rfc3339(at),
+                    at,
                 });
                 Ok(JobStatus {
                     error_logs: logs.remove(&j.0).unwrap_or_default(),
                     damaged,
                     drives,
                     deadline,
-                    eta: clocks.eta.map(clocks::rfc3339),
+                    eta: clocks.eta,
                     stalled: clocks.stalled,
                     condition: clocks.reminder.map(|r| r.condition),
-                    acked_at: j.13,
-                    muted_until: j.14,
+                    acked_at: j.13.as_deref().and_then(Moment::parse),
+                    muted_until: j.14.as_deref().and_then(Moment::parse),
                     account: j.1,
                     name: j.2,
                     job_type: j.3,
                     state: j.4,
                     percent_complete: j.5,
-                    last_changed_at: j.6,
-                    last_polled_at: j.7,
+                    last_changed_at: j.6.as_deref().and_then(Moment::parse),
+                    last_polled_at: j.7.as_deref().and_then(Moment::parse),
                     last_error: j.8,
                     consecutive_failures: j.9,
                     sku: j.10,
@@ -259,7 +262,7 @@ impl Store {
     pub async fn history(
         &self,
         job: &str,
-        since: Option<SystemTime>,
+        since: Option<Moment>,
     ) -> Result<Vec<EventRecord>, StoreError> {
         let jobs = self.jobs_named(job).await?;
         self.events_of(jobs, since).await
@@ -274,7 +277,7 @@ impl Store {
         &self,
         account: &str,
         name: &str,
-        since: Option<SystemTime>,
+        since: Option<Moment>,
     ) -> Result<Vec<EventRecord>, StoreError> {
         let jobs = self.job_named(account, name).await?;
         self.events_of(jobs, since).await
@@ -299,9 +302,9 @@ impl Store {
     async fn events_of(
         &self,
         jobs: Vec<(i64, String, String)>,
-        since: Option<SystemTime>,
+        since: Option<Moment>,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let since = since.map(timestamp).unwrap_or_default();
+        let since = since.map(Moment::sql_text).unwrap_or_default();
         let rows = [
             "(SELECT * FROM events WHERE job_id = $1 AND observed_at >= $2 ORDER BY id)",
             "(SELECT * FROM events WHERE job_id = $1 AND observed_at >= $2) e",
@@ -355,6 +358,9 @@ impl Store {
             let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("history: {e}"));
             let rows: Vec<Row> = serde_json::from_str(&json).map_err(corrupt)?;
             for (id, event_type, drive_id, from, to, observed_at, severity, details) in rows {
+                // A time column an operator's hand edit made unreadable reads as the
+                // epoch: shown, never a failed command.
+                let observed_at = Moment::parse(&observed_at).unwrap_or_default();
                 entries.push(EventRecord {
                     id,
                     account: account.clone(),

@@ -2,13 +2,14 @@
 //! first sight), its ETag, its watched fields and its bookkeeping, decoded with errors,
 //! never panics.
 
-use super::{parse_timestamp, JobId, Store, StoreError, StoredJob};
+use super::{JobId, StoreError, StoredJob, Writer};
 use crate::{
     decide::Memory,
     model::{CopyStatus, DriveId, DriveSnapshot, DriveState, ETag, JobSnapshot, JobState},
+    moment::Moment,
 };
 
-/// The columns of `jobs` that [`Store::load_job`] resumes from.
+/// The columns of `jobs` that [`Writer::load_job`] resumes from.
 #[derive(sqlx::FromRow)]
 struct JobRow {
     id: i64,
@@ -25,7 +26,7 @@ struct JobRow {
     notices: Option<String>,
     clocks: Option<String>,
 }
-/// A present drive, for [`Store::load_job`].
+/// A present drive, for [`Writer::load_job`].
 #[derive(sqlx::FromRow)]
 struct DriveRow {
     drive_id: String,
@@ -34,7 +35,7 @@ struct DriveRow {
     percent_complete: Option<i64>,
 }
 
-impl Store {
+impl Writer {
     /// The job's stored state, creating its row on first sight.
     ///
     /// # Errors
@@ -82,7 +83,7 @@ impl Store {
         let terminal_since = match row.terminal_since.as_deref() {
             None => None,
             Some(text) => {
-                let read = parse_timestamp(text);
+                let read = Moment::parse(text);
                 if read.is_none() {
                     damaged.push(format!("jobs.terminal_since {:?} is no time", short(text)));
                 }

@@ -2,11 +2,11 @@
 //! small batches (a running daemon's writes wait a batch at most), followed by an
 //! incremental vacuum. A job's row and drives — its current state — always stay.
 
-use std::time::SystemTime;
+use crate::moment::Moment;
 
 use serde::Serialize;
 
-use super::{timestamp, Store, StoreError};
+use super::{Store, StoreError};
 
 /// An event of `e` that may go: none of its deliveries is pending, and none failed at
 /// or after the cutoff (`$CUTOFF`): an alert never delivered is never pruned, and a
@@ -31,8 +31,9 @@ pub struct Pruned {
     pub account: String,
     /// Job name.
     pub name: String,
-    /// When it ended (first seen terminal).
-    pub ended_at: String,
+    /// When it ended (first seen terminal; SQLite's text in JSON, as the column).
+    #[serde(with = "crate::moment::sql_text")]
+    pub ended_at: Moment,
     /// Its events.
     pub events: i64,
     /// Their deliveries.
@@ -48,11 +49,7 @@ impl Store {
     ///
     /// # Errors
     /// Database errors; what was removed before stays removed (each batch is whole).
-    pub async fn prune(
-        &self,
-        cutoff: SystemTime,
-        dry_run: bool,
-    ) -> Result<Vec<Pruned>, StoreError> {
+    pub async fn prune(&self, cutoff: Moment, dry_run: bool) -> Result<Vec<Pruned>, StoreError> {
         let removable = REMOVABLE.replace("$CUTOFF", "$1");
         let jobs: Vec<(i64, String, String, String, i64, i64, i64)> = sqlx::query_as(&format!(
             "SELECT j.id, j.account, j.name, j.terminal_since,
@@ -65,7 +62,7 @@ impl Store {
              FROM jobs j WHERE j.terminal_since IS NOT NULL AND j.terminal_since < $1
              ORDER BY j.terminal_since"
         ))
-        .bind(timestamp(cutoff))
+        .bind(cutoff.sql_text())
         .fetch_all(&self.pool)
         .await?;
         let mut report = Vec::new();
@@ -84,7 +81,7 @@ impl Store {
             report.push(Pruned {
                 account,
                 name,
-                ended_at,
+                ended_at: Moment::parse(&ended_at).unwrap_or_default(),
                 events,
                 deliveries,
                 kept,
@@ -93,9 +90,9 @@ impl Store {
         Ok(report)
     }
 
-    async fn prune_job(&self, job: i64, cutoff: SystemTime) -> Result<(), StoreError> {
+    async fn prune_job(&self, job: i64, cutoff: Moment) -> Result<(), StoreError> {
         let removable = REMOVABLE.replace("$CUTOFF", "$3");
-        let cutoff = timestamp(cutoff);
+        let cutoff = cutoff.sql_text();
         loop {
             let mut tx = self.pool.begin().await?;
             sqlx::query(&format!(

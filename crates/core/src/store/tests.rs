@@ -16,9 +16,9 @@ fn details_drop_null_members_but_not_inside_arrays() {
 
 #[test]
 fn timestamps_are_sqlite_text_and_round_trip() {
-    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
-    let text = timestamp(at);
+    let at = crate::moment::Moment::EPOCH.saturating_add(Duration::from_millis(1_795_000_000_123));
+    let text = at.sql_text();
     assert_eq!(text.len(), "YYYY-MM-DD HH:MM:SS.SSS".len(), "{text}");
     assert_eq!(&text[10..11], " ");
-    assert_eq!(parse_timestamp(&text), Some(at));
+    assert_eq!(Moment::parse(&text), Some(at));
 }

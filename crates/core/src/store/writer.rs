@@ -15,17 +15,17 @@ use std::{
         atomic::{AtomicI64, AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::SystemTime,
 };
 
 use sqlx::{Acquire as _, Any, AnyPool, Transaction};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{insert_events, lease, timestamp, Dialect, JobId, StoreError};
+use super::{insert_events, lease, Dialect, JobId, StoreError};
 use crate::{
     decide::{clocks::Clocks, Memory},
     events::{Event, OutboxEntry},
     model::{CopyStatus, DriveState, ETag, JobSnapshot},
+    moment::Moment,
 };
 
 /// Most writes committed in one transaction.
@@ -46,7 +46,7 @@ pub(super) struct Write {
     pub(super) memory: Option<Memory>,
     pub(super) events: Vec<Event>,
     pub(super) outbox: Vec<OutboxEntry>,
-    pub(super) at: SystemTime,
+    pub(super) at: Moment,
 }
 
 /// What a write does to the job row.
@@ -85,7 +85,7 @@ pub(super) enum Work {
     /// Write the health row: a commit that proves the database takes writes.
     Prove,
     /// Write the times of unchanged polls.
-    PollTimes(Vec<(JobId, SystemTime)>),
+    PollTimes(Vec<(JobId, Moment)>),
 }
 
 /// What the writer did.
@@ -108,14 +108,14 @@ pub(super) struct Request {
 /// Last-polled times of unchanged polls, written together at the heartbeat instead of
 /// one transaction per poll.
 #[derive(Clone, Debug, Default)]
-pub(super) struct PollTimes(Arc<Mutex<HashMap<JobId, SystemTime>>>);
+pub(super) struct PollTimes(Arc<Mutex<HashMap<JobId, Moment>>>);
 
 impl PollTimes {
-    pub(super) fn note(&self, job: JobId, at: SystemTime) {
+    pub(super) fn note(&self, job: JobId, at: Moment) {
         self.lock().insert(job, at);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, SystemTime>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Moment>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -124,12 +124,12 @@ impl PollTimes {
     }
 
     /// The pending times, no longer pending.
-    pub(super) fn take(&self) -> Vec<(JobId, SystemTime)> {
+    pub(super) fn take(&self) -> Vec<(JobId, Moment)> {
         std::mem::take(&mut *self.lock()).into_iter().collect()
     }
 
     /// Puts back times that could not be written (newer ones noted meanwhile win).
-    pub(super) fn restore(&self, batch: Vec<(JobId, SystemTime)>) {
+    pub(super) fn restore(&self, batch: Vec<(JobId, Moment)>) {
         let mut pending = self.lock();
         for (job, at) in batch {
             pending.entry(job).or_insert(at);
@@ -142,11 +142,11 @@ impl PollTimes {
 async fn write_poll_times(
     tx: &mut Transaction<'_, Any>,
     dialect: Dialect,
-    polls: &[(JobId, SystemTime)],
+    polls: &[(JobId, Moment)],
 ) -> Result<(), StoreError> {
     let rows: Vec<(i64, String)> = polls
         .iter()
-        .map(|(job, at)| (job.0, timestamp(*at)))
+        .map(|(job, at)| (job.0, at.sql_text()))
         .collect();
     let rows = serde_json::to_string(&rows).map_err(|e| StoreError::Commit(e.to_string()))?;
     sqlx::query(dialect.pick(
@@ -167,7 +167,7 @@ async fn write_poll_times(
 /// writes by taking them; a proof of its own only when the last commit is old (see
 /// [`super::Store::takes_writes`]).
 #[derive(Clone, Debug)]
-pub(super) struct LastCommit(Arc<Mutex<(SystemTime, Option<String>)>>);
+pub(super) struct LastCommit(Arc<Mutex<(Moment, Option<String>)>>);
 
 impl Default for LastCommit {
     fn default() -> Self {
@@ -182,7 +182,7 @@ impl LastCommit {
     }
 
     /// When the last commit ended, and its error if it failed.
-    pub(super) fn get(&self) -> (SystemTime, Option<String>) {
+    pub(super) fn get(&self) -> (Moment, Option<String>) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
@@ -253,9 +253,7 @@ pub(super) fn spawn(
 
 /// Milliseconds since the epoch (the writer's busy mark).
 pub(super) fn now_ms() -> u64 {
-    crate::wall_clock::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    u64::try_from(crate::wall_clock::now().unix_millis()).unwrap_or(0)
 }
 
 /// Returns why it stopped, if not because every sender is gone.
@@ -384,7 +382,7 @@ async fn work(
                 "INSERT INTO health (id, checked_at) VALUES (1, $1)
                  ON CONFLICT (id) DO UPDATE SET checked_at = $1",
             )
-            .bind(timestamp(crate::wall_clock::now()))
+            .bind(crate::wall_clock::now().sql_text())
             .execute(&mut **tx)
             .await?;
             Ok(Done::Written)
@@ -397,7 +395,7 @@ async fn apply(
     dialect: Dialect,
     write: &Write,
 ) -> Result<Vec<i64>, StoreError> {
-    let (job, now) = (write.job, timestamp(write.at));
+    let (job, now) = (write.job, write.at.sql_text());
     match &write.change {
         Change::Observation {
             snapshot,
@@ -493,7 +491,7 @@ async fn write_memory(
     .bind(i64::from(memory.consecutive_failures))
     .bind(i64::from(memory.failing_alerted))
     .bind(i64::from(memory.not_found_alerted))
-    .bind(memory.terminal_since.map(timestamp))
+    .bind(memory.terminal_since.map(Moment::sql_text))
     .bind(job.0)
     .bind(
         (memory.clocks != Clocks::default())

@@ -1,35 +1,67 @@
-//! The daemon's side of a store: the group-commit writer task ([`super::writer`]) and
-//! what fences its commits (the reload generation, the PostgreSQL lease epoch), the
-//! pending times of unchanged polls, and the proof that the database takes writes. A
-//! store opened for reading (`status`, `history`, the status page) has none of it and
-//! starts no task; its write calls answer [`StoreError::ReadOnly`].
+//! The daemon's side of the database, [`Writer`]: the group-commit writer task
+//! ([`super::writer`]) and what fences its commits (the reload generation, the PostgreSQL
+//! lease epoch, the SQLite file's lock and identity), the pending times of unchanged
+//! polls, and the proof that the database takes writes. Only `iewatch run` opens one; a
+//! [`Store`] (`status`, `history`, the status page, `check`) has none of it and starts no
+//! task, so a read-only command cannot write by mistake: it has no method to.
 
 use std::{
+    ops::Deref,
     path::PathBuf,
     sync::{
         atomic::{AtomicI64, AtomicU64, Ordering},
         Arc, Mutex, PoisonError,
     },
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use sqlx::AnyPool;
 
 use super::{
-    guard::FileIdentity,
+    guard::{self, FileIdentity},
     lease,
     writer::{self, Change, PollTimes, Write},
-    Dialect, Failed, JobId, Observed, Store, StoreError, HEALTH_PROOF_AGE,
+    Database, Dialect, Failed, JobId, Observed, Store, StoreError, HEALTH_PROOF_AGE,
 };
 use crate::{
     decide::Memory,
     events::{Event, OutboxEntry},
+    moment::Moment,
 };
 
 /// Unchanged polls' times written by one statement.
 const POLL_TIMES_PER_STATEMENT: usize = 1000;
 /// How long `/healthz` waits for a proof before answering from the last known outcome.
 const PROOF_WAIT: Duration = Duration::from_secs(2);
+
+/// The daemon's handle on its database: every write of a poll, a delivery or an error
+/// log goes through it, fenced by the reload generation and, on PostgreSQL, the lease.
+/// Cheap to clone; clones share one writer task. Reads go through the [`Store`] it
+/// dereferences to (a writer is a store that also writes).
+#[derive(Clone, Debug)]
+pub struct Writer {
+    store: Store,
+    writing: Writing,
+    /// The hold on a SQLite file (None on PostgreSQL, where the lease decides).
+    owner: Option<Arc<Owner>>,
+    /// The generation of job tasks whose writes this handle carries.
+    generation: u64,
+}
+
+impl Deref for Writer {
+    type Target = Store;
+
+    fn deref(&self) -> &Store {
+        &self.store
+    }
+}
+
+/// What `iewatch run` holds of a SQLite file: the lock, and the file's identity.
+#[derive(Debug)]
+struct Owner {
+    lock: Mutex<Option<guard::WriterLock>>,
+    identity: FileIdentity,
+}
 
 /// The writer task's handles and the fences it commits under; clones share them.
 #[derive(Clone, Debug)]
@@ -74,21 +106,110 @@ impl Writing {
     }
 }
 
-impl Store {
-    /// From now on this store writes as the holder of lease `epoch` (PostgreSQL): every
+impl Writer {
+    /// Opens the database for `iewatch run`: creates it (a SQLite file with mode 0600)
+    /// and migrates it; a SQLite file after taking the one lock a database has, and
+    /// remembering which file it is (see [`Writer::check_identity`]). On PostgreSQL
+    /// several daemons may open one database; which of them writes is the lease's to say
+    /// ([`Writer::lead`]).
+    ///
+    /// # Errors
+    /// [`StoreError::InUse`] when another daemon runs on the file; the database cannot
+    /// be created, opened or reached; a migration fails.
+    pub async fn open(database: &Database) -> Result<Writer, StoreError> {
+        let owner = match database.file() {
+            None => None,
+            Some(path) => {
+                guard::create_private_file(path)?;
+                let lock = guard::WriterLock::acquire(path)?;
+                let identity = FileIdentity::of(path).map_err(|e| StoreError::Open {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                Some(Arc::new(Owner {
+                    lock: Mutex::new(Some(lock)),
+                    identity,
+                }))
+            }
+        };
+        let store = Store::connect(database, true).await?;
+        let file = owner
+            .as_ref()
+            .zip(database.file())
+            .map(|(o, path)| (path.to_owned(), o.identity));
+        let writing = Writing::spawn(store.pool.clone(), database.dialect(), file);
+        Ok(Writer {
+            store,
+            writing,
+            owner,
+            generation: 0,
+        })
+    }
+
+    /// [`Writer::open`] on a SQLite file.
+    ///
+    /// # Errors
+    /// As [`Writer::open`].
+    pub async fn open_file(path: &std::path::Path) -> Result<Writer, StoreError> {
+        Self::open(&Database::File(path.to_owned())).await
+    }
+
+    /// The store to read through (for a task that only reads).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Checks that the SQLite file at the database's path is still the one opened (not
+    /// deleted, not replaced).
+    ///
+    /// # Errors
+    /// [`StoreError::Replaced`].
+    pub fn check_identity(&self) -> Result<(), StoreError> {
+        match (&self.owner, self.database.file()) {
+            (Some(owner), Some(path)) => guard::check_identity(path, owner.identity),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes the poll times still pending, gives up the lease, closes every connection
+    /// (checkpointing the WAL) and gives up the lock.
+    pub async fn close(&self) {
+        if self.poll_times_pending() {
+            if let Err(e) = self.flush_poll_times().await {
+                tracing::warn!("last poll times not written: {e}");
+            }
+        }
+        if let Some(epoch) = self.leading_epoch() {
+            if let Err(e) = lease::release(&self.pool, epoch).await {
+                tracing::warn!(
+                    "the lease was not given up (a standby takes over when it expires): {e}"
+                );
+            }
+        }
+        self.store.close().await;
+        if let Some(owner) = &self.owner {
+            owner
+                .lock
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+        }
+    }
+
+    /// From now on this writer writes as the holder of lease `epoch` (PostgreSQL): every
     /// write is refused with [`StoreError::LeaseLost`] once another daemon took over.
     pub fn lead(&self, epoch: i64) {
-        if let Some(w) = &self.writing {
-            w.epoch.store(epoch, Ordering::SeqCst);
-        }
+        self.writing.epoch.store(epoch, Ordering::SeqCst);
     }
 
     /// The lease keeper's word after a renewal: the lease is this daemon's until `until`
     /// (its own monotonic clock) at least.
     pub fn lease_held_until(&self, until: Instant) {
-        if let Some(w) = &self.writing {
-            *w.lease_until.lock().unwrap_or_else(PoisonError::into_inner) = Some(until);
-        }
+        *self
+            .writing
+            .lease_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(until);
     }
 
     /// Whether this daemon may still act as the leader: false once its lease may have
@@ -96,21 +217,18 @@ impl Store {
     /// may already lead. What the database fences (writes) needs no such check; what it
     /// cannot (an HTTP delivery) does. Always true without a lease.
     pub fn within_lease(&self) -> bool {
-        self.writing.as_ref().is_none_or(|w| {
-            self.leading_epoch().is_none()
-                || w.lease_until
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .is_none_or(|until| Instant::now() < until)
-        })
+        self.leading_epoch().is_none()
+            || self
+                .writing
+                .lease_until
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_none_or(|until| Instant::now() < until)
     }
 
-    /// The lease epoch this store writes under, if it leads.
+    /// The lease epoch this writer writes under, if it leads.
     pub fn leading_epoch(&self) -> Option<i64> {
-        self.writing
-            .as_ref()
-            .map(|w| w.epoch.load(Ordering::SeqCst))
-            .filter(|e| *e != 0)
+        Some(self.writing.epoch.load(Ordering::SeqCst)).filter(|e| *e != 0)
     }
 
     /// A transaction whose writes commit only while this daemon holds the lease (on
@@ -133,23 +251,18 @@ impl Store {
     /// from now on is the only one allowed to write: every older generation's writes are
     /// refused with [`StoreError::Fenced`]. A reload calls this before starting the new
     /// generation, so a poll abandoned by the old one can never record a change twice.
-    pub fn fence_for(&self, generation: u64) -> Store {
-        if let Some(w) = &self.writing {
-            w.fence.fetch_max(generation, Ordering::SeqCst);
-        }
-        Store {
+    pub fn fence_for(&self, generation: u64) -> Writer {
+        self.writing.fence.fetch_max(generation, Ordering::SeqCst);
+        Writer {
             generation,
             ..self.clone()
         }
     }
 
     /// Resolves with the reason once the writer task has stopped (it should not while
-    /// any handle lives); never for a store opened for reading, which has none.
+    /// any handle lives).
     pub async fn writer_stopped(&self) -> String {
-        let Some(w) = &self.writing else {
-            return std::future::pending().await;
-        };
-        let mut stopped = w.stopped.clone();
+        let mut stopped = self.writing.stopped.clone();
         let reason = match stopped.wait_for(Option::is_some).await {
             Ok(reason) => reason.clone(),
             Err(_) => None,
@@ -160,7 +273,7 @@ impl Store {
     /// How long the commit under way has taken, if one is under way (the watchdog's view
     /// of the writer).
     pub fn writer_busy_for(&self) -> Option<Duration> {
-        let since = self.writing.as_ref()?.busy_since_ms.load(Ordering::Relaxed);
+        let since = self.writing.busy_since_ms.load(Ordering::Relaxed);
         (since != 0).then(|| Duration::from_millis(writer::now_ms().saturating_sub(since)))
     }
 
@@ -173,13 +286,9 @@ impl Store {
     /// # Errors
     /// Why the database does not take writes.
     pub async fn takes_writes(&self) -> Result<(), String> {
-        let Some(w) = &self.writing else {
-            return Err(StoreError::ReadOnly.to_string());
-        };
+        let w = &self.writing;
         let (at, error) = w.last_commit.get();
-        let age = crate::wall_clock::now()
-            .duration_since(at)
-            .unwrap_or_default();
+        let age = crate::wall_clock::now().since(at);
         let trusted = if error.is_some() {
             age < Duration::from_secs(1)
         } else {
@@ -253,7 +362,7 @@ impl Store {
         memory: &Memory,
         events: &[Event],
         outbox: &[OutboxEntry],
-        at: SystemTime,
+        at: Moment,
     ) -> Result<Vec<i64>, StoreError> {
         self.submit(job, Change::Bookkeeping, Some(memory), events, outbox, at)
             .await
@@ -266,7 +375,7 @@ impl Store {
         memory: Option<&Memory>,
         events: &[Event],
         outbox: &[OutboxEntry],
-        at: SystemTime,
+        at: Moment,
     ) -> Result<Vec<i64>, StoreError> {
         let write = Write {
             generation: self.generation,
@@ -307,9 +416,8 @@ impl Store {
 
     async fn ask_writer(&self, work: writer::Work) -> Result<writer::Done, StoreError> {
         let stopped = || StoreError::Commit("the database writer has stopped".into());
-        let writing = self.writing.as_ref().ok_or(StoreError::ReadOnly)?;
         let (reply, answer) = tokio::sync::oneshot::channel();
-        writing
+        self.writing
             .queue
             .send(writer::Request { work, reply })
             .await
@@ -317,18 +425,14 @@ impl Store {
         answer.await.map_err(|_| stopped())?
     }
 
-    /// Notes the time of an unchanged poll; [`Store::flush_poll_times`] writes them.
-    pub fn note_poll(&self, job: JobId, at: SystemTime) {
-        if let Some(w) = &self.writing {
-            w.poll_times.note(job, at);
-        }
+    /// Notes the time of an unchanged poll; [`Writer::flush_poll_times`] writes them.
+    pub fn note_poll(&self, job: JobId, at: Moment) {
+        self.writing.poll_times.note(job, at);
     }
 
     /// Whether times of unchanged polls wait to be written.
     pub fn poll_times_pending(&self) -> bool {
-        self.writing
-            .as_ref()
-            .is_some_and(|w| !w.poll_times.is_empty())
+        !self.writing.poll_times.is_empty()
     }
 
     /// Writes the pending times of unchanged polls, a statement per thousand (through
@@ -337,9 +441,7 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn flush_poll_times(&self) -> Result<(), StoreError> {
-        let Some(w) = &self.writing else {
-            return Ok(());
-        };
+        let w = &self.writing;
         let mut batch = w.poll_times.take();
         // A statement per chunk keeps the JSON handed to SQLite (and its working set)
         // small with ten thousand jobs.

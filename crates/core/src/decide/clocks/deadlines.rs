@@ -8,19 +8,20 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{
-    days, rfc3339, secs, ClockInput, Clocks, COMPLETED_PURGE, UNFULFILLED_CANCELLATION,
+    days, rfc3339, ClockInput, Clocks, COMPLETED_PURGE, UNFULFILLED_CANCELLATION,
     UNSHIPPED_DELETION,
 };
 use crate::{
     events::{Event, EventType},
     model::{JobSnapshot, Phase, Severity},
+    moment::Moment,
 };
 
 /// One service clock that applies to the job now.
 struct ServiceClock {
     /// What runs out: `deletion`, `auto_complete`, `cancellation`, `purge`.
     deadline: &'static str,
-    at: u64,
+    at: Moment,
     consequence: &'static str,
     /// Warned at each lead (true), or announced once when it starts (false).
     warn_ahead: bool,
@@ -29,7 +30,7 @@ struct ServiceClock {
 fn service_clocks(
     clocks: &Clocks,
     job: &JobSnapshot,
-    terminal_since: Option<u64>,
+    terminal_since: Option<Moment>,
 ) -> Vec<ServiceClock> {
     let mut found = Vec::new();
     let state = job.state.as_str();
@@ -37,7 +38,7 @@ fn service_clocks(
     if matches!(state, "Creating" | "AwaitingShipmentDetails") {
         found.push(ServiceClock {
             deadline: "deletion",
-            at: created.saturating_add(UNSHIPPED_DELETION.as_secs()),
+            at: created.saturating_add(UNSHIPPED_DELETION),
             consequence: "the service deletes a job whose drives were never shipped; ship and enter the tracking number before then, or create the job again",
             warn_ahead: true,
         });
@@ -45,21 +46,16 @@ fn service_clocks(
     if state == "DeviceOrdered" {
         found.push(ServiceClock {
             deadline: "cancellation",
-            at: created.saturating_add(UNFULFILLED_CANCELLATION.as_secs()),
+            at: created.saturating_add(UNFULFILLED_CANCELLATION),
             consequence: "the service cancels a Data Box order it could not fulfil within 90 days",
             warn_ahead: true,
         });
     }
-    let auto_complete = job
-        .notices
-        .action
-        .as_ref()
-        .and_then(|a| a.auto_complete_at.as_deref())
-        .and_then(|at| humantime::parse_rfc3339(at).ok());
+    let auto_complete = job.notices.action.as_ref().and_then(|a| a.auto_complete_at);
     if let Some(at) = auto_complete {
         found.push(ServiceClock {
             deadline: "auto_complete",
-            at: secs(at),
+            at,
             consequence: "the service completes the copy stage by itself, without the files that failed; answer in the portal before then",
             warn_ahead: true,
         });
@@ -67,7 +63,7 @@ fn service_clocks(
     if let (Phase::Completed, Some(since)) = (job.state.phase(), terminal_since) {
         found.push(ServiceClock {
             deadline: "purge",
-            at: since.saturating_add(COMPLETED_PURGE.as_secs()),
+            at: since.saturating_add(COMPLETED_PURGE),
             consequence: "the service deletes the completed job; its history stays in iewatch",
             warn_ahead: false,
         });
@@ -78,11 +74,11 @@ fn service_clocks(
 pub(super) fn deadlines(
     clocks: &mut Clocks,
     job: &JobSnapshot,
-    now: u64,
+    now: Moment,
     input: &ClockInput<'_>,
     events: &mut Vec<Event>,
 ) {
-    let found = service_clocks(clocks, job, input.terminal_since.map(secs));
+    let found = service_clocks(clocks, job, input.terminal_since);
     // A warning is keyed by the deadline it warns about, within a tolerance: a service
     // time that jitters by minutes between polls is the same deadline. A key that matches
     // follows the deadline (so a slow drift never repeats a warning); keys of clocks that
@@ -91,14 +87,14 @@ pub(super) fn deadlines(
         .into_iter()
         .filter_map(|key| {
             let (deadline, at, lead) = parse_key(&key)?;
-            let clock = found
-                .iter()
-                .find(|c| c.deadline == deadline && c.at.abs_diff(at) <= SAME_DEADLINE.as_secs())?;
-            Some(format!("{deadline}:{}:{lead}", clock.at))
+            let clock = found.iter().find(|c| {
+                c.deadline == deadline && c.at.max(at).since(c.at.min(at)) <= SAME_DEADLINE
+            })?;
+            Some(format!("{deadline}:{}:{lead}", clock.at.unix_secs()))
         })
         .collect();
     for clock in found {
-        let key = |lead: u64| format!("{}:{}:{lead}", clock.deadline, clock.at);
+        let key = |lead: u64| format!("{}:{}:{lead}", clock.deadline, clock.at.unix_secs());
         // A clock announced once when it starts has one lead that is always reached.
         let leads: Vec<u64> = if clock.warn_ahead {
             input
@@ -115,7 +111,7 @@ pub(super) fn deadlines(
         let reached: Vec<u64> = leads
             .iter()
             .copied()
-            .filter(|lead| now >= clock.at.saturating_sub(*lead))
+            .filter(|lead| now >= clock.at.saturating_sub(Duration::from_secs(*lead)))
             .filter(|lead| !clocks.warned.contains(&key(*lead)))
             .collect();
         let Some(nearest) = reached.iter().min().copied() else {
@@ -128,7 +124,7 @@ pub(super) fn deadlines(
 
 /// The `job.deadline` event of `clock` once its lead `nearest` was reached: in words
 /// that do not move with the clock, so the history reads the same whenever it was polled.
-fn warning(clock: &ServiceClock, nearest: u64, now: u64, created_by_service: bool) -> Event {
+fn warning(clock: &ServiceClock, nearest: u64, now: Moment, created_by_service: bool) -> Event {
     let counted_from = match (clock.deadline, created_by_service) {
         ("deletion" | "cancellation", true) => Some("the service's creation time"),
         ("deletion" | "cancellation", false) => {
@@ -177,10 +173,11 @@ fn warning(clock: &ServiceClock, nearest: u64, now: u64, created_by_service: boo
 /// (a `stageTime` or `createdAt` that jitters): further, it is a new deadline.
 const SAME_DEADLINE: Duration = Duration::from_secs(6 * 3600);
 
-/// A `warned` key's deadline, time and lead (`deletion:1767225600:345600`).
-fn parse_key(key: &str) -> Option<(&str, u64, &str)> {
+/// A `warned` key's deadline, time (Unix seconds) and lead in seconds
+/// (`deletion:1767225600:345600`).
+fn parse_key(key: &str) -> Option<(&str, Moment, &str)> {
     let mut parts = key.splitn(3, ':');
     let deadline = parts.next()?;
-    let at = parts.next()?.parse().ok()?;
+    let at = Moment::from_unix_secs(parts.next()?.parse().ok()?);
     Some((deadline, at, parts.next()?))
 }

@@ -5,10 +5,7 @@
 //! remembers ([`Clocks`]) in, events and the new [`Clocks`] out. Everything is keyed so
 //! that a restart (the clocks live in `jobs.clocks`) never announces a thing twice.
 
-use std::{
-    collections::BTreeMap,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -20,6 +17,7 @@ use deadlines::deadlines;
 use crate::{
     events::{Event, EventType},
     model::{DriveSnapshot, JobSnapshot, Severity},
+    moment::Moment,
 };
 
 /// A job still waiting for its shipment details is deleted this long after creation.
@@ -35,28 +33,24 @@ pub const ETA_MIN_ELAPSED: Duration = Duration::from_secs(600);
 
 pub use crate::config::ClockSettings;
 
-/// Seconds since the Unix epoch: how [`Clocks`] keeps times (plain numbers in JSON, so
-/// `sqlite3` users can read them with `datetime(x, 'unixepoch')`).
-pub(super) fn secs(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+/// RFC 3339 UTC, seconds: how the events' details say a time.
+fn rfc3339(at: Moment) -> String {
+    at.rfc3339_seconds()
 }
 
-fn time(secs: u64) -> SystemTime {
-    crate::moment::from_unix_secs(secs)
-}
-
-/// RFC 3339 UTC, seconds.
-pub fn rfc3339(secs: u64) -> String {
-    crate::moment::rfc3339_seconds(time(secs))
-}
-
-/// What the time-driven rules remember of a job (`jobs.clocks`, JSON).
+/// What the time-driven rules remember of a job (`jobs.clocks`, JSON; its times are
+/// written as Unix seconds, so `sqlite3` users can read them with
+/// `datetime(x, 'unixepoch')`, see [`Moment`]'s JSON form).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Clocks {
-    /// When the job was created (Unix seconds), and whether the service said so (else
+    /// When the job was created, and whether the service said so (else
     /// it is iewatch's first sighting).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created: Option<u64>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::moment::unix_secs_opt"
+    )]
+    pub created: Option<Moment>,
     /// `created` is the service's own time.
     #[serde(default)]
     pub created_by_service: bool,
@@ -64,8 +58,8 @@ pub struct Clocks {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
     /// When `state` was first seen.
-    #[serde(default)]
-    pub state_since: u64,
+    #[serde(default, with = "crate::moment::unix_secs")]
+    pub state_since: Moment,
     /// `job.stalled` was sent for the current state.
     #[serde(default)]
     pub stalled: bool,
@@ -73,11 +67,19 @@ pub struct Clocks {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warned: Vec<String>,
     /// Where the job's copy was when its rate started being measured.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub anchor: Option<(i64, u64)>,
-    /// The job's ETA (Unix seconds), once meaningful.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub eta: Option<u64>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::moment::unix_secs_mark"
+    )]
+    pub anchor: Option<(i64, Moment)>,
+    /// The job's ETA, once meaningful.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::moment::unix_secs_opt"
+    )]
+    pub eta: Option<Moment>,
     /// Per drive: progress, stall and ETA.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub drives: BTreeMap<String, DriveClock>,
@@ -87,16 +89,16 @@ pub struct Clocks {
 }
 
 impl Clocks {
-    /// The nearest service deadline already warned of that has not passed yet at `now`
-    /// (Unix seconds): its kind (`deletion`, `auto_completion`, `cancellation`) and when.
-    /// Clocks only told once (a completed job's purge) are not deadlines to act on.
-    pub fn near_deadline(&self, now: u64) -> Option<(&str, u64)> {
+    /// The nearest service deadline already warned of that has not passed yet at `now`:
+    /// its kind (`deletion`, `auto_completion`, `cancellation`) and when. Clocks only
+    /// told once (a completed job's purge) are not deadlines to act on.
+    pub fn near_deadline(&self, now: Moment) -> Option<(&str, Moment)> {
         self.warned
             .iter()
             .filter_map(|key| {
                 let mut parts = key.rsplitn(3, ':');
                 let lead: u64 = parts.next()?.parse().ok()?;
-                let at: u64 = parts.next()?.parse().ok()?;
+                let at = Moment::from_unix_secs(parts.next()?.parse().ok()?);
                 let kind = parts.next()?;
                 (lead != u64::MAX && at > now).then_some((kind, at))
             })
@@ -111,16 +113,25 @@ pub struct DriveClock {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percent: Option<i64>,
     /// Since when it has not moved.
-    pub since: u64,
+    #[serde(with = "crate::moment::unix_secs")]
+    pub since: Moment,
     /// `drive.stalled` was sent for this standstill.
     #[serde(default)]
     pub stalled: bool,
     /// Where its copy was when the rate started being measured.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub anchor: Option<(i64, u64)>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::moment::unix_secs_mark"
+    )]
+    pub anchor: Option<(i64, Moment)>,
     /// Its ETA, once meaningful.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub eta: Option<u64>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::moment::unix_secs_opt"
+    )]
+    pub eta: Option<Moment>,
 }
 
 /// An error condition and the reminders sent for it.
@@ -128,29 +139,31 @@ pub struct DriveClock {
 pub struct Reminder {
     /// `polls_failing`, `action_required`, `stalled` or `completed_with_errors`.
     pub condition: String,
-    /// When it began (Unix seconds).
-    pub since: u64,
+    /// When it began.
+    #[serde(with = "crate::moment::unix_secs")]
+    pub since: Moment,
     /// Reminders sent.
     pub count: u32,
     /// When the last reminder (or the condition) was sent.
-    pub last: u64,
+    #[serde(with = "crate::moment::unix_secs")]
+    pub last: Moment,
 }
 
 /// What the rules read besides the clocks.
 #[derive(Clone, Copy, Debug)]
 pub struct ClockInput<'a> {
     /// Now.
-    pub now: SystemTime,
+    pub now: Moment,
     /// The job as last known (None: never seen).
     pub job: Option<&'a JobSnapshot>,
     /// The service's creation time, when this poll brought one.
-    pub created_at: Option<SystemTime>,
+    pub created_at: Option<Moment>,
     /// When the job became terminal.
-    pub terminal_since: Option<SystemTime>,
+    pub terminal_since: Option<Moment>,
     /// `job.poll_failing` stands.
     pub polls_failing: bool,
     /// The last `iewatch ack` of the job.
-    pub acked_at: Option<SystemTime>,
+    pub acked_at: Option<Moment>,
     /// The job is muted: reminders pause (not counted), and go on when the mute ends.
     pub muted: bool,
     /// The settings.
@@ -159,12 +172,12 @@ pub struct ClockInput<'a> {
 
 /// Applies every time-driven rule; returns the events and the clocks after them.
 pub fn tick(clocks: &Clocks, input: &ClockInput<'_>) -> (Vec<Event>, Clocks) {
-    let now = secs(input.now);
+    let now = input.now;
     let mut after = clocks.clone();
     let mut events = Vec::new();
     if let Some(created) = input.created_at {
-        if !after.created_by_service || after.created != Some(secs(created)) {
-            after.created = Some(secs(created));
+        if !after.created_by_service || after.created != Some(created) {
+            after.created = Some(created);
             after.created_by_service = true;
         }
     }
@@ -184,7 +197,7 @@ pub fn tick(clocks: &Clocks, input: &ClockInput<'_>) -> (Vec<Event>, Clocks) {
 fn job_stall(
     clocks: &mut Clocks,
     job: &JobSnapshot,
-    now: u64,
+    now: Moment,
     settings: &ClockSettings,
     events: &mut Vec<Event>,
 ) {
@@ -208,13 +221,13 @@ fn job_stall(
     let Some(threshold) = settings.stall_after.get(state).filter(|t| !t.is_zero()) else {
         return;
     };
-    let stuck_for = now.saturating_sub(clocks.state_since);
-    if !clocks.stalled && stuck_for >= threshold.as_secs() {
+    let stuck_for = now.since(clocks.state_since);
+    if !clocks.stalled && stuck_for >= *threshold {
         clocks.stalled = true;
         events.push(Event::notice(
             EventType::JobStalled,
             None,
-            format!("{state} for {}", days(stuck_for)),
+            format!("{state} for {}", days(stuck_for.as_secs())),
             Severity::Warning,
             json!({
                 "state": state,
@@ -238,7 +251,7 @@ fn is_copying(drive: &DriveSnapshot) -> bool {
 fn drive_clocks(
     clocks: &mut Clocks,
     job: &JobSnapshot,
-    now: u64,
+    now: Moment,
     settings: &ClockSettings,
     events: &mut Vec<Event>,
 ) {
@@ -263,7 +276,7 @@ fn drive_clocks(
                 format!(
                     "{}% after {}",
                     show(drive.percent_complete),
-                    days(now.saturating_sub(clock.since))
+                    days(now.since(clock.since).as_secs())
                 ),
                 Severity::Info,
                 json!({"percent": drive.percent_complete, "since": rfc3339(clock.since)}),
@@ -277,7 +290,7 @@ fn drive_clocks(
         let Some(threshold) = settings.drive_stall_after.filter(|t| !t.is_zero()) else {
             continue;
         };
-        if copying && !clock.stalled && now.saturating_sub(clock.since) >= threshold.as_secs() {
+        if copying && !clock.stalled && now.since(clock.since) >= threshold {
             clock.stalled = true;
             events.push(Event::notice(
                 EventType::DriveStalled,
@@ -285,7 +298,7 @@ fn drive_clocks(
                 format!(
                     "{}% for {}",
                     show(drive.percent_complete),
-                    days(now.saturating_sub(clock.since))
+                    days(now.since(clock.since).as_secs())
                 ),
                 Severity::Warning,
                 json!({
@@ -299,20 +312,25 @@ fn drive_clocks(
 }
 
 /// An ETA from the rate since the anchor, once it means something.
-fn eta(anchor: Option<(i64, u64)>, percent: Option<i64>, now: u64) -> Option<u64> {
+fn eta(anchor: Option<(i64, Moment)>, percent: Option<i64>, now: Moment) -> Option<Moment> {
     let (p0, t0) = anchor?;
     let p = percent?;
-    let (points, elapsed) = (p.checked_sub(p0)?, now.checked_sub(t0)?);
-    if p >= 100 || points < ETA_MIN_POINTS || elapsed < ETA_MIN_ELAPSED.as_secs() {
+    let (points, elapsed) = (p.checked_sub(p0)?, now.checked_since(t0)?);
+    if p >= 100 || points < ETA_MIN_POINTS || elapsed < ETA_MIN_ELAPSED {
         return None;
     }
-    let remaining =
-        u128::from(elapsed) * u128::try_from(100 - p).ok()? / u128::try_from(points).ok()?;
-    now.checked_add(u64::try_from(remaining).ok()?)
+    let remaining = u128::from(elapsed.as_secs()) * u128::try_from(100 - p).ok()?
+        / u128::try_from(points).ok()?;
+    let at = now.saturating_add(Duration::from_secs(u64::try_from(remaining).ok()?));
+    (at < Moment::LATEST).then_some(at)
 }
 
 /// The anchor moves when the copy starts over (the percent goes down) or starts at all.
-fn reanchor(anchor: Option<(i64, u64)>, percent: Option<i64>, now: u64) -> Option<(i64, u64)> {
+fn reanchor(
+    anchor: Option<(i64, Moment)>,
+    percent: Option<i64>,
+    now: Moment,
+) -> Option<(i64, Moment)> {
     match (anchor, percent) {
         (_, None) => None,
         (Some((p0, t0)), Some(p)) if p >= p0 => Some((p0, t0)),
@@ -320,7 +338,7 @@ fn reanchor(anchor: Option<(i64, u64)>, percent: Option<i64>, now: u64) -> Optio
     }
 }
 
-fn progress(clocks: &mut Clocks, job: &JobSnapshot, now: u64) {
+fn progress(clocks: &mut Clocks, job: &JobSnapshot, now: Moment) {
     clocks.anchor = reanchor(clocks.anchor, job.percent_complete, now);
     clocks.eta = eta(clocks.anchor, job.percent_complete, now);
     for drive in &job.drives {
@@ -353,7 +371,7 @@ fn condition(clocks: &Clocks, input: &ClockInput<'_>) -> Option<&'static str> {
     errors.then_some("completed_with_errors")
 }
 
-fn remind(clocks: &mut Clocks, input: &ClockInput<'_>, now: u64, events: &mut Vec<Event>) {
+fn remind(clocks: &mut Clocks, input: &ClockInput<'_>, now: Moment, events: &mut Vec<Event>) {
     let Some(condition) = condition(clocks, input) else {
         clocks.reminder = None;
         return;
@@ -367,7 +385,7 @@ fn remind(clocks: &mut Clocks, input: &ClockInput<'_>, now: u64, events: &mut Ve
             last: now,
         }),
     };
-    let acked = input.acked_at.is_some_and(|at| secs(at) >= reminder.since);
+    let acked = input.acked_at.is_some_and(|at| at >= reminder.since);
     if !acked && !input.muted && reminder.is_due(now, input.settings) {
         reminder.count += 1;
         reminder.last = now;
@@ -399,21 +417,21 @@ pub fn with_eta(events: &mut [Event], clocks: &Clocks) {
 
 /// True when a reminder may be due, so that the caller fetches the job's last ack
 /// (from the database) only then.
-pub fn reminder_due(clocks: &Clocks, now: SystemTime, settings: &ClockSettings) -> bool {
+pub fn reminder_due(clocks: &Clocks, now: Moment, settings: &ClockSettings) -> bool {
     clocks
         .reminder
         .as_ref()
-        .is_some_and(|r| r.is_due(secs(now), settings))
+        .is_some_and(|r| r.is_due(now, settings))
 }
 
 impl Reminder {
     /// Under the cap, and `remind_every` since the last one (never when reminders are
     /// off).
-    fn is_due(&self, now: u64, settings: &ClockSettings) -> bool {
+    fn is_due(&self, now: Moment, settings: &ClockSettings) -> bool {
         let Some(every) = settings.remind_every.filter(|e| !e.is_zero()) else {
             return false;
         };
-        self.count < settings.remind_max && now.saturating_sub(self.last) >= every.as_secs()
+        self.count < settings.remind_max && now.since(self.last) >= every
     }
 }
 

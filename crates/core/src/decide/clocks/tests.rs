@@ -7,6 +7,16 @@ const HOUR: u64 = 3600;
 const D: u64 = 86_400;
 const T0: u64 = 1_800_000_000;
 
+/// The moment `secs` after the epoch.
+fn time(secs: u64) -> Moment {
+    Moment::from_unix_secs(i64::try_from(secs).unwrap_or(i64::MAX))
+}
+
+/// The RFC 3339 text of [`time`]`(secs)`, as the events' details say it.
+fn rfc3339(secs: u64) -> String {
+    time(secs).rfc3339_seconds()
+}
+
 fn job(state: &str) -> JobSnapshot {
     JobSnapshot::assemble(None, state.into(), None, None)
 }
@@ -70,9 +80,15 @@ fn the_near_deadline_is_the_nearest_warned_one_not_passed_and_never_a_told_once_
         ],
         ..Clocks::default()
     };
-    assert_eq!(clocks.near_deadline(1000), Some(("auto_completion", 3000)));
-    assert_eq!(clocks.near_deadline(3000), Some(("deletion", 5000)));
-    assert_eq!(clocks.near_deadline(5000), None);
+    assert_eq!(
+        clocks.near_deadline(time(1000)),
+        Some(("auto_completion", time(3000)))
+    );
+    assert_eq!(
+        clocks.near_deadline(time(3000)),
+        Some(("deletion", time(5000)))
+    );
+    assert_eq!(clocks.near_deadline(time(5000)), None);
 }
 
 #[test]
@@ -193,8 +209,8 @@ fn the_copy_waiting_for_the_customer_and_the_order_cancellation_have_clocks() {
             code: None,
             message: None,
             actions: vec![],
-            since: Some(rfc3339(T0)),
-            auto_complete_at: Some(rfc3339(T0 + 14 * D)),
+            since: Some(time(T0)),
+            auto_complete_at: Some(time(T0 + 14 * D)),
         }),
         ..Notices::default()
     };
@@ -338,7 +354,7 @@ fn the_eta_follows_the_observed_rate_once_it_means_something() {
     let mut etas = Vec::new();
     for (minutes, percent) in [(0, 10), (5, 20), (60, 30), (120, 50)] {
         let (_, after) = tick_at(&clocks, &at(percent), minutes * 60, |_| {});
-        etas.push(after.eta.map(|e| e - T0));
+        etas.push(after.eta.map(|e| e.since(time(T0)).as_secs()));
         clocks = after;
     }
     // 5 min is too soon; then 20 points an hour, then 40 points in two hours.
@@ -348,5 +364,9 @@ fn the_eta_follows_the_observed_rate_once_it_means_something() {
     );
     let (_, restarted) = tick_at(&clocks, &at(5), 3 * HOUR, |_| {});
     assert_eq!(restarted.eta, None, "a copy that starts over measures anew");
-    assert_eq!(eta(Some((0, 0)), Some(99), u64::MAX), None, "no overflow");
+    assert_eq!(
+        eta(Some((0, Moment::EPOCH)), Some(99), Moment::LATEST),
+        None,
+        "no overflow"
+    );
 }
