@@ -93,6 +93,13 @@ impl Moment {
         Moment::bounded(Offset::UTC.to_timestamp(civil).ok()?)
     }
 
+    /// A required time column read back (`events.observed_at`, `deliveries.created_at`,
+    /// ...): as [`Moment::parse`], and the epoch for text an operator's hand edit made
+    /// unreadable, so the row is shown and a command never fails on it.
+    pub fn parse_stored(text: &str) -> Moment {
+        Moment::parse(text).unwrap_or_default()
+    }
+
     /// A service's timestamp: ISO 8601 with `Z` or an offset (`+05:30`, seven-digit
     /// fractions), to the second. None for text without an offset (whose zone nobody
     /// knows), the year-0001 sentinel, anything outside 1970 to 9999, nonsense, or text
@@ -200,22 +207,6 @@ impl fmt::Debug for Moment {
 impl From<SystemTime> for Moment {
     fn from(at: SystemTime) -> Moment {
         Moment::from_system(at)
-    }
-}
-
-impl sqlx::Type<sqlx::Any> for Moment {
-    fn type_info() -> sqlx::any::AnyTypeInfo {
-        <String as sqlx::Type<sqlx::Any>>::type_info()
-    }
-}
-
-impl<'q> sqlx::Encode<'q, sqlx::Any> for Moment {
-    /// Bound as [`Moment::sql_text`], the form of every time column.
-    fn encode_by_ref(
-        &self,
-        buf: &mut <sqlx::Any as sqlx::Database>::ArgumentBuffer<'q>,
-    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-        <String as sqlx::Encode<'q, sqlx::Any>>::encode(self.sql_text(), buf)
     }
 }
 

@@ -78,14 +78,10 @@ pub fn json_body(event: &EventRecord) -> Vec<u8> {
     data.insert("severity".into(), event.severity.as_str().into());
     let body = json!({
         "type": event.event_type.as_str(),
-        "timestamp": rfc3339(&event.observed_at),
+        "timestamp": event.observed_at.rfc3339_millis(),
         "data": data,
     });
     serde_json::to_vec(&body).unwrap_or_default()
-}
-
-pub(crate) fn rfc3339(at: &crate::moment::Moment) -> String {
-    at.rfc3339_millis()
 }
 
 /// `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`.
@@ -261,7 +257,7 @@ pub fn teams_body(event: &EventRecord) -> Vec<u8> {
         facts.push(json!({"title": title, "value": markdown_escaped(&value)}));
     }
     facts.push(json!({"title": "Severity", "value": event.severity.as_str()}));
-    facts.push(json!({"title": "Observed", "value": rfc3339(&event.observed_at)}));
+    facts.push(json!({"title": "Observed", "value": event.observed_at.rfc3339_millis()}));
     let mut card = json!({
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard",
@@ -333,7 +329,7 @@ pub fn render(
         "from": event.from,
         "to": event.to,
         "text": event.describe(),
-        "timestamp": rfc3339(&event.observed_at),
+        "timestamp": event.observed_at.rfc3339_millis(),
         "data": standard["data"],
     });
     let failed = |e: minijinja::Error| RenderError {

@@ -8,7 +8,6 @@
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
-use crate::payload::rfc3339;
 use crate::{events::EventType, model::Severity, store::EventRecord};
 
 /// What a PagerDuty event does.
@@ -177,7 +176,7 @@ pub fn pagerduty_body(
                     "summary": summary,
                     "source": format!("iewatch/{}", event.account),
                     "severity": severity,
-                    "timestamp": rfc3339(&event.observed_at),
+                    "timestamp": event.observed_at.rfc3339_millis(),
                     "component": event.job,
                     "group": event.account,
                     "class": event.event_type.as_str(),

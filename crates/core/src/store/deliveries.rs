@@ -105,11 +105,11 @@ impl Store {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        // An unreadable time (a hand edit) makes the lane due now: its next write
-        // repairs it, and the alerts behind it are not held up.
+        // An unreadable time (a hand edit) is the epoch: the lane is due now, its next
+        // write repairs it, and the alerts behind it are not held up.
         Ok(rows
             .into_iter()
-            .map(|(job, at)| (JobId(job), Moment::parse(&at).unwrap_or_default()))
+            .map(|(job, at)| (JobId(job), Moment::parse_stored(&at)))
             .collect())
     }
 
@@ -166,7 +166,7 @@ impl Store {
                         drive_id: r.drive_id.map(DriveId::new),
                         from: r.from_value,
                         to: r.to_value,
-                        observed_at: Moment::parse(&r.observed_at).unwrap_or_default(),
+                        observed_at: Moment::parse_stored(&r.observed_at),
                         severity: r.severity,
                         details: parse_details(r.details.as_deref())?,
                     },
@@ -295,9 +295,9 @@ impl Store {
                     event_type: r.event_type,
                     attempts: r.attempts,
                     status,
-                    created_at: Moment::parse(&r.created_at).unwrap_or_default(),
+                    created_at: Moment::parse_stored(&r.created_at),
                     next_attempt_at: (status == "pending")
-                        .then(|| Moment::parse(&r.next_attempt_at).unwrap_or_default()),
+                        .then(|| Moment::parse_stored(&r.next_attempt_at)),
                     finished_at: r
                         .delivered_at
                         .or(r.failed_at)

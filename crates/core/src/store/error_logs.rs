@@ -149,7 +149,7 @@ fn stored((account, job): (String, String), row: Row) -> StoredErrorLog {
         account,
         job,
         drive_id: row.drive_id,
-        read_at: Moment::parse(&row.read_at).unwrap_or_default(),
+        read_at: Moment::parse_stored(&row.read_at),
         report,
     }
 }

@@ -358,9 +358,7 @@ impl Store {
             let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("history: {e}"));
             let rows: Vec<Row> = serde_json::from_str(&json).map_err(corrupt)?;
             for (id, event_type, drive_id, from, to, observed_at, severity, details) in rows {
-                // A time column an operator's hand edit made unreadable reads as the
-                // epoch: shown, never a failed command.
-                let observed_at = Moment::parse(&observed_at).unwrap_or_default();
+                let observed_at = Moment::parse_stored(&observed_at);
                 entries.push(EventRecord {
                     id,
                     account: account.clone(),

@@ -81,7 +81,7 @@ impl Store {
             report.push(Pruned {
                 account,
                 name,
-                ended_at: Moment::parse(&ended_at).unwrap_or_default(),
+                ended_at: Moment::parse_stored(&ended_at),
                 events,
                 deliveries,
                 kept,
