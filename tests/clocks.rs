@@ -309,14 +309,14 @@ async fn the_eta_of_a_copy_is_in_status_history_payloads_and_metrics() {
                 document: "{}",
                 etag: None,
                 last_modified: None,
-                memory: &decision.memory,
+                memory: decision.memory_after(&memory),
                 events: &events,
                 outbox: &[],
                 at: now,
             })
             .await
             .unwrap();
-        memory = decision.memory;
+        memory = decision.memory.unwrap_or(memory);
         previous = Some(job);
         last_events = events;
     }

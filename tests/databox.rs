@@ -1014,6 +1014,7 @@ fn times_at_the_ends_of_the_calendar_are_unknown_not_a_poison_pill() {
                 settings: &settings,
             },
         );
+        let clocks = clocks.expect("a first sight starts the clocks");
         // Stored and read back as the daemon does.
         let stored = serde_json::to_string(&clocks).unwrap();
         let _: Clocks = serde_json::from_str(&stored).unwrap();

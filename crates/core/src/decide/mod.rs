@@ -119,8 +119,8 @@ pub struct Decision {
     /// Every event of this poll, in order: the changes found in the document (a copy's
     /// with its ETA), then bookkeeping (failing, not found, recovered), then the clocks.
     pub events: Vec<Event>,
-    /// The memory after this poll.
-    pub memory: Memory,
+    /// The memory after this poll, when it changed (None: as it was, nothing cloned).
+    pub memory: Option<Memory>,
     /// When to poll again.
     pub next: NextPoll,
     /// Whether this poll must be written (events, news, a changed or repaired memory);
@@ -128,10 +128,60 @@ pub struct Decision {
     pub write: bool,
 }
 
+impl Decision {
+    /// The memory after this poll: the new one, or `before` when it did not change.
+    pub fn memory_after<'a>(&'a self, before: &'a Memory) -> &'a Memory {
+        self.memory.as_ref().unwrap_or(before)
+    }
+}
+
+/// [`Memory`] besides its clocks: small and copied freely, so that the bookkeeping of a
+/// poll where nothing happened clones nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Streaks {
+    consecutive_failures: u32,
+    failing_alerted: bool,
+    not_found_alerted: bool,
+    terminal_since: Option<Moment>,
+}
+
+impl Streaks {
+    fn of(memory: &Memory) -> Self {
+        Streaks {
+            consecutive_failures: memory.consecutive_failures,
+            failing_alerted: memory.failing_alerted,
+            not_found_alerted: memory.not_found_alerted,
+            terminal_since: memory.terminal_since,
+        }
+    }
+
+    fn with(self, clocks: Clocks) -> Memory {
+        Memory {
+            consecutive_failures: self.consecutive_failures,
+            failing_alerted: self.failing_alerted,
+            not_found_alerted: self.not_found_alerted,
+            terminal_since: self.terminal_since,
+            clocks,
+        }
+    }
+}
+
+/// What the bookkeeping rules decide.
+struct Bookkept {
+    events: Vec<Event>,
+    streaks: Streaks,
+    next: NextPoll,
+}
+
 /// One pure step per poll: the changes between the recorded job and the new one, every
 /// bookkeeping rule, then the time-driven ones.
 pub fn decide(memory: &Memory, outcome: Outcome<'_>, context: &Context<'_>) -> Decision {
-    let mut decision = bookkeeping(memory, outcome, context);
+    let before = Streaks::of(memory);
+    let Bookkept {
+        mut events,
+        streaks,
+        next,
+    } = bookkeeping(before, outcome, context);
     let (job, created_at, news) = match outcome {
         Outcome::Changed {
             job,
@@ -144,24 +194,26 @@ pub fn decide(memory: &Memory, outcome: Outcome<'_>, context: &Context<'_>) -> D
         Outcome::Changed { job, .. } => detect_changes(context.recorded, job),
         _ => Vec::new(),
     };
-    let (events, clocks) = clocks::tick(
+    let (clock_events, clocks) = clocks::tick(
         &memory.clocks,
         &ClockInput {
             now: context.now,
             job,
             created_at,
-            terminal_since: decision.memory.terminal_since,
-            polls_failing: decision.memory.failing_alerted,
+            terminal_since: streaks.terminal_since,
+            polls_failing: streaks.failing_alerted,
             acked_at: context.acked_at,
             muted: context.muted,
             settings: context.clocks,
         },
     );
-    decision.events.extend(events);
-    decision.memory.clocks = clocks;
-    clocks::with_eta(&mut detected, &decision.memory.clocks);
-    detected.append(&mut decision.events);
-    decision.events = detected;
+    events.extend(clock_events);
+    clocks::with_eta(&mut detected, clocks.as_ref().unwrap_or(&memory.clocks));
+    detected.append(&mut events);
+    let after = match clocks {
+        Some(clocks) => Some(streaks.with(clocks)),
+        None => (streaks != before).then(|| streaks.with(memory.clocks.clone())),
+    };
     // New error-log links are written even with no event: the error-log reader works from
     // the recorded snapshot, and a Resource Manager document (no ETag) that only gained
     // an `errorLogUri` would otherwise never be recorded.
@@ -170,12 +222,13 @@ pub fn decide(memory: &Memory, outcome: Outcome<'_>, context: &Context<'_>) -> D
             .recorded
             .is_none_or(|recorded| recorded.notices.error_logs != job.notices.error_logs)
     });
-    decision.write = !decision.events.is_empty()
-        || news
-        || new_logs
-        || decision.memory != *memory
-        || context.repaired;
-    decision
+    let write = !detected.is_empty() || news || new_logs || after.is_some() || context.repaired;
+    Decision {
+        events: detected,
+        memory: after,
+        next,
+        write,
+    }
 }
 
 /// The interval to wait after observing `state` (None: never observed yet): the
@@ -197,29 +250,29 @@ pub fn poll_interval(policy: &PollPolicy, state: Option<&JobState>) -> Duration 
     }
 }
 
-fn bookkeeping(memory: &Memory, outcome: Outcome<'_>, context: &Context<'_>) -> Decision {
+fn bookkeeping(memory: Streaks, outcome: Outcome<'_>, context: &Context<'_>) -> Bookkept {
     let recorded_state = context.recorded.map(|j| &j.state);
     match outcome {
         Outcome::Changed { job, .. } => {
             let state = &job.state;
-            let mut after = recovered(memory);
-            after.terminal_since = if state.is_terminal() {
+            let terminal_since = if state.is_terminal() {
                 Some(memory.terminal_since.unwrap_or(context.now))
             } else {
                 None
             };
-            Decision {
+            Bookkept {
                 events: recovery_events(memory),
-                memory: after,
+                streaks: Streaks {
+                    terminal_since,
+                    ..recovered(memory)
+                },
                 next: NextPoll::Interval(poll_interval(context.policy, Some(state))),
-                write: false,
             }
         }
-        Outcome::Unchanged => Decision {
+        Outcome::Unchanged => Bookkept {
             events: recovery_events(memory),
-            memory: recovered(memory),
+            streaks: recovered(memory),
             next: NextPoll::Interval(poll_interval(context.policy, recorded_state)),
-            write: false,
         },
         Outcome::Failed {
             error,
@@ -229,17 +282,17 @@ fn bookkeeping(memory: &Memory, outcome: Outcome<'_>, context: &Context<'_>) -> 
     }
 }
 
-fn recovered(memory: &Memory) -> Memory {
-    Memory {
+fn recovered(memory: Streaks) -> Streaks {
+    Streaks {
         consecutive_failures: 0,
         failing_alerted: false,
         not_found_alerted: false,
-        ..memory.clone()
+        ..memory
     }
 }
 
 /// `job.poll_recovered` is owed only when `job.poll_failing` was sent.
-fn recovery_events(memory: &Memory) -> Vec<Event> {
+fn recovery_events(memory: Streaks) -> Vec<Event> {
     if memory.failing_alerted {
         vec![Event::bare(EventType::JobPollRecovered, Severity::Info)]
     } else {
@@ -248,15 +301,15 @@ fn recovery_events(memory: &Memory) -> Vec<Event> {
 }
 
 fn failed(
-    memory: &Memory,
+    memory: Streaks,
     error: &str,
     not_found: bool,
     retry_after: Option<Duration>,
     context: &Context<'_>,
-) -> Decision {
-    let mut after = Memory {
+) -> Bookkept {
+    let mut after = Streaks {
         consecutive_failures: memory.consecutive_failures.saturating_add(1),
-        ..memory.clone()
+        ..memory
     };
     let mut events = Vec::new();
     if not_found {
@@ -308,12 +361,10 @@ fn failed(
                 .min(context.policy.base),
         )
     };
-    Decision {
+    Bookkept {
         events,
-        memory: after,
+        streaks: after,
         next,
-        // Decided by `decide`, once every rule has run.
-        write: false,
     }
 }
 

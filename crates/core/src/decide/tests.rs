@@ -34,7 +34,7 @@ fn job(state: &str) -> JobSnapshot {
 /// The bookkeeping rules alone: the clocks are already tracking the recorded job
 /// (as they are after its first poll) and are left out of the answer; their own
 /// rules are tested in `clocks`.
-fn run(memory: &Memory, outcome: Outcome<'_>, recorded: Option<&str>) -> Decision {
+fn run(memory: &Memory, outcome: Outcome<'_>, recorded: Option<&str>) -> Ran {
     let recorded = recorded.map(job);
     let policy = policy();
     let settings = ClockSettings::default();
@@ -49,10 +49,12 @@ fn run(memory: &Memory, outcome: Outcome<'_>, recorded: Option<&str>) -> Decisio
         settings: &settings,
     };
     let tracking = Memory {
-        clocks: clocks::tick(&Clocks::default(), &input(recorded.as_ref())).1,
+        clocks: clocks::tick(&Clocks::default(), &input(recorded.as_ref()))
+            .1
+            .unwrap_or_default(),
         ..memory.clone()
     };
-    let mut decision = decide(
+    let decision = decide(
         &tracking,
         outcome,
         &Context {
@@ -67,11 +69,28 @@ fn run(memory: &Memory, outcome: Outcome<'_>, recorded: Option<&str>) -> Decisio
             repaired: false,
         },
     );
-    decision.memory.clocks = Clocks::default();
-    decision
+    let memory = Memory {
+        clocks: Clocks::default(),
+        ..decision.memory_after(&tracking).clone()
+    };
+    Ran {
+        memory,
+        events: decision.events,
+        next: decision.next,
+        write: decision.write,
+    }
 }
 
-fn types(decision: &Decision) -> Vec<(EventType, Severity)> {
+/// A [`Decision`] with its memory after the poll, the clocks left out.
+#[derive(Debug)]
+struct Ran {
+    events: Vec<crate::events::Event>,
+    memory: Memory,
+    next: NextPoll,
+    write: bool,
+}
+
+fn types(decision: &Ran) -> Vec<(EventType, Severity)> {
     decision
         .events
         .iter()
@@ -405,4 +424,33 @@ fn a_new_error_log_link_alone_is_written() {
     assert!(found.events.is_empty() && found.write, "{found:?}");
     let same = run(&Memory::default(), quiet(&was), Some("Transferring"));
     assert!(!same.write, "{same:?}");
+}
+
+/// A poll where nothing moved hands back no memory: the caller keeps its own, and
+/// nothing of it (the clocks included) is cloned.
+#[test]
+fn a_quiet_poll_changes_no_memory() {
+    let policy = policy();
+    let settings = ClockSettings::default();
+    let shipping = job("Shipping");
+    let context = |now| Context {
+        now,
+        recorded: Some(&shipping),
+        policy: &policy,
+        failure_threshold: 3,
+        max_retry_after: 60 * MIN,
+        clocks: &settings,
+        acked_at: None,
+        muted: false,
+        repaired: false,
+    };
+    let first = decide(&Memory::default(), Outcome::Unchanged, &context(at(0)));
+    let tracking = first.memory.expect("the clocks start tracking the job");
+    let later = at(0).saturating_add(MIN);
+    let quiet = decide(&tracking, Outcome::Unchanged, &context(later));
+    assert_eq!(quiet.memory, None, "{quiet:?}");
+    assert!(quiet.events.is_empty() && !quiet.write);
+    let failed = decide(&tracking, FAIL, &context(later));
+    assert_eq!(failed.memory_after(&tracking).consecutive_failures, 1);
+    assert_eq!(failed.memory_after(&tracking).clocks, tracking.clocks);
 }

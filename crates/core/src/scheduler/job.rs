@@ -318,8 +318,7 @@ impl WatchedJob {
         if !decision.write {
             tracing::debug!(account = %self.account, job = %self.name, "unchanged document");
             shared.store.note_poll(id, now);
-            self.memory = decision.memory;
-            return with_jitter(decision.next);
+            return self.remember(decision);
         }
         let text = text.unwrap_or_else(|| document.render(self.store_bitlocker_keys));
         let outbox = self
@@ -333,7 +332,7 @@ impl WatchedJob {
                 document: &text,
                 etag: change_rule.etag(),
                 last_modified: last_modified.as_deref(),
-                memory: &decision.memory,
+                memory: decision.memory_after(&self.memory),
                 events: &decision.events,
                 outbox: &outbox,
                 at: now,
@@ -345,7 +344,7 @@ impl WatchedJob {
         shared.telemetry.job_eta(
             &self.account,
             self.name.as_str(),
-            decision.memory.clocks.eta,
+            decision.memory_after(&self.memory).clocks.eta,
         );
         self.etag = change_rule.etag().cloned();
         self.snapshot = Some(snapshot);
@@ -401,7 +400,13 @@ impl WatchedJob {
             .await;
         let written = shared
             .store
-            .record_bookkeeping(id, &decision.memory, &decision.events, &outbox, now)
+            .record_bookkeeping(
+                id,
+                decision.memory_after(&self.memory),
+                &decision.events,
+                &outbox,
+                now,
+            )
             .await;
         match self.settle(written, shared, &decision.events, outbox.len()) {
             Ok(()) => self.remember(decision),
@@ -428,7 +433,8 @@ impl WatchedJob {
             },
             &self.context(settings, now, attention),
         );
-        self.log_failure(&error, &message, decision.memory.consecutive_failures);
+        let failures = decision.memory_after(&self.memory).consecutive_failures;
+        self.log_failure(&error, &message, failures);
         let outbox = self
             .route(id, shared, settings, &decision.events, now)
             .await;
@@ -437,7 +443,7 @@ impl WatchedJob {
             .record_failure(Failed {
                 job: id,
                 error: &message,
-                memory: &decision.memory,
+                memory: decision.memory_after(&self.memory),
                 events: &decision.events,
                 outbox: &outbox,
                 at: now,
@@ -468,7 +474,9 @@ impl WatchedJob {
 
     /// Keeps the decided memory and turns its next poll into a delay.
     fn remember(&mut self, decision: Decision) -> Duration {
-        self.memory = decision.memory;
+        if let Some(memory) = decision.memory {
+            self.memory = memory;
+        }
         if !self.memory.is_failing() {
             self.auth_error_logged = false;
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{
-    days, rfc3339, ClockInput, Clocks, COMPLETED_PURGE, UNFULFILLED_CANCELLATION,
+    days, rfc3339, ClockInput, Clocks, Working, COMPLETED_PURGE, UNFULFILLED_CANCELLATION,
     UNSHIPPED_DELETION,
 };
 use crate::{
@@ -27,16 +27,16 @@ struct ServiceClock {
     warn_ahead: bool,
 }
 
-fn service_clocks(
-    clocks: &Clocks,
-    job: &JobSnapshot,
-    terminal_since: Option<Moment>,
-) -> Vec<ServiceClock> {
-    let mut found = Vec::new();
+/// The service clocks that run for a job: at most one of each kind, so a fixed array
+/// (nothing allocated on a poll).
+type Found = [Option<ServiceClock>; 4];
+
+fn service_clocks(clocks: &Clocks, job: &JobSnapshot, terminal_since: Option<Moment>) -> Found {
+    let mut found: Found = Default::default();
     let state = job.state.as_str();
     let created = clocks.created.unwrap_or(clocks.state_since);
     if matches!(state, "Creating" | "AwaitingShipmentDetails") {
-        found.push(ServiceClock {
+        found[0] = Some(ServiceClock {
             deadline: "deletion",
             at: created.saturating_add(UNSHIPPED_DELETION),
             consequence: "the service deletes a job whose drives were never shipped; ship and enter the tracking number before then, or create the job again",
@@ -44,7 +44,7 @@ fn service_clocks(
         });
     }
     if state == "DeviceOrdered" {
-        found.push(ServiceClock {
+        found[1] = Some(ServiceClock {
             deadline: "cancellation",
             at: created.saturating_add(UNFULFILLED_CANCELLATION),
             consequence: "the service cancels a Data Box order it could not fulfil within 90 days",
@@ -53,7 +53,7 @@ fn service_clocks(
     }
     let auto_complete = job.notices.action.as_ref().and_then(|a| a.auto_complete_at);
     if let Some(at) = auto_complete {
-        found.push(ServiceClock {
+        found[2] = Some(ServiceClock {
             deadline: "auto_complete",
             at,
             consequence: "the service completes the copy stage by itself, without the files that failed; answer in the portal before then",
@@ -61,7 +61,7 @@ fn service_clocks(
         });
     }
     if let (Phase::Completed, Some(since)) = (job.state.phase(), terminal_since) {
-        found.push(ServiceClock {
+        found[3] = Some(ServiceClock {
             deadline: "purge",
             at: since.saturating_add(COMPLETED_PURGE),
             consequence: "the service deletes the completed job; its history stays in iewatch",
@@ -72,54 +72,76 @@ fn service_clocks(
 }
 
 pub(super) fn deadlines(
-    clocks: &mut Clocks,
+    clocks: &mut Working<'_>,
     job: &JobSnapshot,
     now: Moment,
     input: &ClockInput<'_>,
     events: &mut Vec<Event>,
 ) {
     let found = service_clocks(clocks, job, input.terminal_since);
+    let found = found.iter().flatten();
     // A warning is keyed by the deadline it warns about, within a tolerance: a service
     // time that jitters by minutes between polls is the same deadline. A key that matches
     // follows the deadline (so a slow drift never repeats a warning); keys of clocks that
     // no longer apply go, so the list stays as short as the clocks.
-    clocks.warned = std::mem::take(&mut clocks.warned)
-        .into_iter()
-        .filter_map(|key| {
-            let (deadline, at, lead) = parse_key(&key)?;
-            let clock = found.iter().find(|c| {
-                c.deadline == deadline && c.at.max(at).since(c.at.min(at)) <= SAME_DEADLINE
-            })?;
-            Some(format!("{deadline}:{}:{lead}", clock.at.unix_secs()))
+    let followed = |key: &String| -> Option<String> {
+        let (deadline, at, lead) = parse_key(key)?;
+        let clock = found.clone().find(|c| {
+            c.deadline == deadline && c.at.max(at).since(c.at.min(at)) <= SAME_DEADLINE
+        })?;
+        Some(warned_key(deadline, clock.at, lead))
+    };
+    // Keys say their time to the second, as the clock's own key would.
+    let stays = |key: &String| {
+        parse_key(key).is_some_and(|(deadline, at, _)| {
+            found
+                .clone()
+                .any(|c| c.deadline == deadline && c.at.unix_secs() == at.unix_secs())
         })
-        .collect();
+    };
+    if !clocks.warned.iter().all(stays) {
+        let clocks = clocks.to_mut();
+        clocks.warned = clocks.warned.iter().filter_map(followed).collect();
+    }
     for clock in found {
-        let key = |lead: u64| format!("{}:{}:{lead}", clock.deadline, clock.at.unix_secs());
         // A clock announced once when it starts has one lead that is always reached.
-        let leads: Vec<u64> = if clock.warn_ahead {
-            input
-                .settings
-                .deadline_warnings
-                .iter()
-                .map(Duration::as_secs)
-                .collect()
-        } else {
-            vec![u64::MAX]
+        let leads = match clock.warn_ahead {
+            true => input.settings.deadline_warnings.as_slice(),
+            false => &[Duration::MAX],
         };
         // Every lead already reached is owed; one event says the nearest, and all are
         // marked (a job first seen a day before its deadline gets one warning, not two).
-        let reached: Vec<u64> = leads
-            .iter()
-            .copied()
-            .filter(|lead| now >= clock.at.saturating_sub(Duration::from_secs(*lead)))
-            .filter(|lead| !clocks.warned.contains(&key(*lead)))
-            .collect();
-        let Some(nearest) = reached.iter().min().copied() else {
+        let owed = |lead: &&Duration| {
+            now >= clock.at.saturating_sub(**lead)
+                && !clocks.warned.iter().any(|key| {
+                    parse_key(key).is_some_and(|(deadline, at, warned_lead)| {
+                        (deadline, at.unix_secs(), warned_lead)
+                            == (clock.deadline, clock.at.unix_secs(), lead_secs(**lead))
+                    })
+                })
+        };
+        let Some(nearest) = leads.iter().filter(owed).min().copied() else {
             continue;
         };
-        clocks.warned.extend(reached.iter().map(|l| key(*l)));
-        events.push(warning(&clock, nearest, now, clocks.created_by_service));
+        let reached: Vec<String> = leads
+            .iter()
+            .filter(owed)
+            .map(|lead| warned_key(clock.deadline, clock.at, lead_secs(*lead)))
+            .collect();
+        let created_by_service = clocks.created_by_service;
+        clocks.to_mut().warned.extend(reached);
+        events.push(warning(clock, lead_secs(nearest), now, created_by_service));
     }
+}
+
+/// A lead as its key writes it: seconds, and `u64::MAX` for a clock told once.
+fn lead_secs(lead: Duration) -> u64 {
+    lead.as_secs()
+}
+
+/// The `warned` key of `deadline` at `at` for the lead `lead` (seconds).
+fn warned_key(deadline: &str, at: Moment, lead: u64) -> String {
+    format!("{deadline}:{}:{lead}", at.unix_secs())
 }
 
 /// The `job.deadline` event of `clock` once its lead `nearest` was reached: in words
@@ -175,9 +197,9 @@ const SAME_DEADLINE: Duration = Duration::from_secs(6 * 3600);
 
 /// A `warned` key's deadline, time (Unix seconds) and lead in seconds
 /// (`deletion:1767225600:345600`).
-fn parse_key(key: &str) -> Option<(&str, Moment, &str)> {
+fn parse_key(key: &str) -> Option<(&str, Moment, u64)> {
     let mut parts = key.splitn(3, ':');
     let deadline = parts.next()?;
     let at = Moment::from_unix_secs(parts.next()?.parse().ok()?);
-    Some((deadline, at, parts.next()?))
+    Some((deadline, at, parts.next()?.parse().ok()?))
 }

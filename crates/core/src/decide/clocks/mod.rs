@@ -5,7 +5,7 @@
 //! remembers ([`Clocks`]) in, events and the new [`Clocks`] out. Everything is keyed so
 //! that a restart (the clocks live in `jobs.clocks`) never announces a thing twice.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{borrow::Cow, collections::BTreeMap, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -73,6 +73,14 @@ pub struct Clocks {
         with = "crate::moment::unix_secs_mark"
     )]
     pub anchor: Option<(i64, Moment)>,
+    /// Where the job's copy last moved to, and when: its ETA is reckoned as of then, so
+    /// that it stays put (and nothing is written) while the copy does not move.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::moment::unix_secs_mark"
+    )]
+    pub moved: Option<(i64, Moment)>,
     /// The job's ETA, once meaningful.
     #[serde(
         default,
@@ -107,7 +115,7 @@ impl Clocks {
 }
 
 /// A drive's clocks.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DriveClock {
     /// The percent last seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -170,20 +178,26 @@ pub struct ClockInput<'a> {
     pub settings: &'a ClockSettings,
 }
 
-/// Applies every time-driven rule; returns the events and the clocks after them.
-pub fn tick(clocks: &Clocks, input: &ClockInput<'_>) -> (Vec<Event>, Clocks) {
+/// The clocks as the rules go: borrowed until a rule changes something, so that a poll
+/// where nothing moved clones and allocates nothing.
+type Working<'c> = Cow<'c, Clocks>;
+
+/// Applies every time-driven rule; returns the events, and the clocks after them when
+/// they changed (None: as they were).
+pub fn tick(clocks: &Clocks, input: &ClockInput<'_>) -> (Vec<Event>, Option<Clocks>) {
     let now = input.now;
-    let mut after = clocks.clone();
+    let mut after = Cow::Borrowed(clocks);
     let mut events = Vec::new();
     if let Some(created) = input.created_at {
         if !after.created_by_service || after.created != Some(created) {
+            let after = after.to_mut();
             after.created = Some(created);
             after.created_by_service = true;
         }
     }
     if let Some(job) = input.job {
         if after.created.is_none() {
-            after.created = Some(now);
+            after.to_mut().created = Some(now);
         }
         job_stall(&mut after, job, now, input.settings, &mut events);
         drive_clocks(&mut after, job, now, input.settings, &mut events);
@@ -191,11 +205,15 @@ pub fn tick(clocks: &Clocks, input: &ClockInput<'_>) -> (Vec<Event>, Clocks) {
         progress(&mut after, job, now);
     }
     remind(&mut after, input, now, &mut events);
-    (events, after)
+    let changed = match after {
+        Cow::Owned(after) if after != *clocks => Some(after),
+        _ => None,
+    };
+    (events, changed)
 }
 
 fn job_stall(
-    clocks: &mut Clocks,
+    clocks: &mut Working<'_>,
     job: &JobSnapshot,
     now: Moment,
     settings: &ClockSettings,
@@ -213,6 +231,7 @@ fn job_stall(
                 json!({"state": old, "since": rfc3339(clocks.state_since), "now": state}),
             ));
         }
+        let clocks = clocks.to_mut();
         clocks.state = Some(state.to_owned());
         clocks.state_since = now;
         clocks.stalled = false;
@@ -223,7 +242,7 @@ fn job_stall(
     };
     let stuck_for = now.since(clocks.state_since);
     if !clocks.stalled && stuck_for >= *threshold {
-        clocks.stalled = true;
+        clocks.to_mut().stalled = true;
         events.push(Event::notice(
             EventType::JobStalled,
             None,
@@ -249,69 +268,84 @@ fn is_copying(drive: &DriveSnapshot) -> bool {
 }
 
 fn drive_clocks(
-    clocks: &mut Clocks,
+    clocks: &mut Working<'_>,
     job: &JobSnapshot,
     now: Moment,
     settings: &ClockSettings,
     events: &mut Vec<Event>,
 ) {
-    clocks
-        .drives
-        .retain(|id, _| job.drives.iter().any(|d| d.drive_id.as_str() == id));
+    let gone = |id: &String| !job.drives.iter().any(|d| d.drive_id.as_str() == id);
+    if clocks.drives.keys().any(gone) {
+        clocks.to_mut().drives.retain(|id, _| !gone(id));
+    }
     for drive in &job.drives {
-        let clock = clocks
-            .drives
-            .entry(drive.drive_id.as_str().to_owned())
-            .or_insert_with(|| DriveClock {
-                percent: drive.percent_complete,
-                since: now,
-                ..DriveClock::default()
-            });
-        let moved = clock.percent != drive.percent_complete;
-        let copying = is_copying(drive);
-        if (moved || !copying) && clock.stalled {
-            events.push(Event::notice(
-                EventType::DriveResumed,
-                Some(&drive.drive_id),
-                format!(
-                    "{}% after {}",
-                    show(drive.percent_complete),
-                    days(now.since(clock.since).as_secs())
-                ),
-                Severity::Info,
-                json!({"percent": drive.percent_complete, "since": rfc3339(clock.since)}),
-            ));
-            clock.stalled = false;
-        }
-        if moved {
-            clock.percent = drive.percent_complete;
-            clock.since = now;
-        }
-        let Some(threshold) = settings.drive_stall_after.filter(|t| !t.is_zero()) else {
-            continue;
-        };
-        if copying && !clock.stalled && now.since(clock.since) >= threshold {
-            clock.stalled = true;
-            events.push(Event::notice(
-                EventType::DriveStalled,
-                Some(&drive.drive_id),
-                format!(
-                    "{}% for {}",
-                    show(drive.percent_complete),
-                    days(now.since(clock.since).as_secs())
-                ),
-                Severity::Warning,
-                json!({
-                    "percent": drive.percent_complete,
-                    "since": rfc3339(clock.since),
-                    "threshold": days(threshold.as_secs()),
-                }),
-            ));
+        let before = clocks.drives.get(drive.drive_id.as_str()).copied();
+        let mut clock = before.unwrap_or(DriveClock {
+            percent: drive.percent_complete,
+            since: now,
+            ..DriveClock::default()
+        });
+        drive_clock(&mut clock, drive, now, settings, events);
+        if before != Some(clock) {
+            let id = drive.drive_id.as_str().to_owned();
+            clocks.to_mut().drives.insert(id, clock);
         }
     }
 }
 
-/// An ETA from the rate since the anchor, once it means something.
+/// One drive's stall rules, on its clock (a copy: the caller writes it back if it moved).
+fn drive_clock(
+    clock: &mut DriveClock,
+    drive: &DriveSnapshot,
+    now: Moment,
+    settings: &ClockSettings,
+    events: &mut Vec<Event>,
+) {
+    let moved = clock.percent != drive.percent_complete;
+    let copying = is_copying(drive);
+    if (moved || !copying) && clock.stalled {
+        events.push(Event::notice(
+            EventType::DriveResumed,
+            Some(&drive.drive_id),
+            format!(
+                "{}% after {}",
+                show(drive.percent_complete),
+                days(now.since(clock.since).as_secs())
+            ),
+            Severity::Info,
+            json!({"percent": drive.percent_complete, "since": rfc3339(clock.since)}),
+        ));
+        clock.stalled = false;
+    }
+    if moved {
+        clock.percent = drive.percent_complete;
+        clock.since = now;
+    }
+    let Some(threshold) = settings.drive_stall_after.filter(|t| !t.is_zero()) else {
+        return;
+    };
+    if copying && !clock.stalled && now.since(clock.since) >= threshold {
+        clock.stalled = true;
+        events.push(Event::notice(
+            EventType::DriveStalled,
+            Some(&drive.drive_id),
+            format!(
+                "{}% for {}",
+                show(drive.percent_complete),
+                days(now.since(clock.since).as_secs())
+            ),
+            Severity::Warning,
+            json!({
+                "percent": drive.percent_complete,
+                "since": rfc3339(clock.since),
+                "threshold": days(threshold.as_secs()),
+            }),
+        ));
+    }
+}
+
+/// An ETA from the rate between the anchor and the copy's last move (`percent`, reached
+/// at `now`), once it means something.
 fn eta(anchor: Option<(i64, Moment)>, percent: Option<i64>, now: Moment) -> Option<Moment> {
     let (p0, t0) = anchor?;
     let p = percent?;
@@ -338,13 +372,29 @@ fn reanchor(
     }
 }
 
-fn progress(clocks: &mut Clocks, job: &JobSnapshot, now: Moment) {
-    clocks.anchor = reanchor(clocks.anchor, job.percent_complete, now);
-    clocks.eta = eta(clocks.anchor, job.percent_complete, now);
+fn progress(clocks: &mut Working<'_>, job: &JobSnapshot, now: Moment) {
+    let moved = match (clocks.moved, job.percent_complete) {
+        (Some((was, at)), Some(percent)) if was == percent => Some((was, at)),
+        (_, percent) => percent.map(|p| (p, now)),
+    };
+    let anchor = reanchor(clocks.anchor, job.percent_complete, now);
+    let job_eta = moved.and_then(|(percent, at)| eta(anchor, Some(percent), at));
+    if (anchor, moved, job_eta) != (clocks.anchor, clocks.moved, clocks.eta) {
+        let clocks = clocks.to_mut();
+        (clocks.anchor, clocks.moved, clocks.eta) = (anchor, moved, job_eta);
+    }
     for drive in &job.drives {
-        if let Some(clock) = clocks.drives.get_mut(drive.drive_id.as_str()) {
-            clock.anchor = reanchor(clock.anchor, drive.percent_complete, now);
-            clock.eta = eta(clock.anchor, drive.percent_complete, now);
+        let id = drive.drive_id.as_str();
+        let Some(clock) = clocks.drives.get(id) else {
+            continue;
+        };
+        let anchor = reanchor(clock.anchor, drive.percent_complete, now);
+        // As of the drive's last move (`since`), like the job's.
+        let drive_eta = eta(anchor, drive.percent_complete, clock.since);
+        if (anchor, drive_eta) != (clock.anchor, clock.eta) {
+            if let Some(clock) = clocks.to_mut().drives.get_mut(id) {
+                (clock.anchor, clock.eta) = (anchor, drive_eta);
+            }
         }
     }
 }
@@ -371,30 +421,46 @@ fn condition(clocks: &Clocks, input: &ClockInput<'_>) -> Option<&'static str> {
     errors.then_some("completed_with_errors")
 }
 
-fn remind(clocks: &mut Clocks, input: &ClockInput<'_>, now: Moment, events: &mut Vec<Event>) {
+fn remind(clocks: &mut Working<'_>, input: &ClockInput<'_>, now: Moment, events: &mut Vec<Event>) {
     let Some(condition) = condition(clocks, input) else {
-        clocks.reminder = None;
+        if clocks.reminder.is_some() {
+            clocks.to_mut().reminder = None;
+        }
         return;
     };
-    let reminder = match &mut clocks.reminder {
-        Some(r) if r.condition == condition => r,
-        slot => slot.insert(Reminder {
-            condition: condition.to_owned(),
-            since: now,
-            count: 0,
-            last: now,
-        }),
+    let since = match &clocks.reminder {
+        Some(r) if r.condition == condition => r.since,
+        _ => {
+            clocks.to_mut().reminder = Some(Reminder {
+                condition: condition.to_owned(),
+                since: now,
+                count: 0,
+                last: now,
+            });
+            now
+        }
     };
-    let acked = input.acked_at.is_some_and(|at| at >= reminder.since);
-    if !acked && !input.muted && reminder.is_due(now, input.settings) {
+    let acked = input.acked_at.is_some_and(|at| at >= since);
+    let due = clocks
+        .reminder
+        .as_ref()
+        .is_some_and(|r| r.is_due(now, input.settings));
+    if acked || input.muted || !due {
+        return;
+    }
+    if let Some(reminder) = clocks.to_mut().reminder.as_mut() {
         reminder.count += 1;
         reminder.last = now;
         events.push(Event::notice(
             EventType::JobReminder,
             None,
-            format!("{condition} since {} (reminder {})", rfc3339(reminder.since), reminder.count),
+            format!(
+                "{condition} since {} (reminder {})",
+                rfc3339(since),
+                reminder.count
+            ),
             Severity::Warning,
-            json!({"condition": condition, "since": rfc3339(reminder.since), "count": reminder.count}),
+            json!({"condition": condition, "since": rfc3339(since), "count": reminder.count}),
         ));
     }
 }

@@ -41,6 +41,7 @@ fn tick_at(
     };
     extra(&mut input);
     let (events, after) = tick(clocks, &input);
+    let after = after.unwrap_or_else(|| clocks.clone());
     let restarted: Clocks = serde_json::from_str(&serde_json::to_string(&after).unwrap()).unwrap();
     assert_eq!(restarted, after, "the clocks survive a restart");
     (events, restarted)
@@ -369,4 +370,63 @@ fn the_eta_follows_the_observed_rate_once_it_means_something() {
         None,
         "no overflow"
     );
+}
+
+/// A tick where nothing is due and nothing moved hands back no clocks: every rule ran
+/// (a deadline warned of, a copying drive with an ETA, a reminder counting) and the
+/// clocks were borrowed, not cloned. A tick where one thing moves hands them back.
+#[test]
+fn a_quiet_tick_changes_nothing_and_a_moving_one_does() {
+    let copying = |percent| {
+        let mut job = job("Creating");
+        job.percent_complete = Some(percent);
+        job.drives = vec![DriveSnapshot::new(
+            "D1".into(),
+            Some("Transferring".into()),
+            Some("InProgress".into()),
+            Some(percent),
+        )];
+        job
+    };
+    let failing = |i: &mut ClockInput<'_>| i.polls_failing = true;
+    let mut clocks = Clocks::default();
+    for (hours, percent) in [(0, 10), (1, 20), (2, 30), (11 * 24, 40)] {
+        clocks = tick_at(&clocks, &copying(percent), hours * HOUR, failing).1;
+    }
+    assert!(
+        clocks.eta.is_some() && !clocks.warned.is_empty() && clocks.reminder.is_some(),
+        "{clocks:?}"
+    );
+    let settings = ClockSettings::default();
+    let input = |job, minutes: u64| ClockInput {
+        now: time(T0 + 11 * D + minutes * 60),
+        job: Some(job),
+        created_at: None,
+        terminal_since: None,
+        polls_failing: true,
+        acked_at: None,
+        muted: false,
+        settings: &settings,
+    };
+    let same = copying(40);
+    let (events, after) = tick(&clocks, &input(&same, 1));
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(after, None, "nothing moved");
+    let moved = copying(41);
+    let (_, after) = tick(&clocks, &input(&moved, 1));
+    let after = after.expect("the copy moved");
+    assert_eq!(after.drives["D1"].percent, Some(41));
+}
+
+/// A deadline counted from a time with a fraction of a second (the wall clock's
+/// `terminal_since`) is the same deadline at the next poll: its key says seconds.
+#[test]
+fn a_deadline_from_a_time_with_milliseconds_is_told_once() {
+    let completed = job("Completed");
+    let since = |i: &mut ClockInput<'_>| {
+        i.terminal_since = Some(time(T0).saturating_add(Duration::from_millis(250)));
+    };
+    let seen = play(&completed, &[0, 1, 2], since);
+    assert_eq!(kinds(&seen[0]), [(EventType::JobDeadline, Severity::Info)]);
+    assert!(seen[1].is_empty() && seen[2].is_empty(), "{seen:?}");
 }
