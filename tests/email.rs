@@ -80,6 +80,16 @@ async fn one_message_per_event_over_starttls_in_order_through_an_outage() {
     notifier.stop().await;
     let messages = sink.messages();
     assert_eq!(messages.len(), events.len(), "each once");
+    // One lane mails one message after the other: STARTTLS and AUTH once, one connection
+    // kept while mail flows.
+    let mut connections = sink.connections();
+    assert_eq!(connections.len(), events.len());
+    connections.dedup();
+    assert_eq!(
+        connections.len(),
+        1,
+        "one connection for all: {connections:?}"
+    );
     for (message, event) in messages.iter().zip(&events) {
         let unfolded = message.replace("\r\n ", " ");
         let subject = unfolded

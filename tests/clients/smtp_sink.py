@@ -1,6 +1,6 @@
 """A real SMTP server on 127.0.0.1 for iewatch's e-mail tests: aiosmtpd with STARTTLS
 required (`starttls`) or TLS from the first byte (`tls`), AUTH required over TLS for one
-user, each accepted message written to OUTDIR as NNN.eml. Prints "ready" once it listens;
+user, each accepted message written to OUTDIR as NNN.eml (and the client's port, NNN.peer). Prints "ready" once it listens;
 runs until killed.
 
 Arguments: mode, port, certificate PEM, key PEM, user, password, outdir, and optionally
@@ -36,8 +36,10 @@ class Sink:
             return "550 5.7.1 Message refused by policy"
         if behaviour == "defer-first" and first:
             return "451 4.3.0 Try again later"
-        name = out / f"{next(counter):03}.eml"
-        name.write_bytes(envelope.original_content or envelope.content)
+        number = next(counter)
+        # The client's port: messages that share it came on one connection.
+        (out / f"{number:03}.peer").write_text(f"{session.peer[1]}\n")
+        (out / f"{number:03}.eml").write_bytes(envelope.original_content or envelope.content)
         return "250 OK"
 
 

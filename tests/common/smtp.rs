@@ -90,6 +90,25 @@ impl SmtpSink {
         self.outdir.join("held").exists()
     }
 
+    /// The connections the accepted messages came on: one client port per message,
+    /// in order.
+    pub fn connections(&self) -> Vec<String> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&self.outdir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        names.retain(|p| p.extension().is_some_and(|e| e == "peer"));
+        names.sort();
+        names
+            .iter()
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned()
+            })
+            .collect()
+    }
+
     /// Every message accepted so far, in order, as its reader sees it.
     pub fn messages(&self) -> Vec<String> {
         let mut names: Vec<PathBuf> = std::fs::read_dir(&self.outdir)

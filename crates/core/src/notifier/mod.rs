@@ -176,10 +176,15 @@ fn mailed(sent: Result<u16, email::MailError>) -> Sent {
 /// within the webhook's `timeout`. Past it the attempt is dropped, its connection with
 /// it, and counted as a transient failure; so a receiver that accepts and never answers
 /// costs a lane one timeout per retry, never the lane.
-async fn deliver(client: &HttpsClient, webhook: &Webhook, events: &[EventRecord]) -> Sent {
+async fn deliver(
+    client: &HttpsClient,
+    smtp: &email::Parked,
+    webhook: &Webhook,
+    events: &[EventRecord],
+) -> Sent {
     bounded(webhook, async {
         match (&webhook.channel, events) {
-            (Channel::Email(settings), _) => mailed(email::send(settings, events).await),
+            (Channel::Email(settings), _) => mailed(email::send(settings, smtp, events).await),
             (_, [event]) => post(client, webhook, event).await,
             (_, _) => Sent::Refused {
                 status: None,
@@ -210,6 +215,7 @@ async fn bounded(webhook: &Webhook, attempt: impl std::future::Future<Output = S
 /// give-up rule applied; true when the endpoint said 410 Gone.
 async fn attempt(
     client: &HttpsClient,
+    smtp: &email::Parked,
     webhook: &Webhook,
     store: &Writer,
     job: JobId,
@@ -220,7 +226,7 @@ async fn attempt(
             let to = (webhook, routing_key.expose());
             incident_steps(client, to, store, job, &item.event).await
         }
-        _ => deliver(client, webhook, std::slice::from_ref(&item.event)).await,
+        _ => deliver(client, smtp, webhook, std::slice::from_ref(&item.event)).await,
     };
     outcome_of(sent, webhook, item)
 }
@@ -290,12 +296,22 @@ async fn incident_steps(
 
 /// One e-mail for a job's pending deliveries (`digest_every`): the same outcome for all,
 /// its retry and give-up times counted from the oldest.
-async fn attempt_digest(client: &HttpsClient, webhook: &Webhook, items: &[OutboxItem]) -> Attempt {
+async fn attempt_digest(
+    client: &HttpsClient,
+    smtp: &email::Parked,
+    webhook: &Webhook,
+    items: &[OutboxItem],
+) -> Attempt {
     let Some(oldest) = items.first() else {
         return Attempt::Delivered { status: 0 };
     };
     let events: Vec<EventRecord> = items.iter().map(|i| i.event.clone()).collect();
-    outcome_of(deliver(client, webhook, &events).await, webhook, oldest).0
+    outcome_of(
+        deliver(client, smtp, webhook, &events).await,
+        webhook,
+        oldest,
+    )
+    .0
 }
 
 /// A sent (or not) request as the outcome to record, with the retry time and give-up

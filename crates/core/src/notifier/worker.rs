@@ -45,6 +45,8 @@ struct Lanes {
     store: Writer,
     webhook: Arc<Webhook>,
     client: HttpsClient,
+    /// E-mail's connections kept between messages (empty for other channels).
+    smtp: super::email::Parked,
     telemetry: Telemetry,
     shutdown: CancellationToken,
     /// Cancelled when the endpoint answered 410 Gone.
@@ -107,6 +109,7 @@ pub(super) async fn run(
         store,
         webhook: Arc::new(webhook),
         client,
+        smtp: super::email::Parked::default(),
         telemetry,
         shutdown,
         gone: CancellationToken::new(),
@@ -252,8 +255,15 @@ impl Lanes {
                     break;
                 }
                 let started = self.in_flight.start(job);
-                let (outcome, gone) =
-                    attempt(&self.client, &self.webhook, &self.store, job, item).await;
+                let (outcome, gone) = attempt(
+                    &self.client,
+                    &self.smtp,
+                    &self.webhook,
+                    &self.store,
+                    job,
+                    item,
+                )
+                .await;
                 self.in_flight.end(job, started);
                 self.telemetry.delivery(match outcome {
                     Attempt::Delivered { .. } => "delivered",
@@ -308,7 +318,8 @@ impl Lanes {
                 break;
             }
             let started = self.in_flight.start(job);
-            let outcome = super::attempt_digest(&self.client, &self.webhook, &items).await;
+            let outcome =
+                super::attempt_digest(&self.client, &self.smtp, &self.webhook, &items).await;
             self.in_flight.end(job, started);
             self.telemetry.delivery(match outcome {
                 Attempt::Delivered { .. } => "delivered",
