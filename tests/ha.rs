@@ -403,6 +403,19 @@ async fn a_leader_that_lost_its_lease_writes_nothing_and_learns_it() {
         .record_lane("ops", job, &[], SystemTime::now().into())
         .await;
     assert!(matches!(lane, Err(StoreError::LeaseLost)), "{lane:?}");
+    // The refusals (the check rides in the BEGIN's round trip) left no session inside a
+    // failed transaction: the old daemon's connections are as clean as before.
+    let aborted: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction (aborted)'",
+    )
+    .fetch_one(new.pool())
+    .await
+    .unwrap();
+    assert_eq!(aborted, 0, "a session left in a failed transaction");
+    for _ in 0..4 {
+        let read: Result<i64, _> = sqlx::query_scalar("SELECT 1").fetch_one(old.pool()).await;
+        assert!(read.is_ok(), "{read:?}");
+    }
     let lost = tokio::time::timeout(
         Duration::from_secs(5),
         iewatch::leadership::hold(old.clone(), 1, lease_time),

@@ -121,27 +121,37 @@ pub async fn holder(pool: &AnyPool) -> Result<Option<Holder>, StoreError> {
     }))
 }
 
-/// Inside a write transaction: locks the lease row against a takeover until the commit
-/// and checks that `epoch` still holds a live lease. Epoch 0 (a store that does not lead:
+/// The words a lost lease raises inside [`begin`]'s first statement.
+/// (Inside a SQL string literal: no quote in it.)
+const LOST: &str = "iewatch: the lease of this daemon is lost";
+
+/// Begins a write transaction that commits only while `epoch` holds a live lease: the
+/// lease row is locked against a takeover until the commit, and the epoch and expiry are
+/// checked, in the same round trip as `BEGIN`. Epoch 0 (a store that does not lead:
 /// SQLite, where the file lock makes one writer, or a command) checks nothing.
 ///
+/// The check comes first in the one simple query: PostgreSQL runs it in an implicit
+/// transaction that `BEGIN` turns into the transaction block (the row lock is kept); when
+/// the lease is lost the check fails, nothing after it runs, and the connection is left
+/// idle, as clean as before.
+///
 /// # Errors
-/// [`StoreError::LeaseLost`] when it does not; database errors.
-pub(super) async fn check(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+/// [`StoreError::LeaseLost`] when the lease is not held; database errors.
+pub(super) async fn begin(
+    pool: &AnyPool,
     epoch: i64,
-) -> Result<(), StoreError> {
+) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
     if epoch == 0 {
-        return Ok(());
+        return Ok(pool.begin().await?);
     }
-    let held: Option<i64> = sqlx::query_scalar(
-        "SELECT epoch FROM leader WHERE id = 1 AND epoch = $1 AND expires_at > now() FOR SHARE",
-    )
-    .bind(epoch)
-    .fetch_optional(&mut **tx)
-    .await?;
-    match held {
-        Some(_) => Ok(()),
-        None => Err(StoreError::LeaseLost),
+    // `epoch` is our own integer, written as a literal: a simple query takes no binds.
+    let statement = format!(
+        "SELECT CAST(CASE WHEN EXISTS (SELECT 1 FROM leader WHERE id = 1 AND epoch = {epoch} \
+         AND expires_at > now() FOR SHARE) THEN '1' ELSE '{LOST}' END AS integer); BEGIN"
+    );
+    match pool.begin_with(statement).await {
+        Ok(tx) => Ok(tx),
+        Err(sqlx::Error::Database(e)) if e.message().contains(LOST) => Err(StoreError::LeaseLost),
+        Err(e) => Err(e.into()),
     }
 }

@@ -310,17 +310,13 @@ async fn commit(target: &Target, batch: &[Request]) -> Vec<Result<Done, StoreErr
             .map(|_| Err(StoreError::Commit(e.to_string())))
             .collect()
     };
-    let mut tx = match target.pool.begin().await {
+    let mut tx = match lease::begin(&target.pool, target.epoch.load(Ordering::SeqCst)).await {
         Ok(tx) => tx,
-        Err(e) => return all_failed(&e),
-    };
-    match lease::check(&mut tx, target.epoch.load(Ordering::SeqCst)).await {
-        Ok(()) => {}
         Err(StoreError::LeaseLost) => {
             return batch.iter().map(|_| Err(StoreError::LeaseLost)).collect()
         }
         Err(e) => return all_failed(&e),
-    }
+    };
     let (fence, dialect) = (target.fence.load(Ordering::SeqCst), target.dialect);
     let mut outcomes = Vec::with_capacity(batch.len());
     for request in batch {

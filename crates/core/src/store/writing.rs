@@ -232,7 +232,7 @@ impl Writer {
     }
 
     /// A transaction whose writes commit only while this daemon holds the lease (on
-    /// PostgreSQL: [`lease::check`] is its first statement): for the notifier's writes,
+    /// PostgreSQL: [`lease::begin`] checks the lease with the `BEGIN`): for the notifier's writes,
     /// which the group-commit writer does not carry. (A closure taking the transaction
     /// would be tidier, but an async closure's future cannot yet be proven `Send` for a
     /// spawned lane.)
@@ -242,9 +242,7 @@ impl Writer {
     pub(super) async fn begin_fenced(
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        lease::check(&mut tx, self.leading_epoch().unwrap_or(0)).await?;
-        Ok(tx)
+        lease::begin(&self.pool, self.leading_epoch().unwrap_or(0)).await
     }
 
     /// A handle whose writes belong to generation `generation` of job tasks, which
