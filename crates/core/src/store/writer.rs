@@ -167,23 +167,36 @@ async fn write_poll_times(
 /// writes by taking them; a proof of its own only when the last commit is old (see
 /// [`super::Store::takes_writes`]).
 #[derive(Clone, Debug)]
-pub(super) struct LastCommit(Arc<Mutex<(Moment, Option<String>)>>);
+pub(super) struct LastCommit {
+    last: Arc<Mutex<(Moment, Option<String>)>>,
+    /// Transactions ended so far (benchmarks read changes per commit from it).
+    count: Arc<AtomicU64>,
+}
 
 impl Default for LastCommit {
     fn default() -> Self {
-        Self(Arc::new(Mutex::new((crate::wall_clock::now(), None))))
+        Self {
+            last: Arc::new(Mutex::new((crate::wall_clock::now(), None))),
+            count: Arc::default(),
+        }
     }
 }
 
 impl LastCommit {
     fn record(&self, outcome: Result<(), String>) {
-        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         *last = (crate::wall_clock::now(), outcome.err());
+        self.count.fetch_add(1, Ordering::Relaxed);
     }
 
     /// When the last commit ended, and its error if it failed.
     pub(super) fn get(&self) -> (Moment, Option<String>) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Transactions the writer ended since it started.
+    pub(super) fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
     }
 }
 

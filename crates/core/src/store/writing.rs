@@ -268,6 +268,12 @@ impl Writer {
         reason.unwrap_or_else(|| "the database writer has stopped".into())
     }
 
+    /// Transactions the writer task has ended since it started: with the writes it was
+    /// handed, how well group commit shares the fsync (benchmarks print it).
+    pub fn commits(&self) -> u64 {
+        self.writing.last_commit.count()
+    }
+
     /// How long the commit under way has taken, if one is under way (the watchdog's view
     /// of the writer).
     pub fn writer_busy_for(&self) -> Option<Duration> {
