@@ -4,20 +4,14 @@
 //! `digest_every`. The outbox, order per job, retries and `redeliver` are the other
 //! channels'.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+mod connection;
 
 use lettre::{
     message::{Mailbox, SinglePart},
-    transport::smtp::{
-        authentication::{Credentials, DEFAULT_MECHANISMS},
-        client::{AsyncSmtpConnection, Certificate, TlsParameters},
-        extension::ClientId,
-    },
     Message,
 };
+
+pub use connection::{Parked, PARK_IDLE, PARK_MAX};
 
 use crate::{config::EmailSettings, store::EventRecord};
 
@@ -36,7 +30,7 @@ pub struct MailError {
 
 impl MailError {
     /// A failure of ours that the same message would meet again.
-    fn permanent(text: String) -> MailError {
+    pub(super) fn permanent(text: String) -> MailError {
         MailError {
             code: None,
             permanent: true,
@@ -44,63 +38,13 @@ impl MailError {
         }
     }
 
-    fn smtp(settings: &EmailSettings, e: &lettre::transport::smtp::Error) -> MailError {
+    /// A failure lettre reported, with the server's code and words.
+    pub(super) fn smtp(settings: &EmailSettings, e: &lettre::transport::smtp::Error) -> MailError {
         MailError {
             code: e.status().map(u16::from),
             permanent: e.is_permanent(),
             text: format!("SMTP {}:{}: {e}", settings.host, settings.port),
         }
-    }
-}
-
-/// A connection parked this long is not reused: closed and opened anew. Well under the
-/// 5 minutes a server waits for a command (RFC 5321 §4.5.3.2.7).
-pub const PARK_IDLE: Duration = Duration::from_secs(60);
-/// Connections one webhook keeps parked at most: lanes that mail at once each take one.
-pub const PARK_MAX: usize = 4;
-
-/// One webhook's SMTP connections kept between messages while mail flows, so that TCP,
-/// TLS, STARTTLS and AUTH are paid once, not per message. A connection is taken for an
-/// attempt and parked again only after a complete exchange: an attempt cut off by its
-/// deadline drops its connection with it, so a connection in the middle of a reply is
-/// never reused. A parked one answers a NOOP before it is trusted, and one idle past
-/// [`PARK_IDLE`] is closed instead.
-#[derive(Clone, Default)]
-pub struct Parked(Arc<Mutex<Vec<(AsyncSmtpConnection, Instant)>>>);
-
-impl Parked {
-    /// A parked connection fresh enough to try, if any; stale ones are dropped.
-    fn take(&self) -> Option<AsyncSmtpConnection> {
-        let mut parked = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        parked.retain(|(_, since)| since.elapsed() < PARK_IDLE);
-        parked.pop().map(|(connection, _)| connection)
-    }
-
-    /// Keeps `connection` for the next message, unless it broke or enough are kept.
-    fn park(&self, connection: AsyncSmtpConnection) {
-        if connection.has_broken() {
-            return;
-        }
-        let mut parked = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if parked.len() < PARK_MAX {
-            parked.push((connection, Instant::now()));
-        }
-    }
-
-    /// Connections parked now (for tests and benchmarks).
-    pub fn len(&self) -> usize {
-        self.0.lock().map_or(0, |parked| parked.len())
-    }
-
-    /// True when none is parked.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -122,61 +66,19 @@ pub async fn send(
     }
     let message = message(settings, events)
         .map_err(|e| MailError::permanent(format!("cannot build the message: {e}")))?;
-    let mut connection = match parked.take() {
-        Some(mut connection) => match connection.test_connected().await {
-            true => connection,
-            false => connect(settings).await?,
+    let mut smtp = match parked.take() {
+        Some(mut kept) => match kept.test_connected().await {
+            true => kept,
+            false => connection::open(settings).await?,
         },
-        None => connect(settings).await?,
+        None => connection::open(settings).await?,
     };
-    let response = connection
+    let response = smtp
         .send(message.envelope(), &message.formatted())
         .await
         .map_err(|e| MailError::smtp(settings, &e))?;
-    parked.park(connection);
+    parked.park(smtp);
     Ok(u16::from(response.code()))
-}
-
-/// A new connection: TCP, TLS (implicit, or STARTTLS, required: never in clear), EHLO
-/// and AUTH when the webhook has credentials.
-async fn connect(settings: &EmailSettings) -> Result<AsyncSmtpConnection, MailError> {
-    let mut tls = TlsParameters::builder(settings.host.clone());
-    for root in &settings.extra_roots {
-        tls = tls.add_root_certificate(
-            Certificate::from_der(root.to_vec())
-                .map_err(|e| MailError::permanent(format!("ca_certificate: {e}")))?,
-        );
-    }
-    let tls = tls
-        .build_rustls()
-        .map_err(|e| MailError::permanent(format!("TLS: {e}")))?;
-    let hello = ClientId::default();
-    let mut connection = AsyncSmtpConnection::connect_tokio1(
-        (settings.host.as_str(), settings.port),
-        Some(settings.timeout),
-        &hello,
-        settings.implicit_tls.then(|| tls.clone()),
-        None,
-    )
-    .await
-    .map_err(|e| MailError::smtp(settings, &e))?;
-    if !settings.implicit_tls {
-        connection
-            .starttls(tls, &hello)
-            .await
-            .map_err(|e| MailError::smtp(settings, &e))?;
-    }
-    if let Some((user, password)) = &settings.credentials {
-        let credentials = Credentials::new(
-            user.clone(),
-            String::from_utf8_lossy(password.expose()).into_owned(),
-        );
-        connection
-            .auth(DEFAULT_MECHANISMS, &credentials)
-            .await
-            .map_err(|e| MailError::smtp(settings, &e))?;
-    }
-    Ok(connection)
 }
 
 /// A service string as one line of a plain-text message: control characters (CR, LF:
