@@ -1,7 +1,7 @@
 //! Nothing lost, nothing leaked: the real binary killed at random moments, a webhook
 //! endpoint that refuses connections for a long stretch, a database that stops taking
 //! writes (a lock held by another process, a read-only file, a full disk), and secrets
-//! looked for everywhere iewatch writes or prints.
+//! looked for everywhere iewatch writes or prints; a batch of writes with one that fails.
 
 mod common;
 
@@ -535,3 +535,56 @@ async fn no_secret_appears_in_logs_payloads_outputs_or_the_database_and_files_ar
 }
 
 use sqlx::Connection as _;
+
+/// Group commit: writes that wait together commit together, and one that fails fails
+/// alone (the batch is applied again, each write in a savepoint of its own): the others
+/// are recorded, and the store takes writes after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_write_in_a_batch_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = iewatch::store::Writer::open_file(&dir.path().join("iewatch.db"))
+        .await
+        .unwrap();
+    let snapshot = common::scenario("import-lifecycle.toml").compile().unwrap()[0].versions[0]
+        .job
+        .clone()
+        .unwrap()
+        .into_parts()
+        .0;
+    let mut jobs = Vec::new();
+    for i in 0..50 {
+        let name = format!("job-{i}");
+        jobs.push(store.load_job("prod", &name).await.unwrap().id);
+    }
+    // A job the database does not have: its events have no job row to come from.
+    let missing = iewatch::store::JobId(i64::MAX);
+    let before = store.commits();
+    let mut writes = tokio::task::JoinSet::new();
+    for (i, job) in jobs.iter().copied().chain([missing]).enumerate() {
+        let (store, snapshot) = (store.clone(), snapshot.clone());
+        writes.spawn(async move {
+            let written = common::record_first_sight(&store, job, &snapshot, |_| Vec::new());
+            (i, job, written.await)
+        });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(done) = writes.join_next().await {
+        outcomes.push(done.unwrap());
+    }
+    let commits = store.commits() - before;
+    assert!(commits < 51, "the writes were batched: {commits} commits");
+    for (i, job, outcome) in &outcomes {
+        assert_eq!(outcome.is_ok(), *job != missing, "write {i}: {outcome:?}");
+    }
+    let recorded: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT job_id) FROM events")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(recorded, 50, "every other write is recorded");
+    let after = store.load_job("prod", "after").await.unwrap().id;
+    assert!(
+        common::record_first_sight(&store, after, &snapshot, |_| Vec::new())
+            .await
+            .is_ok()
+    );
+}

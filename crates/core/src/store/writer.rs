@@ -312,21 +312,57 @@ async fn run(
     None
 }
 
-/// Applies every write in its own savepoint and commits once. Returns one outcome per
-/// write; if the commit itself fails, every write fails with it. Writes of a generation
-/// older than the fence are refused, not applied; so is the whole batch when the lease
-/// is lost.
+/// Applies a batch and commits it once. Returns one outcome per write; if the commit
+/// itself fails, every write fails with it. Writes of a generation older than the fence
+/// are refused, not applied; so is the whole batch when the lease is lost.
+///
+/// One bad write must not sink the others, which a savepoint per write would ensure at
+/// two statements a write. So the batch goes in plainly first; only when a write fails
+/// is the transaction rolled back and the batch applied again, each write in its own
+/// savepoint, so that the failing one rolls back alone.
 async fn commit(target: &Target, batch: &[Request]) -> Vec<Result<Done, StoreError>> {
+    match commit_as(target, batch, Isolation::Plain).await {
+        Committed::Outcomes(outcomes) => outcomes,
+        Committed::WriteFailed => match commit_as(target, batch, Isolation::Savepoints).await {
+            Committed::Outcomes(outcomes) => outcomes,
+            // Not returned with savepoints: each write's failure is its own outcome.
+            Committed::WriteFailed => batch
+                .iter()
+                .map(|_| Err(StoreError::Commit("a write failed".into())))
+                .collect(),
+        },
+    }
+}
+
+/// How the writes of a batch are applied (see [`commit`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Isolation {
+    /// One after the other in the transaction: a failure ends the attempt.
+    Plain,
+    /// Each in its own savepoint.
+    Savepoints,
+}
+
+/// What one attempt at a batch came to.
+enum Committed {
+    Outcomes(Vec<Result<Done, StoreError>>),
+    /// A write failed without savepoints: nothing was committed.
+    WriteFailed,
+}
+
+async fn commit_as(target: &Target, batch: &[Request], isolation: Isolation) -> Committed {
     let all_failed = |e: &dyn std::fmt::Display| {
-        batch
-            .iter()
-            .map(|_| Err(StoreError::Commit(e.to_string())))
-            .collect()
+        Committed::Outcomes(
+            batch
+                .iter()
+                .map(|_| Err(StoreError::Commit(e.to_string())))
+                .collect(),
+        )
     };
     let mut tx = match lease::begin(&target.pool, target.epoch.load(Ordering::SeqCst)).await {
         Ok(tx) => tx,
         Err(StoreError::LeaseLost) => {
-            return batch.iter().map(|_| Err(StoreError::LeaseLost)).collect()
+            return Committed::Outcomes(batch.iter().map(|_| Err(StoreError::LeaseLost)).collect())
         }
         Err(e) => return all_failed(&e),
     };
@@ -337,24 +373,31 @@ async fn commit(target: &Target, batch: &[Request]) -> Vec<Result<Done, StoreErr
             outcomes.push(Err(StoreError::Fenced));
             continue;
         }
-        let outcome = match tx.begin().await {
-            Err(e) => Err(StoreError::from(e)),
-            Ok(mut savepoint) => match work(&mut savepoint, dialect, &request.work).await {
-                Ok(done) => savepoint
-                    .commit()
-                    .await
-                    .map(|()| done)
-                    .map_err(StoreError::from),
-                Err(e) => {
-                    let _ = savepoint.rollback().await;
-                    Err(e)
-                }
+        let outcome = match isolation {
+            Isolation::Plain => match work(&mut tx, dialect, &request.work).await {
+                Ok(done) => Ok(done),
+                // Rolled back when `tx` drops.
+                Err(_) => return Committed::WriteFailed,
+            },
+            Isolation::Savepoints => match tx.begin().await {
+                Err(e) => Err(StoreError::from(e)),
+                Ok(mut savepoint) => match work(&mut savepoint, dialect, &request.work).await {
+                    Ok(done) => savepoint
+                        .commit()
+                        .await
+                        .map(|()| done)
+                        .map_err(StoreError::from),
+                    Err(e) => {
+                        let _ = savepoint.rollback().await;
+                        Err(e)
+                    }
+                },
             },
         };
         outcomes.push(outcome);
     }
     match tx.commit().await {
-        Ok(()) => outcomes,
+        Ok(()) => Committed::Outcomes(outcomes),
         Err(e) => all_failed(&e),
     }
 }
