@@ -16,6 +16,7 @@ pub mod lease;
 mod reads;
 mod resume;
 mod retention;
+mod rows;
 mod timeline;
 pub mod writer;
 mod writing;
@@ -294,31 +295,43 @@ pub(crate) async fn insert_events(
         .await?;
         ids.push(id);
     }
-    for entry in outbox {
-        let Some(event_id) = ids.get(entry.event) else {
-            continue;
-        };
-        sqlx::query(
-            "INSERT INTO deliveries (event_id, job_id, webhook, created_at, next_attempt_at)
-             VALUES ($1, $2, $3, $4, $4) ON CONFLICT DO NOTHING",
-        )
-        .bind(event_id)
-        .bind(job.0)
-        .bind(&entry.webhook)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-        // A lane waiting for a retry keeps waiting: this event goes out behind its head.
-        sqlx::query(
-            "INSERT INTO outbox_lanes (webhook, job_id, next_attempt_at) VALUES ($1, $2, $3)
-             ON CONFLICT (webhook, job_id) DO NOTHING",
-        )
-        .bind(&entry.webhook)
-        .bind(job.0)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+    // Every delivery in one statement, and each webhook's lane in one more, whatever
+    // their number: `[[event id, webhook], ...]` read back by the database.
+    let deliveries: Vec<(i64, &str)> = outbox
+        .iter()
+        .filter_map(|entry| Some((*ids.get(entry.event)?, entry.webhook.as_str())))
+        .collect();
+    if deliveries.is_empty() {
+        return Ok(ids);
     }
+    let deliveries = serde_json::to_string(&deliveries).unwrap_or_default();
+    sqlx::query(dialect.pick(
+        "INSERT INTO deliveries (event_id, job_id, webhook, created_at, next_attempt_at)
+         SELECT json_extract(value, '$[0]'), $1, json_extract(value, '$[1]'), $2, $2
+         FROM json_each($3) WHERE true ON CONFLICT DO NOTHING",
+        "INSERT INTO deliveries (event_id, job_id, webhook, created_at, next_attempt_at)
+         SELECT (d->>0)::bigint, $1, d->>1, $2, $2 FROM jsonb_array_elements($3::jsonb) AS d
+         ON CONFLICT DO NOTHING",
+    ))
+    .bind(job.0)
+    .bind(now)
+    .bind(&deliveries)
+    .execute(&mut **tx)
+    .await?;
+    // A lane waiting for a retry keeps waiting: these events go out behind its head.
+    sqlx::query(dialect.pick(
+        "INSERT INTO outbox_lanes (webhook, job_id, next_attempt_at)
+         SELECT DISTINCT json_extract(value, '$[1]'), $1, $2 FROM json_each($3) WHERE true
+         ON CONFLICT (webhook, job_id) DO NOTHING",
+        "INSERT INTO outbox_lanes (webhook, job_id, next_attempt_at)
+         SELECT DISTINCT d->>1, $1, $2 FROM jsonb_array_elements($3::jsonb) AS d
+         ON CONFLICT (webhook, job_id) DO NOTHING",
+    ))
+    .bind(job.0)
+    .bind(now)
+    .bind(&deliveries)
+    .execute(&mut **tx)
+    .await?;
     Ok(ids)
 }
 
