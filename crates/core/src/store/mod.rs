@@ -305,35 +305,40 @@ pub(crate) async fn insert_events(
         return Ok(ids);
     }
     let deliveries = serde_json::to_string(&deliveries).unwrap_or_default();
-    sqlx::query(dialect.pick(
-        "INSERT INTO deliveries (event_id, job_id, webhook, created_at, next_attempt_at)
-         SELECT json_extract(value, '$[0]'), $1, json_extract(value, '$[1]'), $2, $2
-         FROM json_each($3) WHERE true ON CONFLICT DO NOTHING",
-        "INSERT INTO deliveries (event_id, job_id, webhook, created_at, next_attempt_at)
-         SELECT (d->>0)::bigint, $1, d->>1, $2, $2 FROM jsonb_array_elements($3::jsonb) AS d
-         ON CONFLICT DO NOTHING",
-    ))
-    .bind(job.0)
-    .bind(now)
-    .bind(&deliveries)
-    .execute(&mut **tx)
-    .await?;
-    // A lane waiting for a retry keeps waiting: these events go out behind its head.
-    sqlx::query(dialect.pick(
-        "INSERT INTO outbox_lanes (webhook, job_id, next_attempt_at)
-         SELECT DISTINCT json_extract(value, '$[1]'), $1, $2 FROM json_each($3) WHERE true
-         ON CONFLICT (webhook, job_id) DO NOTHING",
-        "INSERT INTO outbox_lanes (webhook, job_id, next_attempt_at)
-         SELECT DISTINCT d->>1, $1, $2 FROM jsonb_array_elements($3::jsonb) AS d
-         ON CONFLICT (webhook, job_id) DO NOTHING",
-    ))
-    .bind(job.0)
-    .bind(now)
-    .bind(&deliveries)
-    .execute(&mut **tx)
-    .await?;
+    let statements: &[&str] = match dialect {
+        // One query of two statements: one round trip to sqlx's SQLite thread.
+        Dialect::Sqlite => &[OUTBOX_SQLITE],
+        Dialect::Postgres => &[DELIVERIES_POSTGRES, LANES_POSTGRES],
+    };
+    for sql in statements {
+        sqlx::query(sql)
+            .bind(job.0)
+            .bind(now)
+            .bind(&deliveries)
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(ids)
 }
+
+/// A write's deliveries, `$3` = `[[event id, webhook], ...]`, then each webhook's lane (a
+/// lane waiting for a retry keeps waiting: these events go out behind its head).
+const OUTBOX_SQLITE: &str =
+    "INSERT INTO deliveries (event_id, job_id, webhook, created_at, next_attempt_at)
+     SELECT json_extract(value, '$[0]'), $1, json_extract(value, '$[1]'), $2, $2
+     FROM json_each($3) WHERE true ON CONFLICT DO NOTHING;
+     INSERT INTO outbox_lanes (webhook, job_id, next_attempt_at)
+     SELECT DISTINCT json_extract(value, '$[1]'), $1, $2 FROM json_each($3) WHERE true
+     ON CONFLICT (webhook, job_id) DO NOTHING";
+/// The deliveries of [`OUTBOX_SQLITE`] on PostgreSQL.
+const DELIVERIES_POSTGRES: &str =
+    "INSERT INTO deliveries (event_id, job_id, webhook, created_at, next_attempt_at)
+     SELECT (d->>0)::bigint, $1, d->>1, $2, $2 FROM jsonb_array_elements($3::jsonb) AS d
+     ON CONFLICT DO NOTHING";
+/// The lanes of [`OUTBOX_SQLITE`] on PostgreSQL.
+const LANES_POSTGRES: &str = "INSERT INTO outbox_lanes (webhook, job_id, next_attempt_at)
+     SELECT DISTINCT d->>1, $1, $2 FROM jsonb_array_elements($3::jsonb) AS d
+     ON CONFLICT (webhook, job_id) DO NOTHING";
 
 /// `patch` as a JSON merge patch (RFC 7396) leaves it on an empty object: members whose
 /// value is null dropped, in nested objects too but not inside arrays. SQLite's
