@@ -80,7 +80,8 @@ mod tests {
                         ..DriveClock::default()
                     },
                 )]
-                .into(),
+                .into_iter()
+                .collect(),
                 reminder: Some(Reminder {
                     condition: "stalled".into(),
                     since: at(-100),
@@ -104,7 +105,11 @@ mod tests {
         assert_eq!(memory.terminal_since, Some(now));
         assert_eq!(memory.clocks.state_since, now);
         assert_eq!(memory.clocks.anchor, Some((10, at(-5))), "the past stays");
-        assert_eq!(memory.clocks.drives["D1"].since, at(30), "within tolerance");
+        assert_eq!(
+            memory.clocks.drives.get("D1").unwrap().since,
+            at(30),
+            "within tolerance"
+        );
         assert_eq!(memory.clocks.eta, Some(at(2 * month)), "a prediction");
         assert!(memory.clamp_future(now).is_empty(), "once");
         let mut by_service = Memory::default();

@@ -5,14 +5,16 @@
 //! remembers ([`Clocks`]) in, events and the new [`Clocks`] out. Everything is keyed so
 //! that a restart (the clocks live in `jobs.clocks`) never announces a thing twice.
 
-use std::{borrow::Cow, collections::BTreeMap, time::Duration};
+use std::{borrow::Cow, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 mod deadlines;
+mod drive_clocks;
 
 use deadlines::deadlines;
+pub use drive_clocks::DriveClocks;
 
 use crate::{
     events::{Event, EventType},
@@ -89,8 +91,8 @@ pub struct Clocks {
     )]
     pub eta: Option<Moment>,
     /// Per drive: progress, stall and ETA.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub drives: BTreeMap<String, DriveClock>,
+    #[serde(default, skip_serializing_if = "DriveClocks::is_empty")]
+    pub drives: DriveClocks,
     /// The error condition being reminded of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reminder: Option<Reminder>,
@@ -274,9 +276,9 @@ fn drive_clocks(
     settings: &ClockSettings,
     events: &mut Vec<Event>,
 ) {
-    let gone = |id: &String| !job.drives.iter().any(|d| d.drive_id.as_str() == id);
-    if clocks.drives.keys().any(gone) {
-        clocks.to_mut().drives.retain(|id, _| !gone(id));
+    let gone = |id: &str| !job.drives.iter().any(|d| d.drive_id.as_str() == id);
+    if clocks.drives.ids().any(gone) {
+        clocks.to_mut().drives.retain(|id| !gone(id));
     }
     for drive in &job.drives {
         let before = clocks.drives.get(drive.drive_id.as_str()).copied();

@@ -415,7 +415,7 @@ fn a_quiet_tick_changes_nothing_and_a_moving_one_does() {
     let moved = copying(41);
     let (_, after) = tick(&clocks, &input(&moved, 1));
     let after = after.expect("the copy moved");
-    assert_eq!(after.drives["D1"].percent, Some(41));
+    assert_eq!(after.drives.get("D1").unwrap().percent, Some(41));
 }
 
 /// A deadline counted from a time with a fraction of a second (the wall clock's
