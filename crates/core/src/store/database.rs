@@ -14,6 +14,8 @@ use crate::config::{Database, Postgres};
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections: SQLite has one writer at a time; a few readers beside it.
 const SQLITE_CONNECTIONS: u32 = 4;
+/// Most page cache per SQLite connection, KiB.
+const CACHE_KIB: u32 = 1024;
 /// Connections to PostgreSQL: the writer, the notifier, the lease and readers.
 const POSTGRES_CONNECTIONS: u32 = 6;
 /// How long a PostgreSQL connection may take to open.
@@ -78,8 +80,11 @@ pub(super) async fn connect(database: &Database, creating: bool) -> Result<AnyPo
             // why unchanged polls are batched. Pages freed by `retention` go back to the
             // file system (on a database created with incremental vacuum; README
             // "Retention").
+            // Each connection's page cache is at most CACHE_KIB (SQLite's default is 2 MiB,
+            // 8 MiB over the pool): the file's pages are in the OS's cache anyway.
             let mut setup = format!(
-                "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {};",
+                "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {}; \
+                 PRAGMA cache_size = -{CACHE_KIB};",
                 BUSY_TIMEOUT.as_millis()
             );
             if creating {
