@@ -365,12 +365,7 @@ async fn a_leader_that_lost_its_lease_writes_nothing_and_learns_it() {
     );
     old.lead(1);
     let job = old.load_job("prod", "MySampleJob").await.unwrap().id;
-    let snapshot = common::scenario("import-lifecycle.toml").compile().unwrap()[0].versions[0]
-        .job
-        .clone()
-        .unwrap()
-        .into_parts()
-        .0;
+    let snapshot = common::first_snapshot("import-lifecycle.toml");
     common::record_first_sight(&old, job, &snapshot, to_ops)
         .await
         .expect("the leader writes");

@@ -545,12 +545,7 @@ async fn a_failing_write_in_a_batch_fails_alone() {
     let store = iewatch::store::Writer::open_file(&dir.path().join("iewatch.db"))
         .await
         .unwrap();
-    let snapshot = common::scenario("import-lifecycle.toml").compile().unwrap()[0].versions[0]
-        .job
-        .clone()
-        .unwrap()
-        .into_parts()
-        .0;
+    let snapshot = common::first_snapshot("import-lifecycle.toml");
     let mut jobs = Vec::new();
     for i in 0..50 {
         let name = format!("job-{i}");

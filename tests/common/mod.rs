@@ -67,6 +67,16 @@ pub fn scenario(name: &str) -> Scenario {
     Scenario::load(&path).expect("shipped scenario parses")
 }
 
+/// The job as the first version of shipped scenario `name` shows it.
+pub fn first_snapshot(name: &str) -> iewatch::model::JobSnapshot {
+    scenario(name).compile().unwrap()[0].versions[0]
+        .job
+        .clone()
+        .unwrap()
+        .into_parts()
+        .0
+}
+
 /// A shipped scenario with fault windows added (`faults`: TOML inline tables).
 pub fn scenario_with_faults(name: &str, faults: &str) -> Scenario {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

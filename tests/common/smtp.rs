@@ -93,33 +93,26 @@ impl SmtpSink {
     /// The connections the accepted messages came on: one client port per message,
     /// in order.
     pub fn connections(&self) -> Vec<String> {
-        let mut names: Vec<PathBuf> = std::fs::read_dir(&self.outdir)
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        names.retain(|p| p.extension().is_some_and(|e| e == "peer"));
-        names.sort();
-        names
-            .iter()
-            .map(|p| {
-                std::fs::read_to_string(p)
-                    .unwrap_or_default()
-                    .trim()
-                    .to_owned()
-            })
+        self.files("peer")
+            .map(|text| text.trim().to_owned())
             .collect()
     }
 
     /// Every message accepted so far, in order, as its reader sees it.
     pub fn messages(&self) -> Vec<String> {
+        self.files("eml").map(|text| readable(&text)).collect()
+    }
+
+    /// The text of the sink's files ending in `.extension`, in order of their names.
+    fn files(&self, extension: &str) -> impl Iterator<Item = String> {
         let mut names: Vec<PathBuf> = std::fs::read_dir(&self.outdir)
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
-        names.retain(|p| p.extension().is_some_and(|e| e == "eml"));
+        names.retain(|p| p.extension().is_some_and(|e| e == extension));
         names.sort();
         names
-            .iter()
-            .map(|p| readable(&std::fs::read_to_string(p).unwrap_or_default()))
-            .collect()
+            .into_iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
     }
 }
 
