@@ -31,6 +31,27 @@ fn job(state: &str) -> JobSnapshot {
     JobSnapshot::assemble(None, state.into(), None, None)
 }
 
+/// The context of the tests' polls: a threshold of 3 failures, Retry-After up to an
+/// hour, not acked, not muted.
+fn context<'a>(
+    now: Moment,
+    recorded: Option<&'a JobSnapshot>,
+    policy: &'a PollPolicy,
+    settings: &'a ClockSettings,
+) -> Context<'a> {
+    Context {
+        now,
+        recorded,
+        policy,
+        failure_threshold: 3,
+        max_retry_after: 60 * MIN,
+        clocks: settings,
+        acked_at: None,
+        muted: false,
+        repaired: false,
+    }
+}
+
 /// The bookkeeping rules alone: the clocks are already tracking the recorded job
 /// (as they are after its first poll) and are left out of the answer; their own
 /// rules are tested in `clocks`.
@@ -57,17 +78,7 @@ fn run(memory: &Memory, outcome: Outcome<'_>, recorded: Option<&str>) -> Ran {
     let decision = decide(
         &tracking,
         outcome,
-        &Context {
-            now: at(0),
-            recorded: recorded.as_ref(),
-            policy: &policy,
-            failure_threshold: 3,
-            max_retry_after: 60 * MIN,
-            clocks: &settings,
-            acked_at: None,
-            muted: false,
-            repaired: false,
-        },
+        &context(at(0), recorded.as_ref(), &policy, &settings),
     );
     let memory = Memory {
         clocks: Clocks::default(),
@@ -433,17 +444,7 @@ fn a_quiet_poll_changes_no_memory() {
     let policy = policy();
     let settings = ClockSettings::default();
     let shipping = job("Shipping");
-    let context = |now| Context {
-        now,
-        recorded: Some(&shipping),
-        policy: &policy,
-        failure_threshold: 3,
-        max_retry_after: 60 * MIN,
-        clocks: &settings,
-        acked_at: None,
-        muted: false,
-        repaired: false,
-    };
+    let context = |now| context(now, Some(&shipping), &policy, &settings);
     let first = decide(&Memory::default(), Outcome::Unchanged, &context(at(0)));
     let tracking = first.memory.expect("the clocks start tracking the job");
     let later = at(0).saturating_add(MIN);
