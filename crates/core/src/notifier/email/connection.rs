@@ -27,9 +27,9 @@ use crate::{config::EmailSettings, tls};
 
 /// A connection parked this long is not reused: closed and opened anew. Well under the
 /// 5 minutes a server waits for a command (RFC 5321 §4.5.3.2.7).
-pub const PARK_IDLE: Duration = Duration::from_secs(60);
+const PARK_IDLE: Duration = Duration::from_secs(60);
 /// Connections one webhook keeps parked at most: lanes that mail at once each take one.
-pub const PARK_MAX: usize = 4;
+const PARK_MAX: usize = 4;
 
 /// One webhook's SMTP connections kept between messages while mail flows, so that TCP,
 /// TLS, STARTTLS and AUTH are paid once, not per message. A connection is taken for an
@@ -59,16 +59,6 @@ impl Parked {
             parked.push((connection, Instant::now()));
         }
     }
-
-    /// Connections parked now.
-    pub fn len(&self) -> usize {
-        self.0.lock().map_or(0, |parked| parked.len())
-    }
-
-    /// True when none is parked.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// A new connection: TCP (no Nagle), TLS (implicit, or STARTTLS), EHLO, and AUTH when the
@@ -81,10 +71,10 @@ pub(super) async fn open(settings: &EmailSettings) -> Result<AsyncSmtpConnection
         TcpStream::connect((settings.host.as_str(), settings.port)),
     )
     .await
-    .map_err(|_| transient(settings, "connect: timed out".into()))?
-    .map_err(|e| transient(settings, format!("connect: {e}")))?;
+    .map_err(|_| MailError::transient(settings, "connect: timed out".into()))?
+    .map_err(|e| MailError::transient(settings, format!("connect: {e}")))?;
     tcp.set_nodelay(true)
-        .map_err(|e| transient(settings, format!("TCP_NODELAY: {e}")))?;
+        .map_err(|e| MailError::transient(settings, format!("TCP_NODELAY: {e}")))?;
     let hello = ClientId::default();
     let mut connection = if settings.implicit_tls {
         let stream = Encrypted::connect(settings, tcp).await?;
@@ -112,15 +102,6 @@ pub(super) async fn open(settings: &EmailSettings) -> Result<AsyncSmtpConnection
             .map_err(failed)?;
     }
     Ok(connection)
-}
-
-/// A failure that another attempt may not meet (no connection, TLS refused on the way).
-fn transient(settings: &EmailSettings, what: String) -> MailError {
-    MailError {
-        code: None,
-        permanent: false,
-        text: format!("SMTP {}:{}: {what}", settings.host, settings.port),
-    }
 }
 
 /// lettre's TLS settings for STARTTLS: the system roots and the webhook's own.
@@ -153,7 +134,7 @@ impl Encrypted {
             .connect(name, tcp)
             .await
             .map(Encrypted)
-            .map_err(|e| transient(settings, format!("TLS: {e}")))
+            .map_err(|e| MailError::transient(settings, format!("TLS: {e}")))
     }
 }
 

@@ -11,7 +11,7 @@ use lettre::{
     Message,
 };
 
-pub use connection::{Parked, PARK_IDLE, PARK_MAX};
+pub use connection::Parked;
 
 use crate::{config::EmailSettings, store::EventRecord};
 
@@ -35,6 +35,16 @@ impl MailError {
             code: None,
             permanent: true,
             text,
+        }
+    }
+
+    /// A failure that another attempt may not meet (no connection, TLS refused on the
+    /// way), said in the words of [`MailError::smtp`].
+    pub(super) fn transient(settings: &EmailSettings, what: String) -> MailError {
+        MailError {
+            code: None,
+            permanent: false,
+            text: format!("SMTP {}:{}: {what}", settings.host, settings.port),
         }
     }
 
@@ -66,11 +76,12 @@ pub async fn send(
     }
     let message = message(settings, events)
         .map_err(|e| MailError::permanent(format!("cannot build the message: {e}")))?;
-    let mut smtp = match parked.take() {
-        Some(mut kept) => match kept.test_connected().await {
-            true => kept,
-            false => connection::open(settings).await?,
-        },
+    let kept = match parked.take() {
+        Some(mut kept) => kept.test_connected().await.then_some(kept),
+        None => None,
+    };
+    let mut smtp = match kept {
+        Some(kept) => kept,
         None => connection::open(settings).await?,
     };
     let response = smtp
