@@ -33,9 +33,21 @@ use discovery::Discovery;
 use error_logs::ErrorLogReader;
 use job::WatchedJob;
 
-/// The first poll of each job is spread over this much time (or its interval if shorter)
-/// so that a thousand jobs do not fire in the same second.
+/// The first poll of each job is spread over at least this much time (or its interval if
+/// shorter) so that a thousand jobs do not fire in the same second.
 const FIRST_POLL_SPREAD: Duration = Duration::from_secs(10);
+
+/// First polls are writes of whole documents: at most this many a second on average, so
+/// that 100,000 jobs start as an even load over their interval instead of a burst that
+/// then comes back every interval.
+const FIRST_POLLS_PER_SECOND: u32 = 200;
+
+/// Over how long the first polls of `jobs` jobs are spread (each job's own interval caps
+/// it, see [`DueQueue::add`]).
+fn first_poll_spread(jobs: usize) -> Duration {
+    let jobs = u32::try_from(jobs).unwrap_or(u32::MAX);
+    (Duration::from_secs(1) * jobs / FIRST_POLLS_PER_SECOND).max(FIRST_POLL_SPREAD)
+}
 
 /// What every generation of job tasks shares for the life of the process.
 #[derive(Clone)]
@@ -136,7 +148,7 @@ pub fn spawn_jobs(
         webhooks: Arc::new(config.webhooks.clone()),
         error_logs,
     });
-    let queue = Arc::new(DueQueue::new());
+    let queue = Arc::new(DueQueue::new(first_poll_spread(config.jobs.len())));
     let mut count = 0;
     for job in &config.jobs {
         let (Some(source), Some(account)) =
@@ -200,13 +212,16 @@ pub fn spawn_jobs(
 /// scheduling cost per poll beyond a heap operation (tests/benches/poll_unchanged.rs).
 struct DueQueue {
     state: Mutex<QueueState>,
+    /// Over how long first polls are spread.
+    spread: Duration,
     /// Signalled when a job is put back due earlier than any other, for idle workers.
     changed: Notify,
 }
 
 impl DueQueue {
-    fn new() -> DueQueue {
+    fn new(spread: Duration) -> DueQueue {
         DueQueue {
+            spread,
             state: Mutex::new(QueueState {
                 heap: BinaryHeap::new(),
                 slots: Vec::new(),
@@ -217,9 +232,9 @@ impl DueQueue {
         }
     }
 
-    /// Adds a job, first polled within [`FIRST_POLL_SPREAD`] (or its interval).
+    /// Adds a job, first polled within the queue's spread (or its interval if shorter).
     fn add(&self, job: WatchedJob) {
-        let spread = job.base_interval().min(FIRST_POLL_SPREAD);
+        let spread = job.base_interval().min(self.spread);
         let due =
             tokio::time::Instant::now() + spread.mul_f64(rand::thread_rng().gen_range(0.0..1.0));
         {
@@ -349,5 +364,19 @@ async fn worker(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_polls_spread_at_least_ten_seconds_and_more_for_many_jobs() {
+        assert_eq!(first_poll_spread(0), FIRST_POLL_SPREAD);
+        assert_eq!(first_poll_spread(1_000), FIRST_POLL_SPREAD);
+        assert_eq!(first_poll_spread(10_000), Duration::from_secs(50));
+        assert_eq!(first_poll_spread(100_000), Duration::from_secs(500));
+        assert!(first_poll_spread(usize::MAX) > Duration::from_secs(86_400));
     }
 }

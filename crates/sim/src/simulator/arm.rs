@@ -178,10 +178,7 @@ fn get_job(
     if let Some(refused) = check_request(state, request, at) {
         return plain(refused);
     }
-    let entry = state
-        .jobs
-        .values()
-        .find(|e| e.timeline.name == job && provider.serves(&e.timeline));
+    let entry = state.jobs_named(job).find(|e| provider.serves(&e.timeline));
     let Some(entry) = entry else {
         return plain(not_found(provider, job, false));
     };

@@ -137,6 +137,8 @@ pub(crate) struct SimState {
     /// Certificates (DER) registered as the app's certificate credentials.
     client_certificates: Mutex<Vec<Vec<u8>>>,
     jobs: HashMap<String, JobEntry>,
+    /// Job keys by job name: Resource Manager names a job without its storage account.
+    keys_by_name: HashMap<String, Vec<String>>,
     accounts: Vec<String>,
     faults: Vec<FaultWindow>,
     clock: SimClock,
@@ -164,6 +166,13 @@ impl SimState {
         let mut accounts: Vec<String> = timelines.iter().map(|t| t.account.clone()).collect();
         accounts.sort();
         accounts.dedup();
+        let mut keys_by_name: HashMap<String, Vec<String>> = HashMap::new();
+        for t in &timelines {
+            keys_by_name
+                .entry(t.name.clone())
+                .or_default()
+                .push(job_key(&t.account, &t.name));
+        }
         Ok(SimState {
             subscription: scenario.subscription_id.clone(),
             resource_group: scenario.resource_group.clone(),
@@ -183,6 +192,7 @@ impl SimState {
                     )
                 })
                 .collect(),
+            keys_by_name,
             accounts,
             faults: scenario.fault_windows()?,
             clock: SimClock {
@@ -196,6 +206,15 @@ impl SimState {
             next_link_origin: Mutex::new(None),
             blobs: blobs::BlobState::default(),
         })
+    }
+
+    /// The jobs named `name`, in any storage account.
+    fn jobs_named<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a JobEntry> + 'a {
+        self.keys_by_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| self.jobs.get(key))
     }
 
     fn record(&self, record: RequestRecord) {
@@ -391,6 +410,12 @@ impl RunningSimulator {
             .iter()
             .cloned()
             .collect()
+    }
+
+    /// Every request seen since the last call, emptying the log: a long run reads the log
+    /// as it goes instead of losing its oldest records past the log's capacity.
+    pub fn take_requests(&self) -> Vec<RequestRecord> {
+        std::mem::take(&mut *self.state.log.lock().unwrap_or_else(|p| p.into_inner())).into()
     }
 
     /// Simulated offset now.
