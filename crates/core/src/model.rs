@@ -505,6 +505,15 @@ impl DriveSnapshot {
 }
 
 impl JobSnapshot {
+    /// Gives back the spare capacity of its lists: a watched job keeps its snapshot for
+    /// as long as it is watched, and a list grown by pushes holds room for four.
+    pub fn shrink_to_fit(&mut self) {
+        self.drives.shrink_to_fit();
+        self.notices.packages.shrink_to_fit();
+        self.notices.delays.shrink_to_fit();
+        self.notices.error_logs.shrink_to_fit();
+    }
+
     /// A snapshot of a source's job fields, its drives still to be added.
     pub fn assemble(
         job_type: Option<String>,
@@ -532,6 +541,20 @@ impl JobSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_snapshot_holds_no_spare_room() {
+        let mut job = JobSnapshot::assemble(None, "Transferring".into(), None, None);
+        job.drives
+            .push(DriveSnapshot::new("D1".into(), None, None, Some(5)));
+        assert!(
+            job.drives.capacity() > 1,
+            "a pushed list holds room for more"
+        );
+        job.shrink_to_fit();
+        assert_eq!(job.drives.capacity(), 1);
+        assert_eq!(job.drives[0].percent_complete, Some(5));
+    }
 
     #[test]
     fn bitlocker_key_never_shows_in_debug_display_or_json() {

@@ -107,7 +107,10 @@ impl WatchedJob {
         }
         self.damaged = stored.damaged;
         self.etag = stored.etag;
-        self.snapshot = stored.snapshot;
+        self.snapshot = stored.snapshot.map(|mut s| {
+            s.shrink_to_fit();
+            s
+        });
         self.memory = stored.memory;
         if self.memory.is_failing() {
             shared.telemetry.failing_changed(true);
@@ -347,6 +350,8 @@ impl WatchedJob {
             decision.memory_after(&self.memory).clocks.eta,
         );
         self.etag = change_rule.etag().cloned();
+        let mut snapshot = snapshot;
+        snapshot.shrink_to_fit();
         self.snapshot = Some(snapshot);
         self.document_hash = document_hash;
         self.remember(decision)
