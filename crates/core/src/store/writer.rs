@@ -376,7 +376,9 @@ async fn commit_as(target: &Target, batch: &[Request], isolation: Isolation) -> 
         let outcome = match isolation {
             Isolation::Plain => match work(&mut tx, dialect, &request.work).await {
                 Ok(done) => Ok(done),
-                // Rolled back when `tx` drops.
+                // Rolled back when `tx` drops. A lock another holds fails every write
+                // alike: a second pass would only wait out the busy timeout again.
+                Err(e) if waits_on_a_lock(&e) => return all_failed(&e),
                 Err(_) => return Committed::WriteFailed,
             },
             Isolation::Savepoints => match tx.begin().await {
@@ -399,6 +401,21 @@ async fn commit_as(target: &Target, batch: &[Request], isolation: Isolation) -> 
     match tx.commit().await {
         Ok(()) => Committed::Outcomes(outcomes),
         Err(e) => all_failed(&e),
+    }
+}
+
+/// SQLite's busy and locked (any extended code), PostgreSQL's `lock_not_available`:
+/// the transaction waited for a lock another connection holds, not for this write.
+fn waits_on_a_lock(error: &StoreError) -> bool {
+    let StoreError::Sqlx(sqlx::Error::Database(e)) = error else {
+        return false;
+    };
+    match e.code().as_deref() {
+        Some("55P03") => true,
+        Some(code) => code
+            .parse::<u32>()
+            .is_ok_and(|code| matches!(code & 0xff, 5 | 6)),
+        None => false,
     }
 }
 
