@@ -161,18 +161,20 @@ impl SimState {
         shutdown: CancellationToken,
         dir: &std::path::Path,
     ) -> Result<SimState, SimulatorError> {
-        let timelines = scenario.compile()?;
-
-        let mut accounts: Vec<String> = timelines.iter().map(|t| t.account.clone()).collect();
+        let (mut jobs, mut keys_by_name) = (HashMap::new(), HashMap::<_, Vec<_>>::new());
+        let mut accounts = Vec::new();
+        for timeline in scenario.compile()? {
+            let key = job_key(&timeline.account, &timeline.name);
+            accounts.push(timeline.account.clone());
+            keys_by_name
+                .entry(timeline.name.clone())
+                .or_default()
+                .push(key.clone());
+            let requests = AtomicU64::new(0);
+            jobs.insert(key, JobEntry { timeline, requests });
+        }
         accounts.sort();
         accounts.dedup();
-        let mut keys_by_name: HashMap<String, Vec<String>> = HashMap::new();
-        for t in &timelines {
-            keys_by_name
-                .entry(t.name.clone())
-                .or_default()
-                .push(job_key(&t.account, &t.name));
-        }
         Ok(SimState {
             subscription: scenario.subscription_id.clone(),
             resource_group: scenario.resource_group.clone(),
@@ -180,18 +182,7 @@ impl SimState {
             tokens: Mutex::new(HashMap::new()),
             identity: identity::IdentityState::new(dir),
             client_certificates: Mutex::new(Vec::new()),
-            jobs: timelines
-                .into_iter()
-                .map(|t| {
-                    (
-                        job_key(&t.account, &t.name),
-                        JobEntry {
-                            timeline: t,
-                            requests: AtomicU64::new(0),
-                        },
-                    )
-                })
-                .collect(),
+            jobs,
             keys_by_name,
             accounts,
             faults: scenario.fault_windows()?,
