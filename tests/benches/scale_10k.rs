@@ -63,7 +63,7 @@ fn main() {
                 by_job.entry(job).or_default().push(request.at);
             }
         }
-        let mut gaps: Vec<Duration> = by_job
+        let gaps: Vec<Duration> = by_job
             .values()
             .flat_map(|times| {
                 times
@@ -73,45 +73,23 @@ fn main() {
                     .collect::<Vec<_>>()
             })
             .collect();
-        gaps.sort();
-        let allowed = INTERVAL.mul_f64(1.1);
-        let late = gaps
-            .iter()
-            .filter(|g| **g > allowed + Duration::from_millis(500))
-            .count();
-        let polled = by_job.len();
-        assert_eq!(polled, JOBS, "every job was polled");
-        support::report(
-            "scale_10k",
-            &[
-                ("scale_10k_peak_rss", peak_rss, "MiB"),
-                (
-                    "scale_10k_cpu",
-                    cpu.as_secs_f64() / RUN.as_secs_f64() * 100.0,
-                    "% of one core",
-                ),
-                (
-                    "scale_10k_polls",
-                    gaps.len() as f64 / RUN.as_secs_f64(),
-                    "polls/s",
-                ),
-                (
-                    "scale_10k_gap_p50",
-                    support::percentile_ms(&gaps, 50.0) / 1000.0,
-                    "s",
-                ),
-                (
-                    "scale_10k_gap_max",
-                    support::percentile_ms(&gaps, 100.0) / 1000.0,
-                    "s",
-                ),
-                (
-                    "scale_10k_late_polls",
-                    late as f64,
-                    "polls later than interval + jitter",
-                ),
-            ],
-        );
+        assert_eq!(by_job.len(), JOBS, "every job was polled");
+        let measured = support::ScaleRun {
+            peak_rss_mib: peak_rss,
+            cpu,
+            run: RUN,
+            interval: INTERVAL,
+            gaps,
+        };
+        let figures = measured.figures([
+            "scale_10k_peak_rss",
+            "scale_10k_cpu",
+            "scale_10k_polls",
+            "scale_10k_gap_p50",
+            "scale_10k_gap_max",
+            "scale_10k_late_polls",
+        ]);
+        support::report("scale_10k", &figures);
         sim.stop().await;
     });
 }

@@ -53,6 +53,41 @@ pub fn report(bench: &str, figures: &[Figure]) {
     }
 }
 
+/// What a scale benchmark measured of the daemon over `run`: its peak RSS, its CPU, and
+/// the gaps between each job's polls (any order).
+pub struct ScaleRun {
+    pub peak_rss_mib: f64,
+    pub cpu: Duration,
+    pub run: Duration,
+    pub interval: Duration,
+    pub gaps: Vec<Duration>,
+}
+
+impl ScaleRun {
+    /// Polls later than the interval, its +10 % jitter and half a second.
+    pub fn late_polls(&self) -> usize {
+        let allowed = self.interval.mul_f64(1.1) + Duration::from_millis(500);
+        self.gaps.iter().filter(|g| **g > allowed).count()
+    }
+
+    /// The figures every scale benchmark reports, under `names`: peak RSS, CPU, polls/s,
+    /// gap p50, gap max, late polls.
+    pub fn figures(mut self, names: [&'static str; 6]) -> Vec<Figure> {
+        self.gaps.sort();
+        let run = self.run.as_secs_f64();
+        let late = self.late_polls() as f64;
+        let [rss, cpu, polls, p50, max, late_name] = names;
+        vec![
+            (rss, self.peak_rss_mib, "MiB"),
+            (cpu, self.cpu.as_secs_f64() / run * 100.0, "% of one core"),
+            (polls, self.gaps.len() as f64 / run, "polls/s"),
+            (p50, percentile_ms(&self.gaps, 50.0) / 1000.0, "s"),
+            (max, percentile_ms(&self.gaps, 100.0) / 1000.0, "s"),
+            (late_name, late, "polls later than interval + jitter"),
+        ]
+    }
+}
+
 /// CPU time (user + system) of a process, from /proc (clock ticks of 10 ms).
 pub fn cpu_time(pid: &str) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
