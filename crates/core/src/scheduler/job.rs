@@ -107,16 +107,22 @@ impl WatchedJob {
         }
         self.damaged = stored.damaged;
         self.etag = stored.etag;
-        self.snapshot = stored.snapshot.map(|mut s| {
-            s.shrink_to_fit();
-            s
-        });
+        self.keep_snapshot(stored.snapshot);
         self.memory = stored.memory;
         if self.memory.is_failing() {
             shared.telemetry.failing_changed(true);
         }
         self.id = Some(stored.id);
         Ok(stored.id)
+    }
+
+    /// Keeps `snapshot` as the job's last, without spare room: it stays for as long as
+    /// the job is watched.
+    fn keep_snapshot(&mut self, snapshot: Option<JobSnapshot>) {
+        self.snapshot = snapshot.map(|mut s| {
+            s.shrink_to_fit();
+            s
+        });
     }
 
     /// True while a failure streak is going on.
@@ -350,9 +356,7 @@ impl WatchedJob {
             decision.memory_after(&self.memory).clocks.eta,
         );
         self.etag = change_rule.etag().cloned();
-        let mut snapshot = snapshot;
-        snapshot.shrink_to_fit();
-        self.snapshot = Some(snapshot);
+        self.keep_snapshot(Some(snapshot));
         self.document_hash = document_hash;
         self.remember(decision)
     }
