@@ -351,7 +351,7 @@ async fn the_eta_of_a_copy_is_in_status_history_payloads_and_metrics() {
 
     let store = Store::open_existing(&db).await.unwrap();
     let record = store
-        .history("MySampleJob", None)
+        .history("MySampleJob", None, iewatch::store::Details::Read)
         .await
         .unwrap()
         .into_iter()

@@ -2,7 +2,8 @@
 //! the JSON columns, set to the extremes an `sqlite3` user or a damaged disk can leave
 //! (year 10000, year 1, before the epoch, text that is no time, empty), then every
 //! command and the daemon. A command may say a value is bad; none may panic, and the
-//! daemon keeps watching.
+//! daemon keeps watching. And no value is too long to record: a service's error message
+//! as long as its body, on SQLite and PostgreSQL, before and after an upgrade.
 
 mod common;
 
@@ -178,4 +179,115 @@ async fn every_stored_time_at_its_extremes_panics_no_command_and_stops_no_watch(
         let (ok, said) = common::iewatch_output(&["status", "--database", path]);
         assert!(ok && said.contains("sim/MySampleJob"), "{value:?}: {said}");
     }
+}
+
+/// A service's error message can be as long as its body (1 MiB). The store keeps its first
+/// 700 bytes (PostgreSQL's history index carries every column but `details`, and an entry
+/// holds at most 2,704 bytes): the poll is recorded on both databases and reads back the
+/// same. Rows written before that bound are clipped by the upgrade, which would fail to
+/// build the index otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_of_any_length_is_recorded_clipped_on_both_databases() {
+    use iewatch::{
+        events::{ChangeValue, Event, EventType, MAX_VALUE_BYTES},
+        model::Severity,
+        store::{Database, Details, Failed},
+    };
+    let Some(cluster) = common::postgres::Cluster::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Incompressible text of one- to four-byte characters.
+    let mut seed = 32_u64;
+    let error: String = std::iter::repeat_with(|| {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        char::from_u32(0x20 + (seed >> 40) as u32 % 0x2_0000)
+            .filter(|c| !c.is_control())
+            .unwrap_or('x')
+    })
+    .take(300_000)
+    .collect();
+    let clipped = |value: &str| {
+        value.len() <= MAX_VALUE_BYTES
+            && value.len() > MAX_VALUE_BYTES / 2
+            && value.ends_with('…')
+            && error.starts_with(value.trim_end_matches('…'))
+    };
+    let postgres = cluster.create_database("long_values").await;
+    let sqlite = Database::File(dir.path().join("iewatch.db"));
+    let mut read = Vec::new();
+    for database in [&sqlite, &postgres] {
+        let store = Writer::open(database).await.unwrap();
+        let job = store.load_job("prod", "Failing").await.unwrap().id;
+        let event = Event::change(
+            EventType::JobPollFailing,
+            None,
+            None,
+            Some(ChangeValue::text(&error)),
+            Severity::Error,
+        );
+        store
+            .record_failure(Failed {
+                job,
+                error: &error,
+                memory: &Default::default(),
+                events: &[event],
+                outbox: &[],
+                at: iewatch::wall_clock::now(),
+            })
+            .await
+            .unwrap();
+        let mut both = Vec::new();
+        for details in [Details::Skip, Details::Read] {
+            let events = store.history("Failing", None, details).await.unwrap();
+            both.push(events.into_iter().map(|e| e.to).collect::<Vec<_>>());
+        }
+        store.close().await;
+        assert_eq!(both[0], both[1]);
+        read.push(both.remove(0));
+    }
+    let stored = read[0][0].as_deref().unwrap();
+    assert!(clipped(stored), "{} bytes: {stored:?}", stored.len());
+    assert_eq!(read[0], read[1], "SQLite and PostgreSQL differ");
+
+    // A database from before the bound, with such a row, upgraded.
+    let old = cluster.create_database("long_values_old").await;
+    let before = tempfile::tempdir().unwrap();
+    let migrations = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
+    for name in [
+        "0001_initial.sql",
+        "0002_incidents.sql",
+        "0003_error_logs.sql",
+    ] {
+        std::fs::copy(migrations.join(name), before.path().join(name)).unwrap();
+    }
+    let mut connection = cluster.connect("long_values_old").await;
+    sqlx::migrate::Migrator::new(before.path())
+        .await
+        .unwrap()
+        .run(&mut connection)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO jobs (account, name, first_seen_at) VALUES ('prod', 'Old', '2026-01-01 00:00:00.000')")
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO events (job_id, type, from_value, to_value, observed_at, severity)
+         SELECT id, 'job.poll_failing', repeat('a', 5000), $1, '2026-01-01 00:00:00.000', 'error'
+         FROM jobs",
+    )
+    .bind(&error)
+    .execute(&mut connection)
+    .await
+    .unwrap();
+    let store = Writer::open(&old).await.unwrap();
+    let events = store.history("Old", None, Details::Skip).await.unwrap();
+    store.close().await;
+    let to = events[0].to.as_deref().unwrap();
+    assert!(clipped(to), "{} bytes: {to:?}", to.len());
+    assert_eq!(
+        events[0].from.as_deref(),
+        Some(format!("{}…", "a".repeat(697)).as_str())
+    );
 }

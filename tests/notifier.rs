@@ -224,7 +224,14 @@ events = ["job.state_changed", "job.first_seen"]
     assert!(picked("other-job").is_empty());
     assert_eq!(picked("states").len(), 6);
     // History keeps every step whatever the filters: all 32 events are in the database.
-    assert_eq!(store.history("MySampleJob", None).await.unwrap().len(), 32);
+    assert_eq!(
+        store
+            .history("MySampleJob", None, iewatch::store::Details::Read)
+            .await
+            .unwrap()
+            .len(),
+        32
+    );
 }
 
 #[tokio::test]

@@ -144,12 +144,20 @@ async fn prune_removes_only_the_history_of_jobs_that_ended_before_the_retention(
     );
     assert_eq!(old.drives.len(), 2);
     assert_eq!(
-        store.history("EndedLongAgo", None).await.unwrap().len(),
+        store
+            .history("EndedLongAgo", None, iewatch::store::Details::Read)
+            .await
+            .unwrap()
+            .len(),
         6,
         "the undelivered alerts keep their events"
     );
     assert_eq!(
-        store.history("EndedRecently", None).await.unwrap().len(),
+        store
+            .history("EndedRecently", None, iewatch::store::Details::Read)
+            .await
+            .unwrap()
+            .len(),
         32
     );
     store.close().await;
@@ -188,7 +196,7 @@ async fn prune_removes_only_the_history_of_jobs_that_ended_before_the_retention(
     let delivered: Vec<String> = receiver.received().iter().map(ids).collect();
     assert!(sent, "{} delivered", delivered.len());
     let old: Vec<i64> = store
-        .history("EndedLongAgo", None)
+        .history("EndedLongAgo", None, iewatch::store::Details::Read)
         .await
         .unwrap()
         .iter()
@@ -238,7 +246,10 @@ async fn an_event_id_is_never_handed_out_twice_after_a_prune() {
 
 /// The webhook ids a job's events go out with.
 async fn webhook_ids(store: &Store, job: &str) -> Vec<(i64, String)> {
-    let events = store.history(job, None).await.unwrap();
+    let events = store
+        .history(job, None, iewatch::store::Details::Read)
+        .await
+        .unwrap();
     events
         .iter()
         .map(|e| (e.id, iewatch::payload::webhook_id(e)))
@@ -277,7 +288,11 @@ async fn webhook_ids_are_not_reused_after_a_restore_from_an_older_backup() {
     // old path is left to it.
     // Opened as a daemon would after the restore: to write.
     let store = Writer::open_file(&backup).await.unwrap();
-    assert!(store.history("Lost", None).await.unwrap().is_empty());
+    assert!(store
+        .history("Lost", None, iewatch::store::Details::Read)
+        .await
+        .unwrap()
+        .is_empty());
     record(&store, "Found", start + 2 * DAY).await;
     let found = webhook_ids(&store, "Found").await;
     store.close().await;

@@ -9,7 +9,7 @@ use crate::{
     config,
     notifier::nudge::nudge_daemon,
     report,
-    store::{is_postgres_url, Database, Store},
+    store::{is_postgres_url, Database, Details, Store},
     wall_clock,
 };
 
@@ -36,7 +36,9 @@ pub(super) async fn history(
     }
     // Any --since reaches back at most to 1970: no time arithmetic can overflow on it.
     let since = since.map(|d| wall_clock::now().saturating_sub(d));
-    let entries = store.history(job, since).await?;
+    // The lines show no details; only `--json` reads them.
+    let details = if json { Details::Read } else { Details::Skip };
+    let entries = store.history(job, since, details).await?;
     print_report(json, &entries, |entries| report::history_text(entries))
 }
 

@@ -274,7 +274,30 @@ pub enum ChangeValue {
     Flag(bool),
 }
 
+/// The most of an event's `from` or `to` the store keeps, in bytes; a longer value (a
+/// service's error message can be as long as its body) keeps its first part and ends in
+/// `…`. With the rest of an event's summary it fits one PostgreSQL index entry (at most
+/// 2,704 bytes), which is what makes `history` read one index range: a value that did
+/// not fit would make its event, and the poll that brought it, fail to record.
+pub const MAX_VALUE_BYTES: usize = 700;
+
 impl ChangeValue {
+    /// The value as the store keeps it: its text, clipped to [`MAX_VALUE_BYTES`] on a
+    /// character boundary.
+    pub fn stored_text(&self) -> String {
+        let mut text = self.to_string();
+        if text.len() > MAX_VALUE_BYTES {
+            let mut end = MAX_VALUE_BYTES - '…'.len_utf8();
+            // At most three steps back: a UTF-8 character is at most four bytes.
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            text.push('…');
+        }
+        text
+    }
+
     /// Any displayable value as text.
     pub fn text(value: impl fmt::Display) -> ChangeValue {
         ChangeValue::Text(value.to_string())
@@ -359,14 +382,14 @@ impl Event {
         Event::change(event_type, None, None, None, severity)
     }
 
-    /// `from` as stored text.
+    /// `from` as stored text (at most [`MAX_VALUE_BYTES`]).
     pub fn from_text(&self) -> Option<String> {
-        self.from.as_ref().map(ToString::to_string)
+        self.from.as_ref().map(ChangeValue::stored_text)
     }
 
-    /// `to` as stored text.
+    /// `to` as stored text (at most [`MAX_VALUE_BYTES`]).
     pub fn to_text(&self) -> Option<String> {
-        self.to.as_ref().map(ToString::to_string)
+        self.to.as_ref().map(ChangeValue::stored_text)
     }
 
     /// The change in words (see [`EventType::describe`]).
@@ -491,5 +514,19 @@ mod tests {
         assert_eq!(ChangeValue::Percent(40).percent(), Some(40));
         assert_eq!(ChangeValue::Flag(true).to_string(), "true");
         assert_eq!(ChangeValue::text("Faulted").percent(), None);
+    }
+
+    #[test]
+    fn a_long_value_is_stored_clipped_on_a_character_boundary() {
+        let short = "é".repeat(MAX_VALUE_BYTES / 2);
+        assert_eq!(ChangeValue::text(&short).stored_text(), short);
+        // Every offset of a four-byte character against the limit.
+        for lead in 0..4 {
+            let long = format!("{}{}", "x".repeat(lead), "𝄞".repeat(MAX_VALUE_BYTES));
+            let stored = ChangeValue::text(&long).stored_text();
+            assert!(stored.len() <= MAX_VALUE_BYTES, "{}", stored.len());
+            assert!(stored.len() > MAX_VALUE_BYTES - 3 - 4, "{}", stored.len());
+            assert!(stored.ends_with('…') && long.starts_with(stored.trim_end_matches('…')));
+        }
     }
 }

@@ -17,7 +17,12 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use iewatch_core::{config::Config, events::EventType, payload, store::Store};
+use iewatch_core::{
+    config::Config,
+    events::EventType,
+    payload,
+    store::{Details, Store},
+};
 
 use crate::simulator::{self, Scenario, SimulatorOptions};
 
@@ -126,7 +131,7 @@ pub async fn run(demo: Demo) -> anyhow::Result<()> {
     outcome?;
 
     let store = Store::open_existing_database(&database).await?;
-    let history = store.history(job, None).await?;
+    let history = store.history(job, None, Details::Skip).await?;
     store.close().await;
     iewatch_core::outln!(
         "\nTimeline of demo/{job} ({} events, {} alerts delivered):\n",
@@ -164,7 +169,7 @@ async fn wait_for_the_end(
         if sim.now() > end + Duration::from_secs(86_400) {
             let store = Store::open_existing_database(database).await?;
             let backlog = store.outbox_backlog().await?;
-            let history = store.history(job, None).await?;
+            let history = store.history(job, None, Details::Skip).await?;
             let complete = history.iter().any(|e| {
                 e.event_type == EventType::JobStateChanged && e.to.as_deref() == Some("Completed")
             });

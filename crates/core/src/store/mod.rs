@@ -33,7 +33,7 @@ pub use database::Dialect;
 pub use deliveries::{Attempt, DeliveryRow, OutboxItem};
 pub use error_logs::StoredErrorLog;
 pub use guard::beside;
-pub use reads::{DriveStatus, JobStatus, NearDeadline};
+pub use reads::{Details, DriveStatus, JobStatus, NearDeadline};
 pub use retention::Pruned;
 pub use timeline::TimelinePage;
 pub use writing::Writer;

@@ -97,6 +97,45 @@ pub struct JobStatus {
     pub error_logs: Vec<super::StoredErrorLog>,
 }
 
+/// Whether a read of events brings their `details` (the job as it was, a notice's
+/// fields): `history --json` and the API need them; `history`'s lines, the page's
+/// timeline and its charts do not, and without them PostgreSQL reads a job's events from
+/// its index alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Details {
+    /// Read and parse each event's details.
+    Read,
+    /// Leave them: `details` is `None` in every record.
+    Skip,
+}
+
+impl Details {
+    /// The events' columns to select, `details` last (NULL when skipped).
+    pub(super) fn columns(self) -> &'static str {
+        match self {
+            Details::Read => {
+                "id, type, drive_id, from_value, to_value, observed_at, severity, details"
+            }
+            Details::Skip => {
+                "id, type, drive_id, from_value, to_value, observed_at, severity, NULL AS details"
+            }
+        }
+    }
+}
+
+/// An event's columns as stored: id, type, drive, from, to, observed at, severity,
+/// details.
+type TextRow = (
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    String,
+    Option<String>,
+);
+
 /// A value bound after the job's id in [`Store::events_in`].
 pub(super) enum EventParam {
     /// Text (a timestamp).
@@ -263,9 +302,10 @@ impl Store {
         &self,
         job: &str,
         since: Option<Moment>,
+        details: Details,
     ) -> Result<Vec<EventRecord>, StoreError> {
         let jobs = self.jobs_named(job).await?;
-        self.events_of(jobs, since).await
+        self.events_of(jobs, since, details).await
     }
 
     /// The events of the job `name` of `account` (a name may hold `/`), oldest first,
@@ -280,7 +320,7 @@ impl Store {
         since: Option<Moment>,
     ) -> Result<Vec<EventRecord>, StoreError> {
         let jobs = self.job_named(account, name).await?;
-        self.events_of(jobs, since).await
+        self.events_of(jobs, since, Details::Read).await
     }
 
     /// (id, account, name) of the job `name` of `account`, if there is one.
@@ -303,13 +343,16 @@ impl Store {
         &self,
         jobs: Vec<(i64, String, String)>,
         since: Option<Moment>,
+        details: Details,
     ) -> Result<Vec<EventRecord>, StoreError> {
         let since = since.map(Moment::sql_text).unwrap_or_default();
-        let rows = [
-            "(SELECT * FROM events WHERE job_id = $1 AND observed_at >= $2 ORDER BY id)",
-            "(SELECT * FROM events WHERE job_id = $1 AND observed_at >= $2) e",
-        ];
-        self.events_in(jobs, rows, &[EventParam::Text(since)]).await
+        let rows = format!(
+            "(SELECT {} FROM events WHERE job_id = $1 AND observed_at >= $2 ORDER BY id)",
+            details.columns()
+        );
+        let (sqlite, postgres) = (rows.clone(), format!("{rows} e"));
+        self.events_in(jobs, [&sqlite, &postgres], &[EventParam::Text(since)])
+            .await
     }
 
     /// The events of `jobs` that `rows` selects (a subquery per dialect, SQLite's in id
@@ -321,60 +364,69 @@ impl Store {
         params: &[EventParam],
     ) -> Result<Vec<EventRecord>, StoreError> {
         // The job first, so that each job's events come straight off events_by_job in
-        // order; then its events as one JSON array of arrays (see `status`), `details`
-        // passed through as text and parsed here.
-        type Row = (
-            i64,
-            EventType,
-            Option<DriveId>,
-            Option<String>,
-            Option<String>,
-            String,
-            Severity,
-            Option<String>,
-        );
-        let sql = match self.dialect() {
-            super::Dialect::Sqlite => format!(
-                "SELECT json_group_array(json_array(id, type, drive_id, from_value, to_value, observed_at,
-                                                    severity, details)) FROM {}",
-                rows[0]
-            ),
-            super::Dialect::Postgres => format!(
-                "SELECT COALESCE(json_agg(json_build_array(id, type, drive_id, from_value, to_value, observed_at,
-                                                           severity, details) ORDER BY id), '[]')::text FROM {}",
-                rows[1]
-            ),
-        };
+        // order. SQLite hands them over as one JSON array of arrays (see `status`);
+        // PostgreSQL as rows, which its driver decodes faster than its server builds
+        // JSON. `details` passes through as text and is parsed here.
         let mut entries = Vec::new();
         for (job_id, account, job) in jobs {
-            let mut query = sqlx::query_scalar(&sql).bind(job_id);
-            for param in params {
-                query = match param {
-                    EventParam::Text(text) => query.bind(text.clone()),
-                    EventParam::Int(n) => query.bind(*n),
-                };
-            }
-            let json: String = query.fetch_one(&self.pool).await?;
-            let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("history: {e}"));
-            let rows: Vec<Row> = serde_json::from_str(&json).map_err(corrupt)?;
+            let rows = match self.dialect() {
+                super::Dialect::Sqlite => self.event_rows_as_json(rows[0], job_id, params).await?,
+                super::Dialect::Postgres => {
+                    let sql = format!("SELECT {} FROM {}", Details::Read.columns(), rows[1]);
+                    let mut query = sqlx::query_as::<_, TextRow>(&sql).bind(job_id);
+                    for param in params {
+                        query = match param {
+                            EventParam::Text(text) => query.bind(text.clone()),
+                            EventParam::Int(n) => query.bind(*n),
+                        };
+                    }
+                    query.fetch_all(&self.pool).await?
+                }
+            };
             for (id, event_type, drive_id, from, to, observed_at, severity, details) in rows {
-                let observed_at = Moment::parse_stored(&observed_at);
+                let corrupt = |what: &str, value: &str| {
+                    StoreError::Corrupt(format!("history: unknown {what} {value:?}"))
+                };
                 entries.push(EventRecord {
                     id,
                     account: account.clone(),
                     job: job.clone(),
-                    event_type,
-                    drive_id,
+                    event_type: EventType::parse(&event_type)
+                        .ok_or_else(|| corrupt("event type", &event_type))?,
+                    drive_id: drive_id.map(DriveId::new),
                     from,
                     to,
-                    observed_at,
-                    severity,
+                    observed_at: Moment::parse_stored(&observed_at),
+                    severity: Severity::parse(&severity)
+                        .ok_or_else(|| corrupt("severity", &severity))?,
                     details: parse_details(details.as_deref())?,
                 });
             }
         }
         entries.sort_unstable_by_key(|e| e.id);
         Ok(entries)
+    }
+
+    /// The events `rows` selects for job `job_id` (SQLite), as one JSON array of arrays.
+    async fn event_rows_as_json(
+        &self,
+        rows: &str,
+        job_id: i64,
+        params: &[EventParam],
+    ) -> Result<Vec<TextRow>, StoreError> {
+        let sql = format!(
+            "SELECT json_group_array(json_array({})) FROM {rows}",
+            Details::Read.columns()
+        );
+        let mut query = sqlx::query_scalar(&sql).bind(job_id);
+        for param in params {
+            query = match param {
+                EventParam::Text(text) => query.bind(text.clone()),
+                EventParam::Int(n) => query.bind(*n),
+            };
+        }
+        let json: String = query.fetch_one(&self.pool).await?;
+        serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(format!("history: {e}")))
     }
 
     /// True when a job of that name (or `account/name`) is known.

@@ -2,7 +2,10 @@
 //! ones on request) and the events its charts are drawn from. A job with 20,000 events
 //! costs its page one page of rows, not the whole history.
 
-use super::{reads::EventParam, EventRecord, Store, StoreError};
+use super::{
+    reads::{Details, EventParam},
+    EventRecord, Store, StoreError,
+};
 
 /// One page of a job's timeline.
 #[derive(Debug, Default)]
@@ -31,16 +34,21 @@ impl Store {
     ) -> Result<TimelinePage, StoreError> {
         let jobs = self.job_named(account, name).await?;
         // One more than asked for says whether an older page exists.
-        let rows = [
-            "(SELECT * FROM (SELECT * FROM events WHERE job_id = $1 AND id < $2
-                             ORDER BY id DESC LIMIT $3) ORDER BY id)",
-            "(SELECT * FROM events WHERE job_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3) e",
-        ];
+        // Without `details`: the page shows none (on PostgreSQL the rows then come from
+        // the index alone).
+        let columns = Details::Skip.columns();
+        let sqlite = format!(
+            "(SELECT * FROM (SELECT {columns} FROM events WHERE job_id = $1 AND id < $2
+                             ORDER BY id DESC LIMIT $3) ORDER BY id)"
+        );
+        let postgres = format!(
+            "(SELECT {columns} FROM events WHERE job_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3) e"
+        );
         let params = [
             EventParam::Int(before.unwrap_or(i64::MAX)),
             EventParam::Int(i64::from(limit) + 1),
         ];
-        let mut events = self.events_in(jobs, rows, &params).await?;
+        let mut events = self.events_in(jobs, [&sqlite, &postgres], &params).await?;
         let older = if events.len() > limit as usize {
             events.remove(0);
             events.first().map(|e| e.id)
@@ -64,9 +72,8 @@ impl Store {
         // Without `details`: the charts never read them, and parsing 20,000 of them
         // was most of a long job's page.
         let rows = format!(
-            "(SELECT id, type, drive_id, from_value, to_value, observed_at, severity,
-                     NULL AS details
-              FROM events WHERE job_id = $1 AND type IN {CHART_TYPES} ORDER BY id)"
+            "(SELECT {} FROM events WHERE job_id = $1 AND type IN {CHART_TYPES} ORDER BY id)",
+            Details::Skip.columns()
         );
         let (sqlite, postgres) = (rows.clone(), format!("{rows} e"));
         self.events_in(jobs, [&sqlite, &postgres], &[]).await
