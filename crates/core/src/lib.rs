@@ -73,6 +73,7 @@ pub mod events;
 pub mod heartbeat;
 pub mod http_client;
 pub mod http_server;
+mod id_hash;
 pub mod identity;
 pub mod leadership;
 pub mod model;

@@ -58,6 +58,10 @@ pub(super) struct WatchedJob {
     damaged: Vec<String>,
     /// Its last-success gauge, once an unchanged poll needed it.
     last_success: Option<crate::telemetry::LastSuccess>,
+    /// iewatch's time when `memory` was last checked for times ahead of it: until
+    /// iewatch's time goes back before that, none can be (a decision stores no time
+    /// later than its now), so an unchanged poll does not walk the clocks again.
+    checked_at: Option<Moment>,
 }
 
 impl WatchedJob {
@@ -80,6 +84,7 @@ impl WatchedJob {
             etag: None,
             snapshot: None,
             memory: Memory::default(),
+            checked_at: None,
             document_hash: None,
             auth_error_logged: false,
             repaired: false,
@@ -109,6 +114,7 @@ impl WatchedJob {
         self.etag = stored.etag;
         self.keep_snapshot(stored.snapshot);
         self.memory = stored.memory;
+        self.checked_at = None;
         if self.memory.is_failing() {
             shared.telemetry.failing_changed(true);
         }
@@ -468,6 +474,10 @@ impl WatchedJob {
     /// back to it, said, and written at this poll (see `Memory::clamp_future`).
     fn now(&mut self) -> Moment {
         let now = crate::wall_clock::now();
+        if self.checked_at.is_some_and(|at| now >= at) {
+            return now;
+        }
+        self.checked_at = Some(now);
         let moved = self.memory.clamp_future(now);
         if !moved.is_empty() {
             tracing::warn!(

@@ -9,12 +9,9 @@
 //! asks, and proves on request that the database takes writes. It has no timer: with
 //! nothing to write it sleeps.
 
-use std::{
-    collections::HashMap,
-    sync::{
-        atomic::{AtomicI64, AtomicU64, Ordering},
-        Arc, Mutex,
-    },
+use std::sync::{
+    atomic::{AtomicI64, AtomicU64, Ordering},
+    Arc, Mutex,
 };
 
 use sqlx::{Acquire as _, Any, AnyPool, Transaction};
@@ -24,6 +21,7 @@ use super::{lease, rows, Dialect, JobId, StoreError};
 use crate::{
     decide::Memory,
     events::{Event, OutboxEntry},
+    id_hash::IdMap,
     model::{ETag, JobSnapshot},
     moment::Moment,
 };
@@ -108,14 +106,14 @@ pub(super) struct Request {
 /// Last-polled times of unchanged polls, written together at the heartbeat instead of
 /// one transaction per poll.
 #[derive(Clone, Debug, Default)]
-pub(super) struct PollTimes(Arc<Mutex<HashMap<JobId, Moment>>>);
+pub(super) struct PollTimes(Arc<Mutex<IdMap<JobId, Moment>>>);
 
 impl PollTimes {
     pub(super) fn note(&self, job: JobId, at: Moment) {
         self.lock().insert(job, at);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Moment>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdMap<JobId, Moment>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -123,9 +121,9 @@ impl PollTimes {
         self.lock().is_empty()
     }
 
-    /// The pending times, no longer pending.
+    /// The pending times, no longer pending (the map keeps its room for the next ones).
     pub(super) fn take(&self) -> Vec<(JobId, Moment)> {
-        std::mem::take(&mut *self.lock()).into_iter().collect()
+        self.lock().drain().collect()
     }
 
     /// Puts back times that could not be written (newer ones noted meanwhile win).
