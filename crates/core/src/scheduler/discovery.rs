@@ -49,15 +49,24 @@ impl Discovery {
                     crate::telemetry::printable(why)
                 );
             }
-            for name in listing.names {
-                if !self.known.contains(&name) {
-                    self.watch(name, &queue, &shared);
-                }
+            // Added together, so that the first listing of an account of 100,000 jobs
+            // spreads their first polls as a config of that many would.
+            let found: Vec<WatchedJob> = listing
+                .names
+                .into_iter()
+                .filter_map(|name| self.watch(name, &shared))
+                .collect();
+            if !found.is_empty() {
+                queue.add_all(found);
             }
         }
     }
 
-    fn watch(&mut self, name: JobName, queue: &DueQueue, shared: &Shared) {
+    /// The job to watch for `name`, unless it is watched already.
+    fn watch(&mut self, name: JobName, shared: &Shared) -> Option<WatchedJob> {
+        if self.known.contains(&name) {
+            return None;
+        }
         let watched = WatchedJob::new(
             &self.account,
             &name,
@@ -67,7 +76,7 @@ impl Discovery {
         );
         tracing::info!(account = %self.account, job = %crate::telemetry::printable(name.as_str()), "discovered; now watching it");
         shared.telemetry.job_watched();
-        queue.add(watched);
         self.known.insert(name);
+        Some(watched)
     }
 }

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{Config, Webhook},
+    id_hash::IdMap,
     notifier::Waker,
     source::Source,
     store::Writer,
@@ -42,8 +43,8 @@ const FIRST_POLL_SPREAD: Duration = Duration::from_secs(10);
 /// then comes back every interval.
 const FIRST_POLLS_PER_SECOND: u32 = 200;
 
-/// Over how long the first polls of `jobs` jobs are spread (each job's own interval caps
-/// it, see [`DueQueue::add`]).
+/// Over how long the first polls of `jobs` jobs added together are spread (each job's own
+/// interval caps it, see [`DueQueue::add_all`]).
 fn first_poll_spread(jobs: usize) -> Duration {
     let jobs = u32::try_from(jobs).unwrap_or(u32::MAX);
     (Duration::from_secs(1) * jobs / FIRST_POLLS_PER_SECOND).max(FIRST_POLL_SPREAD)
@@ -148,23 +149,24 @@ pub fn spawn_jobs(
         webhooks: Arc::new(config.webhooks.clone()),
         error_logs,
     });
-    let queue = Arc::new(DueQueue::new(first_poll_spread(config.jobs.len())));
-    let mut count = 0;
-    for job in &config.jobs {
-        let (Some(source), Some(account)) =
-            (sources.get(&job.account), config.account(&job.account))
-        else {
-            continue;
-        };
-        queue.add(WatchedJob::new(
-            &job.account,
-            &job.name,
-            source,
-            job.policy.clone(),
-            account.store_bitlocker_keys,
-        ));
-        count += 1;
-    }
+    let queue = Arc::new(DueQueue::new());
+    let jobs: Vec<WatchedJob> = config
+        .jobs
+        .iter()
+        .filter_map(|job| {
+            let source = sources.get(&job.account)?;
+            let account = config.account(&job.account)?;
+            Some(WatchedJob::new(
+                &job.account,
+                &job.name,
+                source,
+                job.policy.clone(),
+                account.store_bitlocker_keys,
+            ))
+        })
+        .collect();
+    let count = jobs.len();
+    queue.add_all(jobs);
     // Failing jobs are counted as they load; discovery adds the jobs it finds.
     shared.telemetry.set_jobs(count, 0);
     let mut workers = config.daemon.max_concurrent_polls.min(count);
@@ -212,36 +214,39 @@ pub fn spawn_jobs(
 /// scheduling cost per poll beyond a heap operation (tests/benches/poll_unchanged.rs).
 struct DueQueue {
     state: Mutex<QueueState>,
-    /// Over how long first polls are spread.
-    spread: Duration,
     /// Signalled when a job is put back due earlier than any other, for idle workers.
     changed: Notify,
 }
 
 impl DueQueue {
-    fn new(spread: Duration) -> DueQueue {
+    fn new() -> DueQueue {
         DueQueue {
-            spread,
             state: Mutex::new(QueueState {
                 heap: BinaryHeap::new(),
                 slots: Vec::new(),
-                in_flight: HashMap::new(),
+                in_flight: IdMap::default(),
                 last_done: tokio::time::Instant::now(),
             }),
             changed: Notify::new(),
         }
     }
 
-    /// Adds a job, first polled within the queue's spread (or its interval if shorter).
-    fn add(&self, job: WatchedJob) {
-        let spread = job.base_interval().min(self.spread);
-        let due =
-            tokio::time::Instant::now() + spread.mul_f64(rand::thread_rng().gen_range(0.0..1.0));
+    /// Adds jobs that start being watched together (the config's, or those one listing
+    /// found), their first polls spread by their number ([`first_poll_spread`]), each
+    /// within its own interval.
+    fn add_all(&self, jobs: Vec<WatchedJob>) {
+        let spread = first_poll_spread(jobs.len());
+        let now = tokio::time::Instant::now();
+        let mut rng = rand::thread_rng();
         {
             let mut state = self.lock();
-            let index = state.slots.len();
-            state.slots.push(Some(Box::new(job)));
-            state.heap.push(Reverse((due, index)));
+            for job in jobs {
+                let spread = job.base_interval().min(spread);
+                let due = now + spread.mul_f64(rng.gen_range(0.0..1.0));
+                let index = state.slots.len();
+                state.slots.push(Some(Box::new(job)));
+                state.heap.push(Reverse((due, index)));
+            }
         }
         self.changed.notify_waiters();
     }
@@ -280,7 +285,7 @@ struct QueueState {
     heap: BinaryHeap<Reverse<(tokio::time::Instant, usize)>>,
     slots: Vec<Option<Box<WatchedJob>>>,
     /// Slots being polled, and since when.
-    in_flight: HashMap<usize, tokio::time::Instant>,
+    in_flight: IdMap<usize, tokio::time::Instant>,
     /// When the last poll finished.
     last_done: tokio::time::Instant,
 }
@@ -298,13 +303,14 @@ async fn worker(
     shutdown: CancellationToken,
 ) {
     loop {
+        // Made before the heap is read: it completes on any `notify_waiters` from then
+        // on, so a job put back meanwhile is not missed (enabling it, which takes the
+        // Notify's own lock, would add nothing; a worker that finds a due job never
+        // waits on it).
         let notified = queue.changed.notified();
         tokio::pin!(notified);
         let next = {
             let mut state = queue.lock();
-            // Registered before the lock is released, so a job put back meanwhile is
-            // not missed.
-            notified.as_mut().enable();
             match state.heap.peek().copied() {
                 None => Next::Idle,
                 Some(Reverse((due, _))) if due > tokio::time::Instant::now() => {
