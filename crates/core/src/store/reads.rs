@@ -4,6 +4,7 @@
 use crate::moment::Moment;
 
 use serde::Serialize;
+use sqlx::AnyConnection;
 
 use super::{Store, StoreError};
 use crate::{
@@ -135,6 +136,58 @@ type TextRow = (
     String,
     Option<String>,
 );
+
+/// An event's columns as read, borrowed from a row or a parsed JSON array.
+struct EventColumns<'r> {
+    id: i64,
+    event_type: &'r str,
+    drive_id: Option<&'r str>,
+    from: Option<&'r str>,
+    to: Option<&'r str>,
+    observed_at: &'r str,
+    severity: &'r str,
+    details: Option<&'r str>,
+}
+
+impl<'r> EventColumns<'r> {
+    /// The columns of a row of [`Details::columns`], in place.
+    fn of(row: &'r sqlx::any::AnyRow) -> Result<EventColumns<'r>, StoreError> {
+        use sqlx::Row as _;
+        Ok(EventColumns {
+            id: row.try_get(0)?,
+            event_type: row.try_get(1)?,
+            drive_id: row.try_get(2)?,
+            from: row.try_get(3)?,
+            to: row.try_get(4)?,
+            observed_at: row.try_get(5)?,
+            severity: row.try_get(6)?,
+            details: row.try_get(7)?,
+        })
+    }
+}
+
+/// The record of an event of `job` (account, name) from its columns.
+fn event_record(
+    (account, job): (&str, &str),
+    columns: EventColumns<'_>,
+) -> Result<EventRecord, StoreError> {
+    let corrupt =
+        |what: &str, value: &str| StoreError::Corrupt(format!("history: unknown {what} {value:?}"));
+    Ok(EventRecord {
+        id: columns.id,
+        account: account.to_owned(),
+        job: job.to_owned(),
+        event_type: EventType::parse(columns.event_type)
+            .ok_or_else(|| corrupt("event type", columns.event_type))?,
+        drive_id: columns.drive_id.map(|d| DriveId::new(d.to_owned())),
+        from: columns.from.map(str::to_owned),
+        to: columns.to.map(str::to_owned),
+        observed_at: Moment::parse_stored(columns.observed_at),
+        severity: Severity::parse(columns.severity)
+            .ok_or_else(|| corrupt("severity", columns.severity))?,
+        details: parse_details(columns.details)?,
+    })
+}
 
 /// A value bound after the job's id in [`Store::events_in`].
 pub(super) enum EventParam {
@@ -304,8 +357,11 @@ impl Store {
         since: Option<Moment>,
         details: Details,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let jobs = self.jobs_named(job).await?;
-        self.events_of(jobs, since, details).await
+        // One connection for both reads: on PostgreSQL each connection taken from the
+        // pool is tested with a round trip first.
+        let mut conn = self.pool.acquire().await?;
+        let jobs = self.jobs_named_on(&mut conn, job).await?;
+        self.events_of(&mut conn, jobs, since, details).await
     }
 
     /// The events of the job `name` of `account` (a name may hold `/`), oldest first,
@@ -319,13 +375,15 @@ impl Store {
         name: &str,
         since: Option<Moment>,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let jobs = self.job_named(account, name).await?;
-        self.events_of(jobs, since, Details::Read).await
+        let mut conn = self.pool.acquire().await?;
+        let jobs = self.job_named(&mut conn, account, name).await?;
+        self.events_of(&mut conn, jobs, since, Details::Read).await
     }
 
     /// (id, account, name) of the job `name` of `account`, if there is one.
     pub(super) async fn job_named(
         &self,
+        conn: &mut AnyConnection,
         account: &str,
         name: &str,
     ) -> Result<Vec<(i64, String, String)>, StoreError> {
@@ -333,7 +391,7 @@ impl Store {
             sqlx::query_as("SELECT id, account, name FROM jobs WHERE account = $1 AND name = $2")
                 .bind(account)
                 .bind(name)
-                .fetch_all(&self.pool)
+                .fetch_all(conn)
                 .await?,
         )
     }
@@ -341,6 +399,7 @@ impl Store {
     /// The events of `jobs` (id, account, name), in id order.
     async fn events_of(
         &self,
+        conn: &mut AnyConnection,
         jobs: Vec<(i64, String, String)>,
         since: Option<Moment>,
         details: Details,
@@ -351,7 +410,7 @@ impl Store {
             details.columns()
         );
         let (sqlite, postgres) = (rows.clone(), format!("{rows} e"));
-        self.events_in(jobs, [&sqlite, &postgres], &[EventParam::Text(since)])
+        self.events_in(conn, jobs, [&sqlite, &postgres], &[EventParam::Text(since)])
             .await
     }
 
@@ -359,6 +418,7 @@ impl Store {
     /// order, with `$1` the job's id and `params` from `$2` on), in id order.
     pub(super) async fn events_in(
         &self,
+        conn: &mut AnyConnection,
         jobs: Vec<(i64, String, String)>,
         rows: [&str; 2],
         params: &[EventParam],
@@ -369,38 +429,44 @@ impl Store {
         // JSON. `details` passes through as text and is parsed here.
         let mut entries = Vec::new();
         for (job_id, account, job) in jobs {
-            let rows = match self.dialect() {
-                super::Dialect::Sqlite => self.event_rows_as_json(rows[0], job_id, params).await?,
+            let job = (account.as_str(), job.as_str());
+            match self.dialect() {
+                super::Dialect::Sqlite => {
+                    let rows = self
+                        .event_rows_as_json(&mut *conn, rows[0], job_id, params)
+                        .await?;
+                    for (id, event_type, drive_id, from, to, observed_at, severity, details) in
+                        &rows
+                    {
+                        entries.push(event_record(
+                            job,
+                            EventColumns {
+                                id: *id,
+                                event_type,
+                                drive_id: drive_id.as_deref(),
+                                from: from.as_deref(),
+                                to: to.as_deref(),
+                                observed_at,
+                                severity,
+                                details: details.as_deref(),
+                            },
+                        )?);
+                    }
+                }
                 super::Dialect::Postgres => {
                     let sql = format!("SELECT {} FROM {}", Details::Read.columns(), rows[1]);
-                    let mut query = sqlx::query_as::<_, TextRow>(&sql).bind(job_id);
+                    let mut query = sqlx::query(&sql).bind(job_id);
                     for param in params {
                         query = match param {
                             EventParam::Text(text) => query.bind(text.clone()),
                             EventParam::Int(n) => query.bind(*n),
                         };
                     }
-                    query.fetch_all(&self.pool).await?
+                    // Read in place: only the values a record keeps are copied.
+                    for row in query.fetch_all(&mut *conn).await? {
+                        entries.push(event_record(job, EventColumns::of(&row)?)?);
+                    }
                 }
-            };
-            for (id, event_type, drive_id, from, to, observed_at, severity, details) in rows {
-                let corrupt = |what: &str, value: &str| {
-                    StoreError::Corrupt(format!("history: unknown {what} {value:?}"))
-                };
-                entries.push(EventRecord {
-                    id,
-                    account: account.clone(),
-                    job: job.clone(),
-                    event_type: EventType::parse(&event_type)
-                        .ok_or_else(|| corrupt("event type", &event_type))?,
-                    drive_id: drive_id.map(DriveId::new),
-                    from,
-                    to,
-                    observed_at: Moment::parse_stored(&observed_at),
-                    severity: Severity::parse(&severity)
-                        .ok_or_else(|| corrupt("severity", &severity))?,
-                    details: parse_details(details.as_deref())?,
-                });
             }
         }
         entries.sort_unstable_by_key(|e| e.id);
@@ -410,6 +476,7 @@ impl Store {
     /// The events `rows` selects for job `job_id` (SQLite), as one JSON array of arrays.
     async fn event_rows_as_json(
         &self,
+        conn: &mut AnyConnection,
         rows: &str,
         job_id: i64,
         params: &[EventParam],
@@ -425,7 +492,7 @@ impl Store {
                 EventParam::Int(n) => query.bind(*n),
             };
         }
-        let json: String = query.fetch_one(&self.pool).await?;
+        let json: String = query.fetch_one(conn).await?;
         serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(format!("history: {e}")))
     }
 
@@ -447,6 +514,16 @@ impl Store {
         &self,
         job: &str,
     ) -> Result<Vec<(i64, String, String)>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        self.jobs_named_on(&mut conn, job).await
+    }
+
+    /// [`Store::jobs_named`] on a connection already taken.
+    async fn jobs_named_on(
+        &self,
+        conn: &mut AnyConnection,
+        job: &str,
+    ) -> Result<Vec<(i64, String, String)>, StoreError> {
         let (account, name) = match job.split_once('/') {
             Some((account, name)) => (Some(account), name),
             None => (None, job),
@@ -460,7 +537,7 @@ impl Store {
         .bind(name)
         .bind(account)
         .bind(job)
-        .fetch_all(&self.pool)
+        .fetch_all(conn)
         .await?)
     }
 }

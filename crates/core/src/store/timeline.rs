@@ -32,7 +32,8 @@ impl Store {
         before: Option<i64>,
         limit: u32,
     ) -> Result<TimelinePage, StoreError> {
-        let jobs = self.job_named(account, name).await?;
+        let mut conn = self.pool.acquire().await?;
+        let jobs = self.job_named(&mut conn, account, name).await?;
         // One more than asked for says whether an older page exists.
         // Without `details`: the page shows none (on PostgreSQL the rows then come from
         // the index alone).
@@ -48,7 +49,9 @@ impl Store {
             EventParam::Int(before.unwrap_or(i64::MAX)),
             EventParam::Int(i64::from(limit) + 1),
         ];
-        let mut events = self.events_in(jobs, [&sqlite, &postgres], &params).await?;
+        let mut events = self
+            .events_in(&mut conn, jobs, [&sqlite, &postgres], &params)
+            .await?;
         let older = if events.len() > limit as usize {
             events.remove(0);
             events.first().map(|e| e.id)
@@ -68,7 +71,8 @@ impl Store {
         account: &str,
         name: &str,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let jobs = self.job_named(account, name).await?;
+        let mut conn = self.pool.acquire().await?;
+        let jobs = self.job_named(&mut conn, account, name).await?;
         // Without `details`: the charts never read them, and parsing 20,000 of them
         // was most of a long job's page.
         let rows = format!(
@@ -76,6 +80,7 @@ impl Store {
             Details::Skip.columns()
         );
         let (sqlite, postgres) = (rows.clone(), format!("{rows} e"));
-        self.events_in(jobs, [&sqlite, &postgres], &[]).await
+        self.events_in(&mut conn, jobs, [&sqlite, &postgres], &[])
+            .await
     }
 }
