@@ -126,6 +126,10 @@ pub struct Decision {
     /// Whether this poll must be written (events, news, a changed or repaired memory);
     /// else only its time is noted.
     pub write: bool,
+    /// After an unchanged poll that changed nothing: until when every further unchanged
+    /// poll of the same job, memory and settings decides the same (see
+    /// [`clocks::quiet_until`]), so the caller need not ask again before then.
+    pub quiet_until: Option<Moment>,
 }
 
 impl Decision {
@@ -194,19 +198,17 @@ pub fn decide(memory: &Memory, outcome: Outcome<'_>, context: &Context<'_>) -> D
         Outcome::Changed { job, .. } => detect_changes(context.recorded, job),
         _ => Vec::new(),
     };
-    let (clock_events, clocks) = clocks::tick(
-        &memory.clocks,
-        &ClockInput {
-            now: context.now,
-            job,
-            created_at,
-            terminal_since: streaks.terminal_since,
-            polls_failing: streaks.failing_alerted,
-            acked_at: context.acked_at,
-            muted: context.muted,
-            settings: context.clocks,
-        },
-    );
+    let input = ClockInput {
+        now: context.now,
+        job,
+        created_at,
+        terminal_since: streaks.terminal_since,
+        polls_failing: streaks.failing_alerted,
+        acked_at: context.acked_at,
+        muted: context.muted,
+        settings: context.clocks,
+    };
+    let (clock_events, clocks) = clocks::tick(&memory.clocks, &input);
     events.extend(clock_events);
     clocks::with_eta(&mut detected, clocks.as_ref().unwrap_or(&memory.clocks));
     detected.append(&mut events);
@@ -223,11 +225,16 @@ pub fn decide(memory: &Memory, outcome: Outcome<'_>, context: &Context<'_>) -> D
             .is_none_or(|recorded| recorded.notices.error_logs != job.notices.error_logs)
     });
     let write = !detected.is_empty() || news || new_logs || after.is_some() || context.repaired;
+    // Nothing happened and nothing was written: the same poll gives the same answer
+    // until a rule's time comes.
+    let quiet_until = (matches!(outcome, Outcome::Unchanged) && !write)
+        .then(|| clocks::quiet_until(&memory.clocks, &input));
     Decision {
         events: detected,
         memory: after,
         next,
         write,
+        quiet_until,
     }
 }
 

@@ -13,7 +13,9 @@ use serde_json::json;
 use super::{Settings, Shared};
 use crate::{
     config::PollPolicy,
-    decide::{clocks, decide, retired_for, Context, Decision, Memory, NextPoll, Outcome},
+    decide::{
+        clocks, decide, poll_interval, retired_for, Context, Decision, Memory, NextPoll, Outcome,
+    },
     events::{Event, EventType, OutboxEntry},
     model::{ETag, JobName, JobSnapshot, Severity},
     moment::Moment,
@@ -63,6 +65,10 @@ pub(super) struct WatchedJob {
     /// decision stores no time later than its now), so an unchanged poll does not walk
     /// the clocks again. Four bytes in what was padding: 100,000 jobs pay nothing.
     checked_in: u32,
+    /// Before this second (Unix), an unchanged poll decides as the last one did, which
+    /// changed nothing ([`Decision::quiet_until`]); 0: it must decide. Cleared by any
+    /// other outcome.
+    quiet_until: u32,
 }
 
 impl WatchedJob {
@@ -86,6 +92,7 @@ impl WatchedJob {
             snapshot: None,
             memory: Memory::default(),
             checked_in: 0,
+            quiet_until: 0,
             document_hash: None,
             auth_error_logged: false,
             repaired: false,
@@ -116,6 +123,7 @@ impl WatchedJob {
         self.keep_snapshot(stored.snapshot);
         self.memory = stored.memory;
         self.checked_in = 0;
+        self.quiet_until = 0;
         if self.memory.is_failing() {
             shared.telemetry.failing_changed(true);
         }
@@ -144,6 +152,9 @@ impl WatchedJob {
 
     /// A job terminal for longer than `stop_after` is no longer polled.
     fn retired(&self, settings: &Settings) -> bool {
+        if self.memory.terminal_since.is_none() {
+            return false;
+        }
         let Some(terminal_for) =
             retired_for(&self.memory, crate::wall_clock::now(), settings.stop_after)
         else {
@@ -221,6 +232,8 @@ impl WatchedJob {
     async fn poll(&mut self, id: JobId, shared: &Shared, settings: &Settings) -> Duration {
         let started = Instant::now();
         let result = self.source.get_job(&self.target, self.etag.as_ref()).await;
+        // Only an unchanged poll keeps (or sets) the quiet.
+        let quiet_until = std::mem::take(&mut self.quiet_until);
         let outcome = match &result {
             Ok(PollOutcome::Modified(_)) => "modified",
             Ok(PollOutcome::NotModified) => "not_modified",
@@ -232,7 +245,9 @@ impl WatchedJob {
             Ok(PollOutcome::Modified(observation)) => {
                 self.on_document(id, *observation, shared, settings).await
             }
-            Ok(PollOutcome::NotModified) => self.on_unchanged(id, shared, settings).await,
+            Ok(PollOutcome::NotModified) => {
+                self.on_unchanged(id, quiet_until, shared, settings).await
+            }
             Err(error) => self.on_failure(id, error, shared, settings).await,
         };
         if was_failing != self.is_failing() {
@@ -391,7 +406,13 @@ impl WatchedJob {
         (text, document_hash, news)
     }
 
-    async fn on_unchanged(&mut self, id: JobId, shared: &Shared, settings: &Settings) -> Duration {
+    async fn on_unchanged(
+        &mut self,
+        id: JobId,
+        quiet_until: u32,
+        shared: &Shared,
+        settings: &Settings,
+    ) -> Duration {
         let now = self.now();
         tracing::debug!(account = %self.account, job = %self.name, "not modified");
         self.last_success
@@ -401,6 +422,13 @@ impl WatchedJob {
                     .last_success(&self.account, self.name.as_str())
             })
             .now();
+        if u32::try_from(now.unix_secs()).is_ok_and(|second| second < quiet_until) && !self.repaired
+        {
+            self.quiet_until = quiet_until;
+            shared.store.note_poll(id, now);
+            let recorded = self.snapshot.as_ref().map(|s| &s.state);
+            return with_jitter(NextPoll::Interval(poll_interval(&self.policy, recorded)));
+        }
         let attention = self.attention(id, shared, settings, now).await;
         let decision = decide(
             &self.memory,
@@ -409,6 +437,11 @@ impl WatchedJob {
         );
         if !decision.write {
             shared.store.note_poll(id, now);
+            // Kept to the second, as far as 2106 (nothing waits: until 2106); past
+            // that, every poll decides.
+            self.quiet_until = decision.quiet_until.map_or(0, |until| {
+                u32::try_from(until.unix_secs().max(0)).unwrap_or(u32::MAX)
+            });
             return self.remember(decision);
         }
         let outbox = self

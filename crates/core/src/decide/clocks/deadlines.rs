@@ -104,21 +104,11 @@ pub(super) fn deadlines(
         clocks.warned = clocks.warned.iter().filter_map(followed).collect();
     }
     for clock in found {
-        // A clock announced once when it starts has one lead that is always reached.
-        let leads = match clock.warn_ahead {
-            true => input.settings.deadline_warnings.as_slice(),
-            false => &[Duration::MAX],
-        };
+        let leads = leads(clock, input);
         // Every lead already reached is owed; one event says the nearest, and all are
         // marked (a job first seen a day before its deadline gets one warning, not two).
         let owed = |lead: &&Duration| {
-            now >= clock.at.saturating_sub(**lead)
-                && !clocks.warned.iter().any(|key| {
-                    parse_key(key).is_some_and(|(deadline, at, warned_lead)| {
-                        (deadline, at.unix_secs(), warned_lead)
-                            == (clock.deadline, clock.at.unix_secs(), lead_secs(**lead))
-                    })
-                })
+            now >= clock.at.saturating_sub(**lead) && !warned(clocks, clock, **lead)
         };
         let Some(nearest) = leads.iter().filter(owed).min().copied() else {
             continue;
@@ -132,6 +122,44 @@ pub(super) fn deadlines(
         clocks.to_mut().warned.extend(reached);
         events.push(warning(clock, lead_secs(nearest), now, created_by_service));
     }
+}
+
+/// The leads at which `clock` is told: the configured warnings, or (a clock announced
+/// once when it starts) one lead that is always reached.
+fn leads<'a>(clock: &ServiceClock, input: &ClockInput<'a>) -> &'a [Duration] {
+    match clock.warn_ahead {
+        true => input.settings.deadline_warnings.as_slice(),
+        false => &[Duration::MAX],
+    }
+}
+
+/// Whether `clocks` says `clock` was told at `lead`.
+fn warned(clocks: &Clocks, clock: &ServiceClock, lead: Duration) -> bool {
+    clocks.warned.iter().any(|key| {
+        parse_key(key).is_some_and(|(deadline, at, warned_lead)| {
+            (deadline, at.unix_secs(), warned_lead)
+                == (clock.deadline, clock.at.unix_secs(), lead_secs(lead))
+        })
+    })
+}
+
+/// When the next warning not told yet is owed (see [`super::quiet`]).
+pub(super) fn next_warning(
+    clocks: &Clocks,
+    job: &JobSnapshot,
+    input: &ClockInput<'_>,
+) -> Option<Moment> {
+    let found = service_clocks(clocks, job, input.terminal_since);
+    found
+        .iter()
+        .flatten()
+        .flat_map(|clock| {
+            leads(clock, input)
+                .iter()
+                .filter(|lead| !warned(clocks, clock, **lead))
+                .map(|lead| clock.at.saturating_sub(*lead))
+        })
+        .min()
 }
 
 /// A lead as its key writes it: seconds, and `u64::MAX` for a clock told once.

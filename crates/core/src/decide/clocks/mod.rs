@@ -12,9 +12,11 @@ use serde_json::json;
 
 mod deadlines;
 mod drive_clocks;
+mod quiet;
 
 use deadlines::deadlines;
 pub use drive_clocks::DriveClocks;
+pub use quiet::quiet_until;
 
 use crate::{
     events::{Event, EventType},
