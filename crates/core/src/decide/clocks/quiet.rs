@@ -67,25 +67,17 @@ mod tests {
     }
 
     fn settings(rng: &mut StdRng) -> ClockSettings {
-        let mut settings = ClockSettings::default();
-        settings.drive_stall_after = *pick(
-            rng,
-            &[None, Some(Duration::ZERO), Some(Duration::from_secs(HOUR))],
-        );
-        settings.remind_every = *pick(
-            rng,
-            &[
-                None,
-                Some(Duration::from_secs(DAY)),
-                Some(Duration::from_secs(5 * HOUR)),
-            ],
-        );
-        settings.remind_max = rng.gen_range(0..4);
-        if rng.gen_bool(0.3) {
-            settings.deadline_warnings =
-                vec![Duration::from_secs(10 * DAY), Duration::from_secs(HOUR)];
+        let hour = Duration::from_secs(HOUR);
+        let day = Duration::from_secs(DAY);
+        let warnings = rng.gen_bool(0.3).then(|| vec![10 * day, hour]);
+        ClockSettings {
+            drive_stall_after: *pick(rng, &[None, Some(Duration::ZERO), Some(hour)]),
+            remind_every: *pick(rng, &[None, Some(day), Some(5 * hour)]),
+            remind_max: rng.gen_range(0..4),
+            deadline_warnings: warnings
+                .unwrap_or_else(|| ClockSettings::default().deadline_warnings),
+            ..ClockSettings::default()
         }
-        settings
     }
 
     fn job(rng: &mut StdRng, now: Moment) -> JobSnapshot {
