@@ -164,9 +164,13 @@ impl Default for Telemetry {
 pub struct LastSuccess(Gauge);
 
 impl LastSuccess {
-    /// A poll of the job succeeded now.
-    pub fn now(&self) {
-        self.0.set(unix_seconds());
+    /// A poll of the job succeeded at `at`. The gauge is written only when its second
+    /// changes: an atomic swap on a line another poll may own costs more than the read.
+    pub fn at(&self, at: crate::moment::Moment) {
+        let second = at.unix_secs();
+        if self.0.get() != second {
+            self.0.set(second);
+        }
     }
 }
 

@@ -7,15 +7,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rand::Rng as _;
 use serde_json::json;
 
+use super::next_poll::{with_jitter, Quiet};
 use super::{Settings, Shared};
 use crate::{
     config::PollPolicy,
-    decide::{
-        clocks, decide, poll_interval, retired_for, Context, Decision, Memory, NextPoll, Outcome,
-    },
+    decide::{clocks, decide, retired_for, Context, Decision, Memory, NextPoll, Outcome},
     events::{Event, EventType, OutboxEntry},
     model::{ETag, JobName, JobSnapshot, Severity},
     moment::Moment,
@@ -24,12 +22,8 @@ use crate::{
     telemetry::printable,
 };
 
-/// Every interval is stretched or shrunk by up to this fraction.
-const INTERVAL_JITTER: f64 = 0.1;
 /// Wait after a failed database write before polling the job again.
 const STORE_RETRY: Duration = Duration::from_secs(5);
-/// No job waits longer than this between polls, whatever a config or a header says.
-pub(super) const MAX_DELAY: Duration = Duration::from_secs(365 * 86_400);
 
 /// A job being watched, with what it remembers between polls.
 pub(super) struct WatchedJob {
@@ -60,15 +54,12 @@ pub(super) struct WatchedJob {
     damaged: Vec<String>,
     /// Its last-success gauge, once an unchanged poll needed it.
     last_success: Option<crate::telemetry::LastSuccess>,
-    /// The second (Unix) in which `memory` was last checked for times ahead of iewatch's
-    /// time, 0 for never: while iewatch's time is past that second, none can be (a
-    /// decision stores no time later than its now), so an unchanged poll does not walk
-    /// the clocks again. Four bytes in what was padding: 100,000 jobs pay nothing.
+    /// The Unix second in which `memory` was last checked for times ahead of now (0:
+    /// never); past it none can be (a decision stores no time later than its now).
     checked_in: u32,
-    /// Before this second (Unix), an unchanged poll decides as the last one did, which
-    /// changed nothing ([`Decision::quiet_until`]); 0: it must decide. Cleared by any
-    /// other outcome.
-    quiet_until: u32,
+    /// While it holds, an unchanged poll decides as the last one did, which changed
+    /// nothing. Cleared by any other outcome.
+    quiet: Option<Quiet>,
 }
 
 impl WatchedJob {
@@ -92,7 +83,7 @@ impl WatchedJob {
             snapshot: None,
             memory: Memory::default(),
             checked_in: 0,
-            quiet_until: 0,
+            quiet: None,
             document_hash: None,
             auth_error_logged: false,
             repaired: false,
@@ -123,7 +114,7 @@ impl WatchedJob {
         self.keep_snapshot(stored.snapshot);
         self.memory = stored.memory;
         self.checked_in = 0;
-        self.quiet_until = 0;
+        self.quiet = None;
         if self.memory.is_failing() {
             shared.telemetry.failing_changed(true);
         }
@@ -233,7 +224,7 @@ impl WatchedJob {
         let started = Instant::now();
         let result = self.source.get_job(&self.target, self.etag.as_ref()).await;
         // Only an unchanged poll keeps (or sets) the quiet.
-        let quiet_until = std::mem::take(&mut self.quiet_until);
+        let quiet = self.quiet.take();
         let outcome = match &result {
             Ok(PollOutcome::Modified(_)) => "modified",
             Ok(PollOutcome::NotModified) => "not_modified",
@@ -245,9 +236,7 @@ impl WatchedJob {
             Ok(PollOutcome::Modified(observation)) => {
                 self.on_document(id, *observation, shared, settings).await
             }
-            Ok(PollOutcome::NotModified) => {
-                self.on_unchanged(id, quiet_until, shared, settings).await
-            }
+            Ok(PollOutcome::NotModified) => self.on_unchanged(id, quiet, shared, settings).await,
             Err(error) => self.on_failure(id, error, shared, settings).await,
         };
         if was_failing != self.is_failing() {
@@ -409,7 +398,7 @@ impl WatchedJob {
     async fn on_unchanged(
         &mut self,
         id: JobId,
-        quiet_until: u32,
+        quiet: Option<Quiet>,
         shared: &Shared,
         settings: &Settings,
     ) -> Duration {
@@ -421,13 +410,11 @@ impl WatchedJob {
                     .telemetry
                     .last_success(&self.account, self.name.as_str())
             })
-            .now();
-        if u32::try_from(now.unix_secs()).is_ok_and(|second| second < quiet_until) && !self.repaired
-        {
-            self.quiet_until = quiet_until;
+            .at(now);
+        if let Some(quiet) = quiet.filter(|q| q.holds_at(now) && !self.repaired) {
+            self.quiet = Some(quiet);
             shared.store.note_poll(id, now);
-            let recorded = self.snapshot.as_ref().map(|s| &s.state);
-            return with_jitter(NextPoll::Interval(poll_interval(&self.policy, recorded)));
+            return with_jitter(NextPoll::Interval(quiet.interval));
         }
         let attention = self.attention(id, shared, settings, now).await;
         let decision = decide(
@@ -437,11 +424,7 @@ impl WatchedJob {
         );
         if !decision.write {
             shared.store.note_poll(id, now);
-            // Kept to the second, as far as 2106 (nothing waits: until 2106); past
-            // that, every poll decides.
-            self.quiet_until = decision.quiet_until.map_or(0, |until| {
-                u32::try_from(until.unix_secs().max(0)).unwrap_or(u32::MAX)
-            });
+            self.quiet = Quiet::after(&decision);
             return self.remember(decision);
         }
         let outbox = self
@@ -605,22 +588,6 @@ impl WatchedJob {
         tracing::error!(account = %self.account, job = %self.name, "cannot record poll, will poll again: {error}");
         STORE_RETRY
     }
-}
-
-/// The delay `decide` asked for, with its jitter, never longer than [`MAX_DELAY`].
-fn with_jitter(next: NextPoll) -> Duration {
-    let mut rng = rand::thread_rng();
-    let (delay, factor) = match next {
-        NextPoll::Interval(d) => (
-            d,
-            rng.gen_range(1.0 - INTERVAL_JITTER..=1.0 + INTERVAL_JITTER),
-        ),
-        NextPoll::Backoff(d) => (d, rng.gen_range(0.5..=1.0)),
-        NextPoll::Exactly(d) => (d, 1.0),
-    };
-    Duration::try_from_secs_f64(delay.min(MAX_DELAY).as_secs_f64() * factor)
-        .unwrap_or(MAX_DELAY)
-        .min(MAX_DELAY)
 }
 
 /// A hash of a document's text: enough to tell "same text" without keeping it.

@@ -9,6 +9,7 @@
 mod discovery;
 mod error_logs;
 mod job;
+mod next_poll;
 
 use std::{
     cmp::Reverse,
@@ -340,7 +341,7 @@ async fn worker(
                 state.last_done = now;
                 // A retired job leaves the queue.
                 let Some(delay) = polled else { continue };
-                // Delays are bounded by `job::MAX_DELAY`, far from the end of time.
+                // Delays are bounded by `next_poll::MAX_DELAY`, far from the end of time.
                 let due = now.checked_add(delay).unwrap_or(now);
                 let earliest = {
                     state.slots[index] = Some(job);
