@@ -132,7 +132,10 @@ pub fn now() -> crate::moment::Moment {
 
 /// "forward by 30days" / "back by 2h".
 fn step_words(millis: i128) -> String {
-    let size = Duration::from_secs(u64::try_from(millis.unsigned_abs() / 1000).unwrap_or(u64::MAX));
+    // To the nearest second: the two clocks are read a moment apart, so a step of a
+    // whole day measures a few milliseconds either side of it.
+    let seconds = millis.unsigned_abs().saturating_add(500) / 1000;
+    let size = Duration::from_secs(u64::try_from(seconds).unwrap_or(u64::MAX));
     let way = if millis >= 0 { "forward" } else { "back" };
     format!("{way} by {}", humantime::format_duration(size))
 }
@@ -142,6 +145,16 @@ mod tests {
     use super::*;
 
     const DAY: Duration = Duration::from_secs(86_400);
+
+    #[test]
+    fn a_step_is_said_to_the_nearest_second() {
+        let thirty_days = 30 * 86_400_000;
+        assert_eq!(step_words(thirty_days - 3), "forward by 30days");
+        assert_eq!(step_words(-(thirty_days + 499)), "back by 30days");
+        assert_eq!(step_words(1_600), "forward by 2s");
+        // The largest step says a size, and does not overflow on the way.
+        assert!(step_words(i128::MAX).len() > "forward by ".len());
+    }
 
     #[test]
     fn an_excursion_is_never_taken_and_a_step_that_holds_is() {
