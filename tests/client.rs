@@ -12,7 +12,7 @@ use iewatch::{
     source::{
         classic::{ClassicClient, ACCEPT},
         classic_wire::Job,
-        PollOutcome, SourceError,
+        IfNoneMatch, PollOutcome, SourceError,
     },
 };
 
@@ -210,24 +210,24 @@ async fn if_none_match_is_sent_byte_for_byte_and_412_and_304_mean_not_modified()
     .await;
     let client = client(&pki, server.endpoint(), Duration::from_secs(5));
     let job = JobName::from("MySampleJob");
-    let etag = ETag::new(SAMPLE_ETAG);
+    let tag = |etag: &str| IfNoneMatch::for_etag(&ETag::new(etag)).expect("a header");
     assert!(matches!(
         client
-            .get_job(&client.job_uri(&job), Some(&etag))
+            .get_job(&client.job_uri(&job), Some(&tag(SAMPLE_ETAG)))
             .await
             .unwrap(),
         PollOutcome::NotModified
     ));
     assert!(matches!(
         client
-            .get_job(&client.job_uri(&job), Some(&ETag::new("W/\"other\"")))
+            .get_job(&client.job_uri(&job), Some(&tag("W/\"other\"")))
             .await
             .unwrap(),
         PollOutcome::NotModified
     ));
     assert!(matches!(
         client
-            .get_job(&client.job_uri(&job), Some(&ETag::new("W/\"stale\"")))
+            .get_job(&client.job_uri(&job), Some(&tag("W/\"stale\"")))
             .await
             .unwrap(),
         PollOutcome::Modified(_)

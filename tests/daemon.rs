@@ -94,6 +94,57 @@ async fn after_a_restart_the_stored_etag_is_sent_and_nothing_is_recorded_twice()
     common::assert_import_lifecycle(&db, "MySampleJob").await;
 }
 
+/// A stored ETag no header can carry (a control character typed in with `sqlite3`) is
+/// no poison pill: the job is asked for its whole document, whose tag replaces it, and
+/// nothing is recorded as an event or a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_etag_no_header_can_carry_is_replaced_by_the_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
+    sim.set_time(Some(Duration::ZERO));
+    let config = write_config(dir.path(), &sim, &["MySampleJob"], &fast_config(""));
+    let db = dir.path().join("iewatch.db");
+    let daemon = RunningDaemon::start(&config).await;
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            stored_etag(&db, "MySampleJob").await.is_some()
+        })
+        .await
+    );
+    daemon.stop().await;
+    let etag = stored_etag(&db, "MySampleJob").await.unwrap();
+    let events = event_list(&db, "MySampleJob").await;
+    let store = iewatch::store::Store::open_existing(&db).await.unwrap();
+    sqlx::query("UPDATE jobs SET etag = 'W/\"bad' || char(1) || 'tag\"'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    store.close().await;
+    let requests_before = sim.requests().len();
+
+    let daemon = RunningDaemon::start(&config).await;
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            stored_etag(&db, "MySampleJob").await.as_deref() == Some(etag.as_str())
+        })
+        .await,
+        "the service's tag replaces the bad one"
+    );
+    daemon.stop().await;
+    let first = sim.requests()[requests_before].clone();
+    assert_eq!(first.if_none_match, None, "no header for the bad tag");
+    assert_eq!(first.status, 200);
+    assert_eq!(
+        event_list(&db, "MySampleJob").await,
+        events,
+        "nothing new to say"
+    );
+    assert!(sim.requests()[requests_before..]
+        .iter()
+        .skip(1)
+        .all(|r| r.if_none_match.as_deref() == Some(etag.as_str())));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_503_with_retry_after_delays_the_next_request() {
     let dir = tempfile::tempdir().unwrap();

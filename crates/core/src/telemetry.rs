@@ -112,8 +112,9 @@ struct Inner {
     registry: Registry,
     polls: Family<OutcomeLabels, Counter>,
     /// The counters of `polls` for every outcome the scheduler reports, looked up
-    /// without allocating a label set on each poll.
-    poll_counters: std::collections::HashMap<&'static str, Counter>,
+    /// without allocating a label set or hashing on each poll (the common outcomes
+    /// first).
+    poll_counters: Vec<(&'static str, Counter)>,
     poll_seconds: Histogram,
     events: Family<TypeLabels, Counter>,
     deliveries: Family<OutcomeLabels, Counter>,
@@ -161,15 +162,20 @@ impl Default for Telemetry {
 
 /// One job's `iewatch_job_last_success_timestamp_seconds`.
 #[derive(Clone, Debug)]
-pub struct LastSuccess(Gauge);
+pub struct LastSuccess {
+    gauge: Gauge,
+    /// The second last written, kept with the job: the gauge's own line is touched once
+    /// a second, not at every poll.
+    second: i64,
+}
 
 impl LastSuccess {
-    /// A poll of the job succeeded at `at`. The gauge is written only when its second
-    /// changes: an atomic swap on a line another poll may own costs more than the read.
-    pub fn at(&self, at: crate::moment::Moment) {
+    /// A poll of the job succeeded at `at`.
+    pub fn at(&mut self, at: crate::moment::Moment) {
         let second = at.unix_secs();
-        if self.0.get() != second {
-            self.0.set(second);
+        if self.second != second {
+            self.second = second;
+            self.gauge.set(second);
         }
     }
 }
@@ -300,8 +306,13 @@ impl Telemetry {
 
     /// One poll finished with `outcome` after `elapsed`.
     pub fn poll(&self, outcome: &'static str, elapsed: Duration) {
-        match self.0.poll_counters.get(outcome) {
-            Some(counter) => {
+        match self
+            .0
+            .poll_counters
+            .iter()
+            .find(|(name, _)| *name == outcome)
+        {
+            Some((_, counter)) => {
                 counter.inc();
             }
             None => {
@@ -362,7 +373,10 @@ impl Telemetry {
             account: label_value(account),
             job_name: label_value(job),
         };
-        LastSuccess(self.0.last_success.get_or_create(&labels).clone())
+        LastSuccess {
+            gauge: self.0.last_success.get_or_create(&labels).clone(),
+            second: i64::MIN,
+        }
     }
 
     /// The job's ETA (Unix seconds), or none any more.

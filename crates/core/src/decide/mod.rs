@@ -28,8 +28,10 @@ pub const FAILURE_BACKOFF_INITIAL: Duration = Duration::from_secs(2);
 pub const NOT_FOUND_INTERVAL_FACTOR: u32 = 12;
 
 /// What a job's bookkeeping remembers between polls and across restarts (the columns of
-/// `jobs` with the same names).
+/// `jobs` with the same names). In declaration order: what every poll reads (failures,
+/// terminal) comes first, beside the scheduler's own per-poll fields.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
 pub struct Memory {
     /// Failed polls in a row.
     pub consecutive_failures: u32,

@@ -10,7 +10,7 @@ use crate::{config::PollPolicy, model::JobName, source::Source};
 
 /// One account's discovery loop.
 pub(super) struct Discovery {
-    pub(super) account: String,
+    pub(super) account: Arc<str>,
     pub(super) store_bitlocker_keys: bool,
     pub(super) source: Arc<Source>,
     pub(super) known: HashSet<JobName>,

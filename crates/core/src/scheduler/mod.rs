@@ -24,7 +24,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{Config, Webhook},
-    id_hash::IdMap,
     notifier::Waker,
     source::Source,
     store::Writer,
@@ -107,10 +106,11 @@ pub enum SchedulerError {
     Source(#[from] crate::source::SourceSetupError),
 }
 
-/// Every account's source (its client and connection pool), by account name. Built
+/// Every account's source (its client and connection pool), by account name (shared
+/// by the account's jobs). Built
 /// before a generation starts, and before a reload stops the running one, so a config
 /// whose sources cannot be built is refused while the old generation still runs.
-pub struct Sources(HashMap<String, Arc<Source>>, Arc<ErrorLogReader>);
+pub struct Sources(HashMap<Arc<str>, Arc<Source>>, Arc<ErrorLogReader>);
 
 impl Sources {
     /// Builds the source of every account of `config`.
@@ -122,7 +122,7 @@ impl Sources {
         let caches = crate::identity::TokenCaches::new(crate::identity::Env::process());
         for account in &config.accounts {
             let source = Source::for_account(account, &config.daemon, &caches)?;
-            sources.insert(account.name.clone(), Arc::new(source));
+            sources.insert(Arc::from(account.name.as_str()), Arc::new(source));
         }
         let reader = ErrorLogReader::for_config(config, &caches);
         Ok(Sources(sources, Arc::new(reader)))
@@ -150,15 +150,14 @@ pub fn spawn_jobs(
         webhooks: Arc::new(config.webhooks.clone()),
         error_logs,
     });
-    let queue = Arc::new(DueQueue::new());
     let jobs: Vec<WatchedJob> = config
         .jobs
         .iter()
         .filter_map(|job| {
-            let source = sources.get(&job.account)?;
+            let (name, source) = sources.get_key_value(job.account.as_str())?;
             let account = config.account(&job.account)?;
             Some(WatchedJob::new(
-                &job.account,
+                name,
                 &job.name,
                 source,
                 job.policy.clone(),
@@ -167,34 +166,29 @@ pub fn spawn_jobs(
         })
         .collect();
     let count = jobs.len();
+    let discovering: Vec<_> = config
+        .discovering_accounts()
+        .filter_map(|account| {
+            let (name, source) = sources.get_key_value(account.name.as_str())?;
+            Some((account, name, source))
+        })
+        .collect();
+    // Discovery may add jobs to a config that names none.
+    let workers = if discovering.is_empty() {
+        config.daemon.max_concurrent_polls.min(count)
+    } else {
+        config.daemon.max_concurrent_polls
+    };
+    let queue = Arc::new(DueQueue::new(workers));
     queue.add_all(jobs);
     // Failing jobs are counted as they load; discovery adds the jobs it finds.
     shared.telemetry.set_jobs(count, 0);
-    let mut workers = config.daemon.max_concurrent_polls.min(count);
-    for account in config.discovering_accounts() {
-        let Some(source) = sources.get(&account.name) else {
-            continue;
-        };
-        workers = config.daemon.max_concurrent_polls;
-        let known = config
-            .jobs
-            .iter()
-            .filter(|j| j.account == account.name)
-            .map(|j| j.name.clone())
-            .collect();
-        let discovery = Discovery {
-            account: account.name.clone(),
-            store_bitlocker_keys: account.store_bitlocker_keys,
-            source: source.clone(),
-            known,
-            interval: config.daemon.poll_interval,
-            policy: config.daemon.default_poll_policy(),
-        };
-        let run = discovery.run(queue.clone(), shared.clone(), supervisor.stopping().clone());
-        supervisor.spawn(format!("discovery of account {}", account.name), run);
+    for (account, name, source) in discovering {
+        spawn_discovery(config, (account, name, source), &queue, shared, supervisor);
     }
     for i in 0..workers {
         let work = worker(
+            i,
             queue.clone(),
             shared.clone(),
             settings.clone(),
@@ -209,6 +203,33 @@ pub fn spawn_jobs(
     count
 }
 
+/// Starts the discovery of `account` (`jobs = "all"`), adding the jobs it finds to
+/// `queue`.
+fn spawn_discovery(
+    config: &Config,
+    (account, name, source): (&crate::config::Account, &Arc<str>, &Arc<Source>),
+    queue: &Arc<DueQueue>,
+    shared: &Shared,
+    supervisor: &Supervisor,
+) {
+    let known = config
+        .jobs
+        .iter()
+        .filter(|j| j.account == account.name)
+        .map(|j| j.name.clone())
+        .collect();
+    let discovery = Discovery {
+        account: name.clone(),
+        store_bitlocker_keys: account.store_bitlocker_keys,
+        source: source.clone(),
+        known,
+        interval: config.daemon.poll_interval,
+        policy: config.daemon.default_poll_policy(),
+    };
+    let run = discovery.run(queue.clone(), shared.clone(), supervisor.stopping().clone());
+    supervisor.spawn(format!("discovery of account {}", account.name), run);
+}
+
 /// Jobs waiting for their next poll, earliest first. Workers take a due job out of its
 /// slot, poll it, and put it back with its next due time: `max_concurrent_polls` tasks
 /// and one heap instead of a task and a timer per job, so a busy daemon pays no
@@ -220,12 +241,12 @@ struct DueQueue {
 }
 
 impl DueQueue {
-    fn new() -> DueQueue {
+    fn new(workers: usize) -> DueQueue {
         DueQueue {
             state: Mutex::new(QueueState {
                 heap: BinaryHeap::new(),
                 slots: Vec::new(),
-                in_flight: IdMap::default(),
+                in_flight: vec![None; workers],
                 last_done: tokio::time::Instant::now(),
             }),
             changed: Notify::new(),
@@ -261,32 +282,15 @@ impl DueQueue {
     /// (a slow service makes jobs late, but the pollers still finish polls).
     fn stuck(&self, request_timeout: Duration) -> Option<String> {
         let allowance = request_timeout + LIVENESS_SLACK;
-        let now = tokio::time::Instant::now();
-        let state = self.lock();
-        if let Some(started) = state.in_flight.values().min() {
-            let running = now.saturating_duration_since(*started);
-            if running > allowance {
-                return Some(format!("a poll has run for {}s", running.as_secs()));
-            }
-        }
-        let Reverse((due, _)) = state.heap.peek()?;
-        let late = now.saturating_duration_since(*due);
-        let idle = now.saturating_duration_since(state.last_done);
-        (late > LIVENESS_SLACK && idle > allowance).then(|| {
-            format!(
-                "jobs are {}s overdue and no poll finished for {}s",
-                late.as_secs(),
-                idle.as_secs()
-            )
-        })
+        self.lock().stuck(allowance, tokio::time::Instant::now())
     }
 }
 
 struct QueueState {
     heap: BinaryHeap<Reverse<(tokio::time::Instant, usize)>>,
     slots: Vec<Option<Box<WatchedJob>>>,
-    /// Slots being polled, and since when.
-    in_flight: IdMap<usize, tokio::time::Instant>,
+    /// Since when each worker has been polling, if it is.
+    in_flight: Vec<Option<tokio::time::Instant>>,
     /// When the last poll finished.
     last_done: tokio::time::Instant,
 }
@@ -297,79 +301,130 @@ enum Next {
     Idle,
 }
 
+impl QueueState {
+    /// See [`DueQueue::stuck`]: at `now`, a poll may run for `allowance`.
+    fn stuck(&self, allowance: Duration, now: tokio::time::Instant) -> Option<String> {
+        if let Some(started) = self.in_flight.iter().flatten().min() {
+            let running = now.saturating_duration_since(*started);
+            if running > allowance {
+                return Some(format!("a poll has run for {}s", running.as_secs()));
+            }
+        }
+        let Reverse((due, _)) = self.heap.peek()?;
+        let late = now.saturating_duration_since(*due);
+        let idle = now.saturating_duration_since(self.last_done);
+        (late > LIVENESS_SLACK && idle > allowance).then(|| {
+            format!(
+                "jobs are {}s overdue and no poll finished for {}s",
+                late.as_secs(),
+                idle.as_secs()
+            )
+        })
+    }
+
+    /// Takes the earliest job out of its slot if it is due at `now`, `worker` polling it
+    /// from then.
+    fn take_due(&mut self, worker: usize, now: tokio::time::Instant) -> Next {
+        loop {
+            match self.heap.peek().copied() {
+                None => return Next::Idle,
+                Some(Reverse((due, _))) if due > now => return Next::WaitUntil(due),
+                Some(Reverse((_, index))) => {
+                    self.heap.pop();
+                    if let Some(job) = self.slots[index].take() {
+                        if let Some(started) = self.in_flight.get_mut(worker) {
+                            *started = Some(now);
+                        }
+                        return Next::Poll(index, job);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `worker` is done with the job of slot `index` at `now`: it goes back due after
+    /// `delay`, or leaves the queue (None: retired). True when it is now the earliest.
+    fn put_back(
+        &mut self,
+        worker: usize,
+        (index, job): (usize, Box<WatchedJob>),
+        delay: Option<Duration>,
+        now: tokio::time::Instant,
+    ) -> bool {
+        if let Some(started) = self.in_flight.get_mut(worker) {
+            *started = None;
+        }
+        self.last_done = now;
+        let Some(delay) = delay else { return false };
+        // Delays are bounded by `next_poll::MAX_DELAY`, far from the end of time.
+        let due = now.checked_add(delay).unwrap_or(now);
+        self.slots[index] = Some(job);
+        let earliest = self
+            .heap
+            .peek()
+            .is_none_or(|Reverse((first, _))| due < *first);
+        self.heap.push(Reverse((due, index)));
+        earliest
+    }
+}
+
+/// One poll worker (number `worker`): takes due jobs and polls them one at a time. A job
+/// is put back and the next due one taken under one lock, so a busy worker takes the
+/// queue's lock once a poll.
 async fn worker(
+    worker: usize,
     queue: Arc<DueQueue>,
     shared: Shared,
     settings: Arc<Settings>,
     shutdown: CancellationToken,
 ) {
+    let mut ready = None;
     loop {
-        // Made before the heap is read: it completes on any `notify_waiters` from then
-        // on, so a job put back meanwhile is not missed (enabling it, which takes the
-        // Notify's own lock, would add nothing; a worker that finds a due job never
-        // waits on it).
-        let notified = queue.changed.notified();
-        tokio::pin!(notified);
-        let next = {
-            let mut state = queue.lock();
-            match state.heap.peek().copied() {
-                None => Next::Idle,
-                Some(Reverse((due, _))) if due > tokio::time::Instant::now() => {
-                    Next::WaitUntil(due)
-                }
-                Some(Reverse((_, index))) => {
-                    state.heap.pop();
-                    match state.slots[index].take() {
-                        Some(job) => {
-                            state.in_flight.insert(index, tokio::time::Instant::now());
-                            Next::Poll(index, job)
+        let (index, mut job) = match ready.take() {
+            Some(taken) => taken,
+            None => {
+                // Made before the heap is read: it completes on any `notify_waiters`
+                // from then on, so a job put back meanwhile is not missed (enabling it,
+                // which takes the Notify's own lock, would add nothing; a worker that
+                // finds a due job never waits on it).
+                let notified = queue.changed.notified();
+                tokio::pin!(notified);
+                let next = queue.lock().take_due(worker, tokio::time::Instant::now());
+                match next {
+                    Next::Poll(index, job) => (index, job),
+                    Next::WaitUntil(due) => {
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = &mut notified => {}
+                            () = tokio::time::sleep_until(due) => {}
                         }
-                        None => continue,
+                        continue;
+                    }
+                    Next::Idle => {
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = &mut notified => {}
+                        }
+                        continue;
                     }
                 }
             }
         };
-        match next {
-            Next::Poll(index, mut job) => {
-                if shutdown.is_cancelled() {
-                    return;
-                }
-                let polled = job.poll_once(&shared, &settings).await;
-                let now = tokio::time::Instant::now();
-                let mut state = queue.lock();
-                state.in_flight.remove(&index);
-                state.last_done = now;
-                // A retired job leaves the queue.
-                let Some(delay) = polled else { continue };
-                // Delays are bounded by `next_poll::MAX_DELAY`, far from the end of time.
-                let due = now.checked_add(delay).unwrap_or(now);
-                let earliest = {
-                    state.slots[index] = Some(job);
-                    let earliest = state
-                        .heap
-                        .peek()
-                        .is_none_or(|Reverse((first, _))| due < *first);
-                    state.heap.push(Reverse((due, index)));
-                    earliest
-                };
-                drop(state);
-                if earliest {
-                    queue.changed.notify_waiters();
-                }
-            }
-            Next::WaitUntil(due) => {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = &mut notified => {}
-                    () = tokio::time::sleep_until(due) => {}
-                }
-            }
-            Next::Idle => {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = &mut notified => {}
-                }
-            }
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let polled = job.poll_once(&shared, &settings).await;
+        let now = tokio::time::Instant::now();
+        let (earliest, next) = {
+            let mut state = queue.lock();
+            let earliest = state.put_back(worker, (index, job), polled, now);
+            (earliest, state.take_due(worker, now))
+        };
+        if earliest {
+            queue.changed.notify_waiters();
+        }
+        if let Next::Poll(index, job) = next {
+            ready = Some((index, job));
         }
     }
 }
@@ -377,6 +432,47 @@ async fn worker(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_worker_polling_past_its_allowance_or_jobs_overdue_with_none_finished_is_stuck() {
+        let start = tokio::time::Instant::now();
+        let second = Duration::from_secs(1);
+        let allowance = 40 * second;
+        let mut state = QueueState {
+            heap: BinaryHeap::new(),
+            slots: Vec::new(),
+            in_flight: vec![None; 2],
+            last_done: start,
+        };
+        assert_eq!(
+            state.stuck(allowance, start + 100 * second),
+            None,
+            "nothing to do"
+        );
+        state.in_flight[1] = Some(start + 10 * second);
+        assert_eq!(state.stuck(allowance, start + 50 * second), None);
+        assert_eq!(
+            state.stuck(allowance, start + 51 * second).as_deref(),
+            Some("a poll has run for 41s")
+        );
+        state.in_flight[1] = None;
+        state.heap.push(Reverse((start + 5 * second, 0)));
+        assert_eq!(
+            state.stuck(allowance, start + 35 * second),
+            None,
+            "late, not stuck"
+        );
+        assert_eq!(
+            state.stuck(allowance, start + 41 * second).as_deref(),
+            Some("jobs are 36s overdue and no poll finished for 41s")
+        );
+        state.last_done = start + 40 * second;
+        assert_eq!(
+            state.stuck(allowance, start + 41 * second),
+            None,
+            "polls finish"
+        );
+    }
 
     #[test]
     fn first_polls_spread_at_least_ten_seconds_and_more_for_many_jobs() {

@@ -11,8 +11,8 @@ use http_body_util::Full;
 use super::{
     answer::JobNames,
     classic_wire::{ErrorBody, Job},
-    encode_path_segment, header_string, json_body, ChangeRule, Observation, PollOutcome,
-    ServiceError, SourceError, MAX_JOB_BODY_BYTES,
+    encode_path_segment, header_string, json_body, ChangeRule, IfNoneMatch, Observation,
+    PollOutcome, ServiceError, SourceError, MAX_JOB_BODY_BYTES,
 };
 use crate::{
     config::ClassicAccount,
@@ -77,15 +77,15 @@ impl ClassicClient {
             .unwrap_or_else(|_| http::Uri::from_static("https://invalid.invalid/"))
     }
 
-    /// Get Job at `uri` (see [`ClassicClient::job_uri`]) with `If-None-Match: etag` when
-    /// one is known.
+    /// Get Job at `uri` (see [`ClassicClient::job_uri`]) with `If-None-Match` when a tag
+    /// is known.
     ///
     /// # Errors
     /// See [`SourceError`].
     pub async fn get_job(
         &self,
         uri: &http::Uri,
-        etag: Option<&ETag>,
+        if_none_match: Option<&IfNoneMatch>,
     ) -> Result<PollOutcome, SourceError> {
         // Built in place, the names typed: a poll parses no header name and grows no map.
         let mut request = Request::new(Full::new(Bytes::new()));
@@ -95,10 +95,8 @@ impl ClassicClient {
         headers.insert(X_MS_VERSION, self.x_ms_version.clone());
         headers.insert(header::ACCEPT, HeaderValue::from_static(ACCEPT));
         headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
-        if let Some(etag) = etag {
-            let value = HeaderValue::from_str(etag.as_str())
-                .map_err(|e| SourceError::Decode(format!("cannot build request for {uri}: {e}")))?;
-            headers.insert(header::IF_NONE_MATCH, value);
+        if let Some(tag) = if_none_match {
+            headers.insert(header::IF_NONE_MATCH, tag.value().clone());
         }
         let response =
             http_client::send(&self.http, request, self.timeout, MAX_JOB_BODY_BYTES).await?;

@@ -57,6 +57,27 @@ pub struct Observation {
     pub created_at: Option<crate::moment::Moment>,
 }
 
+/// An ETag ready to go into `If-None-Match`, byte for byte: checked and copied once
+/// when the job's tag changes, so an unchanged poll only shares it.
+#[derive(Clone, Debug)]
+pub struct IfNoneMatch(http::HeaderValue);
+
+impl IfNoneMatch {
+    /// The header for `etag`; None for a tag no header can carry (a control character
+    /// in a hand-edited row): the job is then asked for its whole document, whose tag
+    /// replaces it.
+    pub fn for_etag(etag: &ETag) -> Option<IfNoneMatch> {
+        http::HeaderValue::from_str(etag.as_str())
+            .ok()
+            .map(IfNoneMatch)
+    }
+
+    /// The header value.
+    pub fn value(&self) -> &http::HeaderValue {
+        &self.0
+    }
+}
+
 /// How a source tells whether a 200 brought anything new.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChangeRule {
@@ -309,7 +330,7 @@ impl Source {
         }
     }
 
-    /// Polls one job. `etag` goes into `If-None-Match` byte for byte. A document is
+    /// Polls one job, with `If-None-Match` when a tag is known. A document is
     /// accepted only when it is the job's own and within bounds ([`answer::check`]).
     ///
     /// # Errors
@@ -317,10 +338,10 @@ impl Source {
     pub async fn get_job(
         &self,
         target: &JobTarget,
-        etag: Option<&ETag>,
+        if_none_match: Option<&IfNoneMatch>,
     ) -> Result<PollOutcome, SourceError> {
         let mut outcome = match self {
-            Source::Classic(client) => client.get_job(&target.uri, etag).await?,
+            Source::Classic(client) => client.get_job(&target.uri, if_none_match).await?,
             // Resource Manager has no ETag: the scheduler compares the watched fields.
             Source::Arm(client) => client.get_job(&target.uri).await?,
         };
@@ -336,6 +357,13 @@ impl Source {
 pub struct JobTarget {
     uri: http::Uri,
     job: JobName,
+}
+
+impl JobTarget {
+    /// The job's name.
+    pub fn job(&self) -> &JobName {
+        &self.job
+    }
 }
 
 /// Percent-encodes a path segment (RFC 3986 unreserved characters pass).
