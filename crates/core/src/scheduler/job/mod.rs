@@ -47,6 +47,7 @@ pub(super) struct WatchedJob {
     names_error_logs: bool,
     /// A refused credential is logged once per failure streak.
     auth_error_logged: bool,
+    /// The account keeps BitLocker keys in the stored document.
     store_bitlocker_keys: bool,
     /// While it holds, an unchanged poll decides as the last one did, which changed
     /// nothing. Cleared by any other outcome.
@@ -60,9 +61,11 @@ pub(super) struct WatchedJob {
     if_none_match: Option<IfNoneMatch>,
     /// Bookkeeping for `decide`.
     memory: Memory,
+    /// Its address at the source, and its name.
     target: JobTarget,
     /// Shared by every job of the account.
     account: Arc<str>,
+    /// Its intervals.
     policy: PollPolicy,
     /// The watched fields last recorded.
     snapshot: Option<JobSnapshot>,
