@@ -106,10 +106,10 @@ pub enum SchedulerError {
     Source(#[from] crate::source::SourceSetupError),
 }
 
-/// Every account's source (its client and connection pool), by account name (shared
-/// by the account's jobs). Built
-/// before a generation starts, and before a reload stops the running one, so a config
-/// whose sources cannot be built is refused while the old generation still runs.
+/// Every account's source (its client and connection pool), by account name (the name
+/// shared by the account's jobs). Built before a generation starts, and before a reload
+/// stops the running one, so a config whose sources cannot be built is refused while the
+/// old generation still runs.
 pub struct Sources(HashMap<Arc<str>, Arc<Source>>, Arc<ErrorLogReader>);
 
 impl Sources {
@@ -370,7 +370,7 @@ impl QueueState {
 
 /// One poll worker (number `worker`): takes due jobs and polls them one at a time. A job
 /// is put back and the next due one taken under one lock, so a busy worker takes the
-/// queue's lock once a poll.
+/// queue's lock once a poll; only when none is due does it wait ([`next_due`]).
 async fn worker(
     worker: usize,
     queue: Arc<DueQueue>,
@@ -380,35 +380,12 @@ async fn worker(
 ) {
     let mut ready = None;
     loop {
-        let (index, mut job) = match ready.take() {
-            Some(taken) => taken,
-            None => {
-                // Made before the heap is read: it completes on any `notify_waiters`
-                // from then on, so a job put back meanwhile is not missed (enabling it,
-                // which takes the Notify's own lock, would add nothing; a worker that
-                // finds a due job never waits on it).
-                let notified = queue.changed.notified();
-                tokio::pin!(notified);
-                let next = queue.lock().take_due(worker, tokio::time::Instant::now());
-                match next {
-                    Next::Poll(index, job) => (index, job),
-                    Next::WaitUntil(due) => {
-                        tokio::select! {
-                            () = shutdown.cancelled() => return,
-                            () = &mut notified => {}
-                            () = tokio::time::sleep_until(due) => {}
-                        }
-                        continue;
-                    }
-                    Next::Idle => {
-                        tokio::select! {
-                            () = shutdown.cancelled() => return,
-                            () = &mut notified => {}
-                        }
-                        continue;
-                    }
-                }
-            }
+        let taken = match ready.take() {
+            Some(taken) => Some(taken),
+            None => next_due(&queue, worker, &shutdown).await,
+        };
+        let Some((index, mut job)) = taken else {
+            return;
         };
         if shutdown.is_cancelled() {
             return;
@@ -423,8 +400,42 @@ async fn worker(
         if earliest {
             queue.changed.notify_waiters();
         }
+        // Not due: the worker waits in `next_due`, its wakeup armed before it looks.
         if let Next::Poll(index, job) = next {
             ready = Some((index, job));
+        }
+    }
+}
+
+/// Waits for a due job and takes it for `worker`; None once `shutdown` is cancelled.
+async fn next_due(
+    queue: &DueQueue,
+    worker: usize,
+    shutdown: &CancellationToken,
+) -> Option<(usize, Box<WatchedJob>)> {
+    loop {
+        // Made before the heap is read: it completes on any `notify_waiters` from then
+        // on, so a job put back meanwhile is not missed (enabling it, which takes the
+        // Notify's own lock, would add nothing; a worker that finds a due job never
+        // waits on it).
+        let notified = queue.changed.notified();
+        tokio::pin!(notified);
+        let next = queue.lock().take_due(worker, tokio::time::Instant::now());
+        let due = match next {
+            Next::Poll(index, job) => return Some((index, job)),
+            Next::WaitUntil(due) => Some(due),
+            Next::Idle => None,
+        };
+        let sleep = async {
+            match due {
+                Some(due) => tokio::time::sleep_until(due).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = &mut notified => {}
+            () = sleep => {}
         }
     }
 }

@@ -31,7 +31,8 @@ const STORE_RETRY: Duration = Duration::from_secs(5);
 /// Laid out in declaration order from a cache line's start, what every poll reads first:
 /// with thousands of jobs none stays in cache between two of its polls, and each line an
 /// unchanged poll touches is a miss that costs more than the rest of its own work
-/// (tests/benches/poll_unchanged.rs). The fields up to `memory` fill three lines.
+/// (tests/benches/poll_unchanged.rs). The fields before `memory` and its first ones
+/// (failures, terminal) fill three lines.
 #[repr(C, align(64))]
 pub(super) struct WatchedJob {
     /// The job's row, once loaded.
@@ -147,14 +148,15 @@ impl WatchedJob {
             .is_some_and(|s| !s.notices.error_logs.is_empty());
     }
 
-    /// Keeps `etag` as the tag to send next. One no header can carry is said and not
-    /// kept: the next answer is the whole document, whose tag replaces it.
+    /// Keeps `etag` as the tag to send next: the one seam every tag crosses (the stored
+    /// one at load, the service's after a write). One no header can carry is said and
+    /// not kept: the next answer is the whole document, whose tag replaces it.
     fn keep_etag(&mut self, etag: Option<&ETag>) {
         self.if_none_match = etag.and_then(IfNoneMatch::for_etag);
         if etag.is_some() && self.if_none_match.is_none() {
             tracing::warn!(
                 account = %self.account, job = %self.name(),
-                "the stored ETag cannot be sent in a header; asking for the whole document"
+                "the ETag cannot be sent in a header; asking for the whole document"
             );
         }
     }
