@@ -18,6 +18,26 @@ fn fast_config(extra: &str) -> String {
     format!("{FAST}\n{extra}").replace("poll_interval = \"1s\"", "poll_interval = \"100ms\"")
 }
 
+/// A daemon watching MySampleJob of `sim` (its clock held at the start) from `dir`, once
+/// its first document is recorded: the config, the database and the daemon.
+async fn first_document_recorded(
+    sim: &iewatch::simulator::RunningSimulator,
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, RunningDaemon) {
+    sim.set_time(Some(Duration::ZERO));
+    let config = write_config(dir, sim, &["MySampleJob"], &fast_config(""));
+    let db = dir.join("iewatch.db");
+    let daemon = RunningDaemon::start(&config).await;
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            stored_etag(&db, "MySampleJob").await.is_some()
+        })
+        .await,
+        "the first document is recorded"
+    );
+    (config, db, daemon)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_import_lifecycle_yields_exactly_the_expected_events_in_order() {
     let dir = tempfile::tempdir().unwrap();
@@ -101,16 +121,7 @@ async fn after_a_restart_the_stored_etag_is_sent_and_nothing_is_recorded_twice()
 async fn a_stored_etag_no_header_can_carry_is_replaced_by_the_services() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_simulator(scenario("import-lifecycle.toml"), dir.path()).await;
-    sim.set_time(Some(Duration::ZERO));
-    let config = write_config(dir.path(), &sim, &["MySampleJob"], &fast_config(""));
-    let db = dir.path().join("iewatch.db");
-    let daemon = RunningDaemon::start(&config).await;
-    assert!(
-        wait_for(Duration::from_secs(10), || async {
-            stored_etag(&db, "MySampleJob").await.is_some()
-        })
-        .await
-    );
+    let (config, db, daemon) = first_document_recorded(&sim, dir.path()).await;
     daemon.stop().await;
     let etag = stored_etag(&db, "MySampleJob").await.unwrap();
     let events = event_list(&db, "MySampleJob").await;
@@ -155,16 +166,7 @@ async fn a_503_with_retry_after_delays_the_next_request() {
     .unwrap()
     .faults;
     let sim = start_simulator(scenario, dir.path()).await;
-    sim.set_time(Some(Duration::ZERO));
-    let config = write_config(dir.path(), &sim, &["MySampleJob"], &fast_config(""));
-    let db = dir.path().join("iewatch.db");
-    let daemon = RunningDaemon::start(&config).await;
-    assert!(
-        wait_for(Duration::from_secs(10), || async {
-            stored_etag(&db, "MySampleJob").await.is_some()
-        })
-        .await
-    );
+    let (_, _, daemon) = first_document_recorded(&sim, dir.path()).await;
 
     sim.set_time(Some(Duration::from_secs(5400)));
     assert!(
