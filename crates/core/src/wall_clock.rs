@@ -9,7 +9,10 @@
 //! machine sleeps; a resumed laptop's clock is taken after the hold like any step.
 
 use std::{
-    sync::{Mutex, PoisonError},
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        LazyLock, Mutex, PoisonError,
+    },
     time::{Duration, Instant, SystemTime},
 };
 
@@ -100,15 +103,23 @@ impl SteadyClock {
 
 static CLOCK: Mutex<SteadyClock> = Mutex::new(SteadyClock::new());
 
+/// The agreement `now` may answer from without [`CLOCK`]'s lock (see [`Agreement`]).
+static AGREEMENT: Agreement = Agreement::unsettled();
+
 /// iewatch's time now (see the module's words); said in the log when a step of the
 /// system clock is seen, undone or taken.
 pub fn now() -> crate::moment::Moment {
     let mono = Instant::now();
     let wall = SystemTime::now();
-    let (at, reading) = CLOCK
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .read(wall, mono);
+    if AGREEMENT.holds(wall, mono) {
+        return crate::moment::Moment::from_system(wall);
+    }
+    let (at, reading) = {
+        let mut clock = CLOCK.lock().unwrap_or_else(PoisonError::into_inner);
+        let read = clock.read(wall, mono);
+        AGREEMENT.publish(&clock);
+        read
+    };
     let hold = humantime::format_duration(STEP_HOLD);
     match reading {
         Reading::Follows | Reading::Holding => {}
@@ -128,6 +139,63 @@ pub fn now() -> crate::moment::Moment {
         ),
     }
     crate::moment::Moment::from_system(at)
+}
+
+/// The wall clock's offset from the monotonic clock when [`SteadyClock`] last agreed
+/// with it, published while no step is held. A reading within [`Agreement::DRIFT`] of it
+/// is one the steady clock would follow as it is, so `now` answers it with one shared
+/// load instead of the lock (every poll asks; with the lock, two cores passed its line
+/// back and forth at each). A reading that drifted further renews the agreement through
+/// the lock, so the steady clock's own agreement never ages past it.
+struct Agreement {
+    /// Wall minus monotonic (since [`MONO_BASE`]), in nanoseconds; [`Agreement::NONE`]
+    /// before the first reading and while a step is held.
+    offset: AtomicI64,
+}
+
+/// The monotonic clock's zero for [`Agreement`]'s offsets.
+static MONO_BASE: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+impl Agreement {
+    const NONE: i64 = i64::MIN;
+    /// Far below [`SLEW`]: NTP slewing moves the clocks apart 0.5 ms a second at most.
+    const DRIFT: i64 = 1_000_000;
+
+    const fn unsettled() -> Agreement {
+        Agreement {
+            offset: AtomicI64::new(Agreement::NONE),
+        }
+    }
+
+    /// Wall minus monotonic, in nanoseconds; None out of range (before 1970, past 2262).
+    fn offset_of(wall: SystemTime, mono: Instant) -> Option<i64> {
+        let wall = i64::try_from(wall.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_nanos());
+        let base = *MONO_BASE;
+        let mono = match mono.checked_duration_since(base) {
+            Some(after) => i64::try_from(after.as_nanos()).ok()?,
+            None => -i64::try_from(base.duration_since(mono).as_nanos()).ok()?,
+        };
+        wall.ok()?.checked_sub(mono)
+    }
+
+    /// True when a reading agrees with the published agreement: the steady clock
+    /// would take `wall` as it is.
+    fn holds(&self, wall: SystemTime, mono: Instant) -> bool {
+        let agreed = self.offset.load(Ordering::Relaxed);
+        agreed != Agreement::NONE
+            && Agreement::offset_of(wall, mono)
+                .is_some_and(|offset| offset.abs_diff(agreed) <= Agreement::DRIFT.unsigned_abs())
+    }
+
+    /// Publishes `clock`'s agreement, or none while it holds a step (under its lock).
+    fn publish(&self, clock: &SteadyClock) {
+        let offset = match (clock.agreed, clock.held) {
+            (Some((wall, mono)), None) => Agreement::offset_of(wall, mono),
+            _ => None,
+        };
+        self.offset
+            .store(offset.unwrap_or(Agreement::NONE), Ordering::Relaxed);
+    }
 }
 
 /// "forward by 30days" / "back by 2h".
@@ -187,6 +255,30 @@ mod tests {
         assert!(matches!(reading, Reading::StepTaken(ms) if ms == -7_200_000));
         let (at, reading) = clock.read(wall_later + second, later + second);
         assert_eq!((at, reading), (wall_later + second, Reading::Follows));
+    }
+
+    #[test]
+    fn only_a_reading_the_steady_clock_follows_is_answered_without_its_lock() {
+        let (agreement, mut clock) = (Agreement::unsettled(), SteadyClock::new());
+        let (wall, mono) = (SystemTime::now(), Instant::now());
+        let ms = Duration::from_millis(1);
+        assert!(!agreement.holds(wall, mono), "nothing agreed yet");
+        clock.read(wall, mono);
+        agreement.publish(&clock);
+        assert!(agreement.holds(wall + 60_000 * ms, mono + 60_000 * ms));
+        assert!(agreement.holds(wall + 60_001 * ms, mono + 60_000 * ms));
+        // Past the drift the lock's path decides (and renews the agreement).
+        assert!(!agreement.holds(wall + 60_002 * ms, mono + 60_000 * ms));
+        assert!(!agreement.holds(wall - 2 * ms, mono));
+        // A step held: nothing is answered without the lock, the old agreement neither.
+        clock.read(wall + DAY, mono + ms);
+        agreement.publish(&clock);
+        assert!(!agreement.holds(wall + 2 * ms, mono + 2 * ms));
+        assert!(!agreement.holds(wall + DAY + 2 * ms, mono + 2 * ms));
+        // Undone: the agreement is back.
+        clock.read(wall + 3 * ms, mono + 3 * ms);
+        agreement.publish(&clock);
+        assert!(agreement.holds(wall + 4 * ms, mono + 4 * ms));
     }
 
     #[test]
