@@ -29,7 +29,7 @@ const CONCURRENCY: usize = 8;
 /// One slice of either loop.
 const SLICE: Duration = Duration::from_millis(1000);
 /// Daemon slices, each between two bare ones.
-const ROUNDS: usize = 9;
+const ROUNDS: usize = 21;
 const WARM_UP: Duration = Duration::from_secs(8);
 /// After the first polls, before the daemon is first stopped.
 const SETTLE: Duration = Duration::from_secs(2);
