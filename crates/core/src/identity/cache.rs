@@ -108,7 +108,9 @@ impl TokenCache {
             }
             _ => {}
         }
-        match self.fetch().await {
+        // Boxed: once an hour, and every poll's future would otherwise carry room for
+        // a whole token request.
+        match Box::pin(self.fetch()).await {
             Ok(token) => {
                 let value = token.value.clone();
                 *cached = Some(Cached::Token(token));
