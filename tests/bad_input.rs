@@ -122,7 +122,7 @@ async fn over_the_wire_truncated_drip_and_nested_bodies_fail_within_the_timeout(
         endpoint: sim.endpoint(),
         identity: common::management_identity(&sim),
         extra_roots: iewatch::tls::load_certificates(&sim.certs.ca).unwrap(),
-        x_ms_version: "2014-11-01".into(),
+        x_ms_version: "2014-11-01",
     };
     let client = ClassicClient::new(
         sim.subscription_id(),

@@ -429,7 +429,7 @@ async fn a_refused_client_certificate_is_a_tls_error() {
         endpoint: server.endpoint(),
         identity: stranger.client.clone(),
         extra_roots: server_pki.ca_der(),
-        x_ms_version: "2014-11-01".into(),
+        x_ms_version: "2014-11-01",
     };
     let client = ClassicClient::new(
         SUBSCRIPTION,

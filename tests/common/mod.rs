@@ -166,7 +166,7 @@ impl TestPki {
             endpoint,
             identity: self.client.clone(),
             extra_roots: self.ca_der(),
-            x_ms_version: "2014-11-01".into(),
+            x_ms_version: "2014-11-01",
         };
         iewatch::source::classic::ClassicClient::new(
             SAMPLE_SUBSCRIPTION,

@@ -81,15 +81,13 @@ impl Checker<'_> {
         );
         let storage_account = self.required_text(&raw.storage_account, at, &key("storage_account"));
         let endpoint = self.https_base(&raw.endpoint, DEFAULT_CLASSIC_ENDPOINT, &key("endpoint"));
-        let x_ms_version = self
-            .choice_with(
-                &raw.x_ms_version,
-                &key("x_ms_version"),
-                &SUPPORTED_VERSIONS.map(|v| (v, v)),
-                SUPPORTED_VERSIONS[0],
-                |v| format!("{v:?} is not {}", SUPPORTED_VERSIONS.join(" or ")),
-            )
-            .map(str::to_owned);
+        let x_ms_version = self.choice_with(
+            &raw.x_ms_version,
+            &key("x_ms_version"),
+            &SUPPORTED_VERSIONS.map(|v| (v, v)),
+            SUPPORTED_VERSIONS[0],
+            |v| format!("{v:?} is not {}", SUPPORTED_VERSIONS.join(" or ")),
+        );
         let identity = self.management_certificate(raw, i, at);
         let extra_roots = self.extra_roots(&raw.ca_certificate, &key("ca_certificate"));
         let error_logs = self.error_log_settings(i, raw, false);

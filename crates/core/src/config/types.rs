@@ -246,8 +246,8 @@ pub struct ClassicAccount {
     pub identity: Identity,
     /// Extra trust roots for the endpoint's server certificate.
     pub extra_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
-    /// `x-ms-version` to send.
-    pub x_ms_version: String,
+    /// `x-ms-version` to send: one of the versions iewatch speaks.
+    pub x_ms_version: &'static str,
 }
 
 /// `[[job]]`.

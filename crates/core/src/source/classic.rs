@@ -62,8 +62,9 @@ impl ClassicClient {
                 encode_path_segment(subscription_id),
                 encode_path_segment(&account.storage_account),
             ),
-            x_ms_version: HeaderValue::from_str(&account.x_ms_version)
-                .unwrap_or_else(|_| HeaderValue::from_static("2014-11-01")),
+            // Static: every poll clones it, and a shared one's count was a cache line
+            // the two cores passed back and forth at each.
+            x_ms_version: HeaderValue::from_static(account.x_ms_version),
             timeout,
         })
     }
