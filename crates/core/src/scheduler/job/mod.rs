@@ -162,7 +162,7 @@ impl WatchedJob {
     }
 
     /// Asks the CPU to bring in the cache lines a poll reads first (those the layout
-    /// puts first, and the source address): a hint, which nothing waits for.
+    /// puts first, and `target`, the job's URI): a hint, which nothing waits for.
     pub(super) fn prefetch(&self) {
         #[cfg(target_arch = "x86_64")]
         {
