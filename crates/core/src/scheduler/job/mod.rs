@@ -106,11 +106,8 @@ impl WatchedJob {
     }
 
     /// Resumes from what the database remembers of the job (its row is created on first
-    /// sight); returns its row id.
+    /// sight); returns its row id. Called until it succeeds once (`poll_once`).
     async fn load(&mut self, shared: &Shared) -> Result<JobId, StoreError> {
-        if let Some(id) = self.id {
-            return Ok(id);
-        }
         let stored = shared
             .store
             .load_job(&self.account, self.name().as_str())
