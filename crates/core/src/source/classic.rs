@@ -63,8 +63,12 @@ impl ClassicClient {
                 encode_path_segment(&account.storage_account),
             ),
             // Static: every poll clones it, and a shared one's count was a cache line
-            // the two cores passed back and forth at each.
-            x_ms_version: HeaderValue::from_static(account.x_ms_version),
+            // the two cores passed back and forth at each. Checked, not assumed: the
+            // account is a public type, and `from_static` would panic on a bad value.
+            x_ms_version: HeaderValue::from_maybe_shared(Bytes::from_static(
+                account.x_ms_version.as_bytes(),
+            ))
+            .unwrap_or_else(|_| HeaderValue::from_static(crate::config::SUPPORTED_VERSIONS[0])),
             timeout,
         })
     }
