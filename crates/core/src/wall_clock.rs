@@ -159,7 +159,7 @@ static MONO_BASE: LazyLock<Instant> = LazyLock::new(Instant::now);
 impl Agreement {
     const NONE: i64 = i64::MIN;
     /// Far below [`SLEW`]: NTP slewing moves the clocks apart 0.5 ms a second at most.
-    const DRIFT: i64 = 1_000_000;
+    const DRIFT: u64 = 1_000_000;
 
     const fn unsettled() -> Agreement {
         Agreement {
@@ -184,7 +184,7 @@ impl Agreement {
         let agreed = self.offset.load(Ordering::Relaxed);
         agreed != Agreement::NONE
             && Agreement::offset_of(wall, mono)
-                .is_some_and(|offset| offset.abs_diff(agreed) <= Agreement::DRIFT.unsigned_abs())
+                .is_some_and(|offset| offset.abs_diff(agreed) <= Agreement::DRIFT)
     }
 
     /// Publishes `clock`'s agreement, or none while it holds a step (under its lock).

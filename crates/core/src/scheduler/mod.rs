@@ -259,10 +259,9 @@ impl DueQueue {
             let mut state = self.lock();
             for job in jobs {
                 let spread = job.base_interval().min(spread);
-                let due = now + spread.mul_f64(rng.gen_range(0.0..1.0));
+                let due = state.key(now + spread.mul_f64(rng.gen_range(0.0..1.0)));
                 let index = state.slots.len();
                 state.slots.push(Some(Box::new(job)));
-                let due = state.key(due);
                 state.heap.push(Reverse((due, index)));
             }
         }
