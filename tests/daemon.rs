@@ -380,7 +380,7 @@ async fn sigterm_during_polling_exits_zero_with_the_database_intact() {
         .stderr("warn", std::process::Stdio::inherit())
         .spawn();
     assert!(
-        common::wait_until(Duration::from_secs(15), || sim.requests().len() > 200).await,
+        common::wait_until(Duration::from_secs(15), || sim.requests().len() > 400).await,
         "daemon polls"
     );
     let pid = child.id().unwrap() as i32;
@@ -406,6 +406,15 @@ async fn sigterm_during_polling_exits_zero_with_the_database_intact() {
         .await
         .unwrap();
     assert_eq!(seen, 50);
+    // Every job was polled again after its first sight, unchanged: the times of those
+    // polls (noted by the workers, written at the heartbeat or on the way out) reached
+    // the database.
+    let polled_since: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE last_polled_at > first_seen_at")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(polled_since, 50);
 }
 
 extern "C" {

@@ -415,10 +415,15 @@ async fn worker(
     shutdown: CancellationToken,
 ) {
     let mut ready = None;
+    // Handed over before the worker waits, and when it stops (dropped).
+    let mut notes = shared.store.poll_notes();
     loop {
         let taken = match ready.take() {
             Some(taken) => Some(taken),
-            None => next_due(&queue, worker, &shutdown).await,
+            None => {
+                notes.hand_over();
+                next_due(&queue, worker, &shutdown).await
+            }
         };
         let Some((index, mut job)) = taken else {
             return;
@@ -426,7 +431,7 @@ async fn worker(
         if shutdown.is_cancelled() {
             return;
         }
-        let polled = job.poll_once(&shared, &settings).await;
+        let polled = job.poll_once(&shared, &settings, &mut notes).await;
         let now = tokio::time::Instant::now();
         let (earliest, next) = {
             let mut state = queue.lock();

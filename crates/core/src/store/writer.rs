@@ -21,7 +21,6 @@ use super::{lease, rows, Dialect, JobId, StoreError};
 use crate::{
     decide::Memory,
     events::{Event, OutboxEntry},
-    id_hash::IdMap,
     model::{ETag, JobSnapshot},
     moment::Moment,
 };
@@ -101,38 +100,6 @@ pub(super) enum Done {
 pub(super) struct Request {
     pub(super) work: Work,
     pub(super) reply: oneshot::Sender<Result<Done, StoreError>>,
-}
-
-/// Last-polled times of unchanged polls, written together at the heartbeat instead of
-/// one transaction per poll.
-#[derive(Clone, Debug, Default)]
-pub(super) struct PollTimes(Arc<Mutex<IdMap<JobId, Moment>>>);
-
-impl PollTimes {
-    pub(super) fn note(&self, job: JobId, at: Moment) {
-        self.lock().insert(job, at);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, IdMap<JobId, Moment>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(super) fn is_empty(&self) -> bool {
-        self.lock().is_empty()
-    }
-
-    /// The pending times, no longer pending (the map keeps its room for the next ones).
-    pub(super) fn take(&self) -> Vec<(JobId, Moment)> {
-        self.lock().drain().collect()
-    }
-
-    /// Puts back times that could not be written (newer ones noted meanwhile win).
-    pub(super) fn restore(&self, batch: Vec<(JobId, Moment)>) {
-        let mut pending = self.lock();
-        for (job, at) in batch {
-            pending.entry(job).or_insert(at);
-        }
-    }
 }
 
 /// One statement (one trip to the database) for every pending time: `[[id, time], ...]`

@@ -20,7 +20,8 @@ use sqlx::AnyPool;
 use super::{
     guard::{self, FileIdentity},
     lease,
-    writer::{self, Change, PollTimes, Write},
+    poll_times::{PollNotes, PollTimes},
+    writer::{self, Change, Write},
     Database, Dialect, Failed, JobId, Observed, Store, StoreError, HEALTH_PROOF_AGE,
 };
 use crate::{
@@ -429,9 +430,10 @@ impl Writer {
         answer.await.map_err(|_| stopped())?
     }
 
-    /// Notes the time of an unchanged poll; [`Writer::flush_poll_times`] writes them.
-    pub fn note_poll(&self, job: JobId, at: Moment) {
-        self.writing.poll_times.note(job, at);
+    /// A poll worker's own batch to note the times of unchanged polls in;
+    /// [`Writer::flush_poll_times`] writes them.
+    pub fn poll_notes(&self) -> PollNotes {
+        self.writing.poll_times.notes()
     }
 
     /// Whether times of unchanged polls wait to be written.

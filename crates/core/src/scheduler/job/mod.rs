@@ -20,7 +20,7 @@ use crate::{
     source::{
         ChangeRule, Document, IfNoneMatch, JobTarget, Observation, PollOutcome, Source, SourceError,
     },
-    store::{Attention, Failed, JobId, Observed, StoreError},
+    store::{Attention, Failed, JobId, Observed, PollNotes, StoreError},
 };
 
 /// Wait after a failed database write before polling the job again.
@@ -222,10 +222,12 @@ impl WatchedJob {
 
     /// Polls once, records what came back, and says how long to wait before the next
     /// poll; None when the job is retired (terminal for longer than `stop_after`).
+    /// Times of unchanged polls go to `notes`.
     pub(super) async fn poll_once(
         &mut self,
         shared: &Shared,
         settings: &Settings,
+        notes: &mut PollNotes,
     ) -> Option<Duration> {
         // Once a job is loaded a poll awaits only the source: the rarer branches are
         // boxed, so that the future every poll runs stays a few cache lines (3 KiB
@@ -243,10 +245,15 @@ impl WatchedJob {
         if self.retired(settings) {
             return None;
         }
-        Some(self.poll(id, shared, settings).await)
+        Some(self.poll(id, (shared, settings), notes).await)
     }
 
-    async fn poll(&mut self, id: JobId, shared: &Shared, settings: &Settings) -> Duration {
+    async fn poll(
+        &mut self,
+        id: JobId,
+        (shared, settings): (&Shared, &Settings),
+        notes: &mut PollNotes,
+    ) -> Duration {
         let started = Instant::now();
         let result = (self.source)
             .get_job(&self.target, self.if_none_match.as_ref())
@@ -262,9 +269,12 @@ impl WatchedJob {
         let was_failing = self.is_failing();
         let delay = match result {
             Ok(PollOutcome::Modified(observation)) => {
-                Box::pin(self.on_document(id, *observation, shared, settings)).await
+                Box::pin(self.on_document(id, *observation, (shared, settings), notes)).await
             }
-            Ok(PollOutcome::NotModified) => self.on_unchanged(id, quiet, shared, settings).await,
+            Ok(PollOutcome::NotModified) => {
+                self.on_unchanged(id, quiet, (shared, settings), notes)
+                    .await
+            }
             Err(error) => Box::pin(self.on_failure(id, error, shared, settings)).await,
         };
         if was_failing != self.is_failing() {
@@ -334,8 +344,8 @@ impl WatchedJob {
         &mut self,
         id: JobId,
         observation: Observation,
-        shared: &Shared,
-        settings: &Settings,
+        (shared, settings): (&Shared, &Settings),
+        notes: &mut PollNotes,
     ) -> Duration {
         let now = self.now();
         let Observation {
@@ -366,7 +376,7 @@ impl WatchedJob {
         );
         if !decision.write {
             tracing::debug!(account = %self.account, job = %self.name(), "unchanged document");
-            shared.store.note_poll(id, now);
+            notes.note(id, now);
             return self.remember(decision);
         }
         let text = text.unwrap_or_else(|| document.render(self.store_bitlocker_keys));
@@ -432,8 +442,8 @@ impl WatchedJob {
         &mut self,
         id: JobId,
         quiet: Option<Quiet>,
-        shared: &Shared,
-        settings: &Settings,
+        (shared, settings): (&Shared, &Settings),
+        notes: &mut PollNotes,
     ) -> Duration {
         let now = self.now();
         tracing::debug!(account = %self.account, job = %self.name(), "not modified");
@@ -446,10 +456,10 @@ impl WatchedJob {
             .at(now);
         if let Some(quiet) = quiet.filter(|q| q.holds_at(now) && !self.repaired) {
             self.quiet = Some(quiet);
-            shared.store.note_poll(id, now);
+            notes.note(id, now);
             return with_jitter(NextPoll::Interval(quiet.interval));
         }
-        Box::pin(self.decide_unchanged(id, shared, settings, now)).await
+        Box::pin(self.decide_unchanged(id, (shared, settings), notes, now)).await
     }
 
     /// An unchanged poll outside a quiet: the rules run, and what they decide is
@@ -457,8 +467,8 @@ impl WatchedJob {
     async fn decide_unchanged(
         &mut self,
         id: JobId,
-        shared: &Shared,
-        settings: &Settings,
+        (shared, settings): (&Shared, &Settings),
+        notes: &mut PollNotes,
         now: Moment,
     ) -> Duration {
         let attention = self.attention(id, shared, settings, now).await;
@@ -468,7 +478,7 @@ impl WatchedJob {
             &self.context(settings, now, attention),
         );
         if !decision.write {
-            shared.store.note_poll(id, now);
+            notes.note(id, now);
             self.quiet = Quiet::after(&decision);
             return self.remember(decision);
         }

@@ -1,0 +1,189 @@
+//! Times of unchanged polls, written together at the heartbeat instead of one
+//! transaction per poll. Each poll worker notes its times in a batch of its own
+//! ([`PollNotes`]) and hands the whole batch over now and then, so that an unchanged
+//! poll, the commonest thing the daemon does, takes no lock and touches no line another
+//! core writes (tests/benches/poll_unchanged.rs).
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::JobId;
+use crate::{id_hash::IdMap, moment::Moment};
+
+/// A worker hands its notes over after this many.
+const BATCH: usize = 64;
+
+/// Handed-over notes are folded into one time per job once this many wait, so that
+/// pending notes stay bounded by the number of jobs, whatever the poll rate.
+const FOLD_AT: usize = 1 << 16;
+
+/// The pending times of unchanged polls, latest per job; clones share them.
+#[derive(Clone, Debug, Default)]
+pub(super) struct PollTimes(Arc<Mutex<Pending>>);
+
+#[derive(Debug, Default)]
+struct Pending {
+    /// One time per job.
+    latest: IdMap<JobId, Moment>,
+    /// Batches handed over, not folded into `latest` yet.
+    handed: Vec<Vec<(JobId, Moment)>>,
+    /// How many notes `handed` holds.
+    handed_notes: usize,
+}
+
+impl Pending {
+    fn fold(&mut self) {
+        for (job, at) in self.handed.drain(..).flatten() {
+            keep_latest(&mut self.latest, job, at);
+        }
+        self.handed_notes = 0;
+    }
+}
+
+/// A job's time becomes `at` unless a later one is known: batches arrive in any order.
+fn keep_latest(latest: &mut IdMap<JobId, Moment>, job: JobId, at: Moment) {
+    latest
+        .entry(job)
+        .and_modify(|known| *known = (*known).max(at))
+        .or_insert(at);
+}
+
+impl PollTimes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn hand_over(&self, batch: Vec<(JobId, Moment)>) {
+        let mut pending = self.lock();
+        pending.handed_notes += batch.len();
+        pending.handed.push(batch);
+        if pending.handed_notes >= FOLD_AT {
+            pending.fold();
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        let pending = self.lock();
+        pending.latest.is_empty() && pending.handed.is_empty()
+    }
+
+    /// The pending times, no longer pending (the map keeps its room for the next ones).
+    pub(super) fn take(&self) -> Vec<(JobId, Moment)> {
+        let mut pending = self.lock();
+        pending.fold();
+        pending.latest.drain().collect()
+    }
+
+    /// Puts back times that could not be written (later ones noted meanwhile win).
+    pub(super) fn restore(&self, batch: Vec<(JobId, Moment)>) {
+        let mut pending = self.lock();
+        for (job, at) in batch {
+            keep_latest(&mut pending.latest, job, at);
+        }
+    }
+
+    /// A batch of one's own to note times in.
+    pub(super) fn notes(&self) -> PollNotes {
+        PollNotes {
+            batch: Vec::new(),
+            pending: self.clone(),
+        }
+    }
+}
+
+/// One poll worker's notes of unchanged polls (see the module's doc). They become
+/// pending, for the heartbeat to write, every [`BATCH`] notes, at
+/// [`PollNotes::hand_over`] (a worker calls it before it waits for a due job) and when
+/// dropped, so none is lost when the worker stops.
+#[derive(Debug)]
+pub struct PollNotes {
+    batch: Vec<(JobId, Moment)>,
+    pending: PollTimes,
+}
+
+impl PollNotes {
+    /// Notes that `job` was polled at `at` and nothing changed.
+    pub fn note(&mut self, job: JobId, at: Moment) {
+        if self.batch.capacity() == 0 {
+            self.batch.reserve_exact(BATCH);
+        }
+        self.batch.push((job, at));
+        if self.batch.len() >= BATCH {
+            self.hand_over();
+        }
+    }
+
+    /// Makes the notes so far pending.
+    pub fn hand_over(&mut self) {
+        if !self.batch.is_empty() {
+            self.pending.hand_over(std::mem::take(&mut self.batch));
+        }
+    }
+}
+
+impl Drop for PollNotes {
+    fn drop(&mut self) {
+        self.hand_over();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> Moment {
+        Moment::from_unix_secs(secs)
+    }
+
+    #[test]
+    fn notes_are_pending_once_handed_over_and_the_latest_per_job_wins() {
+        let pending = PollTimes::default();
+        let (mut first, mut second) = (pending.notes(), pending.notes());
+        first.note(JobId(1), at(100));
+        first.note(JobId(2), at(100));
+        assert!(pending.is_empty(), "not handed over yet");
+        second.note(JobId(1), at(300));
+        second.hand_over();
+        first.note(JobId(1), at(200));
+        drop(first);
+        let mut taken = pending.take();
+        taken.sort();
+        assert_eq!(taken, vec![(JobId(1), at(300)), (JobId(2), at(100))]);
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn a_full_batch_is_handed_over_and_many_fold_into_one_time_per_job() {
+        let pending = PollTimes::default();
+        let mut notes = pending.notes();
+        for i in 0..BATCH {
+            notes.note(JobId(7), at(i as i64));
+        }
+        assert!(!pending.is_empty(), "a full batch goes without being asked");
+        for i in 0..FOLD_AT {
+            notes.note(JobId(i as i64 % 10), at(1_000 + i as i64));
+        }
+        {
+            let held = pending.lock();
+            assert!(held.handed_notes < FOLD_AT, "folded");
+            assert_eq!(held.latest.len(), 10);
+        }
+        drop(notes);
+        let taken = pending.take();
+        assert_eq!(taken.len(), 10);
+        let last = 1_000 + FOLD_AT as i64 - 1;
+        assert!(taken.contains(&(JobId(last % 10), at(last))));
+    }
+
+    #[test]
+    fn restored_times_do_not_undo_later_notes() {
+        let pending = PollTimes::default();
+        let mut notes = pending.notes();
+        notes.note(JobId(1), at(100));
+        notes.hand_over();
+        let failed = pending.take();
+        notes.note(JobId(1), at(200));
+        notes.hand_over();
+        pending.restore(failed);
+        assert_eq!(pending.take(), vec![(JobId(1), at(200))]);
+    }
+}
