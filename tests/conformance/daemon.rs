@@ -82,10 +82,16 @@ async fn a_daemon_sigkilled_mid_delivery_has_each_alert_accepted_once() {
             continue;
         };
         let config = daemon_with_alerts(dir.path(), format, &peer.target, "").await;
-        let mut daemon = common::DaemonCommand::new(&config).spawn();
+        let log = dir.path().join("daemon.log");
+        let mut daemon = common::DaemonCommand::new(&config)
+            .log_to("info", &log)
+            .spawn();
+        let in_flight = common::wait_until(Duration::from_secs(30), || peer.holds_one()).await;
         assert!(
-            common::wait_until(Duration::from_secs(20), || peer.holds_one()).await,
-            "{format:?}: the first delivery in flight"
+            in_flight,
+            "{format:?}: the first delivery in flight (daemon running: {}); its log:\n{}",
+            daemon.try_wait().is_ok_and(|exit| exit.is_none()),
+            std::fs::read_to_string(&log).unwrap_or_default()
         );
         daemon.kill().await.unwrap(); // SIGKILL: mid-delivery, nothing recorded
         let mut daemon = common::DaemonCommand::new(&config).spawn();
@@ -147,10 +153,18 @@ async fn sigterm_never_waits_on_a_hung_receiver_past_shutdown_timeout() {
             "shutdown_timeout = \"1s\"",
         )
         .await;
-        let daemon = common::DaemonProcess::start(&config);
+        let log = dir.path().join("daemon.log");
+        let mut daemon = common::DaemonProcess(
+            common::DaemonCommand::new(&config)
+                .log_to("info", &log)
+                .spawn(),
+        );
+        let in_flight = common::wait_until(Duration::from_secs(30), || peer.holds_one()).await;
         assert!(
-            common::wait_until(Duration::from_secs(20), || peer.holds_one()).await,
-            "{format:?}: the first delivery in flight"
+            in_flight,
+            "{format:?}: the first delivery in flight (daemon running: {}); its log:\n{}",
+            daemon.alive(),
+            std::fs::read_to_string(&log).unwrap_or_default()
         );
         let asked = Instant::now();
         daemon.stop().await;
