@@ -196,7 +196,8 @@ impl Daemon {
             ),
         };
         let warm = Instant::now();
-        while daemon.not_modified().await < (2 * JOBS) as f64 {
+        // Until its listener is up, a scrape fails: that is waited out.
+        while daemon.scrape().await.unwrap_or(0.0) < (2 * JOBS) as f64 {
             assert!(
                 warm.elapsed() < Duration::from_secs(60),
                 "daemon did not warm up"
@@ -242,18 +243,25 @@ impl Daemon {
         assert!(exit.success(), "the daemon failed: {exit}");
     }
 
-    /// The daemon's count of unchanged polls.
+    /// The daemon's count of unchanged polls. A scrape that fails once the daemon is
+    /// up fails the run: a count taken as 0 would make a slice's figure up.
     async fn not_modified(&self) -> f64 {
+        match self.scrape().await {
+            Ok(count) => count,
+            Err(e) => panic!("the daemon's /metrics: {e}"),
+        }
+    }
+
+    async fn scrape(&self) -> Result<f64, http_client::HttpError> {
         let request = http::Request::get(&self.metrics_url)
             .body(Full::new(Bytes::new()))
             .unwrap();
-        match http_client::send(&self.plain, request, Duration::from_secs(5), 1 << 22).await {
-            Ok(response) => support::metric(
-                &String::from_utf8_lossy(response.body()),
-                "iewatch_polls_total{outcome=\"not_modified\"}",
-            ),
-            Err(_) => 0.0,
-        }
+        let response =
+            http_client::send(&self.plain, request, Duration::from_secs(5), 1 << 22).await?;
+        Ok(support::metric(
+            &String::from_utf8_lossy(response.body()),
+            "iewatch_polls_total{outcome=\"not_modified\"}",
+        ))
     }
 }
 
