@@ -12,8 +12,9 @@ use crate::{id_hash::IdMap, moment::Moment};
 /// A worker hands its notes over after this many.
 const BATCH: usize = 64;
 
-/// Handed-over notes are folded into one time per job once this many wait, so that
-/// pending notes stay bounded by the number of jobs, whatever the poll rate.
+/// Handed-over full batches are folded into one time per job once they hold this many
+/// notes, so that what is pending stays bounded by the number of jobs (and 1 MiB of
+/// batches), whatever the poll rate.
 const FOLD_AT: usize = 1 << 16;
 
 /// The pending times of unchanged polls, latest per job; clones share them.
@@ -52,12 +53,22 @@ impl PollTimes {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn hand_over(&self, batch: Vec<(JobId, Moment)>) {
+    /// Takes a full batch as it is (one push under the lock).
+    fn hand_over_full(&self, batch: Vec<(JobId, Moment)>) {
         let mut pending = self.lock();
         pending.handed_notes += batch.len();
         pending.handed.push(batch);
         if pending.handed_notes >= FOLD_AT {
             pending.fold();
+        }
+    }
+
+    /// Takes the notes of a batch that is not full one by one, so that no batch's
+    /// spare room is kept (a quiet daemon hands over after every poll).
+    fn hand_over_notes(&self, notes: &[(JobId, Moment)]) {
+        let mut pending = self.lock();
+        for &(job, at) in notes {
+            keep_latest(&mut pending.latest, job, at);
         }
     }
 
@@ -114,8 +125,11 @@ impl PollNotes {
 
     /// Makes the notes so far pending.
     pub fn hand_over(&mut self) {
-        if !self.batch.is_empty() {
-            self.pending.hand_over(std::mem::take(&mut self.batch));
+        if self.batch.len() >= BATCH {
+            self.pending.hand_over_full(std::mem::take(&mut self.batch));
+        } else if !self.batch.is_empty() {
+            self.pending.hand_over_notes(&self.batch);
+            self.batch.clear();
         }
     }
 }
@@ -172,6 +186,36 @@ mod tests {
         assert_eq!(taken.len(), 10);
         let last = 1_000 + FOLD_AT as i64 - 1;
         assert!(taken.contains(&(JobId(last % 10), at(last))));
+    }
+
+    #[test]
+    fn a_batch_handed_over_before_it_is_full_keeps_no_room_pending() {
+        let pending = PollTimes::default();
+        let mut notes = pending.notes();
+        for i in 0..1_000 {
+            notes.note(JobId(i % 3), at(i));
+            notes.hand_over();
+        }
+        {
+            let held = pending.lock();
+            assert!(held.handed.is_empty(), "{} batches kept", held.handed.len());
+            assert_eq!(held.latest.len(), 3);
+        }
+        assert_eq!(
+            notes.batch.capacity(),
+            BATCH,
+            "the worker's batch is reused"
+        );
+        let mut taken = pending.take();
+        taken.sort();
+        assert_eq!(
+            taken,
+            vec![
+                (JobId(0), at(999)),
+                (JobId(1), at(997)),
+                (JobId(2), at(998))
+            ]
+        );
     }
 
     #[test]
