@@ -63,8 +63,9 @@ impl PollTimes {
         }
     }
 
-    /// Takes the notes of a batch that is not full one by one, so that no batch's
-    /// spare room is kept (a quiet daemon hands over after every poll).
+    /// Takes notes one by one: those of a batch that is not full, so that no batch's
+    /// spare room is kept (a quiet daemon hands over after every poll), and restored
+    /// ones.
     fn hand_over_notes(&self, notes: &[(JobId, Moment)]) {
         let mut pending = self.lock();
         for &(job, at) in notes {
@@ -86,10 +87,7 @@ impl PollTimes {
 
     /// Puts back times that could not be written (later ones noted meanwhile win).
     pub(super) fn restore(&self, batch: Vec<(JobId, Moment)>) {
-        let mut pending = self.lock();
-        for (job, at) in batch {
-            keep_latest(&mut pending.latest, job, at);
-        }
+        self.hand_over_notes(&batch);
     }
 
     /// A batch of one's own to note times in.
