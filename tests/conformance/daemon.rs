@@ -59,6 +59,28 @@ async fn daemon_with_alerts(
     config
 }
 
+/// Starts the daemon of `config`, its log at info level in `dir/daemon.log`, and waits
+/// (bounded: 30 s) until `peer` holds its first delivery; says why when it does not.
+async fn start_until_in_flight(
+    dir: &Path,
+    config: &Path,
+    peer: &Peer,
+    format: WebhookFormat,
+) -> tokio::process::Child {
+    let log = dir.join("daemon.log");
+    let mut daemon = common::DaemonCommand::new(config)
+        .log_to("info", &log)
+        .spawn();
+    let in_flight = common::wait_until(Duration::from_secs(30), || peer.holds_one()).await;
+    assert!(
+        in_flight,
+        "{format:?}: the first delivery in flight (daemon running: {}); its log:\n{}",
+        daemon.try_wait().is_ok_and(|exit| exit.is_none()),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    daemon
+}
+
 /// The deliveries of `dir/iewatch.db`, oldest first, once `done` holds (bounded: 20 s).
 async fn rows_once(dir: &Path, done: impl Fn(&[DeliveryRow]) -> bool) -> Vec<DeliveryRow> {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -82,17 +104,7 @@ async fn a_daemon_sigkilled_mid_delivery_has_each_alert_accepted_once() {
             continue;
         };
         let config = daemon_with_alerts(dir.path(), format, &peer.target, "").await;
-        let log = dir.path().join("daemon.log");
-        let mut daemon = common::DaemonCommand::new(&config)
-            .log_to("info", &log)
-            .spawn();
-        let in_flight = common::wait_until(Duration::from_secs(30), || peer.holds_one()).await;
-        assert!(
-            in_flight,
-            "{format:?}: the first delivery in flight (daemon running: {}); its log:\n{}",
-            daemon.try_wait().is_ok_and(|exit| exit.is_none()),
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
+        let mut daemon = start_until_in_flight(dir.path(), &config, &peer, format).await;
         daemon.kill().await.unwrap(); // SIGKILL: mid-delivery, nothing recorded
         let mut daemon = common::DaemonCommand::new(&config).spawn();
         let rows = rows_once(dir.path(), |rows| {
@@ -153,19 +165,8 @@ async fn sigterm_never_waits_on_a_hung_receiver_past_shutdown_timeout() {
             "shutdown_timeout = \"1s\"",
         )
         .await;
-        let log = dir.path().join("daemon.log");
-        let mut daemon = common::DaemonProcess(
-            common::DaemonCommand::new(&config)
-                .log_to("info", &log)
-                .spawn(),
-        );
-        let in_flight = common::wait_until(Duration::from_secs(30), || peer.holds_one()).await;
-        assert!(
-            in_flight,
-            "{format:?}: the first delivery in flight (daemon running: {}); its log:\n{}",
-            daemon.alive(),
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
+        let daemon =
+            common::DaemonProcess(start_until_in_flight(dir.path(), &config, &peer, format).await);
         let asked = Instant::now();
         daemon.stop().await;
         let took = asked.elapsed();
