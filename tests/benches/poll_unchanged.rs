@@ -196,8 +196,9 @@ impl Daemon {
             ),
         };
         let warm = Instant::now();
-        // Until its listener is up, a scrape fails: that is waited out.
-        while daemon.scrape().await.unwrap_or(0.0) < (2 * JOBS) as f64 {
+        // Until its listener is up a scrape fails, and until its first unchanged poll the
+        // count is not there: both are waited out.
+        while daemon.scrape().await.ok().flatten().unwrap_or(0.0) < (2 * JOBS) as f64 {
             assert!(
                 warm.elapsed() < Duration::from_secs(60),
                 "daemon did not warm up"
@@ -243,16 +244,17 @@ impl Daemon {
         assert!(exit.success(), "the daemon failed: {exit}");
     }
 
-    /// The daemon's count of unchanged polls. A scrape that fails once the daemon is
-    /// up fails the run: a count taken as 0 would make a slice's figure up.
+    /// The daemon's count of unchanged polls. A scrape that fails or lacks the count once
+    /// the daemon is up fails the run: a count taken as 0 would make a slice's figure up.
     async fn not_modified(&self) -> f64 {
         match self.scrape().await {
-            Ok(count) => count,
+            Ok(Some(count)) => count,
+            Ok(None) => panic!("the daemon's /metrics has no count of unchanged polls"),
             Err(e) => panic!("the daemon's /metrics: {e}"),
         }
     }
 
-    async fn scrape(&self) -> Result<f64, http_client::HttpError> {
+    async fn scrape(&self) -> Result<Option<f64>, http_client::HttpError> {
         let request = http::Request::get(&self.metrics_url)
             .body(Full::new(Bytes::new()))
             .unwrap();
@@ -266,8 +268,11 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
-    /// A failed run leaves no stopped daemon behind.
+    /// A failed run leaves no stopped daemon behind; one that exited (`stop`) is left be.
     fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
         let _ = std::process::Command::new("kill")
             .args(["-CONT", &self.pid])
             .status();

@@ -213,11 +213,11 @@ pub fn write_config(
     path
 }
 
-/// The value of one metric in a Prometheus text exposition.
-pub fn metric(text: &str, name: &str) -> f64 {
+/// The value of one metric in a Prometheus text exposition; None when it is not there
+/// (a labelled series appears at its first count) or is not a number.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
 }
 
 /// Percentile (0-100) of sorted durations, in milliseconds.
