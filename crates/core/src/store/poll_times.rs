@@ -9,36 +9,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use super::JobId;
 use crate::{id_hash::IdMap, moment::Moment};
 
-/// A worker hands its notes over after this many.
+/// A worker hands its notes over after this many: one lock per 64 polls, held for 64
+/// map updates (a few microseconds).
 const BATCH: usize = 64;
 
-/// Handed-over full batches are folded into one time per job once they hold this many
-/// notes, so that what is pending stays bounded by the number of jobs (and 1 MiB of
-/// batches), whatever the poll rate.
-const FOLD_AT: usize = 1 << 16;
-
-/// The pending times of unchanged polls, latest per job; clones share them.
+/// The pending times of unchanged polls, latest per job (bounded by the number of jobs);
+/// clones share them.
 #[derive(Clone, Debug, Default)]
-pub(super) struct PollTimes(Arc<Mutex<Pending>>);
-
-#[derive(Debug, Default)]
-struct Pending {
-    /// One time per job.
-    latest: IdMap<JobId, Moment>,
-    /// Batches handed over, not folded into `latest` yet.
-    handed: Vec<Vec<(JobId, Moment)>>,
-    /// How many notes `handed` holds.
-    handed_notes: usize,
-}
-
-impl Pending {
-    fn fold(&mut self) {
-        for (job, at) in self.handed.drain(..).flatten() {
-            keep_latest(&mut self.latest, job, at);
-        }
-        self.handed_notes = 0;
-    }
-}
+pub(super) struct PollTimes(Arc<Mutex<IdMap<JobId, Moment>>>);
 
 /// A job's time becomes `at` unless a later one is known: batches arrive in any order.
 fn keep_latest(latest: &mut IdMap<JobId, Moment>, job: JobId, at: Moment) {
@@ -49,45 +27,30 @@ fn keep_latest(latest: &mut IdMap<JobId, Moment>, job: JobId, at: Moment) {
 }
 
 impl PollTimes {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdMap<JobId, Moment>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes a full batch as it is (one push under the lock).
-    fn hand_over_full(&self, batch: Vec<(JobId, Moment)>) {
-        let mut pending = self.lock();
-        pending.handed_notes += batch.len();
-        pending.handed.push(batch);
-        if pending.handed_notes >= FOLD_AT {
-            pending.fold();
-        }
-    }
-
-    /// Takes notes one by one: those of a batch that is not full, so that no batch's
-    /// spare room is kept (a quiet daemon hands over after every poll), and restored
-    /// ones.
-    fn hand_over_notes(&self, notes: &[(JobId, Moment)]) {
-        let mut pending = self.lock();
+    /// Makes `notes` pending (a worker's batch, or times put back).
+    fn hand_over(&self, notes: &[(JobId, Moment)]) {
+        let mut latest = self.lock();
         for &(job, at) in notes {
-            keep_latest(&mut pending.latest, job, at);
+            keep_latest(&mut latest, job, at);
         }
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        let pending = self.lock();
-        pending.latest.is_empty() && pending.handed.is_empty()
+        self.lock().is_empty()
     }
 
     /// The pending times, no longer pending (the map keeps its room for the next ones).
     pub(super) fn take(&self) -> Vec<(JobId, Moment)> {
-        let mut pending = self.lock();
-        pending.fold();
-        pending.latest.drain().collect()
+        self.lock().drain().collect()
     }
 
     /// Puts back times that could not be written (later ones noted meanwhile win).
     pub(super) fn restore(&self, batch: Vec<(JobId, Moment)>) {
-        self.hand_over_notes(&batch);
+        self.hand_over(&batch);
     }
 
     /// A batch of one's own to note times in.
@@ -121,12 +84,10 @@ impl PollNotes {
         }
     }
 
-    /// Makes the notes so far pending.
+    /// Makes the notes so far pending; the batch keeps its room for the next ones.
     pub fn hand_over(&mut self) {
-        if self.batch.len() >= BATCH {
-            self.pending.hand_over_full(std::mem::take(&mut self.batch));
-        } else if !self.batch.is_empty() {
-            self.pending.hand_over_notes(&self.batch);
+        if !self.batch.is_empty() {
+            self.pending.hand_over(&self.batch);
             self.batch.clear();
         }
     }
@@ -164,41 +125,38 @@ mod tests {
     }
 
     #[test]
-    fn a_full_batch_is_handed_over_and_many_fold_into_one_time_per_job() {
+    fn a_full_batch_is_handed_over_and_pending_stays_one_time_per_job() {
         let pending = PollTimes::default();
         let mut notes = pending.notes();
         for i in 0..BATCH {
             notes.note(JobId(7), at(i as i64));
         }
         assert!(!pending.is_empty(), "a full batch goes without being asked");
-        for i in 0..FOLD_AT {
+        assert!(notes.batch.is_empty());
+        for i in 0..100 * BATCH {
             notes.note(JobId(i as i64 % 10), at(1_000 + i as i64));
         }
-        {
-            let held = pending.lock();
-            assert!(held.handed_notes < FOLD_AT, "folded");
-            assert_eq!(held.latest.len(), 10);
-        }
+        assert_eq!(pending.lock().len(), 10, "one time per job");
         drop(notes);
         let taken = pending.take();
         assert_eq!(taken.len(), 10);
-        let last = 1_000 + FOLD_AT as i64 - 1;
+        let last = 1_000 + 100 * BATCH as i64 - 1;
         assert!(taken.contains(&(JobId(last % 10), at(last))));
+        assert!(
+            taken.contains(&(JobId(7), at(last - 2))),
+            "the later time wins"
+        );
     }
 
     #[test]
-    fn a_batch_handed_over_before_it_is_full_keeps_no_room_pending() {
+    fn a_batch_handed_over_before_it_is_full_is_reused() {
         let pending = PollTimes::default();
         let mut notes = pending.notes();
         for i in 0..1_000 {
             notes.note(JobId(i % 3), at(i));
             notes.hand_over();
         }
-        {
-            let held = pending.lock();
-            assert!(held.handed.is_empty(), "{} batches kept", held.handed.len());
-            assert_eq!(held.latest.len(), 3);
-        }
+        assert_eq!(pending.lock().len(), 3);
         assert_eq!(
             notes.batch.capacity(),
             BATCH,
