@@ -3,7 +3,8 @@
 //! (year 10000, year 1, before the epoch, text that is no time, empty), then every
 //! command and the daemon. A command may say a value is bad; none may panic, and the
 //! daemon keeps watching. And no value is too long to record: a service's error message
-//! as long as its body, on SQLite and PostgreSQL, before and after an upgrade.
+//! as long as its body, on SQLite and PostgreSQL, before and after an upgrade. And
+//! `last_polled_at` never moves back, nor does a hand-edited value hold it still.
 
 mod common;
 
@@ -290,4 +291,78 @@ async fn an_error_of_any_length_is_recorded_clipped_on_both_databases() {
         events[0].from.as_deref(),
         Some(format!("{}…", "a".repeat(697)).as_str())
     );
+}
+
+/// `last_polled_at` never moves back: an unchanged poll's time, written at the heartbeat,
+/// loses to a change's later one committed meanwhile. And no hand-edited value holds the
+/// column still: one in another form, or in the far future, gives way to the next poll.
+/// On SQLite, and on PostgreSQL when a server is installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_polls_time_never_moves_last_polled_at_back() {
+    use iewatch::{
+        moment::Moment,
+        store::{Database, Failed},
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = common::postgres::Cluster::start();
+    let mut databases = vec![Database::File(dir.path().join("iewatch.db"))];
+    if let Some(cluster) = &cluster {
+        databases.push(cluster.create_database("last_polled").await);
+    }
+    // Stored to the millisecond.
+    let now = Moment::parse(&iewatch::wall_clock::now().sql_text()).unwrap();
+    let ago = |secs| now.saturating_sub(Duration::from_secs(secs));
+    for database in &databases {
+        let store = Writer::open(database).await.unwrap();
+        let job = store.load_job("prod", "Polled").await.unwrap().id;
+        let stored = || async {
+            let text: Option<String> =
+                sqlx::query_scalar("SELECT last_polled_at FROM jobs WHERE id = $1")
+                    .bind(job.0)
+                    .fetch_one(store.pool())
+                    .await
+                    .unwrap();
+            text.as_deref().and_then(Moment::parse)
+        };
+        let mut notes = store.poll_notes();
+        notes.note(job, ago(60));
+        notes.hand_over();
+        store
+            .record_failure(Failed {
+                job,
+                error: "refused",
+                memory: &Default::default(),
+                events: &[],
+                outbox: &[],
+                at: ago(50),
+            })
+            .await
+            .unwrap();
+        store.flush_poll_times().await.unwrap();
+        assert_eq!(stored().await, Some(ago(50)), "{database:?}: moved back");
+
+        for (edited, polled) in [
+            ("9999-12-31 23:59:59.999", 40),
+            ("Tuesday", 30),
+            ("2026-12-07T06:00:00.000Z", 20),
+            ("", 10),
+        ] {
+            sqlx::query("UPDATE jobs SET last_polled_at = $1 WHERE id = $2")
+                .bind(edited)
+                .bind(job.0)
+                .execute(store.pool())
+                .await
+                .unwrap();
+            notes.note(job, ago(polled));
+            notes.hand_over();
+            store.flush_poll_times().await.unwrap();
+            assert_eq!(
+                stored().await,
+                Some(ago(polled)),
+                "{database:?}: {edited:?} held it"
+            );
+        }
+        drop(notes);
+        store.close().await;
+    }
 }

@@ -103,7 +103,10 @@ pub(super) struct Request {
 }
 
 /// One statement (one trip to the database) for every pending time: `[[id, time], ...]`
-/// as JSON.
+/// as JSON. A later time already stored stays: a change committed after the unchanged
+/// poll was noted wrote its own. Only a time in our own form and not past `now` counts
+/// as later, so a hand-edited value (another form, the far future) cannot hold the
+/// column still.
 async fn write_poll_times(
     tx: &mut Transaction<'_, Any>,
     dialect: Dialect,
@@ -114,15 +117,23 @@ async fn write_poll_times(
         .map(|(job, at)| (job.0, at.sql_text()))
         .collect();
     let rows = serde_json::to_string(&rows).map_err(|e| StoreError::Commit(e.to_string()))?;
+    let now = crate::wall_clock::now().sql_text();
     sqlx::query(dialect.pick(
         "UPDATE jobs SET last_polled_at = json_extract(polled.value, '$[1]')
          FROM json_each($1) AS polled
-         WHERE jobs.id = json_extract(polled.value, '$[0]')",
+         WHERE jobs.id = json_extract(polled.value, '$[0]')
+           AND NOT COALESCE(length(jobs.last_polled_at) = length($2)
+                            AND jobs.last_polled_at > json_extract(polled.value, '$[1]')
+                            AND jobs.last_polled_at <= $2, 0)",
         "UPDATE jobs SET last_polled_at = polled.value ->> 1
          FROM json_array_elements($1::json) AS polled (value)
-         WHERE jobs.id = (polled.value ->> 0)::bigint",
+         WHERE jobs.id = (polled.value ->> 0)::bigint
+           AND NOT COALESCE(length(jobs.last_polled_at) = length($2)
+                            AND jobs.last_polled_at COLLATE \"C\" > polled.value ->> 1
+                            AND jobs.last_polled_at COLLATE \"C\" <= $2, false)",
     ))
     .bind(rows)
+    .bind(now)
     .execute(&mut **tx)
     .await?;
     Ok(())
